@@ -1,0 +1,138 @@
+// Package cli is the small subcommand dispatcher both binaries use (no
+// framework: the data-plane binary must stay small and start fast).
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+)
+
+// Command is one subcommand.
+type Command struct {
+	Name  string
+	Short string // one line for the command list
+	Usage string // arguments after the flags, for "Usage:" lines
+	// Flags registers the command's flags; may be nil.
+	Flags func(fs *flag.FlagSet)
+	// Run runs with the remaining arguments; ctx ends on SIGINT/SIGTERM.
+	Run func(ctx context.Context, args []string) error
+}
+
+// ErrUsage makes Main print the command's usage and exit 2.
+var ErrUsage = errors.New("usage")
+
+// ExitError makes Main exit with Code after printing Err (if not nil).
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+// Main runs the subcommand named by os.Args[1] and exits.
+func Main(prog, about string, cmds []*Command) {
+	os.Exit(Run(prog, about, cmds, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Run is Main without the exit, for tests.
+func Run(prog, about string, cmds []*Command, args []string, stdout, stderr io.Writer) int {
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "%s: %s\n\nUsage: %s COMMAND [flags] [args]\n\nCommands:\n", prog, about, prog)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, c := range cmds {
+			fmt.Fprintf(tw, "  %s\t%s\n", c.Name, c.Short)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\n", prog)
+	}
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return 0
+	}
+	var cmd *Command
+	for _, c := range cmds {
+		if c.Name == args[0] {
+			cmd = c
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(stderr, "%s: unknown command %q\n\n", prog, args[0])
+		usage(stderr)
+		return 2
+	}
+	fs := flag.NewFlagSet(prog+" "+cmd.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\n\nUsage: %s %s [flags] %s\n\nFlags:\n", cmd.Short, prog, cmd.Name, cmd.Usage)
+		fs.PrintDefaults()
+	}
+	if cmd.Flags != nil {
+		cmd.Flags(fs)
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := cmd.Run(ctx, fs.Args())
+	var ee *ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrUsage):
+		fs.Usage()
+		return 2
+	case errors.As(err, &ee):
+		if ee.Err != nil {
+			fmt.Fprintf(stderr, "%s %s: %v\n", prog, cmd.Name, ee.Err)
+		}
+		return ee.Code
+	default:
+		fmt.Fprintf(stderr, "%s %s: %v\n", prog, cmd.Name, strings.TrimSpace(err.Error()))
+		return 1
+	}
+}
+
+// EnvDefault returns the environment variable key if set, else def. Every
+// data-plane flag has a matching TSINJECT_* variable read this way.
+func EnvDefault(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+// VersionCommand prints v.
+func VersionCommand(v string) *Command {
+	return &Command{
+		Name:  "version",
+		Short: "print the version",
+		Run: func(context.Context, []string) error {
+			fmt.Println(v)
+			return nil
+		},
+	}
+}

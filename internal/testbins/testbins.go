@@ -1,0 +1,355 @@
+// Package testbins builds the control-plane binaries that integration tests
+// run (etcd and kube-apiserver) from the Go module proxy, and caches them
+// outside the work tree, keyed by version, so they are built once per machine.
+//
+// Nothing is downloaded as a prebuilt binary: the sources come from the module
+// proxy through the go command, which is the only registry these machines reach.
+package testbins
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Versions of the control plane the tests run against.
+const (
+	KubernetesVersion = "v1.37.2"
+	// StagingVersion is the release of the k8s.io/* staging modules that
+	// matches KubernetesVersion (k8s.io/kubernetes requires them at v0.0.0).
+	StagingVersion = "v0.37.2"
+	EtcdVersion    = "v3.6.16"
+)
+
+// BuildCommand is what a person runs to build the binaries by hand.
+const BuildCommand = "go run ./internal/testbins/cmd/testbins"
+
+// Dir is where the binaries for the pinned versions live:
+// $TSINJECT_CACHE_DIR, else the user cache dir, under tsinject/envtest/<versions>.
+func Dir() (string, error) {
+	root := os.Getenv("TSINJECT_CACHE_DIR")
+	if root == "" {
+		c, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("no cache dir (set TSINJECT_CACHE_DIR): %w", err)
+		}
+		root = filepath.Join(c, "tsinject")
+	}
+	return filepath.Join(root, "envtest", "k8s-"+KubernetesVersion+"_etcd-"+EtcdVersion), nil
+}
+
+// Present reports whether dir holds every binary envtest needs.
+func Present(dir string) bool {
+	for _, b := range []string{"kube-apiserver", "etcd", "kubectl"} {
+		fi, err := os.Stat(filepath.Join(dir, b))
+		if err != nil || fi.Mode()&0o111 == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Ensure returns the directory holding kube-apiserver, etcd and kubectl,
+// building what is missing. Concurrent callers (parallel test packages) wait
+// on a file lock so the binaries are built once. Progress goes to log.
+func Ensure(ctx context.Context, log io.Writer) (string, error) {
+	dir, err := Dir()
+	if err != nil {
+		return "", err
+	}
+	if Present(dir) {
+		return dir, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	unlock, err := lock(filepath.Join(dir, ".lock"), log)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if Present(dir) { // built by whoever held the lock before us
+		return dir, nil
+	}
+	b := builder{dir: dir, log: log}
+	if err := b.buildAll(ctx); err != nil {
+		return "", fmt.Errorf("building test control plane into %s: %w (build by hand with: %s)", dir, err, BuildCommand)
+	}
+	return dir, nil
+}
+
+func lock(path string, log io.Writer) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fmt.Fprintf(log, "testbins: another process is building %s; waiting\n", filepath.Dir(path))
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
+type builder struct {
+	dir string
+	log io.Writer
+}
+
+func (b builder) buildAll(ctx context.Context) error {
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"etcd " + EtcdVersion, b.buildEtcd},
+		{"kube-apiserver " + KubernetesVersion, b.buildAPIServer},
+		{"kubectl", b.kubectl},
+	}
+	for _, s := range steps {
+		start := time.Now()
+		fmt.Fprintf(b.log, "testbins: preparing %s\n", s.name)
+		if err := s.fn(ctx); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		fmt.Fprintf(b.log, "testbins: %s ready in %s\n", s.name, time.Since(start).Round(time.Second))
+	}
+	return nil
+}
+
+func (b builder) buildEtcd(ctx context.Context) error {
+	if isExec(filepath.Join(b.dir, "etcd")) {
+		return nil
+	}
+	src, err := b.module(ctx, "etcd", "go.etcd.io/etcd/server/v3", EtcdVersion, nil)
+	if err != nil {
+		return err
+	}
+	return b.goBuild(ctx, src, "etcd", "go.etcd.io/etcd/server/v3", "")
+}
+
+func (b builder) buildAPIServer(ctx context.Context) error {
+	if isExec(filepath.Join(b.dir, "kube-apiserver")) {
+		return nil
+	}
+	gomod, err := b.downloadGoMod(ctx, "k8s.io/kubernetes", KubernetesVersion)
+	if err != nil {
+		return err
+	}
+	staging := StagingModules(gomod)
+	if len(staging) == 0 {
+		return errors.New("k8s.io/kubernetes go.mod lists no staging modules at v0.0.0; the layout changed")
+	}
+	fmt.Fprintf(b.log, "testbins: replacing %d staging modules with their %s releases\n", len(staging), StagingVersion)
+	replace := map[string]string{}
+	for _, m := range staging {
+		replace[m] = StagingVersion
+	}
+	src, err := b.module(ctx, "kube-apiserver", "k8s.io/kubernetes", KubernetesVersion, replace)
+	if err != nil {
+		return err
+	}
+	return b.goBuild(ctx, src, "kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", b.versionLDFlags())
+}
+
+// kubectl points envtest at the kubectl on PATH (envtest wants one beside
+// the API server; tests use it as a real client), or builds the matching
+// release from the kube-apiserver module where a machine has none.
+func (b builder) kubectl(ctx context.Context) error {
+	dst := filepath.Join(b.dir, "kubectl")
+	if isExec(dst) {
+		return nil
+	}
+	if p, err := exec.LookPath("kubectl"); err == nil {
+		os.Remove(dst)
+		return os.Symlink(p, dst)
+	}
+	fmt.Fprintf(b.log, "testbins: no kubectl on PATH; building %s\n", KubernetesVersion)
+	return b.goBuild(ctx, filepath.Join(b.dir, "src", "kube-apiserver"), "kubectl", "k8s.io/kubernetes/cmd/kubectl", b.versionLDFlags())
+}
+
+// versionLDFlags stamp the Kubernetes version into a binary built from
+// source, which otherwise reports v0.0.0-master and defeats version checks.
+func (builder) versionLDFlags() string {
+	major, minor := splitVersion(KubernetesVersion)
+	return strings.Join([]string{
+		"-s", "-w",
+		"-X k8s.io/component-base/version.gitVersion=" + KubernetesVersion,
+		"-X k8s.io/component-base/version.gitMajor=" + major,
+		"-X k8s.io/component-base/version.gitMinor=" + minor,
+		"-X k8s.io/component-base/version.gitTreeState=clean",
+	}, " ")
+}
+
+// StagingModules lists the k8s.io/* modules a k8s.io/kubernetes go.mod
+// requires at v0.0.0 (they live in its staging tree and are published apart).
+func StagingModules(gomod []byte) []string {
+	re := regexp.MustCompile(`^\s*(?:require\s+)?(k8s\.io/[^\s]+)\s+v0\.0\.0\s*(?://.*)?$`)
+	var out []string
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(gomod))
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil && !seen[m[1]] {
+			seen[m[1]] = true
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+func splitVersion(v string) (major, minor string) {
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) < 2 {
+		return "", ""
+	}
+	return parts[0], parts[1]
+}
+
+func (b builder) downloadGoMod(ctx context.Context, path, version string) ([]byte, error) {
+	out, err := b.goOutput(ctx, os.TempDir(), "mod", "download", "-json", path+"@"+version)
+	if err != nil {
+		return nil, err
+	}
+	var info struct{ GoMod, Error string }
+	if err := json.Unmarshal(out, &info); err != nil {
+		return nil, fmt.Errorf("go mod download %s@%s: %w", path, version, err)
+	}
+	if info.Error != "" {
+		return nil, fmt.Errorf("go mod download %s@%s: %s", path, version, info.Error)
+	}
+	return os.ReadFile(info.GoMod)
+}
+
+// module writes a throwaway main module that requires path@version (plus
+// replacements) and resolves its dependency graph. go install pkg@version
+// would refuse these modules because their own go.mod files use replace.
+func (b builder) module(ctx context.Context, name, path, version string, replace map[string]string) (string, error) {
+	src := filepath.Join(b.dir, "src", name)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", err
+	}
+	var gm strings.Builder
+	fmt.Fprintf(&gm, "module tsinject.dev/testbins/%s\n\ngo 1.26\n\nrequire %s %s\n", name, path, version)
+	if len(replace) > 0 {
+		gm.WriteString("\nreplace (\n")
+		for _, m := range sortedKeys(replace) {
+			fmt.Fprintf(&gm, "\t%s => %s %s\n", m, m, replace[m])
+		}
+		gm.WriteString(")\n")
+	}
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte(gm.String()), 0o644); err != nil {
+		return "", err
+	}
+	// Blank imports keep `go mod tidy` from dropping the requirement.
+	var tools strings.Builder
+	tools.WriteString("//go:build tools\n\npackage tools\n\n")
+	for _, pkg := range mainPackages(name, path) {
+		fmt.Fprintf(&tools, "import _ %q\n", pkg)
+	}
+	if err := os.WriteFile(filepath.Join(src, "tools.go"), []byte(tools.String()), 0o644); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(b.log, "testbins: resolving modules for %s (downloads sources from the module proxy)\n", name)
+	if _, err := b.goOutput(ctx, src, "mod", "tidy"); err != nil {
+		return "", err
+	}
+	return src, nil
+}
+
+func mainPackages(name, modPath string) []string {
+	if name == "kube-apiserver" {
+		return []string{"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"}
+	}
+	return []string{modPath}
+}
+
+func (b builder) goBuild(ctx context.Context, src, out, pkg, ldflags string) error {
+	tmp := filepath.Join(b.dir, out+".tmp")
+	args := []string{"build", "-trimpath", "-o", tmp}
+	if ldflags != "" {
+		args = append(args, "-ldflags", ldflags)
+	}
+	args = append(args, pkg)
+	fmt.Fprintf(b.log, "testbins: go %s\n", strings.Join(args, " "))
+	done := b.ticker(out)
+	_, err := b.goOutput(ctx, src, args...)
+	done()
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(b.dir, out))
+}
+
+// ticker prints a line every 30 s so a long cold build does not look hung.
+func (b builder) ticker(what string) func() {
+	stop := make(chan struct{})
+	start := time.Now()
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				fmt.Fprintf(b.log, "testbins: still building %s (%s)\n", what, time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() { close(stop) }
+}
+
+func (b builder) goOutput(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, goBinary(), args...)
+	cmd.Dir = dir
+	// The throwaway modules are not part of any workspace, must not pick up
+	// the caller's build flags, and must build with the local toolchain.
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local", "CGO_ENABLED=0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, lastLines(stderr.String(), 30))
+	}
+	return out, nil
+}
+
+func goBinary() string {
+	if root := os.Getenv("GOROOT"); root != "" {
+		if p := filepath.Join(root, "bin", "go"); isExec(p) {
+			return p
+		}
+	}
+	return "go"
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func sortedKeys(m map[string]string) []string {
+	return slices.Sorted(maps.Keys(m))
+}
