@@ -1,0 +1,417 @@
+package injector
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Labels that select pods for injection.
+const (
+	// LabelInjection on a namespace: "enabled" or "disabled".
+	LabelInjection = "tsinject.dev/injection"
+	// LabelInject on a pod: "true" opts in, "false" opts out.
+	LabelInject = "tsinject.dev/inject"
+)
+
+// Annotation prefix and the annotations tsinject reads on pods.
+const (
+	AnnotationPrefix        = "tsinject.dev/"
+	AnnotationStatus        = AnnotationPrefix + "status"
+	AnnotationHostname      = AnnotationPrefix + "hostname"
+	AnnotationTags          = AnnotationPrefix + "tags"
+	AnnotationEgress        = AnnotationPrefix + "egress"
+	AnnotationEgressMode    = AnnotationPrefix + "egress-mode"
+	AnnotationAcceptRoutes  = AnnotationPrefix + "accept-routes"
+	AnnotationExpose        = AnnotationPrefix + "expose"
+	AnnotationProxyEnv      = AnnotationPrefix + "proxy-env"
+	AnnotationState         = AnnotationPrefix + "state"
+	AnnotationProxyImage    = AnnotationPrefix + "proxy-image"
+	AnnotationCPURequest    = AnnotationPrefix + "proxy-cpu-request"
+	AnnotationCPULimit      = AnnotationPrefix + "proxy-cpu-limit"
+	AnnotationMemoryRequest = AnnotationPrefix + "proxy-memory-request"
+	AnnotationMemoryLimit   = AnnotationPrefix + "proxy-memory-limit"
+	AnnotationNativeSidecar = AnnotationPrefix + "native-sidecar"
+)
+
+// AnnotationDoc documents one annotation; the table drives validation of
+// unknown keys and the annotation reference in the docs.
+type AnnotationDoc struct {
+	Key, Allowed, Default, Description string
+}
+
+// Annotations is the reference of every pod annotation tsinject reads.
+var Annotations = []AnnotationDoc{
+	{AnnotationHostname, "DNS label template with {name}, {namespace}", contract.DefaultHostname, "tailnet hostname, filled in by the sidecar from the downward API"},
+	{AnnotationTags, "comma-separated tag:name", "manager's --default-tags", "tags the node advertises (the tailnet policy must allow them)"},
+	{AnnotationEgress, "comma-separated host:port or LOCALPORT=host:port", "", "tailnet targets; LOCALPORT forwards 127.0.0.1:LOCALPORT to the target"},
+	{AnnotationEgressMode, "explicit | transparent", "explicit", "transparent adds an init container (NET_ADMIN, NET_RAW) that redirects tailnet TCP and DNS to the sidecar"},
+	{AnnotationAcceptRoutes, "comma-separated CIDRs", "", "subnet routes of the tailnet the pod may reach (accepted and, in transparent mode, redirected)"},
+	{AnnotationExpose, "comma-separated PORT, TAILNETPORT:PODPORT or container port names", "", "pod ports offered on the node's tailnet addresses"},
+	{AnnotationProxyEnv, "true | false", "false", "set ALL_PROXY, HTTP_PROXY, HTTPS_PROXY and NO_PROXY in app containers"},
+	{AnnotationState, "ephemeral | secret", "ephemeral", "secret keeps the node's identity in Secret tsinject-state-<pod name> (needs RBAC, see docs)"},
+	{AnnotationProxyImage, "image reference", "manager's --proxy-image", "the sidecar image"},
+	{AnnotationCPURequest, "CPU quantity", "20m", "sidecar CPU request"},
+	{AnnotationCPULimit, "CPU quantity, or \"none\"", "none", "sidecar CPU limit"},
+	{AnnotationMemoryRequest, "memory quantity", "48Mi", "sidecar memory request"},
+	{AnnotationMemoryLimit, "memory quantity, or \"none\"", "256Mi", "sidecar memory limit"},
+	{AnnotationNativeSidecar, "true | false", "manager's --native-sidecar", "force a native sidecar (init container, restartPolicy Always) or a regular one"},
+	{AnnotationStatus, "(written by tsinject)", "", "what was injected and by which config version; do not edit"},
+}
+
+// tailnet address ranges a sidecar can always dial.
+var tailnetRanges = []netip.Prefix{
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("fd7a:115c:a1e0::/48"),
+}
+
+// podOptions are a pod's validated annotations with defaults applied.
+type podOptions struct {
+	hostname     string
+	tags         []string
+	egress       []contract.EgressTarget
+	egressMode   string
+	acceptRoutes []netip.Prefix
+	expose       []contract.Expose
+	proxyEnv     bool
+	state        string
+	image        string
+	resources    corev1.ResourceRequirements
+	native       bool
+}
+
+// problems collects denials (errs) and admission warnings for one pod.
+type problems struct {
+	errs     []string
+	warnings []string
+}
+
+// invalid records a denial. detail, if set, is a parse error that already
+// quotes the bad entry of a list; otherwise the whole value is quoted.
+func (p *problems) invalid(key, value, allowed string, detail error) {
+	msg := fmt.Sprintf("annotation %s: value %q is not allowed (allowed: %s)", key, value, allowed)
+	if detail != nil {
+		msg = fmt.Sprintf("annotation %s: %v", key, detail)
+	}
+	p.errs = append(p.errs, msg)
+}
+
+func (p *problems) warn(format string, args ...any) {
+	p.warnings = append(p.warnings, "tsinject: "+fmt.Sprintf(format, args...))
+}
+
+// parseOptions reads the pod's annotations against cfg's defaults.
+func parseOptions(pod *corev1.Pod, nsLabels map[string]string, cfg *Config, p *problems) podOptions {
+	a := pod.Annotations
+	o := podOptions{
+		hostname:   contract.DefaultHostname,
+		tags:       cfg.DefaultTags,
+		egressMode: contract.EgressExplicit,
+		state:      contract.StateEphemeral,
+		image:      cfg.ProxyImage,
+		native:     cfg.NativeSidecar,
+		resources:  cfg.Resources,
+	}
+	warnUnknownKeys(a, p)
+
+	if v, ok := a[AnnotationHostname]; ok {
+		if err := contract.ValidateTemplate(v); err != nil || v == "" {
+			p.invalid(AnnotationHostname, v, "a DNS label template: lowercase letters, digits, '-', {name}, {namespace}", nil)
+		} else {
+			o.hostname = v
+			if pod.Name != "" && len(contract.RenderName(v, pod.Name, pod.Namespace)) == 63 {
+				p.warn("hostname from %s may be cut to 63 characters", AnnotationHostname)
+			}
+		}
+	}
+	if v, ok := a[AnnotationTags]; ok {
+		tags, err := contract.ParseTags(v)
+		if err != nil {
+			p.invalid(AnnotationTags, v, "", err)
+		} else {
+			o.tags = tags
+		}
+	}
+	if v, ok := a[AnnotationEgressMode]; ok {
+		switch v {
+		case contract.EgressExplicit, contract.EgressTransparent:
+			o.egressMode = v
+		default:
+			p.invalid(AnnotationEgressMode, v, contract.EgressExplicit+", "+contract.EgressTransparent, nil)
+		}
+	}
+	if v, ok := a[AnnotationAcceptRoutes]; ok {
+		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+			pfx, err := netip.ParsePrefix(f)
+			if err != nil {
+				p.invalid(AnnotationAcceptRoutes, v, "comma-separated CIDRs such as 10.96.0.0/12", nil)
+				break
+			}
+			if pfx != pfx.Masked() {
+				p.warn("%s: %s has host bits set; using %s", AnnotationAcceptRoutes, pfx, pfx.Masked())
+			}
+			o.acceptRoutes = append(o.acceptRoutes, pfx.Masked())
+		}
+	}
+	if v, ok := a[AnnotationEgress]; ok {
+		targets, err := contract.ParseEgress(v)
+		if err != nil {
+			p.invalid(AnnotationEgress, v, "", err)
+		} else {
+			o.egress = targets
+			checkEgress(targets, o.acceptRoutes, p)
+		}
+	}
+	if v, ok := a[AnnotationExpose]; ok {
+		ex, err := resolveExpose(v, pod)
+		if err != nil {
+			p.invalid(AnnotationExpose, v, "", err)
+		} else {
+			o.expose = ex
+			checkExpose(ex, pod, p)
+		}
+	}
+	o.proxyEnv = parseBool(a, AnnotationProxyEnv, false, p)
+	o.native = parseBool(a, AnnotationNativeSidecar, o.native, p)
+	if v, ok := a[AnnotationState]; ok {
+		switch v {
+		case contract.StateEphemeral, contract.StateSecret:
+			o.state = v
+		default:
+			p.invalid(AnnotationState, v, contract.StateEphemeral+", "+contract.StateSecret, nil)
+		}
+	}
+	if v, ok := a[AnnotationProxyImage]; ok {
+		if v == "" || strings.ContainsAny(v, " \t\n") {
+			p.invalid(AnnotationProxyImage, v, "an image reference such as ghcr.io/tsinject/tsinject-proxy:v0.1.0", nil)
+		} else {
+			o.image = v
+		}
+	}
+	o.resources = parseResources(a, o.resources, p)
+
+	if o.egressMode == contract.EgressExplicit && !o.proxyEnv {
+		for _, t := range o.egress {
+			if t.LocalPort == 0 {
+				p.warn("%s: %s has no LOCALPORT; in explicit mode the app reaches it only through the SOCKS5 (127.0.0.1:%d) or HTTP (127.0.0.1:%d) proxy; set %s: \"true\" or write LOCALPORT=%s",
+					AnnotationEgress, t, contract.SOCKS5Port, contract.HTTPProxyPort, AnnotationProxyEnv, t)
+			}
+		}
+	}
+	if o.egressMode == contract.EgressTransparent {
+		switch nsLabels["pod-security.kubernetes.io/enforce"] {
+		case "baseline", "restricted":
+			p.warn("%s=transparent adds an init container with NET_ADMIN and NET_RAW, which this namespace's PodSecurity level %q rejects; use explicit egress", AnnotationEgressMode, nsLabels["pod-security.kubernetes.io/enforce"])
+		}
+	}
+	if o.state == contract.StateSecret {
+		if pod.Spec.AutomountServiceAccountToken != nil && !*pod.Spec.AutomountServiceAccountToken {
+			p.warn("%s=secret needs the service account token, but automountServiceAccountToken is false; the sidecar cannot save its state", AnnotationState)
+		} else if serviceAccountVolume(pod) == "" {
+			p.warn("%s=secret: the pod has no service account token volume yet; the sidecar cannot reach the API server unless one is added", AnnotationState)
+		}
+	}
+	return o
+}
+
+// checkEgress warns about targets the sidecar will refuse (not tailnet).
+func checkEgress(ts []contract.EgressTarget, routes []netip.Prefix, p *problems) {
+	for _, t := range ts {
+		ip, err := netip.ParseAddr(t.Host)
+		if err != nil {
+			continue // names are resolved by MagicDNS at run time
+		}
+		if !inAny(ip, tailnetRanges) && !inAny(ip, routes) {
+			p.warn("%s: %s is not a tailnet address and no %s covers it; the sidecar will refuse to dial it", AnnotationEgress, t, AnnotationAcceptRoutes)
+		}
+	}
+}
+
+func inAny(ip netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(ip.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveExpose parses the expose list, mapping container port names to
+// numbers (the sidecar only sees numbers).
+func resolveExpose(v string, pod *corev1.Pod) ([]contract.Expose, error) {
+	named := map[string]int32{}
+	for _, c := range pod.Spec.Containers {
+		for _, port := range c.Ports {
+			if port.Name != "" {
+				named[port.Name] = port.ContainerPort
+			}
+		}
+	}
+	var parts []string
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+		tp, pp, hasMap := strings.Cut(f, ":")
+		if !hasMap {
+			pp = tp
+		}
+		if n, ok := named[pp]; ok {
+			pp = strconv.Itoa(int(n))
+			if !hasMap {
+				tp = pp
+			}
+		} else if _, err := strconv.Atoi(pp); err != nil {
+			return nil, fmt.Errorf("entry %q: %q is neither a port number nor a named container port (named ports: %s)", f, pp, strings.Join(sortedKeys(named), ", "))
+		}
+		parts = append(parts, tp+":"+pp)
+	}
+	return contract.ParseExpose(strings.Join(parts, ","))
+}
+
+func checkExpose(ex []contract.Expose, pod *corev1.Pod, p *problems) {
+	declared := map[int32]bool{}
+	for _, c := range pod.Spec.Containers {
+		for _, port := range c.Ports {
+			declared[port.ContainerPort] = true
+		}
+	}
+	for _, e := range ex {
+		if !declared[int32(e.PodPort)] {
+			p.warn("%s: no container declares port %d; check that the app listens on it", AnnotationExpose, e.PodPort)
+		}
+		switch int(e.PodPort) {
+		case contract.HealthPort, contract.RedirectPort, contract.DNSPort, contract.SOCKS5Port, contract.HTTPProxyPort:
+			p.warn("%s: port %d is one the sidecar itself uses", AnnotationExpose, e.PodPort)
+		}
+	}
+}
+
+func parseBool(a map[string]string, key string, def bool, p *problems) bool {
+	v, ok := a[key]
+	if !ok {
+		return def
+	}
+	switch v {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	p.invalid(key, v, "true, false", nil)
+	return def
+}
+
+func parseResources(a map[string]string, def corev1.ResourceRequirements, p *problems) corev1.ResourceRequirements {
+	r := *def.DeepCopy()
+	set := func(key string, list *corev1.ResourceList, name corev1.ResourceName, noneOK bool) {
+		v, ok := a[key]
+		if !ok {
+			return
+		}
+		if noneOK && v == "none" {
+			delete(*list, name)
+			return
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil || q.Sign() <= 0 {
+			allowed := "a positive quantity such as 100m or 128Mi"
+			if noneOK {
+				allowed += ", or none"
+			}
+			p.invalid(key, v, allowed, nil)
+			return
+		}
+		if *list == nil {
+			*list = corev1.ResourceList{}
+		}
+		(*list)[name] = q
+	}
+	set(AnnotationCPURequest, &r.Requests, corev1.ResourceCPU, false)
+	set(AnnotationMemoryRequest, &r.Requests, corev1.ResourceMemory, false)
+	set(AnnotationCPULimit, &r.Limits, corev1.ResourceCPU, true)
+	set(AnnotationMemoryLimit, &r.Limits, corev1.ResourceMemory, true)
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, hasReq := r.Requests[name]
+		lim, hasLim := r.Limits[name]
+		if hasReq && hasLim && req.Cmp(lim) > 0 {
+			p.errs = append(p.errs, fmt.Sprintf("annotations %s: the sidecar's %s request %s is above its limit %s", AnnotationPrefix+"proxy-"+string(name)+"-*", name, req.String(), lim.String()))
+		}
+	}
+	if lim, ok := r.Limits[corev1.ResourceMemory]; ok && lim.Cmp(resource.MustParse("64Mi")) < 0 {
+		p.warn("%s %s is below 64Mi; the tailscale node may be OOM-killed", AnnotationMemoryLimit, lim.String())
+	}
+	return r
+}
+
+// warnUnknownKeys flags tsinject.dev annotations nobody reads (typos).
+func warnUnknownKeys(a map[string]string, p *problems) {
+	var unknown []string
+	for k := range a {
+		if !strings.HasPrefix(k, AnnotationPrefix) {
+			continue
+		}
+		known := false
+		for _, d := range Annotations {
+			if d.Key == k {
+				known = true
+				break
+			}
+		}
+		if !known {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		if s := suggest(k); s != "" {
+			p.warn("unknown annotation %s is ignored (did you mean %s?)", k, s)
+		} else {
+			p.warn("unknown annotation %s is ignored", k)
+		}
+	}
+}
+
+// suggest returns the known annotation closest to k, if close enough.
+func suggest(k string) string {
+	best, bestD := "", 3
+	for _, d := range Annotations {
+		if dist := editDistance(k, d.Key); dist < bestD {
+			best, bestD = d.Key, dist
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

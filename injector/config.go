@@ -1,0 +1,64 @@
+package injector
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/tsinject/tsinject/internal/version"
+)
+
+// Config is what the manager (or `tsinject inject`) injects with.
+type Config struct {
+	// ProxyImage is the tsinject-proxy image for the sidecar and init.
+	ProxyImage      string            `json:"proxyImage"`
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+	// ControlURL of the tailnet's control server; empty means Tailscale's.
+	ControlURL string `json:"controlURL,omitempty"`
+	// SystemNamespace is tsinject's own namespace, never injected.
+	SystemNamespace string `json:"systemNamespace"`
+	// NativeSidecar makes the sidecar an init container with restartPolicy
+	// Always (Kubernetes >= 1.29); otherwise a regular first container whose
+	// postStart hook holds the app until the node is ready.
+	NativeSidecar bool `json:"nativeSidecar"`
+	// DefaultTags are advertised by pods without a tags annotation.
+	DefaultTags []string `json:"defaultTags,omitempty"`
+	// Resources of the sidecar unless annotations override them.
+	Resources corev1.ResourceRequirements `json:"resources"`
+}
+
+// DefaultConfig is the configuration of a manager started without flags.
+func DefaultConfig() Config {
+	return Config{
+		ProxyImage:      version.ProxyImage(),
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		SystemNamespace: "tsinject-system",
+		NativeSidecar:   true,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("20m"),
+				corev1.ResourceMemory: resource.MustParse("48Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceMemory: resource.MustParse("256Mi"),
+			},
+		},
+	}
+}
+
+// Version identifies the configuration and tsinject release that produced
+// an injection; it is recorded in the status annotation.
+func (c *Config) Version() string {
+	b, _ := json.Marshal(struct {
+		C *Config
+		V string
+	}{c, version.Version})
+	sum := sha256.Sum256(b)
+	return version.Version + "-" + hex.EncodeToString(sum[:4])
+}
+
+// SystemNamespaces are never injected, whatever their labels say.
+var SystemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}

@@ -1,0 +1,393 @@
+// Package injector decides whether a pod joins the tailnet and adds the
+// tailscale sidecar (and, for transparent egress, its init container).
+//
+// Injection is a pure function: a pod, its namespace's labels and a Config
+// in; the injected pod and the reasons out. The admission webhook and the
+// offline `tsinject inject` are thin adapters around it (package
+// injector/webhook), so the two cannot drift.
+package injector
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Namespace is what injection needs to know of the pod's namespace.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Result is the outcome of Inject.
+type Result struct {
+	Reason Reason
+	// Pod is the injected pod (a modified copy) when Reason is
+	// ReasonInjected, and nil otherwise.
+	Pod *corev1.Pod
+	// Warnings are for the person who submitted the pod (admission
+	// warnings; kubectl prints them).
+	Warnings []string
+	// Problems explain a denial, one per bad field.
+	Problems []string
+}
+
+// Outcome is the Result's outcome.
+func (r Result) Outcome() Outcome { return r.Reason.Info().Outcome }
+
+// Error is the denial message, naming every bad field; nil unless denied.
+func (r Result) Error() error {
+	if r.Outcome() != OutcomeDenied {
+		return nil
+	}
+	if len(r.Problems) == 0 {
+		return fmt.Errorf("tsinject (%s): %s", r.Reason, r.Reason.Info().Message)
+	}
+	return fmt.Errorf("tsinject (%s): %s", r.Reason, strings.Join(r.Problems, "; "))
+}
+
+// Status is recorded in the AnnotationStatus annotation of an injected pod:
+// what was added (so uninject can remove exactly that) and by which config.
+type Status struct {
+	Version        string   `json:"version"`
+	Sidecar        string   `json:"sidecar"` // "native" or "container"
+	InitContainers []string `json:"initContainers,omitempty"`
+	Containers     []string `json:"containers,omitempty"`
+	Volumes        []string `json:"volumes"`
+	// ProxyEnv lists the app containers that got proxy variables.
+	ProxyEnv []string `json:"proxyEnv,omitempty"`
+}
+
+// Injector injects pods with one configuration.
+type Injector struct {
+	cfg     Config
+	version string
+}
+
+// New returns an Injector for cfg.
+func New(cfg Config) *Injector {
+	return &Injector{cfg: cfg, version: cfg.Version()}
+}
+
+// Config returns the injector's configuration.
+func (in *Injector) Config() Config { return in.cfg }
+
+// Inject decides on pod and, if it is to be injected, returns the injected
+// copy. pod is not modified. pod.Namespace must be set (admission requests
+// carry it separately; adapters fill it in).
+func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
+	var p problems
+	reason := in.decide(pod, ns, &p)
+	if reason != ReasonInjected {
+		return Result{Reason: reason, Warnings: p.warnings}
+	}
+	opts := parseOptions(pod, ns.Labels, &in.cfg, &p)
+	if len(p.errs) > 0 {
+		return Result{Reason: ReasonInvalidAnnotation, Warnings: p.warnings, Problems: p.errs}
+	}
+	if clash := nameClashes(pod); len(clash) > 0 {
+		return Result{Reason: ReasonContainerNameClash, Warnings: p.warnings, Problems: clash}
+	}
+	out := pod.DeepCopy()
+	in.apply(out, opts)
+	return Result{Reason: ReasonInjected, Pod: out, Warnings: p.warnings}
+}
+
+// decide implements the selection truth table (docs/injection.md).
+func (in *Injector) decide(pod *corev1.Pod, ns Namespace, p *problems) Reason {
+	if slices.Contains(SystemNamespaces, ns.Name) || ns.Name == in.cfg.SystemNamespace {
+		return ReasonSystemNamespace
+	}
+	if _, ok := pod.Annotations[AnnotationStatus]; ok {
+		return ReasonAlreadyInjected
+	}
+	nsLabel := ns.Labels[LabelInjection]
+	podLabel, podLabelSet := pod.Labels[LabelInject]
+	switch nsLabel {
+	case "", "enabled", "disabled":
+	default:
+		p.warn("namespace label %s=%q is neither enabled nor disabled; treated as unset", LabelInjection, nsLabel)
+		nsLabel = ""
+	}
+	switch podLabel {
+	case "true", "false":
+	default:
+		if podLabelSet {
+			p.warn("pod label %s=%q is neither true nor false; ignored", LabelInject, podLabel)
+		}
+		podLabel = ""
+	}
+	switch {
+	case nsLabel == "disabled":
+		if podLabel == "true" {
+			p.warn("pod label %s=true is overridden by namespace label %s=disabled; not injected", LabelInject, LabelInjection)
+		}
+		return ReasonNamespaceDisabled
+	case podLabel == "false":
+		return ReasonPodOptedOut
+	case nsLabel != "enabled" && podLabel != "true":
+		return ReasonNamespaceNotEnabled
+	}
+	if pod.Spec.HostNetwork {
+		p.warn("not injected (%s): %s", ReasonHostNetwork, ReasonHostNetwork.Info().Message)
+		return ReasonHostNetwork
+	}
+	return ReasonInjected
+}
+
+func nameClashes(pod *corev1.Pod) []string {
+	var out []string
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if c.Name == contract.SidecarContainer || c.Name == contract.InitContainer {
+			out = append(out, fmt.Sprintf("container %q is reserved for tsinject", c.Name))
+		}
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == contract.StateVolume || v.Name == contract.AuthVolume {
+			out = append(out, fmt.Sprintf("volume %q is reserved for tsinject", v.Name))
+		}
+	}
+	return out
+}
+
+// apply adds the sidecar, init container, volumes, proxy environment and
+// status annotation to pod.
+func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
+	st := Status{Version: in.version, Volumes: []string{contract.StateVolume, contract.AuthVolume}}
+	sidecar := in.sidecar(pod, o)
+
+	var inits []corev1.Container
+	if o.egressMode == contract.EgressTransparent {
+		inits = append(inits, in.initContainer(o))
+		st.InitContainers = append(st.InitContainers, contract.InitContainer)
+	}
+	if o.native {
+		always := corev1.ContainerRestartPolicyAlways
+		sidecar.RestartPolicy = &always
+		sidecar.StartupProbe = probe("/readyz", 1, 300) // up to 5 min to join
+		inits = append(inits, sidecar)
+		st.InitContainers = append(st.InitContainers, contract.SidecarContainer)
+		st.Sidecar = "native"
+	} else {
+		// Containers start in order and the kubelet waits for a postStart
+		// hook before starting the next: the app waits for the tailnet.
+		sidecar.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
+			Exec: &corev1.ExecAction{Command: []string{ProxyBinary, "wait", "--timeout=5m"}},
+		}}
+		pod.Spec.Containers = slices.Insert(pod.Spec.Containers, 0, sidecar)
+		st.Containers = append(st.Containers, contract.SidecarContainer)
+		st.Sidecar = "container"
+	}
+	pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, inits...)
+
+	pod.Spec.Volumes = append(pod.Spec.Volumes,
+		corev1.Volume{Name: contract.StateVolume, VolumeSource: corev1.VolumeSource{
+			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory},
+		}},
+		corev1.Volume{Name: contract.AuthVolume, VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{
+				SecretName:  contract.AuthSecret,
+				DefaultMode: ptr(int32(0o444)), // the sidecar's UID is not the file owner
+				Optional:    ptr(true),         // the sidecar waits for it and says so
+			},
+		}},
+	)
+
+	if o.proxyEnv {
+		for _, list := range []*[]corev1.Container{&pod.Spec.InitContainers, &pod.Spec.Containers} {
+			for i := range *list {
+				c := &(*list)[i]
+				if c.Name == contract.SidecarContainer || c.Name == contract.InitContainer {
+					continue
+				}
+				if addProxyEnv(c) {
+					st.ProxyEnv = append(st.ProxyEnv, c.Name)
+				}
+			}
+		}
+	}
+
+	b, _ := json.Marshal(st)
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[AnnotationStatus] = string(b)
+}
+
+// ProxyBinary is the data-plane binary's path in its image.
+const ProxyBinary = "/usr/local/bin/tsinject-proxy"
+
+func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
+	env := []corev1.EnvVar{
+		fieldEnv(contract.EnvPodName, "metadata.name"),
+		fieldEnv(contract.EnvPodNamespace, "metadata.namespace"),
+		fieldEnv(contract.EnvPodUID, "metadata.uid"),
+		fieldEnv(contract.EnvPodIP, "status.podIP"),
+		{Name: contract.EnvHostname, Value: o.hostname},
+		{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile},
+		{Name: contract.EnvState, Value: o.state},
+		{Name: contract.EnvStateDir, Value: contract.StateDir},
+		{Name: contract.EnvEgressMode, Value: o.egressMode},
+	}
+	if in.cfg.ControlURL != "" {
+		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: in.cfg.ControlURL})
+	}
+	if len(o.tags) > 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvTags, Value: strings.Join(o.tags, ",")})
+	}
+	if len(o.egress) > 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvEgress, Value: contract.FormatEgress(o.egress)})
+	}
+	if len(o.acceptRoutes) > 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvAcceptRoutes, Value: joinPrefixes(o)})
+	}
+	if len(o.expose) > 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvExpose, Value: contract.FormatExpose(o.expose)})
+	}
+
+	mounts := []corev1.VolumeMount{
+		{Name: contract.StateVolume, MountPath: contract.StateDir},
+		{Name: contract.AuthVolume, MountPath: contract.AuthDir, ReadOnly: true},
+	}
+	if o.state == contract.StateSecret {
+		// Admission plugins that ran before us mounted the token into the
+		// containers that existed then, not into ours.
+		if v := serviceAccountVolume(pod); v != "" {
+			mounts = append(mounts, corev1.VolumeMount{Name: v, MountPath: contract.ServiceAccountDir, ReadOnly: true})
+		}
+	}
+
+	uid := int64(contract.ProxyUID)
+	return corev1.Container{
+		Name:            contract.SidecarContainer,
+		Image:           o.image,
+		ImagePullPolicy: in.cfg.ImagePullPolicy,
+		Args:            []string{"sidecar"},
+		Env:             env,
+		Ports: []corev1.ContainerPort{
+			{Name: "ts-health", ContainerPort: contract.HealthPort, Protocol: corev1.ProtocolTCP},
+		},
+		Resources:                o.resources,
+		VolumeMounts:             mounts,
+		ReadinessProbe:           probe("/readyz", 5, 3),
+		LivenessProbe:            probe("/healthz", 10, 3),
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                &uid,
+			RunAsGroup:               &uid,
+			RunAsNonRoot:             ptr(true),
+			AllowPrivilegeEscalation: ptr(false),
+			ReadOnlyRootFilesystem:   ptr(true),
+			Privileged:               ptr(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
+}
+
+func (in *Injector) initContainer(o podOptions) corev1.Container {
+	env := []corev1.EnvVar{
+		{Name: contract.EnvProxyUID, Value: strconv.Itoa(contract.ProxyUID)},
+	}
+	if len(o.acceptRoutes) > 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvAcceptRoutes, Value: joinPrefixes(o)})
+	}
+	return corev1.Container{
+		Name:                     contract.InitContainer,
+		Image:                    o.image,
+		ImagePullPolicy:          in.cfg.ImagePullPolicy,
+		Args:                     []string{"init"},
+		Env:                      env,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		Resources: corev1.ResourceRequirements{
+			Requests: o.resources.Requests.DeepCopy(),
+			Limits:   o.resources.Limits.DeepCopy(),
+		},
+		SecurityContext: &corev1.SecurityContext{
+			// Programming the pod's netfilter needs root with NET_ADMIN
+			// and NET_RAW; nothing else, and only until it exits.
+			RunAsUser:                ptr(int64(0)),
+			RunAsNonRoot:             ptr(false),
+			AllowPrivilegeEscalation: ptr(false),
+			ReadOnlyRootFilesystem:   ptr(true),
+			Privileged:               ptr(false),
+			Capabilities: &corev1.Capabilities{
+				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+				Drop: []corev1.Capability{"ALL"},
+			},
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
+}
+
+func joinPrefixes(o podOptions) string {
+	s := make([]string, len(o.acceptRoutes))
+	for i, p := range o.acceptRoutes {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// proxyEnvNames are the variables proxy-env sets; both spellings, since
+// tools disagree on which they read.
+var proxyEnvNames = []string{"ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"}
+
+// noProxy keeps cluster-internal traffic off the tailnet proxy. The
+// kubelet expands $(KUBERNETES_SERVICE_HOST), a service variable every pod has.
+const noProxy = "localhost,127.0.0.1,::1,.svc,.svc.cluster.local,.cluster.local,$(KUBERNETES_SERVICE_HOST)"
+
+// addProxyEnv sets the proxy variables the container does not set itself
+// (in either spelling: a container's own NO_PROXY wins over ours in both);
+// it reports whether it added any.
+func addProxyEnv(c *corev1.Container) bool {
+	socks := "socks5h://127.0.0.1:" + strconv.Itoa(contract.SOCKS5Port)
+	httpProxy := "http://127.0.0.1:" + strconv.Itoa(contract.HTTPProxyPort)
+	values := map[string]string{
+		"ALL_PROXY": socks, "HTTP_PROXY": httpProxy, "HTTPS_PROXY": httpProxy, "NO_PROXY": noProxy,
+	}
+	added := false
+	for _, name := range proxyEnvNames {
+		upper := strings.ToUpper(name)
+		if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return strings.ToUpper(e.Name) == upper }) {
+			continue
+		}
+		c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: values[upper]})
+		added = true
+	}
+	return added
+}
+
+func serviceAccountVolume(pod *corev1.Pod) string {
+	for _, v := range pod.Spec.Volumes {
+		if strings.HasPrefix(v.Name, "kube-api-access-") {
+			return v.Name
+		}
+	}
+	return ""
+}
+
+func fieldEnv(name, path string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path},
+	}}
+}
+
+func probe(path string, period, failures int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path, Port: intstr.FromInt32(contract.HealthPort),
+		}},
+		PeriodSeconds:    period,
+		FailureThreshold: failures,
+		TimeoutSeconds:   1,
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,47 @@
+// Package injectortest holds what the injector's golden tests share: the
+// fixed configuration and the case files under injector/testdata/inject.
+package injectortest
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/tsinject/tsinject/injector"
+)
+
+// Config is the configuration golden files are produced with.
+func Config() injector.Config {
+	c := injector.DefaultConfig()
+	c.ProxyImage = "ghcr.io/tsinject/tsinject-proxy:test"
+	c.ControlURL = "https://headscale.example.com"
+	c.DefaultTags = []string{"tag:k8s"}
+	return c
+}
+
+// NamespaceLabels are the labels of the namespace golden pods live in.
+var NamespaceLabels = map[string]string{injector.LabelInjection: "enabled"}
+
+// Dir is the golden case directory.
+func Dir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "testdata", "inject")
+}
+
+// Cases lists the input files (*.yaml), sorted.
+func Cases() ([]string, error) {
+	entries, err := os.ReadDir(Dir())
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".yaml") {
+			out = append(out, filepath.Join(Dir(), e.Name()))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

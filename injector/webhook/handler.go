@@ -1,0 +1,98 @@
+// Package webhook serves injection as a Kubernetes mutating admission
+// webhook (controller-runtime's admission.Handler) and, through the same
+// Handler, offline for `tsinject inject`.
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/tsinject/tsinject/injector"
+)
+
+// Path is where the manager serves the pod injection webhook.
+const Path = "/inject-pod"
+
+// Namespaces looks up the labels of a pod's namespace: the API server (a
+// cached client) for the webhook, command-line flags offline.
+type Namespaces interface {
+	Namespace(ctx context.Context, name string) (injector.Namespace, error)
+}
+
+// Handler adapts the injector to admission requests.
+type Handler struct {
+	Injector   *injector.Injector
+	Namespaces Namespaces
+	// Metrics, if set, counts decisions.
+	Metrics *Metrics
+	Log     logr.Logger
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// Handle decides on one AdmissionRequest. Only pod creation is mutated;
+// everything else is allowed untouched.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	start := time.Now()
+	res, reason := h.handle(ctx, req)
+	h.Metrics.observe(reason, time.Since(start))
+	return res
+}
+
+func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.Response, injector.Reason) {
+	if req.Kind.Kind != "Pod" || req.Kind.Group != "" || req.Operation != admissionv1.Create || req.SubResource != "" {
+		return admission.Allowed("not a pod creation"), ""
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		r := injector.ReasonInvalidPod
+		h.Log.Info("denied", "reason", r, "error", err.Error())
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("tsinject (%s): %w", r, err)), r
+	}
+	if pod.Namespace == "" {
+		pod.Namespace = req.Namespace
+	}
+	ns, err := h.Namespaces.Namespace(ctx, pod.Namespace)
+	if err != nil {
+		r := injector.ReasonNamespaceUnavailable
+		h.Log.Error(err, "namespace lookup failed", "reason", r, "namespace", pod.Namespace)
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("tsinject (%s): %w", r, err)), r
+	}
+
+	result := h.Injector.Inject(&pod, ns)
+	log := h.Log.WithValues("reason", result.Reason, "namespace", pod.Namespace, "pod", podName(&pod), "dryRun", req.DryRun != nil && *req.DryRun)
+	var resp admission.Response
+	switch result.Outcome() {
+	case injector.OutcomeDenied:
+		log.Info("denied", "problems", result.Problems)
+		resp = admission.Denied(result.Error().Error())
+	case injector.OutcomeSkipped:
+		log.V(1).Info("skipped")
+		resp = admission.Allowed(string(result.Reason))
+	default:
+		ops, err := injector.Patch(&pod, result.Pod)
+		if err != nil {
+			log.Error(err, "building patch")
+			return admission.Errored(http.StatusInternalServerError, err), injector.ReasonInvalidPod
+		}
+		log.Info("injected", "warnings", len(result.Warnings))
+		resp = admission.Patched(string(result.Reason), ops...)
+	}
+	resp.Warnings = result.Warnings
+	return resp, result.Reason
+}
+
+func podName(p *corev1.Pod) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.GenerateName + "*"
+}

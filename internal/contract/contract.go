@@ -1,0 +1,88 @@
+// Package contract is everything the injector and the data plane must agree
+// on: container names, environment variables, ports, paths and the
+// sidecar's user. It is a leaf package: both sides import it and nothing else
+// of each other, so the data plane stays free of the injector.
+package contract
+
+// Names of what the injector adds to a pod.
+const (
+	SidecarContainer = "tailscale"
+	InitContainer    = "tailscale-init"
+	StateVolume      = "tsinject-state"
+	AuthVolume       = "tsinject-auth"
+	// AuthSecret is the per-namespace copy of the auth key the manager keeps.
+	AuthSecret = "tsinject-auth"
+	// AuthSecretKey is the key in AuthSecret holding the auth key.
+	AuthSecretKey = "authkey"
+)
+
+// Paths inside the sidecar container.
+const (
+	StateDir    = "/var/lib/tsinject"
+	AuthDir     = "/var/run/tsinject/auth"
+	AuthKeyFile = AuthDir + "/" + AuthSecretKey
+	// ServiceAccountDir is where the sidecar finds its API credentials
+	// (state in a Secret).
+	ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+)
+
+// ProxyUID is the sidecar's fixed user and group. Transparent egress
+// exempts this UID from redirection, so it must differ from the app's.
+const ProxyUID = 41641
+
+// Ports the sidecar listens on inside the pod (localhost unless noted).
+const (
+	HealthPort    = 9002  // /healthz, /readyz, /metrics (pod IP, for probes)
+	RedirectPort  = 15001 // transparent egress: redirected TCP arrives here
+	DNSPort       = 15053 // transparent egress: redirected DNS arrives here
+	SOCKS5Port    = 1055  // explicit egress: SOCKS5 proxy
+	HTTPProxyPort = 1056  // explicit egress: HTTP CONNECT / forward proxy
+)
+
+// Environment variables of tsinject-proxy. Every flag of the sidecar has
+// one; the injector sets them and the sidecar reads them.
+const (
+	EnvControlURL   = "TSINJECT_CONTROL_URL"
+	EnvAuthKeyFile  = "TSINJECT_AUTHKEY_FILE"
+	EnvHostname     = "TSINJECT_HOSTNAME" // a template, see Hostname placeholders
+	EnvTags         = "TSINJECT_TAGS"
+	EnvState        = "TSINJECT_STATE" // "ephemeral" | "secret"
+	EnvStateDir     = "TSINJECT_STATE_DIR"
+	EnvStateSecret  = "TSINJECT_STATE_SECRET" // template, default tsinject-state-{name}
+	EnvEgress       = "TSINJECT_EGRESS"
+	EnvEgressMode   = "TSINJECT_EGRESS_MODE" // "explicit" | "transparent"
+	EnvExpose       = "TSINJECT_EXPOSE"
+	EnvAcceptRoutes = "TSINJECT_ACCEPT_ROUTES"
+	EnvHealthAddr   = "TSINJECT_HEALTH_ADDR"
+	EnvSOCKS5Addr   = "TSINJECT_SOCKS5_ADDR"
+	EnvHTTPProxy    = "TSINJECT_HTTP_PROXY_ADDR"
+	EnvRedirectAddr = "TSINJECT_REDIRECT_ADDR"
+	EnvDNSAddr      = "TSINJECT_DNS_ADDR"
+	EnvGracePeriod  = "TSINJECT_GRACE_PERIOD"
+	EnvProxyUID     = "TSINJECT_PROXY_UID"
+	EnvPodName      = "TSINJECT_POD_NAME"
+	EnvPodNamespace = "TSINJECT_POD_NAMESPACE"
+	EnvPodUID       = "TSINJECT_POD_UID"
+	EnvPodIP        = "TSINJECT_POD_IP"
+)
+
+// Hostname template placeholders, filled in by the sidecar at run time from
+// the downward API (a pod may have only generateName at admission).
+const (
+	PlaceholderName      = "{name}"
+	PlaceholderNamespace = "{namespace}"
+	DefaultHostname      = PlaceholderNamespace + "-" + PlaceholderName
+	DefaultStateSecret   = "tsinject-state-" + PlaceholderName
+)
+
+// Egress modes.
+const (
+	EgressExplicit    = "explicit"
+	EgressTransparent = "transparent"
+)
+
+// State modes.
+const (
+	StateEphemeral = "ephemeral"
+	StateSecret    = "secret"
+)

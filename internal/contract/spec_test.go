@@ -1,0 +1,94 @@
+package contract
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseEgress(t *testing.T) {
+	tests := []struct {
+		in, want, err string
+	}{
+		{in: "db:5432", want: "db:5432"},
+		{in: "5432=db.tail-x.ts.net:5432, 100.64.0.7:80\n[fd7a:115c:a1e0::7]:443", want: "5432=db.tail-x.ts.net:5432,100.64.0.7:80,[fd7a:115c:a1e0::7]:443"},
+		{in: "db.tail-x.ts.net.:80", want: "db.tail-x.ts.net.:80"},
+		{in: "", want: ""},
+		{in: "db", err: "missing port"},
+		{in: "db:0", err: "not a number from 1 to 65535"},
+		{in: "db:http", err: "not a number"},
+		{in: "x=db:80", err: "local port: port \"x\""},
+		{in: "fd7a::1:80", err: "in brackets"},
+		{in: "bad_host:80", err: "neither an IP address nor a DNS name"},
+		{in: "80=a:1,80=b:2", err: "already used"},
+	}
+	for _, tt := range tests {
+		got, err := ParseEgress(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseEgress(%q) err = %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseEgress(%q): %v", tt.in, err)
+			continue
+		}
+		if s := FormatEgress(got); s != tt.want {
+			t.Errorf("ParseEgress(%q) = %q, want %q", tt.in, s, tt.want)
+		}
+	}
+}
+
+func TestParseExpose(t *testing.T) {
+	tests := []struct{ in, want, err string }{
+		{in: "80", want: "80"},
+		{in: "80, 443:8443", want: "80,443:8443"},
+		{in: "http", err: "not a number"},
+		{in: "80,80:81", err: "listed twice"},
+	}
+	for _, tt := range tests {
+		got, err := ParseExpose(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseExpose(%q) err = %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || FormatExpose(got) != tt.want {
+			t.Errorf("ParseExpose(%q) = %q, %v; want %q", tt.in, FormatExpose(got), err, tt.want)
+		}
+	}
+}
+
+func TestTags(t *testing.T) {
+	for _, ok := range []string{"tag:k8s", "tag:web-1", "tag:A1"} {
+		if err := ValidateTag(ok); err != nil {
+			t.Errorf("ValidateTag(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"k8s", "tag:", "tag:1web", "tag:web_1", "tag:-x"} {
+		if err := ValidateTag(bad); err == nil {
+			t.Errorf("ValidateTag(%q) = nil", bad)
+		}
+	}
+}
+
+func TestTemplates(t *testing.T) {
+	for _, ok := range []string{DefaultHostname, "web", "web-{name}", DefaultStateSecret} {
+		if err := ValidateTemplate(ok); err != nil {
+			t.Errorf("ValidateTemplate(%q): %v", ok, err)
+		}
+	}
+	for tmpl, want := range map[string]string{"{pod}": "unknown placeholder {pod}", "web_{name}": "character '_'", "{name": "unclosed"} {
+		if err := ValidateTemplate(tmpl); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateTemplate(%q) = %v, want %q", tmpl, err, want)
+		}
+	}
+	if got := RenderName(DefaultHostname, "Web.1", "prod"); got != "prod-web-1" {
+		t.Errorf("RenderName = %q", got)
+	}
+	long := RenderName("{name}", strings.Repeat("a", 62)+"-b", "x")
+	if len(long) > 63 || strings.HasSuffix(long, "-") {
+		t.Errorf("RenderName long = %q", long)
+	}
+}
