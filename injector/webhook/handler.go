@@ -14,6 +14,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/tsinject/tsinject/injector"
 )
@@ -52,7 +53,13 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		return admission.Allowed("not a pod creation"), ""
 	}
 	var pod corev1.Pod
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+	// Case-sensitive, as the API server decodes: encoding/json would take
+	// "metAdata" for metadata, and the patch (case-sensitive) would not apply.
+	err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &pod)
+	if err == nil {
+		err = checkShape(req.Object.Raw)
+	}
+	if err != nil {
 		r := injector.ReasonInvalidPod
 		h.Log.Info("denied", "reason", r, "error", err.Error())
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("tsinject (%s): %w", r, err)), r
@@ -95,4 +102,22 @@ func podName(p *corev1.Pod) string {
 		return p.Name
 	}
 	return p.GenerateName + "*"
+}
+
+// checkShape rejects pods whose metadata or spec is missing or null: the
+// API server never sends such a pod, and a JSON patch cannot add below them.
+func checkShape(raw []byte) error {
+	var shape struct {
+		Metadata json.RawMessage `json:"metadata"`
+		Spec     json.RawMessage `json:"spec"`
+	}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &shape); err != nil {
+		return err
+	}
+	for name, v := range map[string]json.RawMessage{"metadata": shape.Metadata, "spec": shape.Spec} {
+		if len(v) == 0 || string(v) == "null" || v[0] != '{' {
+			return fmt.Errorf("pod has no %s object", name)
+		}
+	}
+	return nil
 }
