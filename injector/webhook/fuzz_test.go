@@ -188,4 +188,3 @@ func TestHTTPRoundTrip(t *testing.T) {
 		}
 	}
 }
-
