@@ -13,6 +13,9 @@ func main() {
 
 func commands() []*cli.Command {
 	return []*cli.Command{
+		managerCommand(),
+		injectCommand(),
+		uninjectCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

@@ -74,6 +74,23 @@ func (t *Transformer) Uninject(r io.Reader, w io.Writer) ([]Decision, error) {
 }
 
 // podFunc decides on one pod and returns the patch to apply to it.
+// Pod is a pod found in a manifest: a Pod document, or a workload's
+// template as the pod its controller will create.
+type Pod struct {
+	Where string
+	Pod   *corev1.Pod
+}
+
+// Pods lists every pod and pod template in the YAML stream r.
+func (t *Transformer) Pods(r io.Reader) ([]Pod, error) {
+	var out []Pod
+	_, err := t.each(r, io.Discard, func(pod *corev1.Pod, where string) ([]jsonpatch.Operation, Decision, error) {
+		out = append(out, Pod{Where: where, Pod: pod.DeepCopy()})
+		return nil, Decision{Object: where}, nil
+	})
+	return out, err
+}
+
 type podFunc func(pod *corev1.Pod, where string) ([]jsonpatch.Operation, Decision, error)
 
 func (t *Transformer) each(r io.Reader, w io.Writer, fn podFunc) ([]Decision, error) {

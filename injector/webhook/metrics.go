@@ -1,9 +1,11 @@
 package webhook
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/tsinject/tsinject/injector"
 )
@@ -15,6 +17,18 @@ type Metrics struct {
 	skipped  *prometheus.CounterVec
 	denied   *prometheus.CounterVec
 	latency  prometheus.Histogram
+}
+
+var (
+	defaultOnce    sync.Once
+	defaultMetrics *Metrics
+)
+
+// DefaultMetrics are registered once with controller-runtime's registry,
+// however many managers a process starts (tests, the sandbox).
+func DefaultMetrics() *Metrics {
+	defaultOnce.Do(func() { defaultMetrics = NewMetrics(crmetrics.Registry) })
+	return defaultMetrics
 }
 
 // NewMetrics registers the injector's metrics with reg.

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/go-logr/logr"
+
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/injector/offline"
+	"github.com/tsinject/tsinject/injector/webhook"
+	"github.com/tsinject/tsinject/internal/cli"
+)
+
+// labelFlag collects repeated KEY=VALUE flags.
+type labelFlag map[string]string
+
+func (l labelFlag) String() string { return fmt.Sprint(map[string]string(l)) }
+func (l labelFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("%q: want KEY=VALUE", s)
+	}
+	l[k] = v
+	return nil
+}
+
+func injectCommand() *cli.Command {
+	cfg := injector.DefaultConfig()
+	var file, namespace, tags string
+	var native bool
+	nsLabels := labelFlag{}
+	return &cli.Command{
+		Name:  "inject",
+		Short: "inject manifests offline, through the webhook's own code path",
+		Usage: "-f FILE|-",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&file, "f", "-", "multi-document YAML to inject (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, List); - is stdin")
+			fs.StringVar(&namespace, "namespace", "default", "namespace of objects that name none")
+			fs.Var(nsLabels, "namespace-label", "a label of the namespace, KEY=VALUE, repeatable (default "+injector.LabelInjection+"=enabled)")
+			fs.StringVar(&cfg.ProxyImage, "proxy-image", cfg.ProxyImage, "tsinject-proxy image")
+			fs.StringVar(&cfg.ControlURL, "control-url", "", "tailnet control server URL (default Tailscale's)")
+			fs.StringVar(&tags, "default-tags", "", "comma-separated tags for pods without a tags annotation")
+			fs.StringVar(&cfg.SystemNamespace, "system-namespace", cfg.SystemNamespace, "tsinject's namespace (never injected)")
+			fs.BoolVar(&native, "native-sidecar", true, "native sidecar (Kubernetes >= 1.29); false for a regular container with a postStart hook")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return cli.ErrUsage
+			}
+			if len(nsLabels) == 0 {
+				nsLabels[injector.LabelInjection] = "enabled"
+			}
+			cfg.NativeSidecar = native
+			cfg.DefaultTags = splitList(tags)
+			t := &offline.Transformer{
+				Handler: &webhook.Handler{
+					Injector:   injector.New(cfg),
+					Namespaces: offline.StaticNamespaces(nsLabels),
+					Log:        logr.Discard(),
+				},
+				DefaultNamespace: namespace,
+			}
+			return transform(file, func(r io.Reader, w io.Writer) ([]offline.Decision, error) {
+				return t.Inject(ctx, r, w)
+			})
+		},
+	}
+}
+
+func uninjectCommand() *cli.Command {
+	var file string
+	return &cli.Command{
+		Name:  "uninject",
+		Short: "remove what inject (or the webhook) added to manifests",
+		Usage: "-f FILE|-",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&file, "f", "-", "multi-document YAML; - is stdin")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return cli.ErrUsage
+			}
+			t := &offline.Transformer{}
+			return transform(file, t.Uninject)
+		},
+	}
+}
+
+// transform runs fn over file, writes the result to stdout and the
+// decisions to stderr; a denial exits 1 after printing the whole stream.
+func transform(file string, fn func(io.Reader, io.Writer) ([]offline.Decision, error)) error {
+	in := io.Reader(os.Stdin)
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	ds, err := fn(in, os.Stdout)
+	for _, d := range ds {
+		fmt.Fprintf(os.Stderr, "%s: %s\n", d.Object, d.Reason)
+		for _, w := range d.Warnings {
+			fmt.Fprintf(os.Stderr, "  warning: %s\n", w)
+		}
+		if d.Err != nil {
+			fmt.Fprintf(os.Stderr, "  denied: %s\n", d.Err)
+		}
+	}
+	if err != nil {
+		var denied bool
+		for _, d := range ds {
+			denied = denied || d.Err != nil
+		}
+		if denied {
+			return &cli.ExitError{Code: 1, Err: errors.New("some pods were denied; see above")}
+		}
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"strings"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/manager"
+)
+
+func managerCommand() *cli.Command {
+	o := manager.DefaultOptions()
+	var kubeconfig, tags, certIPs, certDNS string
+	zopts := zap.Options{}
+	return &cli.Command{
+		Name:  "manager",
+		Short: "run the injection webhook and the controllers (in-cluster)",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+			fs.StringVar(&o.Namespace, "namespace", o.Namespace, "tsinject's own namespace (never injected)")
+			fs.StringVar(&o.WebhookConfigName, "webhook-config", o.WebhookConfigName, "MutatingWebhookConfiguration whose caBundle is kept")
+			fs.StringVar(&o.WebhookHost, "webhook-host", o.WebhookHost, "address the webhook listens on (default all)")
+			fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "webhook port")
+			fs.StringVar(&o.ServiceName, "service-name", o.ServiceName, "Service the API server calls (serving certificate names)")
+			fs.StringVar(&o.CertMode, "cert-mode", o.CertMode, "serving certificates: self (a CA managed by tsinject) or cert-manager")
+			fs.StringVar(&o.CertSecret, "cert-secret", o.CertSecret, "Secret holding the serving certificate")
+			fs.StringVar(&certIPs, "cert-ip", "", "comma-separated extra IP SANs for the serving certificate")
+			fs.StringVar(&certDNS, "cert-dns-name", "", "comma-separated extra DNS SANs for the serving certificate")
+			fs.DurationVar(&o.CAValidity, "ca-validity", 0, "self mode: CA lifetime (default 8760h); renewed with a third left")
+			fs.DurationVar(&o.CertValidity, "cert-validity", 0, "self mode: serving certificate lifetime (default 720h)")
+			fs.StringVar(&o.Injector.ProxyImage, "proxy-image", o.Injector.ProxyImage, "tsinject-proxy image for sidecars")
+			fs.StringVar(&o.Injector.ControlURL, "control-url", "", "tailnet control server URL (default Tailscale's; Headscale or any compatible)")
+			fs.StringVar(&tags, "default-tags", "", "comma-separated tags for pods without a tags annotation")
+			fs.StringVar(&o.NativeSidecar, "native-sidecar", o.NativeSidecar, "auto (from the API server version: >= 1.29), always or never")
+			fs.StringVar(&o.AuthSecret, "auth-secret", o.AuthSecret, "Secret in --namespace with the tailnet auth key, copied to injected namespaces")
+			fs.StringVar(&o.AuthKey, "auth-secret-key", o.AuthKey, "key of the auth key in --auth-secret")
+			fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "Prometheus metrics address (0 disables)")
+			fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "/healthz and /readyz address (0 disables)")
+			fs.BoolVar(&o.LeaderElection, "leader-elect", o.LeaderElection, "elect a leader among replicas for certificate rotation and controllers")
+			zopts.BindFlags(fs)
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return cli.ErrUsage
+			}
+			for _, ip := range splitList(certIPs) {
+				parsed := net.ParseIP(ip)
+				if parsed == nil {
+					return fmt.Errorf("--cert-ip %q is not an IP address", ip)
+				}
+				o.CertIPs = append(o.CertIPs, parsed)
+			}
+			o.CertDNSNames = splitList(certDNS)
+			o.Injector.DefaultTags = splitList(tags)
+			log := zap.New(zap.UseFlagOptions(&zopts))
+			ctrl.SetLogger(log)
+			o.Log = log
+			cfg, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			m, err := manager.New(cfg, o)
+			if err != nil {
+				return err
+			}
+			return m.Start(ctx)
+		},
+	}
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, f)
+	}
+	return out
+}

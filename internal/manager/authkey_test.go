@@ -1,0 +1,89 @@
+package manager_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// The manager copies the auth key into namespaces whose pods may be
+// injected, keeps it in sync, and removes it when they no longer may.
+func TestAuthKeyCopies(t *testing.T) {
+	e := start(t, nil)
+	ctx := context.Background()
+	src := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-authkey"},
+		Data:       map[string][]byte{"authkey": []byte("tskey-auth-one")},
+	}
+	if err := e.cl.Create(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	copyIs := func(ns, want string) func() error {
+		return func() error {
+			var s corev1.Secret
+			err := e.cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: contract.AuthSecret}, &s)
+			switch {
+			case want == "" && apierrors.IsNotFound(err):
+				return nil
+			case want == "" && err == nil:
+				return fmt.Errorf("copy still in %s", ns)
+			case err != nil:
+				return err
+			case string(s.Data[contract.AuthSecretKey]) != want:
+				return fmt.Errorf("copy in %s holds %q, want %q", ns, s.Data[contract.AuthSecretKey], want)
+			}
+			return nil
+		}
+	}
+
+	e.namespace(t, "team-a", map[string]string{injector.LabelInjection: "enabled"})
+	e.namespace(t, "team-b", nil)
+	waitFor(t, 10*time.Second, copyIs("team-a", "tskey-auth-one"))
+	waitFor(t, 2*time.Second, copyIs("team-b", ""))
+	waitFor(t, 2*time.Second, copyIs("kube-system", ""))
+
+	// Rotating the key updates every copy.
+	src.Data["authkey"] = []byte("tskey-auth-two")
+	if err := e.cl.Update(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, copyIs("team-a", "tskey-auth-two"))
+
+	// An opted-in pod in an unlabelled namespace brings a copy there.
+	p := pod("team-b", "opted-in", func(p *corev1.Pod) { p.Labels = map[string]string{injector.LabelInject: "true"} })
+	if err := e.cl.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, copyIs("team-b", "tskey-auth-two"))
+
+	// A copy someone deletes comes back; one someone edits is restored.
+	var cp corev1.Secret
+	if err := e.cl.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: contract.AuthSecret}, &cp); err != nil {
+		t.Fatal(err)
+	}
+	cp.Data[contract.AuthSecretKey] = []byte("tampered")
+	if err := e.cl.Update(ctx, &cp); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, copyIs("team-a", "tskey-auth-two"))
+
+	// Removing the label removes the copy.
+	var ns corev1.Namespace
+	if err := e.cl.Get(ctx, client.ObjectKey{Name: "team-a"}, &ns); err != nil {
+		t.Fatal(err)
+	}
+	delete(ns.Labels, injector.LabelInjection)
+	if err := e.cl.Update(ctx, &ns); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, copyIs("team-a", ""))
+}

@@ -1,0 +1,101 @@
+package manager_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/injector/injectortest"
+	"github.com/tsinject/tsinject/injector/offline"
+	"github.com/tsinject/tsinject/injector/webhook"
+)
+
+// For every golden case, the real API server calling the webhook and
+// `tsinject inject` produce the same pod (compared after the API server's
+// defaulting, which both go through) or the same denial.
+func TestWebhookMatchesOffline(t *testing.T) {
+	e := start(t, nil)
+	e.namespace(t, "shop", injectortest.NamespaceLabels)
+	tr := &offline.Transformer{
+		Handler: &webhook.Handler{
+			Injector:   injector.New(injectortest.Config()),
+			Namespaces: offline.StaticNamespaces(injectortest.NamespaceLabels),
+			Log:        logr.Discard(),
+		},
+		DefaultNamespace: "shop",
+	}
+	cases, err := injectortest.Cases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, file := range cases {
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods, err := tr.Pods(bytes.NewReader(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods {
+			n++
+			t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml")+"/"+p.Where, func(t *testing.T) {
+				viaWebhook, whErr := e.dryRun(p.Pod.DeepCopy())
+
+				in, _ := yaml.Marshal(p.Pod)
+				var out bytes.Buffer
+				ds, _ := tr.Inject(context.Background(), bytes.NewReader(in), &out)
+				if len(ds) != 1 {
+					t.Fatalf("offline decisions: %+v", ds)
+				}
+				if ds[0].Err != nil || whErr != nil {
+					if ds[0].Err == nil || whErr == nil || !strings.Contains(whErr.Error(), ds[0].Err.Error()) {
+						t.Fatalf("denials differ:\n webhook: %v\n offline: %v", whErr, ds[0].Err)
+					}
+					return
+				}
+				var offPod corev1.Pod
+				if err := yaml.Unmarshal(out.Bytes(), &offPod); err != nil {
+					t.Fatal(err)
+				}
+				viaOffline, err := e.dryRun(&offPod)
+				if err != nil {
+					t.Fatalf("API server rejects the offline result: %v", err)
+				}
+				if !equality.Semantic.DeepEqual(viaWebhook.Spec, viaOffline.Spec) ||
+					!equality.Semantic.DeepEqual(viaWebhook.Annotations, viaOffline.Annotations) {
+					a, _ := yaml.Marshal(viaWebhook)
+					b, _ := yaml.Marshal(viaOffline)
+					t.Errorf("webhook and offline differ:\n--- webhook\n%s\n--- offline\n%s", a, b)
+				}
+			})
+		}
+	}
+	if n < 12 {
+		t.Fatalf("only %d golden pods", n)
+	}
+}
+
+// dryRun creates p with dryRun=All and returns what the API server would
+// store (after defaulting and admission).
+func (e *env) dryRun(p *corev1.Pod) (*corev1.Pod, error) {
+	if p.Name == "" && p.GenerateName == "" {
+		p.GenerateName = "golden-"
+	}
+	if err := e.cl.Create(context.Background(), p, client.DryRunAll); err != nil {
+		return nil, err
+	}
+	p.Name, p.UID, p.ResourceVersion, p.CreationTimestamp, p.ManagedFields = "", "", "", metaTime(), nil
+	return p, nil
+}

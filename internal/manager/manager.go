@@ -1,0 +1,297 @@
+// Package manager assembles `tsinject manager`: the injection webhook with
+// its certificates, and the controllers, on one controller-runtime manager.
+// Tests and the sandbox run it in-process with the same code.
+package manager
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/tsinject/tsinject/certs"
+	"github.com/tsinject/tsinject/controllers/authkey"
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/injector/webhook"
+)
+
+// Certificate modes.
+const (
+	CertModeSelf        = "self"
+	CertModeCertManager = "cert-manager"
+)
+
+// Native sidecar modes.
+const (
+	NativeAuto   = "auto"
+	NativeAlways = "always"
+	NativeNever  = "never"
+)
+
+// Options configure the manager. Flags of `tsinject manager` map onto them.
+type Options struct {
+	Namespace         string
+	WebhookConfigName string
+	WebhookHost       string
+	WebhookPort       int
+	ServiceName       string
+	CertMode          string
+	CertSecret        string
+	// CertIPs and CertDNSNames are added to the serving certificate (for a
+	// webhook reached by URL rather than Service, as in the sandbox).
+	CertIPs                  []net.IP
+	CertDNSNames             []string
+	CAValidity, CertValidity time.Duration
+	PropagationDelay         time.Duration
+
+	Injector      injector.Config
+	NativeSidecar string
+	// AuthSecret is the operator's auth-key Secret in Namespace; AuthKey its key.
+	AuthSecret, AuthKey string
+
+	MetricsAddr, HealthAddr string
+	LeaderElection          bool
+	Log                     logr.Logger
+}
+
+// DefaultOptions are the flags' defaults.
+func DefaultOptions() Options {
+	return Options{
+		Namespace:         "tsinject-system",
+		WebhookConfigName: "tsinject",
+		WebhookPort:       9443,
+		ServiceName:       "tsinject-webhook",
+		CertMode:          CertModeSelf,
+		CertSecret:        "tsinject-webhook-tls",
+		Injector:          injector.DefaultConfig(),
+		NativeSidecar:     NativeAuto,
+		AuthSecret:        "tsinject-authkey",
+		AuthKey:           "authkey",
+		MetricsAddr:       ":8080",
+		HealthAddr:        ":8081",
+		LeaderElection:    true,
+		Log:               logr.Discard(),
+	}
+}
+
+// Scheme has every type the manager reads or writes.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	return s
+}
+
+// Validate checks options for errors a person can fix, naming the flag.
+func (o *Options) Validate() error {
+	var errs []error
+	switch o.CertMode {
+	case CertModeSelf, CertModeCertManager:
+	default:
+		errs = append(errs, fmt.Errorf("--cert-mode %q: allowed: %s, %s", o.CertMode, CertModeSelf, CertModeCertManager))
+	}
+	switch o.NativeSidecar {
+	case NativeAuto, NativeAlways, NativeNever:
+	default:
+		errs = append(errs, fmt.Errorf("--native-sidecar %q: allowed: %s, %s, %s", o.NativeSidecar, NativeAuto, NativeAlways, NativeNever))
+	}
+	if o.Namespace == "" {
+		errs = append(errs, errors.New("--namespace must be set"))
+	}
+	if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
+		errs = append(errs, fmt.Errorf("--webhook-port %d: allowed: 1-65535", o.WebhookPort))
+	}
+	return errors.Join(errs...)
+}
+
+// Manager is a configured, not yet started manager.
+type Manager struct {
+	ctrl.Manager
+	Options Options
+	Source  *certs.Source
+	Metrics *webhook.Metrics
+}
+
+// New builds the manager.
+func New(cfg *rest.Config, o Options) (*Manager, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	log := o.Log
+	native, err := nativeSidecars(cfg, o.NativeSidecar)
+	if err != nil {
+		return nil, err
+	}
+	o.Injector.NativeSidecar = native
+	o.Injector.SystemNamespace = o.Namespace
+	log.Info("injection configured", "nativeSidecar", native, "proxyImage", o.Injector.ProxyImage, "controlURL", o.Injector.ControlURL)
+
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	src := &certs.Source{Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret}, Clientset: cs, Log: log.WithName("certs")}
+
+	managed := labels.SelectorFromSet(labels.Set{authkey.LabelManagedBy: authkey.ManagedBy})
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  Scheme(),
+		Logger:                  log,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.HealthAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        "tsinject-manager",
+		LeaderElectionNamespace: o.Namespace,
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Host: o.WebhookHost,
+			Port: o.WebhookPort,
+			TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+				c.GetCertificate = src.GetCertificate
+				c.MinVersion = tls.VersionTLS12
+			}},
+		}),
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// All Secrets of our namespace; elsewhere only those we manage.
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{
+				o.Namespace:        {},
+				cache.AllNamespaces: {LabelSelector: managed},
+			}},
+			// Only opted-in pods: the auth-key copies follow them.
+			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"})},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{Manager: mgr, Options: o, Source: src, Metrics: webhook.DefaultMetrics()}
+
+	if err := mgr.Add(src); err != nil {
+		return nil, err
+	}
+	if o.CertMode == CertModeSelf {
+		rot := &certs.Rotator{
+			Client:           mgr.GetClient(),
+			Secret:           src.Secret,
+			WebhookConfig:    o.WebhookConfigName,
+			DNSNames:         append(serviceNames(o.ServiceName, o.Namespace), o.CertDNSNames...),
+			IPs:              o.CertIPs,
+			CAValidity:       o.CAValidity,
+			CertValidity:     o.CertValidity,
+			PropagationDelay: o.PropagationDelay,
+			Log:              log.WithName("certs"),
+		}
+		if err := rot.SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
+	}
+
+	mgr.GetWebhookServer().Register(webhook.Path, &admission.Webhook{
+		Handler: &webhook.Handler{
+			Injector:   injector.New(o.Injector),
+			Namespaces: Namespaces{Cached: mgr.GetClient(), Direct: mgr.GetAPIReader()},
+			Metrics:    m.Metrics,
+			Log:        log.WithName("inject"),
+		},
+		RecoverPanic: ptr(true),
+	})
+
+	if err := (&authkey.Syncer{
+		Client:          mgr.GetClient(),
+		Source:          types.NamespacedName{Namespace: o.Namespace, Name: o.AuthSecret},
+		Key:             o.AuthKey,
+		SystemNamespace: o.Namespace,
+		Log:             log.WithName("auth-key"),
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("webhook-cert", func(*http.Request) error { return src.Loaded() }); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// serviceNames are the DNS names the API server may use for the Service.
+func serviceNames(svc, ns string) []string {
+	return []string{svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local", svc + "." + ns, svc}
+}
+
+// nativeSidecars resolves the mode against the API server's version
+// (native sidecars are on by default from Kubernetes 1.29).
+func nativeSidecars(cfg *rest.Config, mode string) (bool, error) {
+	switch mode {
+	case NativeAlways:
+		return true, nil
+	case NativeNever:
+		return false, nil
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false, err
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		return false, fmt.Errorf("reading the API server version for --native-sidecar=auto: %w", err)
+	}
+	return SupportsNativeSidecars(v.Major, v.Minor), nil
+}
+
+// SupportsNativeSidecars reports whether Kubernetes major.minor (as the
+// version endpoint reports them, minor possibly with a "+" suffix) has
+// native sidecars enabled by default (1.29+).
+func SupportsNativeSidecars(major, minor string) bool {
+	ma, err1 := strconv.Atoi(major)
+	mi, err2 := strconv.Atoi(strings.TrimSuffix(minor, "+"))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > 1 || ma == 1 && mi >= 29
+}
+
+// Namespaces reads namespace labels from the cache, and from the API server
+// when the cache does not say "enabled": a namespace labelled a moment ago
+// may not have reached the cache, and a skipped pod is not retried.
+type Namespaces struct {
+	Cached, Direct client.Reader
+}
+
+// Namespace implements webhook.Namespaces.
+func (n Namespaces) Namespace(ctx context.Context, name string) (injector.Namespace, error) {
+	var ns corev1.Namespace
+	err := n.Cached.Get(ctx, client.ObjectKey{Name: name}, &ns)
+	if err != nil || ns.Labels[injector.LabelInjection] != "enabled" {
+		if err = n.Direct.Get(ctx, client.ObjectKey{Name: name}, &ns); err != nil {
+			return injector.Namespace{}, err
+		}
+	}
+	return injector.Namespace{Name: name, Labels: ns.Labels}, nil
+}
+
+func ptr[T any](v T) *T { return &v }
