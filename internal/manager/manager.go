@@ -174,7 +174,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			// All Secrets of our namespace; elsewhere only those we manage.
 			&corev1.Secret{}: {Namespaces: map[string]cache.Config{
-				o.Namespace:        {},
+				o.Namespace:         {},
 				cache.AllNamespaces: {LabelSelector: managed},
 			}},
 			// Only opted-in pods: the auth-key copies follow them.
