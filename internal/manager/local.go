@@ -26,7 +26,8 @@ import (
 // (the API server verifies the self-managed CA like in a cluster).
 type Local struct {
 	*Manager
-	URL  string
+	URL  string // the webhook's URL
+	Addr string // host:port the webhook listens on
 	done chan error
 	stop context.CancelFunc
 }
@@ -70,7 +71,7 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o Options) (*Local, error
 		return nil, err
 	}
 	runCtx, stop := context.WithCancel(context.Background())
-	l := &Local{Manager: m, URL: url, done: make(chan error, 1), stop: stop}
+	l := &Local{Manager: m, URL: url, Addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan error, 1), stop: stop}
 	go func() { l.done <- m.Start(runCtx) }()
 	if err := l.waitServing(ctx, c); err != nil {
 		l.Stop()

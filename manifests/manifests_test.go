@@ -1,0 +1,105 @@
+package manifests_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tsinject/tsinject/internal/cluster"
+	"github.com/tsinject/tsinject/internal/cluster/clustertest"
+	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/manifests"
+)
+
+func kubectl(t *testing.T, kubeconfig string, stdin []byte, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// certManagerCRDs is the directory of cert-manager's CRDs in its module.
+func certManagerCRDs(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager").Output()
+	if err != nil {
+		t.Fatalf("locating the cert-manager module: %v", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
+}
+
+// The kustomize base and the cert-manager overlay render with kubectl and
+// the real API server accepts every object.
+func TestManifestsApply(t *testing.T) {
+	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
+	for _, dir := range []string{"base", "overlays/cert-manager"} {
+		t.Run(dir, func(t *testing.T) {
+			rendered := kubectl(t, c.Kubeconfig, nil, "kustomize", dir)
+			out := kubectl(t, c.Kubeconfig, rendered, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "-")
+			for _, want := range []string{"namespace/tsinject-system", "deployment.apps/tsinject-manager", "mutatingwebhookconfiguration.admissionregistration.k8s.io/tsinject", "poddisruptionbudget.policy/tsinject-manager"} {
+				if !bytes.Contains(out, []byte(want)) {
+					t.Errorf("apply output lacks %s:\n%s", want, out)
+				}
+			}
+		})
+	}
+	var wh admissionregistrationv1.MutatingWebhookConfiguration
+	if err := c.Client.Get(context.Background(), client.ObjectKey{Name: "tsinject"}, &wh); err != nil {
+		t.Fatal(err)
+	}
+	if wh.Annotations["cert-manager.io/inject-ca-from"] != "tsinject-system/tsinject-webhook" {
+		t.Errorf("overlay did not annotate the webhook for cainjector: %v", wh.Annotations)
+	}
+}
+
+// The manifests agree with the manager's defaults: Secret, Service and
+// webhook configuration names, and the webhook path.
+func TestManifestsMatchDefaults(t *testing.T) {
+	o := manager.DefaultOptions()
+	wh, err := manifests.WebhookConfiguration("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wh.Name != o.WebhookConfigName {
+		t.Errorf("webhook configuration %q, manager default %q", wh.Name, o.WebhookConfigName)
+	}
+	for _, w := range wh.Webhooks {
+		s := w.ClientConfig.Service
+		if s == nil || s.Name != o.ServiceName || s.Namespace != o.Namespace || s.Path == nil || *s.Path != "/inject-pod" {
+			t.Errorf("webhook %s calls %+v", w.Name, s)
+		}
+		if w.SideEffects == nil || *w.SideEffects != admissionregistrationv1.SideEffectClassNone {
+			t.Errorf("webhook %s must declare sideEffects None (dry-run)", w.Name)
+		}
+	}
+	b, err := os.ReadFile("overlays/cert-manager/certificate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := bytes.Split(b, []byte("\n---\n"))
+	var cert cmapi.Certificate
+	if err := yaml.Unmarshal(docs[len(docs)-1], &cert); err != nil {
+		t.Fatal(err)
+	}
+	if cert.Spec.SecretName != o.CertSecret {
+		t.Errorf("Certificate writes %q, the manager reads %q", cert.Spec.SecretName, o.CertSecret)
+	}
+	for _, n := range cert.Spec.DNSNames {
+		if !strings.HasPrefix(n, o.ServiceName+"."+o.Namespace) {
+			t.Errorf("Certificate DNS name %q is not the webhook Service", n)
+		}
+	}
+}
