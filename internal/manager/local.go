@@ -40,6 +40,7 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o Options) (*Local, error
 		return nil, err
 	}
 	o.WebhookHost, o.WebhookPort = "127.0.0.1", port
+	o.inProcess = true
 	o.CertIPs = append(o.CertIPs, net.ParseIP("127.0.0.1"))
 	if o.MetricsAddr == DefaultOptions().MetricsAddr {
 		o.MetricsAddr = "0"

@@ -27,6 +27,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -75,6 +76,9 @@ type Options struct {
 	MetricsAddr, HealthAddr string
 	LeaderElection          bool
 	Log                     logr.Logger
+	// inProcess allows several managers in one process (tests, sandbox):
+	// controller names are otherwise process-wide unique.
+	inProcess bool
 }
 
 // DefaultOptions are the flags' defaults.
@@ -163,6 +167,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "tsinject-manager",
 		LeaderElectionNamespace: o.Namespace,
+		Controller:              config.Controller{SkipNameValidation: ptr(o.inProcess)},
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{
 			Host: o.WebhookHost,
 			Port: o.WebhookPort,
