@@ -14,6 +14,8 @@ func main() {
 
 func commands() []*cli.Command {
 	return []*cli.Command{
+		sidecarCommand(),
+		waitCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

@@ -1,0 +1,216 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"tailscale.com/types/logger"
+
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Sidecar is a running data plane.
+type Sidecar struct {
+	cfg     *Config
+	node    *Node
+	dialer  *Dialer
+	metrics *Metrics
+	tracker *tracker
+	logf    logger.Logf
+
+	mu        sync.Mutex
+	listeners []io.Closer
+	ready     bool // all listeners are up
+}
+
+// Run starts the sidecar and blocks until ctx ends (SIGTERM), then stops
+// accepting, drains established connections for the grace period and
+// leaves the tailnet.
+func Run(ctx context.Context, cfg *Config, logf logger.Logf) error {
+	if logf == nil {
+		logf = stdLogf
+	}
+	s := &Sidecar{cfg: cfg, metrics: newMetrics(), tracker: newTracker(), logf: logf}
+	health, err := s.serveHealth()
+	if err != nil {
+		return err
+	}
+	defer health.Close()
+
+	// The node outlives ctx by the grace period: draining needs the tailnet.
+	nodeCtx, stopNode := context.WithCancel(context.Background())
+	defer stopNode()
+	startCtx, cancelStart := context.WithCancel(nodeCtx)
+	go func() { <-ctx.Done(); cancelStart() }()
+	node, err := StartNode(startCtx, cfg, logf)
+	cancelStart()
+	if err != nil {
+		return err
+	}
+	s.node = node
+	s.dialer = &Dialer{node: node, metrics: s.metrics, logf: logf, tracker: s.tracker}
+	if err := s.listen(nodeCtx); err != nil {
+		node.Close(context.Background())
+		return err
+	}
+	s.mu.Lock()
+	s.ready = true
+	s.mu.Unlock()
+	logf("ready: egress %s %v, expose %v", cfg.EgressMode, contract.FormatEgress(cfg.Egress), contract.FormatExpose(cfg.Expose))
+
+	<-ctx.Done()
+	logf("stopping: no new connections; draining for up to %s", cfg.GracePeriod)
+	s.mu.Lock()
+	s.ready = false
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
+	if left := s.tracker.drain(cfg.GracePeriod); left > 0 {
+		logf("closed %d connections still open after the grace period", left)
+	}
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	node.Close(closeCtx)
+	logf("left the tailnet")
+	return nil
+}
+
+// listen opens every listener the configuration asks for.
+func (s *Sidecar) listen(ctx context.Context) error {
+	cfg := s.cfg
+	add := func(c io.Closer) { s.listeners = append(s.listeners, c) }
+	for _, t := range cfg.Egress {
+		if t.LocalPort == 0 {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(t.LocalPort))))
+		if err != nil {
+			return fmt.Errorf("egress %s: %w", t, err)
+		}
+		add(ln)
+		go s.serveForward(ctx, ln, t)
+	}
+	if cfg.SOCKS5Addr != "" {
+		ln, err := net.Listen("tcp", cfg.SOCKS5Addr)
+		if err != nil {
+			return fmt.Errorf("SOCKS5 proxy: %w", err)
+		}
+		add(ln)
+		go s.serveSOCKS5(ctx, ln)
+	}
+	if cfg.HTTPProxyAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPProxyAddr)
+		if err != nil {
+			return fmt.Errorf("HTTP proxy: %w", err)
+		}
+		srv := &http.Server{Handler: newHTTPProxy(s), ReadHeaderTimeout: 30 * time.Second}
+		add(ln)
+		go srv.Serve(ln)
+	}
+	if cfg.EgressMode == contract.EgressTransparent {
+		if err := s.listenTransparent(ctx); err != nil {
+			return err
+		}
+	}
+	for _, e := range cfg.Expose {
+		ln, err := s.node.Server.Listen("tcp", ":"+strconv.Itoa(int(e.TailnetPort)))
+		if err != nil {
+			return fmt.Errorf("expose %s: %w", e, err)
+		}
+		add(ln)
+		go s.serveExpose(ln, e)
+	}
+	return nil
+}
+
+// listenTransparent opens the redirect and DNS listeners on both loopback
+// addresses (IPv4 and IPv6 connections are redirected to their family's).
+func (s *Sidecar) listenTransparent(ctx context.Context) error {
+	f, err := os.Open("/etc/resolv.conf")
+	var upstream []netip.AddrPort
+	if err == nil {
+		upstream = readResolvConf(f)
+		f.Close()
+	}
+	dns := &dnsServer{s: s, upstream: upstream}
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(int(s.cfg.RedirectPort))))
+		if err != nil {
+			if host == "::1" && noIPv6(err) {
+				continue
+			}
+			return fmt.Errorf("transparent egress listener: %w", err)
+		}
+		s.listeners = append(s.listeners, ln)
+		go s.serveTransparent(ctx, ln)
+
+		dnsAddr := net.JoinHostPort(host, strconv.Itoa(int(s.cfg.DNSPort)))
+		pc, err := net.ListenPacket("udp", dnsAddr)
+		if err != nil {
+			return fmt.Errorf("DNS listener: %w", err)
+		}
+		s.listeners = append(s.listeners, pc)
+		go dns.serveUDP(ctx, pc)
+		dl, err := net.Listen("tcp", dnsAddr)
+		if err != nil {
+			return fmt.Errorf("DNS listener: %w", err)
+		}
+		s.listeners = append(s.listeners, dl)
+		go dns.serveTCP(ctx, dl)
+	}
+	s.logf("transparent egress on port %d, DNS on port %d, upstream nameservers %v", s.cfg.RedirectPort, s.cfg.DNSPort, upstream)
+	return nil
+}
+
+func noIPv6(err error) bool {
+	var se *os.SyscallError
+	return errors.As(err, &se)
+}
+
+// serveHealth serves /healthz, /readyz and /metrics from the start, so
+// probes get answers (503 until ready) while the node joins.
+func (s *Sidecar) serveHealth() (io.Closer, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Ready(r.Context()); err != nil {
+			s.metrics.ready.Set(0)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		s.metrics.ready.Set(1)
+		io.WriteString(w, "ready\n")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", s.cfg.HealthAddr)
+	if err != nil {
+		return nil, fmt.Errorf("health listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
+}
+
+// Ready reports whether the sidecar carries traffic.
+func (s *Sidecar) Ready(ctx context.Context) error {
+	s.mu.Lock()
+	ready := s.ready
+	s.mu.Unlock()
+	if !ready {
+		return errors.New("not ready: joining the tailnet or stopping")
+	}
+	return s.node.Ready(ctx)
+}

@@ -1,0 +1,217 @@
+package sidecar_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tailnet"
+	"github.com/tsinject/tsinject/sidecar"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func addr(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
+
+// startSidecar runs the sidecar in this process and waits until /readyz.
+func startSidecar(t *testing.T, tn *tailnet.Tailnet, mut func(*sidecar.Config)) (*sidecar.Config, func()) {
+	t.Helper()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "authkey")
+	os.WriteFile(keyFile, []byte(tn.AuthKey+"\n"), 0o600)
+	cfg := &sidecar.Config{
+		ControlURL:    tn.ControlURL(),
+		AuthKeyFile:   keyFile,
+		Hostname:      "{namespace}-{name}",
+		State:         contract.StateEphemeral,
+		StateDir:      filepath.Join(dir, "state"),
+		EgressMode:    contract.EgressExplicit,
+		HealthAddr:    addr(freePort(t)),
+		SOCKS5Addr:    addr(freePort(t)),
+		HTTPProxyAddr: addr(freePort(t)),
+		GracePeriod:   2 * time.Second,
+		AuthKeyWait:   5 * time.Second,
+		PodName:       "app",
+		PodNamespace:  "shop",
+	}
+	if mut != nil {
+		mut(cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sidecar.Run(ctx, cfg, t.Logf) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get("http://" + cfg.HealthAddr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("sidecar exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sidecar not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop := func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("sidecar: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("sidecar did not stop")
+		}
+	}
+	return cfg, stop
+}
+
+func get(c *http.Client, u string) (string, error) {
+	res, err := c.Get(u)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 {
+		return string(b), fmt.Errorf("%s: %s", res.Status, strings.TrimSpace(string(b)))
+	}
+	return string(b), nil
+}
+
+// Explicit egress without privileges: a local port forward, the SOCKS5 and
+// HTTP proxies reach a tailnet peer by IP, MagicDNS name and short name; a
+// non-tailnet destination is refused and counted; a peer reaches a pod
+// port through expose.
+func TestExplicitEgressAndExpose(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	web, err := tn.NewNode(ctx, "web", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	ln, err := web.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from web") }))
+
+	// The pod's own server, offered on the tailnet.
+	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer appLn.Close()
+	go http.Serve(appLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from the pod") }))
+	appPort := uint16(appLn.Addr().(*net.TCPAddr).Port)
+
+	fwd := uint16(freePort(t))
+	cfg, stop := startSidecar(t, tn, func(c *sidecar.Config) {
+		c.Egress = []contract.EgressTarget{{LocalPort: fwd, Host: "web", Port: 80}}
+		c.Expose = []contract.Expose{{TailnetPort: 8080, PodPort: appPort}}
+	})
+	defer stop()
+
+	t.Run("local forward", func(t *testing.T) {
+		if body, err := get(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", fwd)); err != nil || body != "hello from web" {
+			t.Fatalf("got %q, %v", body, err)
+		}
+	})
+	t.Run("socks5", func(t *testing.T) {
+		d, err := proxy.SOCKS5("tcp", cfg.SOCKS5Addr, nil, proxy.Direct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := &http.Client{Transport: &http.Transport{Dial: d.Dial}}
+		for _, host := range []string{web.IPv4.String(), web.FQDN, "web"} {
+			if body, err := get(hc, "http://"+host+"/"); err != nil || body != "hello from web" {
+				t.Errorf("%s: got %q, %v", host, body, err)
+			}
+		}
+		if _, err := get(hc, "http://198.18.0.1/"); err == nil {
+			t.Errorf("SOCKS5 dialled a non-tailnet address")
+		}
+	})
+	t.Run("http proxy", func(t *testing.T) {
+		pu, _ := url.Parse("http://" + cfg.HTTPProxyAddr)
+		hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
+		if body, err := get(hc, "http://web/"); err != nil || body != "hello from web" {
+			t.Errorf("forward proxy: got %q, %v", body, err)
+		}
+		body, err := get(hc, "http://127.0.0.1:1/")
+		if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(body, "not a tailnet address") {
+			t.Errorf("loopback through the proxy: %q, %v; want 403 not-tailnet", body, err)
+		}
+		if _, err := get(hc, "http://example.invalid/"); err == nil || !strings.Contains(err.Error(), "403") {
+			t.Errorf("non-MagicDNS name: %v; want 403", err)
+		}
+		// CONNECT tunnel.
+		c, err := net.Dial("tcp", cfg.HTTPProxyAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "CONNECT web:80 HTTP/1.1\r\nHost: web:80\r\n\r\nGET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+		all, _ := io.ReadAll(c)
+		if !strings.Contains(string(all), "200 Connection Established") || !strings.Contains(string(all), "hello from web") {
+			t.Errorf("CONNECT: %q", all)
+		}
+	})
+	t.Run("expose", func(t *testing.T) {
+		hc := web.HTTPClient()
+		if body, err := get(hc, "http://"+tn.FQDN("shop-app")+":8080/"); err != nil || body != "hello from the pod" {
+			t.Errorf("peer to the pod: %q, %v", body, err)
+		}
+	})
+	t.Run("metrics", func(t *testing.T) {
+		body, err := get(http.DefaultClient, "http://"+cfg.HealthAddr+"/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			`tsinject_sidecar_dial_errors_total{cause="not-tailnet"} `,
+			`tsinject_sidecar_connections_total{direction="egress",mode="forward"} `,
+			`tsinject_sidecar_connections_total{direction="ingress",mode="expose"} `,
+			`tsinject_sidecar_ready 1`,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %q", want)
+			}
+		}
+		if strings.Contains(body, `tsinject_sidecar_dial_errors_total{cause="not-tailnet"} 0`) {
+			t.Errorf("refusals not counted")
+		}
+	})
+}
