@@ -19,6 +19,7 @@ import (
 	"tailscale.com/ipn/store/kubestore"
 	"tailscale.com/ipn/store/mem"
 	"tailscale.com/kube/kubeclient"
+	tsnetns "tailscale.com/net/netns"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 
@@ -52,6 +53,11 @@ func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error
 		return nil, fmt.Errorf("--state-dir %s: %w", cfg.StateDir, err)
 	}
 	tsknobs.Apply(cfg.StateDir)
+	// tailscale binds its sockets to the default route's interface (or
+	// marks them) so they bypass its own TUN routes. A userspace node
+	// installs no routes, and in a pod without a default route the binding
+	// picks "lo" and the control server is unreachable: dial normally.
+	tsnetns.SetEnabled(false)
 	srv := &tsnet.Server{
 		Dir:           filepath.Join(cfg.StateDir, "tsnet"),
 		Hostname:      cfg.NodeHostname(),

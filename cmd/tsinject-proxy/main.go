@@ -15,6 +15,7 @@ func main() {
 func commands() []*cli.Command {
 	return []*cli.Command{
 		sidecarCommand(),
+		initCommand(),
 		waitCommand(),
 		cli.VersionCommand(version.Version),
 	}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"strconv"
+
+	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/sidecar"
+	"github.com/tsinject/tsinject/sidecar/netinit"
+)
+
+func initCommand() *cli.Command {
+	var uid, redirect, dns, routes, backend string
+	var remove bool
+	return &cli.Command{
+		Name:  "init",
+		Short: "program the pod's network namespace for transparent egress (init container, NET_ADMIN)",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&uid, "proxy-uid", cli.EnvDefault(contract.EnvProxyUID, strconv.Itoa(contract.ProxyUID)), "the sidecar's UID, whose traffic is not redirected (env "+contract.EnvProxyUID+")")
+			fs.StringVar(&redirect, "redirect-port", cli.EnvDefault("TSINJECT_REDIRECT_PORT", strconv.Itoa(contract.RedirectPort)), "the sidecar's transparent egress port")
+			fs.StringVar(&dns, "dns-port", cli.EnvDefault("TSINJECT_DNS_PORT", strconv.Itoa(contract.DNSPort)), "the sidecar's DNS port")
+			fs.StringVar(&routes, "accept-routes", cli.EnvDefault(contract.EnvAcceptRoutes, ""), "subnet routes to redirect besides the tailnet ranges (env "+contract.EnvAcceptRoutes+")")
+			fs.StringVar(&backend, "backend", "", "nftables or iptables (default: nftables, falling back to iptables-restore)")
+			fs.BoolVar(&remove, "remove", false, "remove the nftables rules instead")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if remove {
+				return netinit.Remove()
+			}
+			r := netinit.Rules{Routes: append([]netip.Prefix{}, netinit.TailnetRanges...)}
+			u, err := strconv.ParseUint(uid, 10, 32)
+			if err != nil {
+				return fmt.Errorf("--proxy-uid %q: want a numeric UID", uid)
+			}
+			r.ProxyUID = uint32(u)
+			for name, p := range map[string]struct {
+				v   string
+				dst *uint16
+			}{"--redirect-port": {redirect, &r.RedirectPort}, "--dns-port": {dns, &r.DNSPort}} {
+				n, err := strconv.ParseUint(p.v, 10, 16)
+				if err != nil || n == 0 {
+					return fmt.Errorf("%s %q: want a port from 1 to 65535", name, p.v)
+				}
+				*p.dst = uint16(n)
+			}
+			extra, err := sidecar.ParsePrefixes(routes)
+			if err != nil {
+				return fmt.Errorf("--accept-routes: %v", err)
+			}
+			r.Routes = append(r.Routes, extra...)
+			used, err := netinit.Install(r, netinit.Backend(backend))
+			if err != nil {
+				return fmt.Errorf("%v\n%v", err, netinit.ErrNotRoot)
+			}
+			fmt.Printf("tsinject-proxy init: %s rules installed: TCP to %v -> :%d, DNS -> :%d, except UID %d\n", used, r.Routes, r.RedirectPort, r.DNSPort, r.ProxyUID)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,190 @@
+// Package netns makes test hosts: network namespaces joined to the host by
+// a veth pair with addresses from 198.18.0.0/15 (RFC 2544, benchmarking).
+// A namespace gets no default route: it can reach its own addresses and the
+// host end of its veth and nothing else, so whatever runs inside provably
+// contacts nothing outside the test.
+package netns
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// NS is a network namespace with a veth link to the host.
+type NS struct {
+	Name   string
+	HostIP netip.Addr // host end of the veth
+	IP     netip.Addr // namespace end
+	hostIf string
+	inIf   string
+}
+
+// Check reports why namespaces cannot be made here (not root, no ip).
+func Check() error {
+	if os.Geteuid() != 0 {
+		return errors.New("network namespaces need root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("the ip command (iproute2) is missing; .ci/run installs it")
+	}
+	return nil
+}
+
+// New creates a namespace named prefix-XXXX on a free /30 of
+// 198.18.128.0/17 (the lower half is left for the namespaces' own test
+// subnets).
+func New(prefix string) (*NS, error) {
+	if err := Check(); err != nil {
+		return nil, err
+	}
+	unlock, err := lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	used, err := usedAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var host, inner netip.Addr
+	for try := 0; ; try++ {
+		if try == 100 {
+			return nil, errors.New("no free /30 in 198.18.128.0/17")
+		}
+		var b [2]byte
+		rand.Read(b[:])
+		n := uint32(binary.BigEndian.Uint16(b[:])) &^ 3 // /30 boundary within a /17 (15 bits: mask below)
+		n &= 0x7ffc
+		base := netip.AddrFrom4([4]byte{198, 18, 128 | byte(n>>8), byte(n)})
+		host, inner = base.Next(), base.Next().Next()
+		if !used[host] && !used[inner] {
+			break
+		}
+	}
+	suffix := strings.ReplaceAll(inner.String(), ".", "")[len("19818"):]
+	inIf := "tsin" + suffix
+	ns := &NS{Name: prefix + "-" + suffix, HostIP: host, IP: inner, hostIf: "tsih" + suffix, inIf: inIf}
+	steps := [][]string{
+		{"netns", "add", ns.Name},
+		{"link", "add", ns.hostIf, "type", "veth", "peer", "name", inIf},
+		{"link", "set", inIf, "netns", ns.Name},
+		{"addr", "add", host.String() + "/30", "dev", ns.hostIf},
+		{"link", "set", ns.hostIf, "up"},
+		{"-n", ns.Name, "addr", "add", inner.String() + "/30", "dev", inIf},
+		{"-n", ns.Name, "link", "set", inIf, "up"},
+		{"-n", ns.Name, "link", "set", "lo", "up"},
+	}
+	for _, s := range steps {
+		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
+			ns.Close()
+			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, out)
+		}
+	}
+	return ns, nil
+}
+
+// AddAddr adds an address (e.g. a test host on a subnet a connector
+// advertises) to the namespace's loopback.
+func (n *NS) AddAddr(p netip.Prefix) error {
+	out, err := exec.Command("ip", "-n", n.Name, "addr", "add", p.String(), "dev", "lo").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip addr add %s: %v: %s", p, err, out)
+	}
+	return nil
+}
+
+// Route adds a route on the host side towards the namespace.
+func (n *NS) Route(p netip.Prefix) error {
+	out, err := exec.Command("ip", "route", "add", p.String(), "via", n.IP.String()).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip route add %s: %v: %s", p, err, out)
+	}
+	return nil
+}
+
+// RouteOut routes p from inside the namespace out through its veth, as a
+// pod's default route would (without giving it one). Traffic that
+// netfilter redirects needs a route before the redirect applies.
+func (n *NS) RouteOut(p netip.Prefix) error {
+	out, err := exec.Command("ip", "-n", n.Name, "route", "add", p.String(), "dev", n.inIf).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip route add %s in %s: %v: %s", p, n.Name, err, out)
+	}
+	return nil
+}
+
+// SetResolvConf gives commands run by Command their own /etc/resolv.conf
+// (ip netns exec bind-mounts /etc/netns/NAME/resolv.conf).
+func (n *NS) SetResolvConf(content string) error {
+	dir := filepath.Join("/etc/netns", n.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(content), 0o644)
+}
+
+// Command runs name inside the namespace.
+func (n *NS) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// AsUser runs name inside the namespace as uid:gid with no capabilities,
+// as a container runtime would run a non-root container.
+func (n *NS) AsUser(uid int, name string, args ...string) *exec.Cmd {
+	a := []string{"netns", "exec", n.Name, "setpriv",
+		fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups",
+		"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", name}
+	cmd := exec.Command("ip", append(a, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd
+}
+
+// Close deletes the namespace, its veth and resolv.conf.
+func (n *NS) Close() error {
+	exec.Command("ip", "link", "del", n.hostIf).Run()
+	os.RemoveAll(filepath.Join("/etc/netns", n.Name))
+	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns del %s: %v: %s", n.Name, err, out)
+	}
+	return nil
+}
+
+func usedAddrs() (map[netip.Addr]bool, error) {
+	out, err := exec.Command("ip", "-o", "-4", "addr", "show").Output()
+	if err != nil {
+		return nil, err
+	}
+	used := map[netip.Addr]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		for i := range f {
+			if f[i] == "inet" && i+1 < len(f) {
+				if p, err := netip.ParsePrefix(f[i+1]); err == nil {
+					used[p.Addr()] = true
+				}
+			}
+		}
+	}
+	return used, nil
+}
+
+// lock serialises allocation between test processes.
+func lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "tsinject-netns.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}

@@ -1,0 +1,337 @@
+package sidecar_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/gobuild"
+	"github.com/tsinject/tsinject/internal/netns"
+	"github.com/tsinject/tsinject/internal/tailnet"
+)
+
+// TestMain lets the test binary double as a plain app server inside a
+// namespace (TSINJECT_TEST_SERVE=addr).
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("TSINJECT_TEST_SERVE"); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("listening")
+		http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from the pod") }))
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// pod is a network namespace standing in for a pod, with a tailnet whose
+// servers listen on the host end of its veth.
+type pod struct {
+	ns    *netns.NS
+	tn    *tailnet.Tailnet
+	proxy string // tsinject-proxy binary
+	dir   string // state and auth key, readable by the sidecar's UID
+}
+
+func newPod(t *testing.T) *pod {
+	t.Helper()
+	if err := netns.Check(); err != nil {
+		t.Fatalf("this test needs network namespaces: %v", err)
+	}
+	bin, err := gobuild.Binary("./cmd/tsinject-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.New("tsi-pod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	tn, err := tailnet.Start(tailnet.Options{Addr: ns.HostIP, AuthKey: "tskey-auth-e2e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tn.Close() })
+	dir, err := os.MkdirTemp("", "tsinject-pod-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "authkey"), []byte(tn.AuthKey), 0o644)
+	os.MkdirAll(filepath.Join(dir, "state"), 0o700)
+	os.Chown(filepath.Join(dir, "state"), contract.ProxyUID, contract.ProxyUID)
+	return &pod{ns: ns, tn: tn, proxy: bin, dir: dir}
+}
+
+// sidecar starts tsinject-proxy sidecar inside the pod as the sidecar's
+// unprivileged UID, and waits until /readyz (served on the pod's address).
+func (p *pod) sidecar(t *testing.T, env ...string) (healthURL string, logs *syncBuffer) {
+	t.Helper()
+	health := netip.AddrPortFrom(p.ns.IP, contract.HealthPort).String()
+	cmd := p.ns.AsUser(contract.ProxyUID, p.proxy, "sidecar")
+	cmd.Env = append(append(os.Environ(), tailnet.NodeEnv()...),
+		contract.EnvControlURL+"="+p.tn.ControlURL(),
+		contract.EnvAuthKeyFile+"="+filepath.Join(p.dir, "authkey"),
+		contract.EnvStateDir+"="+filepath.Join(p.dir, "state"),
+		contract.EnvHealthAddr+"="+health,
+		contract.EnvPodName+"=app",
+		contract.EnvPodNamespace+"=shop",
+		contract.EnvGracePeriod+"=3s",
+		"HOME="+p.dir,
+	)
+	if os.Getenv("TSINJECT_TEST_VERBOSE") != "" {
+		cmd.Env = append(cmd.Env, "TSINJECT_VERBOSE=true")
+	}
+	cmd.Env = append(cmd.Env, env...)
+	logs = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			t.Errorf("sidecar ignored SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("sidecar logs:\n%s", logs.String())
+		}
+	})
+	url := "http://" + health + "/readyz"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if res, err := http.Get(url); err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return "http://" + health, logs
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("sidecar exited: %v\n%s", exitErr, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sidecar not ready\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// app runs an unmodified program inside the pod as an ordinary user.
+func (p *pod) app(name string, args ...string) ([]byte, error) {
+	cmd := p.ns.AsUser(1000, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.Bytes(), err
+}
+
+func (p *pod) curl(args ...string) (string, error) {
+	out, err := p.app("curl", append([]string{"-sS", "--max-time", "10"}, args...)...)
+	return string(out), err
+}
+
+// serveInPod runs the test binary as the pod's app server on addr.
+func (p *pod) serveInPod(t *testing.T, addr string) {
+	t.Helper()
+	cmd := p.ns.AsUser(1000, os.Args[0])
+	cmd.Env = append(os.Environ(), "TSINJECT_TEST_SERVE="+addr)
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if !strings.Contains(line, "listening") {
+		t.Fatalf("app server: %q", line)
+	}
+}
+
+// peer starts a tailnet peer in the test process serving HTTP on :80.
+func (p *pod) peer(t *testing.T, ctx context.Context, name string) *tailnet.Node {
+	t.Helper()
+	n, err := p.tn.NewNode(ctx, name, tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ln, err := n.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "hello from %s", name) }))
+	return n
+}
+
+// Transparent egress: tsinject-proxy init programs the pod's namespace,
+// the sidecar runs as UID 41641 without capabilities, and curl, run as
+// another user and knowing nothing of tsinject, reaches a tailnet peer by
+// IP, MagicDNS name and short name; cluster DNS still answers other names;
+// a tailnet peer reaches the pod's server through expose.
+func TestTransparentEgressInNamespace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := newPod(t)
+	db := p.peer(t, ctx, "db")
+
+	// The pod's "cluster DNS", outside the tailnet, on the host end of the veth.
+	clusterDNS := serveClusterDNS(t, p.ns.HostIP)
+	p.ns.SetResolvConf(fmt.Sprintf("nameserver %s\n", clusterDNS.Addr()))
+	// A cluster service the app also reaches (not through the tailnet).
+	svc, err := net.Listen("tcp", net.JoinHostPort(p.ns.HostIP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	go http.Serve(svc, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from the cluster") }))
+
+	// A pod has a default route; the tailnet ranges stand in for it here.
+	for _, r := range []string{"100.64.0.0/10", "fd7a:115c:a1e0::/48"} {
+		if err := p.ns.RouteOut(netip.MustParsePrefix(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := p.ns.Command(p.proxy, "init").CombinedOutput(); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	p.serveInPod(t, "127.0.0.1:8080")
+	healthURL, _ := p.sidecar(t, contract.EnvEgressMode+"=transparent", contract.EnvExpose+"=8080")
+
+	for _, target := range []string{db.IPv4.String(), "[" + db.IPv6.String() + "]", db.FQDN, "db"} {
+		body, err := p.curl("http://" + target + "/")
+		if err != nil || body != "hello from db" {
+			t.Errorf("curl http://%s/: %q, %v", target, body, err)
+		}
+	}
+	if body, err := p.curl(fmt.Sprintf("http://svc.cluster.test:%d/", svc.Addr().(*net.TCPAddr).Port)); err != nil || body != "hello from the cluster" {
+		t.Errorf("cluster name through forwarded DNS: %q, %v", body, err)
+	}
+	if body, err := get(db.HTTPClient(), "http://"+p.tn.FQDN("shop-app")+":8080/"); err != nil || body != "hello from the pod" {
+		t.Errorf("tailnet peer to the pod's exposed port: %q, %v", body, err)
+	}
+	metrics, err := get(http.DefaultClient, healthURL+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`mode="transparent"`, `tsinject_sidecar_dns_queries_total{result="magicdns"}`, `tsinject_sidecar_dns_queries_total{result="forwarded"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// Explicit egress needs no init container and no capabilities: the app
+// uses the local forward, the HTTP proxy and SOCKS5; a non-tailnet
+// destination is refused through both proxies.
+func TestExplicitEgressInNamespace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := newPod(t)
+	p.peer(t, ctx, "db")
+	p.sidecar(t, contract.EnvEgress+"=5432=db:80")
+
+	if body, err := p.curl("http://127.0.0.1:5432/"); err != nil || body != "hello from db" {
+		t.Errorf("local forward: %q, %v", body, err)
+	}
+	if body, err := p.curl("--proxy", "http://127.0.0.1:1056", "http://db/"); err != nil || body != "hello from db" {
+		t.Errorf("HTTP proxy: %q, %v", body, err)
+	}
+	if body, err := p.curl("--proxy", "socks5h://127.0.0.1:1055", "http://db/"); err != nil || body != "hello from db" {
+		t.Errorf("SOCKS5: %q, %v", body, err)
+	}
+	outside := "http://" + net.JoinHostPort(p.ns.HostIP.String(), "9") + "/"
+	if body, err := p.curl("--fail-with-body", "--proxy", "http://127.0.0.1:1056", outside); err == nil || !strings.Contains(body, "not a tailnet address") {
+		t.Errorf("HTTP proxy to a non-tailnet address: %q, %v; want refused", body, err)
+	}
+	if body, err := p.curl("--proxy", "socks5h://127.0.0.1:1055", outside); err == nil {
+		t.Errorf("SOCKS5 to a non-tailnet address: %q; want refused", body)
+	}
+	// No default route: the namespace reaches nothing but the test.
+	if out, _ := p.ns.Command("ip", "route", "show", "default").CombinedOutput(); len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("pod namespace has a default route: %s", out)
+	}
+}
+
+// serveClusterDNS answers A queries for *.cluster.test with ip.
+func serveClusterDNS(t *testing.T, ip netip.Addr) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(ip.String(), "53"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var prs dnsmessage.Parser
+			h, err := prs.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := prs.Question()
+			if err != nil {
+				continue
+			}
+			h.Response, h.Authoritative = true, true
+			b := dnsmessage.NewBuilder(nil, h)
+			b.StartQuestions()
+			b.Question(q)
+			b.StartAnswers()
+			if strings.HasSuffix(q.Name.String(), ".cluster.test.") && q.Type == dnsmessage.TypeA {
+				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: ip.As4()})
+			}
+			resp, _ := b.Finish()
+			pc.WriteTo(resp, from)
+		}
+	}()
+	return netip.AddrPortFrom(ip, 53)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var _ = exec.Command
