@@ -35,6 +35,7 @@ type Node struct {
 	cfg    *Config
 	logf   logger.Logf
 	view   atomic.Pointer[netView]
+	stop   context.CancelFunc // ends watch
 }
 
 // netView is a snapshot of the tailnet as this node sees it.
@@ -47,7 +48,8 @@ type netView struct {
 	self    []netip.Addr
 }
 
-// StartNode joins the tailnet. It returns once the node is Running.
+// StartNode joins the tailnet. It returns once the node is Running; ctx
+// bounds only the joining, the node lives until Close.
 func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--state-dir %s: %w", cfg.StateDir, err)
@@ -98,18 +100,21 @@ func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error
 		srv.Close()
 		return nil, err
 	}
-	n := &Node{Server: srv, LC: lc, cfg: cfg, logf: logf}
+	watchCtx, stop := context.WithCancel(context.Background())
+	n := &Node{Server: srv, LC: lc, cfg: cfg, logf: logf, stop: stop}
 	if len(cfg.AcceptRoutes) > 0 {
 		if _, err := lc.EditPrefs(ctx, &ipn.MaskedPrefs{Prefs: ipn.Prefs{RouteAll: true}, RouteAllSet: true}); err != nil {
+			stop()
 			srv.Close()
 			return nil, fmt.Errorf("accepting routes: %w", err)
 		}
 	}
 	if err := n.refresh(ctx); err != nil {
+		stop()
 		srv.Close()
 		return nil, err
 	}
-	go n.watch(ctx)
+	go n.watch(watchCtx)
 	v := n.view.Load()
 	logf("on the tailnet as %s %v", n.FQDN(), v.self)
 	return n, nil
@@ -279,6 +284,7 @@ func (n *Node) Ready(ctx context.Context) error {
 // Close leaves the tailnet; an ephemeral node logs out first, so the
 // control server removes it at once.
 func (n *Node) Close(ctx context.Context) {
+	n.stop()
 	if n.cfg.State == contract.StateEphemeral {
 		if err := n.LC.Logout(ctx); err != nil {
 			n.logf("logout: %v", err)

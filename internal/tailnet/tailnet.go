@@ -211,6 +211,10 @@ func (tn *Tailnet) RestartControl(down time.Duration) error {
 	return nil
 }
 
+// DropDERP closes every client connection to the DERP relay, as a relay
+// restart looks to nodes; they reconnect.
+func (tn *Tailnet) DropDERP() { tn.derpSrv.CloseClientConnections() }
+
 // Close stops the servers. Nodes should be closed first.
 func (tn *Tailnet) Close() error {
 	if tn.ctlSrv != nil {

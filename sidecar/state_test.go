@@ -1,0 +1,127 @@
+package sidecar_test
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tsinject/tsinject/internal/cluster"
+	"github.com/tsinject/tsinject/internal/cluster/clustertest"
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tailnet"
+	"github.com/tsinject/tsinject/sidecar"
+)
+
+// With state: secret, the node's identity lives in a Secret through the
+// pod's own service account (with the RBAC docs/injection.md gives): a
+// restarted sidecar, with its memory state gone and no auth key file,
+// comes back as the same node with the same tailnet IP.
+func TestStateSecretKeepsIdentity(t *testing.T) {
+	c := clustertest.Start(t, cluster.Options{})
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(c.Config)
+	ns := "shop"
+	mustCreate := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = cs.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "tsinject-state"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"tsinject-state-app-0"}, Verbs: []string{"get", "update", "patch"}},
+		},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = cs.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "tsinject-state"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "tsinject-state"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "app", Namespace: ns}},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "app", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+
+	// The service account directory a pod would have.
+	root := t.TempDir()
+	sa := filepath.Join(root, contract.ServiceAccountDir)
+	os.MkdirAll(sa, 0o755)
+	os.WriteFile(filepath.Join(sa, "token"), []byte(tok.Status.Token), 0o600)
+	os.WriteFile(filepath.Join(sa, "ca.crt"), c.Config.CAData, 0o600)
+	os.WriteFile(filepath.Join(sa, "namespace"), []byte(ns), 0o600)
+	u, _ := url.Parse(c.Config.Host)
+	t.Setenv("KUBERNETES_SERVICE_HOST", u.Hostname())
+	t.Setenv("KUBERNETES_SERVICE_PORT_HTTPS", u.Port())
+
+	// No required key: testcontrol, unlike a real control server, demands
+	// the auth key on every registration, even of a node key it knows.
+	tn, err := tailnet.Start(tailnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	watcher, err := tn.NewNode(ctx, "watcher", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+
+	run := func(withKey bool) string {
+		_, stop := startSidecar(t, tn, func(c *sidecar.Config) {
+			c.State = contract.StateSecret
+			c.StateSecret = contract.DefaultStateSecret
+			c.KubeRoot = root
+			c.PodName, c.PodNamespace = "app-0", ns
+			if !withKey {
+				c.AuthKeyFile = filepath.Join(t.TempDir(), "absent")
+			}
+		})
+		defer stop()
+		lc, _ := watcher.LocalClient()
+		var ip string
+		deadline := time.Now().Add(20 * time.Second)
+		for ip == "" && time.Now().Before(deadline) {
+			st, err := lc.Status(ctx)
+			if err == nil {
+				for _, p := range st.Peer {
+					if p.HostName == "shop-app-0" && p.Online && len(p.TailscaleIPs) > 0 {
+						ip = p.TailscaleIPs[0].String()
+					}
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if ip == "" {
+			t.Fatal("the sidecar's node never appeared to a peer")
+		}
+		return ip
+	}
+	first := run(true)
+	sec, err := cs.CoreV1().Secrets(ns).Get(ctx, "tsinject-state-app-0", metav1.GetOptions{})
+	if err != nil || len(sec.Data) == 0 {
+		t.Fatalf("state Secret not written: %v", err)
+	}
+	second := run(false) // no auth key: the state alone must suffice
+	if first != second {
+		t.Errorf("restarted sidecar has IP %s, was %s", second, first)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
