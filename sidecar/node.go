@@ -6,36 +6,26 @@ import (
 	"fmt"
 	"log"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"tailscale.com/client/local"
-	"tailscale.com/envknob"
 	"tailscale.com/ipn"
 	"tailscale.com/ipn/ipnstate"
-	"tailscale.com/ipn/store/kubestore"
-	"tailscale.com/ipn/store/mem"
-	"tailscale.com/kube/kubeclient"
-	tsnetns "tailscale.com/net/netns"
-	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/tsknobs"
+	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
 // Node is the pod's tailnet node and what the data plane knows of the
 // tailnet: names, peer addresses and the routes peers serve.
 type Node struct {
-	Server *tsnet.Server
-	LC     *local.Client
-	cfg    *Config
-	logf   logger.Logf
-	view   atomic.Pointer[netView]
-	stop   context.CancelFunc // ends watch
+	*tsnode.Node
+	cfg  *Config
+	logf logger.Logf
+	view atomic.Pointer[netView]
+	stop context.CancelFunc // ends watch
 }
 
 // netView is a snapshot of the tailnet as this node sees it.
@@ -51,124 +41,43 @@ type netView struct {
 // StartNode joins the tailnet. It returns once the node is Running; ctx
 // bounds only the joining, the node lives until Close.
 func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error) {
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("--state-dir %s: %w", cfg.StateDir, err)
+	if cfg.State == contract.StateSecret && cfg.PodName == "" {
+		return nil, errors.New("--state=secret needs --pod-name (the downward API sets it in a pod)")
 	}
-	tsknobs.Apply(cfg.StateDir)
-	// tailscale binds its sockets to the default route's interface (or
-	// marks them) so they bypass its own TUN routes. A userspace node
-	// installs no routes, and in a pod without a default route the binding
-	// picks "lo" and the control server is unreachable: dial normally.
-	tsnetns.SetEnabled(false)
-	srv := &tsnet.Server{
-		Dir:           filepath.Join(cfg.StateDir, "tsnet"),
-		Hostname:      cfg.NodeHostname(),
-		ControlURL:    cfg.ControlURL,
-		AdvertiseTags: cfg.Tags,
-		UserLogf:      logf,
-	}
-	if cfg.Verbose {
-		srv.Logf = logf
-	}
-	hasState := false
-	switch cfg.State {
-	case contract.StateSecret:
-		st, err := kubeStore(cfg, logf)
-		if err != nil {
-			return nil, err
-		}
-		srv.Store = st
-		_, err = st.ReadState(ipn.CurrentProfileStateKey)
-		hasState = err == nil
-	default:
-		srv.Store = new(mem.Store)
-		srv.Ephemeral = true
-	}
-	key, err := readAuthKey(ctx, cfg, hasState, logf)
+	tn, err := tsnode.Start(ctx, tsnode.Options{
+		ControlURL:  cfg.ControlURL,
+		AuthKeyFile: cfg.AuthKeyFile,
+		AuthKeyWait: cfg.AuthKeyWait,
+		Hostname:    cfg.NodeHostname(),
+		Tags:        cfg.Tags,
+		State:       cfg.State,
+		Dir:         cfg.StateDir,
+		Secret:      cfg.SecretName(),
+		KubeRoot:    cfg.KubeRoot,
+		PodName:     cfg.PodName,
+		Verbose:     cfg.Verbose,
+	}, logf)
 	if err != nil {
-		return nil, err
-	}
-	srv.AuthKey = key
-
-	logf("joining the tailnet at %s as %q (state: %s)", cfg.ControlURL, srv.Hostname, cfg.State)
-	if _, err := srv.Up(ctx); err != nil {
-		srv.Close()
-		return nil, fmt.Errorf("joining the tailnet: %w", err)
-	}
-	lc, err := srv.LocalClient()
-	if err != nil {
-		srv.Close()
 		return nil, err
 	}
 	watchCtx, stop := context.WithCancel(context.Background())
-	n := &Node{Server: srv, LC: lc, cfg: cfg, logf: logf, stop: stop}
+	n := &Node{Node: tn, cfg: cfg, logf: logf, stop: stop}
+	fail := func(err error) (*Node, error) {
+		stop()
+		tn.Server.Close()
+		return nil, err
+	}
 	if len(cfg.AcceptRoutes) > 0 {
-		if _, err := lc.EditPrefs(ctx, &ipn.MaskedPrefs{Prefs: ipn.Prefs{RouteAll: true}, RouteAllSet: true}); err != nil {
-			stop()
-			srv.Close()
-			return nil, fmt.Errorf("accepting routes: %w", err)
+		if _, err := tn.LC.EditPrefs(ctx, &ipn.MaskedPrefs{Prefs: ipn.Prefs{RouteAll: true}, RouteAllSet: true}); err != nil {
+			return fail(fmt.Errorf("accepting routes: %w", err))
 		}
 	}
 	if err := n.refresh(ctx); err != nil {
-		stop()
-		srv.Close()
-		return nil, err
+		return fail(err)
 	}
 	go n.watch(watchCtx)
-	v := n.view.Load()
-	logf("on the tailnet as %s %v", n.FQDN(), v.self)
+	logf("on the tailnet as %s %v", n.FQDN(), n.view.Load().self)
 	return n, nil
-}
-
-// kubeStore keeps the node's state in the pod's Secret (kubestore reads the
-// service account from its standard path, which KubeRoot may prefix).
-func kubeStore(cfg *Config, logf logger.Logf) (ipn.StateStore, error) {
-	if cfg.PodName == "" {
-		return nil, errors.New("--state=secret needs --pod-name (the downward API sets it in a pod)")
-	}
-	if cfg.KubeRoot != "" {
-		kubeclient.SetRootPathForTesting(cfg.KubeRoot)
-	}
-	// In a pod the API server's address is always in the environment; do
-	// not depend on cluster DNS for kubernetes.default.svc.
-	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
-		envknob.Setenv("TS_KUBERNETES_READ_API_SERVER_ADDRESS_FROM_ENV", "true")
-	}
-	envknob.Setenv("POD_NAME", cfg.PodName)
-	st, err := kubestore.New(logf, cfg.SecretName())
-	if err != nil {
-		return nil, fmt.Errorf("state Secret %s: %w (does the pod's service account may get, create and update it? see docs/sidecar.md)", cfg.SecretName(), err)
-	}
-	return st, nil
-}
-
-// readAuthKey reads the key file, waiting for it to appear (the manager
-// copies the Secret into the namespace, possibly after the pod starts).
-// A node that already has state does not need it.
-func readAuthKey(ctx context.Context, cfg *Config, hasState bool, logf logger.Logf) (string, error) {
-	deadline := time.Now().Add(cfg.AuthKeyWait)
-	logged := false
-	for {
-		b, err := os.ReadFile(cfg.AuthKeyFile)
-		if err == nil && len(strings.TrimSpace(string(b))) > 0 {
-			return strings.TrimSpace(string(b)), nil
-		}
-		if hasState {
-			return "", nil
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no auth key in %s after %s: is the %s Secret in this namespace (the tsinject manager copies it into labelled namespaces)?", cfg.AuthKeyFile, cfg.AuthKeyWait, contract.AuthSecret)
-		}
-		if !logged {
-			logf("waiting for the auth key at %s", cfg.AuthKeyFile)
-			logged = true
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
 }
 
 // watch refreshes the view whenever the backend reports a change, and
@@ -262,35 +171,18 @@ func (n *Node) FQDN() string {
 	return strings.TrimSuffix(st.Self.DNSName, ".")
 }
 
-// Ready reports whether the node is Running with a home DERP connection:
-// until it has heard from its home relay, peers' first packets are lost.
+// Ready reports whether the node is Running with a home DERP connection.
 func (n *Node) Ready(ctx context.Context) error {
-	v := n.view.Load()
-	if v == nil || !v.running {
+	if v := n.view.Load(); v == nil || !v.running {
 		return errors.New("tailnet node not running")
 	}
-	h := n.Server.Sys().HealthTracker.Get()
-	ms := n.Server.Sys().MagicSock.Get()
-	r := ms.GetLastNetcheckReport(ctx)
-	if r == nil || r.PreferredDERP == 0 {
-		return errors.New("no home DERP region yet")
-	}
-	if h.GetDERPRegionReceivedTime(r.PreferredDERP).IsZero() {
-		return fmt.Errorf("no traffic from home DERP region %d yet", r.PreferredDERP)
-	}
-	return nil
+	return n.Node.Ready(ctx)
 }
 
-// Close leaves the tailnet; an ephemeral node logs out first, so the
-// control server removes it at once.
+// Close leaves the tailnet (logging an ephemeral node out).
 func (n *Node) Close(ctx context.Context) {
 	n.stop()
-	if n.cfg.State == contract.StateEphemeral {
-		if err := n.LC.Logout(ctx); err != nil {
-			n.logf("logout: %v", err)
-		}
-	}
-	n.Server.Close()
+	n.Node.Close(ctx, n.logf)
 }
 
 // stdLogf logs with the standard logger.

@@ -37,6 +37,7 @@ import (
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/internal/tsknobs"
+	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
 // DefaultDomain is the MagicDNS suffix of an in-process tailnet.
@@ -312,11 +313,8 @@ func (tn *Tailnet) NewNode(ctx context.Context, hostname string, opts NodeOption
 // WaitHomeDERP blocks until s has a home DERP region it has heard from.
 // Until then the relay drops peers' disco frames for s.
 func WaitHomeDERP(ctx context.Context, s *tsnet.Server) error {
-	h := s.Sys().HealthTracker.Get()
-	ms := s.Sys().MagicSock.Get()
 	for {
-		if r := ms.GetLastNetcheckReport(ctx); r != nil && r.PreferredDERP != 0 &&
-			!h.GetDERPRegionReceivedTime(r.PreferredDERP).IsZero() {
+		if tsnode.HomeDERPReady(ctx, s) == nil {
 			return nil
 		}
 		select {

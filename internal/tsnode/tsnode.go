@@ -1,0 +1,240 @@
+// Package tsnode starts the tsnet nodes of tsinject's data plane (sidecar,
+// connector, API proxy) the same way: tsinject's knobs, a state store
+// (memory, a directory, or a Kubernetes Secret through the pod's service
+// account), the auth key from a file, and readiness that includes a home
+// DERP connection. It uses no Kubernetes client library.
+package tsnode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"tailscale.com/client/local"
+	"tailscale.com/envknob"
+	"tailscale.com/ipn"
+	"tailscale.com/ipn/store/kubestore"
+	"tailscale.com/ipn/store/mem"
+	"tailscale.com/kube/kubeapi"
+	"tailscale.com/kube/kubeclient"
+	tsnetns "tailscale.com/net/netns"
+	"tailscale.com/tsnet"
+	"tailscale.com/types/logger"
+
+	"github.com/tsinject/tsinject/internal/tsknobs"
+)
+
+// State stores.
+const (
+	StateEphemeral = "ephemeral" // memory; the node is removed when it leaves
+	StateSecret    = "secret"    // a Kubernetes Secret; identity survives restarts
+	StateDir       = "dir"       // files in Dir; identity survives restarts
+)
+
+// Options for Start.
+type Options struct {
+	ControlURL  string
+	AuthKeyFile string
+	// AuthKeyWait is how long to wait for the key file to appear.
+	AuthKeyWait time.Duration
+	Hostname    string
+	Tags        []string
+	State       string
+	// Dir is a writable directory for the node's files (and its state
+	// with StateDir).
+	Dir string
+	// Secret is the state Secret's name with StateSecret.
+	Secret string
+	// KubeRoot prefixes the service account directory (outside a pod).
+	KubeRoot string
+	// PodName lets kubestore attach events to the pod.
+	PodName string
+	Verbose bool
+	// Setup, if set, runs after the server is configured and before it
+	// starts (to set fields such as Port or register handlers).
+	Setup func(*tsnet.Server) error
+}
+
+// Node is a started tsnet node.
+type Node struct {
+	Server *tsnet.Server
+	LC     *local.Client
+	opts   Options
+}
+
+// Start joins the tailnet and returns once the node is Running; ctx bounds
+// the joining only.
+func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", o.Dir, err)
+	}
+	tsknobs.Apply(o.Dir)
+	// tailscale binds its sockets to the default route's interface (or
+	// marks them) so they bypass its own TUN routes. A userspace node
+	// installs no routes, and in a pod without a default route the binding
+	// picks "lo" and the control server is unreachable: dial normally.
+	tsnetns.SetEnabled(false)
+	srv := &tsnet.Server{
+		Dir:           filepath.Join(o.Dir, "tsnet"),
+		Hostname:      o.Hostname,
+		ControlURL:    o.ControlURL,
+		AdvertiseTags: o.Tags,
+		UserLogf:      logf,
+	}
+	if o.Verbose {
+		srv.Logf = logf
+	}
+	hasState := false
+	switch o.State {
+	case StateSecret:
+		st, err := kubeStore(o, logf)
+		if err != nil {
+			return nil, err
+		}
+		srv.Store = st
+		_, err = st.ReadState(ipn.CurrentProfileStateKey)
+		hasState = err == nil
+	case StateDir:
+		_, err := os.Stat(filepath.Join(srv.Dir, "tailscaled.state"))
+		hasState = err == nil
+	case StateEphemeral, "":
+		srv.Store = new(mem.Store)
+		srv.Ephemeral = true
+	default:
+		return nil, fmt.Errorf("state %q: allowed: %s, %s, %s", o.State, StateEphemeral, StateSecret, StateDir)
+	}
+	key, err := ReadAuthKey(ctx, o.AuthKeyFile, o.AuthKeyWait, hasState, logf)
+	if err != nil {
+		return nil, err
+	}
+	srv.AuthKey = key
+	if o.Setup != nil {
+		if err := o.Setup(srv); err != nil {
+			return nil, err
+		}
+	}
+	logf("joining the tailnet at %s as %q (state: %s)", o.ControlURL, o.Hostname, o.State)
+	if _, err := srv.Up(ctx); err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("joining the tailnet: %w", err)
+	}
+	lc, err := srv.LocalClient()
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return &Node{Server: srv, LC: lc, opts: o}, nil
+}
+
+// kubeStore keeps the node's state in a Secret (kubestore reads the
+// service account from its standard path, which KubeRoot may prefix).
+func kubeStore(o Options, logf logger.Logf) (ipn.StateStore, error) {
+	if o.Secret == "" {
+		return nil, errors.New("state in a Secret needs the Secret's name")
+	}
+	if o.KubeRoot != "" {
+		kubeclient.SetRootPathForTesting(o.KubeRoot)
+	}
+	// In a pod the API server's address is always in the environment; do
+	// not depend on cluster DNS for kubernetes.default.svc.
+	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		envknob.Setenv("TS_KUBERNETES_READ_API_SERVER_ADDRESS_FROM_ENV", "true")
+	}
+	if o.PodName != "" {
+		envknob.Setenv("POD_NAME", o.PodName)
+	}
+	st, err := kubestore.New(logf, o.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("state Secret %s: %w (may the pod's service account get, create and update it?)", o.Secret, err)
+	}
+	return st, nil
+}
+
+// ReadAuthKey reads the key file, waiting up to wait for it to appear (the
+// manager copies the Secret into the namespace, possibly after the pod
+// starts). A node that already has state does not need it.
+func ReadAuthKey(ctx context.Context, file string, wait time.Duration, hasState bool, logf logger.Logf) (string, error) {
+	deadline := time.Now().Add(wait)
+	logged := false
+	for {
+		b, err := os.ReadFile(file)
+		if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return strings.TrimSpace(string(b)), nil
+		}
+		if hasState || file == "" {
+			return "", nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no auth key in %s after %s: is the auth key Secret mounted (tsinject copies tsinject-auth into injected namespaces)?", file, wait)
+		}
+		if !logged {
+			logf("waiting for the auth key at %s", file)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Ready reports whether the node has a home DERP region it has heard
+// from: until then the relay drops peers' first packets to it.
+func (n *Node) Ready(ctx context.Context) error { return HomeDERPReady(ctx, n.Server) }
+
+// HomeDERPReady is Ready for any tsnet server.
+func HomeDERPReady(ctx context.Context, s *tsnet.Server) error {
+	h := s.Sys().HealthTracker.Get()
+	ms := s.Sys().MagicSock.Get()
+	r := ms.GetLastNetcheckReport(ctx)
+	if r == nil || r.PreferredDERP == 0 {
+		return errors.New("no home DERP region yet")
+	}
+	if h.GetDERPRegionReceivedTime(r.PreferredDERP).IsZero() {
+		return fmt.Errorf("no traffic from home DERP region %d yet", r.PreferredDERP)
+	}
+	return nil
+}
+
+// Close leaves the tailnet; an ephemeral node logs out first, so the
+// control server removes it at once.
+func (n *Node) Close(ctx context.Context, logf logger.Logf) {
+	if n.Server.Ephemeral {
+		if err := n.LC.Logout(ctx); err != nil {
+			logf("logout: %v", err)
+		}
+	}
+	n.Server.Close()
+}
+
+// Report writes the device's view of itself into its state Secret, under
+// keys the controllers read (see DeviceKeys). Only for StateSecret.
+func (n *Node) Report(ctx context.Context, fields map[string]any) error {
+	if n.opts.State != StateSecret {
+		return nil
+	}
+	c, err := kubeclient.New("tsinject-report")
+	if err != nil {
+		return err
+	}
+	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		c.SetURL(fmt.Sprintf("https://%s:%s", os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT_HTTPS")))
+	}
+	data := map[string][]byte{}
+	for k, v := range fields {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		data[k] = b
+	}
+	s := &kubeapi.Secret{Data: data}
+	s.Name = n.opts.Secret
+	return c.StrategicMergePatchSecret(ctx, n.opts.Secret, s, "tsinject-proxy")
+}
