@@ -17,6 +17,7 @@ func commands() []*cli.Command {
 		sidecarCommand(),
 		initCommand(),
 		waitCommand(),
+		connectorCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

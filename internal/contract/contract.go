@@ -86,3 +86,12 @@ const (
 	StateEphemeral = "ephemeral"
 	StateSecret    = "secret"
 )
+
+// Keys a proxy (connector, API proxy) writes into its state Secret to
+// report itself; the controllers read them into status. Values are JSON.
+const (
+	DeviceFQDN             = "device_fqdn"              // string
+	DeviceIPs              = "device_ips"               // []string
+	DeviceAdvertisedRoutes = "device_advertised_routes" // []string
+	DeviceApprovedRoutes   = "device_approved_routes"   // []string
+)

@@ -55,9 +55,9 @@ type Options struct {
 	// PodName lets kubestore attach events to the pod.
 	PodName string
 	Verbose bool
-	// Setup, if set, runs after the server is configured and before it
-	// starts (to set fields such as Port or register handlers).
-	Setup func(*tsnet.Server) error
+	// Started, if set, runs once the server has started and before it
+	// logs in: the moment to adjust its netstack before traffic arrives.
+	Started func(*tsnet.Server) error
 }
 
 // Node is a started tsnet node.
@@ -113,8 +113,12 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 		return nil, err
 	}
 	srv.AuthKey = key
-	if o.Setup != nil {
-		if err := o.Setup(srv); err != nil {
+	if o.Started != nil {
+		if err := srv.Start(); err != nil {
+			return nil, err
+		}
+		if err := o.Started(srv); err != nil {
+			srv.Close()
 			return nil, err
 		}
 	}
@@ -214,7 +218,7 @@ func (n *Node) Close(ctx context.Context, logf logger.Logf) {
 }
 
 // Report writes the device's view of itself into its state Secret, under
-// keys the controllers read (see DeviceKeys). Only for StateSecret.
+// keys the controllers read (contract.Device*). Only for StateSecret.
 func (n *Node) Report(ctx context.Context, fields map[string]any) error {
 	if n.opts.State != StateSecret {
 		return nil

@@ -1,0 +1,236 @@
+// Package connector is `tsinject-proxy connector`: an unprivileged
+// userspace subnet router and exit node. It advertises routes and forwards
+// TCP and UDP from tailnet peers to them through the node's netstack, the
+// same path tailscaled takes in userspace-networking mode: no TUN, no
+// capabilities.
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"tailscale.com/ipn"
+	"tailscale.com/net/tsaddr"
+	"tailscale.com/tsnet"
+	"tailscale.com/types/logger"
+	"tailscale.com/types/nettype"
+	"tailscale.com/wgengine/netstack"
+
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tsnode"
+)
+
+// Config configures a connector replica.
+type Config struct {
+	Node tsnode.Options
+	// HostnamePrefix, if set, names the replica <prefix>-<ordinal>, the
+	// ordinal taken from the pod name (a StatefulSet pod).
+	HostnamePrefix string
+	Routes         []netip.Prefix
+	ExitNode       bool
+	HealthAddr     string
+}
+
+// Run runs the connector until ctx ends.
+func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
+	if len(cfg.Routes) == 0 && !cfg.ExitNode {
+		return errors.New("nothing to do: give --routes, --exit-node or both")
+	}
+	for _, r := range cfg.Routes {
+		if tsaddr.IsTailscaleIP(r.Addr()) || r.Overlaps(tsaddr.CGNATRange()) || r.Overlaps(tsaddr.TailscaleULARange()) {
+			return fmt.Errorf("--routes %s: inside the tailnet's own ranges", r)
+		}
+	}
+	if cfg.HostnamePrefix != "" {
+		cfg.Node.Hostname = cfg.HostnamePrefix + "-" + ordinal(cfg.Node.PodName)
+	}
+	c := &connector{cfg: cfg, logf: logf}
+	health, err := c.serveHealth()
+	if err != nil {
+		return err
+	}
+	defer health.Close()
+
+	cfg.Node.Started = c.hook
+	n, err := tsnode.Start(ctx, cfg.Node, logf)
+	if err != nil {
+		return err
+	}
+	c.node = n
+	advertise := slices.Clone(cfg.Routes)
+	if cfg.ExitNode {
+		advertise = append(advertise, tsaddr.AllIPv4(), tsaddr.AllIPv6())
+	}
+	if _, err := n.LC.EditPrefs(ctx, &ipn.MaskedPrefs{
+		Prefs:              ipn.Prefs{AdvertiseRoutes: advertise},
+		AdvertiseRoutesSet: true,
+	}); err != nil {
+		n.Close(context.Background(), logf)
+		return fmt.Errorf("advertising routes: %w", err)
+	}
+	c.ready.Store(true)
+	logf("connector up: advertising %v (exit node: %v); waiting for approval on the control server", cfg.Routes, cfg.ExitNode)
+
+	go c.reportLoop(ctx)
+	<-ctx.Done()
+	c.ready.Store(false)
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n.Close(closeCtx, logf)
+	logf("connector stopped")
+	return nil
+}
+
+type connector struct {
+	cfg   Config
+	logf  logger.Logf
+	node  *tsnode.Node
+	ready atomic.Bool
+	flows struct{ tcp, udp atomic.Int64 }
+}
+
+// hook hands flows to advertised destinations to netstack's own
+// forwarder, which dials them from this pod. tsnet would otherwise reset
+// TCP that no listener claims and drop such UDP.
+func (c *connector) hook(s *tsnet.Server) error {
+	ns, ok := s.Sys().Netstack.Get().(*netstack.Impl)
+	if !ok {
+		return errors.New("tsnet has no netstack")
+	}
+	tcp, udp := ns.GetTCPHandlerForFlow, ns.GetUDPHandlerForFlow
+	ns.GetTCPHandlerForFlow = func(src, dst netip.AddrPort) (func(net.Conn), bool) {
+		if c.routed(dst.Addr()) {
+			c.flows.tcp.Add(1)
+			return nil, false
+		}
+		return tcp(src, dst)
+	}
+	ns.GetUDPHandlerForFlow = func(src, dst netip.AddrPort) (func(nettype.ConnPacketConn), bool) {
+		if c.routed(dst.Addr()) {
+			c.flows.udp.Add(1)
+			return nil, false
+		}
+		return udp(src, dst)
+	}
+	return nil
+}
+
+// routed reports whether dst is one of ours to forward.
+func (c *connector) routed(dst netip.Addr) bool {
+	dst = dst.Unmap()
+	if tsaddr.IsTailscaleIP(dst) || dst.IsLoopback() {
+		return false
+	}
+	if c.cfg.ExitNode {
+		return true
+	}
+	for _, r := range c.cfg.Routes {
+		if r.Contains(dst) {
+			return true
+		}
+	}
+	return false
+}
+
+// reportLoop writes the device's state into its Secret when it changes.
+func (c *connector) reportLoop(ctx context.Context) {
+	var last string
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		fields, err := c.device(ctx)
+		if err == nil {
+			key := fmt.Sprint(fields)
+			if key != last {
+				if err := c.node.Report(ctx, fields); err != nil {
+					c.logf("reporting device state: %v", err)
+				} else {
+					last = key
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *connector) device(ctx context.Context) (map[string]any, error) {
+	st, err := c.node.LC.Status(ctx)
+	if err != nil || st.Self == nil {
+		return nil, fmt.Errorf("status: %v", err)
+	}
+	prefs, err := c.node.LC.GetPrefs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ips, adv, approved []string
+	for _, ip := range st.Self.TailscaleIPs {
+		ips = append(ips, ip.String())
+	}
+	for _, r := range prefs.AdvertiseRoutes {
+		adv = append(adv, r.String())
+	}
+	if st.Self.AllowedIPs != nil {
+		for _, p := range st.Self.AllowedIPs.All() {
+			if !p.IsSingleIP() || !tsaddr.IsTailscaleIP(p.Addr()) {
+				approved = append(approved, p.String())
+			}
+		}
+	}
+	return map[string]any{
+		contract.DeviceFQDN:             strings.TrimSuffix(st.Self.DNSName, "."),
+		contract.DeviceIPs:              ips,
+		contract.DeviceAdvertisedRoutes: adv,
+		contract.DeviceApprovedRoutes:   approved,
+	}, nil
+}
+
+func (c *connector) serveHealth() (io.Closer, error) {
+	if c.cfg.HealthAddr == "" {
+		return io.NopCloser(nil), nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !c.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if err := c.node.Ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "# TYPE tsinject_connector_flows_total counter\ntsinject_connector_flows_total{proto=\"tcp\"} %d\ntsinject_connector_flows_total{proto=\"udp\"} %d\n",
+			c.flows.tcp.Load(), c.flows.udp.Load())
+	})
+	ln, err := net.Listen("tcp", c.cfg.HealthAddr)
+	if err != nil {
+		return nil, fmt.Errorf("health listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
+}
+
+// ordinal is the StatefulSet ordinal at the end of a pod name.
+func ordinal(pod string) string {
+	if i := strings.LastIndexByte(pod, '-'); i >= 0 {
+		return pod[i+1:]
+	}
+	return "0"
+}
