@@ -90,6 +90,7 @@ const (
 // Keys a proxy (connector, API proxy) writes into its state Secret to
 // report itself; the controllers read them into status. Values are JSON.
 const (
+	DevicePrefix           = "device_"
 	DeviceFQDN             = "device_fqdn"              // string
 	DeviceIPs              = "device_ips"               // []string
 	DeviceAdvertisedRoutes = "device_advertised_routes" // []string

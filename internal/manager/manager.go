@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -33,8 +35,11 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/controllers/authkey"
+	"github.com/tsinject/tsinject/controllers/connector"
+	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/webhook"
 )
@@ -105,6 +110,7 @@ func DefaultOptions() Options {
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
 	return s
 }
 
@@ -184,6 +190,11 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			}},
 			// Only opted-in pods: the auth-key copies follow them.
 			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"})},
+			// Proxy sets live in our namespace only.
+			&appsv1.StatefulSet{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+			&corev1.ServiceAccount{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+			&rbacv1.Role{}:           {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+			&rbacv1.RoleBinding{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 		}},
 	})
 	if err != nil {
@@ -227,6 +238,18 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Key:             o.AuthKey,
 		SystemNamespace: o.Namespace,
 		Log:             log.WithName("auth-key"),
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+
+	logout := func(ctx context.Context, state map[string][]byte) error {
+		return proxyset.Logout(ctx, o.Injector.ControlURL, state, func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) })
+	}
+	if err := (&connector.Reconciler{
+		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
+		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
+		AuthSecret: o.AuthSecret, AuthKey: o.AuthKey, Logout: logout,
+		Log: log.WithName("connector"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

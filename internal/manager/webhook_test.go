@@ -51,9 +51,9 @@ func (w *warnings) take() []string {
 	return out
 }
 
-func start(t *testing.T, mutate func(*manager.Options)) *env {
+func start(t *testing.T, mutate func(*manager.Options), crdDirs ...string) *env {
 	t.Helper()
-	c := clustertest.Start(t, cluster.Options{})
+	c := clustertest.Start(t, cluster.Options{CRDDirs: crdDirs, Scheme: manager.Scheme()})
 	o := manager.DefaultOptions()
 	o.Injector = injectortest.Config()
 	o.LeaderElection = false

@@ -1,0 +1,252 @@
+// Package connector reconciles Connectors into proxy sets running
+// `tsinject-proxy connector`, and reports their devices in status.
+package connector
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Finalizer lets the controller log devices out before a Connector goes.
+const Finalizer = "tsinject.dev/connector"
+
+// Condition reasons.
+const (
+	ReasonReady                 = "ConnectorReady"
+	ReasonProxyNotReady         = "ProxyNotReady"
+	ReasonAwaitingRouteApproval = "AwaitingRouteApproval"
+	ReasonScaledToZero          = "ScaledToZero"
+)
+
+// Reconciler reconciles Connectors.
+type Reconciler struct {
+	Client client.Client
+	// Live reads from the API server what the cache does not hold (pods).
+	Live       client.Reader
+	Namespace  string // where proxies run
+	ProxyImage string
+	ControlURL string
+	// AuthSecret/AuthKey: the auth key the proxies log in with.
+	AuthSecret, AuthKey string
+	// Logout logs a removed device out (proxyset.Logout).
+	Logout proxyset.LogoutFunc
+	Log    logr.Logger
+}
+
+// SetupWithManager watches Connectors and the objects of their proxy sets.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	owned := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		if o.GetLabels()[proxyset.LabelComponent] != "connector" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetLabels()[proxyset.LabelOwner]}}}
+	})
+	ours := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetNamespace() == r.Namespace && o.GetLabels()[proxyset.LabelComponent] == "connector"
+	}))
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("connector").
+		For(&v1alpha1.Connector{}).
+		Watches(&appsv1.StatefulSet{}, owned, ours).
+		Watches(&corev1.Secret{}, owned, ours).
+		Complete(r)
+}
+
+func (r *Reconciler) set(cn *v1alpha1.Connector) *proxyset.Set {
+	replicas := int32(1)
+	if cn.Spec.Replicas != nil {
+		replicas = *cn.Spec.Replicas
+	}
+	env := []corev1.EnvVar{{Name: contract.EnvTags, Value: strings.Join(tags(cn.Spec.Tags, "tag:k8s"), ",")}}
+	if r.ControlURL != "" {
+		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: r.ControlURL})
+	}
+	switch {
+	case cn.Spec.Hostname != "":
+		env = append(env, corev1.EnvVar{Name: contract.EnvHostname, Value: cn.Spec.Hostname})
+	case cn.Spec.HostnamePrefix != "":
+		env = append(env, corev1.EnvVar{Name: "TSINJECT_HOSTNAME_PREFIX", Value: cn.Spec.HostnamePrefix})
+	case replicas <= 1:
+		env = append(env, corev1.EnvVar{Name: contract.EnvHostname, Value: cn.Name + "-connector"})
+	default:
+		env = append(env, corev1.EnvVar{Name: "TSINJECT_HOSTNAME_PREFIX", Value: cn.Name + "-connector"})
+	}
+	if sr := cn.Spec.SubnetRouter; sr != nil {
+		routes := make([]string, len(sr.AdvertiseRoutes))
+		for i, rt := range sr.AdvertiseRoutes {
+			routes[i] = string(rt)
+		}
+		env = append(env, corev1.EnvVar{Name: "TSINJECT_ROUTES", Value: strings.Join(routes, ",")})
+	}
+	if cn.Spec.ExitNode {
+		env = append(env, corev1.EnvVar{Name: "TSINJECT_EXIT_NODE", Value: "true"})
+	}
+	cn.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("Connector"))
+	return &proxyset.Set{
+		Owner: cn, Component: "connector", Namespace: r.Namespace, Replicas: replicas,
+		Image: r.ProxyImage, Args: []string{"connector"}, Env: env, Proxy: cn.Spec.Proxy,
+		AuthSecret: r.AuthSecret, AuthKey: r.AuthKey,
+	}
+}
+
+func tags(ts []v1alpha1.Tag, def string) []string {
+	if len(ts) == 0 {
+		return []string{def}
+	}
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = string(t)
+	}
+	return out
+}
+
+// Reconcile brings one Connector's proxy set and status in line.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var cn v1alpha1.Connector
+	if err := r.Client.Get(ctx, req.NamespacedName, &cn); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	s := r.set(&cn)
+	if !cn.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, &cn, s)
+	}
+	if controllerutil.AddFinalizer(&cn, Finalizer) {
+		if err := r.Client.Update(ctx, &cn); err != nil {
+			return reconcile.Result{}, err
+		}
+		s = r.set(&cn)
+	}
+	if err := proxyset.Apply(ctx, r.Client, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	if err := proxyset.Retire(ctx, r.Client, r.Live, s, r.Logout, r.Log); err != nil {
+		return reconcile.Result{}, err
+	}
+	return r.updateStatus(ctx, &cn, s)
+}
+
+// finalize logs every device out, deletes the proxy set and lets the
+// Connector go.
+func (r *Reconciler) finalize(ctx context.Context, cn *v1alpha1.Connector, s *proxyset.Set) (reconcile.Result, error) {
+	if !controllerutil.ContainsFinalizer(cn, Finalizer) {
+		return reconcile.Result{}, nil
+	}
+	done, err := proxyset.Delete(ctx, r.Client, r.Live, s, r.Logout, r.Log)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !done {
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
+	}
+	controllerutil.RemoveFinalizer(cn, Finalizer)
+	return reconcile.Result{}, r.Client.Update(ctx, cn)
+}
+
+// updateStatus reports devices and the Ready condition.
+func (r *Reconciler) updateStatus(ctx context.Context, cn *v1alpha1.Connector, s *proxyset.Set) (reconcile.Result, error) {
+	devices, err := proxyset.Devices(ctx, r.Client, s)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	want := wantedRoutes(cn)
+	cond := metav1.Condition{Type: "Ready", ObservedGeneration: cn.Generation}
+	switch {
+	case s.Replicas == 0:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonScaledToZero, "spec.replicas is 0"
+	case len(devices) < int(s.Replicas):
+		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonProxyNotReady
+		cond.Message = fmt.Sprintf("%d of %d replicas are on the tailnet", len(devices), s.Replicas)
+	default:
+		var missing []string
+		served := false
+		for _, d := range devices {
+			var lacks []string
+			for _, w := range want {
+				if !slices.Contains(d.ApprovedRoutes, w) {
+					lacks = append(lacks, w)
+				}
+			}
+			if len(lacks) == 0 {
+				served = true
+			} else {
+				missing = append(missing, fmt.Sprintf("%s: %s", d.Hostname, strings.Join(lacks, ", ")))
+			}
+		}
+		if served {
+			cond.Status, cond.Reason = metav1.ConditionTrue, ReasonReady
+			cond.Message = fmt.Sprintf("%d replicas on the tailnet; routes approved", len(devices))
+		} else {
+			sort.Strings(missing)
+			cond.Status, cond.Reason = metav1.ConditionFalse, ReasonAwaitingRouteApproval
+			cond.Message = "routes not approved yet (approve them in the admin console, or add autoApprovers: see `tsinject policy`): " + strings.Join(missing, "; ")
+		}
+	}
+	before := cn.Status.DeepCopy()
+	cn.Status.Devices = devices
+	cn.Status.ObservedGeneration = cn.Generation
+	meta.SetStatusCondition(&cn.Status.Conditions, cond)
+	if !statusEqual(before, &cn.Status) {
+		if err := r.Client.Status().Update(ctx, cn); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	// Approval happens on the control server, which does not notify us.
+	if cond.Status != metav1.ConditionTrue && s.Replicas > 0 {
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	return reconcile.Result{RequeueAfter: time.Minute}, nil
+}
+
+// wantedRoutes are the routes the control server must approve.
+func wantedRoutes(cn *v1alpha1.Connector) []string {
+	var out []string
+	if sr := cn.Spec.SubnetRouter; sr != nil {
+		for _, rt := range sr.AdvertiseRoutes {
+			out = append(out, string(rt))
+		}
+	}
+	if cn.Spec.ExitNode {
+		out = append(out, "0.0.0.0/0", "::/0")
+	}
+	return out
+}
+
+func statusEqual(a, b *v1alpha1.ConnectorStatus) bool {
+	if a.ObservedGeneration != b.ObservedGeneration || len(a.Devices) != len(b.Devices) || len(a.Conditions) != len(b.Conditions) {
+		return false
+	}
+	for i := range a.Devices {
+		x, y := a.Devices[i], b.Devices[i]
+		if x.Hostname != y.Hostname || !slices.Equal(x.TailnetIPs, y.TailnetIPs) || !slices.Equal(x.ApprovedRoutes, y.ApprovedRoutes) || !slices.Equal(x.AdvertisedRoutes, y.AdvertisedRoutes) {
+			return false
+		}
+	}
+	for i := range a.Conditions {
+		x, y := a.Conditions[i], b.Conditions[i]
+		if x.Type != y.Type || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message || x.ObservedGeneration != y.ObservedGeneration {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,341 @@
+// Package proxyset runs a set of tsinject-proxy replicas for a resource
+// (a Connector or an APIServerProxy): a StatefulSet whose pods each keep
+// their tailnet identity in their own Secret, a ServiceAccount, and a Role
+// that lets each pod touch exactly those Secrets. The proxies report their
+// devices into the Secrets; Devices reads them back for status.
+package proxyset
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"sort"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/go-logr/logr"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Labels on every object of a proxy set.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "tsinject"
+	LabelComponent = "app.kubernetes.io/component"
+	LabelOwner     = "tsinject.dev/owner" // the owning resource's name
+)
+
+// Set describes one proxy set.
+type Set struct {
+	// Owner is the cluster-scoped resource the set belongs to.
+	Owner     client.Object
+	Component string // "connector", "apiserver-proxy"
+	Namespace string
+	Replicas  int32
+	Image     string
+	Args      []string
+	Env       []corev1.EnvVar
+	Proxy     *v1alpha1.ProxyConfig
+	// AuthSecret holds the tailnet auth key (key AuthKey) in Namespace.
+	AuthSecret, AuthKey string
+}
+
+// Name is the base name of the set's objects: <component>-<owner>,
+// shortened with a hash when it would not fit a StatefulSet's pod labels.
+func (s *Set) Name() string { return Name(s.Component, s.Owner.GetName()) }
+
+// Name computes a set's base name.
+func Name(component, owner string) string {
+	n := "ts-" + component + "-" + owner
+	if len(n) <= 48 {
+		return n
+	}
+	sum := sha256.Sum256([]byte(n))
+	return n[:39] + "-" + hex.EncodeToString(sum[:4])
+}
+
+// SecretName is the state Secret of replica i (named like its pod).
+func (s *Set) SecretName(i int) string { return s.Name() + "-" + strconv.Itoa(i) }
+
+func (s *Set) labels() map[string]string {
+	return map[string]string{
+		LabelManagedBy: ManagedBy,
+		LabelComponent: s.Component,
+		LabelOwner:     s.Owner.GetName(),
+	}
+}
+
+// Apply creates or updates every object of the set.
+func Apply(ctx context.Context, c client.Client, s *Set) error {
+	name := s.Name()
+	owner := metav1.NewControllerRef(s.Owner, s.Owner.GetObjectKind().GroupVersionKind())
+
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
+	if err := apply(ctx, c, sa, owner, s.labels(), func() {}); err != nil {
+		return err
+	}
+	var secrets []string
+	for i := 0; i < int(s.Replicas); i++ {
+		secrets = append(secrets, s.SecretName(i))
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.SecretName(i), Namespace: s.Namespace}}
+		if err := apply(ctx, c, sec, owner, s.labels(), func() {}); err != nil {
+			return err
+		}
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
+	if err := apply(ctx, c, role, owner, s.labels(), func() {
+		role.Rules = []rbacv1.PolicyRule{{
+			APIGroups: []string{""}, Resources: []string{"secrets"},
+			Verbs: []string{"get", "update", "patch"}, ResourceNames: secrets,
+		}, {
+			APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "get"},
+		}}
+		if len(secrets) == 0 {
+			role.Rules = role.Rules[1:]
+		}
+	}); err != nil {
+		return err
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
+	if err := apply(ctx, c, rb, owner, s.labels(), func() {
+		rb.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}
+		rb.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: s.Namespace}}
+	}); err != nil {
+		return err
+	}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
+	return apply(ctx, c, sts, owner, s.labels(), func() { s.statefulSet(sts) })
+}
+
+func apply(ctx context.Context, c client.Client, obj client.Object, owner *metav1.OwnerReference, labels map[string]string, mutate func()) error {
+	_, err := controllerutil.CreateOrUpdate(ctx, c, obj, func() error {
+		l := obj.GetLabels()
+		if l == nil {
+			l = map[string]string{}
+		}
+		maps.Copy(l, labels)
+		obj.SetLabels(l)
+		obj.SetOwnerReferences([]metav1.OwnerReference{*owner})
+		mutate()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%T %s: %w", obj, obj.GetName(), err)
+	}
+	return nil
+}
+
+// statefulSet fills in the desired StatefulSet.
+func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
+	name := s.Name()
+	selector := map[string]string{LabelComponent: s.Component, LabelOwner: s.Owner.GetName()}
+	podLabels := maps.Clone(s.labels())
+	var podAnnotations map[string]string
+	p := s.Proxy
+	if p == nil {
+		p = &v1alpha1.ProxyConfig{}
+	}
+	maps.Copy(podLabels, p.Labels)
+	maps.Copy(podLabels, selector)
+	if len(p.Annotations) > 0 {
+		podAnnotations = maps.Clone(p.Annotations)
+	}
+	image := s.Image
+	if p.Image != "" {
+		image = p.Image
+	}
+	res := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+	}
+	if p.Resources != nil {
+		res = *p.Resources.DeepCopy()
+	}
+	uid := int64(contract.ProxyUID)
+	env := append([]corev1.EnvVar{
+		{Name: contract.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+		{Name: contract.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
+		{Name: contract.EnvState, Value: "secret"},
+		{Name: contract.EnvStateDir, Value: contract.StateDir},
+		{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile},
+	}, s.Env...)
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(contract.HealthPort)}}, PeriodSeconds: 5}
+	}
+	replicas := s.Replicas
+	sts.Spec = appsv1.StatefulSetSpec{
+		Replicas:            &replicas,
+		ServiceName:         name,
+		PodManagementPolicy: appsv1.ParallelPodManagement,
+		Selector:            &metav1.LabelSelector{MatchLabels: selector},
+		Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
+			Spec: corev1.PodSpec{
+				ServiceAccountName: name,
+				NodeSelector:       p.NodeSelector,
+				Tolerations:        p.Tolerations,
+				Affinity:           p.Affinity,
+				SecurityContext: &corev1.PodSecurityContext{
+					RunAsNonRoot: ptr(true), RunAsUser: &uid, RunAsGroup: &uid, FSGroup: &uid,
+					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				},
+				Containers: []corev1.Container{{
+					Name:           s.Component,
+					Image:          image,
+					Args:           s.Args,
+					Env:            env,
+					Ports:          []corev1.ContainerPort{{Name: "health", ContainerPort: contract.HealthPort}},
+					ReadinessProbe: probe("/readyz"),
+					LivenessProbe:  probe("/healthz"),
+					Resources:      res,
+					SecurityContext: &corev1.SecurityContext{
+						AllowPrivilegeEscalation: ptr(false), ReadOnlyRootFilesystem: ptr(true),
+						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					},
+					VolumeMounts: []corev1.VolumeMount{
+						{Name: "state", MountPath: contract.StateDir},
+						{Name: "auth", MountPath: contract.AuthDir, ReadOnly: true},
+					},
+				}},
+				Volumes: []corev1.Volume{
+					{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+					{Name: "auth", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+						SecretName: s.AuthSecret, Optional: ptr(true),
+						Items: []corev1.KeyToPath{{Key: s.AuthKey, Path: contract.AuthSecretKey}},
+					}}},
+				},
+			},
+		},
+	}
+}
+
+// Devices reads what the replicas reported into their Secrets; a replica
+// that has not reported yet is absent.
+func Devices(ctx context.Context, c client.Reader, s *Set) ([]v1alpha1.Device, error) {
+	var out []v1alpha1.Device
+	for i := 0; i < int(s.Replicas); i++ {
+		var sec corev1.Secret
+		err := c.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.SecretName(i)}, &sec)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(sec.Data[contract.DeviceFQDN]) == 0 {
+			continue
+		}
+		d := v1alpha1.Device{Replica: int32(i)}
+		json.Unmarshal(sec.Data[contract.DeviceFQDN], &d.Hostname)
+		json.Unmarshal(sec.Data[contract.DeviceIPs], &d.TailnetIPs)
+		json.Unmarshal(sec.Data[contract.DeviceAdvertisedRoutes], &d.AdvertisedRoutes)
+		json.Unmarshal(sec.Data[contract.DeviceApprovedRoutes], &d.ApprovedRoutes)
+		sort.Strings(d.AdvertisedRoutes)
+		sort.Strings(d.ApprovedRoutes)
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// Stale lists state Secrets of replicas beyond s.Replicas (after a scale
+// down) whose pods are gone, so their devices can be logged out. live
+// reads pods from the API server (the manager's cache holds only some).
+func Stale(ctx context.Context, c, live client.Reader, s *Set) ([]corev1.Secret, error) {
+	var list corev1.SecretList
+	if err := c.List(ctx, &list, client.InNamespace(s.Namespace), client.MatchingLabels(s.labels())); err != nil {
+		return nil, err
+	}
+	var out []corev1.Secret
+	for _, sec := range list.Items {
+		i, ok := replicaOf(s.Name(), sec.Name)
+		if !ok || i < int(s.Replicas) {
+			continue
+		}
+		var pod corev1.Pod
+		err := live.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: sec.Name}, &pod)
+		if err == nil {
+			continue // still running: the StatefulSet is scaling down
+		}
+		if !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		out = append(out, sec)
+	}
+	return out, nil
+}
+
+func replicaOf(base, name string) (int, bool) {
+	if len(name) <= len(base)+1 || name[:len(base)+1] != base+"-" {
+		return 0, false
+	}
+	i, err := strconv.Atoi(name[len(base)+1:])
+	return i, err == nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// LogoutFunc logs out the device whose state a Secret holds.
+type LogoutFunc func(ctx context.Context, state map[string][]byte) error
+
+// Retire logs out and deletes the state of replicas scaled away (beyond
+// s.Replicas) whose pods are gone. A failed logout is logged and the state
+// removed anyway: the pod is gone and its device cannot come back.
+func Retire(ctx context.Context, c client.Client, live client.Reader, s *Set, logout LogoutFunc, log logr.Logger) error {
+	stale, err := Stale(ctx, c, live, s)
+	if err != nil {
+		return err
+	}
+	for _, sec := range stale {
+		if err := logout(ctx, sec.Data); err != nil {
+			log.Error(err, "logging out a removed replica's device; deleting its state anyway", "secret", sec.Name)
+		}
+		if err := client.IgnoreNotFound(c.Delete(ctx, &sec)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete removes the whole set, logging every device out. It returns
+// false while proxy pods still run (call again later).
+func Delete(ctx context.Context, c client.Client, live client.Reader, s *Set, logout LogoutFunc, log logr.Logger) (bool, error) {
+	name := s.Name()
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: name}}
+	if err := client.IgnoreNotFound(c.Delete(ctx, sts)); err != nil {
+		return false, err
+	}
+	var pods corev1.PodList
+	if err := live.List(ctx, &pods, client.InNamespace(s.Namespace), client.MatchingLabels{LabelComponent: s.Component, LabelOwner: s.Owner.GetName()}); err != nil {
+		return false, err
+	}
+	if len(pods.Items) > 0 {
+		return false, nil // wait: no pod may write state we remove
+	}
+	all := *s
+	all.Replicas = 0
+	if err := Retire(ctx, c, live, &all, logout, log); err != nil {
+		return false, err
+	}
+	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
+		obj.SetNamespace(s.Namespace)
+		obj.SetName(name)
+		if err := client.IgnoreNotFound(c.Delete(ctx, obj)); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
