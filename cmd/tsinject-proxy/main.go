@@ -18,6 +18,7 @@ func commands() []*cli.Command {
 		initCommand(),
 		waitCommand(),
 		connectorCommand(),
+		apiserverCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

@@ -95,4 +95,5 @@ const (
 	DeviceIPs              = "device_ips"               // []string
 	DeviceAdvertisedRoutes = "device_advertised_routes" // []string
 	DeviceApprovedRoutes   = "device_approved_routes"   // []string
+	DeviceURL              = "device_url"               // string (API proxy)
 )

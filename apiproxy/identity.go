@@ -1,0 +1,91 @@
+// Package apiproxy is `tsinject-proxy apiserver`: a Kubernetes API server
+// proxy on the tailnet. In auth mode each request is made as the tailnet
+// caller: identity from WhoIs, groups from the tailscale.com/cap/kubernetes
+// grants (the same JSON as Tailscale's operator), by impersonation with the
+// proxy's own service account. In noauth mode it only carries traffic.
+package apiproxy
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"tailscale.com/client/tailscale/apitype"
+	"tailscale.com/tailcfg"
+)
+
+// CapKubernetes is the app capability grants use to map tailnet callers to
+// Kubernetes groups: {"impersonate":{"groups":["..."]}}.
+const CapKubernetes tailcfg.PeerCapability = "tailscale.com/cap/kubernetes"
+
+// kubeCapRule is one grant's value.
+type kubeCapRule struct {
+	Impersonate *struct {
+		Groups []string `json:"groups,omitempty"`
+	} `json:"impersonate,omitempty"`
+}
+
+// Identity is who a request is made as.
+type Identity struct {
+	User   string
+	Groups []string
+}
+
+// ErrUnknownCaller is returned when WhoIs cannot identify the caller.
+var ErrUnknownCaller = errors.New("tsinject: the caller is not an identifiable tailnet node")
+
+// IdentityOf maps a WhoIs answer to the impersonated identity: a tagged
+// node acts as its MagicDNS name (no trailing dot), a user's node as its
+// login name; groups are the union, in order, of every matching grant's
+// impersonate.groups.
+func IdentityOf(who *apitype.WhoIsResponse) (Identity, error) {
+	if who == nil || who.Node == nil {
+		return Identity{}, ErrUnknownCaller
+	}
+	var id Identity
+	switch {
+	case who.Node.IsTagged():
+		id.User = strings.TrimSuffix(who.Node.Name, ".")
+	case who.UserProfile != nil && who.UserProfile.LoginName != "":
+		id.User = who.UserProfile.LoginName
+	default:
+		return Identity{}, ErrUnknownCaller
+	}
+	seen := map[string]bool{}
+	for _, raw := range who.CapMap[CapKubernetes] {
+		var rule kubeCapRule
+		if err := json.Unmarshal([]byte(raw), &rule); err != nil {
+			return Identity{}, errors.New("tsinject: a tailscale.com/cap/kubernetes grant is not valid JSON: " + err.Error())
+		}
+		if rule.Impersonate == nil {
+			continue
+		}
+		for _, g := range rule.Impersonate.Groups {
+			if !seen[g] {
+				seen[g] = true
+				id.Groups = append(id.Groups, g)
+			}
+		}
+	}
+	return id, nil
+}
+
+// stripClientAuth removes every header a client could use to choose who it
+// is: its own credentials and impersonation.
+func stripClientAuth(h http.Header) {
+	h.Del("Authorization")
+	for k := range h {
+		if strings.HasPrefix(http.CanonicalHeaderKey(k), "Impersonate-") {
+			h.Del(k)
+		}
+	}
+}
+
+// setIdentity adds the impersonation headers for id.
+func setIdentity(h http.Header, id Identity) {
+	h.Set("Impersonate-User", id.User)
+	for _, g := range id.Groups {
+		h.Add("Impersonate-Group", g)
+	}
+}

@@ -1,0 +1,86 @@
+package apiproxy
+
+import (
+	"encoding/pem"
+	"net/http"
+	"slices"
+	"testing"
+
+	"tailscale.com/client/tailscale/apitype"
+	"tailscale.com/tailcfg"
+)
+
+func who(tags []string, login string, grants ...string) *apitype.WhoIsResponse {
+	w := &apitype.WhoIsResponse{
+		Node:        &tailcfg.Node{Name: "laptop.tail-x.ts.net.", Tags: tags},
+		UserProfile: &tailcfg.UserProfile{LoginName: login},
+		CapMap:      tailcfg.PeerCapMap{},
+	}
+	for _, g := range grants {
+		w.CapMap[CapKubernetes] = append(w.CapMap[CapKubernetes], tailcfg.RawMessage(g))
+	}
+	return w
+}
+
+func TestIdentityOf(t *testing.T) {
+	tests := []struct {
+		name    string
+		who     *apitype.WhoIsResponse
+		user    string
+		groups  []string
+		wantErr bool
+	}{
+		{"user, no grant", who(nil, "alice@example.com"), "alice@example.com", nil, false},
+		{"user, one grant", who(nil, "alice@example.com", `{"impersonate":{"groups":["system:masters"]}}`), "alice@example.com", []string{"system:masters"}, false},
+		{"grants are unioned in order, without repeats",
+			who(nil, "bob@example.com", `{"impersonate":{"groups":["readers","ops"]}}`, `{"impersonate":{"groups":["ops","admins"]}}`, `{}`),
+			"bob@example.com", []string{"readers", "ops", "admins"}, false},
+		{"tagged node acts as its FQDN", who([]string{"tag:ci"}, "tagged-devices", `{"impersonate":{"groups":["ci"]}}`), "laptop.tail-x.ts.net", []string{"ci"}, false},
+		{"grant without impersonate", who(nil, "carol@example.com", `{"other":true}`), "carol@example.com", nil, false},
+		{"bad grant JSON", who(nil, "dave@example.com", `{"impersonate":`), "", nil, true},
+		{"no node", &apitype.WhoIsResponse{}, "", nil, true},
+		{"no login", who(nil, ""), "", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, err := IdentityOf(tt.who)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v", err)
+			}
+			if id.User != tt.user || !slices.Equal(id.Groups, tt.groups) {
+				t.Errorf("got %+v, want %s %v", id, tt.user, tt.groups)
+			}
+		})
+	}
+}
+
+// A client's own credentials and impersonation never reach the API server.
+func TestHeaders(t *testing.T) {
+	h := http.Header{}
+	h.Set("Authorization", "Bearer stolen")
+	h.Set("Impersonate-User", "admin")
+	h.Add("Impersonate-Group", "system:masters")
+	h.Set("Impersonate-Uid", "0")
+	h.Set("Impersonate-Extra-Scopes", "all")
+	h.Set("impersonate-extra-lowercase", "x")
+	h.Set("Accept", "application/json")
+	stripClientAuth(h)
+	setIdentity(h, Identity{User: "alice@example.com", Groups: []string{"readers", "ops"}})
+	want := http.Header{
+		"Accept":            {"application/json"},
+		"Impersonate-User":  {"alice@example.com"},
+		"Impersonate-Group": {"readers", "ops"},
+	}
+	if len(h) != len(want) {
+		t.Fatalf("headers %v, want %v", h, want)
+	}
+	for k, v := range want {
+		if !slices.Equal(h[k], v) {
+			t.Errorf("%s = %v, want %v", k, h[k], v)
+		}
+	}
+}
+
+func pemEncode(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}

@@ -1,0 +1,315 @@
+package apiproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"tailscale.com/client/tailscale/apitype"
+	"tailscale.com/types/logger"
+
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tsnode"
+)
+
+// Modes.
+const (
+	ModeAuth   = "auth"
+	ModeNoAuth = "noauth"
+)
+
+// Handler proxies requests to the API server.
+type Handler struct {
+	Mode     string
+	Upstream *url.URL
+	// Transport reaches the API server (its CA; no client credentials).
+	Transport http.RoundTripper
+	// Token returns the proxy's own bearer token (auth mode).
+	Token func() (string, error)
+	// WhoIs identifies the tailnet caller at a remote address (auth mode).
+	WhoIs func(ctx context.Context, remoteAddr string) (*apitype.WhoIsResponse, error)
+	Logf  logger.Logf
+
+	once     sync.Once
+	proxy    *httputil.ReverseProxy
+	requests *prometheus.CounterVec
+	latency  prometheus.Histogram
+}
+
+type ctxKey struct{}
+
+// Register adds the handler's metrics to reg.
+func (h *Handler) Register(reg prometheus.Registerer) {
+	h.init()
+	reg.MustRegister(h.requests, h.latency)
+}
+
+func (h *Handler) init() {
+	h.once.Do(func() {
+		h.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tsinject_apiproxy_requests_total", Help: "Requests proxied to the API server, by status code.",
+		}, []string{"code"})
+		h.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tsinject_apiproxy_request_duration_seconds", Help: "Time to the end of each proxied request (watches last long).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		})
+		h.proxy = &httputil.ReverseProxy{
+			Transport:     h.Transport,
+			FlushInterval: -1, // watches and logs stream as they come
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(h.Upstream)
+				pr.Out.Host = h.Upstream.Host
+				if id, ok := pr.In.Context().Value(ctxKey{}).(*outbound); ok {
+					stripClientAuth(pr.Out.Header)
+					setIdentity(pr.Out.Header, id.Identity)
+					pr.Out.Header.Set("Authorization", "Bearer "+id.token)
+				}
+			},
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				h.Logf("upstream error for %s %s: %v", r.Method, r.URL.Path, err)
+				writeStatus(w, http.StatusBadGateway, "ServiceUnavailable", "tsinject: the API server is unreachable from the proxy: "+err.Error())
+			},
+		}
+	})
+}
+
+type outbound struct {
+	Identity
+	token string
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.init()
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	who := "-"
+	as := "-"
+	defer func() {
+		d := time.Since(start)
+		h.requests.WithLabelValues(strconv.Itoa(rec.code)).Inc()
+		h.latency.Observe(d.Seconds())
+		h.Logf("access: who=%s as=%s %s %s status=%d duration=%s", who, as, r.Method, r.URL.RequestURI(), rec.code, d.Round(time.Microsecond))
+	}()
+	if h.Mode == ModeAuth {
+		res, err := h.WhoIs(r.Context(), r.RemoteAddr)
+		var id Identity
+		if err == nil {
+			id, err = IdentityOf(res)
+		}
+		if err != nil {
+			who = r.RemoteAddr
+			writeStatus(rec, http.StatusForbidden, "Forbidden", fmt.Sprintf("tsinject: cannot identify the caller %s on the tailnet (%v); requests must come from a tailnet node", r.RemoteAddr, err))
+			return
+		}
+		who = res.Node.ComputedName
+		if res.UserProfile != nil && !res.Node.IsTagged() {
+			who = res.UserProfile.LoginName + "/" + who
+		}
+		as = id.User
+		if len(id.Groups) > 0 {
+			as += "[" + strings.Join(id.Groups, ",") + "]"
+		}
+		tok, err := h.Token()
+		if err != nil {
+			writeStatus(rec, http.StatusInternalServerError, "InternalError", "tsinject: the proxy has no service account token: "+err.Error())
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, &outbound{Identity: id, token: tok}))
+	}
+	h.proxy.ServeHTTP(rec, r)
+}
+
+// writeStatus answers with a Kubernetes Status, which kubectl prints.
+func writeStatus(w http.ResponseWriter, code int, reason, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{
+		"kind": "Status", "apiVersion": "v1", "metadata": map[string]any{},
+		"status": "Failure", "message": msg, "reason": reason, "code": code,
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) { s.code = code; s.ResponseWriter.WriteHeader(code) }
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// TokenFile returns a Token func that re-reads a projected service account
+// token (the kubelet rotates it) at most once a minute.
+func TokenFile(path string) func() (string, error) {
+	var mu sync.Mutex
+	var tok string
+	var read time.Time
+	return func() (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if tok != "" && time.Since(read) < time.Minute {
+			return tok, nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			if tok != "" {
+				return tok, nil
+			}
+			return "", err
+		}
+		tok, read = strings.TrimSpace(string(b)), time.Now()
+		return tok, nil
+	}
+}
+
+// UpstreamTransport trusts the API server's CA. Ordinary requests may use
+// HTTP/2; upgrades (exec, attach, port-forward over SPDY or WebSocket)
+// need HTTP/1.1, so they get a transport of their own.
+func UpstreamTransport(caFile string) (http.RoundTripper, error) {
+	pool := x509.NewCertPool()
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		}
+	}
+	h2 := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	h1 := h2.Clone()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	return upgradeAware{h1: h1, h2: h2}, nil
+}
+
+type upgradeAware struct{ h1, h2 http.RoundTripper }
+
+func (u upgradeAware) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Upgrade") != "" {
+		return u.h1.RoundTrip(r)
+	}
+	return u.h2.RoundTrip(r)
+}
+
+// Config configures Run.
+type Config struct {
+	Node     tsnode.Options
+	Mode     string
+	TLS      string // "auto" or "http"
+	Upstream *url.URL
+	// TokenFile and CAFile are the proxy's service account credentials.
+	TokenFile, CAFile string
+	HealthAddr        string
+}
+
+// Run serves the proxy on the tailnet until ctx ends.
+func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
+	switch cfg.Mode {
+	case ModeAuth, ModeNoAuth:
+	default:
+		return fmt.Errorf("--mode %q: allowed: %s, %s", cfg.Mode, ModeAuth, ModeNoAuth)
+	}
+	tr, err := UpstreamTransport(cfg.CAFile)
+	if err != nil {
+		return fmt.Errorf("--ca-file: %w", err)
+	}
+	n, err := tsnode.Start(ctx, cfg.Node, logf)
+	if err != nil {
+		return err
+	}
+	defer n.Close(context.Background(), logf)
+	h := &Handler{Mode: cfg.Mode, Upstream: cfg.Upstream, Transport: tr, Token: TokenFile(cfg.TokenFile), Logf: logf,
+		WhoIs: func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) { return n.LC.WhoIs(ctx, addr) }}
+	reg := prometheus.NewRegistry()
+	h.Register(reg)
+
+	var ln net.Listener
+	scheme := "http"
+	if cfg.TLS != "http" && len(n.Server.CertDomains()) > 0 {
+		ln, err = n.Server.ListenTLS("tcp", ":443")
+		scheme = "https"
+	} else {
+		ln, err = n.Server.Listen("tcp", ":80")
+	}
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	go srv.Serve(ln)
+
+	st, err := n.LC.StatusWithoutPeers(ctx)
+	if err != nil {
+		return err
+	}
+	fqdn := strings.TrimSuffix(st.Self.DNSName, ".")
+	u := scheme + "://" + fqdn
+	logf("API server proxy (%s mode) serving %s -> %s", cfg.Mode, u, cfg.Upstream)
+	var ips []string
+	for _, ip := range st.Self.TailscaleIPs {
+		ips = append(ips, ip.String())
+	}
+	if err := n.Report(ctx, map[string]any{contract.DeviceFQDN: fqdn, contract.DeviceIPs: ips, contract.DeviceURL: u}); err != nil {
+		logf("reporting device state: %v", err)
+	}
+
+	health, err := serveHealth(cfg.HealthAddr, n, reg)
+	if err != nil {
+		return err
+	}
+	defer health.Close()
+	<-ctx.Done()
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdown)
+	return nil
+}
+
+func serveHealth(addr string, n *tsnode.Node, reg *prometheus.Registry) (io.Closer, error) {
+	if addr == "" {
+		return io.NopCloser(nil), nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.Ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, errors.New("health listener: " + err.Error())
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/tsinject/tsinject/apiproxy"
+	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+func apiserverCommand() *cli.Command {
+	var cfg apiproxy.Config
+	var tags, upstream string
+	return &cli.Command{
+		Name:  "apiserver",
+		Short: "serve the Kubernetes API on the tailnet, impersonating tailnet callers (auth) or as transport (noauth)",
+		Flags: func(fs *flag.FlagSet) {
+			nodeFlags(fs, &cfg.Node, &tags)
+			fs.StringVar(&cfg.Mode, "mode", cli.EnvDefault("TSINJECT_APIPROXY_MODE", apiproxy.ModeAuth), "auth or noauth (env TSINJECT_APIPROXY_MODE)")
+			fs.StringVar(&cfg.TLS, "tls", cli.EnvDefault("TSINJECT_APIPROXY_TLS", "auto"), "auto (HTTPS where the tailnet issues certificates, else HTTP) or http")
+			def := ""
+			if h, p := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT_HTTPS"); h != "" && p != "" {
+				def = "https://" + net.JoinHostPort(h, p)
+			}
+			fs.StringVar(&upstream, "upstream", def, "API server URL (default from KUBERNETES_SERVICE_HOST/PORT_HTTPS)")
+			sa := contract.ServiceAccountDir
+			fs.StringVar(&cfg.TokenFile, "token-file", filepath.Join(sa, "token"), "the proxy's service account token")
+			fs.StringVar(&cfg.CAFile, "ca-file", filepath.Join(sa, "ca.crt"), "the API server's CA")
+			fs.StringVar(&cfg.HealthAddr, "health-addr", cli.EnvDefault(contract.EnvHealthAddr, ":"+strconv.Itoa(contract.HealthPort)), "/healthz, /readyz, /metrics")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return cli.ErrUsage
+			}
+			if err := finishNode(&cfg.Node, tags); err != nil {
+				return err
+			}
+			u, err := url.Parse(upstream)
+			if err != nil || u.Host == "" {
+				return fmt.Errorf("--upstream %q: want the API server's URL, such as https://10.96.0.1:443", upstream)
+			}
+			cfg.Upstream = u
+			if cfg.Node.KubeRoot != "" {
+				cfg.TokenFile = filepath.Join(cfg.Node.KubeRoot, cfg.TokenFile)
+				cfg.CAFile = filepath.Join(cfg.Node.KubeRoot, cfg.CAFile)
+			}
+			return apiproxy.Run(ctx, cfg, log.New(os.Stderr, "", log.LstdFlags).Printf)
+		},
+	}
+}
