@@ -16,6 +16,7 @@ func commands() []*cli.Command {
 		managerCommand(),
 		injectCommand(),
 		uninjectCommand(),
+		kubeconfigCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

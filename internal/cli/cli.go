@@ -97,6 +97,7 @@ func Run(prog, about string, cmds []*Command, args []string, stdout, stderr io.W
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx = context.WithValue(ctx, stdioKey{}, [2]io.Writer{stdout, stderr})
 	err := cmd.Run(ctx, fs.Args())
 	var ee *ExitError
 	switch {
@@ -116,6 +117,24 @@ func Run(prog, about string, cmds []*Command, args []string, stdout, stderr io.W
 	}
 }
 
+type stdioKey struct{}
+
+// Stdout is where a command writes its output (os.Stdout, or a test's buffer).
+func Stdout(ctx context.Context) io.Writer {
+	if w, ok := ctx.Value(stdioKey{}).([2]io.Writer); ok {
+		return w[0]
+	}
+	return os.Stdout
+}
+
+// Stderr is where a command writes diagnostics.
+func Stderr(ctx context.Context) io.Writer {
+	if w, ok := ctx.Value(stdioKey{}).([2]io.Writer); ok {
+		return w[1]
+	}
+	return os.Stderr
+}
+
 // EnvDefault returns the environment variable key if set, else def. Every
 // data-plane flag has a matching TSINJECT_* variable read this way.
 func EnvDefault(key, def string) string {
@@ -130,8 +149,8 @@ func VersionCommand(v string) *Command {
 	return &Command{
 		Name:  "version",
 		Short: "print the version",
-		Run: func(context.Context, []string) error {
-			fmt.Println(v)
+		Run: func(ctx context.Context, _ []string) error {
+			fmt.Fprintln(Stdout(ctx), v)
 			return nil
 		},
 	}
