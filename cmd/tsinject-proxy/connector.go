@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tsinject/tsinject/connector"
@@ -16,8 +17,12 @@ import (
 	"github.com/tsinject/tsinject/sidecar"
 )
 
+// hostnamePrefix names replicas PREFIX-<ordinal of the pod>.
+var hostnamePrefix string
+
 // nodeFlags binds the tsnet node settings shared by the proxies.
 func nodeFlags(fs *flag.FlagSet, o *tsnode.Options, tags *string) {
+	fs.StringVar(&hostnamePrefix, "hostname-prefix", cli.EnvDefault("TSINJECT_HOSTNAME_PREFIX", ""), "name the replica PREFIX-<ordinal of the pod> (env TSINJECT_HOSTNAME_PREFIX)")
 	fs.StringVar(&o.ControlURL, "control-url", cli.EnvDefault(contract.EnvControlURL, "https://controlplane.tailscale.com"), "control server URL (env "+contract.EnvControlURL+")")
 	fs.StringVar(&o.AuthKeyFile, "authkey-file", cli.EnvDefault(contract.EnvAuthKeyFile, "/var/run/tsinject/auth/authkey"), "auth key file (env "+contract.EnvAuthKeyFile+")")
 	fs.DurationVar(&o.AuthKeyWait, "authkey-wait", 2*time.Minute, "how long to wait for the auth key file")
@@ -34,6 +39,9 @@ func finishNode(o *tsnode.Options, tags string) error {
 	var err error
 	if o.Tags, err = contract.ParseTags(tags); err != nil {
 		return fmt.Errorf("--tags: %v", err)
+	}
+	if hostnamePrefix != "" {
+		o.Hostname = hostnamePrefix + "-" + ordinal(o.PodName)
 	}
 	if o.State == tsnode.StateSecret {
 		if o.PodName == "" {
@@ -52,7 +60,6 @@ func connectorCommand() *cli.Command {
 		Short: "advertise subnet routes and/or an exit node; forward TCP and UDP unprivileged",
 		Flags: func(fs *flag.FlagSet) {
 			nodeFlags(fs, &cfg.Node, &tags)
-			fs.StringVar(&cfg.HostnamePrefix, "hostname-prefix", cli.EnvDefault("TSINJECT_HOSTNAME_PREFIX", ""), "name the replica PREFIX-<ordinal of the pod>")
 			fs.StringVar(&routes, "routes", cli.EnvDefault("TSINJECT_ROUTES", ""), "comma-separated CIDRs to advertise (env TSINJECT_ROUTES)")
 			exit, _ := strconv.ParseBool(cli.EnvDefault("TSINJECT_EXIT_NODE", "false"))
 			fs.BoolVar(&cfg.ExitNode, "exit-node", exit, "offer this device as an exit node (env TSINJECT_EXIT_NODE)")
@@ -72,4 +79,12 @@ func connectorCommand() *cli.Command {
 			return connector.Run(ctx, cfg, log.New(os.Stderr, "", log.LstdFlags).Printf)
 		},
 	}
+}
+
+// ordinal is the StatefulSet ordinal at the end of a pod name.
+func ordinal(pod string) string {
+	if i := strings.LastIndexByte(pod, '-'); i >= 0 {
+		return pod[i+1:]
+	}
+	return "0"
 }

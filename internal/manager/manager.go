@@ -37,6 +37,7 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/certs"
+	"github.com/tsinject/tsinject/controllers/apiproxy"
 	"github.com/tsinject/tsinject/controllers/authkey"
 	"github.com/tsinject/tsinject/controllers/connector"
 	"github.com/tsinject/tsinject/controllers/proxyset"
@@ -250,6 +251,15 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 		AuthSecret: o.AuthSecret, AuthKey: o.AuthKey, Logout: logout,
 		Log: log.WithName("connector"),
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+
+	if err := (&apiproxy.Reconciler{
+		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
+		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
+		AuthSecret: o.AuthSecret, AuthKey: o.AuthKey, Logout: logout,
+		Log: log.WithName("apiserverproxy"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

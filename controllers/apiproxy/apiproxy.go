@@ -1,0 +1,242 @@
+// Package apiproxy reconciles APIServerProxies into proxy sets running
+// `tsinject-proxy apiserver`, with (auth mode) a ClusterRole that allows
+// exactly impersonating users and groups.
+package apiproxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Finalizer lets the controller log devices out and remove the cluster
+// RBAC before an APIServerProxy goes.
+const Finalizer = "tsinject.dev/apiserverproxy"
+
+const component = "apiserver-proxy"
+
+// ImpersonateRules is all an auth-mode proxy may do itself.
+var ImpersonateRules = []rbacv1.PolicyRule{{
+	APIGroups: []string{""}, Resources: []string{"users", "groups"}, Verbs: []string{"impersonate"},
+}}
+
+// Reconciler reconciles APIServerProxies.
+type Reconciler struct {
+	Client client.Client
+	// Live reads pods from the API server.
+	Live                client.Reader
+	Namespace           string
+	ProxyImage          string
+	ControlURL          string
+	AuthSecret, AuthKey string
+	Logout              proxyset.LogoutFunc
+	Log                 logr.Logger
+}
+
+// SetupWithManager watches APIServerProxies and their objects.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	owned := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		if o.GetLabels()[proxyset.LabelComponent] != component {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetLabels()[proxyset.LabelOwner]}}}
+	})
+	ours := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[proxyset.LabelComponent] == component
+	}))
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("apiserverproxy").
+		For(&v1alpha1.APIServerProxy{}).
+		Watches(&appsv1.StatefulSet{}, owned, ours).
+		Watches(&corev1.Secret{}, owned, ours).
+		Watches(&rbacv1.ClusterRole{}, owned, ours).
+		Watches(&rbacv1.ClusterRoleBinding{}, owned, ours).
+		Complete(r)
+}
+
+func mode(p *v1alpha1.APIServerProxy) string {
+	if p.Spec.Mode == "" {
+		return string(v1alpha1.ModeAuth)
+	}
+	return string(p.Spec.Mode)
+}
+
+func (r *Reconciler) set(p *v1alpha1.APIServerProxy) *proxyset.Set {
+	replicas := int32(1)
+	if p.Spec.Replicas != nil {
+		replicas = *p.Spec.Replicas
+	}
+	host := p.Spec.Hostname
+	if host == "" {
+		host = p.Name
+	}
+	tags := []string{"tag:k8s-operator"}
+	if len(p.Spec.Tags) > 0 {
+		tags = tags[:0]
+		for _, t := range p.Spec.Tags {
+			tags = append(tags, string(t))
+		}
+	}
+	tls := string(p.Spec.TLS)
+	if tls == "" {
+		tls = string(v1alpha1.TLSAuto)
+	}
+	env := []corev1.EnvVar{
+		{Name: contract.EnvTags, Value: strings.Join(tags, ",")},
+		{Name: "TSINJECT_APIPROXY_MODE", Value: mode(p)},
+		{Name: "TSINJECT_APIPROXY_TLS", Value: tls},
+	}
+	if replicas > 1 {
+		env = append(env, corev1.EnvVar{Name: "TSINJECT_HOSTNAME_PREFIX", Value: host})
+	} else {
+		env = append(env, corev1.EnvVar{Name: contract.EnvHostname, Value: host})
+	}
+	if r.ControlURL != "" {
+		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: r.ControlURL})
+	}
+	p.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("APIServerProxy"))
+	return &proxyset.Set{
+		Owner: p, Component: component, Namespace: r.Namespace, Replicas: replicas,
+		Image: r.ProxyImage, Args: []string{"apiserver"}, Env: env, Proxy: p.Spec.Proxy,
+		AuthSecret: r.AuthSecret, AuthKey: r.AuthKey,
+	}
+}
+
+// Reconcile brings one APIServerProxy's objects and status in line.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var p v1alpha1.APIServerProxy
+	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	s := r.set(&p)
+	if !p.DeletionTimestamp.IsZero() {
+		if !controllerutil.ContainsFinalizer(&p, Finalizer) {
+			return reconcile.Result{}, nil
+		}
+		done, err := proxyset.Delete(ctx, r.Client, r.Live, s, r.Logout, r.Log)
+		if err != nil || !done {
+			return reconcile.Result{RequeueAfter: 2 * time.Second}, err
+		}
+		if err := r.clusterRBAC(ctx, s, false); err != nil {
+			return reconcile.Result{}, err
+		}
+		controllerutil.RemoveFinalizer(&p, Finalizer)
+		return reconcile.Result{}, r.Client.Update(ctx, &p)
+	}
+	if controllerutil.AddFinalizer(&p, Finalizer) {
+		if err := r.Client.Update(ctx, &p); err != nil {
+			return reconcile.Result{}, err
+		}
+		s = r.set(&p)
+	}
+	if err := proxyset.Apply(ctx, r.Client, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	if err := r.clusterRBAC(ctx, s, mode(&p) == string(v1alpha1.ModeAuth)); err != nil {
+		return reconcile.Result{}, err
+	}
+	if err := proxyset.Retire(ctx, r.Client, r.Live, s, r.Logout, r.Log); err != nil {
+		return reconcile.Result{}, err
+	}
+	return r.updateStatus(ctx, &p, s)
+}
+
+// clusterRBAC keeps (auth mode) or removes (noauth, deletion) the
+// ClusterRole and binding that let the proxy impersonate.
+func (r *Reconciler) clusterRBAC(ctx context.Context, s *proxyset.Set, want bool) error {
+	name := s.Name()
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if !want {
+		for _, o := range []client.Object{binding, role} {
+			if err := client.IgnoreNotFound(r.Client.Delete(ctx, o)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	labels := map[string]string{proxyset.LabelManagedBy: proxyset.ManagedBy, proxyset.LabelComponent: component, proxyset.LabelOwner: s.Owner.GetName()}
+	owner := metav1.NewControllerRef(s.Owner, s.Owner.GetObjectKind().GroupVersionKind())
+	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, role, func() error {
+		role.Labels, role.OwnerReferences, role.Rules = labels, []metav1.OwnerReference{*owner}, ImpersonateRules
+		return nil
+	}); err != nil {
+		return err
+	}
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, binding, func() error {
+		binding.Labels, binding.OwnerReferences = labels, []metav1.OwnerReference{*owner}
+		binding.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}
+		binding.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: s.Namespace}}
+		return nil
+	})
+	return err
+}
+
+func (r *Reconciler) updateStatus(ctx context.Context, p *v1alpha1.APIServerProxy, s *proxyset.Set) (reconcile.Result, error) {
+	devices, err := proxyset.Devices(ctx, r.Client, s)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	var urls []string
+	for i := 0; i < int(s.Replicas); i++ {
+		var sec corev1.Secret
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.SecretName(i)}, &sec); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return reconcile.Result{}, err
+		}
+		var u string
+		if json.Unmarshal(sec.Data[contract.DeviceURL], &u) == nil && u != "" {
+			urls = append(urls, u)
+		}
+	}
+	cond := metav1.Condition{Type: "Ready", ObservedGeneration: p.Generation}
+	if len(urls) < int(s.Replicas) || s.Replicas == 0 {
+		cond.Status, cond.Reason = metav1.ConditionFalse, "ProxyNotReady"
+		cond.Message = fmt.Sprintf("%d of %d replicas serve on the tailnet", len(urls), s.Replicas)
+	} else {
+		cond.Status, cond.Reason = metav1.ConditionTrue, "ProxyReady"
+		cond.Message = "kubectl: tsinject kubeconfig " + strings.TrimPrefix(strings.TrimPrefix(urls[0], "https://"), "http://")
+		if strings.HasPrefix(urls[0], "http://") {
+			cond.Message += " --http"
+		}
+	}
+	changed := !slices.Equal(p.Status.URLs, urls) || len(p.Status.Devices) != len(devices) || p.Status.ObservedGeneration != p.Generation
+	if c := meta.FindStatusCondition(p.Status.Conditions, "Ready"); c == nil || c.Status != cond.Status || c.Message != cond.Message {
+		changed = true
+	}
+	if changed {
+		p.Status.URLs, p.Status.Devices, p.Status.ObservedGeneration = urls, devices, p.Generation
+		meta.SetStatusCondition(&p.Status.Conditions, cond)
+		if err := r.Client.Status().Update(ctx, p); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if cond.Status != metav1.ConditionTrue {
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	return reconcile.Result{RequeueAfter: time.Minute}, nil
+}
