@@ -17,6 +17,7 @@ func commands() []*cli.Command {
 		injectCommand(),
 		uninjectCommand(),
 		kubeconfigCommand(),
+		policyCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/internal/policy"
+)
+
+type grantFlag map[string][]string
+
+func (g grantFlag) String() string { return fmt.Sprint(map[string][]string(g)) }
+func (g grantFlag) Set(s string) error {
+	src, groups, ok := cutEq(s)
+	if !ok {
+		return fmt.Errorf("%q: want SRC=GROUP[,GROUP...], e.g. group:sre=system:masters", s)
+	}
+	g[src] = append(g[src], splitList(groups)...)
+	return nil
+}
+
+func cutEq(s string) (string, string, bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '=' {
+			return s[:i], s[i+1:], i > 0 && i < len(s)-1
+		}
+	}
+	return "", "", false
+}
+
+func policyCommand() *cli.Command {
+	var kubeconfig, file, owner, podTags string
+	grants := grantFlag{}
+	return &cli.Command{
+		Name:  "policy",
+		Short: "print the tailnet policy snippet for the Connectors and API proxies in the cluster (or in -f files)",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&kubeconfig, "kubeconfig", "", "read Connectors and APIServerProxies from this cluster (default: in-cluster, then $KUBECONFIG)")
+			fs.StringVar(&file, "f", "", "read them from a YAML file instead (- is stdin)")
+			fs.StringVar(&owner, "tag-owner", "autogroup:admin", "who owns the tags (the owner of the auth key)")
+			fs.StringVar(&podTags, "pod-tags", "tag:k8s", "comma-separated tags injected pods use")
+			fs.Var(grants, "grant", "SRC=GROUP[,GROUP...]: tailnet source and the Kubernetes groups it gets through API proxies, repeatable (default autogroup:admin=system:masters)")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return cli.ErrUsage
+			}
+			in := policy.Input{TagOwner: owner, PodTags: splitList(podTags), Grants: grants}
+			if len(grants) == 0 {
+				in.Grants = map[string][]string{"autogroup:admin": {"system:masters"}}
+			}
+			var err error
+			if file != "" {
+				err = readPolicyObjects(file, &in)
+			} else {
+				err = listPolicyObjects(ctx, kubeconfig, &in)
+			}
+			if err != nil {
+				return err
+			}
+			_, err = cli.Stdout(ctx).Write(policy.Generate(in).JSON())
+			return err
+		},
+	}
+}
+
+func listPolicyObjects(ctx context.Context, kubeconfig string, in *policy.Input) error {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		return err
+	}
+	var cs v1alpha1.ConnectorList
+	if err := c.List(ctx, &cs); err != nil {
+		return fmt.Errorf("listing Connectors: %w", err)
+	}
+	var ps v1alpha1.APIServerProxyList
+	if err := c.List(ctx, &ps); err != nil {
+		return fmt.Errorf("listing APIServerProxies: %w", err)
+	}
+	in.Connectors, in.Proxies = cs.Items, ps.Items
+	return nil
+}
+
+func readPolicyObjects(file string, in *policy.Input) error {
+	r := io.Reader(os.Stdin)
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	yr := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	for {
+		doc, err := yr.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var meta struct{ Kind string }
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			return err
+		}
+		switch meta.Kind {
+		case "Connector":
+			var c v1alpha1.Connector
+			if err := yaml.UnmarshalStrict(doc, &c); err != nil {
+				return fmt.Errorf("Connector: %w", err)
+			}
+			in.Connectors = append(in.Connectors, c)
+		case "APIServerProxy":
+			var p v1alpha1.APIServerProxy
+			if err := yaml.UnmarshalStrict(doc, &p); err != nil {
+				return fmt.Errorf("APIServerProxy: %w", err)
+			}
+			in.Proxies = append(in.Proxies, p)
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
+)
+
+func TestGenerate(t *testing.T) {
+	in := Input{
+		Connectors: []v1alpha1.Connector{
+			{ObjectMeta: metav1.ObjectMeta{Name: "pods"}, Spec: v1alpha1.ConnectorSpec{Tags: []v1alpha1.Tag{"tag:subnet"},
+				SubnetRouter: &v1alpha1.SubnetRouter{AdvertiseRoutes: []v1alpha1.Route{"10.244.0.0/16"}}}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "exit"}, Spec: v1alpha1.ConnectorSpec{ExitNode: true}},
+		},
+		Proxies:  []v1alpha1.APIServerProxy{{ObjectMeta: metav1.ObjectMeta{Name: "k8s"}}},
+		PodTags:  []string{"tag:k8s-pod"},
+		TagOwner: "group:platform",
+		Grants:   map[string][]string{"autogroup:admin": {"system:masters"}, "group:readers": {"tailnet-readers"}},
+	}
+	got := string(Generate(in).JSON())
+	want := `{
+  "tagOwners": {
+    "tag:k8s": [
+      "group:platform"
+    ],
+    "tag:k8s-operator": [
+      "group:platform"
+    ],
+    "tag:k8s-pod": [
+      "group:platform"
+    ],
+    "tag:subnet": [
+      "group:platform"
+    ]
+  },
+  "autoApprovers": {
+    "routes": {
+      "10.244.0.0/16": [
+        "tag:subnet"
+      ]
+    },
+    "exitNode": [
+      "tag:k8s"
+    ]
+  },
+  "grants": [
+    {
+      "src": [
+        "autogroup:admin"
+      ],
+      "dst": [
+        "tag:k8s-operator"
+      ],
+      "ip": [
+        "tcp:80",
+        "tcp:443"
+      ],
+      "app": {
+        "tailscale.com/cap/kubernetes": [
+          {
+            "impersonate": {
+              "groups": [
+                "system:masters"
+              ]
+            }
+          }
+        ]
+      }
+    },
+    {
+      "src": [
+        "group:readers"
+      ],
+      "dst": [
+        "tag:k8s-operator"
+      ],
+      "ip": [
+        "tcp:80",
+        "tcp:443"
+      ],
+      "app": {
+        "tailscale.com/cap/kubernetes": [
+          {
+            "impersonate": {
+              "groups": [
+                "tailnet-readers"
+              ]
+            }
+          }
+        ]
+      }
+    }
+  ]
+}
+`
+	if got != want {
+		t.Errorf("got:\n%s", got)
+	}
+	if empty := string(Generate(Input{}).JSON()); !strings.Contains(empty, `"tagOwners": {}`) || strings.Contains(empty, "autoApprovers") {
+		t.Errorf("empty input: %s", empty)
+	}
+}
