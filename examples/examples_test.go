@@ -1,0 +1,76 @@
+package examples_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tsinject/tsinject/examples"
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/cluster"
+	"github.com/tsinject/tsinject/internal/cluster/clustertest"
+	"github.com/tsinject/tsinject/internal/gobuild"
+	"github.com/tsinject/tsinject/internal/manager"
+)
+
+// Every example applies to the real API server with the manager running:
+// the pods come back injected, the custom resources pass validation.
+func TestExamplesApply(t *testing.T) {
+	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{filepath.Join(gobuild.Root(), "manifests", "base", "crd")}, Scheme: manager.Scheme()})
+	o := manager.DefaultOptions()
+	o.LeaderElection = false
+	o.Log = logr.Discard()
+	l, err := manager.StartLocal(context.Background(), c.Config, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+
+	entries, err := examples.FS.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := []string{"namespace.yaml"}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".yaml") && e.Name() != "namespace.yaml" {
+			order = append(order, e.Name())
+		}
+	}
+	if len(order) < 6 {
+		t.Fatalf("only %d examples", len(order))
+	}
+	for _, name := range order {
+		b, _ := examples.FS.ReadFile(name)
+		cmd := exec.Command("kubectl", "--kubeconfig", c.Kubeconfig, "apply", "-f", "-")
+		cmd.Stdin = strings.NewReader(string(b))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("kubectl apply %s: %v\n%s", name, err, out)
+		}
+	}
+	for _, pod := range []string{"web-explicit", "web-transparent"} {
+		var p corev1.Pod
+		if err := c.Client.Get(context.Background(), client.ObjectKey{Namespace: "demo", Name: pod}, &p); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := p.Annotations[injector.AnnotationStatus]; !ok {
+			t.Errorf("example pod %s was not injected", pod)
+		}
+	}
+
+	var policy map[string]any
+	b, _ := os.ReadFile("tailnet-policy.json")
+	if err := json.Unmarshal(b, &policy); err != nil {
+		t.Fatalf("tailnet-policy.json: %v", err)
+	}
+	if !strings.Contains(string(b), `"tailscale.com/cap/kubernetes"`) || policy["autoApprovers"] == nil {
+		t.Errorf("tailnet-policy.json lacks the grants or autoApprovers")
+	}
+}
