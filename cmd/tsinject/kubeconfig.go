@@ -4,15 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
-	"strings"
-
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/kubeconfig"
 )
 
 func kubeconfigCommand() *cli.Command {
@@ -33,7 +27,7 @@ func kubeconfigCommand() *cli.Command {
 			if len(args) != 1 || args[0] == "" {
 				return cli.ErrUsage
 			}
-			server, name, err := proxyServer(args[0], plainHTTP)
+			server, name, err := kubeconfig.Server(args[0], plainHTTP)
 			if err != nil {
 				return err
 			}
@@ -41,9 +35,7 @@ func kubeconfigCommand() *cli.Command {
 				name = contextName
 			}
 			if stdout {
-				cfg := clientcmdapi.NewConfig()
-				addContext(cfg, name, server, true)
-				b, err := clientcmd.Write(*cfg)
+				b, err := kubeconfig.Standalone(name, server)
 				if err != nil {
 					return err
 				}
@@ -51,67 +43,13 @@ func kubeconfigCommand() *cli.Command {
 				return err
 			}
 			if file == "" {
-				file = clientcmd.NewDefaultClientConfigLoadingRules().GetDefaultFilename()
+				file = kubeconfig.DefaultFile()
 			}
-			cfg, err := clientcmd.LoadFromFile(file)
-			if os.IsNotExist(err) {
-				cfg, err = clientcmdapi.NewConfig(), nil
-			}
-			if err != nil {
-				return fmt.Errorf("reading %s: %w", file, err)
-			}
-			addContext(cfg, name, server, !noSwitch)
-			if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-				return err
-			}
-			if err := clientcmd.WriteToFile(*cfg, file); err != nil {
-				return err
-			}
-			if err := os.Chmod(file, 0o600); err != nil {
+			if err := kubeconfig.Merge(file, name, server, !noSwitch); err != nil {
 				return err
 			}
 			fmt.Fprintf(cli.Stderr(ctx), "kubeconfig %s: context %q -> %s\n", file, name, server)
 			return nil
 		},
-	}
-}
-
-// proxyServer turns HOST (a MagicDNS name, an IP, host:port, or a URL)
-// into the server URL and a default context name.
-func proxyServer(host string, plainHTTP bool) (server, name string, err error) {
-	if strings.Contains(host, "://") {
-		server = host
-		host = strings.SplitN(host, "://", 2)[1]
-	} else if plainHTTP {
-		server = "http://" + host
-	} else {
-		server = "https://" + host
-	}
-	h := host
-	if hh, _, err := net.SplitHostPort(host); err == nil {
-		h = hh
-	}
-	if h == "" || strings.ContainsAny(h, "/ ") {
-		return "", "", fmt.Errorf("HOST %q: want the proxy's tailnet name, such as k8s.tail-x.ts.net", host)
-	}
-	name = h
-	if net.ParseIP(h) == nil {
-		name = strings.SplitN(h, ".", 2)[0]
-	}
-	return server, name, nil
-}
-
-// addContext sets a cluster, user and context called name without
-// touching other entries. The user carries no credentials: the proxy
-// authenticates tailnet callers itself (auth mode).
-func addContext(cfg *clientcmdapi.Config, name, server string, current bool) {
-	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server}
-	user := "tsinject-" + name
-	if _, ok := cfg.AuthInfos[user]; !ok {
-		cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{}
-	}
-	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: user}
-	if current {
-		cfg.CurrentContext = name
 	}
 }

@@ -10,12 +10,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // NS is a network namespace with a veth link to the host.
@@ -187,4 +191,46 @@ func lock() (func(), error) {
 		return nil, err
 	}
 	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
+// Listen opens a listener inside the namespace from this process: the
+// socket is created on a thread switched into the namespace and keeps
+// belonging to it afterwards.
+func (n *NS) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := n.do(func() (err error) { ln, err = net.Listen(network, addr); return err })
+	return ln, err
+}
+
+// ListenPacket is Listen for packet sockets.
+func (n *NS) ListenPacket(network, addr string) (net.PacketConn, error) {
+	var pc net.PacketConn
+	err := n.do(func() (err error) { pc, err = net.ListenPacket(network, addr); return err })
+	return pc, err
+}
+
+func (n *NS) do(f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	target, err := os.Open(filepath.Join("/var/run/netns", n.Name))
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("entering %s: %w", n.Name, err)
+	}
+	ferr := f()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// The thread is in the wrong namespace: never unlock it, so the
+		// runtime retires it instead of reusing it.
+		runtime.LockOSThread()
+		return fmt.Errorf("leaving %s: %w", n.Name, err)
+	}
+	return ferr
 }
