@@ -38,6 +38,10 @@ lint:
 	@$(MAKE) --no-print-directory generate; \
 	if [ -n "$$(git status --porcelain -- api manifests)" ]; then git status --porcelain -- api manifests; git diff -- api manifests | head -50; echo "generated files are stale (or uncommitted): run make generate and commit"; exit 1; fi
 
+## demo: the whole story on this machine (no cluster, no Tailscale account).
+demo: build testbins
+	$(BIN)/tsinject demo --proxy-bin $(BIN)/tsinject-proxy $(DEMO_FLAGS)
+
 bench:
 	@echo "benchmarks arrive with issue 8"; exit 1
 

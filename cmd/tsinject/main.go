@@ -18,6 +18,7 @@ func commands() []*cli.Command {
 		uninjectCommand(),
 		kubeconfigCommand(),
 		policyCommand(),
+		demoCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

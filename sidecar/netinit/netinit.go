@@ -116,12 +116,8 @@ func installNFT(r Rules) error {
 		add(&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(r.ProxyUID)},
 			&expr.Verdict{Kind: expr.VerdictReturn})
-		loop := netip.MustParsePrefix("127.0.0.0/8")
-		if fam == nftables.TableFamilyIPv6 {
-			loop = netip.MustParsePrefix("::1/128")
-		}
-		add(append(daddrIn(loop), &expr.Verdict{Kind: expr.VerdictReturn})...)
-		// DNS, UDP and TCP, to the sidecar's resolver.
+		// DNS, UDP and TCP, to the sidecar's resolver, whatever the
+		// nameserver (a loopback one included).
 		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 			add(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
@@ -130,6 +126,11 @@ func installNFT(r Rules) error {
 				&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(r.DNSPort)},
 				&expr.Redir{RegisterProtoMin: 1})
 		}
+		loop := netip.MustParsePrefix("127.0.0.0/8")
+		if fam == nftables.TableFamilyIPv6 {
+			loop = netip.MustParsePrefix("::1/128")
+		}
+		add(append(daddrIn(loop), &expr.Verdict{Kind: expr.VerdictReturn})...)
 		for _, p := range r.Routes {
 			if p.Addr().Is4() != (fam == nftables.TableFamilyIPv4) {
 				continue
@@ -175,10 +176,10 @@ func IPTablesRules(r Rules, v6 bool) string {
 	fmt.Fprintf(&b, "-D OUTPUT -j %s\n", chain) // removed again below if absent; see installIPTables
 	fmt.Fprintf(&b, "-A OUTPUT -j %s\n", chain)
 	fmt.Fprintf(&b, "-A %s -m owner --uid-owner %d -j RETURN\n", chain, r.ProxyUID)
-	fmt.Fprintf(&b, "-A %s -d %s -j RETURN\n", chain, loop)
 	for _, proto := range []string{"udp", "tcp"} {
 		fmt.Fprintf(&b, "-A %s -p %s --dport 53 -j REDIRECT --to-ports %d\n", chain, proto, r.DNSPort)
 	}
+	fmt.Fprintf(&b, "-A %s -d %s -j RETURN\n", chain, loop)
 	for _, p := range r.Routes {
 		if p.Addr().Is6() != v6 {
 			continue

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tsinject/tsinject/internal/gobuild"
+)
+
+// make demo's sandbox runs every step and cleans up (tsinject demo --once).
+func TestDemoOnce(t *testing.T) {
+	tsinject, err := gobuild.Binary("./cmd/tsinject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := gobuild.Binary("./cmd/tsinject-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, tsinject, "demo", "--once", "--proxy-bin", proxy).CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"==> 1.", "==> 5.", "All steps passed",
+		"hello from db, a service on the tailnet",
+		"namespace/made-over-the-tailnet created",
+		"is forbidden",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if netns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(netns), "tsi-demo") {
+		t.Errorf("demo left network namespaces behind: %s", netns)
+	}
+}

@@ -1,0 +1,786 @@
+// Package demo is `tsinject demo` (make demo): the whole story on one
+// machine, with no cluster and no Tailscale account. It starts the test
+// API server, an in-process tailnet and the manager with its webhook on
+// real TLS, then walks through injection, the pod's sidecar, a Connector
+// and the API server proxy, standing in for the kubelet where a process
+// must run.
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/net/dns/dnsmessage"
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+	"tailscale.com/tailcfg"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/apiproxy"
+	"github.com/tsinject/tsinject/examples"
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/cluster"
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/kubeconfig"
+	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/internal/netns"
+	"github.com/tsinject/tsinject/internal/tailnet"
+	"github.com/tsinject/tsinject/manifests"
+)
+
+// Options configure Run.
+type Options struct {
+	// Once runs the steps and returns instead of waiting for Ctrl-C.
+	Once bool
+	// ProxyBin is the tsinject-proxy binary that stands in for the pods.
+	ProxyBin string
+	Out      io.Writer
+}
+
+type demo struct {
+	Options
+	ctx     context.Context
+	dir     string
+	root    bool // network namespaces available
+	cluster *cluster.Cluster
+	cl      client.Client
+	cs      kubernetes.Interface
+	tn      *tailnet.Tailnet
+	mgr     *manager.Local
+	cleanup []func()
+	laptop  *tailnet.Node
+	podNS   *netns.NS
+}
+
+// Run runs the demo.
+func Run(ctx context.Context, o Options) (err error) {
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if _, err := os.Stat(o.ProxyBin); err != nil {
+		return fmt.Errorf("the tsinject-proxy binary (--proxy-bin %q): %w; run `make demo`, which builds it", o.ProxyBin, err)
+	}
+	d := &demo{Options: o, ctx: ctx, root: netns.Check() == nil}
+	defer d.teardown()
+	if d.dir, err = os.MkdirTemp("", "tsinject-demo-"); err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { os.RemoveAll(d.dir) })
+	steps := []struct {
+		title string
+		fn    func() error
+	}{
+		{"Start a Kubernetes API server, a tailnet and the tsinject manager", d.start},
+		{"Label a namespace and create a pod: the webhook injects the sidecar", d.inject},
+		{"Run the pod (standing in for the kubelet): the app reaches a tailnet service by name", d.runPod},
+		{"Create a Connector: a tailnet peer reaches the cluster subnet through it", d.connector},
+		{"Create the API server proxy: kubectl over the tailnet as an admin and as a reader", d.apiProxy},
+	}
+	start := time.Now()
+	for i, s := range steps {
+		d.say("\n==> %d. %s\n", i+1, s.title)
+		t := time.Now()
+		if err := s.fn(); err != nil {
+			return fmt.Errorf("step %d (%s): %w", i+1, s.title, err)
+		}
+		d.say("    done in %s\n", time.Since(t).Round(10*time.Millisecond))
+	}
+	d.say("\n==> All steps passed in %s.\n", time.Since(start).Round(100*time.Millisecond))
+	d.where()
+	if d.Once {
+		return nil
+	}
+	d.say("\nPress Ctrl-C to stop and clean up.\n")
+	<-ctx.Done()
+	d.say("\nCleaning up...\n")
+	return nil
+}
+
+func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.Out, format, args...) }
+
+func (d *demo) teardown() {
+	for i := len(d.cleanup) - 1; i >= 0; i-- {
+		d.cleanup[i]()
+	}
+}
+
+// start brings up the API server (built on first use), the tailnet and the
+// manager with the webhook registered over TLS.
+func (d *demo) start() error {
+	crdDir := filepath.Join(d.dir, "crd")
+	if err := os.MkdirAll(crdDir, 0o755); err != nil {
+		return err
+	}
+	entries, _ := manifests.FS.ReadDir("base/crd")
+	for _, e := range entries {
+		b, _ := manifests.FS.ReadFile("base/crd/" + e.Name())
+		os.WriteFile(filepath.Join(crdDir, e.Name()), b, 0o644)
+	}
+	d.say("    kube-apiserver + etcd (the first run builds them from source: minutes; then cached)\n")
+	c, err := cluster.Start(d.ctx, cluster.Options{CRDDirs: []string{crdDir}, Scheme: manager.Scheme(), Log: d.Out})
+	if err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { c.Stop() })
+	d.cluster, d.cl = c, c.Client
+	d.cs = kubernetes.NewForConfigOrDie(c.Config)
+	d.say("    API server %s\n", c.Config.Host)
+
+	tnAddr := netip.MustParseAddr("127.0.0.1")
+	if d.root {
+		// The "pod" gets its own network namespace; the tailnet's servers
+		// listen where it can reach them.
+		if d.podNS, err = netns.New("tsi-demo"); err != nil {
+			return err
+		}
+		d.cleanup = append(d.cleanup, func() { d.podNS.Close() })
+		tnAddr = d.podNS.HostIP
+	} else {
+		d.say("    not root: the pod runs on this host with explicit egress (no network namespace)\n")
+	}
+	if d.tn, err = tailnet.Start(tailnet.Options{Addr: tnAddr, AuthKey: "tskey-auth-demo"}); err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { d.tn.Close() })
+	d.say("    tailnet control server %s (MagicDNS %s, DERP and STUN on %s)\n", d.tn.ControlURL(), d.tn.Domain, tnAddr)
+
+	o := manager.DefaultOptions()
+	o.Injector.ControlURL = d.tn.ControlURL()
+	o.Injector.DefaultTags = []string{"tag:k8s"}
+	o.LeaderElection = false
+	o.Log = logr.Discard()
+	if d.mgr, err = manager.StartLocal(d.ctx, c.Config, o); err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { d.mgr.Stop() })
+	d.say("    tsinject manager: webhook %s (CA published in the MutatingWebhookConfiguration)\n", d.mgr.URL)
+	// The operator's auth key, which the manager copies into injected namespaces.
+	return d.cl.Create(d.ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: o.AuthSecret},
+		Data:       map[string][]byte{o.AuthKey: []byte(d.tn.AuthKey)},
+	})
+}
+
+func (d *demo) podExample() string {
+	if d.root {
+		return "pod-transparent-egress.yaml"
+	}
+	return "pod-explicit-egress.yaml"
+}
+
+// inject applies the namespace and pod examples and shows what was added.
+func (d *demo) inject() error {
+	for _, f := range []string{"namespace.yaml", d.podExample()} {
+		if err := d.apply(f); err != nil {
+			return err
+		}
+		d.say("    kubectl apply -f examples/%s\n", f)
+	}
+	pod, err := d.pod()
+	if err != nil {
+		return err
+	}
+	var st injector.Status
+	if err := json.Unmarshal([]byte(pod.Annotations[injector.AnnotationStatus]), &st); err != nil {
+		return fmt.Errorf("pod was not injected (no %s annotation)", injector.AnnotationStatus)
+	}
+	d.say("    the webhook added to pod %s/%s:\n", pod.Namespace, pod.Name)
+	for _, c := range pod.Spec.InitContainers {
+		kind := "init container"
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			kind = "native sidecar (startup probe on /readyz)"
+		}
+		caps := "no capabilities"
+		if sc := c.SecurityContext; sc != nil && sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
+			caps = fmt.Sprintf("capabilities %v", sc.Capabilities.Add)
+		}
+		d.say("      + %-16s %s: %s %v, %s\n", c.Name, kind, filepath.Base(c.Image), c.Args, caps)
+	}
+	d.say("      + volumes %v\n", st.Volumes)
+	d.say("      + annotation %s: version %s\n", injector.AnnotationStatus, st.Version)
+	var ns corev1.Secret
+	if err := waitFor(d.ctx, 10*time.Second, func() error {
+		return d.cl.Get(d.ctx, client.ObjectKey{Namespace: "demo", Name: contract.AuthSecret}, &ns)
+	}); err != nil {
+		return fmt.Errorf("auth key not copied into the namespace: %w", err)
+	}
+	d.say("    the manager copied the auth key into Secret demo/%s\n", contract.AuthSecret)
+	return nil
+}
+
+func (d *demo) pod() (*corev1.Pod, error) {
+	b, _ := examples.FS.ReadFile(d.podExample())
+	var p corev1.Pod
+	if err := yaml.Unmarshal(b, &p); err != nil {
+		return nil, err
+	}
+	err := d.cl.Get(d.ctx, client.ObjectKeyFromObject(&p), &p)
+	return &p, err
+}
+
+// apply creates the objects of an example file.
+func (d *demo) apply(name string) error {
+	b, err := examples.FS.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(d.ctx, "kubectl", "--kubeconfig", d.cluster.Kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = bytes.NewReader(b)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("kubectl apply %s: %v\n%s", name, err, out)
+	}
+	return nil
+}
+
+// runPod runs the injected pod's containers as the kubelet would: the init
+// container's rules (in a network namespace when root), the sidecar as its
+// UID, and an unmodified app (curl) fetching a tailnet service by name.
+func (d *demo) runPod() error {
+	db, err := d.tn.NewNode(d.ctx, "db", tailnet.NodeOptions{})
+	if err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { db.Close() })
+	ln, err := db.Listen("tcp", ":80")
+	if err != nil {
+		return err
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from db, a service on the tailnet\n")
+	}))
+	d.say("    a tailnet service: http://db.%s/ (%s)\n", d.tn.Domain, db.IPv4)
+
+	pod, err := d.pod()
+	if err != nil {
+		return err
+	}
+	podIP := "127.0.0.1"
+	if d.root {
+		podIP = d.podNS.IP.String()
+	}
+	env := func(c corev1.Container) []string {
+		out := append(os.Environ(), tailnet.NodeEnv()...)
+		for _, e := range c.Env {
+			v := e.Value
+			if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+				v = map[string]string{"metadata.name": pod.Name, "metadata.namespace": pod.Namespace,
+					"metadata.uid": string(pod.UID), "status.podIP": podIP}[e.ValueFrom.FieldRef.FieldPath]
+			}
+			out = append(out, e.Name+"="+v)
+		}
+		return out
+	}
+	stateDir := filepath.Join(d.dir, "pod-state")
+	os.MkdirAll(stateDir, 0o700)
+	keyFile := filepath.Join(d.dir, "pod-authkey")
+	os.WriteFile(keyFile, []byte(d.tn.AuthKey), 0o644)
+	os.Chmod(d.dir, 0o755)
+	// Mounts, as the kubelet would provide them.
+	mounts := []string{contract.EnvAuthKeyFile + "=" + keyFile, contract.EnvStateDir + "=" + stateDir, "HOME=" + stateDir}
+
+	var sidecar corev1.Container
+	for _, c := range pod.Spec.InitContainers {
+		switch c.Name {
+		case contract.InitContainer:
+			cmd := d.podNS.Command(d.ProxyBin, c.Args...)
+			cmd.Env = env(c)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("init container: %v\n%s", err, out)
+			}
+			d.say("    %s (root, NET_ADMIN): %s", c.Name, out)
+		case contract.SidecarContainer:
+			sidecar = c
+		}
+	}
+	var cmd *exec.Cmd
+	health := netip.AddrPortFrom(netip.MustParseAddr(podIP), contract.HealthPort).String()
+	extra := []string{contract.EnvHealthAddr + "=" + health}
+	if d.root {
+		for _, r := range []string{"100.64.0.0/10", "fd7a:115c:a1e0::/48"} {
+			d.podNS.RouteOut(netip.MustParsePrefix(r)) // a pod's default route
+		}
+		// A pod's resolv.conf, with a stand-in for cluster DNS that knows
+		// no names (the sidecar forwards non-tailnet names to it).
+		dns, err := serveNoNames(d.podNS.HostIP)
+		if err != nil {
+			return err
+		}
+		d.cleanup = append(d.cleanup, func() { dns.Close() })
+		d.podNS.SetResolvConf(fmt.Sprintf("nameserver %s\nsearch demo.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", d.podNS.HostIP))
+		os.Chown(stateDir, contract.ProxyUID, contract.ProxyUID)
+		cmd = d.podNS.AsUser(contract.ProxyUID, d.ProxyBin, sidecar.Args...)
+	} else {
+		// On the host the fixed ports may be taken: use free ones.
+		health = freeAddr()
+		extra = []string{contract.EnvHealthAddr + "=" + health, contract.EnvSOCKS5Addr + "=" + freeAddr(), contract.EnvHTTPProxy + "=" + freeAddr()}
+		cmd = exec.Command(d.ProxyBin, sidecar.Args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
+	var forward string
+	if !d.root {
+		// The pod's LOCALPORT is its own; on the host, pick a free one.
+		forward = freeAddr()
+		_, port, _ := net.SplitHostPort(forward)
+		extra = append(extra, contract.EnvEgress+"="+port+"=db:80")
+	}
+	cmd.Env = append(append(env(sidecar), mounts...), extra...)
+	logs := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { stop(cmd) })
+	if err := waitFor(d.ctx, 60*time.Second, func() error { return httpOK("http://" + health + "/readyz") }); err != nil {
+		return fmt.Errorf("sidecar not ready: %v\n%s", err, logs.String())
+	}
+	uid := os.Getuid()
+	if d.root {
+		uid = contract.ProxyUID
+	}
+	d.say("    %s ready (UID %d, no capabilities): %s\n", contract.SidecarContainer, uid, firstLine(logs.String(), "on the tailnet as"))
+
+	var out []byte
+	if d.root {
+		out, err = d.podNS.AsUser(1000, "curl", "-sS", "--max-time", "10", "http://db/").CombinedOutput()
+		d.say("    app (UID 1000, knows nothing of tsinject): curl http://db/\n")
+	} else {
+		out, err = exec.CommandContext(d.ctx, "curl", "-sS", "--max-time", "10", "http://"+forward+"/").CombinedOutput()
+		d.say("    app: curl http://127.0.0.1:<egress LOCALPORT>/ (explicit egress to db:80)\n")
+	}
+	if err != nil {
+		return fmt.Errorf("the app could not reach db: %v: %s", err, out)
+	}
+	d.say("      %s", out)
+	return nil
+}
+
+// connector creates a Connector for a test subnet, runs its replica and
+// shows a laptop on the tailnet reaching a server on that subnet.
+func (d *demo) connector() error {
+	if !d.root {
+		d.say("    not run: a test subnet needs a network namespace, which needs root (run `sudo make demo`)\n")
+		return nil
+	}
+	host, err := netns.New("tsi-demo-net")
+	if err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { host.Close() })
+	ln, err := host.Listen("tcp", net.JoinHostPort(host.IP.String(), "80"))
+	if err != nil {
+		return err
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from a service on the cluster subnet\n")
+	}))
+	subnet := netip.PrefixFrom(host.IP, 30).Masked()
+	d.say("    a \"cluster subnet\" %s with a server at http://%s/\n", subnet, host.IP)
+
+	cn := &v1alpha1.Connector{ObjectMeta: metav1.ObjectMeta{Name: "demo-subnet"}, Spec: v1alpha1.ConnectorSpec{
+		Hostname: "demo-subnet", SubnetRouter: &v1alpha1.SubnetRouter{AdvertiseRoutes: []v1alpha1.Route{v1alpha1.Route(subnet.String())}},
+	}}
+	if err := d.cl.Create(d.ctx, cn); err != nil {
+		return err
+	}
+	d.say("    kubectl create -f connector (subnetRouter.advertiseRoutes: [%s])\n", subnet)
+	if err := d.runReplica("ts-connector-demo-subnet", "connector"); err != nil {
+		return err
+	}
+	if err := waitFor(d.ctx, 30*time.Second, func() error { return connectorReason(d, "AwaitingRouteApproval") }); err != nil {
+		return err
+	}
+	d.say("    status: Ready=False AwaitingRouteApproval (the admin approves, or autoApprovers do)\n")
+	for _, n := range d.tn.Control.AllNodes() {
+		if n.Hostinfo.Hostname() == "demo-subnet" {
+			d.tn.ApproveRoutes(n.Key, subnet)
+		}
+	}
+	if err := waitFor(d.ctx, 30*time.Second, func() error { return connectorReason(d, "ConnectorReady") }); err != nil {
+		return err
+	}
+	d.say("    route approved on the control server; status: Ready=True ConnectorReady\n")
+	if d.laptop, err = d.tn.NewNode(d.ctx, "laptop", tailnet.NodeOptions{AcceptRoutes: true}); err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { d.laptop.Close() })
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.laptop.Dial}, Timeout: 5 * time.Second}
+	var body string
+	if err := waitFor(d.ctx, 30*time.Second, func() (err error) { body, err = get(hc, "http://"+host.IP.String()+"/"); return err }); err != nil {
+		return err
+	}
+	d.say("    laptop (tailnet peer, routes accepted): GET http://%s/\n      %s", host.IP, body)
+	return nil
+}
+
+func connectorReason(d *demo, reason string) error {
+	var c v1alpha1.Connector
+	if err := d.cl.Get(d.ctx, client.ObjectKey{Name: "demo-subnet"}, &c); err != nil {
+		return err
+	}
+	if cond := meta.FindStatusCondition(c.Status.Conditions, "Ready"); cond == nil || cond.Reason != reason {
+		return fmt.Errorf("Connector Ready condition %+v, want %s", cond, reason)
+	}
+	return nil
+}
+
+// runReplica runs replica 0 of a proxy StatefulSet as its pod would:
+// the StatefulSet's args and env, the ServiceAccount's token.
+func (d *demo) runReplica(stsName, what string) error {
+	var sts appsv1.StatefulSet
+	if err := waitFor(d.ctx, 10*time.Second, func() error {
+		return d.cl.Get(d.ctx, client.ObjectKey{Namespace: "tsinject-system", Name: stsName}, &sts)
+	}); err != nil {
+		return err
+	}
+	c := sts.Spec.Template.Spec.Containers[0]
+	pod := stsName + "-0"
+	root := filepath.Join(d.dir, pod)
+	sa := filepath.Join(root, contract.ServiceAccountDir)
+	if err := os.MkdirAll(sa, 0o755); err != nil {
+		return err
+	}
+	exp := int64(3600)
+	tok, err := d.cs.CoreV1().ServiceAccounts(sts.Namespace).CreateToken(d.ctx, sts.Spec.Template.Spec.ServiceAccountName,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	os.WriteFile(filepath.Join(sa, "token"), []byte(tok.Status.Token), 0o600)
+	os.WriteFile(filepath.Join(sa, "ca.crt"), d.cluster.Config.CAData, 0o600)
+	os.WriteFile(filepath.Join(sa, "namespace"), []byte(sts.Namespace), 0o600)
+	os.WriteFile(filepath.Join(root, "authkey"), []byte(d.tn.AuthKey), 0o600)
+	u, _ := url.Parse(d.cluster.Config.Host)
+	env := append(os.Environ(), tailnet.NodeEnv()...)
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			v = map[string]string{"metadata.name": pod, "metadata.namespace": sts.Namespace}[e.ValueFrom.FieldRef.FieldPath]
+		}
+		env = append(env, e.Name+"="+v)
+	}
+	env = append(env,
+		"TSINJECT_KUBE_ROOT="+root,
+		contract.EnvAuthKeyFile+"="+filepath.Join(root, "authkey"),
+		contract.EnvStateDir+"="+filepath.Join(root, "state"),
+		contract.EnvHealthAddr+"="+freeAddr(),
+		"KUBERNETES_SERVICE_HOST="+u.Hostname(), "KUBERNETES_SERVICE_PORT_HTTPS="+u.Port(),
+	)
+	cmd := exec.Command(d.ProxyBin, c.Args...)
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logs := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { stop(cmd) })
+	d.say("    ran %s replica %s with its ServiceAccount (standing in for the kubelet)\n", what, pod)
+	return nil
+}
+
+// apiProxy creates the API server proxy and runs kubectl through it from
+// the laptop, first granted system:masters, then tailnet-readers.
+func (d *demo) apiProxy() error {
+	if err := d.apply("apiserver-proxy.yaml"); err != nil {
+		return err
+	}
+	// The "view" role aggregates its rules (kube-controller-manager's job,
+	// which this API server runs without).
+	parts, err := d.cs.RbacV1().ClusterRoles().List(d.ctx, metav1.ListOptions{LabelSelector: "rbac.authorization.k8s.io/aggregate-to-view=true"})
+	if err != nil {
+		return err
+	}
+	view, err := d.cs.RbacV1().ClusterRoles().Get(d.ctx, "view", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	view.Rules = nil
+	for _, p := range parts.Items {
+		view.Rules = append(view.Rules, p.Rules...)
+	}
+	if _, err := d.cs.RbacV1().ClusterRoles().Update(d.ctx, view, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	d.say("    kubectl apply -f examples/apiserver-proxy.yaml (APIServerProxy k8s, ClusterRoleBinding tailnet-readers-view)\n")
+	// Plain HTTP on the tailnet: this tailnet issues no certificates.
+	var p v1alpha1.APIServerProxy
+	if err := d.cl.Get(d.ctx, client.ObjectKey{Name: "k8s"}, &p); err != nil {
+		return err
+	}
+	p.Spec.TLS = v1alpha1.TLSHTTP
+	if err := d.cl.Update(d.ctx, &p); err != nil {
+		return err
+	}
+	if err := waitFor(d.ctx, 10*time.Second, func() error {
+		var sts appsv1.StatefulSet
+		if err := d.cl.Get(d.ctx, client.ObjectKey{Namespace: "tsinject-system", Name: "ts-apiserver-proxy-k8s"}, &sts); err != nil {
+			return err
+		}
+		for _, e := range sts.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "TSINJECT_APIPROXY_TLS" && e.Value == "http" {
+				return nil
+			}
+		}
+		return errors.New("StatefulSet not updated yet")
+	}); err != nil {
+		return err
+	}
+	var role rbacv1.ClusterRole
+	if err := waitFor(d.ctx, 10*time.Second, func() error {
+		return d.cl.Get(d.ctx, client.ObjectKey{Name: "ts-apiserver-proxy-k8s"}, &role)
+	}); err != nil {
+		return err
+	}
+	d.say("    the controller made ClusterRole %s: %v on %v, nothing else\n", role.Name, role.Rules[0].Verbs, role.Rules[0].Resources)
+	if err := d.runReplica("ts-apiserver-proxy-k8s", "apiserver"); err != nil {
+		return err
+	}
+	var proxyURL string
+	if err := waitFor(d.ctx, 30*time.Second, func() error {
+		if err := d.cl.Get(d.ctx, client.ObjectKey{Name: "k8s"}, &p); err != nil {
+			return err
+		}
+		if len(p.Status.URLs) == 0 {
+			return errors.New("no URL in status yet")
+		}
+		proxyURL = p.Status.URLs[0]
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.say("    status.urls: %s\n", proxyURL)
+
+	if d.laptop == nil {
+		if d.laptop, err = d.tn.NewNode(d.ctx, "laptop", tailnet.NodeOptions{}); err != nil {
+			return err
+		}
+		d.cleanup = append(d.cleanup, func() { d.laptop.Close() })
+	}
+	// kubectl on the laptop reaches the proxy through a local forwarder
+	// (this process has no OS-level tailnet interface).
+	fwd, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { fwd.Close() })
+	target := strings.TrimPrefix(proxyURL, "http://") + ":80"
+	go forward(d.ctx, fwd, func(ctx context.Context) (net.Conn, error) { return d.laptop.Dial(ctx, "tcp", target) })
+	kc := filepath.Join(d.dir, "laptop-kubeconfig")
+	server, _, _ := kubeconfig.Server(fwd.Addr().String(), true)
+	if err := kubeconfig.Merge(kc, "tailnet", server, true); err != nil {
+		return err
+	}
+	d.say("    laptop: tsinject kubeconfig --http --context tailnet %s  (a local forwarder to %s)\n", fwd.Addr(), proxyURL)
+
+	grant := func(groups string) {
+		d.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["` + groups + `"]}}`)}})
+	}
+	kubectl := func(args ...string) (string, error) {
+		out, err := exec.CommandContext(d.ctx, "kubectl", append([]string{"--kubeconfig", kc, "--request-timeout=10s"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	grant("system:masters")
+	d.say("    grant: {\"impersonate\":{\"groups\":[\"system:masters\"]}}\n")
+	var out string
+	if err := waitFor(d.ctx, 30*time.Second, func() (err error) {
+		out, err = kubectl("create", "namespace", "made-over-the-tailnet")
+		return err
+	}); err != nil {
+		return fmt.Errorf("admin kubectl: %v: %s", err, out)
+	}
+	d.say("      $ kubectl create namespace made-over-the-tailnet\n      %s", out)
+	if out, err = kubectl("get", "pods", "-A"); err != nil {
+		return fmt.Errorf("admin kubectl get pods: %v: %s", err, out)
+	}
+	d.say("      $ kubectl get pods -A\n%s", indent(out, "      "))
+
+	grant("tailnet-readers")
+	d.say("    grant: {\"impersonate\":{\"groups\":[\"tailnet-readers\"]}}\n")
+	pod, _ := d.pod()
+	if err := waitFor(d.ctx, 30*time.Second, func() (err error) {
+		out, err = kubectl("delete", "pod", "-n", "demo", pod.Name, "--wait=false")
+		if err == nil {
+			return errors.New("the reader deleted a pod")
+		}
+		if !strings.Contains(out, "forbidden") {
+			return fmt.Errorf("unexpected: %s", out)
+		}
+		if _, lerr := kubectl("get", "pods", "-n", "demo"); lerr != nil {
+			return errors.New("readers grant not in effect yet")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.say("      $ kubectl get pods -n demo   (allowed)\n      $ kubectl delete pod -n demo %s\n      %s", pod.Name, out)
+	return nil
+}
+
+func (d *demo) where() {
+	d.say("\nWhere everything is:\n")
+	d.say("  cluster admin:   KUBECONFIG=%s kubectl get pods -A\n", d.cluster.Kubeconfig)
+	d.say("                   KUBECONFIG=%s kubectl get connectors,apiserverproxies\n", d.cluster.Kubeconfig)
+	d.say("  tailnet kubectl: KUBECONFIG=%s kubectl get pods -A   (as the laptop, a tailnet reader)\n", filepath.Join(d.dir, "laptop-kubeconfig"))
+	d.say("  tailnet control: %s   webhook: %s\n", d.tn.ControlURL(), d.mgr.URL)
+	d.say("  offline:         tsinject inject -f examples/deployment-expose.yaml\n")
+	if d.root {
+		d.say("  the pod:         ip netns exec %s curl http://db/\n", d.podNS.Name)
+	}
+	d.say("  files:           %s\n", d.dir)
+}
+
+func forward(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			up, err := dial(ctx)
+			if err != nil {
+				return
+			}
+			defer up.Close()
+			go io.Copy(up, c)
+			io.Copy(c, up)
+		}()
+	}
+}
+
+func stop(cmd *exec.Cmd) {
+	if cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+}
+
+func waitFor(ctx context.Context, d time.Duration, f func() error) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func httpOK(u string) error {
+	res, err := http.Get(u)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		return errors.New(res.Status)
+	}
+	return nil
+}
+
+func get(hc *http.Client, u string) (string, error) {
+	res, err := hc.Get(u)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return string(b), err
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func firstLine(s, containing string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if i := strings.Index(l, containing); i >= 0 {
+			return l[i:]
+		}
+	}
+	return ""
+}
+
+func indent(s, p string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString(p + l + "\n")
+	}
+	return b.String()
+}
+
+// serveNoNames answers every DNS query with NXDOMAIN, on ip:53.
+func serveNoNames(ip netip.Addr) (io.Closer, error) {
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(ip.String(), "53"))
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			h.Response, h.RCode = true, dnsmessage.RCodeNameError
+			b := dnsmessage.NewBuilder(nil, h)
+			b.StartQuestions()
+			b.Question(q)
+			if resp, err := b.Finish(); err == nil {
+				pc.WriteTo(resp, from)
+			}
+		}
+	}()
+	return pc, nil
+}
