@@ -15,9 +15,9 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-## testbins: build (once, cached outside the tree) kube-apiserver and etcd for tests.
+## testbins: build (once, cached outside the tree) kube-apiserver, etcd and helm for tests.
 testbins:
-	$(GO) run ./internal/testbins/cmd/testbins >/dev/null
+	$(GO) run ./internal/testbins/cmd/testbins --helm >/dev/null
 
 ## test: unit and integration tests against a real API server and tailnet.
 test: testbins
@@ -29,6 +29,7 @@ CONTROLLER_GEN := $(GO) tool -modfile=hack/tools/go.mod controller-gen
 generate:
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=manifests/base/crd
+	cp manifests/base/crd/*.yaml charts/tsinject/files/crds/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -36,7 +37,7 @@ lint:
 	@$(GO) mod tidy; \
 	if ! git diff --quiet -- go.mod go.sum; then git diff -- go.mod go.sum; echo "go mod tidy changes go.mod/go.sum"; exit 1; fi
 	@$(MAKE) --no-print-directory generate; \
-	if [ -n "$$(git status --porcelain -- api manifests)" ]; then git status --porcelain -- api manifests; git diff -- api manifests | head -50; echo "generated files are stale (or uncommitted): run make generate and commit"; exit 1; fi
+	if [ -n "$$(git status --porcelain -- api manifests charts)" ]; then git status --porcelain -- api manifests charts; git diff -- api manifests charts | head -50; echo "generated files are stale (or uncommitted): run make generate and commit"; exit 1; fi
 
 ## demo: the whole story on this machine (no cluster, no Tailscale account).
 demo: build testbins

@@ -34,6 +34,9 @@ const (
 	EtcdVersion    = "v3.6.16"
 )
 
+// HelmVersion is the helm the packaging tests render the chart with.
+const HelmVersion = "v3.22.0"
+
 // BuildCommand is what a person runs to build the binaries by hand.
 const BuildCommand = "go run ./internal/testbins/cmd/testbins"
 
@@ -89,6 +92,43 @@ func Ensure(ctx context.Context, log io.Writer) (string, error) {
 		return "", fmt.Errorf("building test control plane into %s: %w (build by hand with: %s)", dir, err, BuildCommand)
 	}
 	return dir, nil
+}
+
+// EnsureHelm returns the path of a helm binary built from its module
+// (cached like the control plane), for the packaging tests.
+func EnsureHelm(ctx context.Context, log io.Writer) (string, error) {
+	root, err := Dir()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(filepath.Dir(root), "helm-"+HelmVersion)
+	bin := filepath.Join(dir, "helm")
+	if isExec(bin) {
+		return bin, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	unlock, err := lock(filepath.Join(dir, ".lock"), log)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if isExec(bin) {
+		return bin, nil
+	}
+	b := builder{dir: dir, log: log}
+	start := time.Now()
+	fmt.Fprintf(b.log, "testbins: building helm %s from its module (minutes, once)\n", HelmVersion)
+	src, err := b.module(ctx, "helm", "helm.sh/helm/v3", HelmVersion, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := b.goBuild(ctx, src, "helm", "helm.sh/helm/v3/cmd/helm", "-s -w -X helm.sh/helm/v3/internal/version.version="+HelmVersion); err != nil {
+		return "", fmt.Errorf("building helm: %w (by hand: %s --helm)", err, BuildCommand)
+	}
+	fmt.Fprintf(b.log, "testbins: helm ready in %s\n", time.Since(start).Round(time.Second))
+	return bin, nil
 }
 
 func lock(path string, log io.Writer) (func(), error) {
@@ -271,8 +311,11 @@ func (b builder) module(ctx context.Context, name, path, version string, replace
 }
 
 func mainPackages(name, modPath string) []string {
-	if name == "kube-apiserver" {
+	switch name {
+	case "kube-apiserver":
 		return []string{"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"}
+	case "helm":
+		return []string{"helm.sh/helm/v3/cmd/helm"}
 	}
 	return []string{modPath}
 }

@@ -20,4 +20,12 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println(dir)
+	if len(os.Args) > 1 && os.Args[1] == "--helm" {
+		helm, err := testbins.EnsureHelm(ctx, os.Stderr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testbins:", err)
+			os.Exit(1)
+		}
+		fmt.Println(helm)
+	}
 }

@@ -1,0 +1,144 @@
+package charts_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tsinject/tsinject/internal/cluster"
+	"github.com/tsinject/tsinject/internal/cluster/clustertest"
+	"github.com/tsinject/tsinject/internal/gobuild"
+	"github.com/tsinject/tsinject/internal/testbins"
+)
+
+func run(t *testing.T, stdin []byte, name string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = gobuild.Root()
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return out
+}
+
+// objects indexes a rendered stream by kind/namespace/name.
+func objects(t *testing.T, b []byte) map[string]map[string]any {
+	t.Helper()
+	out := map[string]map[string]any{}
+	r := utilyaml.NewYAMLReader(bufioReader(b))
+	for {
+		doc, err := r.Read()
+		if err != nil {
+			break
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(doc, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m == nil {
+			continue
+		}
+		meta, _ := m["metadata"].(map[string]any)
+		key := fmt.Sprintf("%s/%v/%v", m["kind"], meta["namespace"], meta["name"])
+		out[key] = m
+	}
+	return out
+}
+
+// The Helm chart renders the same objects as the kustomize base (and, in
+// cert-manager mode, as the cert-manager overlay), save the Namespace,
+// which Helm leaves to --create-namespace; both apply to the API server.
+func TestChartMatchesKustomize(t *testing.T) {
+	helm, err := testbins.EnsureHelm(context.Background(), testWriter{t})
+	if err != nil {
+		t.Fatalf("helm: %v", err)
+	}
+	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
+	run(t, nil, "kubectl", "--kubeconfig", c.Kubeconfig, "create", "namespace", "tsinject-system")
+
+	for _, tc := range []struct {
+		name      string
+		kustomize string
+		set       []string
+	}{
+		{"default", "manifests/base", nil},
+		{"cert-manager", "manifests/overlays/cert-manager", []string{"--set", "certificates.mode=cert-manager"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kust := run(t, nil, "kubectl", "kustomize", tc.kustomize)
+			args := append([]string{"template", "tsinject", "charts/tsinject", "--namespace", "tsinject-system"}, tc.set...)
+			chart := run(t, nil, helm, args...)
+
+			k, h := objects(t, kust), objects(t, chart)
+			delete(k, "Namespace/<nil>/tsinject-system")
+			var keys []string
+			for key := range k {
+				keys = append(keys, key)
+			}
+			sort.Strings(keys)
+			if len(keys) < 10 {
+				t.Fatalf("kustomize rendered only %v", keys)
+			}
+			for _, key := range keys {
+				if _, ok := h[key]; !ok {
+					t.Errorf("the chart does not render %s", key)
+					continue
+				}
+				if !equality.Semantic.DeepEqual(k[key], h[key]) {
+					a, _ := yaml.Marshal(k[key])
+					b, _ := yaml.Marshal(h[key])
+					t.Errorf("%s differs:\n--- kustomize\n%s\n--- helm\n%s", key, a, b)
+				}
+			}
+			for key := range h {
+				if _, ok := k[key]; !ok {
+					t.Errorf("the chart renders %s, which kustomize does not", key)
+				}
+			}
+			for _, rendered := range [][]byte{kust, chart} {
+				run(t, rendered, "kubectl", "--kubeconfig", c.Kubeconfig, "apply", "--server-side", "--dry-run=server", "--field-manager=tsinject-test", "-f", "-")
+			}
+		})
+	}
+
+	t.Run("values", func(t *testing.T) {
+		out := string(run(t, nil, helm, "template", "tsinject", "charts/tsinject", "--namespace", "tsinject-system",
+			"--set", "controlURL=https://headscale.example.com", "--set", "nativeSidecar=never", "--set", "webhook.failurePolicy=Ignore",
+			"--set", "replicas=3", "--set", "metrics.serviceMonitor.enabled=true", "--set", "proxyImage=registry.example/proxy:1"))
+		for _, want := range []string{"--control-url=https://headscale.example.com", "--native-sidecar=never", "failurePolicy: Ignore",
+			"replicas: 3", "kind: ServiceMonitor", "--proxy-image=registry.example/proxy:1"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("rendered chart lacks %q", want)
+			}
+		}
+	})
+}
+
+func certManagerCRDs(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager")
+	cmd.Dir = gobuild.Root()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("locating the cert-manager module: %v", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Logf("%s", p); return len(p), nil }
