@@ -43,8 +43,9 @@ lint:
 demo: build testbins
 	$(BIN)/tsinject demo --proxy-bin $(BIN)/tsinject-proxy $(DEMO_FLAGS)
 
-bench:
-	@echo "benchmarks arrive with issue 8"; exit 1
+## bench: tsinject beside tailscaled and a no-op webhook; writes docs/benchmarks.md.
+bench: testbins
+	$(GO) run ./internal/bench/cmd/bench -o docs/benchmarks.md
 
 clean:
 	rm -rf $(BIN)

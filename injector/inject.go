@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -37,6 +39,9 @@ type Result struct {
 	Warnings []string
 	// Problems explain a denial, one per bad field.
 	Problems []string
+	// key identifies what was added: pods with equal keys get equal
+	// containers and volumes (PatchJSON caches their JSON by it).
+	key string
 }
 
 // Outcome is the Result's outcome.
@@ -69,6 +74,9 @@ type Status struct {
 type Injector struct {
 	cfg     Config
 	version string
+	// cache holds the JSON of added objects by options (PatchJSON).
+	cache  sync.Map
+	cached atomic.Int64
 }
 
 // New returns an Injector for cfg.
@@ -97,7 +105,7 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	}
 	out := pod.DeepCopy()
 	in.apply(out, opts)
-	return Result{Reason: ReasonInjected, Pod: out, Warnings: p.warnings}
+	return Result{Reason: ReasonInjected, Pod: out, Warnings: p.warnings, key: optionsKey(pod, opts)}
 }
 
 // decide implements the selection truth table (docs/injection.md).
@@ -325,6 +333,20 @@ func (in *Injector) initContainer(o podOptions) corev1.Container {
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 	}
+}
+
+// optionsKey is everything the added objects depend on.
+func optionsKey(pod *corev1.Pod, o podOptions) string {
+	var b strings.Builder
+	for _, s := range []string{o.hostname, strings.Join(o.tags, ","), contract.FormatEgress(o.egress), o.egressMode,
+		joinPrefixes(o), contract.FormatExpose(o.expose), strconv.FormatBool(o.proxyEnv), o.state, o.image,
+		strconv.FormatBool(o.native), serviceAccountVolume(pod),
+		pod.Annotations[AnnotationCPURequest], pod.Annotations[AnnotationCPULimit],
+		pod.Annotations[AnnotationMemoryRequest], pod.Annotations[AnnotationMemoryLimit]} {
+		b.WriteString(s)
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 func joinPrefixes(o podOptions) string {

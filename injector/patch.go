@@ -1,12 +1,17 @@
 package injector
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tsinject/tsinject/internal/contract"
 )
 
 // Patch returns the JSON patch that turns orig into injected, where
@@ -103,6 +108,82 @@ func appendVolumeOps(ops []jsonpatch.Operation, orig, cur []corev1.Volume) ([]js
 		ops = append(ops, jsonpatch.NewOperation("add", "/spec/volumes/-", v))
 	}
 	return ops, nil
+}
+
+// PatchJSON renders Patch(orig, res.Pod) as a JSON patch document. The
+// containers and volumes tsinject adds are the same for every pod with the
+// same options, so their JSON comes from a small cache instead of being
+// marshalled on every admission.
+func (in *Injector) PatchJSON(orig *corev1.Pod, res Result) ([]byte, error) {
+	ops, err := Patch(orig, res.Pod)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, op := range ops {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"op":"`)
+		b.WriteString(op.Operation)
+		b.WriteString(`","path":`)
+		pathJSON, _ := json.Marshal(op.Path)
+		b.Write(pathJSON)
+		if op.Operation != "remove" {
+			v, err := in.valueJSON(res.key, op.Value)
+			if err != nil {
+				return nil, err
+			}
+			b.WriteString(`,"value":`)
+			b.Write(v)
+		}
+		b.WriteByte('}')
+	}
+	b.WriteByte(']')
+	return b.Bytes(), nil
+}
+
+// valueJSON marshals v, from the cache when v is something tsinject adds.
+func (in *Injector) valueJSON(key string, v any) ([]byte, error) {
+	var ck string
+	switch x := v.(type) {
+	case corev1.Container:
+		if x.Name == contract.SidecarContainer || x.Name == contract.InitContainer {
+			ck = key + "c" + x.Name
+		}
+	case corev1.Volume:
+		if x.Name == contract.StateVolume || x.Name == contract.AuthVolume {
+			ck = key + "v" + x.Name
+		}
+	case []corev1.Container:
+		if !slices.ContainsFunc(x, func(c corev1.Container) bool {
+			return c.Name != contract.SidecarContainer && c.Name != contract.InitContainer
+		}) {
+			ck = key + "C" + strconv.Itoa(len(x))
+		}
+	case []corev1.Volume:
+		if !slices.ContainsFunc(x, func(v corev1.Volume) bool { return v.Name != contract.StateVolume && v.Name != contract.AuthVolume }) {
+			ck = key + "V" + strconv.Itoa(len(x))
+		}
+	}
+	if ck != "" && key != "" {
+		if b, ok := in.cache.Load(ck); ok {
+			return b.([]byte), nil
+		}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if ck != "" && key != "" {
+		if in.cached.Add(1) > 4096 { // bounded: start over rather than grow
+			in.cache.Clear()
+			in.cached.Store(0)
+		}
+		in.cache.Store(ck, b)
+	}
+	return b, nil
 }
 
 // escape encodes a map key as a JSON pointer token (RFC 6901).

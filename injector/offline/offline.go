@@ -261,7 +261,13 @@ func (t *Transformer) injectPod(ctx context.Context, pod *corev1.Pod, where stri
 		return nil, d, nil
 	}
 	d.Reason = injector.Reason(msg)
-	return resp.Patches, d, nil
+	ops := resp.Patches
+	if len(ops) == 0 && len(resp.Patch) > 0 {
+		if err := json.Unmarshal(resp.Patch, &ops); err != nil {
+			return nil, d, fmt.Errorf("the webhook's patch: %w", err)
+		}
+	}
+	return ops, d, nil
 }
 
 // reasonOf extracts the reason code from "tsinject (code): ..." messages.

@@ -56,7 +56,9 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	// Case-sensitive, as the API server decodes: encoding/json would take
 	// "metAdata" for metadata, and the patch (case-sensitive) would not apply.
 	err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &pod)
-	if err == nil {
+	if err == nil && (pod.Name == "" && pod.GenerateName == "" || len(pod.Spec.Containers) == 0) {
+		// Every real pod has a name (or generateName) and containers; only
+		// a malformed one needs the slower check.
 		err = checkShape(req.Object.Raw)
 	}
 	if err != nil {
@@ -85,13 +87,15 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		log.V(1).Info("skipped")
 		resp = admission.Allowed(string(result.Reason))
 	default:
-		ops, err := injector.Patch(&pod, result.Pod)
+		patch, err := h.Injector.PatchJSON(&pod, result)
 		if err != nil {
 			log.Error(err, "building patch")
 			return admission.Errored(http.StatusInternalServerError, err), injector.ReasonInvalidPod
 		}
 		log.Info("injected", "warnings", len(result.Warnings))
-		resp = admission.Patched(string(result.Reason), ops...)
+		resp = admission.Allowed(string(result.Reason))
+		pt := admissionv1.PatchTypeJSONPatch
+		resp.Patch, resp.PatchType = patch, &pt
 	}
 	resp.Warnings = result.Warnings
 	return resp, result.Reason

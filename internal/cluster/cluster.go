@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -53,6 +54,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	dir, err := os.MkdirTemp("", "tsinject-cluster-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	env := &envtest.Environment{
 		BinaryAssetsDirectory:    bins,
 		CRDDirectoryPaths:        opts.CRDDirs,
@@ -63,20 +73,23 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Webhooks != nil {
 		env.WebhookInstallOptions = *opts.Webhooks
 	}
+	// If this process dies (a test timing out, Ctrl-C), take etcd and the
+	// API server with it rather than leave them running.
+	if apiserver, etcd, ok := deathShims(dir, bins); ok {
+		env.ControlPlane.GetAPIServer().Path = apiserver
+		env.ControlPlane.Etcd = &envtest.Etcd{Path: etcd}
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting kube-apiserver from %s: %w", bins, err)
 	}
-	c := &Cluster{Env: env, Config: cfg}
+	c := &Cluster{Env: env, Config: cfg, dir: dir}
 	defer func() {
 		if err != nil {
 			c.Stop()
 		}
 	}()
 	if c.Client, err = client.New(cfg, client.Options{Scheme: opts.Scheme}); err != nil {
-		return nil, err
-	}
-	if c.dir, err = os.MkdirTemp("", "tsinject-cluster-"); err != nil {
 		return nil, err
 	}
 	admin, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
@@ -92,6 +105,23 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// deathShims writes wrappers that run the binaries under setpriv
+// --pdeathsig KILL, if setpriv is installed.
+func deathShims(dir, bins string) (apiserver, etcd string, ok bool) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		return "", "", false
+	}
+	shim := func(name string) (string, error) {
+		p := filepath.Join(dir, name)
+		script := fmt.Sprintf("#!/bin/sh\nexec %s --pdeathsig KILL -- %s \"$@\"\n", setpriv, filepath.Join(bins, name))
+		return p, os.WriteFile(p, []byte(script), 0o755)
+	}
+	a, err1 := shim("kube-apiserver")
+	e, err2 := shim("etcd")
+	return a, e, err1 == nil && err2 == nil
 }
 
 // AddUser returns a rest.Config that authenticates as name in groups

@@ -202,6 +202,13 @@ func (n *NS) Listen(network, addr string) (net.Listener, error) {
 	return ln, err
 }
 
+// Dial connects from inside the namespace.
+func (n *NS) Dial(network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.do(func() (err error) { c, err = net.Dial(network, addr); return err })
+	return c, err
+}
+
 // ListenPacket is Listen for packet sockets.
 func (n *NS) ListenPacket(network, addr string) (net.PacketConn, error) {
 	var pc net.PacketConn

@@ -97,14 +97,40 @@ func Ensure(ctx context.Context, log io.Writer) (string, error) {
 // EnsureHelm returns the path of a helm binary built from its module
 // (cached like the control plane), for the packaging tests.
 func EnsureHelm(ctx context.Context, log io.Writer) (string, error) {
+	dir, err := ensureTool(ctx, log, "helm", "helm.sh/helm/v3", HelmVersion,
+		map[string]string{"helm": "helm.sh/helm/v3/cmd/helm"})
+	return filepath.Join(dir, "helm"), err
+}
+
+// TailscaleVersion is the tailscale module tsinject builds against; the
+// benchmarks compare with tailscaled at the same version.
+const TailscaleVersion = "v1.102.5"
+
+// EnsureTailscaled returns the directory holding tailscaled and tailscale
+// built from tailscale.com at TailscaleVersion (for the benchmarks).
+func EnsureTailscaled(ctx context.Context, log io.Writer) (string, error) {
+	return ensureTool(ctx, log, "tailscale", "tailscale.com", TailscaleVersion,
+		map[string]string{"tailscaled": "tailscale.com/cmd/tailscaled", "tailscale": "tailscale.com/cmd/tailscale"})
+}
+
+// ensureTool builds the binaries bins (name -> package) of module
+// path@version into a cache directory, once, and returns that directory.
+func ensureTool(ctx context.Context, log io.Writer, name, path, version string, bins map[string]string) (string, error) {
 	root, err := Dir()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(filepath.Dir(root), "helm-"+HelmVersion)
-	bin := filepath.Join(dir, "helm")
-	if isExec(bin) {
-		return bin, nil
+	dir := filepath.Join(filepath.Dir(root), name+"-"+version)
+	present := func() bool {
+		for b := range bins {
+			if !isExec(filepath.Join(dir, b)) {
+				return false
+			}
+		}
+		return true
+	}
+	if present() {
+		return dir, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -114,21 +140,27 @@ func EnsureHelm(ctx context.Context, log io.Writer) (string, error) {
 		return "", err
 	}
 	defer unlock()
-	if isExec(bin) {
-		return bin, nil
+	if present() {
+		return dir, nil
 	}
 	b := builder{dir: dir, log: log}
 	start := time.Now()
-	fmt.Fprintf(b.log, "testbins: building helm %s from its module (minutes, once)\n", HelmVersion)
-	src, err := b.module(ctx, "helm", "helm.sh/helm/v3", HelmVersion, nil)
+	fmt.Fprintf(b.log, "testbins: building %s %s from its module (minutes, once)\n", name, version)
+	var pkgs []string
+	for _, p := range bins {
+		pkgs = append(pkgs, p)
+	}
+	src, err := b.moduleFor(ctx, name, path, version, nil, pkgs)
 	if err != nil {
 		return "", err
 	}
-	if err := b.goBuild(ctx, src, "helm", "helm.sh/helm/v3/cmd/helm", "-s -w -X helm.sh/helm/v3/internal/version.version="+HelmVersion); err != nil {
-		return "", fmt.Errorf("building helm: %w (by hand: %s --helm)", err, BuildCommand)
+	for bin, pkg := range bins {
+		if err := b.goBuild(ctx, src, bin, pkg, "-s -w"); err != nil {
+			return "", fmt.Errorf("building %s: %w", bin, err)
+		}
 	}
-	fmt.Fprintf(b.log, "testbins: helm ready in %s\n", time.Since(start).Round(time.Second))
-	return bin, nil
+	fmt.Fprintf(b.log, "testbins: %s ready in %s\n", name, time.Since(start).Round(time.Second))
+	return dir, nil
 }
 
 func lock(path string, log io.Writer) (func(), error) {
@@ -278,6 +310,11 @@ func (b builder) downloadGoMod(ctx context.Context, path, version string) ([]byt
 // replacements) and resolves its dependency graph. go install pkg@version
 // would refuse these modules because their own go.mod files use replace.
 func (b builder) module(ctx context.Context, name, path, version string, replace map[string]string) (string, error) {
+	return b.moduleFor(ctx, name, path, version, replace, mainPackages(name, path))
+}
+
+// moduleFor is module with the main packages to keep named.
+func (b builder) moduleFor(ctx context.Context, name, path, version string, replace map[string]string, pkgs []string) (string, error) {
 	src := filepath.Join(b.dir, "src", name)
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		return "", err
@@ -297,7 +334,7 @@ func (b builder) module(ctx context.Context, name, path, version string, replace
 	// Blank imports keep `go mod tidy` from dropping the requirement.
 	var tools strings.Builder
 	tools.WriteString("//go:build tools\n\npackage tools\n\n")
-	for _, pkg := range mainPackages(name, path) {
+	for _, pkg := range pkgs {
 		fmt.Fprintf(&tools, "import _ %q\n", pkg)
 	}
 	if err := os.WriteFile(filepath.Join(src, "tools.go"), []byte(tools.String()), 0o644); err != nil {
@@ -311,11 +348,8 @@ func (b builder) module(ctx context.Context, name, path, version string, replace
 }
 
 func mainPackages(name, modPath string) []string {
-	switch name {
-	case "kube-apiserver":
+	if name == "kube-apiserver" {
 		return []string{"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"}
-	case "helm":
-		return []string{"helm.sh/helm/v3/cmd/helm"}
 	}
 	return []string{modPath}
 }

@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"tailscale.com/tailcfg"
+
+	"github.com/tsinject/tsinject/apiproxy"
+	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
+	"github.com/tsinject/tsinject/internal/cluster"
+	"github.com/tsinject/tsinject/internal/tailnet"
+	"github.com/tsinject/tsinject/internal/tsnode"
+)
+
+// APIResult is kubectl-style traffic, direct or through the API proxy.
+type APIResult struct {
+	Name        string
+	Request     string
+	Concurrency int
+	RPS         Sample
+	P50, P99    Sample // ms
+}
+
+// APIProxy measures get and list latency and requests per second to the
+// API server directly and through the API proxy on the tailnet.
+func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeats int) ([]APIResult, error) {
+	cs := kubernetes.NewForConfigOrDie(c.Config)
+	for i := 0; i < 20; i++ {
+		_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%02d", i)},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}}}, metav1.CreateOptions{})
+		if err != nil {
+			return nil, err
+		}
+	}
+	ns := "tsinject-system"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	sa := "bench-apiproxy"
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: ctrlapiproxy.ImpersonateRules}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: sa},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	exp := int64(3600)
+	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	dir, _ := os.MkdirTemp("", "bench-apiproxy-")
+	defer os.RemoveAll(dir)
+	os.WriteFile(filepath.Join(dir, "token"), []byte(tok.Status.Token), 0o600)
+	os.WriteFile(filepath.Join(dir, "ca.crt"), c.Config.CAData, 0o600)
+	os.WriteFile(filepath.Join(dir, "authkey"), []byte("tskey-auth-bench"), 0o600)
+
+	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-bench"})
+	if err != nil {
+		return nil, err
+	}
+	defer tn.Close()
+	tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {`{"impersonate":{"groups":["system:masters"]}}`}})
+	up, _ := url.Parse(c.Config.Host)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- apiproxy.Run(runCtx, apiproxy.Config{
+			Node: tsnode.Options{ControlURL: tn.ControlURL(), AuthKeyFile: filepath.Join(dir, "authkey"), AuthKeyWait: 5 * time.Second,
+				Hostname: "k8s", State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state")},
+			Mode: apiproxy.ModeAuth, TLS: "http", Upstream: up,
+			TokenFile: filepath.Join(dir, "token"), CAFile: filepath.Join(dir, "ca.crt"),
+		}, func(string, ...any) {})
+	}()
+	defer func() { stop(); <-done }()
+	laptop, err := tn.NewNode(ctx, "laptop", tailnet.NodeOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer laptop.Close()
+	viaProxy := &http.Client{Transport: &http.Transport{DialContext: laptop.Dial, MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}
+	proxyBase := "http://" + tn.FQDN("k8s")
+	if err := waitUntil(ctx, 30*time.Second, func() error { return get(viaProxy, proxyBase+"/api/v1/namespaces/default/pods/p00") }); err != nil {
+		return nil, fmt.Errorf("through the proxy: %w", err)
+	}
+	admin, err := c.AddUser("bench-admin", "system:masters")
+	if err != nil {
+		return nil, err
+	}
+	direct, err := rest.HTTPClientFor(admin)
+	if err != nil {
+		return nil, err
+	}
+	directBase := strings.TrimSuffix(admin.Host, "/")
+
+	var out []APIResult
+	for _, conc := range []int{1, 8} {
+		for _, req := range []struct{ name, path string }{
+			{"get pod", "/api/v1/namespaces/default/pods/p00"},
+			{"list 20 pods", "/api/v1/namespaces/default/pods"},
+		} {
+			for _, via := range []struct {
+				name string
+				hc   *http.Client
+				base string
+			}{{"direct", direct, directBase}, {"API proxy (tailnet, auth mode)", viaProxy, proxyBase}} {
+				r := APIResult{Name: via.name, Request: req.name, Concurrency: conc}
+				for i := 0; i < repeats; i++ {
+					rps, lat, err := hammer(ctx, via.hc, via.base+req.path, conc, dur)
+					if err != nil {
+						return nil, fmt.Errorf("%s %s: %w", via.name, req.name, err)
+					}
+					r.RPS = append(r.RPS, rps)
+					r.P50 = append(r.P50, float64(Percentile(lat, 50))/1e6)
+					r.P99 = append(r.P99, float64(Percentile(lat, 99))/1e6)
+				}
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+func get(hc *http.Client, u string) error {
+	res, err := hc.Get(u)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	io.Copy(io.Discard, res.Body)
+	if res.StatusCode != 200 {
+		return fmt.Errorf("%s: %s", u, res.Status)
+	}
+	return nil
+}
+
+func hammer(ctx context.Context, hc *http.Client, u string, conc int, dur time.Duration) (float64, []time.Duration, error) {
+	for i := 0; i < conc*3; i++ {
+		if err := get(hc, u); err != nil {
+			return 0, nil, err
+		}
+	}
+	var mu sync.Mutex
+	var all []time.Duration
+	var firstErr error
+	deadline := time.Now().Add(dur)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t := time.Now()
+				if err := get(hc, u); err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return float64(len(all)) / time.Since(start).Seconds(), all, firstErr
+}

@@ -1,0 +1,100 @@
+// Command bench runs tsinject's benchmarks and writes docs/benchmarks.md
+// (make bench).
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/tsinject/tsinject/internal/bench"
+	"github.com/tsinject/tsinject/internal/cluster"
+	"github.com/tsinject/tsinject/internal/gobuild"
+	"github.com/tsinject/tsinject/internal/testbins"
+	"github.com/tsinject/tsinject/internal/version"
+)
+
+func main() {
+	out := flag.String("o", "docs/benchmarks.md", "where to write the report (its chart goes beside it)")
+	repeats := flag.Int("repeats", 3, "repetitions of each figure")
+	dur := flag.Duration("duration", 2*time.Second, "length of each load run")
+	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, *out, *repeats, *dur, int64(*sizeMiB)<<20); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
+
+func run(ctx context.Context, out string, repeats int, dur time.Duration, size int64) error {
+	r := &bench.Report{
+		Command: "make bench", Started: time.Now(),
+		Versions: map[string]string{"go": runtime.Version(), "tailscale": testbins.TailscaleVersion,
+			"kubernetes": testbins.KubernetesVersion, "tsinject": version.Version},
+	}
+	step("building what the run needs (cached after the first time)")
+	proxyBin, err := gobuild.Binary("./cmd/tsinject-proxy")
+	if err != nil {
+		return err
+	}
+	tsBins, err := testbins.EnsureTailscaled(ctx, os.Stderr)
+	if err != nil {
+		return err
+	}
+
+	step("admission: injector vs no-op over HTTPS")
+	if r.Admission, err = bench.Admission(ctx, dur, repeats, []int{1, 16, 64}); err != nil {
+		return err
+	}
+	step("admission: the 50-container, 1,500-env-var pod")
+	r.LargePod = bench.MeasureLargePod()
+
+	step("sidecar vs tailscaled")
+	if r.Sidecar, err = bench.Sidecar(ctx, proxyBin, tsBins, size, repeats); err != nil {
+		r.Errors = append(r.Errors, "sidecar vs tailscaled: "+err.Error())
+	}
+	step("connector vs tailscaled subnet router")
+	if r.Connector, err = bench.Connector(ctx, proxyBin, tsBins, size, repeats); err != nil {
+		r.Errors = append(r.Errors, "connector vs tailscaled: "+err.Error())
+	}
+	step("API proxy vs direct")
+	c, err := cluster.Start(ctx, cluster.Options{Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	r.API, err = bench.APIProxy(ctx, c, dur, repeats)
+	c.Stop()
+	if err != nil {
+		r.Errors = append(r.Errors, "API proxy: "+err.Error())
+	}
+	r.Took = time.Since(r.Started)
+	r.Conclusion = bench.Conclude(r)
+
+	var md, svg bytes.Buffer
+	r.Write(&md)
+	r.EgressSVG(&svg)
+	if err := os.WriteFile(out, md.Bytes(), 0o644); err != nil {
+		return err
+	}
+	if svg.Len() > 0 {
+		if err := os.WriteFile(filepath.Join(filepath.Dir(out), "benchmarks-egress.svg"), svg.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
+	step("wrote %s in %s", out, r.Took.Round(time.Second))
+	for _, c := range r.Conclusion {
+		fmt.Fprintln(os.Stderr, "  "+strings.TrimSpace(c))
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+package bench
+
+import "fmt"
+
+func verdict(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**missed**"
+}
+
+// Conclude checks the targets and says what limits the missed ones.
+func Conclude(r *Report) []string {
+	var out []string
+	for i := 0; i+1 < len(r.Admission); i += 2 {
+		noop, inj := r.Admission[i], r.Admission[i+1]
+		rt := inj.RPS.Median() / noop.RPS.Median()
+		line := fmt.Sprintf("Admission throughput at concurrency %d: %.2fx the no-op handler (target >= 0.8x): %s.", inj.Concurrency, rt, verdict(rt >= 0.8))
+		if inj.Concurrency == 16 {
+			p99 := inj.P99.Median()
+			line += fmt.Sprintf(" p99 %.2f ms (target <= 2 ms at concurrency 16): %s.", p99, verdict(p99 <= 2))
+			if p99 > 2 {
+				line += fmt.Sprintf(" The no-op handler's own p99 is %.2f ms here: with 16 clients and the server on 2 cores, queueing for CPU dominates the tail, not injection.", noop.P99.Median())
+			}
+		}
+		out = append(out, line)
+	}
+	lp := r.LargePod.HandlerNs / 1e6
+	out = append(out, fmt.Sprintf("50 containers, 1,500 env vars: %.2f ms through the whole handler, %d allocations (target <= 20 ms): %s.", lp, r.LargePod.HandlerAllocs, verdict(lp <= 20)))
+	if s := r.Sidecar; s != nil && len(s.Footprints) == 2 {
+		sc, ts := s.Footprints[0], s.Footprints[1]
+		idle := sc.IdleRSSMiB / ts.IdleRSSMiB
+		peak := sc.PeakRSSMiB / ts.PeakRSSMiB
+		out = append(out, fmt.Sprintf("Sidecar memory: idle %.2fx, peak %.2fx tailscaled's (target <= 0.6x): idle %s, peak %s.", idle, peak, verdict(idle <= 0.6), verdict(peak <= 0.6)))
+		if idle > 0.6 || peak > 0.6 {
+			out = append(out, "  Both run the same userspace WireGuard, magicsock and gVisor netstack from tailscale.com; their buffers, not tsinject's code, set the floor. The peak follows the netstack's TCP receive windows under a bulk download.")
+		}
+		ready := sc.ReadyMs.Median()
+		out = append(out, fmt.Sprintf("Sidecar start to ready: %.0f ms (target <= 1 s on the local control server): %s. (tailscaled: %.0f ms.)", ready, verdict(ready <= 1000), ts.ReadyMs.Median()))
+		base := findPath(s.Paths, "tailscaled: SOCKS5")
+		for _, p := range s.Paths {
+			if len(p.Name) > 8 && p.Name[:8] == "tsinject" && base > 0 {
+				rt := p.Gbps.Median() / base
+				out = append(out, fmt.Sprintf("%s throughput: %.2fx tailscaled's SOCKS5 (target >= 1.0x): %s.", p.Name, rt, verdict(rt >= 1.0)))
+			}
+		}
+	}
+	if len(r.Connector) == 2 {
+		rt := r.Connector[0].Gbps.Median() / r.Connector[1].Gbps.Median()
+		out = append(out, fmt.Sprintf("Connector subnet throughput: %.2fx tailscaled's userspace subnet router (no target; same netstack forwarder).", rt))
+	}
+	for i := 0; i+1 < len(r.API); i += 2 {
+		d, x := r.API[i], r.API[i+1]
+		rt := x.P50.Median() / d.P50.Median()
+		line := fmt.Sprintf("API proxy, %s at concurrency %d: p50 %.2fx direct (target <= 1.25x): %s.", x.Request, x.Concurrency, rt, verdict(rt <= 1.25))
+		if rt > 1.25 {
+			line += " Each proxied request crosses userspace WireGuard and netstack on both nodes and then a second TLS connection to the API server; direct is one loopback TLS hop, so the proxy's fixed cost is large next to a sub-millisecond local API server and small next to a real cluster's network round trip."
+		}
+		out = append(out, line)
+	}
+	return out
+}

@@ -1,0 +1,211 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tsinject/tsinject/internal/tailnet"
+)
+
+// memKiB reads a /proc/PID/status field (VmRSS, VmHWM) in KiB.
+func memKiB(pid int, field string) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			return strconv.Atoi(strings.Fields(rest)[0])
+		}
+	}
+	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
+}
+
+// proc is a process under test.
+type proc struct {
+	cmd  *exec.Cmd
+	logs *lockedBuf
+}
+
+func startProc(name string, args []string, env []string) (*proc, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(append(os.Environ(), tailnet.NodeEnv()...), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logs := &lockedBuf{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &proc{cmd: cmd, logs: logs}, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) stop() {
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// tailscaled runs tailscaled in userspace-networking mode (as the
+// Tailscale operator's userspace proxies do) joined to tn.
+type tailscaled struct {
+	*proc
+	dir, cli         string
+	socks, httpProxy string
+	readyAfter       time.Duration
+}
+
+func startTailscaled(ctx context.Context, bins string, tn *tailnet.Tailnet, hostname string, extraUp ...string) (*tailscaled, error) {
+	dir, err := os.MkdirTemp("", "bench-tailscaled-")
+	if err != nil {
+		return nil, err
+	}
+	t := &tailscaled{dir: dir, cli: filepath.Join(bins, "tailscale"), socks: freeAddr(), httpProxy: freeAddr()}
+	start := time.Now()
+	t.proc, err = startProc(filepath.Join(bins, "tailscaled"), []string{
+		"--tun=userspace-networking", "--statedir=" + dir, "--socket=" + filepath.Join(dir, "sock"), "--port=0",
+		"--socks5-server=" + t.socks, "--outbound-http-proxy-listen=" + t.httpProxy,
+	}, []string{"STATE_DIRECTORY=" + dir})
+	if err != nil {
+		return nil, err
+	}
+	if err := waitUntil(ctx, 10*time.Second, func() error { _, err := os.Stat(filepath.Join(dir, "sock")); return err }); err != nil {
+		t.stop()
+		return nil, fmt.Errorf("tailscaled socket: %w\n%s", err, t.logs.String())
+	}
+	up := append([]string{"--socket=" + filepath.Join(dir, "sock"), "up", "--login-server=" + tn.ControlURL(),
+		"--authkey=" + tn.AuthKey, "--hostname=" + hostname, "--accept-dns=false"}, extraUp...)
+	if out, err := exec.CommandContext(ctx, t.cli, up...).CombinedOutput(); err != nil {
+		t.stop()
+		return nil, fmt.Errorf("tailscale up: %v: %s", err, out)
+	}
+	if err := waitUntil(ctx, 20*time.Second, func() error {
+		out, err := exec.Command(t.cli, "--socket="+filepath.Join(dir, "sock"), "status", "--json").Output()
+		if err != nil {
+			return err
+		}
+		var st struct{ BackendState string }
+		json.Unmarshal(out, &st)
+		if st.BackendState != "Running" {
+			return errors.New(st.BackendState)
+		}
+		return nil
+	}); err != nil {
+		t.stop()
+		return nil, err
+	}
+	t.readyAfter = time.Since(start)
+	return t, nil
+}
+
+func (t *tailscaled) close() { t.stop(); os.RemoveAll(t.dir) }
+
+func waitUntil(ctx context.Context, d time.Duration, f func() error) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func httpOK(u string) error {
+	res, err := http.Get(u)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		return errors.New(res.Status)
+	}
+	return nil
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// sink serves bulk data (size bytes per connection) and a tiny HTTP
+// response, on listeners it is given.
+type sink struct{ size int64 }
+
+var zeros = make([]byte, 256<<10)
+
+func (s sink) serveBulk(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			var sent int64
+			for sent < s.size {
+				n := min(int64(len(zeros)), s.size-sent)
+				w, err := c.Write(zeros[:n])
+				sent += int64(w)
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func serveSmall(ln net.Listener) {
+	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+}

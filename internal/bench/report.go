@@ -1,0 +1,198 @@
+package bench
+
+import (
+	"fmt"
+	"html"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Report is everything one run measured.
+type Report struct {
+	Command    string
+	Started    time.Time
+	Took       time.Duration
+	Versions   map[string]string
+	Admission  []AdmissionResult
+	LargePod   LargePod
+	Sidecar    *SidecarResult
+	Connector  []PathResult
+	API        []APIResult
+	Errors     []string
+	Conclusion []string // targets, met or missed, with what limits them
+}
+
+// Machine describes where the run happened.
+func Machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)
+		mem = fmt.Sprintf(", %.0f GiB RAM", float64(kb)/1024/1024)
+	}
+	return fmt.Sprintf("%s, %d cores%s, %s/%s", model, runtime.NumCPU(), mem, runtime.GOOS, runtime.GOARCH)
+}
+
+func pm(s Sample, unit string, prec int) string {
+	if len(s) == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.*f%s ±%.0f%%", prec, s.Median(), unit, s.Spread())
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
+}
+
+// Write renders the report as Markdown.
+func (r *Report) Write(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("# Benchmarks\n\nMeasured by `%s` on %s, %s, in %s. Every figure is the median of repeated runs with its spread (± half the min–max range, as %% of the median); ratios compare with a baseline measured in the same run.\n\n",
+		r.Command, Machine(), r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Took.Round(time.Second))
+	p("Versions: ")
+	first := true
+	for _, k := range []string{"go", "tailscale", "kubernetes", "tsinject"} {
+		if v, ok := r.Versions[k]; ok {
+			if !first {
+				p(", ")
+			}
+			p("%s %s", k, v)
+			first = false
+		}
+	}
+	p(".\n\nThe load generators run on the same cores as the systems they measure; the baselines share that handicap.\n")
+
+	p("\n## Targets\n\n")
+	for _, c := range r.Conclusion {
+		p("- %s\n", c)
+	}
+	if len(r.Errors) > 0 {
+		p("\nNot measured in this run:\n\n")
+		for _, e := range r.Errors {
+			p("- %s\n", e)
+		}
+	}
+
+	p("\n## Admission\n\nAdmissionReviews over HTTPS (keep-alive, one connection per client) to the injector's handler and to a no-op handler in the same server (the ceiling: it still decodes and encodes the review). Pod: one container.\n\n")
+	p("| Concurrency | Handler | Reviews/s | p50 | p99 | Throughput vs no-op |\n|---|---|---|---|---|---|\n")
+	for i := 0; i+1 < len(r.Admission); i += 2 {
+		noop, inj := r.Admission[i], r.Admission[i+1]
+		for _, a := range []AdmissionResult{noop, inj} {
+			rt := ""
+			if a.Handler == "inject" {
+				rt = ratio(inj.RPS.Median(), noop.RPS.Median())
+			}
+			p("| %d | %s | %s | %s | %s | %s |\n", a.Concurrency, a.Handler, pm(a.RPS, "", 0), pm(a.P50, " ms", 3), pm(a.P99, " ms", 3), rt)
+		}
+	}
+	lp := r.LargePod
+	p("\n### A pod with 50 containers and 1,500 env vars\n\nIstio took 15 s on such a pod before its fix (jsonpatch diffing was quadratic).\n\n")
+	p("| What | Time/op | Allocations/op | Bytes/op |\n|---|---|---|---|\n")
+	p("| Inject + patch (%d operations) | %.3f ms | %d | %d |\n", lp.PatchOps, lp.InjectNs/1e6, lp.InjectAllocs, lp.InjectBytes)
+	p("| Whole handler (decode, inject, patch) | %.3f ms | %d | %d |\n", lp.HandlerNs/1e6, lp.HandlerAllocs, lp.HandlerBytes)
+
+	if s := r.Sidecar; s != nil {
+		p("\n## Sidecar versus tailscaled\n\n`tsinject-proxy sidecar` and `tailscaled --tun=userspace-networking` (built from tailscale.com at the same version), both joined to the in-process tailnet on this host. Start-up is from exec to ready (sidecar: `/readyz`, which includes a home DERP connection; tailscaled: `tailscale up` done and `BackendState` Running).\n\n")
+		p("| Process | Start to ready | Idle RSS | Peak RSS (after the throughput runs) |\n|---|---|---|---|\n")
+		for _, f := range s.Footprints {
+			p("| %s | %s | %.1f MiB | %.1f MiB |\n", f.Name, pm(f.ReadyMs, " ms", 0), f.IdleRSSMiB, f.PeakRSSMiB)
+		}
+		p("\n![Egress throughput](benchmarks-egress.svg)\n\n")
+		base := findPath(s.Paths, "tailscaled: SOCKS5")
+		ceil := findPath(s.Paths, "loopback TCP (ceiling)")
+		p("| Path | Throughput | vs tailscaled SOCKS5 | vs loopback | Request p50 | p99 | Notes |\n|---|---|---|---|---|---|---|\n")
+		for _, pr := range s.Paths {
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", pr.Name, pm(pr.Gbps, " Gbit/s", 2), ratio(pr.Gbps.Median(), base), ratio(pr.Gbps.Median(), ceil), pm(pr.P50, " ms", 3), pm(pr.P99, " ms", 3), pr.Note)
+		}
+		for _, sk := range s.Skipped {
+			p("\nNot measured: %s\n", sk)
+		}
+	}
+	if len(r.Connector) > 0 {
+		p("\n## Connector versus tailscaled as a subnet router\n\nA test host in a network namespace; a tailnet peer with routes accepted downloads from it through the approved router.\n\n")
+		base := findPath(r.Connector, "tailscaled subnet router")
+		p("| Router | Throughput | vs tailscaled | Request p50 | p99 | Notes |\n|---|---|---|---|---|---|\n")
+		for _, pr := range r.Connector {
+			p("| %s | %s | %s | %s | %s | %s |\n", pr.Name, pm(pr.Gbps, " Gbit/s", 2), ratio(pr.Gbps.Median(), base), pm(pr.P50, " ms", 3), pm(pr.P99, " ms", 3), pr.Note)
+		}
+	}
+	if len(r.API) > 0 {
+		p("\n## API server proxy\n\nkubectl-style requests to the test API server, directly (client certificate, loopback TLS) and through the API proxy from a tailnet peer (WireGuard in userspace both ends, WhoIs, impersonation, then TLS to the API server).\n\n")
+		p("| Request | Concurrency | Path | Requests/s | p50 | p99 | p50 vs direct |\n|---|---|---|---|---|---|---|\n")
+		for i := 0; i+1 < len(r.API); i += 2 {
+			d, x := r.API[i], r.API[i+1]
+			for _, a := range []APIResult{d, x} {
+				rt := ""
+				if a.Name != "direct" {
+					rt = ratio(x.P50.Median(), d.P50.Median())
+				}
+				p("| %s | %d | %s | %s | %s | %s | %s |\n", a.Request, a.Concurrency, a.Name, pm(a.RPS, "", 0), pm(a.P50, " ms", 3), pm(a.P99, " ms", 3), rt)
+			}
+		}
+	}
+}
+
+func findPath(ps []PathResult, name string) float64 {
+	for _, p := range ps {
+		if p.Name == name {
+			return p.Gbps.Median()
+		}
+	}
+	return 0
+}
+
+// EgressSVG draws the egress throughput as horizontal bars.
+func (r *Report) EgressSVG(w io.Writer) {
+	if r.Sidecar == nil || len(r.Sidecar.Paths) == 0 {
+		return
+	}
+	paths := r.Sidecar.Paths
+	max := 0.0
+	for _, p := range paths {
+		if m := p.Gbps.Median(); m > max {
+			max = m
+		}
+	}
+	const left, width, bar, gap = 290, 420, 22, 10
+	h := len(paths)*(bar+gap) + 40
+	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="13">`+"\n", left+width+90, h)
+	fmt.Fprintf(w, `<text x="10" y="18" font-weight="bold">Single-stream TCP throughput (Gbit/s, median)</text>`+"\n")
+	for i, p := range paths {
+		y := 30 + i*(bar+gap)
+		m := p.Gbps.Median()
+		bw := int(m / max * width)
+		color := "#5b8def"
+		switch {
+		case strings.HasPrefix(p.Name, "tsinject"):
+			color = "#2e9d57"
+		case strings.HasPrefix(p.Name, "tailscaled"):
+			color = "#d9822b"
+		}
+		fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-8, y+16, html.EscapeString(p.Name))
+		fmt.Fprintf(w, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", left, y, max1(bw), bar, color)
+		fmt.Fprintf(w, `<text x="%d" y="%d">%.2f</text>`+"\n", left+max1(bw)+6, y+16, m)
+	}
+	fmt.Fprintln(w, "</svg>")
+}
+
+func max1(v int) int {
+	if v < 1 {
+		return 1
+	}
+	return v
+}
