@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -112,6 +113,27 @@ func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeat
 	}
 	directBase := strings.TrimSuffix(admin.Host, "/")
 
+	// The same direct TLS connection, carried over the tailnet by a plain
+	// TCP forwarder: the tailnet's share of the proxy's cost.
+	fwd, err := tn.NewNode(ctx, "tcp-forward", tailnet.NodeOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer fwd.Close()
+	fln, err := fwd.Listen("tcp", ":443")
+	if err != nil {
+		return nil, err
+	}
+	go forwardTCP(fln, up.Host)
+	overTailnet := rest.CopyConfig(admin)
+	overTailnet.Dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return laptop.Dial(ctx, "tcp", tn.FQDN("tcp-forward")+":443")
+	}
+	tunneled, err := rest.HTTPClientFor(overTailnet)
+	if err != nil {
+		return nil, err
+	}
+
 	var out []APIResult
 	for _, conc := range []int{1, 8} {
 		for _, req := range []struct{ name, path string }{
@@ -122,7 +144,7 @@ func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeat
 				name string
 				hc   *http.Client
 				base string
-			}{{"direct", direct, directBase}, {"API proxy (tailnet, auth mode)", viaProxy, proxyBase}} {
+			}{{"direct", direct, directBase}, {"direct TLS through a tailnet TCP forward", tunneled, directBase}, {"API proxy (tailnet, auth mode)", viaProxy, proxyBase}} {
 				r := APIResult{Name: via.name, Request: req.name, Concurrency: conc}
 				for i := 0; i < repeats; i++ {
 					rps, lat, err := hammer(ctx, via.hc, via.base+req.path, conc, dur)
@@ -187,4 +209,24 @@ func hammer(ctx context.Context, hc *http.Client, u string, conc int, dur time.D
 	}
 	wg.Wait()
 	return float64(len(all)) / time.Since(start).Seconds(), all, firstErr
+}
+
+// forwardTCP relays every connection on ln to addr.
+func forwardTCP(ln net.Listener, addr string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				return
+			}
+			defer up.Close()
+			go io.Copy(up, c)
+			io.Copy(c, up)
+		}()
+	}
 }

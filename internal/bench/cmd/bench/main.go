@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+
 	"github.com/tsinject/tsinject/internal/bench"
 	"github.com/tsinject/tsinject/internal/cluster"
 	"github.com/tsinject/tsinject/internal/gobuild"
@@ -26,7 +29,10 @@ func main() {
 	repeats := flag.Int("repeats", 3, "repetitions of each figure")
 	dur := flag.Duration("duration", 2*time.Second, "length of each load run")
 	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
+	only := flag.String("only", "", "comma-separated subset to run: admission, sidecar, connector, api (default all)")
 	flag.Parse()
+	want = func(part string) bool { return *only == "" || strings.Contains(","+*only+",", ","+part+",") }
+	ctrl.SetLogger(logr.Discard()) // a real manager sets one; the default delegating logger is slower
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, *out, *repeats, *dur, int64(*sizeMiB)<<20); err != nil {
@@ -34,6 +40,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var want func(string) bool
 
 func step(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
 
@@ -53,30 +61,37 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 		return err
 	}
 
-	step("admission: injector vs no-op over HTTPS")
-	if r.Admission, err = bench.Admission(ctx, dur, repeats, []int{1, 16, 64}); err != nil {
-		return err
+	if want("admission") {
+		step("admission: injector vs no-op over HTTPS")
+		if r.Admission, err = bench.Admission(ctx, dur, repeats, []int{1, 16, 64}); err != nil {
+			return err
+		}
+		step("admission: the 50-container, 1,500-env-var pod")
+		r.LargePod = bench.MeasureLargePod()
 	}
-	step("admission: the 50-container, 1,500-env-var pod")
-	r.LargePod = bench.MeasureLargePod()
-
-	step("sidecar vs tailscaled")
-	if r.Sidecar, err = bench.Sidecar(ctx, proxyBin, tsBins, size, repeats); err != nil {
-		r.Errors = append(r.Errors, "sidecar vs tailscaled: "+err.Error())
+	if want("sidecar") {
+		step("sidecar vs tailscaled")
+		if r.Sidecar, err = bench.Sidecar(ctx, proxyBin, tsBins, size, repeats); err != nil {
+			r.Errors = append(r.Errors, "sidecar vs tailscaled: "+err.Error())
+		}
 	}
-	step("connector vs tailscaled subnet router")
-	if r.Connector, err = bench.Connector(ctx, proxyBin, tsBins, size, repeats); err != nil {
-		r.Errors = append(r.Errors, "connector vs tailscaled: "+err.Error())
+	if want("connector") {
+		step("connector vs tailscaled subnet router")
+		if r.Connector, err = bench.Connector(ctx, proxyBin, tsBins, size, repeats); err != nil {
+			r.Errors = append(r.Errors, "connector vs tailscaled: "+err.Error())
+		}
 	}
-	step("API proxy vs direct")
-	c, err := cluster.Start(ctx, cluster.Options{Log: os.Stderr})
-	if err != nil {
-		return err
-	}
-	r.API, err = bench.APIProxy(ctx, c, dur, repeats)
-	c.Stop()
-	if err != nil {
-		r.Errors = append(r.Errors, "API proxy: "+err.Error())
+	if want("api") {
+		step("API proxy vs direct")
+		c, err := cluster.Start(ctx, cluster.Options{Log: os.Stderr})
+		if err != nil {
+			return err
+		}
+		r.API, err = bench.APIProxy(ctx, c, dur, repeats)
+		c.Stop()
+		if err != nil {
+			r.Errors = append(r.Errors, "API proxy: "+err.Error())
+		}
 	}
 	r.Took = time.Since(r.Started)
 	r.Conclusion = bench.Conclude(r)
