@@ -98,19 +98,20 @@ func Admission(ctx context.Context, dur time.Duration, repeats int, conc []int) 
 
 	var out []AdmissionResult
 	for _, c := range conc {
-		for _, h := range []string{"noop", "inject"} {
-			r := AdmissionResult{Handler: h, Concurrency: c}
-			for i := 0; i < repeats; i++ {
-				rps, lat, err := load(ctx, "https://"+ln.Addr().String()+"/"+h, body, pool, c, dur)
+		rs := []*AdmissionResult{{Handler: "noop", Concurrency: c}, {Handler: "inject", Concurrency: c}}
+		// Alternate the two, so drift in the machine's load hits both alike.
+		for i := 0; i < repeats; i++ {
+			for _, r := range rs {
+				rps, lat, err := load(ctx, "https://"+ln.Addr().String()+"/"+r.Handler, body, pool, c, dur)
 				if err != nil {
-					return nil, fmt.Errorf("%s at %d: %w", h, c, err)
+					return nil, fmt.Errorf("%s at %d: %w", r.Handler, c, err)
 				}
 				r.RPS = append(r.RPS, rps)
 				r.P50 = append(r.P50, float64(Percentile(lat, 50))/1e6)
 				r.P99 = append(r.P99, float64(Percentile(lat, 99))/1e6)
 			}
-			out = append(out, r)
 		}
+		out = append(out, *rs[0], *rs[1])
 	}
 	return out, nil
 }
@@ -135,8 +136,14 @@ func load(ctx context.Context, url string, body []byte, pool *x509.CertPool, c i
 		}
 		return nil
 	}
-	for i := 0; i < c*5; i++ { // warm connections and caches
-		if err := post(); err != nil {
+	return drive(ctx, c, dur, post)
+}
+
+// drive calls do from conc goroutines for dur, after a warm-up of a few
+// calls each, and returns calls per second and every call's latency.
+func drive(ctx context.Context, conc int, dur time.Duration, do func() error) (float64, []time.Duration, error) {
+	for i := 0; i < conc*5; i++ { // warm connections and caches
+		if err := do(); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -144,16 +151,16 @@ func load(ctx context.Context, url string, body []byte, pool *x509.CertPool, c i
 	var all []time.Duration
 	var firstErr error
 	deadline := time.Now().Add(dur)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < c; w++ {
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var mine []time.Duration
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				t := time.Now()
-				if err := post(); err != nil {
+				if err := do(); err != nil {
 					mu.Lock()
 					firstErr = err
 					mu.Unlock()

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -176,39 +175,7 @@ func get(hc *http.Client, u string) error {
 }
 
 func hammer(ctx context.Context, hc *http.Client, u string, conc int, dur time.Duration) (float64, []time.Duration, error) {
-	for i := 0; i < conc*3; i++ {
-		if err := get(hc, u); err != nil {
-			return 0, nil, err
-		}
-	}
-	var mu sync.Mutex
-	var all []time.Duration
-	var firstErr error
-	deadline := time.Now().Add(dur)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []time.Duration
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t := time.Now()
-				if err := get(hc, u); err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-					return
-				}
-				mine = append(mine, time.Since(t))
-			}
-			mu.Lock()
-			all = append(all, mine...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return float64(len(all)) / time.Since(start).Seconds(), all, firstErr
+	return drive(ctx, conc, dur, func() error { return get(hc, u) })
 }
 
 // forwardTCP relays every connection on ln to addr.

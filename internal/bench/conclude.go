@@ -12,10 +12,12 @@ func verdict(ok bool) string {
 // Conclude checks the targets and says what limits the missed ones.
 func Conclude(r *Report) []string {
 	var out []string
+	missedThroughput := false
 	for i := 0; i+1 < len(r.Admission); i += 2 {
 		noop, inj := r.Admission[i], r.Admission[i+1]
 		rt := inj.RPS.Median() / noop.RPS.Median()
 		line := fmt.Sprintf("Admission throughput at concurrency %d: %.2fx the no-op handler (target >= 0.8x): %s.", inj.Concurrency, rt, verdict(rt >= 0.8))
+		missedThroughput = missedThroughput || rt < 0.8
 		if inj.Concurrency == 16 {
 			p99 := inj.P99.Median()
 			line += fmt.Sprintf(" p99 %.2f ms (target <= 2 ms at concurrency 16): %s.", p99, verdict(p99 <= 2))
@@ -24,6 +26,9 @@ func Conclude(r *Report) []string {
 			}
 		}
 		out = append(out, line)
+	}
+	if missedThroughput {
+		out = append(out, "  The no-op handler does no per-pod work: its round trip is TLS, HTTP and decoding and encoding the review, about 33 us in process (go test -bench Admission ./injector/webhook/). The injector's is about twice that: decoding the pod the review carries costs about a quarter of it, building the sidecar, init container and patch most of the rest (their JSON is already cached per option set). 0.8x would leave the injection's own work under a quarter of the no-op's; a handler that must read the pod does not get there on 2 cores. Admission latency stays well under a millisecond at low concurrency.")
 	}
 	lp := r.LargePod.HandlerNs / 1e6
 	if lp > 0 {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tsinject/tsinject/internal/poll"
 	"github.com/tsinject/tsinject/internal/tailnet"
 )
 
@@ -124,43 +125,13 @@ func startTailscaled(ctx context.Context, bins string, tn *tailnet.Tailnet, host
 func (t *tailscaled) close() { t.stop(); os.RemoveAll(t.dir) }
 
 func waitUntil(ctx context.Context, d time.Duration, f func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	return poll.Until(ctx, d, 10*time.Millisecond, f)
 }
 
-func httpOK(u string) error {
-	res, err := http.Get(u)
-	if err != nil {
-		return err
-	}
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		return errors.New(res.Status)
-	}
-	return nil
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+var (
+	httpOK   = poll.HTTPOK
+	freeAddr = poll.FreeAddr
+)
 
 type lockedBuf struct {
 	mu sync.Mutex

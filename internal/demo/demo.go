@@ -46,6 +46,7 @@ import (
 	"github.com/tsinject/tsinject/internal/kubeconfig"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/netns"
+	"github.com/tsinject/tsinject/internal/poll"
 	"github.com/tsinject/tsinject/internal/tailnet"
 	"github.com/tsinject/tsinject/manifests"
 )
@@ -685,36 +686,6 @@ func stop(cmd *exec.Cmd) {
 	}
 }
 
-func waitFor(ctx context.Context, d time.Duration, f func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-func httpOK(u string) error {
-	res, err := http.Get(u)
-	if err != nil {
-		return err
-	}
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		return errors.New(res.Status)
-	}
-	return nil
-}
-
 func get(hc *http.Client, u string) (string, error) {
 	res, err := hc.Get(u)
 	if err != nil {
@@ -725,14 +696,14 @@ func get(hc *http.Client, u string) (string, error) {
 	return string(b), err
 }
 
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+func waitFor(ctx context.Context, d time.Duration, f func() error) error {
+	return poll.Until(ctx, d, 200*time.Millisecond, f)
 }
+
+var (
+	httpOK   = poll.HTTPOK
+	freeAddr = poll.FreeAddr
+)
 
 func firstLine(s, containing string) string {
 	for _, l := range strings.Split(s, "\n") {

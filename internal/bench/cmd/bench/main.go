@@ -63,7 +63,8 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 
 	if want("admission") {
 		step("admission: injector vs no-op over HTTPS")
-		if r.Admission, err = bench.Admission(ctx, dur, repeats, []int{1, 16, 64}); err != nil {
+		// Admission runs are short and noisy on 2 cores: more of them.
+		if r.Admission, err = bench.Admission(ctx, dur, repeats+2, []int{1, 16, 64}); err != nil {
 			return err
 		}
 		step("admission: the 50-container, 1,500-env-var pod")

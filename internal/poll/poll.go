@@ -1,0 +1,54 @@
+// Package poll waits for conditions, for the sandbox and the benchmarks
+// (which start processes and wait for them to become ready).
+package poll
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Until calls f every interval until it returns nil, d has passed (its
+// last error is returned), or ctx ends.
+func Until(ctx context.Context, d, interval time.Duration, f func() error) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
+
+// HTTPOK reports whether GET u answers 200.
+func HTTPOK(u string) error {
+	res, err := http.Get(u)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return errors.New(res.Status)
+	}
+	return nil
+}
+
+// FreeAddr is a 127.0.0.1 address with a port free at the time of the call.
+func FreeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
