@@ -2,13 +2,11 @@ package sidecar_test
 
 import (
 	"context"
-	"net/url"
-	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,21 +52,15 @@ func TestStateSecretKeepsIdentity(t *testing.T) {
 		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "app", Namespace: ns}},
 	}, metav1.CreateOptions{})
 	mustCreate(err)
-	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "app", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))},
-	}, metav1.CreateOptions{})
-	mustCreate(err)
-
 	// The service account directory a pod would have.
 	root := t.TempDir()
-	sa := filepath.Join(root, contract.ServiceAccountDir)
-	os.MkdirAll(sa, 0o755)
-	os.WriteFile(filepath.Join(sa, "token"), []byte(tok.Status.Token), 0o600)
-	os.WriteFile(filepath.Join(sa, "ca.crt"), c.Config.CAData, 0o600)
-	os.WriteFile(filepath.Join(sa, "namespace"), []byte(ns), 0o600)
-	u, _ := url.Parse(c.Config.Host)
-	t.Setenv("KUBERNETES_SERVICE_HOST", u.Hostname())
-	t.Setenv("KUBERNETES_SERVICE_PORT_HTTPS", u.Port())
+	if _, err := c.PodCredentials(ctx, ns, "app", root); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range c.ServiceEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
 
 	// No required key: testcontrol, unlike a real control server, demands
 	// the auth key on every registration, even of a node key it knows.
@@ -123,5 +115,3 @@ func TestStateSecretKeepsIdentity(t *testing.T) {
 		t.Errorf("restarted sidecar has IP %s, was %s", second, first)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

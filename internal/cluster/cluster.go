@@ -7,12 +7,16 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -141,4 +145,43 @@ func (c *Cluster) Stop() error {
 		os.RemoveAll(c.dir)
 	}
 	return err
+}
+
+// PodCredentials writes, under root, the service account directory a pod
+// running as ServiceAccount ns/name would have (token, ca.crt, namespace)
+// and returns that directory. Programs that read their credentials from
+// there (kubestore, the API proxy, given root as their kube root) then act
+// as that pod would.
+func (c *Cluster) PodCredentials(ctx context.Context, ns, name, root string) (string, error) {
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return "", err
+	}
+	exp := int64(3600)
+	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for %s/%s: %w", ns, name, err)
+	}
+	dir := filepath.Join(root, "var/run/secrets/kubernetes.io/serviceaccount")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	for f, b := range map[string][]byte{"token": []byte(tok.Status.Token), "ca.crt": c.Config.CAData, "namespace": []byte(ns)} {
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// ServiceEnv is what the kubelet tells a pod about the API server:
+// KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT_HTTPS.
+func (c *Cluster) ServiceEnv() []string {
+	u, err := url.Parse(c.Config.Host)
+	if err != nil {
+		return nil
+	}
+	return []string{"KUBERNETES_SERVICE_HOST=" + u.Hostname(), "KUBERNETES_SERVICE_PORT_HTTPS=" + u.Port()}
 }

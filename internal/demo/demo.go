@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,7 +26,6 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/net/dns/dnsmessage"
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -459,22 +457,11 @@ func (d *demo) runReplica(stsName, what string) error {
 	c := sts.Spec.Template.Spec.Containers[0]
 	pod := stsName + "-0"
 	root := filepath.Join(d.dir, pod)
-	sa := filepath.Join(root, contract.ServiceAccountDir)
-	if err := os.MkdirAll(sa, 0o755); err != nil {
+	if _, err := d.cluster.PodCredentials(d.ctx, sts.Namespace, sts.Spec.Template.Spec.ServiceAccountName, root); err != nil {
 		return err
 	}
-	exp := int64(3600)
-	tok, err := d.cs.CoreV1().ServiceAccounts(sts.Namespace).CreateToken(d.ctx, sts.Spec.Template.Spec.ServiceAccountName,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	os.WriteFile(filepath.Join(sa, "token"), []byte(tok.Status.Token), 0o600)
-	os.WriteFile(filepath.Join(sa, "ca.crt"), d.cluster.Config.CAData, 0o600)
-	os.WriteFile(filepath.Join(sa, "namespace"), []byte(sts.Namespace), 0o600)
 	os.WriteFile(filepath.Join(root, "authkey"), []byte(d.tn.AuthKey), 0o600)
-	u, _ := url.Parse(d.cluster.Config.Host)
-	env := append(os.Environ(), tailnet.NodeEnv()...)
+	env := append(append(os.Environ(), tailnet.NodeEnv()...), d.cluster.ServiceEnv()...)
 	for _, e := range c.Env {
 		v := e.Value
 		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
@@ -487,7 +474,6 @@ func (d *demo) runReplica(stsName, what string) error {
 		contract.EnvAuthKeyFile+"="+filepath.Join(root, "authkey"),
 		contract.EnvStateDir+"="+filepath.Join(root, "state"),
 		contract.EnvHealthAddr+"="+freeAddr(),
-		"KUBERNETES_SERVICE_HOST="+u.Hostname(), "KUBERNETES_SERVICE_PORT_HTTPS="+u.Port(),
 	)
 	cmd := exec.Command(d.ProxyBin, c.Args...)
 	cmd.Env = env
