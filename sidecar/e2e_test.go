@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,9 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
-
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/dnsstub"
 	"github.com/tsinject/tsinject/internal/gobuild"
 	"github.com/tsinject/tsinject/internal/netns"
 	"github.com/tsinject/tsinject/internal/tailnet"
@@ -281,39 +279,13 @@ func TestExplicitEgressInNamespace(t *testing.T) {
 // serveClusterDNS answers A queries for *.cluster.test with ip.
 func serveClusterDNS(t *testing.T, ip netip.Addr) netip.AddrPort {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(ip.String(), "53"))
+	pc, err := dnsstub.Listen(ip, func(name string) (netip.Addr, bool) {
+		return ip, strings.HasSuffix(name, ".cluster.test.")
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var prs dnsmessage.Parser
-			h, err := prs.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := prs.Question()
-			if err != nil {
-				continue
-			}
-			h.Response, h.Authoritative = true, true
-			b := dnsmessage.NewBuilder(nil, h)
-			b.StartQuestions()
-			b.Question(q)
-			b.StartAnswers()
-			if strings.HasSuffix(q.Name.String(), ".cluster.test.") && q.Type == dnsmessage.TypeA {
-				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: ip.As4()})
-			}
-			resp, _ := b.Finish()
-			pc.WriteTo(resp, from)
-		}
-	}()
 	return netip.AddrPortFrom(ip, 53)
 }
 
@@ -334,4 +306,3 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var _ = exec.Command

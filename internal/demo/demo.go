@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/net/dns/dnsmessage"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -41,6 +40,7 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/cluster"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/dnsstub"
 	"github.com/tsinject/tsinject/internal/kubeconfig"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/netns"
@@ -323,7 +323,7 @@ func (d *demo) runPod() error {
 		}
 		// A pod's resolv.conf, with a stand-in for cluster DNS that knows
 		// no names (the sidecar forwards non-tailnet names to it).
-		dns, err := serveNoNames(d.podNS.HostIP)
+		dns, err := dnsstub.Listen(d.podNS.HostIP, func(string) (netip.Addr, bool) { return netip.Addr{}, false })
 		if err != nil {
 			return err
 		}
@@ -706,38 +706,4 @@ func indent(s, p string) string {
 		b.WriteString(p + l + "\n")
 	}
 	return b.String()
-}
-
-// serveNoNames answers every DNS query with NXDOMAIN, on ip:53.
-func serveNoNames(ip netip.Addr) (io.Closer, error) {
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(ip.String(), "53"))
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			h.Response, h.RCode = true, dnsmessage.RCodeNameError
-			b := dnsmessage.NewBuilder(nil, h)
-			b.StartQuestions()
-			b.Question(q)
-			if resp, err := b.Finish(); err == nil {
-				pc.WriteTo(resp, from)
-			}
-		}
-	}()
-	return pc, nil
 }
