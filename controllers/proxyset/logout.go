@@ -47,7 +47,11 @@ func Logout(ctx context.Context, controlURL string, state map[string][]byte, log
 	if err := os.WriteFile(filepath.Join(dir, "tailscaled.state"), b, 0o600); err != nil {
 		return err
 	}
-	srv := &tsnet.Server{Dir: dir, ControlURL: controlURL, Hostname: "tsinject-logout", UserLogf: logger.Discard}
+	// Come up as the device was (its tags above all: a control server
+	// treats a node that drops its tags as an invalid retag and expires
+	// its key, after which it cannot log out).
+	host, tags := storedIdentity(state)
+	srv := &tsnet.Server{Dir: dir, ControlURL: controlURL, Hostname: host, AdvertiseTags: tags, UserLogf: logger.Discard}
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -82,4 +86,19 @@ func Logout(ctx context.Context, controlURL string, state map[string][]byte, log
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// storedIdentity reads the hostname and tags from the device's current
+// profile in its state.
+func storedIdentity(state map[string][]byte) (hostname string, tags []string) {
+	hostname = "tsinject-logout"
+	profile := string(state[string(ipn.CurrentProfileStateKey)])
+	var prefs ipn.Prefs
+	if err := json.Unmarshal(state[profile], &prefs); err != nil {
+		return hostname, nil
+	}
+	if prefs.Hostname != "" {
+		hostname = prefs.Hostname
+	}
+	return hostname, prefs.AdvertiseTags
 }
