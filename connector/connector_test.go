@@ -174,7 +174,7 @@ func tcpFlows(t *testing.T, metricsURL string) int {
 
 func client(t *testing.T, ctx context.Context, tn *tailnet.Tailnet) *tailnet.Node {
 	t.Helper()
-	c, err := tn.NewNode(ctx, "laptop", tailnet.NodeOptions{AcceptRoutes: true, Logf: dbgLogf(t)})
+	c, err := tn.NewNode(ctx, "laptop", tailnet.NodeOptions{AcceptRoutes: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,11 +321,4 @@ func TestExitNode(t *testing.T) {
 	if tcpFlows(t, metrics) == 0 {
 		t.Errorf("the exit node forwarded no TCP flow: the traffic went around it")
 	}
-}
-
-func dbgLogf(t *testing.T) func(string, ...any) {
-	if os.Getenv("DBG") == "" {
-		return nil
-	}
-	return t.Logf
 }
