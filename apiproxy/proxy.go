@@ -5,9 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -279,7 +277,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		logf("reporting device state: %v", err)
 	}
 
-	health, err := serveHealth(cfg.HealthAddr, n, reg)
+	health, err := tsnode.ServeHealth(cfg.HealthAddr, n.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if err != nil {
 		return err
 	}
@@ -289,27 +287,4 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	defer cancel()
 	srv.Shutdown(shutdown)
 	return nil
-}
-
-func serveHealth(addr string, n *tsnode.Node, reg *prometheus.Registry) (io.Closer, error) {
-	if addr == "" {
-		return io.NopCloser(nil), nil
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := n.Ready(r.Context()); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, errors.New("health listener: " + err.Error())
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return srv, nil
 }

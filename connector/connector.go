@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -31,13 +30,10 @@ import (
 
 // Config configures a connector replica.
 type Config struct {
-	Node tsnode.Options
-	// HostnamePrefix, if set, names the replica <prefix>-<ordinal>, the
-	// ordinal taken from the pod name (a StatefulSet pod).
-	HostnamePrefix string
-	Routes         []netip.Prefix
-	ExitNode       bool
-	HealthAddr     string
+	Node       tsnode.Options
+	Routes     []netip.Prefix
+	ExitNode   bool
+	HealthAddr string
 }
 
 // Run runs the connector until ctx ends.
@@ -50,11 +46,8 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 			return fmt.Errorf("--routes %s: inside the tailnet's own ranges", r)
 		}
 	}
-	if cfg.HostnamePrefix != "" {
-		cfg.Node.Hostname = cfg.HostnamePrefix + "-" + ordinal(cfg.Node.PodName)
-	}
 	c := &connector{cfg: cfg, logf: logf}
-	health, err := c.serveHealth()
+	health, err := tsnode.ServeHealth(cfg.HealthAddr, c.readyz, http.HandlerFunc(c.metrics))
 	if err != nil {
 		return err
 	}
@@ -197,40 +190,15 @@ func (c *connector) device(ctx context.Context) (map[string]any, error) {
 	}, nil
 }
 
-func (c *connector) serveHealth() (io.Closer, error) {
-	if c.cfg.HealthAddr == "" {
-		return io.NopCloser(nil), nil
+// readyz: the routes are advertised and the node has its home DERP.
+func (c *connector) readyz(ctx context.Context) error {
+	if !c.ready.Load() {
+		return errors.New("not ready: joining the tailnet or stopping")
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !c.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		if err := c.node.Ready(r.Context()); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "# TYPE tsinject_connector_flows_total counter\ntsinject_connector_flows_total{proto=\"tcp\"} %d\ntsinject_connector_flows_total{proto=\"udp\"} %d\n",
-			c.flows.tcp.Load(), c.flows.udp.Load())
-	})
-	ln, err := net.Listen("tcp", c.cfg.HealthAddr)
-	if err != nil {
-		return nil, fmt.Errorf("health listener: %w", err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return srv, nil
+	return c.node.Ready(ctx)
 }
 
-// ordinal is the StatefulSet ordinal at the end of a pod name.
-func ordinal(pod string) string {
-	if i := strings.LastIndexByte(pod, '-'); i >= 0 {
-		return pod[i+1:]
-	}
-	return "0"
+func (c *connector) metrics(w http.ResponseWriter, _ *http.Request) {
+	fmt.Fprintf(w, "# TYPE tsinject_connector_flows_total counter\ntsinject_connector_flows_total{proto=\"tcp\"} %d\ntsinject_connector_flows_total{proto=\"udp\"} %d\n",
+		c.flows.tcp.Load(), c.flows.udp.Load())
 }

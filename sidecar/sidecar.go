@@ -17,6 +17,7 @@ import (
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
 // Sidecar is a running data plane.
@@ -41,7 +42,7 @@ func Run(ctx context.Context, cfg *Config, logf logger.Logf) error {
 		logf = stdLogf
 	}
 	s := &Sidecar{cfg: cfg, metrics: newMetrics(), tracker: newTracker(), logf: logf}
-	health, err := s.serveHealth()
+	health, err := tsnode.ServeHealth(cfg.HealthAddr, s.readyz, promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	if err != nil {
 		return err
 	}
@@ -178,30 +179,15 @@ func noIPv6(err error) bool {
 	return errors.As(err, &se)
 }
 
-// serveHealth serves /healthz, /readyz and /metrics from the start, so
-// probes get answers (503 until ready) while the node joins.
-func (s *Sidecar) serveHealth() (io.Closer, error) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Ready(r.Context()); err != nil {
-			s.metrics.ready.Set(0)
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		s.metrics.ready.Set(1)
-		io.WriteString(w, "ready\n")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", s.cfg.HealthAddr)
+// readyz is Ready, recorded in the ready gauge.
+func (s *Sidecar) readyz(ctx context.Context) error {
+	err := s.Ready(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("health listener: %w", err)
+		s.metrics.ready.Set(0)
+	} else {
+		s.metrics.ready.Set(1)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return srv, nil
+	return err
 }
 
 // Ready reports whether the sidecar carries traffic.

@@ -7,7 +7,6 @@ import (
 	"log"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tsinject/tsinject/connector"
@@ -17,12 +16,9 @@ import (
 	"github.com/tsinject/tsinject/sidecar"
 )
 
-// hostnamePrefix names replicas PREFIX-<ordinal of the pod>.
-var hostnamePrefix string
-
 // nodeFlags binds the tsnet node settings shared by the proxies.
 func nodeFlags(fs *flag.FlagSet, o *tsnode.Options, tags *string) {
-	fs.StringVar(&hostnamePrefix, "hostname-prefix", cli.EnvDefault("TSINJECT_HOSTNAME_PREFIX", ""), "name the replica PREFIX-<ordinal of the pod> (env TSINJECT_HOSTNAME_PREFIX)")
+	fs.StringVar(&o.HostnamePrefix, "hostname-prefix", cli.EnvDefault("TSINJECT_HOSTNAME_PREFIX", ""), "name the replica PREFIX-<ordinal of the pod> (env TSINJECT_HOSTNAME_PREFIX)")
 	fs.StringVar(&o.ControlURL, "control-url", cli.EnvDefault(contract.EnvControlURL, "https://controlplane.tailscale.com"), "control server URL (env "+contract.EnvControlURL+")")
 	fs.StringVar(&o.AuthKeyFile, "authkey-file", cli.EnvDefault(contract.EnvAuthKeyFile, "/var/run/tsinject/auth/authkey"), "auth key file (env "+contract.EnvAuthKeyFile+")")
 	fs.DurationVar(&o.AuthKeyWait, "authkey-wait", 2*time.Minute, "how long to wait for the auth key file")
@@ -39,9 +35,6 @@ func finishNode(o *tsnode.Options, tags string) error {
 	var err error
 	if o.Tags, err = contract.ParseTags(tags); err != nil {
 		return fmt.Errorf("--tags: %v", err)
-	}
-	if hostnamePrefix != "" {
-		o.Hostname = hostnamePrefix + "-" + ordinal(o.PodName)
 	}
 	if o.State == tsnode.StateSecret {
 		if o.PodName == "" {
@@ -79,12 +72,4 @@ func connectorCommand() *cli.Command {
 			return connector.Run(ctx, cfg, log.New(os.Stderr, "", log.LstdFlags).Printf)
 		},
 	}
-}
-
-// ordinal is the StatefulSet ordinal at the end of a pod name.
-func ordinal(pod string) string {
-	if i := strings.LastIndexByte(pod, '-'); i >= 0 {
-		return pod[i+1:]
-	}
-	return "0"
 }

@@ -292,9 +292,9 @@ func runReplica(t *testing.T, e *env, tn *tailnet.Tailnet, sts *appsv1.StatefulS
 				ControlURL: envOf(c, contract.EnvControlURL), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
 				Tags: strings.Split(envOf(c, contract.EnvTags), ","), State: tsnode.StateSecret,
 				Dir: filepath.Join(root, "state"), Secret: pod, PodName: pod, KubeRoot: root,
+				HostnamePrefix: envOf(c, "TSINJECT_HOSTNAME_PREFIX"),
 			},
-			HostnamePrefix: envOf(c, "TSINJECT_HOSTNAME_PREFIX"),
-			Routes:         routes,
+			Routes: routes,
 		}, t.Logf)
 	}()
 	return func() {

@@ -43,8 +43,12 @@ type Options struct {
 	// AuthKeyWait is how long to wait for the key file to appear.
 	AuthKeyWait time.Duration
 	Hostname    string
-	Tags        []string
-	State       string
+	// HostnamePrefix, if set, names the node <prefix>-<ordinal>, the
+	// ordinal taken from PodName (a StatefulSet pod): replicas of one
+	// proxy get distinct names from one pod template.
+	HostnamePrefix string
+	Tags           []string
+	State          string
 	// Dir is a writable directory for the node's files (and its state
 	// with StateDir).
 	Dir string
@@ -74,6 +78,9 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 		return nil, fmt.Errorf("state directory %s: %w", o.Dir, err)
 	}
 	tsknobs.Apply(o.Dir)
+	if o.HostnamePrefix != "" {
+		o.Hostname = o.HostnamePrefix + "-" + ordinal(o.PodName)
+	}
 	// tailscale binds its sockets to the default route's interface (or
 	// marks them) so they bypass its own TUN routes. A userspace node
 	// installs no routes, and in a pod without a default route the binding
@@ -241,4 +248,12 @@ func (n *Node) Report(ctx context.Context, fields map[string]any) error {
 	s := &kubeapi.Secret{Data: data}
 	s.Name = n.opts.Secret
 	return c.StrategicMergePatchSecret(ctx, n.opts.Secret, s, "tsinject-proxy")
+}
+
+// ordinal is the StatefulSet ordinal at the end of a pod name.
+func ordinal(pod string) string {
+	if i := strings.LastIndexByte(pod, '-'); i >= 0 {
+		return pod[i+1:]
+	}
+	return "0"
 }
