@@ -95,15 +95,11 @@ func uninjectCommand() *cli.Command {
 // transform runs fn over file, writes the result to stdout and the
 // decisions to stderr; a denial exits 1 after printing the whole stream.
 func transform(file string, fn func(io.Reader, io.Writer) ([]offline.Decision, error)) error {
-	in := io.Reader(os.Stdin)
-	if file != "-" {
-		f, err := os.Open(file)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
+	in, err := openInput(file)
+	if err != nil {
+		return err
 	}
+	defer in.Close()
 	ds, err := fn(in, os.Stdout)
 	for _, d := range ds {
 		fmt.Fprintf(os.Stderr, "%s: %s\n", d.Object, d.Reason)
@@ -125,4 +121,12 @@ func transform(file string, fn func(io.Reader, io.Writer) ([]offline.Decision, e
 		return err
 	}
 	return nil
+}
+
+// openInput opens file, or stdin for "-".
+func openInput(file string) (io.ReadCloser, error) {
+	if file == "-" {
+		return io.NopCloser(os.Stdin), nil
+	}
+	return os.Open(file)
 }

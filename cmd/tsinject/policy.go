@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -98,15 +97,11 @@ func listPolicyObjects(ctx context.Context, kubeconfig string, in *policy.Input)
 }
 
 func readPolicyObjects(file string, in *policy.Input) error {
-	r := io.Reader(os.Stdin)
-	if file != "-" {
-		f, err := os.Open(file)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		r = f
+	r, err := openInput(file)
+	if err != nil {
+		return err
 	}
+	defer r.Close()
 	yr := utilyaml.NewYAMLReader(bufio.NewReader(r))
 	for {
 		doc, err := yr.Read()

@@ -19,11 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
@@ -57,15 +54,7 @@ type Reconciler struct {
 
 // SetupWithManager watches APIServerProxies and their objects.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	owned := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		if o.GetLabels()[proxyset.LabelComponent] != component {
-			return nil
-		}
-		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetLabels()[proxyset.LabelOwner]}}}
-	})
-	ours := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[proxyset.LabelComponent] == component
-	}))
+	owned, ours := proxyset.Owned(component, r.Namespace)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("apiserverproxy").
 		For(&v1alpha1.APIServerProxy{}).

@@ -16,11 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
@@ -56,15 +53,7 @@ type Reconciler struct {
 
 // SetupWithManager watches Connectors and the objects of their proxy sets.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	owned := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		if o.GetLabels()[proxyset.LabelComponent] != "connector" {
-			return nil
-		}
-		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetLabels()[proxyset.LabelOwner]}}}
-	})
-	ours := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetNamespace() == r.Namespace && o.GetLabels()[proxyset.LabelComponent] == "connector"
-	}))
+	owned, ours := proxyset.Owned("connector", r.Namespace)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("connector").
 		For(&v1alpha1.Connector{}).

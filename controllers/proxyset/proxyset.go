@@ -22,8 +22,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/go-logr/logr"
 
@@ -338,4 +342,17 @@ func Delete(ctx context.Context, c client.Client, live client.Reader, s *Set, lo
 		}
 	}
 	return true, nil
+}
+
+// Owned maps the objects of a component's proxy sets to their owner's
+// reconcile request, for Watches; namespace, if set, limits it to objects
+// there (cluster-scoped objects need "").
+func Owned(component, namespace string) (handler.EventHandler, builder.WatchesOption) {
+	h := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetLabels()[LabelOwner]}}}
+	})
+	p := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[LabelComponent] == component && (namespace == "" || o.GetNamespace() == namespace || o.GetNamespace() == "")
+	}))
+	return h, p
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
@@ -195,7 +196,7 @@ func (t *Transformer) object(obj map[string]any, fn podFunc) ([]Decision, error)
 	if pm == nil {
 		pm = map[string]any{}
 	}
-	pm = shallowCopy(pm)
+	pm = maps.Clone(pm)
 	pm["namespace"] = namespace
 	pm["generateName"] = name + "-"
 	pod["metadata"] = pm
@@ -316,14 +317,6 @@ func lookup(obj map[string]any, path []string) (map[string]any, bool) {
 		cur = next
 	}
 	return cur, true
-}
-
-func shallowCopy(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 func stripComments(doc []byte) []byte {

@@ -73,25 +73,33 @@ func Ensure(ctx context.Context, log io.Writer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if Present(dir) {
-		return dir, nil
+	err = buildOnce(dir, log, func() bool { return Present(dir) }, func(b builder) error {
+		if err := b.buildAll(ctx); err != nil {
+			return fmt.Errorf("building test control plane into %s: %w (build by hand with: %s)", dir, err, BuildCommand)
+		}
+		return nil
+	})
+	return dir, err
+}
+
+// buildOnce runs build into dir unless present says it is done; other
+// processes doing the same wait on a file lock, then find it done.
+func buildOnce(dir string, log io.Writer, present func() bool, build func(builder) error) error {
+	if present() {
+		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
+		return err
 	}
 	unlock, err := lock(filepath.Join(dir, ".lock"), log)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer unlock()
-	if Present(dir) { // built by whoever held the lock before us
-		return dir, nil
+	if present() { // built by whoever held the lock before us
+		return nil
 	}
-	b := builder{dir: dir, log: log}
-	if err := b.buildAll(ctx); err != nil {
-		return "", fmt.Errorf("building test control plane into %s: %w (build by hand with: %s)", dir, err, BuildCommand)
-	}
-	return dir, nil
+	return build(builder{dir: dir, log: log})
 }
 
 // EnsureHelm returns the path of a helm binary built from its module
@@ -129,38 +137,26 @@ func ensureTool(ctx context.Context, log io.Writer, name, path, version string, 
 		}
 		return true
 	}
-	if present() {
-		return dir, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	unlock, err := lock(filepath.Join(dir, ".lock"), log)
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	if present() {
-		return dir, nil
-	}
-	b := builder{dir: dir, log: log}
-	start := time.Now()
-	fmt.Fprintf(b.log, "testbins: building %s %s from its module (minutes, once)\n", name, version)
-	var pkgs []string
-	for _, p := range bins {
-		pkgs = append(pkgs, p)
-	}
-	src, err := b.moduleFor(ctx, name, path, version, nil, pkgs)
-	if err != nil {
-		return "", err
-	}
-	for bin, pkg := range bins {
-		if err := b.goBuild(ctx, src, bin, pkg, "-s -w"); err != nil {
-			return "", fmt.Errorf("building %s: %w", bin, err)
+	err = buildOnce(dir, log, present, func(b builder) error {
+		start := time.Now()
+		fmt.Fprintf(b.log, "testbins: building %s %s from its module (minutes, once)\n", name, version)
+		var pkgs []string
+		for _, p := range bins {
+			pkgs = append(pkgs, p)
 		}
-	}
-	fmt.Fprintf(b.log, "testbins: %s ready in %s\n", name, time.Since(start).Round(time.Second))
-	return dir, nil
+		src, err := b.moduleFor(ctx, name, path, version, nil, pkgs)
+		if err != nil {
+			return err
+		}
+		for bin, pkg := range bins {
+			if err := b.goBuild(ctx, src, bin, pkg, "-s -w"); err != nil {
+				return fmt.Errorf("building %s: %w", bin, err)
+			}
+		}
+		fmt.Fprintf(b.log, "testbins: %s ready in %s\n", name, time.Since(start).Round(time.Second))
+		return nil
+	})
+	return dir, err
 }
 
 func lock(path string, log io.Writer) (func(), error) {
