@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -174,9 +175,10 @@ func (s *Sidecar) listenTransparent(ctx context.Context) error {
 	return nil
 }
 
+// noIPv6 reports whether listening on ::1 failed because the pod has no
+// IPv6 (and only then: a port in use must still fail the start).
 func noIPv6(err error) bool {
-	var se *os.SyscallError
-	return errors.As(err, &se)
+	return errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT)
 }
 
 // readyz is Ready, recorded in the ready gauge.
