@@ -17,7 +17,7 @@ build:
 
 ## testbins: build (once, cached outside the tree) kube-apiserver, etcd and helm for tests.
 testbins:
-	$(GO) run ./internal/testbins/cmd/testbins --helm >/dev/null
+	$(GO) run ./test/testbins/cmd/testbins --helm >/dev/null
 
 ## test: unit and integration tests against a real API server and tailnet.
 test: testbins
@@ -41,11 +41,12 @@ lint:
 
 ## demo: the whole story on this machine (no cluster, no Tailscale account).
 demo: build testbins
-	$(BIN)/tsinject demo --proxy-bin $(BIN)/tsinject-proxy $(DEMO_FLAGS)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/tsinject-demo ./test/demo/cmd/demo
+	$(BIN)/tsinject-demo run --proxy-bin $(BIN)/tsinject-proxy $(DEMO_FLAGS)
 
 ## bench: tsinject beside tailscaled and a no-op webhook; writes docs/benchmarks.md.
 bench: testbins
-	$(GO) run ./internal/bench/cmd/bench -o docs/benchmarks.md
+	$(GO) run ./test/bench/cmd/bench -o docs/benchmarks.md
 
 clean:
 	rm -rf $(BIN)

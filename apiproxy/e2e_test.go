@@ -24,11 +24,11 @@ import (
 
 	"github.com/tsinject/tsinject/apiproxy"
 	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
-	"github.com/tsinject/tsinject/internal/cluster"
-	"github.com/tsinject/tsinject/internal/cluster/clustertest"
-	"github.com/tsinject/tsinject/internal/gobuild"
-	"github.com/tsinject/tsinject/internal/tailnet"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/cluster/clustertest"
+	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 func must(t *testing.T, err error) {

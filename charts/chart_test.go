@@ -15,10 +15,10 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tsinject/tsinject/internal/cluster"
-	"github.com/tsinject/tsinject/internal/cluster/clustertest"
-	"github.com/tsinject/tsinject/internal/gobuild"
-	"github.com/tsinject/tsinject/internal/testbins"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/cluster/clustertest"
+	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/testbins"
 )
 
 func run(t *testing.T, stdin []byte, name string, args ...string) []byte {

@@ -19,9 +19,9 @@ import (
 	"tailscale.com/types/key"
 
 	"github.com/tsinject/tsinject/connector"
-	"github.com/tsinject/tsinject/internal/netns"
-	"github.com/tsinject/tsinject/internal/tailnet"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/netns"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // TestMain lets the test binary serve as the test host inside a

@@ -15,10 +15,10 @@ import (
 
 	"github.com/tsinject/tsinject/examples"
 	"github.com/tsinject/tsinject/injector"
-	"github.com/tsinject/tsinject/internal/cluster"
-	"github.com/tsinject/tsinject/internal/cluster/clustertest"
-	"github.com/tsinject/tsinject/internal/gobuild"
 	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/cluster/clustertest"
+	"github.com/tsinject/tsinject/test/gobuild"
 )
 
 // Every example applies to the real API server with the manager running:

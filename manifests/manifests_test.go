@@ -14,10 +14,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tsinject/tsinject/internal/cluster"
-	"github.com/tsinject/tsinject/internal/cluster/clustertest"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/manifests"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/cluster/clustertest"
 )
 
 func kubectl(t *testing.T, kubeconfig string, stdin []byte, args ...string) []byte {

@@ -18,10 +18,10 @@ import (
 	"time"
 
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/dnsstub"
-	"github.com/tsinject/tsinject/internal/gobuild"
-	"github.com/tsinject/tsinject/internal/netns"
-	"github.com/tsinject/tsinject/internal/tailnet"
+	"github.com/tsinject/tsinject/test/dnsstub"
+	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/netns"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // TestMain lets the test binary double as a plain app server inside a

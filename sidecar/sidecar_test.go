@@ -16,8 +16,8 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/tailnet"
 	"github.com/tsinject/tsinject/sidecar"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 func freePort(t *testing.T) int {

@@ -12,11 +12,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/tsinject/tsinject/internal/cluster"
-	"github.com/tsinject/tsinject/internal/cluster/clustertest"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/tailnet"
 	"github.com/tsinject/tsinject/sidecar"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/cluster/clustertest"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // With state: secret, the node's identity lives in a Secret through the

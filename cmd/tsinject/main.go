@@ -18,7 +18,6 @@ func commands() []*cli.Command {
 		uninjectCommand(),
 		kubeconfigCommand(),
 		policyCommand(),
-		demoCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

@@ -37,7 +37,7 @@ func Logout(ctx context.Context, controlURL string, state map[string][]byte, log
 	}
 	dir, err := os.MkdirTemp("", "tsinject-logout-")
 	if err != nil {
-		return err
+		return fmt.Errorf("logout needs a writable temporary directory ($TMPDIR, else /tmp; the manager's Deployment mounts an emptyDir there): %w", err)
 	}
 	defer os.RemoveAll(dir)
 	b, err := json.Marshal(st)

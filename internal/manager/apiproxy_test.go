@@ -23,8 +23,8 @@ import (
 	"github.com/tsinject/tsinject/apiproxy"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/manager"
-	"github.com/tsinject/tsinject/internal/tailnet"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // An APIServerProxy gets its StatefulSet, ServiceAccount and, in auth mode

@@ -14,9 +14,9 @@ import (
 
 	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
-	"github.com/tsinject/tsinject/internal/cluster"
-	"github.com/tsinject/tsinject/internal/cluster/clustertest"
 	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/cluster/clustertest"
 )
 
 // In cert-manager mode the manager serves whatever the Secret holds, picks

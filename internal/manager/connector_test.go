@@ -23,10 +23,10 @@ import (
 	"github.com/tsinject/tsinject/connector"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/gobuild"
 	"github.com/tsinject/tsinject/internal/manager"
-	"github.com/tsinject/tsinject/internal/tailnet"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/tailnet"
 	"tailscale.com/types/key"
 )
 

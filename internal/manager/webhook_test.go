@@ -19,9 +19,9 @@ import (
 
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/injectortest"
-	"github.com/tsinject/tsinject/internal/cluster"
-	"github.com/tsinject/tsinject/internal/cluster/clustertest"
 	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/cluster/clustertest"
 )
 
 // env is one API server and manager shared by the webhook tests.

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tsinject/tsinject/internal/gobuild"
-	"github.com/tsinject/tsinject/internal/netns"
+	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/netns"
 )
 
 // Both backends install the same redirection in a fresh namespace, and

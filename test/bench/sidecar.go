@@ -15,8 +15,8 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/netns"
-	"github.com/tsinject/tsinject/internal/tailnet"
+	"github.com/tsinject/tsinject/test/netns"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // PathResult is one way to reach a tailnet service.

@@ -18,8 +18,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tsinject/tsinject/internal/poll"
-	"github.com/tsinject/tsinject/internal/tailnet"
+	"github.com/tsinject/tsinject/test/poll"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // memKiB reads a /proc/PID/status field (VmRSS, VmHWM) in KiB.

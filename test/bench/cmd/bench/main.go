@@ -17,11 +17,11 @@ import (
 	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/tsinject/tsinject/internal/bench"
-	"github.com/tsinject/tsinject/internal/cluster"
-	"github.com/tsinject/tsinject/internal/gobuild"
-	"github.com/tsinject/tsinject/internal/testbins"
 	"github.com/tsinject/tsinject/internal/version"
+	"github.com/tsinject/tsinject/test/bench"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/testbins"
 )
 
 func main() {

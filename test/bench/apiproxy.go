@@ -22,9 +22,9 @@ import (
 
 	"github.com/tsinject/tsinject/apiproxy"
 	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
-	"github.com/tsinject/tsinject/internal/cluster"
-	"github.com/tsinject/tsinject/internal/tailnet"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // APIResult is kubectl-style traffic, direct or through the API proxy.

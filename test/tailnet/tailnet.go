@@ -1,7 +1,7 @@
 // Package tailnet runs a complete, private tailnet in-process: a control
 // server (tailscale.com/tstest/integration/testcontrol), a DERP relay over
 // TLS and a STUN responder, all on one local address. Tests and the local
-// sandbox (tsinject demo) use it, so it is ordinary (non-test) code.
+// sandbox (make demo) use it, so it is ordinary (non-test) code.
 //
 // Nothing started here, nor any node joined to it with the knobs from
 // package tsknobs, contacts an address other than the one it listens on.

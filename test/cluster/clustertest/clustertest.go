@@ -5,7 +5,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/tsinject/tsinject/internal/cluster"
+	"github.com/tsinject/tsinject/test/cluster"
 )
 
 // Start starts a control plane for t and stops it when t ends. If the

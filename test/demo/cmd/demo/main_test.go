@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tsinject/tsinject/internal/gobuild"
+	"github.com/tsinject/tsinject/test/gobuild"
 )
 
-// make demo's sandbox runs every step and cleans up (tsinject demo --once).
+// make demo's sandbox runs every step and cleans up (demo run --once).
 func TestDemoOnce(t *testing.T) {
-	tsinject, err := gobuild.Binary("./cmd/tsinject")
+	sandbox, err := gobuild.Binary("./test/demo/cmd/demo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestDemoOnce(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, tsinject, "demo", "--once", "--proxy-bin", proxy).CombinedOutput()
+	out, err := exec.CommandContext(ctx, sandbox, "run", "--once", "--proxy-bin", proxy).CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}

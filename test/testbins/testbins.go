@@ -38,7 +38,7 @@ const (
 const HelmVersion = "v3.22.0"
 
 // BuildCommand is what a person runs to build the binaries by hand.
-const BuildCommand = "go run ./internal/testbins/cmd/testbins"
+const BuildCommand = "go run ./test/testbins/cmd/testbins"
 
 // Dir is where the binaries for the pinned versions live:
 // $TSINJECT_CACHE_DIR, else the user cache dir, under tsinject/envtest/<versions>.
@@ -214,24 +214,86 @@ func (b builder) buildAPIServer(ctx context.Context) error {
 	if isExec(filepath.Join(b.dir, "kube-apiserver")) {
 		return nil
 	}
-	gomod, err := b.downloadGoMod(ctx, "k8s.io/kubernetes", KubernetesVersion)
+	src, err := b.kubernetesModule(ctx)
 	if err != nil {
 		return err
 	}
+	return b.goBuild(ctx, src, "kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", b.versionLDFlags())
+}
+
+// kubernetesModule is the throwaway module that builds k8s.io/kubernetes
+// commands, its staging modules replaced by their releases.
+func (b builder) kubernetesModule(ctx context.Context) (string, error) {
+	gomod, err := b.downloadGoMod(ctx, "k8s.io/kubernetes", KubernetesVersion)
+	if err != nil {
+		return "", err
+	}
 	staging := StagingModules(gomod)
 	if len(staging) == 0 {
-		return errors.New("k8s.io/kubernetes go.mod lists no staging modules at v0.0.0; the layout changed")
+		return "", errors.New("k8s.io/kubernetes go.mod lists no staging modules at v0.0.0; the layout changed")
 	}
 	fmt.Fprintf(b.log, "testbins: replacing %d staging modules with their %s releases\n", len(staging), StagingVersion)
 	replace := map[string]string{}
 	for _, m := range staging {
 		replace[m] = StagingVersion
 	}
-	src, err := b.module(ctx, "kube-apiserver", "k8s.io/kubernetes", KubernetesVersion, replace)
+	return b.module(ctx, "kube-apiserver", "k8s.io/kubernetes", KubernetesVersion, replace)
+}
+
+// NodeBinaries are what a real node adds to the control plane that
+// envtest runs: the kubelet and the controllers and proxy a cluster needs
+// for pods, Deployments, Jobs and Services to work.
+var NodeBinaries = map[string]string{
+	"kubelet":                 "k8s.io/kubernetes/cmd/kubelet",
+	"kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+	"kube-scheduler":          "k8s.io/kubernetes/cmd/kube-scheduler",
+	"kube-proxy":              "k8s.io/kubernetes/cmd/kube-proxy",
+}
+
+// EnsureNode returns the directory of Ensure with the NodeBinaries built
+// into it too (same version, same flags, so the build cache of
+// kube-apiserver is reused: about 5 minutes more when cold).
+func EnsureNode(ctx context.Context, log io.Writer) (string, error) {
+	dir, err := Ensure(ctx, log)
 	if err != nil {
-		return err
+		return "", err
 	}
-	return b.goBuild(ctx, src, "kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", b.versionLDFlags())
+	present := func() bool {
+		for bin := range NodeBinaries {
+			if !isExec(filepath.Join(dir, bin)) {
+				return false
+			}
+		}
+		return true
+	}
+	err = buildOnce(dir, log, present, func(b builder) error {
+		src, err := b.kubernetesModule(ctx)
+		if err != nil {
+			return err
+		}
+		for _, bin := range sortedKeys(NodeBinaries) {
+			if isExec(filepath.Join(dir, bin)) {
+				continue
+			}
+			start := time.Now()
+			if err := b.goBuild(ctx, src, bin, NodeBinaries[bin], b.versionLDFlags()); err != nil {
+				return fmt.Errorf("building %s: %w (build by hand with: %s --node)", bin, err, BuildCommand)
+			}
+			fmt.Fprintf(b.log, "testbins: %s ready in %s\n", bin, time.Since(start).Round(time.Second))
+		}
+		return nil
+	})
+	return dir, err
+}
+
+// CoreDNSVersion is the cluster DNS a real node runs.
+const CoreDNSVersion = "v1.15.0"
+
+// EnsureCoreDNS returns the path of coredns built from its module.
+func EnsureCoreDNS(ctx context.Context, log io.Writer) (string, error) {
+	dir, err := ensureTool(ctx, log, "coredns", "github.com/coredns/coredns", CoreDNSVersion,
+		map[string]string{"coredns": "github.com/coredns/coredns"})
+	return filepath.Join(dir, "coredns"), err
 }
 
 // kubectl points envtest at the kubectl on PATH (envtest wants one beside
@@ -345,7 +407,11 @@ func (b builder) moduleFor(ctx context.Context, name, path, version string, repl
 
 func mainPackages(name, modPath string) []string {
 	if name == "kube-apiserver" {
-		return []string{"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"}
+		pkgs := []string{"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"}
+		for _, bin := range sortedKeys(NodeBinaries) {
+			pkgs = append(pkgs, NodeBinaries[bin])
+		}
+		return pkgs
 	}
 	return []string{modPath}
 }

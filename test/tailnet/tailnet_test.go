@@ -15,8 +15,8 @@ import (
 
 	"tailscale.com/tailcfg"
 
-	"github.com/tsinject/tsinject/internal/egresscheck"
-	"github.com/tsinject/tsinject/internal/tailnet"
+	"github.com/tsinject/tsinject/test/egresscheck"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 const testCap tailcfg.PeerCapability = "tsinject.dev/cap/test"

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/tsinject/tsinject/internal/testbins"
+	"github.com/tsinject/tsinject/test/testbins"
 )
 
 // Options configure Start.

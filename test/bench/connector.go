@@ -12,8 +12,8 @@ import (
 	"tailscale.com/types/key"
 
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/netns"
-	"github.com/tsinject/tsinject/internal/tailnet"
+	"github.com/tsinject/tsinject/test/netns"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // Connector compares subnet TCP throughput through tsinject-proxy

@@ -1,4 +1,4 @@
-// Package demo is `tsinject demo` (make demo): the whole story on one
+// Package demo is the sandbox of make demo: the whole story on one
 // machine, with no cluster and no Tailscale account. It starts the test
 // API server, an in-process tailnet and the manager with its webhook on
 // real TLS, then walks through injection, the pod's sidecar, a Connector
@@ -38,15 +38,15 @@ import (
 	"github.com/tsinject/tsinject/apiproxy"
 	"github.com/tsinject/tsinject/examples"
 	"github.com/tsinject/tsinject/injector"
-	"github.com/tsinject/tsinject/internal/cluster"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/dnsstub"
 	"github.com/tsinject/tsinject/internal/kubeconfig"
 	"github.com/tsinject/tsinject/internal/manager"
-	"github.com/tsinject/tsinject/internal/netns"
-	"github.com/tsinject/tsinject/internal/poll"
-	"github.com/tsinject/tsinject/internal/tailnet"
 	"github.com/tsinject/tsinject/manifests"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/dnsstub"
+	"github.com/tsinject/tsinject/test/netns"
+	"github.com/tsinject/tsinject/test/poll"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // Options configure Run.
