@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/tsinject/tsinject/internal/contract"
@@ -238,6 +239,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 		fieldEnv(contract.EnvPodNamespace, "metadata.namespace"),
 		fieldEnv(contract.EnvPodUID, "metadata.uid"),
 		fieldEnv(contract.EnvPodIP, "status.podIP"),
+		MemoryLimitEnv(),
 		{Name: contract.EnvHostname, Value: o.hostname},
 		{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile},
 		{Name: contract.EnvState, Value: o.state},
@@ -393,6 +395,14 @@ func serviceAccountVolume(pod *corev1.Pod) string {
 		}
 	}
 	return ""
+}
+
+// MemoryLimitEnv passes a container its own memory limit, so the Go
+// runtime keeps its heap under it (package memlimit).
+func MemoryLimitEnv() corev1.EnvVar {
+	return corev1.EnvVar{Name: contract.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{
+		ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1")},
+	}}
 }
 
 func fieldEnv(name, path string) corev1.EnvVar {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log"
 	"net"
 	"net/url"
 	"os"
@@ -52,7 +51,7 @@ func apiserverCommand() *cli.Command {
 				cfg.TokenFile = filepath.Join(cfg.Node.KubeRoot, cfg.TokenFile)
 				cfg.CAFile = filepath.Join(cfg.Node.KubeRoot, cfg.CAFile)
 			}
-			return apiproxy.Run(ctx, cfg, log.New(os.Stderr, "", log.LstdFlags).Printf)
+			return apiproxy.Run(ctx, cfg, processLog())
 		},
 	}
 }

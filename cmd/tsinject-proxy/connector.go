@@ -4,8 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log"
-	"os"
 	"strconv"
 	"time"
 
@@ -69,7 +67,7 @@ func connectorCommand() *cli.Command {
 			if cfg.Routes, err = sidecar.ParsePrefixes(routes); err != nil {
 				return fmt.Errorf("--routes: %v", err)
 			}
-			return connector.Run(ctx, cfg, log.New(os.Stderr, "", log.LstdFlags).Printf)
+			return connector.Run(ctx, cfg, processLog())
 		},
 	}
 }

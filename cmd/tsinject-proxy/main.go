@@ -4,10 +4,12 @@
 package main
 
 import (
+	"log"
 	"os"
 	"runtime/debug"
 
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/memlimit"
 	"github.com/tsinject/tsinject/internal/version"
 )
 
@@ -34,3 +36,11 @@ func commands() []*cli.Command {
 
 // gcPercent is the data plane's default GOGC.
 var gcPercent = 50
+
+// processLog is the log of a long-running data-plane command; starting it
+// sets the runtime's memory limit from the container's, and says so.
+func processLog() func(format string, args ...any) {
+	logf := log.New(os.Stderr, "", log.LstdFlags).Printf
+	logf("%s", memlimit.Apply())
+	return logf
+}

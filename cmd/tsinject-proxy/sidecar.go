@@ -4,9 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/tsinject/tsinject/internal/cli"
@@ -28,7 +26,7 @@ func sidecarCommand() *cli.Command {
 			if err := binder.Finish(); err != nil {
 				return err
 			}
-			return sidecar.Run(ctx, &cfg, log.New(os.Stderr, "", log.LstdFlags).Printf)
+			return sidecar.Run(ctx, &cfg, processLog())
 		},
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/internal/memlimit"
 )
 
 func managerCommand() *cli.Command {
@@ -63,6 +64,7 @@ func managerCommand() *cli.Command {
 			log := zap.New(zap.UseFlagOptions(&zopts))
 			ctrl.SetLogger(log)
 			o.Log = log
+			log.Info(memlimit.Apply())
 			cfg, err := restConfig(kubeconfig)
 			if err != nil {
 				return err

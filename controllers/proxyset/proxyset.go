@@ -176,6 +176,8 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 		{Name: contract.EnvState, Value: "secret"},
 		{Name: contract.EnvStateDir, Value: contract.StateDir},
 		{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile},
+		// The proxy's Go heap stays under its container's memory limit.
+		{Name: contract.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1")}}},
 	}, s.Env...)
 	probe := func(path string) *corev1.Probe {
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(contract.HealthPort)}}, PeriodSeconds: 5}

@@ -64,6 +64,10 @@ const (
 	EnvPodNamespace = "TSINJECT_POD_NAMESPACE"
 	EnvPodUID       = "TSINJECT_POD_UID"
 	EnvPodIP        = "TSINJECT_POD_IP"
+	// EnvMemoryLimit is the container's memory limit in bytes (the downward
+	// API's limits.memory); the Go runtime keeps its heap under a fraction
+	// of it (package memlimit). Both binaries read it.
+	EnvMemoryLimit = "TSINJECT_MEMORY_LIMIT"
 )
 
 // Hostname template placeholders, filled in by the sidecar at run time from
