@@ -376,10 +376,16 @@ func addProxyEnv(c *corev1.Container) bool {
 	values := map[string]string{
 		"ALL_PROXY": socks, "HTTP_PROXY": httpProxy, "HTTPS_PROXY": httpProxy, "NO_PROXY": noProxy,
 	}
+	// What the container sets itself, judged before adding: adding
+	// HTTP_PROXY must not count as the container setting http_proxy.
+	own := map[string]bool{}
+	for _, e := range c.Env {
+		own[strings.ToUpper(e.Name)] = true
+	}
 	added := false
 	for _, name := range proxyEnvNames {
 		upper := strings.ToUpper(name)
-		if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return strings.ToUpper(e.Name) == upper }) {
+		if own[upper] {
 			continue
 		}
 		c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: values[upper]})
