@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/tsinject/tsinject/internal/version.Version=$(VE
 BIN       := bin
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build test testbins generate lint bench demo clean
+.PHONY: all build test testbins nodebins e2e generate lint bench demo clean
 
 all: build
 
@@ -18,6 +18,16 @@ build:
 ## testbins: build (once, cached outside the tree) kube-apiserver, etcd and helm for tests.
 testbins:
 	$(GO) run ./test/testbins/cmd/testbins --helm >/dev/null
+
+## nodebins: testbins plus a real node's binaries (kubelet, controller-manager,
+## scheduler, kube-proxy, CoreDNS) for make e2e.
+nodebins:
+	$(GO) run ./test/testbins/cmd/testbins --helm --node >/dev/null
+
+## e2e: every story on real pods (root; Debian's containerd, runc, CNI plugins).
+E2E_TIMEOUT ?= 45m
+e2e: nodebins
+	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/ $(E2E_FLAGS)
 
 ## test: unit and integration tests against a real API server and tailnet.
 test: testbins

@@ -348,3 +348,37 @@ func serveSTUN(pc net.PacketConn) {
 		pc.WriteTo(stun.Response(txid, netaddr.Unmap(ua.AddrPort())), src)
 	}
 }
+
+// Forward listens on 127.0.0.1 and carries each connection to target
+// (host:port on the tailnet) through n, for a local client such as kubectl
+// that cannot dial through an in-process node. It returns the listening
+// address; the forwarder stops when ctx ends.
+func (n *Node) Forward(ctx context.Context, target string) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				up, err := n.Dial(ctx, "tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(up, conn)
+				io.Copy(conn, up)
+			}()
+		}
+	}()
+	return ln.Addr().String(), nil
+}

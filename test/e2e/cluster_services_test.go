@@ -1,0 +1,238 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"tailscale.com/tailcfg"
+
+	"github.com/tsinject/tsinject/apiproxy"
+	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/node"
+	"github.com/tsinject/tsinject/test/tailnet"
+)
+
+// A Connector with two replicas advertises the cluster's Service network;
+// once the routes are approved it is Ready and a tailnet laptop reaches a
+// ClusterIP Service through it. Deleting it removes its StatefulSet and
+// state.
+func TestConnector(t *testing.T) {
+	ns := namespace(t, "subnet")
+	apply(t, ns, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web, tsinject.dev/inject: "false"}
+spec:
+  containers:
+  - name: web
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/busybox", "sh", "-c", "echo 'hello from the cluster' > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
+    volumeMounts: [{name: www, mountPath: /www}]
+  volumes: [{name: www, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+`, appImage))
+	waitPod(t, ns, "web", "Ready", ready)
+	ctx := testCtx(t, podDeadline)
+	svc, err := env.node.Client.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	apply(t, ns, fmt.Sprintf(`apiVersion: tsinject.dev/v1alpha1
+kind: Connector
+metadata: {name: services}
+spec:
+  hostnamePrefix: e2e-subnet
+  tags: [tag:k8s-subnet]
+  subnetRouter: {advertiseRoutes: [%s]}
+  replicas: 2
+`, node.ServiceCIDR))
+	// Approve the route for each replica as it joins (what autoApprovers
+	// or an admin would do).
+	route := netip.MustParsePrefix(node.ServiceCIDR)
+	approved := map[string]bool{}
+	err = waitFor(ctx, func(ctx context.Context) error {
+		for _, n := range env.tn.Control.AllNodes() {
+			h := n.Hostinfo.Hostname()
+			if strings.HasPrefix(h, "e2e-subnet-") && !approved[h] {
+				env.tn.ApproveRoutes(n.Key, route)
+				approved[h] = true
+			}
+		}
+		out, err := kubectl(ctx, "get", "connector", "services", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil || strings.TrimSpace(out) != "True" {
+			return fmt.Errorf("Connector not Ready (%v): %s; approved %v", err, out, approved)
+		}
+		return nil
+	})
+	if err != nil {
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulset,pods", "-l", "app.kubernetes.io/instance=services")
+		st, _ := kubectl(ctx, "get", "connector", "services", "-o", "yaml")
+		t.Fatalf("%v\n%s\n%s", err, st, out)
+	}
+	ready := time.Since(start)
+	if len(approved) != 2 {
+		t.Errorf("replicas on the tailnet: %v, want 2", approved)
+	}
+	laptop, err := env.tn.NewNode(ctx, "laptop-subnet", tailnet.NodeOptions{AcceptRoutes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	hc := &http.Client{Transport: &http.Transport{DialContext: laptop.Dial}, Timeout: 10 * time.Second}
+	target := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "80") + "/"
+	var body string
+	err = waitFor(ctx, func(context.Context) error {
+		res, err := hc.Get(target)
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		body = string(b)
+		if !strings.Contains(body, "hello from the cluster") {
+			return fmt.Errorf("%s: %q", target, body)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("laptop → ClusterIP through the Connector: %v", err)
+	}
+	figure(t, "2 replicas Ready (routes approved) %.1fs after apply; laptop reached ClusterIP %s", ready.Seconds(), svc.Spec.ClusterIP)
+
+	if out, err := kubectl(ctx, "delete", "connector", "services", "--wait=true", "--timeout=2m"); err != nil {
+		t.Fatalf("delete: %v: %s", err, out)
+	}
+	err = waitFor(ctx, func(ctx context.Context) error {
+		out, _ := kubectl(ctx, "-n", system, "get", "statefulsets,secrets,serviceaccounts,roles", "-o", "name")
+		if strings.Contains(out, "connector-services") {
+			return fmt.Errorf("left behind: %s", out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("deleting the Connector: %v", err)
+	}
+}
+
+// An APIServerProxy in auth mode: kubectl on a tailnet laptop acts as an
+// admin, then, with the grant changed, as a reader whose delete is
+// forbidden. Deleting it removes its objects.
+func TestAPIServerProxy(t *testing.T) {
+	ctx := testCtx(t, podDeadline)
+	start := time.Now()
+	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
+kind: APIServerProxy
+metadata: {name: e2e}
+spec: {mode: auth, tls: http, hostname: k8s-e2e}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: tailnet-readers-view}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-readers}]
+`)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		kubectl(ctx, "delete", "clusterrolebinding", "tailnet-readers-view", "--ignore-not-found")
+	})
+	err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "get", "apiserverproxy", "e2e", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil || strings.TrimSpace(out) != "True" {
+			return fmt.Errorf("APIServerProxy not Ready (%v): %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulset,pods")
+		st, _ := kubectl(ctx, "get", "apiserverproxy", "e2e", "-o", "yaml")
+		t.Fatalf("%v\n%s\n%s", err, st, out)
+	}
+	ready := time.Since(start)
+	laptop, err := env.tn.NewNode(ctx, "laptop-kubectl", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	fwdCtx, stopFwd := context.WithCancel(ctx)
+	defer stopFwd()
+	addr, err := laptop.Forward(fwdCtx, env.tn.FQDN("k8s-e2e")+":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsinject, err := gobuild.Binary("./cmd/tsinject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", addr).CombinedOutput(); err != nil {
+		t.Fatalf("tsinject kubeconfig: %v\n%s", err, out)
+	}
+	remote := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", kubeconfig, "--request-timeout=30s"}, args...)...)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	grant := func(group string) {
+		env.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(fmt.Sprintf(`{"impersonate":{"groups":[%q]}}`, group))}})
+	}
+	t.Cleanup(func() { env.tn.Grant(nil) })
+	expect := func(what string, forbidden bool, args ...string) {
+		t.Helper()
+		err := waitFor(ctx, func(context.Context) error {
+			out, err := remote(args...)
+			denied := strings.Contains(strings.ToLower(out), "forbidden")
+			switch {
+			case forbidden && err != nil && denied, !forbidden && err == nil:
+				return nil
+			}
+			return fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+		})
+		if err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
+	grant("system:masters")
+	expect("admin creates a namespace", false, "create", "namespace", "made-over-the-tailnet")
+	expect("admin deletes it", false, "delete", "namespace", "made-over-the-tailnet", "--wait=false")
+	grant("tailnet-readers")
+	expect("reader lists pods", false, "-n", system, "get", "pods")
+	expect("reader may not delete", true, "-n", system, "delete", "pod", "--all", "--dry-run=server")
+	figure(t, "Ready %.1fs after apply; kubectl over the tailnet as admin, then as reader (delete forbidden)", ready.Seconds())
+
+	if out, err := kubectl(ctx, "delete", "apiserverproxy", "e2e", "--wait=true", "--timeout=2m"); err != nil {
+		t.Fatalf("delete: %v: %s", err, out)
+	}
+	err = waitFor(ctx, func(ctx context.Context) error {
+		out, _ := kubectl(ctx, "get", "clusterroles,clusterrolebindings", "-o", "name")
+		out2, _ := kubectl(ctx, "-n", system, "get", "statefulsets,secrets", "-o", "name")
+		if strings.Contains(out+out2, "apiserver-proxy-e2e") {
+			return fmt.Errorf("left behind: %s %s", out, out2)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("deleting the APIServerProxy: %v", err)
+	}
+}

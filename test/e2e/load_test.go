@@ -1,0 +1,198 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Three concurrent 256 MiB downloads through one sidecar at its injected
+// memory limit: it is not OOM-killed, and its peak (the cgroup's own high
+// water mark) is reported as a fraction of the limit.
+func TestConcurrentBulkDownloads(t *testing.T) {
+	ns := namespace(t, "bulk")
+	const streams, mb = 3, 256
+	var script strings.Builder
+	for i := 0; i < streams; i++ {
+		fmt.Fprintf(&script, "($B timeout 300 $B wget -q -O /dev/null 'http://127.0.0.1:8080/bulk?mb=%d' && echo done-%d) &\n", mb, i)
+	}
+	script.WriteString("wait\n")
+	apply(t, ns, appPod("bulk", map[string]string{"egress": "8080=db:80"}, script.String()))
+	pod, took := waitPod(t, ns, "bulk", "Succeeded", succeeded)
+	out := logs(t, ns, "bulk", "app")
+	for i := 0; i < streams; i++ {
+		if !strings.Contains(out, fmt.Sprintf("done-%d", i)) {
+			t.Errorf("download %d did not finish:\n%s", i, out)
+		}
+	}
+	for _, cs := range pod.Status.InitContainerStatuses {
+		if cs.Name != "tailscale" {
+			continue
+		}
+		if cs.RestartCount > 0 || (cs.LastTerminationState.Terminated != nil && cs.LastTerminationState.Terminated.Reason == "OOMKilled") {
+			t.Errorf("sidecar restarted %d times (last: %+v)", cs.RestartCount, cs.LastTerminationState.Terminated)
+		}
+	}
+	if t.Failed() {
+		t.Log(describe(ns, "bulk"))
+	}
+	limit := sidecarLimit(t, pod)
+	peak := peakOf(ns + "/bulk/tailscale")
+	mbps := float64(streams*mb) / took.Seconds()
+	figure(t, "%d x %d MiB in %.1fs (%.0f MiB/s through one sidecar); sidecar peak %.0f MiB = %.2f of its %d MiB limit; not OOM-killed",
+		streams, mb, took.Seconds(), mbps, float64(peak)/(1<<20), float64(peak)/float64(limit), limit>>20)
+	if peak == 0 {
+		t.Errorf("no memory peak recorded for the sidecar")
+	} else if peak >= limit {
+		t.Errorf("sidecar peak %d ≥ its limit %d", peak, limit)
+	}
+}
+
+func sidecarLimit(t *testing.T, pod *corev1.Pod) int64 {
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == "tailscale" {
+			if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
+				return q.Value()
+			}
+		}
+	}
+	t.Fatalf("the sidecar has no memory limit")
+	return 0
+}
+
+// watchPeaks records, for every container of every pod on the node, the
+// memory high-water mark of its cgroup while it runs (cgroup v1
+// memory.max_usage_in_bytes; read until the container is gone).
+func watchPeaks(ctx context.Context) {
+	env.peaks = map[string]int64{}
+	var mu sync.Mutex
+	env.peaksMu = &mu
+	go func() {
+		for {
+			pods, err := env.node.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+			if err == nil {
+				for _, p := range pods.Items {
+					for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+						id := strings.TrimPrefix(cs.ContainerID, "containerd://")
+						if id == "" {
+							continue
+						}
+						b, err := os.ReadFile(cgroupFile(p, id))
+						if err != nil {
+							continue
+						}
+						v, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+						mu.Lock()
+						k := p.Namespace + "/" + p.Name + "/" + cs.Name
+						if v > env.peaks[k] {
+							env.peaks[k] = v
+						}
+						mu.Unlock()
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+}
+
+// peakOf is the memory high-water mark of namespace/pod/container.
+func peakOf(key string) int64 {
+	env.peaksMu.Lock()
+	defer env.peaksMu.Unlock()
+	return env.peaks[key]
+}
+
+// cgroupFile is a container's memory.max_usage_in_bytes with the kubelet's
+// cgroupfs layout: kubepods[/burstable|/besteffort]/pod<uid>/<id>.
+func cgroupFile(p corev1.Pod, id string) string {
+	qos := ""
+	switch p.Status.QOSClass {
+	case corev1.PodQOSBurstable:
+		qos = "burstable"
+	case corev1.PodQOSBestEffort:
+		qos = "besteffort"
+	}
+	return filepath.Join("/sys/fs/cgroup/memory/kubepods", qos, "pod"+string(p.UID), id, "memory.max_usage_in_bytes")
+}
+
+// A rolling restart of the manager while pods are being created loses no
+// admission: every pod is created (none refused while a replica goes
+// away) and every one is injected.
+func TestManagerRollingRestart(t *testing.T) {
+	ns := namespace(t, "restart")
+	ctx := testCtx(t, 2*podDeadline)
+	var created, failed atomic.Int32
+	var errs sync.Map
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 400; i++ { // bounded: stops by itself
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%03d", i), Annotations: map[string]string{"tsinject.dev/egress": "8080=db:80"}},
+				Spec: corev1.PodSpec{
+					// Never scheduled: admission is under test, not the node.
+					NodeSelector: map[string]string{"tsinject.dev/e2e": "nowhere"},
+					Containers:   []corev1.Container{{Name: "app", Image: appImage, ImagePullPolicy: corev1.PullNever}},
+				},
+			}
+			if _, err := env.node.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+				failed.Add(1)
+				errs.Store(pod.Name, err.Error())
+			} else {
+				created.Add(1)
+			}
+			time.Sleep(50 * time.Millisecond) // a steady trickle, as a Deployment's rollout would send
+		}
+	}()
+	start := time.Now()
+	if out, err := kubectl(ctx, "-n", system, "rollout", "restart", "deployment/tsinject-manager"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out, err := kubectl(ctx, "-n", system, "rollout", "status", "deployment/tsinject-manager", "--timeout=5m"); err != nil {
+		t.Fatalf("rollout: %v: %s", err, out)
+	}
+	rollout := time.Since(start)
+	close(stop)
+	<-done
+	errs.Range(func(k, v any) bool {
+		t.Errorf("pod %s refused during the rollout: %s", k, v)
+		return true
+	})
+	pods, err := env.node.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notInjected := 0
+	for _, p := range pods.Items {
+		if len(p.Spec.InitContainers)+len(p.Spec.Containers) < 2 {
+			notInjected++
+		}
+	}
+	if notInjected > 0 {
+		t.Errorf("%d of %d pods created during the rollout were not injected", notInjected, len(pods.Items))
+	}
+	figure(t, "%d pods created during a %.1fs rolling restart, %d refused, %d not injected", created.Load(), rollout.Seconds(), failed.Load(), notInjected)
+}

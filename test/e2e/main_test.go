@@ -1,0 +1,274 @@
+//go:build e2e
+
+// Package e2e proves tsinject's stories on real pods: a single-node
+// cluster (package node: kubelet, containerd, kube-proxy, CoreDNS) with the
+// manager installed as docs/install.md says, from images built here, and
+// an in-process tailnet the pods join over the node's bridge. Run it with
+// make e2e (root; about 5 minutes once the binaries are built).
+//
+// Every story is a test that logs its figure (time to Ready, memory peak
+// as a fraction of the limit) and passes or fails on its own.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/images"
+	"github.com/tsinject/tsinject/test/node"
+	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/testbins"
+)
+
+// Images the node runs, built from this tree.
+const (
+	managerImage = "tsinject.local/tsinject:e2e"
+	proxyImage   = "tsinject.local/tsinject-proxy:e2e"
+	appImage     = "tsinject.local/busybox:e2e" // Debian's busybox-static
+	authKey      = "tskey-auth-e2e"
+	system       = "tsinject-system"
+)
+
+// env is what every story shares.
+var env struct {
+	node    *node.Node
+	tn      *tailnet.Tailnet
+	db      *tailnet.Node // a service on the tailnet: "hello from db", /bulk
+	helm    string
+	kubectl string
+	dir     string
+	// slowInFlight counts /slow requests being served.
+	slowInFlight atomic.Int32
+	// peaks are containers' memory high-water marks, by pod/container.
+	peaks   map[string]int64
+	peaksMu *sync.Mutex
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) (code int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(os.Stderr, "e2e setup: "+format+"\n", args...)
+		fmt.Println("FAIL")
+		return 1
+	}
+	if os.Geteuid() != 0 {
+		return fail("make e2e runs a real node and needs root")
+	}
+	before, err := node.ReadHostState()
+	if err != nil {
+		return fail("%v", err)
+	}
+	dir, err := os.MkdirTemp("", "tsinject-e2e-")
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer os.RemoveAll(dir)
+	env.dir = dir
+	if env.helm, err = testbins.EnsureHelm(ctx, os.Stderr); err != nil {
+		return fail("%v", err)
+	}
+	if env.kubectl, err = exec.LookPath("kubectl"); err != nil {
+		return fail("kubectl: %v", err)
+	}
+	tarballs, err := buildImages(dir)
+	if err != nil {
+		return fail("images: %v", err)
+	}
+	start := time.Now()
+	if env.node, err = node.Start(ctx, node.Options{Images: tarballs, Log: os.Stderr}); err != nil {
+		return fail("node: %v", err)
+	}
+	defer func() {
+		if err := env.node.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e teardown: %v\n", err)
+			code = 1
+		}
+		after, err := node.ReadHostState()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e teardown: %v\n", err)
+			code = 1
+		} else if d := before.Diff(after); d != "" {
+			fmt.Fprintf(os.Stderr, "e2e teardown: the host is not as it was:\n%s", d)
+			fmt.Println("--- FAIL: teardown")
+			code = 1
+		} else {
+			fmt.Println("--- PASS: teardown (interfaces, nftables tables, mounts, netns, sysctls as before)")
+		}
+	}()
+	fmt.Printf("e2e: node Ready %s after start\n", time.Since(start).Round(100*time.Millisecond))
+
+	// The tailnet's servers listen on the node's bridge, where pods reach them.
+	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), AuthKey: authKey}); err != nil {
+		return fail("tailnet: %v", err)
+	}
+	defer env.tn.Close()
+	if env.db, err = env.tn.NewNode(ctx, "db", tailnet.NodeOptions{}); err != nil {
+		return fail("tailnet peer: %v", err)
+	}
+	defer env.db.Close()
+	ln, err := env.db.Listen("tcp", ":80")
+	if err != nil {
+		return fail("%v", err)
+	}
+	go http.Serve(ln, dbHandler())
+
+	if err := installHelm(ctx); err != nil {
+		return fail("install: %v", err)
+	}
+	watchPeaks(ctx)
+	return m.Run()
+}
+
+// buildImages builds tsinject, tsinject-proxy and the app image and
+// writes them as tarballs for the node to import.
+func buildImages(dir string) ([]string, error) {
+	binDir := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return nil, err
+	}
+	for _, pkg := range []string{"./cmd/tsinject", "./cmd/tsinject-proxy"} {
+		bin, err := gobuild.Binary(pkg)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.Link(bin, filepath.Join(binDir, filepath.Base(pkg))); err != nil {
+			if err := copyFile(bin, filepath.Join(binDir, filepath.Base(pkg))); err != nil {
+				return nil, err
+			}
+		}
+	}
+	refs := map[string]string{"tsinject": managerImage, "tsinject-proxy": proxyImage}
+	specs := append(images.Specs(binDir), images.Spec{Name: "busybox", User: "1000:1000",
+		Files: []images.File{{Src: "/bin/busybox", Dst: "/bin/busybox", Mode: 0o755}}})
+	refs["busybox"] = appImage
+	var out []string
+	for _, s := range specs {
+		img, err := images.Build(s, gobuild.Root())
+		if err != nil {
+			return nil, err
+		}
+		p := filepath.Join(dir, s.Name+".tar")
+		if err := images.WriteTarball(p, refs[s.Name], img); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// dbHandler is the tailnet service the pods reach: a greeting, and
+// /bulk?mb=N streaming N MiB for the memory stories.
+func dbHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hello from db, a service on the tailnet")
+	})
+	chunk := make([]byte, 64<<10)
+	for i := range chunk {
+		chunk[i] = byte(i)
+	}
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		env.slowInFlight.Add(1)
+		defer env.slowInFlight.Add(-1)
+		secs, _ := strconv.Atoi(r.URL.Query().Get("seconds"))
+		for i := 0; i < secs*10; i++ {
+			fmt.Fprintln(w, "still sending")
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	mux.HandleFunc("/bulk", func(w http.ResponseWriter, r *http.Request) {
+		mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+		if mb <= 0 || mb > 1024 {
+			http.Error(w, "mb: 1..1024", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(mb<<20))
+		for i := 0; i < mb<<20/len(chunk); i++ {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	return mux
+}
+
+// installHelm installs the chart as docs/install.md says, with the images
+// built here and the in-process tailnet's control URL.
+func installHelm(ctx context.Context) error {
+	start := time.Now()
+	root := gobuild.Root()
+	repo, tag, _ := strings.Cut(managerImage, ":")
+	if out, err := helm(ctx, "install", "tsinject", filepath.Join(root, "charts/tsinject"),
+		"-n", system, "--create-namespace",
+		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never",
+		"--set", "proxyImage="+proxyImage,
+		"--set", "controlURL="+env.tn.ControlURL()); err != nil {
+		return fmt.Errorf("helm install: %w: %s", err, out)
+	}
+	if out, err := kubectl(ctx, "-n", system, "create", "secret", "generic", "tsinject-authkey", "--from-literal=authkey="+authKey); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	if out, err := kubectl(ctx, "-n", system, "rollout", "status", "deployment/tsinject-manager", "--timeout=5m"); err != nil {
+		logs, _ := kubectl(ctx, "-n", system, "logs", "-l", "app.kubernetes.io/component=manager", "--tail=30", "--all-containers", "--prefix")
+		desc, _ := kubectl(ctx, "-n", system, "describe", "pods")
+		return fmt.Errorf("manager not ready: %w: %s\n%s\n%s", err, out, logs, desc)
+	}
+	fmt.Printf("e2e: manager installed with helm and Ready in %s\n", time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+func helm(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, env.helm, append([]string{"--kubeconfig", env.node.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func kubectl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.node.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// kubectlIn runs kubectl with stdin.
+func kubectlIn(ctx context.Context, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.node.Kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}

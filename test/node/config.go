@@ -1,0 +1,148 @@
+package node
+
+import "fmt"
+
+// The node's addresses, all in 198.19.0.0/16 (RFC 2544; test/netns uses
+// 198.18.128.0/17 and the tests' own subnets the rest of 198.18.0.0/16).
+const (
+	Bridge      = "tsie2e0"
+	BridgeIP    = "198.19.0.1" // the node's IP: API server, DNS, and the tailnet's servers
+	PodCIDR     = "198.19.0.0/24"
+	ServiceCIDR = "198.19.16.0/24"
+	// ClusterDNS is the node's CoreDNS (on the host, serving cluster.local).
+	ClusterDNS = BridgeIP
+	NodeName   = "tsinject-e2e"
+	apiPort    = 6443
+	// nftTable holds the node's isolation rules.
+	nftTable = "tsinject-e2e"
+)
+
+// PauseImage is every pod's sandbox image, built here.
+const PauseImage = "tsinject.local/pause:e2e"
+
+func containerdConfig(root, state, sock, cniConf, runcRoot string) string {
+	return fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = %q
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  # This VM withholds CAP_SYS_RESOURCE even from root: runc fails to write
+  # oom_score_adj below its own without this (see the field notes).
+  restrict_oom_score_adj = true
+  enable_cdi = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = %q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+`, root, state, sock, PauseImage, runcRoot, cniConf)
+}
+
+// cniConfig: the bridge plugin on Bridge with addresses from PodCIDR and
+// routes only to the test ranges and the tailnet's (no default route, so
+// a pod can reach nothing else; the tailnet route lets an app's connect()
+// to a tailnet IP reach transparent egress instead of failing).
+func cniConfig(ipamDir string) string {
+	return fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": "tsinject-e2e",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": %q,
+      "isGateway": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": %q,
+        "ranges": [[{"subnet": %q, "rangeStart": "198.19.0.10", "rangeEnd": "198.19.0.250", "gateway": %q}]],
+        "routes": [{"dst": "198.18.0.0/15"}, {"dst": "100.64.0.0/10"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`, Bridge, ipamDir, PodCIDR, BridgeIP)
+}
+
+func kubeletConfig(caFile, sock, resolv string) string {
+	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: %s
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: %q}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: unix://%s
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+protectKernelDefaults: false
+clusterDomain: cluster.local
+clusterDNS: [%s]
+resolvConf: %q
+# Never evict or collect images here: the images are imported, not pulled.
+evictionHard: {memory.available: "50Mi", nodefs.available: "1%%", imagefs.available: "1%%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+maxPods: 110
+`, BridgeIP, caFile, sock, ClusterDNS, resolv)
+}
+
+func kubeProxyConfig(kubeconfig string, healthzPort, metricsPort int) string {
+	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection: {kubeconfig: %q}
+hostnameOverride: %s
+bindAddress: %s
+clusterCIDR: %s
+healthzBindAddress: 127.0.0.1:%d
+metricsBindAddress: 127.0.0.1:%d
+nodePortAddresses: ["%s/32"]
+# Pods reach a Service backed by a pod on the same bridge: masquerade so
+# the reply comes back through the host (no br_netfilter needed).
+nftables: {masqueradeAll: true}
+# Leave the host's conntrack settings alone.
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+`, kubeconfig, NodeName, BridgeIP, PodCIDR, healthzPort, metricsPort, BridgeIP)
+}
+
+// corefile serves cluster.local from the API server and nothing else:
+// other names get REFUSED rather than being forwarded off the machine.
+func corefile(kubeconfig string) string {
+	return fmt.Sprintf(`cluster.local:53 in-addr.arpa:53 {
+    bind %s
+    errors
+    kubernetes cluster.local in-addr.arpa {
+        kubeconfig %s
+        pods insecure
+        fallthrough in-addr.arpa
+    }
+}
+.:53 {
+    bind %s
+    errors
+    template ANY ANY {
+        rcode REFUSED
+    }
+}
+`, BridgeIP, kubeconfig, BridgeIP)
+}

@@ -1,0 +1,220 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/images"
+)
+
+// Close stops the node and puts the host back as Start found it. It
+// returns what it could not undo.
+func (n *Node) Close() error {
+	var errs []error
+	// The kubelet first, so it restarts nothing; then every container.
+	n.stop("kubelet")
+	n.killContainers()
+	for i := len(n.procs) - 1; i >= 0; i-- {
+		n.stop(n.procs[i].name)
+	}
+	n.killByArg(n.sock) // shims outlive containerd
+	if err := n.unmountAll(); err != nil {
+		errs = append(errs, err)
+	}
+	removeCgroups("kubepods")
+	if err := n.removeTables(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := run("ip", "link", "del", Bridge); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+		errs = append(errs, err)
+	}
+	for k, v := range n.sysctlSet {
+		if v != "" {
+			if err := setSysctl(k, v); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if n.Dir != "" && os.Getenv("TSINJECT_E2E_KEEP") == "" {
+		if err := os.RemoveAll(n.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stop sends SIGTERM to the component, then SIGKILL after 10 s.
+func (n *Node) stop(name string) {
+	for _, p := range n.procs {
+		if p.name != name {
+			continue
+		}
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	}
+}
+
+// killContainers kills every process in the pods' cgroups and waits for
+// them to go.
+func (n *Node) killContainers() {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		pids := cgroupPids(filepath.Join("/sys/fs/cgroup/pids", "kubepods"))
+		if len(pids) == 0 {
+			return
+		}
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Fprintf(n.log, "node: container processes still running after 30 s\n")
+}
+
+func cgroupPids(dir string) []int {
+	var pids []int
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != "cgroup.procs" {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	return pids
+}
+
+// killByArg kills processes whose command line contains arg.
+func (n *Node) killByArg(arg string) {
+	if arg == "" {
+		return
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), arg) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// unmountAll unmounts, innermost first, every mount under the node's
+// directory, and the network namespaces and containerd run directories
+// that appeared while it ran.
+func (n *Node) unmountAll() error {
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var mps []string
+	for _, l := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		mp := f[4]
+		if slices.Contains(n.before.Mounts, mp) {
+			continue
+		}
+		if (n.Dir != "" && strings.HasPrefix(mp, n.Dir+"/")) || strings.HasPrefix(mp, "/run/netns/cni-") || strings.HasPrefix(mp, "/run/containerd/") {
+			mps = append(mps, mp)
+		}
+	}
+	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
+	var errs []error
+	for _, mp := range mps {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+		}
+	}
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), "cni-") && !slices.Contains(n.before.Netns, e.Name()) {
+				os.Remove(filepath.Join("/run/netns", e.Name()))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeCgroups removes the named cgroup tree from every v1 hierarchy.
+func removeCgroups(name string) {
+	hs, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, h := range hs {
+		root := filepath.Join("/sys/fs/cgroup", h.Name(), name)
+		var dirs []string
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			os.Remove(dirs[i])
+		}
+	}
+}
+
+// removeTables deletes the nftables tables that appeared while the node
+// ran (its own, kube-proxy's, and the kubelet's iptables-nft ones).
+func (n *Node) removeTables() error {
+	now, err := lines("nft", "list", "tables")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range now {
+		if slices.Contains(n.before.Tables, t) {
+			continue
+		}
+		f := strings.Fields(t) // "table inet name"
+		if len(f) == 3 {
+			if err := run("nft", "delete", "table", f[1], f[2]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// buildPause builds the sandbox image and returns its tarball.
+func buildPause(dir string) (string, error) {
+	bin, err := gobuild.Binary("./test/node/pause")
+	if err != nil {
+		return "", err
+	}
+	img, err := images.Build(images.Spec{Name: "pause", User: "65535:65535", Files: []images.File{{Src: bin, Dst: "/pause", Mode: 0o755}}}, gobuild.Root())
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "pause.tar")
+	return out, images.WriteTarball(out, PauseImage, img)
+}
+
