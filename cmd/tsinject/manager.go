@@ -46,6 +46,7 @@ func managerCommand() *cli.Command {
 			fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "Prometheus metrics address (0 disables)")
 			fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "/healthz and /readyz address (0 disables)")
 			fs.BoolVar(&o.LeaderElection, "leader-elect", o.LeaderElection, "elect a leader among replicas for certificate rotation and controllers")
+			fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", o.ShutdownDelay, "on SIGTERM, keep serving the webhook (not ready, closing connections after each response) this long before stopping")
 			zopts.BindFlags(fs)
 		},
 		Run: func(ctx context.Context, args []string) error {

@@ -41,6 +41,7 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o Options) (*Local, error
 	}
 	o.WebhookHost, o.WebhookPort = "127.0.0.1", port
 	o.inProcess = true
+	o.ShutdownDelay = 0 // nothing routes to it through a Service
 	o.CertIPs = append(o.CertIPs, net.ParseIP("127.0.0.1"))
 	if o.MetricsAddr == DefaultOptions().MetricsAddr {
 		o.MetricsAddr = "0"

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -81,7 +82,12 @@ type Options struct {
 
 	MetricsAddr, HealthAddr string
 	LeaderElection          bool
-	Log                     logr.Logger
+	// ShutdownDelay is how long a stopping manager keeps serving the
+	// webhook, not ready and closing each connection after its response,
+	// so the API server moves to the other replicas before the listener
+	// closes (see Start).
+	ShutdownDelay time.Duration
+	Log           logr.Logger
 	// inProcess allows several managers in one process (tests, sandbox):
 	// controller names are otherwise process-wide unique.
 	inProcess bool
@@ -103,6 +109,7 @@ func DefaultOptions() Options {
 		MetricsAddr:       ":8080",
 		HealthAddr:        ":8081",
 		LeaderElection:    true,
+		ShutdownDelay:     5 * time.Second,
 		Log:               logr.Discard(),
 	}
 }
@@ -131,6 +138,9 @@ func (o *Options) Validate() error {
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace must be set"))
 	}
+	if o.ShutdownDelay < 0 || o.ShutdownDelay > 25*time.Second {
+		errs = append(errs, fmt.Errorf("--shutdown-delay %s: allowed: 0s-25s (within the pod's 30 s termination grace period)", o.ShutdownDelay))
+	}
 	if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
 		errs = append(errs, fmt.Errorf("--webhook-port %d: allowed: 1-65535", o.WebhookPort))
 	}
@@ -143,6 +153,45 @@ type Manager struct {
 	Options Options
 	Source  *certs.Source
 	Metrics *webhook.Metrics
+
+	draining atomic.Bool
+}
+
+// Start runs the manager until ctx ends, then drains before stopping: for
+// ShutdownDelay it reports not ready and answers every admission request
+// with "Connection: close", while the pod's endpoint leaves the webhook
+// Service. Stopping at once closed connections the API server was about
+// to send on ("write: broken pipe"), and failurePolicy Fail turned that
+// into a refused pod during every rolling restart.
+func (m *Manager) Start(ctx context.Context) error {
+	run, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	go func() {
+		select {
+		case <-run.Done():
+			return
+		case <-ctx.Done():
+		}
+		m.draining.Store(true)
+		m.Options.Log.Info("stopping: draining the webhook", "delay", m.Options.ShutdownDelay)
+		select {
+		case <-run.Done():
+		case <-time.After(m.Options.ShutdownDelay):
+		}
+		stop()
+	}()
+	return m.Manager.Start(run)
+}
+
+// closeWhileDraining makes a draining manager's clients reconnect (to
+// another replica) after each response instead of reusing the connection.
+func (m *Manager) closeWhileDraining(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // New builds the manager.
@@ -174,7 +223,9 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "tsinject-manager",
 		LeaderElectionNamespace: o.Namespace,
-		Controller:              config.Controller{SkipNameValidation: ptr(o.inProcess)},
+		// Hand leadership over at once on a clean stop (rolling restarts).
+		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{SkipNameValidation: ptr(o.inProcess)},
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{
 			Host: o.WebhookHost,
 			Port: o.WebhookPort,
@@ -223,7 +274,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		}
 	}
 
-	mgr.GetWebhookServer().Register(webhook.Path, &admission.Webhook{
+	mgr.GetWebhookServer().Register(webhook.Path, m.closeWhileDraining(&admission.Webhook{
 		Handler: &webhook.Handler{
 			Injector:   injector.New(o.Injector),
 			Namespaces: Namespaces{Cached: mgr.GetClient(), Direct: mgr.GetAPIReader()},
@@ -231,7 +282,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			Log:        log.WithName("inject"),
 		},
 		RecoverPanic: ptr(true),
-	})
+	}))
 
 	if err := (&authkey.Syncer{
 		Client:          mgr.GetClient(),
@@ -271,6 +322,14 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		return nil, err
 	}
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("not-draining", func(*http.Request) error {
+		if m.draining.Load() {
+			return errors.New("stopping")
+		}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -1,0 +1,94 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// A rolling restart of the manager while pods are being created loses no
+// admission: every pod is created (none refused while a replica goes
+// away) and every one is injected.
+func TestManagerRollingRestart(t *testing.T) {
+	ns := namespace(t, "restart")
+	ctx := testCtx(t, 2*podDeadline)
+	var created, failed atomic.Int32
+	var errs sync.Map
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 400; i++ { // bounded: stops by itself
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%03d", i), Annotations: map[string]string{"tsinject.dev/egress": "8080=db:80"}},
+				Spec: corev1.PodSpec{
+					// Never scheduled: admission is under test, not the node.
+					NodeSelector: map[string]string{"tsinject.dev/e2e": "nowhere"},
+					Containers:   []corev1.Container{{Name: "app", Image: appImage, ImagePullPolicy: corev1.PullNever}},
+				},
+			}
+			if _, err := env.node.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+				failed.Add(1)
+				errs.Store(pod.Name, err.Error())
+			} else {
+				created.Add(1)
+			}
+			time.Sleep(50 * time.Millisecond) // a steady trickle, as a Deployment's rollout would send
+		}
+	}()
+	start := time.Now()
+	if out, err := kubectl(ctx, "-n", system, "rollout", "restart", "deployment/tsinject-manager"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out, err := kubectl(ctx, "-n", system, "rollout", "status", "deployment/tsinject-manager", "--timeout=5m"); err != nil {
+		t.Fatalf("rollout: %v: %s", err, out)
+	}
+	// Keep creating until the old replicas, draining, are gone.
+	err := waitFor(ctx, func(ctx context.Context) error {
+		pods, err := env.node.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) != 2 {
+			return fmt.Errorf("%d manager pods", len(pods.Items))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("old manager pods never went away: %v", err)
+	}
+	rollout := time.Since(start)
+	close(stop)
+	<-done
+	errs.Range(func(k, v any) bool {
+		t.Errorf("pod %s refused during the rollout: %s", k, v)
+		return true
+	})
+	pods, err := env.node.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notInjected := 0
+	for _, p := range pods.Items {
+		if len(p.Spec.InitContainers)+len(p.Spec.Containers) < 2 {
+			notInjected++
+		}
+	}
+	if notInjected > 0 {
+		t.Errorf("%d of %d pods created during the rollout were not injected", notInjected, len(pods.Items))
+	}
+	figure(t, "%d pods created during a %.1fs rolling restart (until the old replicas were gone), %d refused, %d not injected", created.Load(), rollout.Seconds(), failed.Load(), notInjected)
+}
