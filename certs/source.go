@@ -3,6 +3,7 @@ package certs
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -40,6 +41,31 @@ func (s *Source) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) 
 func (s *Source) Loaded() error {
 	if s.cur.Load() == nil {
 		return errors.New("webhook serving certificate not loaded yet")
+	}
+	return nil
+}
+
+// TrustedBy reports whether a client trusting the CA bundle (a webhook
+// configuration's caBundle) accepts the certificate being served: until it
+// does, the API server refuses this webhook with "certificate signed by
+// unknown authority", so the replica is not ready.
+func (s *Source) TrustedBy(caBundle []byte) error {
+	c := s.cur.Load()
+	if c == nil || c.Leaf == nil {
+		return errors.New("webhook serving certificate not loaded yet")
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caBundle) {
+		return errors.New("the webhook configuration has no CA bundle yet")
+	}
+	inter := x509.NewCertPool()
+	for _, der := range c.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(ic)
+		}
+	}
+	if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("the webhook configuration's CA bundle does not (yet) trust the serving certificate: %w", err)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -322,6 +323,25 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		return nil, err
 	}
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return nil, err
+	}
+	// Ready only once the API server can verify what this replica serves:
+	// after a fresh install the leader publishes the CA bundle moments
+	// later, and a pod created in between was refused ("certificate signed
+	// by unknown authority") although every replica looked ready.
+	live := mgr.GetAPIReader()
+	if err := mgr.AddReadyzCheck("webhook-ca-trusted", func(r *http.Request) error {
+		var wh admissionregistrationv1.MutatingWebhookConfiguration
+		if err := live.Get(r.Context(), client.ObjectKey{Name: o.WebhookConfigName}, &wh); err != nil {
+			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", o.WebhookConfigName, err)
+		}
+		for _, w := range wh.Webhooks {
+			if err := src.TrustedBy(w.ClientConfig.CABundle); err != nil {
+				return fmt.Errorf("webhook %s: %w", w.Name, err)
+			}
+		}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddReadyzCheck("not-draining", func(*http.Request) error {
