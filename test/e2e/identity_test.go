@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -97,27 +98,38 @@ subjects:
 	figure(t, "Ready in %.1fs, again in %.1fs after re-creation with the same tailnet IP %s", first.Seconds(), second.Seconds(), ip)
 }
 
-// Deleting a pod drains its sidecar: a transfer in flight completes, then
-// the node leaves the tailnet (an ephemeral node logs out).
+// Deleting a pod in the middle of a transfer: the app finishes it through
+// the sidecar (a native sidecar is stopped only after the app exits), then
+// the sidecar stops and its ephemeral node logs out.
 func TestDeletionDrains(t *testing.T) {
 	ns := namespace(t, "drain")
-	apply(t, ns, sleeper("app", map[string]string{"egress": "8080=db:80"}))
+	// On SIGTERM the app finishes the transfer it has in flight, then exits.
+	apply(t, ns, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+  annotations: {tsinject.dev/egress: "8080=db:80"}
+spec:
+  terminationGracePeriodSeconds: 60
+  containers:
+  - name: app
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/busybox", "sh", "-c", "trap 'echo app-got-TERM; exit 0' TERM; /bin/busybox sh -c \"/bin/busybox wget -q -O /dev/null 'http://127.0.0.1:8080/slow?seconds=5' && echo transfer-complete\"; /bin/busybox sleep 3600 & wait"]
+`, appImage))
 	waitPod(t, ns, "app", "Ready", ready)
 	ctx, cancel := context.WithCancel(testCtx(t, podDeadline))
 	defer cancel()
-	// Follow the sidecar's log to its end, as the pod goes away.
-	follow := make(chan string, 1)
-	go func() {
-		out, _ := kubectl(ctx, "-n", ns, "logs", "-f", "app", "-c", "tailscale")
-		follow <- out
-	}()
-	// A slow transfer in flight when the pod is deleted.
-	fetched := make(chan string, 1)
-	go func() {
-		out, _ := kubectl(ctx, "-n", ns, "exec", "app", "-c", "app", "--", "/bin/busybox", "sh", "-c",
-			"/bin/busybox wget -q -O - 'http://127.0.0.1:8080/slow?seconds=3' && echo transfer-complete")
-		fetched <- out
-	}()
+	// Follow both containers' logs to their end, as the pod goes away.
+	follow := func(container string) chan string {
+		ch := make(chan string, 1)
+		go func() {
+			out, _ := kubectl(ctx, "-n", ns, "logs", "-f", "app", "-c", container)
+			ch <- out
+		}()
+		return ch
+	}
+	appLog, sidecarLog := follow("app"), follow("tailscale")
 	if err := waitFor(ctx, func(context.Context) error {
 		if env.slowInFlight.Load() == 0 {
 			return fmt.Errorf("no transfer in flight yet")
@@ -126,13 +138,15 @@ func TestDeletionDrains(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := kubectl(ctx, "-n", ns, "delete", "pod", "app", "--wait=false"); err != nil {
+	start := time.Now()
+	if out, err := kubectl(ctx, "-n", ns, "delete", "pod", "app", "--wait=true"); err != nil {
 		t.Fatalf("delete: %v: %s", err, out)
 	}
-	if out := <-fetched; !strings.Contains(out, "transfer-complete") {
-		t.Errorf("the transfer in flight did not complete while the pod drained: %s", out)
+	took := time.Since(start)
+	if l := <-appLog; !strings.Contains(l, "transfer-complete") || !strings.Contains(l, "app-got-TERM") {
+		t.Errorf("the transfer in flight did not complete while the pod was deleted:\n%s", l)
 	}
-	l := <-follow
+	l := <-sidecarLog
 	for _, want := range []string{"stopping: no new connections; draining", "logged out", "left the tailnet"} {
 		if !strings.Contains(l, want) {
 			t.Errorf("sidecar log lacks %q:\n%s", want, l)
@@ -141,4 +155,5 @@ func TestDeletionDrains(t *testing.T) {
 	if strings.Contains(l, "logout:") {
 		t.Errorf("logout failed:\n%s", l)
 	}
+	figure(t, "pod deleted in %.1fs with a transfer in flight; the transfer completed, then the sidecar logged out", took.Seconds())
 }

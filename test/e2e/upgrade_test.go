@@ -5,6 +5,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +15,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tsinject/tsinject/test/gobuild"
 )
 
 // A rolling restart of the manager while pods are being created loses no
@@ -91,4 +96,67 @@ func TestManagerRollingRestart(t *testing.T) {
 		t.Errorf("%d of %d pods created during the rollout were not injected", notInjected, len(pods.Items))
 	}
 	figure(t, "%d pods created during a %.1fs rolling restart (until the old replicas were gone), %d refused, %d not injected", created.Load(), rollout.Seconds(), failed.Load(), notInjected)
+}
+
+// The kustomize install (docs/install.md) gives a working manager too:
+// the Helm release is uninstalled and the base applied through an overlay
+// that sets the images and the control URL, as the docs show; an injected
+// pod then reaches the tailnet.
+func TestReinstallWithKustomize(t *testing.T) {
+	ctx := testCtx(t, 2*podDeadline)
+	if out, err := helm(ctx, "uninstall", "tsinject", "-n", system, "--wait", "--timeout=3m"); err != nil {
+		t.Fatalf("helm uninstall: %v: %s", err, out)
+	}
+	err := waitFor(ctx, func(ctx context.Context) error {
+		pods, err := env.node.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d manager pods left", len(pods.Items))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	overlay, err := writeOverlay(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectl(ctx, "apply", "-k", overlay); err != nil {
+		t.Fatalf("kubectl apply -k: %v: %s", err, out)
+	}
+	// The auth-key Secret survived the Helm release (helm did not make it).
+	if out, err := kubectl(ctx, "-n", system, "rollout", "status", "deployment/tsinject-manager", "--timeout=4m"); err != nil {
+		d, _ := kubectl(ctx, "-n", system, "describe", "pods")
+		t.Fatalf("manager not ready: %v: %s\n%s", err, out, d)
+	}
+	took := time.Since(start)
+	ns := namespace(t, "kustomized")
+	runApp(t, ns, "app", map[string]string{"egress": "8080=db:80"}, "http://127.0.0.1:8080/")
+	figure(t, "manager Ready %.1fs after kubectl apply -k; an injected pod reached the tailnet", took.Seconds())
+}
+
+// writeOverlay writes the overlay docs/install.md shows into dir, with the
+// images built here and this tailnet's control URL.
+func writeOverlay(dir string) (string, error) {
+	base, err := filepath.Rel(dir, filepath.Join(gobuild.Root(), "manifests", "base"))
+	if err != nil {
+		return "", err
+	}
+	repo, tag, _ := strings.Cut(managerImage, ":")
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [%s]
+images:
+- {name: ghcr.io/tsinject/tsinject, newName: %s, newTag: %s}
+patches:
+- target: {kind: Deployment, name: tsinject-manager}
+  patch: |-
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--control-url=%s"}
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--proxy-image=%s"}
+`, base, repo, tag, env.tn.ControlURL(), proxyImage)
+	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
 }
