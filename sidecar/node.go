@@ -55,6 +55,7 @@ func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error
 		Secret:      cfg.SecretName(),
 		KubeRoot:    cfg.KubeRoot,
 		PodName:     cfg.PodName,
+		PodUID:      cfg.PodUID,
 		Verbose:     cfg.Verbose,
 	}, logf)
 	if err != nil {

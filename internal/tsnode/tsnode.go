@@ -56,9 +56,10 @@ type Options struct {
 	Secret string
 	// KubeRoot prefixes the service account directory (outside a pod).
 	KubeRoot string
-	// PodName lets kubestore attach events to the pod.
-	PodName string
-	Verbose bool
+	// PodName and PodUID let kubestore attach Events about the state
+	// Secret to the pod (with get, create and patch on events).
+	PodName, PodUID string
+	Verbose         bool
 	// Started, if set, runs once the server has started and before it
 	// logs in: the moment to adjust its netstack before traffic arrives.
 	Started func(*tsnet.Server) error
@@ -156,8 +157,9 @@ func kubeStore(o Options, logf logger.Logf) (ipn.StateStore, error) {
 	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
 		envknob.Setenv("TS_KUBERNETES_READ_API_SERVER_ADDRESS_FROM_ENV", "true")
 	}
-	if o.PodName != "" {
+	if o.PodName != "" && o.PodUID != "" {
 		envknob.Setenv("POD_NAME", o.PodName)
+		envknob.Setenv("POD_UID", o.PodUID)
 	}
 	st, err := kubestore.New(logf, o.Secret)
 	if err != nil {
@@ -219,6 +221,8 @@ func (n *Node) Close(ctx context.Context, logf logger.Logf) {
 	if n.Server.Ephemeral {
 		if err := n.LC.Logout(ctx); err != nil {
 			logf("logout: %v", err)
+		} else {
+			logf("logged out: the control server removes this ephemeral node")
 		}
 	}
 	n.Server.Close()

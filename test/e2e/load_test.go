@@ -130,4 +130,3 @@ func cgroupFile(p corev1.Pod, id string) string {
 	}
 	return filepath.Join("/sys/fs/cgroup/memory/kubepods", qos, "pod"+string(p.UID), id, "memory.max_usage_in_bytes")
 }
-

@@ -217,4 +217,3 @@ func buildPause(dir string) (string, error) {
 	out := filepath.Join(dir, "pause.tar")
 	return out, images.WriteTarball(out, PauseImage, img)
 }
-
