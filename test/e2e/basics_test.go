@@ -43,9 +43,10 @@ func TestManagerRunsReadOnly(t *testing.T) {
 	}
 }
 
-// appPod is a pod whose app (busybox, UID 1000, knowing nothing of
-// tsinject) runs script once; the pod succeeds when the script does.
-func appPod(name string, annotations map[string]string, script string) string {
+// pod is an injected pod with annotations (tsinject.dev/ prefixed) whose
+// one container, the app (busybox, UID 1000, knowing nothing of tsinject),
+// runs script; restartPolicy "Never" makes a run-once pod.
+func pod(name string, annotations map[string]string, restartPolicy, script string) string {
 	var ann strings.Builder
 	for k, v := range annotations {
 		fmt.Fprintf(&ann, "    tsinject.dev/%s: %q\n", k, v)
@@ -57,14 +58,19 @@ metadata:
   annotations:
 %s
 spec:
-  restartPolicy: Never
+  restartPolicy: %s
   terminationGracePeriodSeconds: 30
   containers:
   - name: app
     image: %s
     imagePullPolicy: Never
     command: ["/bin/busybox", "sh", "-c", %q]
-`, name, ann.String(), appImage, "set -e\nB=/bin/busybox\n"+script)
+`, name, ann.String(), restartPolicy, appImage, script)
+}
+
+// appPod runs script once; the pod succeeds when the script does.
+func appPod(name string, annotations map[string]string, script string) string {
+	return pod(name, annotations, "Never", "set -e\nB=/bin/busybox\n"+script)
 }
 
 // fetch is a script line that gets url and fails unless the greeting

@@ -36,6 +36,7 @@ metadata:
   name: web
   labels: {app: web, tsinject.dev/inject: "false"}
 spec:
+  terminationGracePeriodSeconds: 1 # busybox httpd ignores SIGTERM
   containers:
   - name: web
     image: %s

@@ -12,28 +12,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// sleeper is a long-running injected pod whose app does nothing.
+// sleeper is a long-running injected pod whose app does nothing and exits
+// at once on SIGTERM (a shell as PID 1 would ignore it until the grace
+// period ends), so deleting the pod is quick.
 func sleeper(name string, annotations map[string]string) string {
-	var ann strings.Builder
-	for k, v := range annotations {
-		fmt.Fprintf(&ann, "    tsinject.dev/%s: %q\n", k, v)
-	}
-	return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: %s
-  annotations:
-%s
-spec:
-  terminationGracePeriodSeconds: 30
-  containers:
-  - name: app
-    image: %s
-    imagePullPolicy: Never
-    # Exits at once on SIGTERM (a shell as PID 1 would ignore it until the
-    # grace period ends), so deleting the pod is quick.
-    command: ["/bin/busybox", "sh", "-c", "trap 'exit 0' TERM; /bin/busybox sleep 3600 & wait"]
-`, name, ann.String(), appImage)
+	return pod(name, annotations, "Always", "trap 'exit 0' TERM; /bin/busybox sleep 3600 & wait")
 }
 
 // state: secret keeps the pod's tailnet identity across deletion and
