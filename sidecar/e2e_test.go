@@ -224,7 +224,9 @@ func TestTransparentEgressInNamespace(t *testing.T) {
 	for _, target := range []string{db.IPv4.String(), "[" + db.IPv6.String() + "]", db.FQDN, "db"} {
 		body, err := p.curl("http://" + target + "/")
 		if err != nil || body != "hello from db" {
-			t.Errorf("curl http://%s/: %q, %v", target, body, err)
+			addrs, _ := p.ns.Command("ip", "-6", "addr").CombinedOutput()
+			socks, _ := p.ns.Command("ss", "-6tan").CombinedOutput()
+			t.Errorf("curl http://%s/: %q, %v\nthe pod's IPv6 addresses:\n%s\nits IPv6 TCP sockets:\n%s", target, body, err, addrs, socks)
 		}
 	}
 	if body, err := p.curl(fmt.Sprintf("http://svc.cluster.test:%d/", svc.Addr().(*net.TCPAddr).Port)); err != nil || body != "hello from the cluster" {

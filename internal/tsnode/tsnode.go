@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"tailscale.com/client/local"
 	"tailscale.com/envknob"
 	"tailscale.com/ipn"
@@ -25,6 +27,7 @@ import (
 	tsnetns "tailscale.com/net/netns"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
+	"tailscale.com/wgengine/netstack"
 
 	"github.com/tsinject/tsinject/internal/tsknobs"
 )
@@ -121,10 +124,14 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 		return nil, err
 	}
 	srv.AuthKey = key
+	if err := srv.Start(); err != nil {
+		return nil, err
+	}
+	if err := capTCPBuffers(srv); err != nil {
+		srv.Close()
+		return nil, err
+	}
 	if o.Started != nil {
-		if err := srv.Start(); err != nil {
-			return nil, err
-		}
 		if err := o.Started(srv); err != nil {
 			srv.Close()
 			return nil, err
@@ -141,6 +148,37 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 		return nil, err
 	}
 	return &Node{Server: srv, LC: lc, opts: o}, nil
+}
+
+// TCPBufferMax caps each tailnet TCP connection's receive and send
+// buffers in the node's netstack at what tailscale itself uses on
+// memory-constrained platforms (iOS: gVisor's 4 MiB maximum); its defaults
+// elsewhere, 8 MiB receive and 6 MiB send, are sized for a whole machine,
+// while a sidecar shares its container's limit among all its connections.
+// 4 MiB still covers a userspace node's bandwidth-delay product (about
+// 1 Gbit/s) up to some 30 ms of round trip; past the cap a slow reader
+// slows its sender instead of growing the sidecar.
+const TCPBufferMax = tcp.MaxBufferSize
+
+// capTCPBuffers applies TCPBufferMax to a started node's netstack.
+func capTCPBuffers(srv *tsnet.Server) error {
+	ns, ok := srv.Sys().Netstack.GetOK()
+	if !ok {
+		return errors.New("tsnet started without a netstack")
+	}
+	impl, ok := ns.(*netstack.Impl)
+	if !ok {
+		return fmt.Errorf("unexpected netstack %T", ns)
+	}
+	rx := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultReceiveBufferSize, Max: TCPBufferMax}
+	if err := impl.SetTransportProtocolOption(tcp.ProtocolNumber, &rx); err != nil {
+		return fmt.Errorf("capping TCP receive buffers: %v", err)
+	}
+	tx := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultSendBufferSize, Max: TCPBufferMax}
+	if err := impl.SetTransportProtocolOption(tcp.ProtocolNumber, &tx); err != nil {
+		return fmt.Errorf("capping TCP send buffers: %v", err)
+	}
+	return nil
 }
 
 // kubeStore keeps the node's state in a Secret (kubestore reads the
