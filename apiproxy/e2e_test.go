@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -118,32 +116,15 @@ func TestKubectlThroughProxy(t *testing.T) {
 	laptop, err := tn.NewNode(ctx, "laptop", tailnet.NodeOptions{})
 	must(t, err)
 	defer laptop.Close()
-	fwd, err := net.Listen("tcp", "127.0.0.1:0")
+	fwdCtx, stopFwd := context.WithCancel(ctx)
+	defer stopFwd()
+	fwdAddr, err := laptop.Forward(fwdCtx, tn.FQDN("k8s")+":80")
 	must(t, err)
-	defer fwd.Close()
-	go func() {
-		for {
-			conn, err := fwd.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				up, err := laptop.Dial(ctx, "tcp", tn.FQDN("k8s")+":80")
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go io.Copy(up, conn)
-				io.Copy(conn, up)
-			}()
-		}
-	}()
 
 	tsinject, err := gobuild.Binary("./cmd/tsinject")
 	must(t, err)
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", fwd.Addr().String()).CombinedOutput()
+	out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", fwdAddr).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tsinject kubeconfig: %v\n%s", err, out)
 	}

@@ -123,7 +123,10 @@ func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeat
 	if err != nil {
 		return nil, err
 	}
-	go forwardTCP(fln, up.Host)
+	go tailnet.Relay(ctx, fln, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", up.Host)
+	})
 	overTailnet := rest.CopyConfig(admin)
 	overTailnet.Dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return laptop.Dial(ctx, "tcp", tn.FQDN("tcp-forward")+":443")
@@ -176,24 +179,4 @@ func get(hc *http.Client, u string) error {
 
 func hammer(ctx context.Context, hc *http.Client, u string, conc int, dur time.Duration) (float64, []time.Duration, error) {
 	return drive(ctx, conc, dur, func() error { return get(hc, u) })
-}
-
-// forwardTCP relays every connection on ln to addr.
-func forwardTCP(ln net.Listener, addr string) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			up, err := net.Dial("tcp", addr)
-			if err != nil {
-				return
-			}
-			defer up.Close()
-			go io.Copy(up, c)
-			io.Copy(c, up)
-		}()
-	}
 }

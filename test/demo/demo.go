@@ -574,7 +574,7 @@ func (d *demo) apiProxy() error {
 	}
 	d.cleanup = append(d.cleanup, func() { fwd.Close() })
 	target := strings.TrimPrefix(proxyURL, "http://") + ":80"
-	go forward(d.ctx, fwd, func(ctx context.Context) (net.Conn, error) { return d.laptop.Dial(ctx, "tcp", target) })
+	go tailnet.Relay(d.ctx, fwd, func(ctx context.Context) (net.Conn, error) { return d.laptop.Dial(ctx, "tcp", target) })
 	kc := filepath.Join(d.dir, "laptop-kubeconfig")
 	server, _, _ := kubeconfig.Server(fwd.Addr().String(), true)
 	if err := kubeconfig.Merge(kc, "tailnet", server, true); err != nil {
@@ -637,25 +637,6 @@ func (d *demo) where() {
 		d.say("  the pod:         ip netns exec %s curl http://db/\n", d.podNS.Name)
 	}
 	d.say("  files:           %s\n", d.dir)
-}
-
-func forward(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error)) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			up, err := dial(ctx)
-			if err != nil {
-				return
-			}
-			defer up.Close()
-			go io.Copy(up, c)
-			io.Copy(c, up)
-		}()
-	}
 }
 
 func stop(cmd *exec.Cmd) {

@@ -362,23 +362,27 @@ func (n *Node) Forward(ctx context.Context, target string) (string, error) {
 		<-ctx.Done()
 		ln.Close()
 	}()
-	go func() {
-		for {
-			conn, err := ln.Accept()
+	go Relay(ctx, ln, func(ctx context.Context) (net.Conn, error) { return n.Dial(ctx, "tcp", target) })
+	return ln.Addr().String(), nil
+}
+
+// Relay accepts on ln until it is closed and copies each connection both
+// ways to one that dial opens.
+func Relay(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			up, err := dial(ctx)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer conn.Close()
-				up, err := n.Dial(ctx, "tcp", target)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go io.Copy(up, conn)
-				io.Copy(conn, up)
-			}()
-		}
-	}()
-	return ln.Addr().String(), nil
+			defer up.Close()
+			go io.Copy(up, c)
+			io.Copy(c, up)
+		}()
+	}
 }
