@@ -134,6 +134,22 @@ spec:
 	if err != nil {
 		t.Errorf("deleting the Connector: %v", err)
 	}
+	// The manager logged both devices out, from its read-only root with the
+	// one emptyDir the manifests declare.
+	logs, _ := kubectl(ctx, "-n", system, "logs", "-l", "app.kubernetes.io/component=manager", "--tail=-1", "--prefix")
+	for _, d := range []string{"e2e-subnet-0", "e2e-subnet-1"} {
+		if !strings.Contains(logs, "logged out device "+d) {
+			t.Errorf("the manager did not log %s out:\n%s", d, lastLines(logs, 40))
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // An APIServerProxy in auth mode: kubectl on a tailnet laptop acts as an
