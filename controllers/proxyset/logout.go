@@ -26,7 +26,11 @@ func Logout(ctx context.Context, controlURL string, state map[string][]byte, log
 	if len(state[string(ipn.CurrentProfileStateKey)]) == 0 {
 		return nil // never logged in
 	}
-	tsknobs.Apply("")
+	// tailscale keeps files of its own beside the node's (without a state
+	// directory it tries /var/lib/tailscale, which the manager's read-only
+	// root refuses, and the node never starts): the temporary directory,
+	// the one writable path the manager's Deployment declares.
+	tsknobs.Apply(os.TempDir())
 	// tsnet keeps a persistent node's state in a file (it refuses a
 	// memory store for one): write the Secret's keys in that file's format.
 	st := map[ipn.StateKey][]byte{}

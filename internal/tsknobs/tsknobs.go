@@ -1,7 +1,8 @@
 // Package tsknobs sets the process-wide tailscale knobs every tsinject tsnet
 // node runs with: no log upload to Tailscale (a self-hosted control server
 // cannot receive it, and nothing may leave a pod but control and DERP
-// traffic) and no port-mapping probes of the node's gateway.
+// traffic), no port-mapping probes of the node's gateway, and no binding
+// of sockets to an interface.
 package tsknobs
 
 import (
@@ -10,6 +11,7 @@ import (
 
 	"tailscale.com/envknob"
 	"tailscale.com/logtail"
+	"tailscale.com/net/netns"
 )
 
 // Env is what a child process that starts a tsnet node needs in its
@@ -35,5 +37,11 @@ func Apply(stateDir string) {
 		}
 		envknob.SetNoLogsNoSupport()
 		logtail.Disable()
+		// tailscale binds its sockets to the default route's interface (or
+		// marks them) so they bypass its own TUN routes. A userspace node
+		// installs no routes, and in a pod without a default route the
+		// binding picks "lo" and the control server is unreachable: dial
+		// normally. Every node of the process, the manager's logout included.
+		netns.SetEnabled(false)
 	})
 }

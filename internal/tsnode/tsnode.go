@@ -24,7 +24,6 @@ import (
 	"tailscale.com/ipn/store/mem"
 	"tailscale.com/kube/kubeapi"
 	"tailscale.com/kube/kubeclient"
-	tsnetns "tailscale.com/net/netns"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tailscale.com/wgengine/netstack"
@@ -85,11 +84,6 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 	if o.HostnamePrefix != "" {
 		o.Hostname = o.HostnamePrefix + "-" + ordinal(o.PodName)
 	}
-	// tailscale binds its sockets to the default route's interface (or
-	// marks them) so they bypass its own TUN routes. A userspace node
-	// installs no routes, and in a pod without a default route the binding
-	// picks "lo" and the control server is unreachable: dial normally.
-	tsnetns.SetEnabled(false)
 	srv := &tsnet.Server{
 		Dir:           filepath.Join(o.Dir, "tsnet"),
 		Hostname:      o.Hostname,
