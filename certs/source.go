@@ -45,6 +45,10 @@ func (s *Source) Loaded() error {
 	return nil
 }
 
+// Current is the certificate being served, nil before one is loaded; a
+// new pointer whenever the Secret brings a new certificate.
+func (s *Source) Current() *tls.Certificate { return s.cur.Load() }
+
 // TrustedBy reports whether a client trusting the CA bundle (a webhook
 // configuration's caBundle) accepts the certificate being served: until it
 // does, the API server refuses this webhook with "certificate signed by

@@ -329,8 +329,17 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	// after a fresh install the leader publishes the CA bundle moments
 	// later, and a pod created in between was refused ("certificate signed
 	// by unknown authority") although every replica looked ready.
+	// Once trusted, a certificate stays trusted (the rotator keeps old CAs
+	// in the bundle), so the check reads the configuration only until then:
+	// a busy or briefly unreachable API server must not take every replica
+	// out of the webhook's endpoints.
 	live := mgr.GetAPIReader()
+	var trusted atomic.Pointer[tls.Certificate]
 	if err := mgr.AddReadyzCheck("webhook-ca-trusted", func(r *http.Request) error {
+		cur := src.Current()
+		if cur != nil && trusted.Load() == cur {
+			return nil
+		}
 		var wh admissionregistrationv1.MutatingWebhookConfiguration
 		if err := live.Get(r.Context(), client.ObjectKey{Name: o.WebhookConfigName}, &wh); err != nil {
 			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", o.WebhookConfigName, err)
@@ -340,6 +349,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 				return fmt.Errorf("webhook %s: %w", w.Name, err)
 			}
 		}
+		trusted.Store(cur)
 		return nil
 	}); err != nil {
 		return nil, err
