@@ -80,8 +80,10 @@ spec:
 				approved[h] = true
 			}
 		}
+		// Ready needs every replica on the tailnet and one serving the
+		// routes: wait for both replicas' approvals too.
 		out, err := kubectl(ctx, "get", "connector", "services", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-		if err != nil || strings.TrimSpace(out) != "True" {
+		if err != nil || strings.TrimSpace(out) != "True" || len(approved) < 2 {
 			return fmt.Errorf("Connector not Ready (%v): %s; approved %v", err, out, approved)
 		}
 		return nil
