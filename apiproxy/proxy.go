@@ -42,6 +42,9 @@ type Handler struct {
 	// WhoIs identifies the tailnet caller at a remote address (auth mode).
 	WhoIs func(ctx context.Context, remoteAddr string) (*apitype.WhoIsResponse, error)
 	Logf  logger.Logf
+	// CallerTTL is how long one connection's WhoIs answer is reused (with
+	// ConnContext installed); 0 means DefaultCallerTTL.
+	CallerTTL time.Duration
 
 	once     sync.Once
 	proxy    *httputil.ReverseProxy
@@ -50,6 +53,50 @@ type Handler struct {
 }
 
 type ctxKey struct{}
+
+type connKey struct{}
+
+// DefaultCallerTTL bounds how long a connection's caller and grants are
+// reused: the peer behind a tailnet connection cannot change, but its
+// grants can, and a change reaches open connections within this time.
+const DefaultCallerTTL = 10 * time.Second
+
+// caller is one connection's last WhoIs answer.
+type caller struct {
+	mu  sync.Mutex
+	res *apitype.WhoIsResponse
+	at  time.Time
+}
+
+// ConnContext, installed as the http.Server's, lets requests on one
+// connection share its caller: one WhoIs per connection (per CallerTTL)
+// instead of one per request.
+func (h *Handler) ConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, &caller{})
+}
+
+// whoIs identifies the request's tailnet caller.
+func (h *Handler) whoIs(r *http.Request) (*apitype.WhoIsResponse, error) {
+	c, ok := r.Context().Value(connKey{}).(*caller)
+	if !ok {
+		return h.WhoIs(r.Context(), r.RemoteAddr)
+	}
+	ttl := h.CallerTTL
+	if ttl <= 0 {
+		ttl = DefaultCallerTTL
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.res != nil && time.Since(c.at) < ttl {
+		return c.res, nil
+	}
+	res, err := h.WhoIs(r.Context(), r.RemoteAddr)
+	if err != nil {
+		return nil, err
+	}
+	c.res, c.at = res, time.Now()
+	return res, nil
+}
 
 // Register adds the handler's metrics to reg.
 func (h *Handler) Register(reg prometheus.Registerer) {
@@ -106,7 +153,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Logf("access: who=%s as=%s %s %s status=%d duration=%s", who, as, r.Method, r.URL.RequestURI(), rec.code, d.Round(time.Microsecond))
 	}()
 	if h.Mode == ModeAuth {
-		res, err := h.WhoIs(r.Context(), r.RemoteAddr)
+		res, err := h.whoIs(r)
 		var id Identity
 		if err == nil {
 			id, err = IdentityOf(res)
@@ -260,7 +307,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: h, ConnContext: h.ConnContext, ReadHeaderTimeout: 30 * time.Second}
 	go srv.Serve(ln)
 
 	st, err := n.LC.StatusWithoutPeers(ctx)

@@ -51,7 +51,11 @@ func apiserverCommand() *cli.Command {
 				cfg.TokenFile = filepath.Join(cfg.Node.KubeRoot, cfg.TokenFile)
 				cfg.CAFile = filepath.Join(cfg.Node.KubeRoot, cfg.CAFile)
 			}
-			return apiproxy.Run(ctx, cfg, processLog())
+			logf, err := startProcess()
+			if err != nil {
+				return err
+			}
+			return apiproxy.Run(ctx, cfg, logf)
 		},
 	}
 }

@@ -67,7 +67,11 @@ func connectorCommand() *cli.Command {
 			if cfg.Routes, err = sidecar.ParsePrefixes(routes); err != nil {
 				return fmt.Errorf("--routes: %v", err)
 			}
-			return connector.Run(ctx, cfg, processLog())
+			logf, err := startProcess()
+			if err != nil {
+				return err
+			}
+			return connector.Run(ctx, cfg, logf)
 		},
 	}
 }

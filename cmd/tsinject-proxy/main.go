@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/debugserver"
 	"github.com/tsinject/tsinject/internal/memlimit"
 	"github.com/tsinject/tsinject/internal/version"
 )
@@ -37,10 +38,18 @@ func commands() []*cli.Command {
 // gcPercent is the data plane's default GOGC.
 var gcPercent = 50
 
-// processLog is the log of a long-running data-plane command; starting it
-// sets the runtime's memory limit from the container's, and says so.
-func processLog() func(format string, args ...any) {
+// startProcess readies a long-running data-plane command: the runtime's
+// memory limit from the container's, profiles if asked for. It returns the
+// command's log.
+func startProcess() (func(format string, args ...any), error) {
 	logf := log.New(os.Stderr, "", log.LstdFlags).Printf
 	logf("%s", memlimit.Apply())
-	return logf
+	line, err := debugserver.FromEnv()
+	if err != nil {
+		return nil, err
+	}
+	if line != "" {
+		logf("%s", line)
+	}
+	return logf, nil
 }

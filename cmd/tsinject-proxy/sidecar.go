@@ -26,7 +26,11 @@ func sidecarCommand() *cli.Command {
 			if err := binder.Finish(); err != nil {
 				return err
 			}
-			return sidecar.Run(ctx, &cfg, processLog())
+			logf, err := startProcess()
+			if err != nil {
+				return err
+			}
+			return sidecar.Run(ctx, &cfg, logf)
 		},
 	}
 }

@@ -162,10 +162,7 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 	if p.Image != "" {
 		image = p.Image
 	}
-	res := corev1.ResourceRequirements{
-		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
-		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
-	}
+	res := DefaultResources()
 	if p.Resources != nil {
 		res = *p.Resources.DeepCopy()
 	}
@@ -357,4 +354,13 @@ func Owned(component, namespace string) (handler.EventHandler, builder.WatchesOp
 		return o.GetLabels()[LabelComponent] == component && (namespace == "" || o.GetNamespace() == namespace || o.GetNamespace() == "")
 	}))
 	return h, p
+}
+
+// DefaultResources are a proxy's requests and limits unless its resource
+// says otherwise.
+func DefaultResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+	}
 }

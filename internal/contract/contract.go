@@ -68,6 +68,9 @@ const (
 	// API's limits.memory); the Go runtime keeps its heap under a fraction
 	// of it (package memlimit). Both binaries read it.
 	EnvMemoryLimit = "TSINJECT_MEMORY_LIMIT"
+	// EnvDebugAddr, if set, is a loopback address where tsinject-proxy
+	// serves Go's profiles (package debugserver); unset, nothing listens.
+	EnvDebugAddr = "TSINJECT_DEBUG_ADDR"
 )
 
 // Hostname template placeholders, filled in by the sidecar at run time from
