@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -111,20 +113,21 @@ func TestKubectlThroughProxy(t *testing.T) {
 		<-done
 	}()
 
-	// The laptop: a tailnet peer whose kubectl reaches the proxy through a
-	// local forwarder.
+	// The laptop: a tailnet peer whose kubectl reaches the proxy by name
+	// through the node's SOCKS5 proxy, as with tailscaled in userspace
+	// mode.
 	laptop, err := tn.NewNode(ctx, "laptop", tailnet.NodeOptions{})
 	must(t, err)
 	defer laptop.Close()
 	fwdCtx, stopFwd := context.WithCancel(ctx)
 	defer stopFwd()
-	fwdAddr, err := laptop.Forward(fwdCtx, tn.FQDN("k8s")+":80")
+	socks, err := laptop.SOCKS5(fwdCtx)
 	must(t, err)
 
 	tsinject, err := gobuild.Binary("./cmd/tsinject")
 	must(t, err)
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", fwdAddr).CombinedOutput()
+	out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", "--proxy-url", "socks5://"+socks, tn.FQDN("k8s")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tsinject kubeconfig: %v\n%s", err, out)
 	}
@@ -178,6 +181,44 @@ func TestKubectlThroughProxy(t *testing.T) {
 		grant("system:masters")
 		eventually(t, "create a namespace", allowed("create", "namespace", "tailnet-demo"))
 		eventually(t, "delete it", allowed("delete", "namespace", "tailnet-demo", "--wait=false"))
+		// A web page the admin opens carries their tailnet identity too:
+		// browser-made requests are refused, whatever the grant.
+		hc := &http.Client{Transport: &http.Transport{DialContext: laptop.Dial}, Timeout: 10 * time.Second}
+		base := "http://" + tn.FQDN("k8s")
+		for _, tc := range []struct {
+			name, path string
+			header     map[string]string
+			host       string
+			want       int
+			says       string
+		}{
+			{"kubectl-like request", "/api/v1/namespaces/default/pods", nil, "", 200, ""},
+			{"short name", "/api/v1/namespaces/default/pods", nil, "k8s", 200, ""},
+			{"cross-origin fetch", "/api/v1/namespaces/default/pods", map[string]string{"Origin": "https://evil.example"}, "", 403, "web browsers"},
+			{"fetch metadata", "/api/v1/namespaces/default/pods", map[string]string{"Sec-Fetch-Mode": "no-cors"}, "", 403, "Sec-Fetch-Mode"},
+			{"WebSocket exec from a page", "/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true",
+				map[string]string{"Origin": "https://evil.example", "Connection": "Upgrade", "Upgrade": "websocket",
+					"Sec-Websocket-Version": "13", "Sec-Websocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-Websocket-Protocol": "v5.channel.k8s.io"}, "", 403, "web browsers"},
+			{"DNS rebinding", "/api/v1/namespaces/default/pods", nil, "evil.example", 403, "does not name"},
+		} {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+tc.path, nil)
+			for k, v := range tc.header {
+				req.Header.Set(k, v)
+			}
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			res, err := hc.Do(req)
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+				continue
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != tc.want || !strings.Contains(string(b), tc.says) {
+				t.Errorf("%s: %s %s, want %d saying %q", tc.name, res.Status, b, tc.want, tc.says)
+			}
+		}
 	})
 	t.Run("readers", func(t *testing.T) {
 		grant("tailnet-readers")

@@ -24,12 +24,21 @@ type kubeCapRule struct {
 	Impersonate *struct {
 		Groups []string `json:"groups,omitempty"`
 	} `json:"impersonate,omitempty"`
+	// Recorder and EnforceRecorder ask for session recording (Tailscale's
+	// operator sends exec and attach sessions to tsrecorder). tsinject
+	// records nothing yet, so it must not pretend to: see sessionPolicy.
+	Recorder        []string `json:"recorder,omitempty"`
+	EnforceRecorder bool     `json:"enforceRecorder,omitempty"`
 }
 
 // Identity is who a request is made as.
 type Identity struct {
 	User   string
 	Groups []string
+	// Recorders are the recorder tags the caller's grants name;
+	// EnforceRecorder is set when any grant requires recording.
+	Recorders       []string
+	EnforceRecorder bool
 }
 
 // ErrUnknownCaller is returned when WhoIs cannot identify the caller.
@@ -58,6 +67,8 @@ func IdentityOf(who *apitype.WhoIsResponse) (Identity, error) {
 		if err := json.Unmarshal([]byte(raw), &rule); err != nil {
 			return Identity{}, errors.New("tsinject: a tailscale.com/cap/kubernetes grant is not valid JSON: " + err.Error())
 		}
+		id.Recorders = append(id.Recorders, rule.Recorder...)
+		id.EnforceRecorder = id.EnforceRecorder || rule.EnforceRecorder
 		if rule.Impersonate == nil {
 			continue
 		}
@@ -89,3 +100,16 @@ func setIdentity(h http.Header, id Identity) {
 		h.Add("Impersonate-Group", g)
 	}
 }
+
+// isSession reports whether path opens an interactive session that
+// Tailscale's operator would record: exec into or attach to a pod
+// (kubectl exec, attach, run -it and debug).
+func isSession(path string) bool {
+	// Empty segments are dropped: matching too much only refuses more.
+	p := strings.FieldsFunc(path, func(r rune) bool { return r == '/' })
+	// api/v1/namespaces/NS/pods/NAME/exec
+	return len(p) == 7 && p[0] == "api" && p[1] == "v1" && p[2] == "namespaces" && p[4] == "pods" && (p[6] == "exec" || p[6] == "attach")
+}
+
+// errRecordingRequired refuses a session whose grant requires recording.
+var errRecordingRequired = errors.New("tsinject: your tailnet grant requires session recording (enforceRecorder), which this API proxy does not do; the session is refused. Remove enforceRecorder from the grant to allow unrecorded sessions")

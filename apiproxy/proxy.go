@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
+	"slices"
 	"os"
 	"strconv"
 	"strings"
@@ -31,6 +33,13 @@ const (
 	ModeNoAuth = "noauth"
 )
 
+// TLS settings: HTTPS with the tailnet's certificate, or plain HTTP only
+// when asked for.
+const (
+	TLSAuto = "auto"
+	TLSHTTP = "http"
+)
+
 // Handler proxies requests to the API server.
 type Handler struct {
 	Mode     string
@@ -42,6 +51,11 @@ type Handler struct {
 	// WhoIs identifies the tailnet caller at a remote address (auth mode).
 	WhoIs func(ctx context.Context, remoteAddr string) (*apitype.WhoIsResponse, error)
 	Logf  logger.Logf
+	// Names and Addrs are what the Host header may name: the proxy's
+	// MagicDNS names and tailnet addresses. Empty Names and Addrs leave
+	// Host unchecked (tests).
+	Names []string
+	Addrs []netip.Addr
 	// CallerTTL is how long one connection's WhoIs answer is reused (with
 	// ConnContext installed); 0 means DefaultCallerTTL.
 	CallerTTL time.Duration
@@ -152,6 +166,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.latency.Observe(d.Seconds())
 		h.Logf("access: who=%s as=%s %s %s status=%d duration=%s", who, as, r.Method, r.URL.RequestURI(), rec.code, d.Round(time.Microsecond))
 	}()
+	if hdr := browserHeader(r.Header); hdr != "" {
+		who = r.RemoteAddr
+		writeStatus(rec, http.StatusForbidden, "Forbidden", "tsinject: the API proxy refuses requests from web browsers (the request carries "+hdr+"); use kubectl or another API client")
+		return
+	}
+	if (len(h.Names) > 0 || len(h.Addrs) > 0) && !hostAllowed(r.Host, h.Names, h.Addrs) {
+		who = r.RemoteAddr
+		writeStatus(rec, http.StatusForbidden, "Forbidden", fmt.Sprintf("tsinject: Host %q does not name this API proxy (allowed: %s)", r.Host, strings.Join(h.allowedHosts(), ", ")))
+		return
+	}
 	if h.Mode == ModeAuth {
 		res, err := h.whoIs(r)
 		var id Identity
@@ -171,6 +195,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if len(id.Groups) > 0 {
 			as += "[" + strings.Join(id.Groups, ",") + "]"
 		}
+		if isSession(r.URL.Path) {
+			// Fail closed where recording is required; say so where it
+			// is only asked for.
+			if id.EnforceRecorder {
+				writeStatus(rec, http.StatusForbidden, "Forbidden", errRecordingRequired.Error())
+				return
+			}
+			if len(id.Recorders) > 0 {
+				h.Logf("warning: session %s by %s is not recorded: the grant names recorders %v, and tsinject does not record sessions", r.URL.Path, who, id.Recorders)
+			}
+		}
 		tok, err := h.Token()
 		if err != nil {
 			writeStatus(rec, http.StatusInternalServerError, "InternalError", "tsinject: the proxy has no service account token: "+err.Error())
@@ -179,6 +214,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, &outbound{Identity: id, token: tok}))
 	}
 	h.proxy.ServeHTTP(rec, r)
+}
+
+func (h *Handler) allowedHosts() []string {
+	out := slices.Clone(h.Names)
+	for _, a := range h.Addrs {
+		out = append(out, a.String())
+	}
+	return out
 }
 
 // writeStatus answers with a Kubernetes Status, which kubectl prints.
@@ -282,6 +325,9 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	default:
 		return fmt.Errorf("--mode %q: allowed: %s, %s", cfg.Mode, ModeAuth, ModeNoAuth)
 	}
+	if cfg.TLS != TLSAuto && cfg.TLS != TLSHTTP {
+		return fmt.Errorf("--tls %q: allowed: %s, %s", cfg.TLS, TLSAuto, TLSHTTP)
+	}
 	tr, err := UpstreamTransport(cfg.CAFile)
 	if err != nil {
 		return fmt.Errorf("--ca-file: %w", err)
@@ -296,13 +342,25 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	reg := prometheus.NewRegistry()
 	h.Register(reg)
 
+	st, err := n.LC.StatusWithoutPeers(ctx)
+	if err != nil {
+		return err
+	}
+	fqdn := strings.TrimSuffix(st.Self.DNSName, ".")
+	h.Names, h.Addrs = hostNames(fqdn), st.Self.TailscaleIPs
+
 	var ln net.Listener
 	scheme := "http"
-	if cfg.TLS != "http" && len(n.Server.CertDomains()) > 0 {
+	switch {
+	case cfg.TLS == TLSHTTP:
+		ln, err = n.Server.Listen("tcp", ":80")
+	case len(n.Server.CertDomains()) > 0:
 		ln, err = n.Server.ListenTLS("tcp", ":443")
 		scheme = "https"
-	} else {
-		ln, err = n.Server.Listen("tcp", ":80")
+	default:
+		// Never fall back to plain HTTP unasked: kubeconfigs written for
+		// HTTPS would send bearer tokens in clear to whatever answers.
+		return fmt.Errorf("tls %q: the tailnet issues no HTTPS certificate for %s; enable HTTPS certificates on the tailnet, or set tls: %s to serve plain HTTP (WireGuard still encrypts the traffic)", cfg.TLS, fqdn, TLSHTTP)
 	}
 	if err != nil {
 		return err
@@ -310,11 +368,6 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	srv := &http.Server{Handler: h, ConnContext: h.ConnContext, ReadHeaderTimeout: 30 * time.Second}
 	go srv.Serve(ln)
 
-	st, err := n.LC.StatusWithoutPeers(ctx)
-	if err != nil {
-		return err
-	}
-	fqdn := strings.TrimSuffix(st.Self.DNSName, ".")
 	u := scheme + "://" + fqdn
 	logf("API server proxy (%s mode) serving %s -> %s", cfg.Mode, u, cfg.Upstream)
 	var ips []string

@@ -10,7 +10,7 @@ import (
 )
 
 func kubeconfigCommand() *cli.Command {
-	var contextName, file string
+	var contextName, file, proxyURL string
 	var stdout, plainHTTP, noSwitch bool
 	return &cli.Command{
 		Name:  "kubeconfig",
@@ -20,6 +20,7 @@ func kubeconfigCommand() *cli.Command {
 			fs.StringVar(&contextName, "context", "", "context (and cluster) name (default: HOST without its domain)")
 			fs.BoolVar(&stdout, "stdout", false, "print a kubeconfig with just this context instead of writing a file")
 			fs.BoolVar(&plainHTTP, "http", false, "the proxy serves plain HTTP (tls: http; WireGuard already encrypts)")
+			fs.StringVar(&proxyURL, "proxy-url", "", "reach the proxy through this SOCKS5 or HTTP proxy (tailscaled in userspace mode: socks5://localhost:1055)")
 			fs.BoolVar(&noSwitch, "no-switch", false, "do not make it the current context")
 			fs.StringVar(&file, "kubeconfig", "", "file to write (default: the first file in $KUBECONFIG, else ~/.kube/config)")
 		},
@@ -34,8 +35,13 @@ func kubeconfigCommand() *cli.Command {
 			if contextName != "" {
 				name = contextName
 			}
+			proxy, err := kubeconfig.ProxyURL(proxyURL)
+			if err != nil {
+				return err
+			}
+			cluster := kubeconfig.Cluster{Server: server, ProxyURL: proxy}
 			if stdout {
-				b, err := kubeconfig.Standalone(name, server)
+				b, err := kubeconfig.Standalone(name, cluster)
 				if err != nil {
 					return err
 				}
@@ -45,10 +51,14 @@ func kubeconfigCommand() *cli.Command {
 			if file == "" {
 				file = kubeconfig.DefaultFile()
 			}
-			if err := kubeconfig.Merge(file, name, server, !noSwitch); err != nil {
+			if err := kubeconfig.Merge(file, name, cluster, !noSwitch); err != nil {
 				return err
 			}
-			fmt.Fprintf(cli.Stderr(ctx), "kubeconfig %s: context %q -> %s\n", file, name, server)
+			via := ""
+			if proxy != "" {
+				via = " via " + proxy
+			}
+			fmt.Fprintf(cli.Stderr(ctx), "kubeconfig %s: context %q -> %s%s\n", file, name, server, via)
 			return nil
 		},
 	}

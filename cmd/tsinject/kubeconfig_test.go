@@ -61,6 +61,13 @@ current-context: prod
 	if code != 0 || !strings.Contains(stdout, "server: http://k8s") || strings.Contains(stdout, "prod") || !strings.Contains(stdout, "current-context: k8s") {
 		t.Errorf("--stdout printed (%d):\n%s", code, stdout)
 	}
+	stdout, _, code = runCLI(t, "kubeconfig", "--stdout", "--http", "--proxy-url", "socks5://127.0.0.1:1055", "k8s.tail-x.ts.net")
+	if code != 0 || !strings.Contains(stdout, "proxy-url: socks5://127.0.0.1:1055") {
+		t.Errorf("--proxy-url printed (%d):\n%s", code, stdout)
+	}
+	if _, errOut, code := runCLI(t, "kubeconfig", "--proxy-url", "ftp://x:1", "k8s"); code == 0 || !strings.Contains(errOut, "--proxy-url") {
+		t.Errorf("--proxy-url ftp: exit %d, %s", code, errOut)
+	}
 	if _, errOut, code := runCLI(t, "kubeconfig"); code != 2 || !strings.Contains(errOut, "Usage") {
 		t.Errorf("missing HOST: exit %d, %s", code, errOut)
 	}

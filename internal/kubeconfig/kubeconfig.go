@@ -5,6 +5,7 @@ package kubeconfig
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,11 +39,31 @@ func Server(host string, plainHTTP bool) (server, name string, err error) {
 	return server, name, nil
 }
 
+// Cluster is where a context points: the proxy's URL and, if the machine
+// reaches the tailnet through a proxy (tailscaled in userspace mode with
+// --socks5-server), that proxy's URL.
+type Cluster struct {
+	Server, ProxyURL string
+}
+
+// ProxyURL checks a --proxy-url value: kubectl accepts socks5, http and
+// https proxies.
+func ProxyURL(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || (u.Scheme != "socks5" && u.Scheme != "http" && u.Scheme != "https") {
+		return "", fmt.Errorf("--proxy-url %q: want socks5://HOST:PORT, http://HOST:PORT or https://HOST:PORT", v)
+	}
+	return v, nil
+}
+
 // AddContext sets a cluster, user and context called name without
 // touching other entries. The user carries no credentials: the proxy
 // authenticates tailnet callers itself (auth mode).
-func AddContext(cfg *clientcmdapi.Config, name, server string, current bool) {
-	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server}
+func AddContext(cfg *clientcmdapi.Config, name string, c Cluster, current bool) {
+	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: c.Server, ProxyURL: c.ProxyURL}
 	user := "tsinject-" + name
 	if _, ok := cfg.AuthInfos[user]; !ok {
 		cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{}
@@ -54,15 +75,15 @@ func AddContext(cfg *clientcmdapi.Config, name, server string, current bool) {
 }
 
 // Standalone is a kubeconfig with just one context.
-func Standalone(name, server string) ([]byte, error) {
+func Standalone(name string, c Cluster) ([]byte, error) {
 	cfg := clientcmdapi.NewConfig()
-	AddContext(cfg, name, server, true)
+	AddContext(cfg, name, c, true)
 	return clientcmd.Write(*cfg)
 }
 
 // Merge adds the context to file (created if missing), keeps every other
 // entry and leaves the file at mode 0600.
-func Merge(file, name, server string, current bool) error {
+func Merge(file, name string, c Cluster, current bool) error {
 	cfg, err := clientcmd.LoadFromFile(file)
 	if os.IsNotExist(err) {
 		cfg, err = clientcmdapi.NewConfig(), nil
@@ -70,7 +91,7 @@ func Merge(file, name, server string, current bool) error {
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", file, err)
 	}
-	AddContext(cfg, name, server, current)
+	AddContext(cfg, name, c, current)
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return err
 	}

@@ -566,21 +566,22 @@ func (d *demo) apiProxy() error {
 		}
 		d.cleanup = append(d.cleanup, func() { d.laptop.Close() })
 	}
-	// kubectl on the laptop reaches the proxy through a local forwarder
-	// (this process has no OS-level tailnet interface).
-	fwd, err := net.Listen("tcp", "127.0.0.1:0")
+	// kubectl on the laptop reaches the proxy by name through the laptop's
+	// SOCKS5 proxy, as with tailscaled in userspace mode (this process has
+	// no OS-level tailnet interface). The proxy refuses other Host names.
+	socksCtx, stopSOCKS := context.WithCancel(d.ctx)
+	d.cleanup = append(d.cleanup, stopSOCKS)
+	socks, err := d.laptop.SOCKS5(socksCtx)
 	if err != nil {
 		return err
 	}
-	d.cleanup = append(d.cleanup, func() { fwd.Close() })
-	target := strings.TrimPrefix(proxyURL, "http://") + ":80"
-	go tailnet.Relay(d.ctx, fwd, func(ctx context.Context) (net.Conn, error) { return d.laptop.Dial(ctx, "tcp", target) })
 	kc := filepath.Join(d.dir, "laptop-kubeconfig")
-	server, _, _ := kubeconfig.Server(fwd.Addr().String(), true)
-	if err := kubeconfig.Merge(kc, "tailnet", server, true); err != nil {
+	host := strings.TrimPrefix(proxyURL, "http://")
+	server, _, _ := kubeconfig.Server(host, true)
+	if err := kubeconfig.Merge(kc, "tailnet", kubeconfig.Cluster{Server: server, ProxyURL: "socks5://" + socks}, true); err != nil {
 		return err
 	}
-	d.say("    laptop: tsinject kubeconfig --http --context tailnet %s  (a local forwarder to %s)\n", fwd.Addr(), proxyURL)
+	d.say("    laptop: tsinject kubeconfig --http --context tailnet --proxy-url socks5://%s %s\n", socks, host)
 
 	grant := func(groups string) {
 		d.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["` + groups + `"]}}`)}})

@@ -186,7 +186,7 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-read
 	defer laptop.Close()
 	fwdCtx, stopFwd := context.WithCancel(ctx)
 	defer stopFwd()
-	addr, err := laptop.Forward(fwdCtx, env.tn.FQDN("k8s-e2e")+":80")
+	socks, err := laptop.SOCKS5(fwdCtx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-read
 		t.Fatal(err)
 	}
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", addr).CombinedOutput(); err != nil {
+	if out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", "--proxy-url", "socks5://"+socks, env.tn.FQDN("k8s-e2e")).CombinedOutput(); err != nil {
 		t.Fatalf("tsinject kubeconfig: %v\n%s", err, out)
 	}
 	remote := func(args ...string) (string, error) {

@@ -29,6 +29,7 @@ import (
 	"tailscale.com/ipn"
 	"tailscale.com/ipn/store/mem"
 	"tailscale.com/net/netaddr"
+	"tailscale.com/net/socks5"
 	"tailscale.com/net/stun"
 	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
@@ -349,11 +350,12 @@ func serveSTUN(pc net.PacketConn) {
 	}
 }
 
-// Forward listens on 127.0.0.1 and carries each connection to target
-// (host:port on the tailnet) through n, for a local client such as kubectl
-// that cannot dial through an in-process node. It returns the listening
-// address; the forwarder stops when ctx ends.
-func (n *Node) Forward(ctx context.Context, target string) (string, error) {
+// SOCKS5 serves a SOCKS5 proxy on 127.0.0.1 that dials through n, as
+// tailscaled in userspace mode does with --socks5-server: a local client
+// (kubectl with proxy-url) reaches tailnet names and addresses through it
+// and still sends their own names (Host) to them. It returns the
+// listening address; the proxy stops when ctx ends.
+func (n *Node) SOCKS5(ctx context.Context) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -362,7 +364,8 @@ func (n *Node) Forward(ctx context.Context, target string) (string, error) {
 		<-ctx.Done()
 		ln.Close()
 	}()
-	go Relay(ctx, ln, func(ctx context.Context) (net.Conn, error) { return n.Dial(ctx, "tcp", target) })
+	srv := &socks5.Server{Logf: logger.Discard, Dialer: n.Dial}
+	go srv.Serve(ln)
 	return ln.Addr().String(), nil
 }
 
