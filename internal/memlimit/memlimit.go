@@ -33,11 +33,18 @@ func Apply() string {
 	if v == "" {
 		return "memory limit: none (no " + contract.EnvMemoryLimit + ")"
 	}
-	limit, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || limit <= 0 {
+	limit, ok := Container()
+	if !ok {
 		return fmt.Sprintf("memory limit: ignoring %s=%q: want a positive number of bytes", contract.EnvMemoryLimit, v)
 	}
 	soft := int64(float64(limit) * Fraction)
 	debug.SetMemoryLimit(soft)
 	return fmt.Sprintf("memory limit: container %d MiB, Go heap aims under %d MiB", limit>>20, soft>>20)
+}
+
+// Container is the container's memory limit from contract.EnvMemoryLimit,
+// if it is set to a positive number of bytes.
+func Container() (int64, bool) {
+	limit, err := strconv.ParseInt(strings.TrimSpace(os.Getenv(contract.EnvMemoryLimit)), 10, 64)
+	return limit, err == nil && limit > 0
 }

@@ -28,6 +28,7 @@ import (
 	"tailscale.com/types/logger"
 	"tailscale.com/wgengine/netstack"
 
+	"github.com/tsinject/tsinject/internal/memlimit"
 	"github.com/tsinject/tsinject/internal/tsknobs"
 )
 
@@ -144,17 +145,38 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 	return &Node{Server: srv, LC: lc, opts: o}, nil
 }
 
-// TCPBufferMax caps each tailnet TCP connection's receive and send
-// buffers in the node's netstack at what tailscale itself uses on
-// memory-constrained platforms (iOS: gVisor's 4 MiB maximum); its defaults
-// elsewhere, 8 MiB receive and 6 MiB send, are sized for a whole machine,
-// while a sidecar shares its container's limit among all its connections.
-// 4 MiB still covers a userspace node's bandwidth-delay product (about
-// 1 Gbit/s) up to some 30 ms of round trip; past the cap a slow reader
-// slows its sender instead of growing the sidecar.
-const TCPBufferMax = tcp.MaxBufferSize
+// TCPWindowMax caps each tailnet TCP connection's receive and send
+// buffers in the node's netstack when the container has no memory limit:
+// what tailscale itself uses on memory-constrained platforms (gVisor's
+// 4 MiB maximum; its defaults elsewhere, 8 MiB receive and 6 MiB send,
+// are sized for a whole machine).
+const TCPWindowMax = tcp.MaxBufferSize
 
-// capTCPBuffers applies TCPBufferMax to a started node's netstack.
+// TCPWindowMin is the smallest cap TCPWindow gives.
+const TCPWindowMin = 256 << 10
+
+// TCPWindow is the per-connection buffer cap for a container with the
+// given memory limit (0: none): a 256th of the limit, between
+// TCPWindowMin and TCPWindowMax (1 MiB for the sidecar's 256 MiB).
+//
+// Why so small a share: on Linux, wireguard-go holds every packet in
+// flight in a 64 KiB buffer however small the packet, so each byte a
+// connection's window lets into flight costs some 40 bytes of memory
+// until netstack takes it (measured: a 4 MiB window, one download, 95 MiB
+// peak; 1 MiB, 69 MiB; docs/performance.md). The window is what bounds
+// those packets: past it, a slow reader slows its sender instead of
+// growing the process. 1 MiB still fills a userspace node's bandwidth
+// (about 1 Gbit/s) up to some 8 ms of round trip; a larger memory limit
+// buys a larger window.
+func TCPWindow(memoryLimit int64) int {
+	if memoryLimit <= 0 {
+		return TCPWindowMax
+	}
+	return int(min(max(memoryLimit/256, TCPWindowMin), TCPWindowMax))
+}
+
+// capTCPBuffers applies TCPWindow for the container's memory limit to a
+// started node's netstack.
 func capTCPBuffers(srv *tsnet.Server) error {
 	ns, ok := srv.Sys().Netstack.GetOK()
 	if !ok {
@@ -164,11 +186,13 @@ func capTCPBuffers(srv *tsnet.Server) error {
 	if !ok {
 		return fmt.Errorf("unexpected netstack %T", ns)
 	}
-	rx := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultReceiveBufferSize, Max: TCPBufferMax}
+	limit, _ := memlimit.Container()
+	window := TCPWindow(limit)
+	rx := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(tcp.DefaultReceiveBufferSize, window), Max: window}
 	if err := impl.SetTransportProtocolOption(tcp.ProtocolNumber, &rx); err != nil {
 		return fmt.Errorf("capping TCP receive buffers: %v", err)
 	}
-	tx := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultSendBufferSize, Max: TCPBufferMax}
+	tx := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(tcp.DefaultSendBufferSize, window), Max: window}
 	if err := impl.SetTransportProtocolOption(tcp.ProtocolNumber, &tx); err != nil {
 		return fmt.Errorf("capping TCP send buffers: %v", err)
 	}

@@ -36,12 +36,6 @@ func Conclude(r *Report) []string {
 	}
 	if s := r.Sidecar; s != nil && len(s.Footprints) == 2 {
 		sc, ts := s.Footprints[0], s.Footprints[1]
-		idle := sc.IdleRSSMiB / ts.IdleRSSMiB
-		peak := sc.PeakRSSMiB / ts.PeakRSSMiB
-		out = append(out, fmt.Sprintf("Sidecar memory: idle %.2fx, peak %.2fx tailscaled's (target <= 0.6x): idle %s, peak %s.", idle, peak, verdict(idle <= 0.6), verdict(peak <= 0.6)))
-		if idle > 0.6 || peak > 0.6 {
-			out = append(out, "  Both run the same userspace WireGuard, magicsock and gVisor netstack from tailscale.com; their buffers, not tsinject's code, set the floor. The peak follows the netstack's TCP receive windows under a bulk download.")
-		}
 		ready := sc.ReadyMs.Median()
 		out = append(out, fmt.Sprintf("Sidecar start to ready: %.0f ms (target <= 1 s on the local control server): %s. (tailscaled: %.0f ms.)", ready, verdict(ready <= 1000), ts.ReadyMs.Median()))
 		base := findPath(s.Paths, "tailscaled: SOCKS5")
@@ -52,6 +46,7 @@ func Conclude(r *Report) []string {
 			}
 		}
 	}
+	out = append(out, concludeMemory(r.Memory)...)
 	if len(r.Connector) == 2 {
 		rt := r.Connector[0].Gbps.Median() / r.Connector[1].Gbps.Median()
 		out = append(out, fmt.Sprintf("Connector subnet throughput: %.2fx tailscaled's userspace subnet router (no target; same netstack forwarder).", rt))

@@ -21,6 +21,7 @@ type Report struct {
 	Sidecar    *SidecarResult
 	Connector  []PathResult
 	API        []APIResult
+	Memory     []MemoryRow
 	Errors     []string
 	Conclusion []string // targets, met or missed, with what limits them
 }
@@ -88,24 +89,9 @@ func (r *Report) Write(w io.Writer) {
 		}
 	}
 
-	p("\n## Admission\n\nAdmissionReviews over HTTPS (keep-alive, one connection per client) to the injector's handler and to a no-op handler in the same server (the ceiling: it still decodes and encodes the review). Pod: one container.\n\n")
-	p("| Concurrency | Handler | Reviews/s | p50 | p99 | Throughput vs no-op |\n|---|---|---|---|---|---|\n")
-	for i := 0; i+1 < len(r.Admission); i += 2 {
-		noop, inj := r.Admission[i], r.Admission[i+1]
-		for _, a := range []AdmissionResult{noop, inj} {
-			rt := ""
-			if a.Handler == "inject" {
-				rt = ratio(inj.RPS.Median(), noop.RPS.Median())
-			}
-			p("| %d | %s | %s | %s | %s | %s |\n", a.Concurrency, a.Handler, pm(a.RPS, "", 0), pm(a.P50, " ms", 3), pm(a.P99, " ms", 3), rt)
-		}
+	if len(r.Admission) > 0 {
+		r.writeAdmission(p)
 	}
-	lp := r.LargePod
-	p("\n### A pod with 50 containers and 1,500 env vars\n\nIstio took 15 s on such a pod before its fix (jsonpatch diffing was quadratic).\n\n")
-	p("| What | Time/op | Allocations/op | Bytes/op |\n|---|---|---|---|\n")
-	p("| Inject + patch (%d operations) | %.3f ms | %d | %d |\n", lp.PatchOps, lp.InjectNs/1e6, lp.InjectAllocs, lp.InjectBytes)
-	p("| Whole handler (decode, inject, patch) | %.3f ms | %d | %d |\n", lp.HandlerNs/1e6, lp.HandlerAllocs, lp.HandlerBytes)
-
 	if s := r.Sidecar; s != nil {
 		p("\n## Sidecar versus tailscaled\n\n`tsinject-proxy sidecar` and `tailscaled --tun=userspace-networking` (built from tailscale.com at the same version), both joined to the in-process tailnet on this host. Start-up is from exec to ready (sidecar: `/readyz`, which includes a home DERP connection; tailscaled: `tailscale up` done and `BackendState` Running).\n\n")
 		p("| Process | Start to ready | Idle RSS | Peak RSS (after the throughput runs) |\n|---|---|---|---|\n")
@@ -122,6 +108,9 @@ func (r *Report) Write(w io.Writer) {
 		for _, sk := range s.Skipped {
 			p("\nNot measured: %s\n", sk)
 		}
+	}
+	if len(r.Memory) > 0 {
+		writeMemory(p, r.Memory)
 	}
 	if len(r.Connector) > 0 {
 		p("\n## Connector versus tailscaled as a subnet router\n\nA test host in a network namespace; a tailnet peer with routes accepted downloads from it through the approved router.\n\n")
@@ -199,4 +188,25 @@ func max1(v int) int {
 		return 1
 	}
 	return v
+}
+
+func (r *Report) writeAdmission(p func(string, ...any)) {
+	p("\n## Admission\n\nAdmissionReviews over HTTPS (keep-alive, one connection per client) to the injector's handler and to a no-op handler in the same server (the ceiling: it still decodes and encodes the review). Pod: one container.\n\n")
+	p("| Concurrency | Handler | Reviews/s | p50 | p99 | Throughput vs no-op |\n|---|---|---|---|---|---|\n")
+	for i := 0; i+1 < len(r.Admission); i += 2 {
+		noop, inj := r.Admission[i], r.Admission[i+1]
+		for _, a := range []AdmissionResult{noop, inj} {
+			rt := ""
+			if a.Handler == "inject" {
+				rt = ratio(inj.RPS.Median(), noop.RPS.Median())
+			}
+			p("| %d | %s | %s | %s | %s | %s |\n", a.Concurrency, a.Handler, pm(a.RPS, "", 0), pm(a.P50, " ms", 3), pm(a.P99, " ms", 3), rt)
+		}
+	}
+	lp := r.LargePod
+	p("\n### A pod with 50 containers and 1,500 env vars\n\nIstio took 15 s on such a pod before its fix (jsonpatch diffing was quadratic).\n\n")
+	p("| What | Time/op | Allocations/op | Bytes/op |\n|---|---|---|---|\n")
+	p("| Inject + patch (%d operations) | %.3f ms | %d | %d |\n", lp.PatchOps, lp.InjectNs/1e6, lp.InjectAllocs, lp.InjectBytes)
+	p("| Whole handler (decode, inject, patch) | %.3f ms | %d | %d |\n", lp.HandlerNs/1e6, lp.HandlerAllocs, lp.HandlerBytes)
+
 }

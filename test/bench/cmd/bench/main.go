@@ -29,19 +29,29 @@ func main() {
 	repeats := flag.Int("repeats", 3, "repetitions of each figure")
 	dur := flag.Duration("duration", 2*time.Second, "length of each load run")
 	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
-	only := flag.String("only", "", "comma-separated subset to run: admission, sidecar, connector, api (default all)")
+	only := flag.String("only", "", "comma-separated subset to run: admission, sidecar, connector, api, memory (default all)")
+	roles := flag.String("roles", "", "memory: comma-separated subset of sidecar, connector, API proxy (default all)")
+	profile := flag.String("profile", "", "directory for heap profiles of tsinject's processes under each memory load")
 	flag.Parse()
 	want = func(part string) bool { return *only == "" || strings.Contains(","+*only+",", ","+part+",") }
 	ctrl.SetLogger(logr.Discard()) // a real manager sets one; the default delegating logger is slower
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	profileDir = *profile
+	if *roles != "" {
+		memoryRoles = strings.Split(*roles, ",")
+	}
 	if err := run(ctx, *out, *repeats, *dur, int64(*sizeMiB)<<20); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-var want func(string) bool
+var (
+	want        func(string) bool
+	profileDir  string
+	memoryRoles []string
+)
 
 func step(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
 
@@ -80,6 +90,19 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 		step("connector vs tailscaled subnet router")
 		if r.Connector, err = bench.Connector(ctx, proxyBin, tsBins, size, repeats); err != nil {
 			r.Errors = append(r.Errors, "connector vs tailscaled: "+err.Error())
+		}
+	}
+	if want("memory") {
+		step("memory under load (256 MiB per transfer)")
+		if profileDir != "" {
+			if err := os.MkdirAll(profileDir, 0o755); err != nil {
+				return err
+			}
+		}
+		r.Memory, err = bench.Memory(ctx, bench.MemoryOptions{ProxyBin: proxyBin, TailscaledBins: tsBins, Size: 256 << 20,
+			Repeats: repeats, ProfileDir: profileDir, Log: step, Roles: memoryRoles})
+		if err != nil {
+			r.Errors = append(r.Errors, "memory under load: "+err.Error())
 		}
 	}
 	if want("api") {
