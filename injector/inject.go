@@ -104,6 +104,11 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	if clash := nameClashes(pod); len(clash) > 0 {
 		return Result{Reason: ReasonContainerNameClash, Warnings: p.warnings, Problems: clash}
 	}
+	if opts.egressMode == contract.EgressTransparent {
+		if clash := proxyUIDClashes(pod); len(clash) > 0 {
+			return Result{Reason: ReasonProxyUIDClash, Warnings: p.warnings, Problems: clash}
+		}
+	}
 	out := pod.DeepCopy()
 	in.apply(out, opts)
 	return Result{Reason: ReasonInjected, Pod: out, Warnings: p.warnings, key: optionsKey(pod, opts)}
@@ -161,6 +166,28 @@ func nameClashes(pod *corev1.Pod) []string {
 	for _, v := range pod.Spec.Volumes {
 		if v.Name == contract.StateVolume || v.Name == contract.AuthVolume {
 			out = append(out, fmt.Sprintf("volume %q is reserved for tsinject", v.Name))
+		}
+	}
+	return out
+}
+
+// proxyUIDClashes names the containers that run as the sidecar's UID
+// (set on the container or the pod). The redirect rules exempt that UID,
+// so such a container would reach the network around the sidecar. A UID
+// left to the image cannot be known at admission.
+func proxyUIDClashes(pod *corev1.Pod) []string {
+	var podUID *int64
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		podUID = sc.RunAsUser
+	}
+	var out []string
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		uid := podUID
+		if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+			uid = c.SecurityContext.RunAsUser
+		}
+		if uid != nil && *uid == contract.ProxyUID {
+			out = append(out, fmt.Sprintf("container %q runs as UID %d, the sidecar's: with %s=%s its connections would bypass the sidecar; run it as another UID", c.Name, contract.ProxyUID, AnnotationEgressMode, contract.EgressTransparent))
 		}
 	}
 	return out

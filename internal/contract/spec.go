@@ -162,6 +162,9 @@ func ParseExpose(s string) ([]Expose, error) {
 		if err != nil {
 			return nil, fmt.Errorf("entry %q: %v (want PORT or TAILNETPORT:PODPORT)", f, err)
 		}
+		if name, ok := sidecarPorts[p]; ok {
+			return nil, fmt.Errorf("entry %q: pod port %d is the sidecar's own %s, which must not be offered on the tailnet (expose the app's ports)", f, p, name)
+		}
 		if seen[t] {
 			return nil, fmt.Errorf("entry %q: tailnet port %d is listed twice", f, t)
 		}
@@ -169,6 +172,17 @@ func ParseExpose(s string) ([]Expose, error) {
 		out = append(out, Expose{TailnetPort: t, PodPort: p})
 	}
 	return out, nil
+}
+
+// sidecarPorts are the sidecar's own listeners. Exposing one would hand
+// tailnet peers the pod's egress proxies (and so the pod's tailnet
+// identity) or its redirect and DNS ports.
+var sidecarPorts = map[uint16]string{
+	SOCKS5Port:    "SOCKS5 proxy",
+	HTTPProxyPort: "HTTP proxy",
+	RedirectPort:  "transparent-egress redirect port",
+	DNSPort:       "transparent-egress DNS port",
+	HealthPort:    "health and metrics port",
 }
 
 // FormatExpose is the inverse of ParseExpose.

@@ -45,6 +45,13 @@ func TestParseExpose(t *testing.T) {
 		{in: "80, 443:8443", want: "80,443:8443"},
 		{in: "http", err: "not a number"},
 		{in: "80,80:81", err: "listed twice"},
+		// The sidecar's own listeners stay off the tailnet.
+		{in: "1080:1055", err: "sidecar's own SOCKS5 proxy"},
+		{in: "1056", err: "sidecar's own HTTP proxy"},
+		{in: "80:15001", err: "redirect port"},
+		{in: "53:15053", err: "DNS port"},
+		{in: "9002", err: "health and metrics"},
+		{in: "1055:8080", want: "1055:8080"}, // a tailnet port may be any
 	}
 	for _, tt := range tests {
 		got, err := ParseExpose(tt.in)
