@@ -55,8 +55,9 @@ demo: build testbins
 	$(BIN)/tsinject-demo run --proxy-bin $(BIN)/tsinject-proxy $(DEMO_FLAGS)
 
 ## bench: tsinject beside tailscaled and a no-op webhook; writes docs/benchmarks.md.
+## BENCH_FLAGS='-only memory -profile DIR' saves heap profiles (docs/performance.md).
 bench: testbins
-	$(GO) run ./test/bench/cmd/bench -o docs/benchmarks.md
+	$(GO) run ./test/bench/cmd/bench -o docs/benchmarks.md $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BIN)

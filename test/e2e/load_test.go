@@ -17,12 +17,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Three concurrent 256 MiB downloads through one sidecar at its injected
+// Four concurrent 256 MiB downloads through one sidecar at its injected
 // memory limit: it is not OOM-killed, and its peak (the cgroup's own high
 // water mark) is reported as a fraction of the limit.
 func TestConcurrentBulkDownloads(t *testing.T) {
 	ns := namespace(t, "bulk")
-	const streams, mb = 3, 256
+	const streams, mb = 4, 256
 	var script strings.Builder
 	for i := 0; i < streams; i++ {
 		fmt.Fprintf(&script, "($B timeout 300 $B wget -q -O /dev/null 'http://127.0.0.1:8080/bulk?mb=%d' && echo done-%d) &\n", mb, i)
