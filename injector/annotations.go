@@ -337,12 +337,23 @@ func parseResources(a map[string]string, def corev1.ResourceRequirements, p *pro
 	set(AnnotationMemoryRequest, &r.Requests, corev1.ResourceMemory, false)
 	set(AnnotationCPULimit, &r.Limits, corev1.ResourceCPU, true)
 	set(AnnotationMemoryLimit, &r.Limits, corev1.ResourceMemory, true)
-	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-		req, hasReq := r.Requests[name]
-		lim, hasLim := r.Limits[name]
-		if hasReq && hasLim && req.Cmp(lim) > 0 {
-			p.errs = append(p.errs, fmt.Sprintf("annotations %s: the sidecar's %s request %s is above its limit %s", AnnotationPrefix+"proxy-"+string(name)+"-*", name, req.String(), lim.String()))
+	for _, rk := range []struct {
+		name   corev1.ResourceName
+		reqKey string
+	}{{corev1.ResourceCPU, AnnotationCPURequest}, {corev1.ResourceMemory, AnnotationMemoryRequest}} {
+		req, hasReq := r.Requests[rk.name]
+		lim, hasLim := r.Limits[rk.name]
+		if !hasReq || !hasLim || req.Cmp(lim) <= 0 {
+			continue
 		}
+		if _, asked := a[rk.reqKey]; !asked {
+			// Only the limit was set, below the default request: as
+			// Kubernetes does for a container with only limits, the
+			// request follows the limit.
+			r.Requests[rk.name] = lim.DeepCopy()
+			continue
+		}
+		p.errs = append(p.errs, fmt.Sprintf("annotations %s: the sidecar's %s request %s is above its limit %s", AnnotationPrefix+"proxy-"+string(rk.name)+"-*", rk.name, req.String(), lim.String()))
 	}
 	if lim, ok := r.Limits[corev1.ResourceMemory]; ok && lim.Cmp(resource.MustParse("64Mi")) < 0 {
 		p.warn("%s %s is below 64Mi; the tailscale node may be OOM-killed", AnnotationMemoryLimit, lim.String())
