@@ -30,9 +30,12 @@ import (
 
 // Config configures a connector replica.
 type Config struct {
-	Node       tsnode.Options
-	Routes     []netip.Prefix
-	ExitNode   bool
+	Node     tsnode.Options
+	Routes   []netip.Prefix
+	ExitNode bool
+	// ExitDeny are destinations an exit node refuses unless Routes lists
+	// them: the cluster's own addresses (see exitDenied).
+	ExitDeny   []netip.Prefix
 	HealthAddr string
 }
 
@@ -88,7 +91,7 @@ type connector struct {
 	logf  logger.Logf
 	node  *tsnode.Node
 	ready atomic.Bool
-	flows struct{ tcp, udp atomic.Int64 }
+	flows struct{ tcp, udp, denied atomic.Int64 }
 }
 
 // hook hands flows to advertised destinations to netstack's own
@@ -123,13 +126,17 @@ func (c *connector) routed(dst netip.Addr) bool {
 	if tsaddr.IsTailscaleIP(dst) || dst.IsLoopback() {
 		return false
 	}
-	if c.cfg.ExitNode {
-		return true
-	}
 	for _, r := range c.cfg.Routes {
 		if r.Contains(dst) {
 			return true
 		}
+	}
+	if c.cfg.ExitNode {
+		if exitDenied(dst, c.cfg.Routes, c.cfg.ExitDeny) {
+			c.flows.denied.Add(1)
+			return false
+		}
+		return true
 	}
 	return false
 }
@@ -201,4 +208,5 @@ func (c *connector) readyz(ctx context.Context) error {
 func (c *connector) metrics(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, "# TYPE tsinject_connector_flows_total counter\ntsinject_connector_flows_total{proto=\"tcp\"} %d\ntsinject_connector_flows_total{proto=\"udp\"} %d\n",
 		c.flows.tcp.Load(), c.flows.udp.Load())
+	fmt.Fprintf(w, "# HELP tsinject_connector_exit_denied_total Exit-node flows refused because their destination is the cluster's own or link-local.\n# TYPE tsinject_connector_exit_denied_total counter\ntsinject_connector_exit_denied_total %d\n", c.flows.denied.Load())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -66,6 +67,9 @@ func connectorCommand() *cli.Command {
 			var err error
 			if cfg.Routes, err = sidecar.ParsePrefixes(routes); err != nil {
 				return fmt.Errorf("--routes: %v", err)
+			}
+			if cfg.ExitDeny, err = connector.ExitDenyFromEnv(os.Getenv); err != nil {
+				return err
 			}
 			logf, err := startProcess()
 			if err != nil {

@@ -89,7 +89,10 @@ func (r *Reconciler) set(cn *v1alpha1.Connector) *proxyset.Set {
 		env = append(env, corev1.EnvVar{Name: "TSINJECT_ROUTES", Value: strings.Join(routes, ",")})
 	}
 	if cn.Spec.ExitNode {
-		env = append(env, corev1.EnvVar{Name: "TSINJECT_EXIT_NODE", Value: "true"})
+		// The exit node refuses the node's and its own addresses.
+		env = append(env, corev1.EnvVar{Name: "TSINJECT_EXIT_NODE", Value: "true"},
+			corev1.EnvVar{Name: contract.EnvHostIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
+			corev1.EnvVar{Name: contract.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}})
 	}
 	cn.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("Connector"))
 	return &proxyset.Set{

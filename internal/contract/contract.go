@@ -64,6 +64,10 @@ const (
 	EnvPodNamespace = "TSINJECT_POD_NAMESPACE"
 	EnvPodUID       = "TSINJECT_POD_UID"
 	EnvPodIP        = "TSINJECT_POD_IP"
+	// EnvHostIP is the node's IP (downward API status.hostIP); an exit-node
+	// connector refuses it, as it does the ranges in EnvExitDeny.
+	EnvHostIP   = "TSINJECT_HOST_IP"
+	EnvExitDeny = "TSINJECT_EXIT_DENY"
 	// EnvMemoryLimit is the container's memory limit in bytes (the downward
 	// API's limits.memory); the Go runtime keeps its heap under a fraction
 	// of it (package memlimit). Both binaries read it.

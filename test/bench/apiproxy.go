@@ -142,23 +142,28 @@ func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeat
 			{"get pod", "/api/v1/namespaces/default/pods/p00"},
 			{"list 20 pods", "/api/v1/namespaces/default/pods"},
 		} {
-			for _, via := range []struct {
+			vias := []struct {
 				name string
 				hc   *http.Client
 				base string
-			}{{"direct", direct, directBase}, {"direct TLS through a tailnet TCP forward", tunneled, directBase}, {"API proxy (tailnet, auth mode)", viaProxy, proxyBase}} {
-				r := APIResult{Name: via.name, Request: req.name, Concurrency: conc}
-				for i := 0; i < repeats; i++ {
+			}{{"direct", direct, directBase}, {"direct TLS through a tailnet TCP forward", tunneled, directBase}, {"API proxy (tailnet, auth mode)", viaProxy, proxyBase}}
+			rs := make([]APIResult, len(vias))
+			// Interleave the paths, repeat by repeat: drift in the
+			// machine's load (2 shared cores) then hits every path alike
+			// instead of whichever ran last.
+			for i := 0; i < repeats; i++ {
+				for j, via := range vias {
+					rs[j].Name, rs[j].Request, rs[j].Concurrency = via.name, req.name, conc
 					rps, lat, err := hammer(ctx, via.hc, via.base+req.path, conc, dur)
 					if err != nil {
 						return nil, fmt.Errorf("%s %s: %w", via.name, req.name, err)
 					}
-					r.RPS = append(r.RPS, rps)
-					r.P50 = append(r.P50, float64(Percentile(lat, 50))/1e6)
-					r.P99 = append(r.P99, float64(Percentile(lat, 99))/1e6)
+					rs[j].RPS = append(rs[j].RPS, rps)
+					rs[j].P50 = append(rs[j].P50, float64(Percentile(lat, 50))/1e6)
+					rs[j].P99 = append(rs[j].P99, float64(Percentile(lat, 99))/1e6)
 				}
-				out = append(out, r)
 			}
+			out = append(out, rs...)
 		}
 	}
 	return out, nil

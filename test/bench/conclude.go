@@ -55,7 +55,7 @@ func Conclude(r *Report) []string {
 		d, t, x := r.API[i], r.API[i+1], r.API[i+2]
 		rt := x.P50.Median() / d.P50.Median()
 		own := x.P50.Median() / t.P50.Median()
-		line := fmt.Sprintf("API proxy, %s at concurrency %d: p50 %.2fx direct (target <= 1.25x): %s; %.2fx the same TLS connection carried over the tailnet.", x.Request, x.Concurrency, rt, verdict(rt <= 1.25), own)
+		line := fmt.Sprintf("API proxy, %s at concurrency %d: p50 %.2fx direct (target <= 1.25x): %s; %.2fx the same TLS connection carried over the tailnet (target <= 1.1x): %s.", x.Request, x.Concurrency, rt, verdict(rt <= 1.25), own, verdict(own <= 1.1))
 		if rt > 1.25 {
 			line += " The direct path is one loopback TLS hop to a local API server that answers in well under a millisecond; the tailnet's userspace WireGuard and netstack on both nodes add a fixed cost that such a baseline magnifies (compare the TCP-forward row), and the proxy adds WhoIs, impersonation and a second TLS hop."
 		}

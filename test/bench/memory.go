@@ -343,23 +343,44 @@ func Memory(ctx context.Context, o MemoryOptions) ([]MemoryRow, error) {
 	ap.small = func() (dialer, string) { _, _, s := viaAPIProxy(apHost.Load().(string)); return s() }
 	subjects = append(subjects, cn, tsr, ap)
 
-	var rows []MemoryRow
-	var failed []string
+	// Repeats are the outer loop, so that drift in the machine's load hits
+	// every process and its baselines alike.
+	type cell struct {
+		sub  memSubject
+		load string
+		row  MemoryRow
+		err  error
+	}
+	var cells []*cell
 	for _, sub := range subjects {
 		if len(o.Roles) > 0 && !slices.Contains(o.Roles, sub.role) {
 			continue
 		}
 		for _, load := range Loads {
-			o.Log("memory: %s, %s", sub.name, load)
-			row, err := measureMemory(ctx, sub, load, o)
-			if err != nil {
-				// One failed load is reported; the others still run.
-				o.Log("memory: %s, %s: %v", sub.name, load, err)
-				failed = append(failed, fmt.Sprintf("%s, %s: %v", sub.name, load, err))
+			cells = append(cells, &cell{sub: sub, load: load, row: MemoryRow{Role: sub.role, Process: sub.name, Load: load,
+				LimitMiB: float64(sub.limit) / (1 << 20), Baseline: sub.baseline}})
+		}
+	}
+	for i := 0; i < o.Repeats; i++ {
+		for _, c := range cells {
+			if c.err != nil {
 				continue
 			}
-			rows = append(rows, row)
+			o.Log("memory: %s, %s (%d of %d)", c.sub.name, c.load, i+1, o.Repeats)
+			if c.err = measureMemory(ctx, c.sub, c.load, o, i == 0, &c.row); c.err != nil {
+				o.Log("memory: %s, %s: %v", c.sub.name, c.load, c.err)
+			}
 		}
+	}
+	var rows []MemoryRow
+	var failed []string
+	for _, c := range cells {
+		if c.err != nil {
+			// One failed load is reported; the others still count.
+			failed = append(failed, fmt.Sprintf("%s, %s: %v", c.sub.name, c.load, c.err))
+			continue
+		}
+		rows = append(rows, c.row)
 	}
 	if len(failed) > 0 {
 		return rows, errors.New(strings.Join(failed, "; "))
@@ -367,43 +388,49 @@ func Memory(ctx context.Context, o MemoryOptions) ([]MemoryRow, error) {
 	return rows, nil
 }
 
-// measureMemory runs one load through fresh processes, o.Repeats times.
-func measureMemory(ctx context.Context, sub memSubject, load string, o MemoryOptions) (MemoryRow, error) {
-	row := MemoryRow{Role: sub.role, Process: sub.name, Load: load, LimitMiB: float64(sub.limit) / (1 << 20), Baseline: sub.baseline}
-	for i := 0; i < o.Repeats; i++ {
-		debugAddr := ""
-		if o.ProfileDir != "" && i == 0 && sub.limit > 0 {
-			debugAddr = freeAddr()
-		}
-		pid, stop, err := sub.start(ctx, int(time.Now().UnixNano()%1e9), debugAddr)
-		if err != nil {
-			return row, err
-		}
-		if pid != 0 {
-			// Let start-up settle: the idle figure is the steady state.
-			time.Sleep(2 * time.Second)
-			idle, _ := memKiB(pid, "VmRSS")
-			row.IdleMiB = append(row.IdleMiB, float64(idle)/1024)
-		}
-		rate, err := runLoad(ctx, sub, load, o.Size)
-		if err != nil {
-			stop()
-			return row, err
-		}
-		row.Gbps = append(row.Gbps, rate)
-		if pid != 0 {
-			peak, _ := memKiB(pid, "VmHWM")
-			row.PeakMiB = append(row.PeakMiB, float64(peak)/1024)
-		}
-		if debugAddr != "" {
-			name := fmt.Sprintf("%s-%s.heap.pb.gz", fileSafe(sub.role), fileSafe(load))
-			if err := saveProfile("http://"+debugAddr+"/debug/pprof/heap", filepath.Join(o.ProfileDir, name)); err != nil {
+// measureMemory runs one load through a fresh process and adds the
+// figures to row; the first repeat also saves profiles when asked.
+func measureMemory(ctx context.Context, sub memSubject, load string, o MemoryOptions, first bool, row *MemoryRow) error {
+	debugAddr := ""
+	if o.ProfileDir != "" && first && sub.limit > 0 {
+		debugAddr = freeAddr()
+	}
+	pid, stop, err := sub.start(ctx, int(time.Now().UnixNano()%1e9), debugAddr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if pid != 0 {
+		// Let start-up settle: the idle figure is the steady state.
+		time.Sleep(2 * time.Second)
+		idle, _ := memKiB(pid, "VmRSS")
+		row.IdleMiB = append(row.IdleMiB, float64(idle)/1024)
+		anon, _ := memKiB(pid, "RssAnon")
+		file, _ := memKiB(pid, "RssFile")
+		o.Log("memory: %s idle: %d KiB resident, %d KiB anonymous, %d KiB file-backed (the binary)", sub.name, idle, anon, file)
+		if debugAddr != "" && load == LoadDownload {
+			name := fmt.Sprintf("%s-idle.heap.pb.gz", fileSafe(sub.role))
+			if err := saveProfile("http://"+debugAddr+"/debug/pprof/heap?gc=1", filepath.Join(o.ProfileDir, name)); err != nil {
 				o.Log("profile %s: %v", name, err)
 			}
 		}
-		stop()
 	}
-	return row, nil
+	rate, err := runLoad(ctx, sub, load, o.Size)
+	if err != nil {
+		return err
+	}
+	row.Gbps = append(row.Gbps, rate)
+	if pid != 0 {
+		peak, _ := memKiB(pid, "VmHWM")
+		row.PeakMiB = append(row.PeakMiB, float64(peak)/1024)
+	}
+	if debugAddr != "" {
+		name := fmt.Sprintf("%s-%s.heap.pb.gz", fileSafe(sub.role), fileSafe(load))
+		if err := saveProfile("http://"+debugAddr+"/debug/pprof/heap", filepath.Join(o.ProfileDir, name)); err != nil {
+			o.Log("profile %s: %v", name, err)
+		}
+	}
+	return nil
 }
 
 // runLoad returns Gbit/s for transfers, requests/s for small requests.

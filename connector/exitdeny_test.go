@@ -1,0 +1,61 @@
+package connector
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+func TestExitDenied(t *testing.T) {
+	deny := []netip.Prefix{netip.MustParsePrefix("198.19.16.0/24"), netip.MustParsePrefix("198.19.0.1/32")}
+	for _, tc := range []struct {
+		dst    string
+		routes []string
+		want   bool
+	}{
+		{"198.18.64.9", nil, false},                         // the world: forwarded
+		{"169.254.169.254", nil, true},                      // cloud metadata
+		{"fe80::1", nil, true},                              // link-local
+		{"127.0.0.1", nil, true},                            // the pod itself
+		{"::1", nil, true},                                  // the pod itself
+		{"0.0.0.0", nil, true},                              // this host
+		{"224.0.0.251", nil, true},                          // multicast
+		{"198.19.16.1", nil, true},                          // the API server's ClusterIP
+		{"198.19.0.1", nil, true},                           // the node: kubelet on 10250
+		{"198.19.0.7", nil, false},                          // another host beside the node
+		{"198.19.16.10", []string{"198.19.16.0/28"}, false}, // advertised explicitly
+		{"169.254.169.254", []string{"169.254.169.254/32"}, false},
+	} {
+		var routes []netip.Prefix
+		for _, r := range tc.routes {
+			routes = append(routes, netip.MustParsePrefix(r))
+		}
+		if got := exitDenied(netip.MustParseAddr(tc.dst), routes, deny); got != tc.want {
+			t.Errorf("exitDenied(%s, routes %v) = %v, want %v", tc.dst, tc.routes, got, tc.want)
+		}
+	}
+}
+
+func TestExitDenyFromEnv(t *testing.T) {
+	env := map[string]string{
+		contract.EnvHostIP: "198.19.0.1", contract.EnvPodIP: "198.19.0.9", "KUBERNETES_SERVICE_HOST": "198.19.16.1",
+		contract.EnvExitDeny: "198.19.16.0/24, 198.19.0.0/24",
+	}
+	got, err := ExitDenyFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s []string
+	for _, p := range got {
+		s = append(s, p.String())
+	}
+	if want := "198.19.0.1/32 198.19.0.9/32 198.19.16.1/32 198.19.16.0/24 198.19.0.0/24"; strings.Join(s, " ") != want {
+		t.Errorf("got %v, want %s", s, want)
+	}
+	env[contract.EnvExitDeny] = "10.96.0.0"
+	if _, err := ExitDenyFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), contract.EnvExitDeny) {
+		t.Errorf("a bad CIDR: %v", err)
+	}
+}

@@ -1,0 +1,41 @@
+package connector
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// An exit node learns the node's and its own addresses from the downward
+// API, to refuse them; a subnet router needs neither.
+func TestExitNodeEnv(t *testing.T) {
+	r := &Reconciler{Namespace: "tsinject-system"}
+	for _, tc := range []struct {
+		exit bool
+		want map[string]string // env name -> fieldRef path
+	}{
+		{true, map[string]string{contract.EnvHostIP: "status.hostIP", contract.EnvPodIP: "status.podIP"}},
+		{false, nil},
+	} {
+		cn := &v1alpha1.Connector{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Spec: v1alpha1.ConnectorSpec{ExitNode: tc.exit}}
+		env := map[string]*corev1.EnvVar{}
+		for _, e := range r.set(cn).Env {
+			env[e.Name] = &e
+		}
+		for name, path := range tc.want {
+			e, ok := env[name]
+			if !ok || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != path {
+				t.Errorf("exit node %v: %s = %+v, want fieldRef %s", tc.exit, name, e, path)
+			}
+		}
+		if !tc.exit {
+			if _, ok := env[contract.EnvHostIP]; ok {
+				t.Errorf("a subnet router got %s", contract.EnvHostIP)
+			}
+		}
+	}
+}
