@@ -36,6 +36,27 @@ type APIResult struct {
 	P50, P99    Sample // ms
 }
 
+// The paths each API request takes, in the order they are reported.
+const (
+	PathDirect        = "direct"
+	PathImpersonating = "direct, impersonating as the proxy does"
+	PathForward       = "direct TLS through a tailnet TCP forward"
+	PathProxy         = "API proxy (tailnet, auth mode)"
+)
+
+// apiGroups splits results into one group per request and concurrency,
+// indexed by path.
+func apiGroups(rs []APIResult) []map[string]APIResult {
+	var out []map[string]APIResult
+	for i, r := range rs {
+		if i == 0 || r.Request != rs[i-1].Request || r.Concurrency != rs[i-1].Concurrency {
+			out = append(out, map[string]APIResult{})
+		}
+		out[len(out)-1][r.Name] = r
+	}
+	return out
+}
+
 // APIProxy measures get and list latency and requests per second to the
 // API server directly and through the API proxy on the tailnet.
 func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeats int) ([]APIResult, error) {
@@ -111,6 +132,14 @@ func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeat
 		return nil, err
 	}
 	directBase := strings.TrimSuffix(admin.Host, "/")
+	// The same client, impersonating as the proxy does: the API server's
+	// own cost of checking impersonation, which no proxy can avoid.
+	asOther := rest.CopyConfig(admin)
+	asOther.Impersonate = rest.ImpersonationConfig{UserName: "bench@example.com", Groups: []string{"system:masters"}}
+	impersonating, err := rest.HTTPClientFor(asOther)
+	if err != nil {
+		return nil, err
+	}
 
 	// The same direct TLS connection, carried over the tailnet by a plain
 	// TCP forwarder: the tailnet's share of the proxy's cost.
@@ -146,7 +175,7 @@ func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeat
 				name string
 				hc   *http.Client
 				base string
-			}{{"direct", direct, directBase}, {"direct TLS through a tailnet TCP forward", tunneled, directBase}, {"API proxy (tailnet, auth mode)", viaProxy, proxyBase}}
+			}{{PathDirect, direct, directBase}, {PathImpersonating, impersonating, directBase}, {PathForward, tunneled, directBase}, {PathProxy, viaProxy, proxyBase}}
 			rs := make([]APIResult, len(vias))
 			// Interleave the paths, repeat by repeat: drift in the
 			// machine's load (2 shared cores) then hits every path alike

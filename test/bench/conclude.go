@@ -51,13 +51,19 @@ func Conclude(r *Report) []string {
 		rt := r.Connector[0].Gbps.Median() / r.Connector[1].Gbps.Median()
 		out = append(out, fmt.Sprintf("Connector subnet throughput: %.2fx tailscaled's userspace subnet router (no target; same netstack forwarder).", rt))
 	}
-	for i := 0; i+2 < len(r.API); i += 3 {
-		d, t, x := r.API[i], r.API[i+1], r.API[i+2]
+	for _, g := range apiGroups(r.API) {
+		d, t, x, imp := g[PathDirect], g[PathForward], g[PathProxy], g[PathImpersonating]
+		if len(x.P50) == 0 || len(d.P50) == 0 || len(t.P50) == 0 {
+			continue
+		}
 		rt := x.P50.Median() / d.P50.Median()
 		own := x.P50.Median() / t.P50.Median()
 		line := fmt.Sprintf("API proxy, %s at concurrency %d: p50 %.2fx direct (target <= 1.25x): %s; %.2fx the same TLS connection carried over the tailnet (target <= 1.1x): %s.", x.Request, x.Concurrency, rt, verdict(rt <= 1.25), own, verdict(own <= 1.1))
+		if len(imp.P50) > 0 {
+			line += fmt.Sprintf(" The API server's own impersonation check costs %.2fx direct here.", imp.P50.Median()/d.P50.Median())
+		}
 		if rt > 1.25 {
-			line += " The direct path is one loopback TLS hop to a local API server that answers in well under a millisecond; the tailnet's userspace WireGuard and netstack on both nodes add a fixed cost that such a baseline magnifies (compare the TCP-forward row), and the proxy adds WhoIs, impersonation and a second TLS hop."
+			line += " The direct path is one loopback TLS hop to a local API server that answers in well under a millisecond; the tailnet's userspace WireGuard and netstack on both nodes add a fixed cost that such a baseline magnifies (compare the TCP-forward row), and the proxy adds impersonation and a second TLS hop."
 		}
 		out = append(out, line)
 	}

@@ -122,17 +122,21 @@ func (r *Report) Write(w io.Writer) {
 	}
 	if len(r.API) > 0 {
 		p("\n## API server proxy\n\nkubectl-style requests to the test API server, directly (client certificate, loopback TLS) and through the API proxy from a tailnet peer (WireGuard in userspace both ends, WhoIs, impersonation, then TLS to the API server).\n\n")
-		p("The middle row carries the direct TLS connection over the tailnet through a plain TCP forwarder: the difference between it and the proxy is the proxy's own cost (WhoIs, impersonation, a second TLS hop).\n\n")
+		p("The impersonating row is the direct client sending the proxy's impersonation headers: the API server's own cost of checking them. The TCP-forward row carries the direct TLS connection over the tailnet through a plain TCP forwarder: the difference between it and the proxy is the proxy's own cost (WhoIs once per connection, impersonation, a second TLS hop).\n\n")
 		p("| Request | Concurrency | Path | Requests/s | p50 | p99 | p50 vs direct | p50 vs tailnet TCP forward |\n|---|---|---|---|---|---|---|---|\n")
-		for i := 0; i+2 < len(r.API); i += 3 {
-			d, t, x := r.API[i], r.API[i+1], r.API[i+2]
-			for _, a := range []APIResult{d, t, x} {
+		for _, g := range apiGroups(r.API) {
+			d, t := g[PathDirect], g[PathForward]
+			for _, name := range []string{PathDirect, PathImpersonating, PathForward, PathProxy} {
+				a, ok := g[name]
+				if !ok {
+					continue
+				}
 				rd, rt := "", ""
-				if a.Name != d.Name {
+				if name != PathDirect {
 					rd = ratio(a.P50.Median(), d.P50.Median())
 				}
-				if a.Name == x.Name {
-					rt = ratio(x.P50.Median(), t.P50.Median())
+				if name == PathProxy {
+					rt = ratio(a.P50.Median(), t.P50.Median())
 				}
 				p("| %s | %d | %s | %s | %s | %s | %s | %s |\n", a.Request, a.Concurrency, a.Name, pm(a.RPS, "", 0), pm(a.P50, " ms", 3), pm(a.P99, " ms", 3), rd, rt)
 			}
