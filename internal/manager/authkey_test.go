@@ -87,3 +87,47 @@ func TestAuthKeyCopies(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, copyIs("team-a", ""))
 }
+
+// A tenant who labels their own Secrets like tsinject's cannot grow the
+// manager's cache: outside tsinject's namespace it holds only the
+// auth-key copies, by name.
+func TestSecretCacheIgnoresTenantLookalikes(t *testing.T) {
+	e := start(t, nil)
+	ctx := context.Background()
+	e.namespace(t, "tenant", map[string]string{injector.LabelInjection: "enabled"})
+	for i := 0; i < 3; i++ {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant", Name: fmt.Sprintf("lookalike-%d", i),
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "tsinject"}}}
+		if err := e.cl.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-authkey"},
+		Data: map[string][]byte{"authkey": []byte("tskey-auth-one")}}
+	if err := e.cl.Create(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	cached := func() ([]string, error) {
+		var list corev1.SecretList
+		if err := e.mgr.GetCache().List(ctx, &list, client.InNamespace("tenant")); err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, s := range list.Items {
+			names = append(names, s.Name)
+		}
+		return names, nil
+	}
+	// Once the copy is cached, the lookalikes (created before it) would
+	// be too if the cache admitted them.
+	waitFor(t, 10*time.Second, func() error {
+		names, err := cached()
+		if err != nil {
+			return err
+		}
+		if len(names) != 1 || names[0] != contract.AuthSecret {
+			return fmt.Errorf("the manager's cache holds %v in the tenant's namespace, want only %s", names, contract.AuthSecret)
+		}
+		return nil
+	})
+}

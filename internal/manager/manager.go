@@ -20,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -45,6 +46,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/webhook"
+	"github.com/tsinject/tsinject/internal/contract"
 )
 
 // Certificate modes.
@@ -236,10 +238,14 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			}},
 		}),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// All Secrets of our namespace; elsewhere only those we manage.
+			// All Secrets of our namespace; elsewhere only the auth-key
+			// copies, by name as well as label: tenants can label their
+			// own Secrets like ours, and a cache that held them could be
+			// grown without bound from any namespace.
 			&corev1.Secret{}: {Namespaces: map[string]cache.Config{
-				o.Namespace:         {},
-				cache.AllNamespaces: {LabelSelector: managed},
+				o.Namespace: {},
+				cache.AllNamespaces: {LabelSelector: managed,
+					FieldSelector: fields.OneTermEqualSelector("metadata.name", contract.AuthSecret)},
 			}},
 			// Only opted-in pods: the auth-key copies follow them.
 			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"})},
