@@ -77,6 +77,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 	}{
 		{"default", "manifests/base", nil},
 		{"cert-manager", "manifests/overlays/cert-manager", []string{"--set", "certificates.mode=cert-manager"}},
+		{"apiserver-proxy", "manifests/overlays/apiserver-proxy", []string{"--set", "apiServerProxy.enabled=true"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			kust := run(t, nil, "kubectl", "kustomize", tc.kustomize)

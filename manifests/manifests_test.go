@@ -11,9 +11,11 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/manifests"
 	"github.com/tsinject/tsinject/test/cluster"
@@ -45,7 +47,7 @@ func certManagerCRDs(t *testing.T) string {
 // the real API server accepts every object.
 func TestManifestsApply(t *testing.T) {
 	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
-	for _, dir := range []string{"base", "overlays/cert-manager"} {
+	for _, dir := range []string{"base", "overlays/apiserver-proxy", "overlays/cert-manager"} {
 		t.Run(dir, func(t *testing.T) {
 			rendered := kubectl(t, c.Kubeconfig, nil, "kustomize", dir)
 			out := kubectl(t, c.Kubeconfig, rendered, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "-")
@@ -62,6 +64,61 @@ func TestManifestsApply(t *testing.T) {
 	}
 	if wh.Annotations["cert-manager.io/inject-ca-from"] != "tsinject-system/tsinject-webhook" {
 		t.Errorf("overlay did not annotate the webhook for cainjector: %v", wh.Annotations)
+	}
+}
+
+// The manager's ServiceAccount holds what docs/security.md lists and no
+// more, as the API server's RBAC sees it: without API server proxies it
+// can neither impersonate nor write RBAC; with them it may bind exactly
+// the impersonation role, and still not impersonate or write ClusterRoles.
+func TestManagerRights(t *testing.T) {
+	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
+	as := "--as=system:serviceaccount:tsinject-system:tsinject-manager"
+	can := func(args ...string) bool {
+		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.Kubeconfig, "auth", "can-i", as}, args...)...)
+		out, _ := cmd.Output()
+		return strings.TrimSpace(string(out)) == "yes"
+	}
+	never := [][]string{
+		{"impersonate", "users"}, {"impersonate", "groups"}, {"impersonate", "serviceaccounts"},
+		{"create", "clusterroles"}, {"update", "clusterroles"}, {"escalate", "clusterroles"},
+		{"bind", "clusterroles/cluster-admin"}, {"create", "roles", "-n", "default"},
+		{"create", "pods", "-n", "default"}, {"delete", "namespaces"},
+	}
+	for _, step := range []struct {
+		dir              string
+		allowed, refused [][]string
+	}{
+		{"base", [][]string{{"get", "pods", "-n", "default"}, {"create", "statefulsets", "-n", "tsinject-system"}, {"list", "clusterrolebindings"}},
+			append([][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}}, never...)},
+		{"overlays/apiserver-proxy", [][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}}, never},
+	} {
+		rendered := kubectl(t, c.Kubeconfig, nil, "kustomize", step.dir)
+		kubectl(t, c.Kubeconfig, rendered, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "-")
+		if !can("get", "pods", "-n", "default") {
+			t.Fatalf("%s: the manager may not even read pods: is RBAC on?", step.dir)
+		}
+		for _, a := range step.allowed {
+			if !can(a...) {
+				t.Errorf("%s: the manager may not %v, which it needs", step.dir, a)
+			}
+		}
+		for _, r := range step.refused {
+			if can(r...) {
+				t.Errorf("%s: the manager may %v", step.dir, r)
+			}
+		}
+	}
+}
+
+// The shipped impersonation role is exactly what the controller documents.
+func TestImpersonatorRole(t *testing.T) {
+	role, err := manifests.ImpersonatorRole()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if role.Name != ctrlapiproxy.ImpersonatorRole || !equality.Semantic.DeepEqual(role.Rules, ctrlapiproxy.ImpersonateRules) {
+		t.Errorf("components/apiserver-proxy ships %s with %+v, want %s with %+v", role.Name, role.Rules, ctrlapiproxy.ImpersonatorRole, ctrlapiproxy.ImpersonateRules)
 	}
 }
 

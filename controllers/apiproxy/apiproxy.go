@@ -1,6 +1,6 @@
 // Package apiproxy reconciles APIServerProxies into proxy sets running
-// `tsinject-proxy apiserver`, with (auth mode) a ClusterRole that allows
-// exactly impersonating users and groups.
+// `tsinject-proxy apiserver`, binding (auth mode) each proxy to the
+// installed ClusterRole that allows exactly impersonating users and groups.
 package apiproxy
 
 import (
@@ -34,10 +34,21 @@ const Finalizer = "tsinject.dev/apiserverproxy"
 
 const component = "apiserver-proxy"
 
-// ImpersonateRules is all an auth-mode proxy may do itself.
+// ImpersonateRules is all an auth-mode proxy may do itself: the rules of
+// ImpersonatorRole, which the install ships (the chart's
+// apiServerProxy.enabled, the kustomize component apiserver-proxy). The
+// manager only binds it: it holds neither impersonate nor any right to
+// write ClusterRoles.
 var ImpersonateRules = []rbacv1.PolicyRule{{
 	APIGroups: []string{""}, Resources: []string{"users", "groups"}, Verbs: []string{"impersonate"},
 }}
+
+// ImpersonatorRole is the installed ClusterRole auth-mode proxies are
+// bound to.
+const ImpersonatorRole = "tsinject-apiserver-proxy"
+
+// errRoleMissing: the install did not enable API server proxies.
+var errRoleMissing = fmt.Errorf("the ClusterRole %s is not installed: install tsinject with API server proxies enabled (Helm: --set apiServerProxy.enabled=true; kustomize: the apiserver-proxy component)", ImpersonatorRole)
 
 // Reconciler reconciles APIServerProxies.
 type Reconciler struct {
@@ -60,7 +71,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.APIServerProxy{}).
 		Watches(&appsv1.StatefulSet{}, owned, ours).
 		Watches(&corev1.Secret{}, owned, ours).
-		Watches(&rbacv1.ClusterRole{}, owned, ours).
 		Watches(&rbacv1.ClusterRoleBinding{}, owned, ours).
 		Complete(r)
 }
@@ -144,6 +154,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	if err := r.clusterRBAC(ctx, s, mode(&p) == string(v1alpha1.ModeAuth)); err != nil {
+		if err == errRoleMissing {
+			return r.notReady(ctx, &p, "ImpersonationRoleMissing", err.Error())
+		}
 		return reconcile.Result{}, err
 	}
 	if err := proxyset.Retire(ctx, r.Client, r.Live, s, r.Logout, r.Log); err != nil {
@@ -153,34 +166,51 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 }
 
 // clusterRBAC keeps (auth mode) or removes (noauth, deletion) the
-// ClusterRole and binding that let the proxy impersonate.
+// binding of the proxy's ServiceAccount to ImpersonatorRole.
 func (r *Reconciler) clusterRBAC(ctx context.Context, s *proxyset.Set, want bool) error {
-	name := s.Name()
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: s.Name()}}
 	if !want {
-		for _, o := range []client.Object{binding, role} {
-			if err := client.IgnoreNotFound(r.Client.Delete(ctx, o)); err != nil {
-				return err
-			}
+		return client.IgnoreNotFound(r.Client.Delete(ctx, binding))
+	}
+	// Read past the cache: the manager may get this one ClusterRole, not
+	// list or watch ClusterRoles.
+	if err := r.Live.Get(ctx, client.ObjectKey{Name: ImpersonatorRole}, &rbacv1.ClusterRole{}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return errRoleMissing
 		}
-		return nil
+		return err
+	}
+	roleRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: ImpersonatorRole}
+	// A binding's roleRef cannot change: one made by an older release
+	// (to a per-proxy ClusterRole) is replaced.
+	var cur rbacv1.ClusterRoleBinding
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(binding), &cur); err == nil && cur.RoleRef != roleRef {
+		if err := client.IgnoreNotFound(r.Client.Delete(ctx, &cur)); err != nil {
+			return err
+		}
 	}
 	labels := map[string]string{proxyset.LabelManagedBy: proxyset.ManagedBy, proxyset.LabelComponent: component, proxyset.LabelOwner: s.Owner.GetName()}
 	owner := metav1.NewControllerRef(s.Owner, s.Owner.GetObjectKind().GroupVersionKind())
-	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, role, func() error {
-		role.Labels, role.OwnerReferences, role.Rules = labels, []metav1.OwnerReference{*owner}, ImpersonateRules
-		return nil
-	}); err != nil {
-		return err
-	}
 	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, binding, func() error {
 		binding.Labels, binding.OwnerReferences = labels, []metav1.OwnerReference{*owner}
-		binding.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}
-		binding.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: s.Namespace}}
+		binding.RoleRef = roleRef
+		binding.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: s.Name(), Namespace: s.Namespace}}
 		return nil
 	})
 	return err
+}
+
+// notReady reports a condition the proxy cannot get past by itself.
+func (r *Reconciler) notReady(ctx context.Context, p *v1alpha1.APIServerProxy, reason, msg string) (reconcile.Result, error) {
+	cond := metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: reason, Message: msg, ObservedGeneration: p.Generation}
+	if c := meta.FindStatusCondition(p.Status.Conditions, "Ready"); c == nil || c.Reason != reason || c.Message != msg {
+		meta.SetStatusCondition(&p.Status.Conditions, cond)
+		if err := r.Client.Status().Update(ctx, p); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	r.Log.Info("API server proxy not ready", "name", p.Name, "reason", reason, "message", msg)
+	return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
 }
 
 func (r *Reconciler) updateStatus(ctx context.Context, p *v1alpha1.APIServerProxy, s *proxyset.Set) (reconcile.Result, error) {

@@ -21,15 +21,18 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/apiproxy"
+	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/manifests"
 	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // An APIServerProxy gets its StatefulSet, ServiceAccount and, in auth mode
-// only, a ClusterRole allowing exactly impersonation; a replica run with
-// that ServiceAccount reports its URL into status; deletion removes it all.
+// only, a binding to the installed impersonation role (without the role it
+// says what to install); a replica run with that ServiceAccount reports its
+// URL into status; deletion removes it all.
 func TestAPIServerProxyController(t *testing.T) {
 	tn, err := tailnet.Start(tailnet.Options{})
 	if err != nil {
@@ -51,14 +54,30 @@ func TestAPIServerProxyController(t *testing.T) {
 		envOf(c, contract.EnvTags) != "tag:k8s-operator" || envOf(c, "TSINJECT_APIPROXY_TLS") != "http" {
 		t.Fatalf("proxy container: %+v", c)
 	}
-	var role rbacv1.ClusterRole
-	waitFor(t, 10*time.Second, func() error { return e.cl.Get(ctx, client.ObjectKey{Name: base}, &role) })
-	if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Verbs, []string{"impersonate"}) || !slices.Equal(role.Rules[0].Resources, []string{"users", "groups"}) {
-		t.Errorf("ClusterRole allows more or less than impersonating users and groups: %+v", role.Rules)
+	// Installed without API server proxies: no role to bind, and the
+	// status says what to do.
+	waitFor(t, 10*time.Second, func() error {
+		var cur v1alpha1.APIServerProxy
+		if err := e.cl.Get(ctx, client.ObjectKey{Name: "k8s"}, &cur); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(cur.Status.Conditions, "Ready")
+		if c == nil || c.Reason != "ImpersonationRoleMissing" || !strings.Contains(c.Message, "apiServerProxy.enabled=true") {
+			return fmt.Errorf("Ready condition %+v, want ImpersonationRoleMissing naming the fix", c)
+		}
+		return nil
+	})
+	role, err := manifests.ImpersonatorRole()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cl.Create(ctx, role); err != nil {
+		t.Fatal(err)
 	}
 	var binding rbacv1.ClusterRoleBinding
-	if err := e.cl.Get(ctx, client.ObjectKey{Name: base}, &binding); err != nil || binding.Subjects[0].Name != base || binding.Subjects[0].Namespace != ns {
-		t.Errorf("ClusterRoleBinding %+v, %v", binding, err)
+	waitFor(t, 60*time.Second, func() error { return e.cl.Get(ctx, client.ObjectKey{Name: base}, &binding) })
+	if binding.RoleRef.Name != ctrlapiproxy.ImpersonatorRole || binding.Subjects[0].Name != base || binding.Subjects[0].Namespace != ns {
+		t.Errorf("ClusterRoleBinding %+v", binding)
 	}
 
 	// A replica, authenticated as the ServiceAccount, reports its URL.
@@ -108,8 +127,8 @@ func TestAPIServerProxyController(t *testing.T) {
 		return e.cl.Update(ctx, &cur)
 	})
 	waitFor(t, 10*time.Second, func() error {
-		if err := e.cl.Get(ctx, client.ObjectKey{Name: base}, &rbacv1.ClusterRole{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("ClusterRole still there in noauth mode: %v", err)
+		if err := e.cl.Get(ctx, client.ObjectKey{Name: base}, &rbacv1.ClusterRoleBinding{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("ClusterRoleBinding still there in noauth mode: %v", err)
 		}
 		return nil
 	})

@@ -254,6 +254,8 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			&corev1.ServiceAccount{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&rbacv1.Role{}:           {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&rbacv1.RoleBinding{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+			// Only the bindings of our API server proxies.
+			&rbacv1.ClusterRoleBinding{}: {Label: labels.SelectorFromSet(labels.Set{proxyset.LabelManagedBy: proxyset.ManagedBy})},
 		}},
 	})
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -491,6 +492,16 @@ func (d *demo) runReplica(stsName, what string) error {
 // apiProxy creates the API server proxy and runs kubectl through it from
 // the laptop, first granted system:masters, then tailnet-readers.
 func (d *demo) apiProxy() error {
+	// What helm install --set apiServerProxy.enabled=true installs: the
+	// impersonation role the controller binds proxies to.
+	role, err := manifests.ImpersonatorRole()
+	if err != nil {
+		return err
+	}
+	if err := d.cl.Create(d.ctx, role); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	d.say("    API server proxies enabled (helm --set apiServerProxy.enabled=true): ClusterRole %s\n", role.Name)
 	if err := d.apply("apiserver-proxy.yaml"); err != nil {
 		return err
 	}
@@ -535,13 +546,14 @@ func (d *demo) apiProxy() error {
 	}); err != nil {
 		return err
 	}
-	var role rbacv1.ClusterRole
-	if err := waitFor(d.ctx, 10*time.Second, func() error {
-		return d.cl.Get(d.ctx, client.ObjectKey{Name: "ts-apiserver-proxy-k8s"}, &role)
+	var binding rbacv1.ClusterRoleBinding
+	if err := waitFor(d.ctx, 30*time.Second, func() error {
+		return d.cl.Get(d.ctx, client.ObjectKey{Name: "ts-apiserver-proxy-k8s"}, &binding)
 	}); err != nil {
 		return err
 	}
-	d.say("    the controller made ClusterRole %s: %v on %v, nothing else\n", role.Name, role.Rules[0].Verbs, role.Rules[0].Resources)
+	d.say("    the controller bound the proxy to ClusterRole %s (%v on %v, nothing else); the manager itself may neither impersonate nor write ClusterRoles\n",
+		binding.RoleRef.Name, role.Rules[0].Verbs, role.Rules[0].Resources)
 	if err := d.runReplica("ts-apiserver-proxy-k8s", "apiserver"); err != nil {
 		return err
 	}

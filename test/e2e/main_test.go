@@ -237,7 +237,7 @@ func installHelm(ctx context.Context) error {
 	if out, err := helm(ctx, "install", "tsinject", filepath.Join(root, "charts/tsinject"),
 		"-n", system, "--create-namespace",
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never",
-		"--set", "proxyImage="+proxyImage,
+		"--set", "proxyImage="+proxyImage, "--set", "apiServerProxy.enabled=true",
 		"--set", "controlURL="+env.tn.ControlURL()); err != nil {
 		return fmt.Errorf("helm install: %w: %s", err, out)
 	}
