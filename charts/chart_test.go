@@ -119,9 +119,10 @@ func TestChartMatchesKustomize(t *testing.T) {
 	t.Run("values", func(t *testing.T) {
 		out := string(run(t, nil, helm, "template", "tsinject", "charts/tsinject", "--namespace", "tsinject-system",
 			"--set", "controlURL=https://headscale.example.com", "--set", "nativeSidecar=never", "--set", "webhook.failurePolicy=Ignore",
-			"--set", "replicas=3", "--set", "metrics.serviceMonitor.enabled=true", "--set", "proxyImage=registry.example/proxy:1"))
+			"--set", "replicas=3", "--set", "metrics.serviceMonitor.enabled=true", "--set", "proxyImage=registry.example/proxy:1",
+			"--set", "allowedProxyImages=registry.example/proxy-debug:*"))
 		for _, want := range []string{"--control-url=https://headscale.example.com", "--native-sidecar=never", "failurePolicy: Ignore",
-			"replicas: 3", "kind: ServiceMonitor", "--proxy-image=registry.example/proxy:1"} {
+			"replicas: 3", "kind: ServiceMonitor", "--proxy-image=registry.example/proxy:1", "--allowed-proxy-images=registry.example/proxy-debug:*"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("rendered chart lacks %q", want)
 			}

@@ -59,7 +59,7 @@ var Annotations = []AnnotationDoc{
 	{AnnotationExpose, "comma-separated PORT, TAILNETPORT:PODPORT or container port names", "", "pod ports offered on the node's tailnet addresses"},
 	{AnnotationProxyEnv, "true | false", "false", "set ALL_PROXY, HTTP_PROXY, HTTPS_PROXY and NO_PROXY in app containers"},
 	{AnnotationState, "ephemeral | secret", "ephemeral", "secret keeps the node's identity in Secret tsinject-state-<pod name> (needs RBAC, see docs)"},
-	{AnnotationProxyImage, "image reference", "manager's --proxy-image", "the sidecar image"},
+	{AnnotationProxyImage, "manager's --proxy-image or one of --allowed-proxy-images", "manager's --proxy-image", "the sidecar and init image"},
 	{AnnotationCPURequest, "CPU quantity", "20m", "sidecar CPU request"},
 	{AnnotationCPULimit, "CPU quantity, or \"none\"", "none", "sidecar CPU limit"},
 	{AnnotationMemoryRequest, "memory quantity", "48Mi", "sidecar memory request"},
@@ -191,9 +191,14 @@ func parseOptions(pod *corev1.Pod, nsLabels map[string]string, cfg *Config, p *p
 		}
 	}
 	if v, ok := a[AnnotationProxyImage]; ok {
-		if v == "" || strings.ContainsAny(v, " \t\n") {
+		switch {
+		case v == "" || strings.ContainsAny(v, " \t\n"):
 			p.invalid(AnnotationProxyImage, v, "an image reference such as ghcr.io/tsinject/tsinject-proxy:v0.1.0", nil)
-		} else {
+		case !cfg.ProxyImageAllowed(v):
+			// The init container runs it as root with NET_ADMIN: only
+			// the admin chooses which images may be.
+			p.invalid(AnnotationProxyImage, v, allowedImages(cfg), nil)
+		default:
 			o.image = v
 		}
 	}
@@ -291,6 +296,10 @@ func checkExpose(ex []contract.Expose, pod *corev1.Pod, p *problems) {
 			p.warn("%s: port %d is one the sidecar itself uses", AnnotationExpose, e.PodPort)
 		}
 	}
+}
+
+func allowedImages(cfg *Config) string {
+	return strings.Join(append([]string{cfg.ProxyImage}, cfg.AllowedProxyImages...), ", ") + " (the manager's --proxy-image and --allowed-proxy-images)"
 }
 
 func parseBool(a map[string]string, key string, def bool, p *problems) bool {

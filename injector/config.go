@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -24,6 +25,11 @@ type Config struct {
 	// Always (Kubernetes >= 1.29); otherwise a regular first container whose
 	// postStart hook holds the app until the node is ready.
 	NativeSidecar bool `json:"nativeSidecar"`
+	// AllowedProxyImages are the images besides ProxyImage that pods may
+	// pick with the proxy-image annotation: exact references, or prefixes
+	// ending in "*". The transparent-egress init container runs that image
+	// as root with NET_ADMIN, so a pod author chooses only among these.
+	AllowedProxyImages []string `json:"allowedProxyImages,omitempty"`
 	// DefaultTags are advertised by pods without a tags annotation.
 	DefaultTags []string `json:"defaultTags,omitempty"`
 	// Resources of the sidecar unless annotations override them.
@@ -62,3 +68,16 @@ func (c *Config) Version() string {
 
 // SystemNamespaces are never injected, whatever their labels say.
 var SystemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
+
+// ProxyImageAllowed reports whether pods may run image as their proxy.
+func (c *Config) ProxyImageAllowed(image string) bool {
+	if image == c.ProxyImage {
+		return true
+	}
+	for _, a := range c.AllowedProxyImages {
+		if prefix, ok := strings.CutSuffix(a, "*"); ok && strings.HasPrefix(image, prefix) || a == image {
+			return true
+		}
+	}
+	return false
+}

@@ -61,3 +61,21 @@ func TestParseResources(t *testing.T) {
 		})
 	}
 }
+
+func TestProxyImageAllowed(t *testing.T) {
+	c := Config{ProxyImage: "ghcr.io/tsinject/tsinject-proxy:v1",
+		AllowedProxyImages: []string{"registry.example/proxy:v2", "registry.example/debug/*"}}
+	for image, want := range map[string]bool{
+		"ghcr.io/tsinject/tsinject-proxy:v1": true,
+		"ghcr.io/tsinject/tsinject-proxy:v2": false, // only the configured tag
+		"registry.example/proxy:v2":          true,
+		"registry.example/proxy:v3":          false,
+		"registry.example/debug/proxy:1":     true,
+		"registry.example/debugger:1":        false, // the prefix ends at the slash
+		"attacker.example/rootkit":           false,
+	} {
+		if got := c.ProxyImageAllowed(image); got != want {
+			t.Errorf("ProxyImageAllowed(%q) = %v, want %v", image, got, want)
+		}
+	}
+}

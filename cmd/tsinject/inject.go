@@ -32,7 +32,7 @@ func (l labelFlag) Set(s string) error {
 
 func injectCommand() *cli.Command {
 	cfg := injector.DefaultConfig()
-	var file, namespace, tags string
+	var file, namespace, tags, images string
 	var native bool
 	nsLabels := labelFlag{}
 	return &cli.Command{
@@ -46,6 +46,7 @@ func injectCommand() *cli.Command {
 			fs.StringVar(&cfg.ProxyImage, "proxy-image", cfg.ProxyImage, "tsinject-proxy image")
 			fs.StringVar(&cfg.ControlURL, "control-url", "", "tailnet control server URL (default Tailscale's)")
 			fs.StringVar(&tags, "default-tags", "", "comma-separated tags for pods without a tags annotation")
+			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&cfg.SystemNamespace, "system-namespace", cfg.SystemNamespace, "tsinject's namespace (never injected)")
 			fs.BoolVar(&native, "native-sidecar", true, "native sidecar (Kubernetes >= 1.29); false for a regular container with a postStart hook")
 		},
@@ -58,6 +59,7 @@ func injectCommand() *cli.Command {
 			}
 			cfg.NativeSidecar = native
 			cfg.DefaultTags = splitList(tags)
+			cfg.AllowedProxyImages = splitList(images)
 			t := &offline.Transformer{
 				Handler: &webhook.Handler{
 					Injector:   injector.New(cfg),

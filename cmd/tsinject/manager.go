@@ -19,7 +19,7 @@ import (
 
 func managerCommand() *cli.Command {
 	o := manager.DefaultOptions()
-	var kubeconfig, tags, certIPs, certDNS string
+	var kubeconfig, tags, images, certIPs, certDNS string
 	zopts := zap.Options{}
 	return &cli.Command{
 		Name:  "manager",
@@ -40,6 +40,7 @@ func managerCommand() *cli.Command {
 			fs.StringVar(&o.Injector.ProxyImage, "proxy-image", o.Injector.ProxyImage, "tsinject-proxy image for sidecars")
 			fs.StringVar(&o.Injector.ControlURL, "control-url", "", "tailnet control server URL (default Tailscale's; Headscale or any compatible)")
 			fs.StringVar(&tags, "default-tags", "", "comma-separated tags for pods without a tags annotation")
+			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&o.NativeSidecar, "native-sidecar", o.NativeSidecar, "auto (from the API server version: >= 1.29), always or never")
 			fs.StringVar(&o.AuthSecret, "auth-secret", o.AuthSecret, "Secret in --namespace with the tailnet auth key, copied to injected namespaces")
 			fs.StringVar(&o.AuthKey, "auth-secret-key", o.AuthKey, "key of the auth key in --auth-secret")
@@ -62,6 +63,7 @@ func managerCommand() *cli.Command {
 			}
 			o.CertDNSNames = splitList(certDNS)
 			o.Injector.DefaultTags = splitList(tags)
+			o.Injector.AllowedProxyImages = splitList(images)
 			log := zap.New(zap.UseFlagOptions(&zopts))
 			ctrl.SetLogger(log)
 			o.Log = log

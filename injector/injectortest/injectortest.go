@@ -18,6 +18,7 @@ func Config() injector.Config {
 	c.ProxyImage = "ghcr.io/tsinject/tsinject-proxy:test"
 	c.ControlURL = "https://headscale.example.com"
 	c.DefaultTags = []string{"tag:k8s"}
+	c.AllowedProxyImages = []string{"registry.example/tsinject-proxy-debug:*"}
 	return c
 }
 
