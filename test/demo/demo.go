@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 	"tailscale.com/tailcfg"
@@ -525,11 +526,14 @@ func (d *demo) apiProxy() error {
 	d.say("    kubectl apply -f examples/apiserver-proxy.yaml (APIServerProxy k8s, ClusterRoleBinding tailnet-readers-view)\n")
 	// Plain HTTP on the tailnet: this tailnet issues no certificates.
 	var p v1alpha1.APIServerProxy
-	if err := d.cl.Get(d.ctx, client.ObjectKey{Name: "k8s"}, &p); err != nil {
-		return err
-	}
-	p.Spec.TLS = v1alpha1.TLSHTTP
-	if err := d.cl.Update(d.ctx, &p); err != nil {
+	// The controller updates the object too (finalizer, status): retry.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := d.cl.Get(d.ctx, client.ObjectKey{Name: "k8s"}, &p); err != nil {
+			return err
+		}
+		p.Spec.TLS = v1alpha1.TLSHTTP
+		return d.cl.Update(d.ctx, &p)
+	}); err != nil {
 		return err
 	}
 	if err := waitFor(d.ctx, 10*time.Second, func() error {
