@@ -18,7 +18,7 @@ func TestDocsCoverTables(t *testing.T) {
 			t.Errorf("docs/injection.md lacks reason %s", r.Reason)
 		}
 	}
-	for _, a := range Annotations {
+	for _, a := range append(Annotations, NamespacePolicies...) {
 		if !strings.Contains(doc, "`"+a.Key+"`") {
 			t.Errorf("docs/injection.md lacks annotation %s", a.Key)
 		}

@@ -27,6 +27,8 @@ import (
 type Namespace struct {
 	Name   string
 	Labels map[string]string
+	// Annotations carry the namespace's policy (policy.go).
+	Annotations map[string]string
 }
 
 // Result is the outcome of Inject.
@@ -100,6 +102,10 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	opts := parseOptions(pod, ns.Labels, &in.cfg, &p)
 	if len(p.errs) > 0 {
 		return Result{Reason: ReasonInvalidAnnotation, Warnings: p.warnings, Problems: p.errs}
+	}
+	_, tagsAsked := pod.Annotations[AnnotationTags]
+	if denied := checkPolicy(ns, policyOf(ns, &in.cfg), tagsAsked, &opts); len(denied) > 0 {
+		return Result{Reason: ReasonPolicyDenied, Warnings: p.warnings, Problems: denied}
 	}
 	if clash := nameClashes(pod); len(clash) > 0 {
 		return Result{Reason: ReasonContainerNameClash, Warnings: p.warnings, Problems: clash}

@@ -26,6 +26,7 @@ const (
 	ReasonInvalidPod           Reason = "invalid-pod"
 	ReasonNamespaceUnavailable Reason = "namespace-unavailable"
 	ReasonProxyUIDClash        Reason = "proxy-uid-clash"
+	ReasonPolicyDenied         Reason = "policy-denied"
 )
 
 // ReasonInfo describes a reason for people.
@@ -49,6 +50,7 @@ var Reasons = []ReasonInfo{
 	{ReasonAlreadyInjected, OutcomeSkipped, "the pod already carries the " + AnnotationStatus + " annotation; re-injection is a no-op", "to re-inject, run `tsinject uninject` on the manifest first"},
 	{ReasonInvalidAnnotation, OutcomeDenied, "a tsinject.dev annotation has a value that is not allowed", "fix the annotation named in the message"},
 	{ReasonContainerNameClash, OutcomeDenied, "the pod already has a container or volume named like the ones tsinject adds", "rename it, or label the pod " + LabelInject + "=false"},
+	{ReasonPolicyDenied, OutcomeDenied, "the pod asks for tags or a hostname its namespace's policy does not allow, or would join untagged where that is not allowed", "choose within the namespace's tsinject.dev/allowed-* annotations, or ask a cluster admin to widen them"},
 	{ReasonProxyUIDClash, OutcomeDenied, "in transparent egress a container runs as the sidecar's UID, which the redirect rules exempt: its traffic would bypass the sidecar", "run the container as another UID, or use explicit egress"},
 	{ReasonInvalidPod, OutcomeDenied, "the admission request did not hold a decodable Pod", "report this: the API server sent an unexpected object"},
 	{ReasonNamespaceUnavailable, OutcomeDenied, "the pod's namespace could not be read to decide on injection", "check the manager's RBAC and logs; the API server retries"},

@@ -38,6 +38,7 @@ func TestSelection(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.SystemNamespace = sys
+	cfg.DefaultTags = []string{"tag:k8s"} // selection, not policy, is tested here
 	in := New(cfg)
 	for _, tt := range tests {
 		pod := &corev1.Pod{

@@ -34,7 +34,7 @@ func injectCommand() *cli.Command {
 	cfg := injector.DefaultConfig()
 	var file, namespace, tags, images string
 	var native bool
-	nsLabels := labelFlag{}
+	nsLabels, nsAnnotations := labelFlag{}, labelFlag{}
 	return &cli.Command{
 		Name:  "inject",
 		Short: "inject manifests offline, through the webhook's own code path",
@@ -42,6 +42,7 @@ func injectCommand() *cli.Command {
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&file, "f", "-", "multi-document YAML to inject (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, List); - is stdin")
 			fs.StringVar(&namespace, "namespace", "default", "namespace of objects that name none")
+			fs.Var(nsAnnotations, "namespace-annotation", "an annotation of the namespace, KEY=VALUE, repeatable: its policy (tsinject.dev/default-tags, allowed-tags, allow-untagged, allowed-hostnames)")
 			fs.Var(nsLabels, "namespace-label", "a label of the namespace, KEY=VALUE, repeatable (default "+injector.LabelInjection+"=enabled)")
 			fs.StringVar(&cfg.ProxyImage, "proxy-image", cfg.ProxyImage, "tsinject-proxy image")
 			fs.StringVar(&cfg.ControlURL, "control-url", "", "tailnet control server URL (default Tailscale's)")
@@ -63,7 +64,7 @@ func injectCommand() *cli.Command {
 			t := &offline.Transformer{
 				Handler: &webhook.Handler{
 					Injector:   injector.New(cfg),
-					Namespaces: offline.StaticNamespaces(nsLabels),
+					Namespaces: offline.StaticNamespaces{Labels: nsLabels, Annotations: nsAnnotations},
 					Log:        logr.Discard(),
 				},
 				DefaultNamespace: namespace,

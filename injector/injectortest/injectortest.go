@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/injector/offline"
 )
 
 // Config is the configuration golden files are produced with.
@@ -24,6 +25,18 @@ func Config() injector.Config {
 
 // NamespaceLabels are the labels of the namespace golden pods live in.
 var NamespaceLabels = map[string]string{injector.LabelInjection: "enabled"}
+
+// NamespaceAnnotations are its policy: the default tag (tag:k8s, from
+// Config) and tag:worker; hostnames in its prefix or w-*.
+var NamespaceAnnotations = map[string]string{
+	injector.AnnotationAllowedTags:      "tag:worker",
+	injector.AnnotationAllowedHostnames: "{namespace}-*, w-*",
+}
+
+// Namespaces answers lookups with the golden namespace.
+func Namespaces() offline.StaticNamespaces {
+	return offline.StaticNamespaces{Labels: NamespaceLabels, Annotations: NamespaceAnnotations}
+}
 
 // Dir is the golden case directory.
 func Dir() string {

@@ -27,7 +27,7 @@ func transformer() *offline.Transformer {
 	return &offline.Transformer{
 		Handler: &webhook.Handler{
 			Injector:   injector.New(injectortest.Config()),
-			Namespaces: offline.StaticNamespaces(injectortest.NamespaceLabels),
+			Namespaces: injectortest.Namespaces(),
 			Log:        logr.Discard(),
 		},
 		DefaultNamespace: "default",

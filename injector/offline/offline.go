@@ -29,13 +29,15 @@ import (
 	"github.com/tsinject/tsinject/injector/webhook"
 )
 
-// StaticNamespaces answers every namespace lookup with the same labels
-// (given on the command line).
-type StaticNamespaces map[string]string
+// StaticNamespaces answers every namespace lookup with the same labels and
+// annotations (given on the command line).
+type StaticNamespaces struct {
+	Labels, Annotations map[string]string
+}
 
 // Namespace implements webhook.Namespaces.
 func (s StaticNamespaces) Namespace(_ context.Context, name string) (injector.Namespace, error) {
-	return injector.Namespace{Name: name, Labels: s}, nil
+	return injector.Namespace{Name: name, Labels: s.Labels, Annotations: s.Annotations}, nil
 }
 
 // Decision is what happened to one pod or template.

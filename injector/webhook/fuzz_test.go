@@ -26,7 +26,7 @@ import (
 func server() http.Handler {
 	h := &webhook.Handler{
 		Injector:   injector.New(injectortest.Config()),
-		Namespaces: offline.StaticNamespaces(injectortest.NamespaceLabels),
+		Namespaces: injectortest.Namespaces(),
 		Log:        logr.Discard(),
 	}
 	wh := &admission.Webhook{Handler: h}

@@ -92,7 +92,8 @@ func TestCertManagerMode(t *testing.T) {
 		t.Fatalf("serving %s (%v), want cert-manager's %s", s, err, first.Cert.SerialNumber)
 	}
 
-	enabled := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps", Labels: map[string]string{injector.LabelInjection: "enabled"}}}
+	enabled := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps", Labels: map[string]string{injector.LabelInjection: "enabled"},
+		Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:k8s"}}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, enabled, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

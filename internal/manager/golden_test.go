@@ -25,11 +25,11 @@ import (
 // defaulting, which both go through) or the same denial.
 func TestWebhookMatchesOffline(t *testing.T) {
 	e := start(t, nil)
-	e.namespace(t, "shop", injectortest.NamespaceLabels)
+	e.namespaceWith(t, "shop", injectortest.NamespaceLabels, injectortest.NamespaceAnnotations)
 	tr := &offline.Transformer{
 		Handler: &webhook.Handler{
 			Injector:   injector.New(injectortest.Config()),
-			Namespaces: offline.StaticNamespaces(injectortest.NamespaceLabels),
+			Namespaces: injectortest.Namespaces(),
 			Log:        logr.Discard(),
 		},
 		DefaultNamespace: "shop",

@@ -410,7 +410,7 @@ func SupportsNativeSidecars(major, minor string) bool {
 	return ma > 1 || ma == 1 && mi >= 29
 }
 
-// Namespaces reads namespace labels from the cache, and from the API server
+// Namespaces reads namespace labels and annotations (the policy) from the cache, and from the API server
 // when the cache does not say "enabled": a namespace labelled a moment ago
 // may not have reached the cache, and a skipped pod is not retried.
 type Namespaces struct {
@@ -426,7 +426,7 @@ func (n Namespaces) Namespace(ctx context.Context, name string) (injector.Namesp
 			return injector.Namespace{}, err
 		}
 	}
-	return injector.Namespace{Name: name, Labels: ns.Labels}, nil
+	return injector.Namespace{Name: name, Labels: ns.Labels, Annotations: ns.Annotations}, nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -82,7 +82,12 @@ func start(t *testing.T, mutate func(*manager.Options), crdDirs ...string) *env 
 
 func (e *env) namespace(t *testing.T, name string, labels map[string]string) {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	e.namespaceWith(t, name, labels, nil)
+}
+
+func (e *env) namespaceWith(t *testing.T, name string, labels, annotations map[string]string) {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: annotations}}
 	if err := e.cl.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}

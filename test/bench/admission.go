@@ -60,7 +60,7 @@ func injectorHandler() *webhook.Handler {
 	cfg := injector.DefaultConfig()
 	return &webhook.Handler{
 		Injector:   injector.New(cfg),
-		Namespaces: offline.StaticNamespaces{injector.LabelInjection: "enabled"},
+		Namespaces: offline.StaticNamespaces{Labels: map[string]string{injector.LabelInjection: "enabled"}, Annotations: map[string]string{injector.AnnotationAllowUntagged: "true"}},
 		Log:        logr.Discard(),
 	}
 }

@@ -1,0 +1,133 @@
+package injector
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Namespace policy: annotations on the Namespace, which only cluster
+// admins can write (Namespaces are cluster-scoped; the built-in admin and
+// edit roles grant no update on them). They decide what a pod author may
+// ask for; the pod's own annotations only choose within them.
+const (
+	// AnnotationAllowedTags lists the tags pods here may advertise,
+	// besides the default tags.
+	AnnotationAllowedTags = AnnotationPrefix + "allowed-tags"
+	// AnnotationDefaultTags are advertised by pods here that name none
+	// (default: the manager's --default-tags).
+	AnnotationDefaultTags = AnnotationPrefix + "default-tags"
+	// AnnotationAllowUntagged "true" lets pods here join without tags,
+	// acting as the owner of the auth key.
+	AnnotationAllowUntagged = AnnotationPrefix + "allow-untagged"
+	// AnnotationAllowedHostnames lists the patterns (path.Match, with
+	// {namespace}) a pod's hostname must match; default {namespace}-*.
+	AnnotationAllowedHostnames = AnnotationPrefix + "allowed-hostnames"
+)
+
+// DefaultAllowedHostname keeps a pod's tailnet name inside its namespace's
+// prefix, so no pod can take a name like "db" that peers already trust.
+const DefaultAllowedHostname = contract.PlaceholderNamespace + "-*"
+
+// NamespacePolicies documents the namespace annotations (docs/injection.md).
+var NamespacePolicies = []AnnotationDoc{
+	{AnnotationAllowedTags, "comma-separated tag:name", "none (only the default tags)", "tags pods in the namespace may advertise"},
+	{AnnotationDefaultTags, "comma-separated tag:name", "manager's --default-tags", "tags of pods that name none"},
+	{AnnotationAllowUntagged, "true | false", "false", "lets pods join without tags (as the auth key's owner)"},
+	{AnnotationAllowedHostnames, "comma-separated patterns (* ? [..]) with {namespace}", DefaultAllowedHostname, "what a pod's hostname may be"},
+}
+
+// nsPolicy is a namespace's policy, parsed.
+type nsPolicy struct {
+	defaultTags, allowedTags []string
+	untagged                 bool
+	hostnames                []string
+	errs                     []string // the namespace's own annotations are wrong
+}
+
+func policyOf(ns Namespace, cfg *Config) nsPolicy {
+	a := ns.Annotations
+	pol := nsPolicy{defaultTags: cfg.DefaultTags, hostnames: []string{DefaultAllowedHostname}}
+	bad := func(key, v, allowed string) {
+		pol.errs = append(pol.errs, fmt.Sprintf("namespace %s: annotation %s: value %q is not allowed (allowed: %s); ask a cluster admin to fix it", ns.Name, key, v, allowed))
+	}
+	if v, ok := a[AnnotationDefaultTags]; ok {
+		tags, err := contract.ParseTags(v)
+		if err != nil {
+			bad(AnnotationDefaultTags, v, "comma-separated tag:name")
+		}
+		pol.defaultTags = tags
+	}
+	if v, ok := a[AnnotationAllowedTags]; ok {
+		tags, err := contract.ParseTags(v)
+		if err != nil {
+			bad(AnnotationAllowedTags, v, "comma-separated tag:name")
+		}
+		pol.allowedTags = tags
+	}
+	switch v := a[AnnotationAllowUntagged]; v {
+	case "", "false":
+	case "true":
+		pol.untagged = true
+	default:
+		bad(AnnotationAllowUntagged, v, "true, false")
+	}
+	if v, ok := a[AnnotationAllowedHostnames]; ok {
+		pol.hostnames = nil
+		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+			if _, err := path.Match(f, ""); err != nil {
+				bad(AnnotationAllowedHostnames, v, "comma-separated patterns such as {namespace}-* or db-?")
+				break
+			}
+			pol.hostnames = append(pol.hostnames, f)
+		}
+	}
+	return pol
+}
+
+// checkPolicy returns why opts break the namespace's policy, if they do.
+// It runs after the pod's annotations were read: a tags annotation
+// replaces the default tags, and must stay within the allowed ones.
+func checkPolicy(ns Namespace, pol nsPolicy, tagsAsked bool, o *podOptions) []string {
+	out := slices.Clone(pol.errs)
+	if !tagsAsked {
+		o.tags = pol.defaultTags
+	}
+	allowed := append(slices.Clone(pol.defaultTags), pol.allowedTags...)
+	for _, t := range o.tags {
+		if !slices.Contains(allowed, t) {
+			out = append(out, fmt.Sprintf("annotation %s: %s is not allowed in namespace %s (allowed: %s; a cluster admin sets the namespace's %s)",
+				AnnotationTags, t, ns.Name, orNone(allowed), AnnotationAllowedTags))
+		}
+	}
+	if len(o.tags) == 0 && !pol.untagged {
+		out = append(out, fmt.Sprintf("pods in namespace %s must be tagged: it has no %s and the manager no --default-tags; a cluster admin sets one of them, or %s: \"true\" to let pods act as the auth key's owner",
+			ns.Name, AnnotationDefaultTags, AnnotationAllowUntagged))
+	}
+	// {name} is filled in at run time: stand a word in for it.
+	host := strings.ReplaceAll(strings.ReplaceAll(o.hostname, contract.PlaceholderNamespace, ns.Name), contract.PlaceholderName, "name")
+	matched := false
+	var patterns []string
+	for _, pat := range pol.hostnames {
+		pat = strings.ReplaceAll(pat, contract.PlaceholderNamespace, ns.Name)
+		patterns = append(patterns, pat)
+		if ok, _ := path.Match(pat, host); ok {
+			matched = true
+		}
+	}
+	if !matched {
+		out = append(out, fmt.Sprintf("annotation %s: %q is not allowed in namespace %s (allowed: %s; a cluster admin sets the namespace's %s)",
+			AnnotationHostname, o.hostname, ns.Name, orNone(patterns), AnnotationAllowedHostnames))
+	}
+	return out
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,61 @@
+package injector
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The namespace's annotations, not the pod's, decide which tags and
+// hostnames a pod may have, and whether it may join untagged.
+func TestNamespacePolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		defaultTags []string          // the manager's
+		ns, pod     map[string]string // annotations
+		wantTags    string            // TSINJECT_TAGS when injected
+		denied      string            // part of the denial, if denied
+	}{
+		{"manager default", []string{"tag:k8s"}, nil, nil, "tag:k8s", ""},
+		{"namespace default wins", []string{"tag:k8s"}, map[string]string{AnnotationDefaultTags: "tag:shop"}, nil, "tag:shop", ""},
+		{"asked within allowed", nil, map[string]string{AnnotationDefaultTags: "tag:shop", AnnotationAllowedTags: "tag:shop-batch"}, map[string]string{AnnotationTags: "tag:shop-batch"}, "tag:shop-batch", ""},
+		{"asked beyond allowed", []string{"tag:k8s"}, nil, map[string]string{AnnotationTags: "tag:payments-client"}, "", "tag:payments-client is not allowed"},
+		{"untagged refused by default", nil, nil, nil, "", "must be tagged"},
+		{"untagged by opt-in", nil, map[string]string{AnnotationAllowUntagged: "true"}, nil, "", ""},
+		{"default hostname fits the prefix", []string{"tag:k8s"}, nil, nil, "tag:k8s", ""},
+		{"hostname outside the prefix", []string{"tag:k8s"}, nil, map[string]string{AnnotationHostname: "db"}, "", `"db" is not allowed`},
+		{"hostname the namespace allows", []string{"tag:k8s"}, map[string]string{AnnotationAllowedHostnames: "db"}, map[string]string{AnnotationHostname: "db"}, "tag:k8s", ""},
+		{"pod name only", []string{"tag:k8s"}, nil, map[string]string{AnnotationHostname: "{name}"}, "", "is not allowed"},
+		{"broken namespace policy", []string{"tag:k8s"}, map[string]string{AnnotationAllowUntagged: "yes"}, nil, "", "ask a cluster admin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.DefaultTags = tc.defaultTags
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Annotations: tc.pod},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+			res := New(cfg).Inject(pod, Namespace{Name: "shop", Labels: map[string]string{LabelInjection: "enabled"}, Annotations: tc.ns})
+			if tc.denied != "" {
+				if res.Reason != ReasonPolicyDenied || !strings.Contains(strings.Join(res.Problems, "; "), tc.denied) {
+					t.Fatalf("%s %v, want policy-denied saying %q", res.Reason, res.Problems, tc.denied)
+				}
+				return
+			}
+			if res.Reason != ReasonInjected {
+				t.Fatalf("%s %v, want injected", res.Reason, res.Problems)
+			}
+			var tags string
+			for _, c := range res.Pod.Spec.InitContainers {
+				for _, e := range c.Env {
+					if e.Name == "TSINJECT_TAGS" {
+						tags = e.Value
+					}
+				}
+			}
+			if tags != tc.wantTags {
+				t.Errorf("TSINJECT_TAGS %q, want %q", tags, tc.wantTags)
+			}
+		})
+	}
+}
