@@ -332,6 +332,10 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if err != nil {
 		return fmt.Errorf("--ca-file: %w", err)
 	}
+	// The proxy carries every kubectl user's connections.
+	if cfg.Node.WindowShare == 0 {
+		cfg.Node.WindowShare = tsnode.WindowShareShared
+	}
 	n, err := tsnode.Start(ctx, cfg.Node, logf)
 	if err != nil {
 		return err

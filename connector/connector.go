@@ -57,6 +57,10 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	defer health.Close()
 
 	cfg.Node.Started = c.hook
+	// A subnet router or exit node carries every client's connections.
+	if cfg.Node.WindowShare == 0 {
+		cfg.Node.WindowShare = tsnode.WindowShareShared
+	}
 	n, err := tsnode.Start(ctx, cfg.Node, logf)
 	if err != nil {
 		return err

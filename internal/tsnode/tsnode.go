@@ -66,6 +66,11 @@ type Options struct {
 	// Started, if set, runs once the server has started and before it
 	// logs in: the moment to adjust its netstack before traffic arrives.
 	Started func(*tsnet.Server) error
+	// WindowShare is the fraction of the container's memory limit (1 in
+	// WindowShare) each tailnet TCP connection's window may take; 0 means
+	// WindowShareApp. Proxies that carry many clients' connections take a
+	// smaller share (WindowShareShared).
+	WindowShare int64
 }
 
 // Node is a started tsnet node.
@@ -122,7 +127,7 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 	if err := srv.Start(); err != nil {
 		return nil, err
 	}
-	if err := capTCPBuffers(srv); err != nil {
+	if err := capTCPBuffers(srv, o.WindowShare); err != nil {
 		srv.Close()
 		return nil, err
 	}
@@ -155,29 +160,40 @@ const TCPWindowMax = tcp.MaxBufferSize
 // TCPWindowMin is the smallest cap TCPWindow gives.
 const TCPWindowMin = 256 << 10
 
+// Window shares: a sidecar serves one app, whose bulk transfers are few;
+// a connector or API proxy serves every client that reaches it.
+const (
+	WindowShareApp    = 256  // 1 MiB of the sidecar's 256 MiB
+	WindowShareShared = 1024 // 512 KiB of a proxy's 512 MiB
+)
+
 // TCPWindow is the per-connection buffer cap for a container with the
-// given memory limit (0: none): a 256th of the limit, between
-// TCPWindowMin and TCPWindowMax (1 MiB for the sidecar's 256 MiB).
+// given memory limit (0: none): 1/share of the limit (share 0 means
+// WindowShareApp), between TCPWindowMin and TCPWindowMax.
 //
 // Why so small a share: on Linux, wireguard-go holds every packet in
 // flight in a 64 KiB buffer however small the packet, so each byte a
 // connection's window lets into flight costs some 40 bytes of memory
-// until netstack takes it (measured: a 4 MiB window, one download, 95 MiB
-// peak; 1 MiB, 69 MiB; docs/performance.md). The window is what bounds
-// those packets: past it, a slow reader slows its sender instead of
+// until it is delivered (measured: a 4 MiB window, one download through a
+// sidecar, 95 MiB peak; 1 MiB, 69 MiB; 2 MiB windows on a connector, four
+// downloads, 0.73 of its limit; docs/performance.md). The window is what
+// bounds those packets: past it, a slow reader slows its sender instead of
 // growing the process. 1 MiB still fills a userspace node's bandwidth
 // (about 1 Gbit/s) up to some 8 ms of round trip; a larger memory limit
 // buys a larger window.
-func TCPWindow(memoryLimit int64) int {
+func TCPWindow(memoryLimit, share int64) int {
 	if memoryLimit <= 0 {
 		return TCPWindowMax
 	}
-	return int(min(max(memoryLimit/256, TCPWindowMin), TCPWindowMax))
+	if share <= 0 {
+		share = WindowShareApp
+	}
+	return int(min(max(memoryLimit/share, TCPWindowMin), TCPWindowMax))
 }
 
 // capTCPBuffers applies TCPWindow for the container's memory limit to a
 // started node's netstack.
-func capTCPBuffers(srv *tsnet.Server) error {
+func capTCPBuffers(srv *tsnet.Server, share int64) error {
 	ns, ok := srv.Sys().Netstack.GetOK()
 	if !ok {
 		return errors.New("tsnet started without a netstack")
@@ -187,7 +203,7 @@ func capTCPBuffers(srv *tsnet.Server) error {
 		return fmt.Errorf("unexpected netstack %T", ns)
 	}
 	limit, _ := memlimit.Container()
-	window := TCPWindow(limit)
+	window := TCPWindow(limit, share)
 	rx := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: min(tcp.DefaultReceiveBufferSize, window), Max: window}
 	if err := impl.SetTransportProtocolOption(tcp.ProtocolNumber, &rx); err != nil {
 		return fmt.Errorf("capping TCP receive buffers: %v", err)
