@@ -204,12 +204,16 @@ func largePod() *corev1.Pod {
 func MeasureLargePod() LargePod {
 	pod := largePod()
 	in := injector.New(injector.DefaultConfig())
-	ns := injector.Namespace{Name: "shop", Labels: map[string]string{injector.LabelInjection: "enabled"}}
+	ns := injector.Namespace{Name: "shop", Labels: map[string]string{injector.LabelInjection: "enabled"},
+		Annotations: map[string]string{injector.AnnotationAllowUntagged: "true"}}
 	var out LargePod
 	r := testing.Benchmark(func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			res := in.Inject(pod, ns)
+			if res.Reason != injector.ReasonInjected {
+				b.Fatalf("the large pod was not injected: %s %v", res.Reason, res.Problems)
+			}
 			ops, _ := injector.Patch(pod, res.Pod)
 			out.PatchOps = len(ops)
 		}
@@ -221,8 +225,8 @@ func MeasureLargePod() LargePod {
 	r = testing.Benchmark(func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if resp := h.Handle(context.Background(), req); !resp.Allowed {
-				b.Fatal("denied")
+			if resp := h.Handle(context.Background(), req); !resp.Allowed || len(resp.Patches) == 0 {
+				b.Fatalf("not injected: %+v", resp.Result)
 			}
 		}
 	})
