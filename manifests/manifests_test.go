@@ -83,13 +83,13 @@ func TestManagerRights(t *testing.T) {
 		{"impersonate", "users"}, {"impersonate", "groups"}, {"impersonate", "serviceaccounts"},
 		{"create", "clusterroles"}, {"update", "clusterroles"}, {"escalate", "clusterroles"},
 		{"bind", "clusterroles/cluster-admin"}, {"create", "roles", "-n", "default"},
-		{"create", "pods", "-n", "default"}, {"delete", "namespaces"},
+		{"create", "pods", "-n", "default"}, {"delete", "namespaces"}, {"create", "servicecidrs.networking.k8s.io"},
 	}
 	for _, step := range []struct {
 		dir              string
 		allowed, refused [][]string
 	}{
-		{"base", [][]string{{"get", "pods", "-n", "default"}, {"create", "statefulsets", "-n", "tsinject-system"}, {"list", "clusterrolebindings"}},
+		{"base", [][]string{{"get", "pods", "-n", "default"}, {"create", "statefulsets", "-n", "tsinject-system"}, {"list", "clusterrolebindings"}, {"list", "servicecidrs.networking.k8s.io"}},
 			append([][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}}, never...)},
 		{"overlays/apiserver-proxy", [][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}}, never},
 	} {

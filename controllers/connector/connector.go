@@ -13,6 +13,8 @@ import (
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -62,7 +64,26 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-func (r *Reconciler) set(cn *v1alpha1.Connector) *proxyset.Set {
+// serviceCIDRs lists the cluster's Service ranges (ServiceCIDR objects,
+// Kubernetes >= 1.33), read past the cache: an exit node refuses them.
+// A cluster without the API has none to report.
+func (r *Reconciler) serviceCIDRs(ctx context.Context) ([]string, error) {
+	var list networkingv1.ServiceCIDRList
+	if err := r.Live.List(ctx, &list); err != nil {
+		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listing ServiceCIDRs for the exit node's deny list: %w", err)
+	}
+	var out []string
+	for _, c := range list.Items {
+		out = append(out, c.Spec.CIDRs...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+func (r *Reconciler) set(cn *v1alpha1.Connector, serviceCIDRs []string) *proxyset.Set {
 	replicas := int32(1)
 	if cn.Spec.Replicas != nil {
 		replicas = *cn.Spec.Replicas
@@ -89,10 +110,14 @@ func (r *Reconciler) set(cn *v1alpha1.Connector) *proxyset.Set {
 		env = append(env, corev1.EnvVar{Name: "TSINJECT_ROUTES", Value: strings.Join(routes, ",")})
 	}
 	if cn.Spec.ExitNode {
-		// The exit node refuses the node's and its own addresses.
+		// The exit node refuses the node's and its own addresses, and
+		// the cluster's Service ranges.
 		env = append(env, corev1.EnvVar{Name: "TSINJECT_EXIT_NODE", Value: "true"},
 			corev1.EnvVar{Name: contract.EnvHostIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
 			corev1.EnvVar{Name: contract.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}})
+		if len(serviceCIDRs) > 0 {
+			env = append(env, corev1.EnvVar{Name: contract.EnvExitDeny, Value: strings.Join(serviceCIDRs, ",")})
+		}
 	}
 	cn.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("Connector"))
 	return &proxyset.Set{
@@ -119,7 +144,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, &cn); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	s := r.set(&cn)
+	var cidrs []string
+	if cn.Spec.ExitNode && cn.DeletionTimestamp.IsZero() {
+		var err error
+		if cidrs, err = r.serviceCIDRs(ctx); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	s := r.set(&cn, cidrs)
 	if !cn.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &cn, s)
 	}
@@ -127,7 +159,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if err := r.Client.Update(ctx, &cn); err != nil {
 			return reconcile.Result{}, err
 		}
-		s = r.set(&cn)
+		s = r.set(&cn, cidrs)
 	}
 	if err := proxyset.Apply(ctx, r.Client, s); err != nil {
 		return reconcile.Result{}, err

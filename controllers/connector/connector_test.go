@@ -11,7 +11,8 @@ import (
 )
 
 // An exit node learns the node's and its own addresses from the downward
-// API, to refuse them; a subnet router needs neither.
+// API, and the Service ranges from the manager, to refuse them; a subnet
+// router needs none of it.
 func TestExitNodeEnv(t *testing.T) {
 	r := &Reconciler{Namespace: "tsinject-system"}
 	for _, tc := range []struct {
@@ -23,7 +24,7 @@ func TestExitNodeEnv(t *testing.T) {
 	} {
 		cn := &v1alpha1.Connector{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Spec: v1alpha1.ConnectorSpec{ExitNode: tc.exit}}
 		env := map[string]*corev1.EnvVar{}
-		for _, e := range r.set(cn).Env {
+		for _, e := range r.set(cn, []string{"198.19.16.0/24", "fd00:16::/108"}).Env {
 			env[e.Name] = &e
 		}
 		for name, path := range tc.want {
@@ -36,6 +37,10 @@ func TestExitNodeEnv(t *testing.T) {
 			if _, ok := env[contract.EnvHostIP]; ok {
 				t.Errorf("a subnet router got %s", contract.EnvHostIP)
 			}
+			continue
+		}
+		if e := env[contract.EnvExitDeny]; e == nil || e.Value != "198.19.16.0/24,fd00:16::/108" {
+			t.Errorf("exit node %s = %+v, want the Service CIDRs", contract.EnvExitDeny, e)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -322,3 +323,35 @@ func parsePrefixes(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 func ptr[T any](v T) *T { return &v }
+
+// An exit-node Connector's proxies get the cluster's Service ranges (the
+// API server's ServiceCIDR objects) in their deny list.
+func TestExitNodeDeniesServiceCIDRs(t *testing.T) {
+	e := start(t, nil, crds()...)
+	ctx := context.Background()
+	var cidrs networkingv1.ServiceCIDRList
+	waitFor(t, 30*time.Second, func() error {
+		if err := e.cl.List(ctx, &cidrs); err != nil {
+			return err
+		}
+		if len(cidrs.Items) == 0 || len(cidrs.Items[0].Spec.CIDRs) == 0 {
+			return fmt.Errorf("the API server has no ServiceCIDR yet")
+		}
+		return nil
+	})
+	want := cidrs.Items[0].Spec.CIDRs[0]
+	cn := &v1alpha1.Connector{ObjectMeta: metav1.ObjectMeta{Name: "exit"}, Spec: v1alpha1.ConnectorSpec{ExitNode: true}}
+	if err := e.cl.Create(ctx, cn); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		var s appsv1.StatefulSet
+		if err := e.cl.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: "ts-connector-exit"}, &s); err != nil {
+			return err
+		}
+		if got := envOf(s.Spec.Template.Spec.Containers[0], contract.EnvExitDeny); !strings.Contains(got, want) {
+			return fmt.Errorf("%s = %q, want it to hold %s", contract.EnvExitDeny, got, want)
+		}
+		return nil
+	})
+}
