@@ -158,19 +158,7 @@ func runConnector(t *testing.T, tn *tailnet.Tailnet, name string, routes []netip
 // tcpFlows reads the connector's forwarded TCP flow count.
 func tcpFlows(t *testing.T, metricsURL string) int {
 	t.Helper()
-	res, err := http.Get(metricsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	var n int
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, `tsinject_connector_flows_total{proto="tcp"}`) {
-			fmt.Sscan(strings.Fields(line)[1], &n)
-		}
-	}
-	return n
+	return metricValue(t, metricsURL, `tsinject_connector_flows_total{proto="tcp"}`)
 }
 
 func client(t *testing.T, ctx context.Context, tn *tailnet.Tailnet) *tailnet.Node {
@@ -336,6 +324,7 @@ func TestExitNode(t *testing.T) {
 	}
 }
 
+// metricValue reads one sample (name with its labels) from the metrics.
 func metricValue(t *testing.T, metricsURL, name string) int {
 	t.Helper()
 	res, err := http.Get(metricsURL)

@@ -235,60 +235,59 @@ func Memory(ctx context.Context, o MemoryOptions) ([]MemoryRow, error) {
 		return fetch, send, func() (dialer, string) { return client.Dial, base + "/small" }
 	}
 
-	socks := map[int]string{}
-	var socksMu sync.Mutex
-	sidecarSocks := func(i int) string { socksMu.Lock(); defer socksMu.Unlock(); return socks[i] }
-	var cur atomic.Int64 // the repeat being measured, for dialers that need it
-
-	subjects := []memSubject{
-		{role: "sidecar", name: "direct tsnet Dial between two in-process nodes", baseline: BaselineRate,
-			start: func(context.Context, int, string) (int, func(), error) { return 0, func() {}, nil },
-			fetch: rawFetch(client.Dial, sinkIP+":9"), send: rawSend(client.Dial, sinkIP+":7", o.Size), small: smallAt(client.Dial, sinkIP+":80")},
-		{role: "sidecar", name: "tsinject-proxy sidecar (SOCKS5)", limit: sidecarLimit,
-			start: func(ctx context.Context, i int, debugAddr string) (int, func(), error) {
-				addr := freeAddr()
-				p, _, err := startProxy(ctx, []string{"sidecar"}, sidecarLimit, debugAddr,
-					contract.EnvStateDir+"="+state(fmt.Sprintf("sidecar-%d", i)), contract.EnvHostname+fmt.Sprintf("=sidecar-%d", i),
-					contract.EnvSOCKS5Addr+"="+addr, contract.EnvHTTPProxy+"=")
-				if err != nil {
-					return 0, nil, err
-				}
-				socksMu.Lock()
-				socks[i] = addr
-				socksMu.Unlock()
-				cur.Store(int64(i))
-				return p.pid(), p.stop, nil
-			},
-			fetch: func(ctx context.Context) (int64, error) {
-				return rawFetch(socksDialer(sidecarSocks(int(cur.Load()))), "sink:9")(ctx)
-			},
-			send: func(ctx context.Context) (int64, error) {
-				return rawSend(socksDialer(sidecarSocks(int(cur.Load()))), "sink:7", o.Size)(ctx)
-			},
-			small: func() (dialer, string) { return smallAt(socksDialer(sidecarSocks(int(cur.Load()))), "sink:80")() }},
+	// Through a SOCKS5 proxy whose address each fresh process chooses.
+	viaSOCKS := func(sub *memSubject, host string) func(addr string) {
+		var proxyAddr atomic.Value
+		dial := func() dialer { return socksDialer(proxyAddr.Load().(string)) }
+		sub.fetch = func(ctx context.Context) (int64, error) { return rawFetch(dial(), host+":9")(ctx) }
+		sub.send = func(ctx context.Context) (int64, error) { return rawSend(dial(), host+":7", o.Size)(ctx) }
+		sub.small = func() (dialer, string) { return smallAt(dial(), host+":80")() }
+		return func(addr string) { proxyAddr.Store(addr) }
 	}
-	var tsSocks atomic.Value
-	subjects = append(subjects, memSubject{role: "sidecar", name: "tailscaled --tun=userspace-networking (SOCKS5)", baseline: BaselineMemory,
-		start: func(ctx context.Context, i int, _ string) (int, func(), error) {
-			ts, err := startTailscaled(ctx, o.TailscaledBins, tn, fmt.Sprintf("tailscaled-%d", i))
-			if err != nil {
-				return 0, nil, err
-			}
-			tsSocks.Store(ts.socks)
-			return ts.pid(), ts.close, nil
-		},
-		fetch: func(ctx context.Context) (int64, error) {
-			return rawFetch(socksDialer(tsSocks.Load().(string)), sinkIP+":9")(ctx)
-		},
-		send: func(ctx context.Context) (int64, error) {
-			return rawSend(socksDialer(tsSocks.Load().(string)), sinkIP+":7", o.Size)(ctx)
-		},
-		small: func() (dialer, string) { return smallAt(socksDialer(tsSocks.Load().(string)), sinkIP+":80")() }})
+	// Through whichever subnet router is started and approved last.
+	viaRoute := func(sub *memSubject) {
+		sub.fetch = rawFetch(client.Dial, hostIP+":9")
+		sub.send = rawSend(client.Dial, hostIP+":7", o.Size)
+		sub.small = smallAt(client.Dial, hostIP+":80")
+	}
+	// approved passes on a started router once its route is the one
+	// approved (or the error that stopped it from starting).
+	approved := func(ctx context.Context, name string, pid int, stop func(), err error) (int, func(), error) {
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := approveOnly(ctx, name); err != nil {
+			stop()
+			return 0, nil, err
+		}
+		return pid, stop, nil
+	}
 
-	viaRoute := func(s *memSubject) {
-		s.fetch = rawFetch(client.Dial, hostIP+":9")
-		s.send = rawSend(client.Dial, hostIP+":7", o.Size)
-		s.small = smallAt(client.Dial, hostIP+":80")
+	direct := memSubject{role: "sidecar", name: "direct tsnet Dial between two in-process nodes", baseline: BaselineRate,
+		start: func(context.Context, int, string) (int, func(), error) { return 0, func() {}, nil },
+		fetch: rawFetch(client.Dial, sinkIP+":9"), send: rawSend(client.Dial, sinkIP+":7", o.Size), small: smallAt(client.Dial, sinkIP+":80")}
+	sc := memSubject{role: "sidecar", name: "tsinject-proxy sidecar (SOCKS5)", limit: sidecarLimit}
+	scSOCKS := viaSOCKS(&sc, "sink")
+	sc.start = func(ctx context.Context, i int, debugAddr string) (int, func(), error) {
+		addr := freeAddr()
+		p, _, err := startProxy(ctx, []string{"sidecar"}, sidecarLimit, debugAddr,
+			contract.EnvStateDir+"="+state(fmt.Sprintf("sidecar-%d", i)), contract.EnvHostname+fmt.Sprintf("=sidecar-%d", i),
+			contract.EnvSOCKS5Addr+"="+addr, contract.EnvHTTPProxy+"=")
+		if err != nil {
+			return 0, nil, err
+		}
+		scSOCKS(addr)
+		return p.pid(), p.stop, nil
+	}
+	ts := memSubject{role: "sidecar", name: "tailscaled --tun=userspace-networking (SOCKS5)", baseline: BaselineMemory}
+	tsSOCKS := viaSOCKS(&ts, sinkIP)
+	ts.start = func(ctx context.Context, i int, _ string) (int, func(), error) {
+		t, err := startTailscaled(ctx, o.TailscaledBins, tn, fmt.Sprintf("tailscaled-%d", i))
+		if err != nil {
+			return 0, nil, err
+		}
+		tsSOCKS(t.socks)
+		return t.pid(), t.close, nil
 	}
 	cn := memSubject{role: "connector", name: "tsinject-proxy connector", limit: proxyLimit,
 		start: func(ctx context.Context, i int, debugAddr string) (int, func(), error) {
@@ -296,27 +295,19 @@ func Memory(ctx context.Context, o MemoryOptions) ([]MemoryRow, error) {
 			p, _, err := startProxy(ctx, []string{"connector"}, proxyLimit, debugAddr,
 				contract.EnvStateDir+"="+state(name), contract.EnvState+"=dir", contract.EnvHostname+"="+name, "TSINJECT_ROUTES="+route.String())
 			if err != nil {
-				return 0, nil, err
+				return approved(ctx, name, 0, nil, err)
 			}
-			if err := approveOnly(ctx, name); err != nil {
-				p.stop()
-				return 0, nil, err
-			}
-			return p.pid(), p.stop, nil
+			return approved(ctx, name, p.pid(), p.stop, nil)
 		}}
 	viaRoute(&cn)
 	tsr := memSubject{role: "connector", name: "tailscaled subnet router (userspace)", baseline: BaselineBoth,
 		start: func(ctx context.Context, i int, _ string) (int, func(), error) {
 			name := fmt.Sprintf("tailscaled-router-%d", i)
-			ts, err := startTailscaled(ctx, o.TailscaledBins, tn, name, "--advertise-routes="+route.String())
+			t, err := startTailscaled(ctx, o.TailscaledBins, tn, name, "--advertise-routes="+route.String())
 			if err != nil {
-				return 0, nil, err
+				return approved(ctx, name, 0, nil, err)
 			}
-			if err := approveOnly(ctx, name); err != nil {
-				ts.close()
-				return 0, nil, err
-			}
-			return ts.pid(), ts.close, nil
+			return approved(ctx, name, t.pid(), t.close, nil)
 		}}
 	viaRoute(&tsr)
 	ap := memSubject{role: "API proxy", name: "tsinject-proxy apiserver (auth mode)", limit: proxyLimit}
@@ -341,7 +332,7 @@ func Memory(ctx context.Context, o MemoryOptions) ([]MemoryRow, error) {
 		return s(ctx)
 	}
 	ap.small = func() (dialer, string) { _, _, s := viaAPIProxy(apHost.Load().(string)); return s() }
-	subjects = append(subjects, cn, tsr, ap)
+	subjects := []memSubject{direct, sc, ts, cn, tsr, ap}
 
 	// Repeats are the outer loop, so that drift in the machine's load hits
 	// every process and its baselines alike.
@@ -562,18 +553,11 @@ func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // serveDiscard reads size bytes from each connection, then acknowledges
 // them with one byte.
 func (s sink) serveDiscard(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
+	serveEach(ln, func(c net.Conn) {
+		if n, _ := io.CopyN(io.Discard, c, s.size); n == s.size {
+			c.Write([]byte{1})
 		}
-		go func() {
-			defer c.Close()
-			if n, _ := io.CopyN(io.Discard, c, s.size); n == s.size {
-				c.Write([]byte{1})
-			}
-		}()
-	}
+	})
 }
 
 func saveProfile(url, path string) error {

@@ -157,6 +157,20 @@ type sink struct{ size int64 }
 var zeros = make([]byte, 256<<10)
 
 func (s sink) serveBulk(ln net.Listener) {
+	serveEach(ln, func(c net.Conn) {
+		for sent := int64(0); sent < s.size; {
+			w, err := c.Write(zeros[:min(int64(len(zeros)), s.size-sent)])
+			sent += int64(w)
+			if err != nil {
+				return
+			}
+		}
+	})
+}
+
+// serveEach handles each connection ln accepts in its own goroutine, and
+// closes it after; it returns when ln is closed.
+func serveEach(ln net.Listener, handle func(net.Conn)) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -164,15 +178,7 @@ func (s sink) serveBulk(ln net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			var sent int64
-			for sent < s.size {
-				n := min(int64(len(zeros)), s.size-sent)
-				w, err := c.Write(zeros[:n])
-				sent += int64(w)
-				if err != nil {
-					return
-				}
-			}
+			handle(c)
 		}()
 	}
 }
