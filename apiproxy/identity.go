@@ -26,7 +26,8 @@ type kubeCapRule struct {
 	} `json:"impersonate,omitempty"`
 	// Recorder and EnforceRecorder ask for session recording (Tailscale's
 	// operator sends exec and attach sessions to tsrecorder). tsinject
-	// records nothing yet, so it must not pretend to: see sessionPolicy.
+	// records nothing yet, so it must not pretend to: Handler.ServeHTTP refuses
+	// exec and attach (isSession) where recording is enforced.
 	Recorder        []string `json:"recorder,omitempty"`
 	EnforceRecorder bool     `json:"enforceRecorder,omitempty"`
 }

@@ -24,6 +24,7 @@ import (
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/copybuf"
 	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
@@ -130,7 +131,7 @@ func (h *Handler) init() {
 		h.proxy = &httputil.ReverseProxy{
 			Transport:     h.Transport,
 			FlushInterval: -1, // watches and logs stream as they come
-			BufferPool:    bufferPool{},
+			BufferPool:    copybuf.Pool{},
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(h.Upstream)
 				pr.Out.Host = h.Upstream.Host
@@ -393,12 +394,3 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	srv.Shutdown(shutdown)
 	return nil
 }
-
-// bufferPool lends ReverseProxy its copy buffers (it allocates 32 KiB per
-// response otherwise).
-type bufferPool struct{}
-
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tsinject/tsinject/internal/copybuf"
 )
 
 // Causes of refused or failed dials (metric labels, log fields).
@@ -235,11 +237,6 @@ func (c *countedConn) CloseWrite() error {
 	return nil
 }
 
-// copyBuffers are relay's copy buffers, reused across connections: io.Copy
-// allocated 32 KiB per direction per connection (the counting wrappers hide
-// any ReaderFrom), garbage the collector then had to find under load.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
 // relay copies both ways until both directions end, half-closing so
 // request/response protocols see EOF, then closes both.
 func relay(a, b net.Conn) {
@@ -247,9 +244,9 @@ func relay(a, b net.Conn) {
 	wg.Add(2)
 	cp := func(dst, src net.Conn) {
 		defer wg.Done()
-		buf := copyBuffers.Get().(*[]byte)
-		io.CopyBuffer(dst, src, *buf)
-		copyBuffers.Put(buf)
+		buf := copybuf.Get()
+		io.CopyBuffer(dst, src, buf)
+		copybuf.Put(buf)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		} else {

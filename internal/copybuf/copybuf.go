@@ -1,0 +1,27 @@
+// Package copybuf lends the data plane its 32 KiB copy buffers, reused
+// across connections and responses: io.Copy and httputil.ReverseProxy
+// otherwise allocate one per copy, garbage the collector must then find
+// under load.
+package copybuf
+
+import "sync"
+
+// Size is the size of every buffer, io.Copy's own.
+const Size = 32 << 10
+
+var pool = sync.Pool{New: func() any { b := make([]byte, Size); return &b }}
+
+// Get borrows a buffer; give it back with Put.
+func Get() []byte { return *pool.Get().(*[]byte) }
+
+// Put returns a buffer Get lent.
+func Put(b []byte) { pool.Put(&b) }
+
+// Pool is Get and Put as an httputil.BufferPool.
+type Pool struct{}
+
+// Get implements httputil.BufferPool.
+func (Pool) Get() []byte { return Get() }
+
+// Put implements httputil.BufferPool.
+func (Pool) Put(b []byte) { Put(b) }
