@@ -25,6 +25,10 @@ import (
 type Config struct {
 	ControlURL  string
 	AuthKeyFile string
+	// ClientID selects workload identity federation (IDTokenFile holds
+	// the pod's projected token) instead of AuthKeyFile.
+	ClientID    string
+	IDTokenFile string
 	Hostname    string // template with {name}, {namespace}
 	Tags        []string
 	State       string // contract.StateEphemeral | contract.StateSecret
@@ -63,6 +67,8 @@ func (c *Config) specs() []flagSpec {
 	return []flagSpec{
 		{"control-url", contract.EnvControlURL, "control server URL (Tailscale's, Headscale's or any compatible)", "https://controlplane.tailscale.com", str(&c.ControlURL)},
 		{"authkey-file", contract.EnvAuthKeyFile, "file holding the auth key (needed until the node has state)", contract.AuthKeyFile, str(&c.AuthKeyFile)},
+		{"client-id", contract.EnvClientID, "workload identity federation: client ID to exchange --id-token-file for a one-off key with (replaces --authkey-file)", "", str(&c.ClientID)},
+		{"id-token-file", contract.EnvIDTokenFile, "workload identity federation: file holding the pod's projected ServiceAccount token", contract.TokenFile, str(&c.IDTokenFile)},
 		{"hostname", contract.EnvHostname, "tailnet hostname template; {name} and {namespace} are the pod's", contract.DefaultHostname, str(&c.Hostname)},
 		{"tags", contract.EnvTags, "comma-separated tags to advertise (tag:name)", "", func(v string) (err error) {
 			c.Tags, err = contract.ParseTags(v)
@@ -103,7 +109,7 @@ func (c *Config) specs() []flagSpec {
 		{"redirect-port", "TSINJECT_REDIRECT_PORT", "transparent mode: port redirected connections arrive on (127.0.0.1 and ::1)", strconv.Itoa(contract.RedirectPort), portSetter(&c.RedirectPort)},
 		{"dns-port", "TSINJECT_DNS_PORT", "transparent mode: port redirected DNS arrives on (127.0.0.1 and ::1)", strconv.Itoa(contract.DNSPort), portSetter(&c.DNSPort)},
 		{"grace-period", contract.EnvGracePeriod, "on SIGTERM, how long established connections may drain", "20s", durationSetter(&c.GracePeriod)},
-		{"authkey-wait", "TSINJECT_AUTHKEY_WAIT", "how long to wait for the auth key file to appear", "2m", durationSetter(&c.AuthKeyWait)},
+		{"authkey-wait", "TSINJECT_AUTHKEY_WAIT", "how long to wait for the auth key (or ID token) file to appear", "2m", durationSetter(&c.AuthKeyWait)},
 		{"pod-name", contract.EnvPodName, "pod name (downward API)", "", str(&c.PodName)},
 		{"pod-namespace", contract.EnvPodNamespace, "pod namespace (downward API)", "", str(&c.PodNamespace)},
 		{"pod-uid", contract.EnvPodUID, "pod UID (downward API)", "", str(&c.PodUID)},
@@ -150,6 +156,9 @@ func (b *Binder) Finish() error {
 	}
 	if err := contract.ValidateTemplate(c.Hostname); err != nil {
 		errs = append(errs, fmt.Errorf("--hostname: %v", err))
+	}
+	if c.ClientID != "" && len(c.Tags) == 0 {
+		errs = append(errs, errors.New("--client-id (workload identity federation) needs --tags: the keys it obtains are always tagged"))
 	}
 	return errors.Join(errs...)
 }

@@ -48,6 +48,8 @@ func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error
 		ControlURL:  cfg.ControlURL,
 		AuthKeyFile: cfg.AuthKeyFile,
 		AuthKeyWait: cfg.AuthKeyWait,
+		ClientID:    cfg.ClientID,
+		IDTokenFile: cfg.IDTokenFile,
 		Hostname:    cfg.NodeHostname(),
 		Tags:        cfg.Tags,
 		State:       cfg.State,

@@ -19,8 +19,10 @@ import (
 func nodeFlags(fs *flag.FlagSet, o *tsnode.Options, tags *string) {
 	fs.StringVar(&o.HostnamePrefix, "hostname-prefix", cli.EnvDefault("TSINJECT_HOSTNAME_PREFIX", ""), "name the replica PREFIX-<ordinal of the pod> (env TSINJECT_HOSTNAME_PREFIX)")
 	fs.StringVar(&o.ControlURL, "control-url", cli.EnvDefault(contract.EnvControlURL, "https://controlplane.tailscale.com"), "control server URL (env "+contract.EnvControlURL+")")
-	fs.StringVar(&o.AuthKeyFile, "authkey-file", cli.EnvDefault(contract.EnvAuthKeyFile, "/var/run/tsinject/auth/authkey"), "auth key file (env "+contract.EnvAuthKeyFile+")")
-	fs.DurationVar(&o.AuthKeyWait, "authkey-wait", 2*time.Minute, "how long to wait for the auth key file")
+	fs.StringVar(&o.AuthKeyFile, "authkey-file", cli.EnvDefault(contract.EnvAuthKeyFile, contract.AuthKeyFile), "auth key file (env "+contract.EnvAuthKeyFile+")")
+	fs.StringVar(&o.ClientID, "client-id", cli.EnvDefault(contract.EnvClientID, ""), "workload identity federation: client ID to exchange --id-token-file for a one-off key with (env "+contract.EnvClientID+")")
+	fs.StringVar(&o.IDTokenFile, "id-token-file", cli.EnvDefault(contract.EnvIDTokenFile, contract.TokenFile), "workload identity federation: the pod's projected ServiceAccount token (env "+contract.EnvIDTokenFile+")")
+	fs.DurationVar(&o.AuthKeyWait, "authkey-wait", 2*time.Minute, "how long to wait for the auth key (or ID token) file")
 	fs.StringVar(&o.Hostname, "hostname", cli.EnvDefault(contract.EnvHostname, ""), "tailnet hostname (env "+contract.EnvHostname+")")
 	fs.StringVar(tags, "tags", cli.EnvDefault(contract.EnvTags, ""), "comma-separated tags (env "+contract.EnvTags+")")
 	fs.StringVar(&o.State, "state", cli.EnvDefault(contract.EnvState, tsnode.StateSecret), "secret (a Secret named after the pod), dir or ephemeral (env "+contract.EnvState+")")

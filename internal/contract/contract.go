@@ -14,6 +14,10 @@ const (
 	AuthSecret = "tsinject-auth"
 	// AuthSecretKey is the key in AuthSecret holding the auth key.
 	AuthSecretKey = "authkey"
+	// TokenVolume is the projected ServiceAccount token a node exchanges
+	// for a one-off key by workload identity federation.
+	TokenVolume = "tsinject-token"
+	TokenKey    = "token"
 )
 
 // Paths inside the sidecar container.
@@ -21,6 +25,8 @@ const (
 	StateDir    = "/var/lib/tsinject"
 	AuthDir     = "/var/run/tsinject/auth"
 	AuthKeyFile = AuthDir + "/" + AuthSecretKey
+	TokenDir    = "/var/run/tsinject/token"
+	TokenFile   = TokenDir + "/" + TokenKey
 	// ServiceAccountDir is where the sidecar finds its API credentials
 	// (state in a Secret).
 	ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -42,8 +48,12 @@ const (
 // Environment variables of tsinject-proxy. Every flag of the sidecar has
 // one; the injector sets them and the sidecar reads them.
 const (
-	EnvControlURL   = "TSINJECT_CONTROL_URL"
-	EnvAuthKeyFile  = "TSINJECT_AUTHKEY_FILE"
+	EnvControlURL  = "TSINJECT_CONTROL_URL"
+	EnvAuthKeyFile = "TSINJECT_AUTHKEY_FILE"
+	// EnvClientID, if set, selects workload identity federation with this
+	// client ID; the node then exchanges the token in EnvIDTokenFile.
+	EnvClientID     = "TSINJECT_CLIENT_ID"
+	EnvIDTokenFile  = "TSINJECT_ID_TOKEN_FILE"
 	EnvHostname     = "TSINJECT_HOSTNAME" // a template, see Hostname placeholders
 	EnvTags         = "TSINJECT_TAGS"
 	EnvState        = "TSINJECT_STATE" // "ephemeral" | "secret"

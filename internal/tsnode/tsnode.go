@@ -28,6 +28,7 @@ import (
 	"tailscale.com/types/logger"
 	"tailscale.com/wgengine/netstack"
 
+	"github.com/tsinject/tsinject/internal/federation"
 	"github.com/tsinject/tsinject/internal/memlimit"
 	"github.com/tsinject/tsinject/internal/tsknobs"
 )
@@ -43,8 +44,15 @@ const (
 type Options struct {
 	ControlURL  string
 	AuthKeyFile string
-	// AuthKeyWait is how long to wait for the key file to appear.
+	// AuthKeyWait is how long to wait for the key file (or the ID token
+	// file) to appear.
 	AuthKeyWait time.Duration
+	// ClientID, if set, selects workload identity federation: the node
+	// exchanges the ID token in IDTokenFile (its pod's projected
+	// ServiceAccount token) for a one-off key with its Tags, and no auth
+	// key is read.
+	ClientID    string
+	IDTokenFile string
 	Hostname    string
 	// HostnamePrefix, if set, names the node <prefix>-<ordinal>, the
 	// ordinal taken from PodName (a StatefulSet pod): replicas of one
@@ -119,7 +127,7 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 	default:
 		return nil, fmt.Errorf("state %q: allowed: %s, %s, %s", o.State, StateEphemeral, StateSecret, StateDir)
 	}
-	key, err := ReadAuthKey(ctx, o.AuthKeyFile, o.AuthKeyWait, hasState, logf)
+	key, err := authKey(ctx, o, hasState, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -240,10 +248,52 @@ func kubeStore(o Options, logf logger.Logf) (ipn.StateStore, error) {
 	return st, nil
 }
 
-// ReadAuthKey reads the key file, waiting up to wait for it to appear (the
+// authKey is the key to log in with: none if the node has state, else a
+// one-off key by federation if a client ID is set, else the key file's.
+func authKey(ctx context.Context, o Options, hasState bool, logf logger.Logf) (string, error) {
+	if o.ClientID == "" {
+		return readAuthKey(ctx, o.AuthKeyFile, o.AuthKeyWait, hasState, logf)
+	}
+	if hasState {
+		return "", nil
+	}
+	token, err := readFile(ctx, o.IDTokenFile, o.AuthKeyWait, logf, "is the projected ServiceAccount token mounted?")
+	if err != nil {
+		return "", err
+	}
+	key, err := federation.MintKey(ctx, nil, federation.Request{
+		BaseURL:   o.ControlURL,
+		ClientID:  o.ClientID,
+		IDToken:   token,
+		Tags:      o.Tags,
+		Ephemeral: o.State == StateEphemeral || o.State == "",
+		// The admin chose this node by installing tsinject and its
+		// policy; device approval would only stall the pod.
+		Preauthorized: true,
+	})
+	if err != nil {
+		return "", fmt.Errorf("workload identity federation (client ID %s, token %s): %w", o.ClientID, o.IDTokenFile, err)
+	}
+	logf("obtained a one-off auth key %s by workload identity federation (tags %s, expires %s)", key.ID, strings.Join(o.Tags, ","), key.Expires.Format(time.RFC3339))
+	return key.Key, nil
+}
+
+// readAuthKey reads the key file, waiting up to wait for it to appear (the
 // manager copies the Secret into the namespace, possibly after the pod
 // starts). A node that already has state does not need it.
-func ReadAuthKey(ctx context.Context, file string, wait time.Duration, hasState bool, logf logger.Logf) (string, error) {
+func readAuthKey(ctx context.Context, file string, wait time.Duration, hasState bool, logf logger.Logf) (string, error) {
+	if hasState || file == "" {
+		if b, err := os.ReadFile(file); err == nil {
+			return strings.TrimSpace(string(b)), nil
+		}
+		return "", nil
+	}
+	return readFile(ctx, file, wait, logf, "is the auth key Secret mounted (tsinject copies tsinject-auth into injected namespaces)?")
+}
+
+// readFile returns the trimmed content of file, waiting up to wait for it
+// to appear non-empty; hint ends the error.
+func readFile(ctx context.Context, file string, wait time.Duration, logf logger.Logf, hint string) (string, error) {
 	deadline := time.Now().Add(wait)
 	logged := false
 	for {
@@ -251,14 +301,11 @@ func ReadAuthKey(ctx context.Context, file string, wait time.Duration, hasState 
 		if err == nil && len(strings.TrimSpace(string(b))) > 0 {
 			return strings.TrimSpace(string(b)), nil
 		}
-		if hasState || file == "" {
-			return "", nil
-		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no auth key in %s after %s: is the auth key Secret mounted (tsinject copies tsinject-auth into injected namespaces)?", file, wait)
+			return "", fmt.Errorf("nothing in %s after %s: %s", file, wait, hint)
 		}
 		if !logged {
-			logf("waiting for the auth key at %s", file)
+			logf("waiting for %s", file)
 			logged = true
 		}
 		select {

@@ -79,6 +79,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	// If this process dies (a test timing out, Ctrl-C), take etcd and the
 	// API server with it rather than leave them running.
+	// The issuer's discovery document names its key set at the external
+	// host, by default the machine's own address: keep it on loopback.
+	env.ControlPlane.GetAPIServer().Configure().Set("external-hostname", "127.0.0.1")
 	if apiserver, etcd, ok := deathShims(dir, bins); ok {
 		env.ControlPlane.GetAPIServer().Path = apiserver
 		env.ControlPlane.Etcd = &envtest.Etcd{Path: etcd}

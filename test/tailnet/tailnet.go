@@ -39,6 +39,7 @@ import (
 
 	"github.com/tsinject/tsinject/internal/tsknobs"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/tsapi"
 )
 
 // DefaultDomain is the MagicDNS suffix of an in-process tailnet.
@@ -57,6 +58,9 @@ type Options struct {
 	Domain string
 	// Logf receives control and DERP logs; nil discards them.
 	Logf logger.Logf
+	// API, if set, serves the Tailscale API endpoints of workload identity
+	// federation at the control URL, in front of the control server.
+	API *tsapi.Server
 }
 
 // Tailnet is a running in-process tailnet.
@@ -68,6 +72,7 @@ type Tailnet struct {
 
 	addr    netip.Addr
 	ctlSrv  *httptest.Server
+	handler http.Handler
 	derpSrv *httptest.Server
 	derp    *derpserver.Server
 	stun    net.PacketConn
@@ -149,7 +154,12 @@ func Start(opts Options) (_ *Tailnet, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	tn.ctlSrv = httptest.NewUnstartedServer(tn.Control)
+	tn.handler = tn.Control
+	if opts.API != nil {
+		opts.API.Next = tn.Control
+		tn.handler = opts.API
+	}
+	tn.ctlSrv = httptest.NewUnstartedServer(tn.handler)
 	tn.ctlSrv.Listener.Close()
 	tn.ctlSrv.Listener = ctlLn
 	tn.ctlSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -204,7 +214,7 @@ func (tn *Tailnet) RestartControl(down time.Duration) error {
 	if err != nil {
 		return err
 	}
-	srv := httptest.NewUnstartedServer(tn.Control)
+	srv := httptest.NewUnstartedServer(tn.handler)
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)

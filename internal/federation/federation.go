@@ -1,0 +1,168 @@
+// Package federation obtains a one-off tailnet auth key by workload
+// identity federation: it exchanges an OIDC ID token (a pod's projected
+// ServiceAccount token) for a short-lived API access token at the control
+// server's /api/v2/oauth/token-exchange, then creates a non-reusable key
+// with the node's tags through /api/v2/tailnet/-/keys. The wire format is
+// the one tsnet's own identityfederation feature speaks; tsinject carries
+// its own client so the data plane does not link the AWS SDK that
+// feature's provider-token lookup pulls in. Standard library only.
+package federation
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Request describes the key to obtain.
+type Request struct {
+	// BaseURL is the control server's URL; the API lives under it.
+	BaseURL string
+	// ClientID is the federated identity's client ID (a trust credential
+	// on the control side that trusts the cluster's issuer).
+	ClientID string
+	// IDToken is the JWT to exchange.
+	IDToken string
+	// Tags the key carries; federation requires at least one.
+	Tags []string
+	// Ephemeral nodes are removed when they go offline; Preauthorized
+	// nodes skip device approval.
+	Ephemeral, Preauthorized bool
+}
+
+// Paths of the two API calls, relative to the control URL.
+const (
+	TokenExchangePath = "/api/v2/oauth/token-exchange"
+	KeysPath          = "/api/v2/tailnet/-/keys"
+)
+
+// KeyRequest is the body of the key creation call.
+type KeyRequest struct {
+	Capabilities struct {
+		Devices struct {
+			Create KeyCreate `json:"create"`
+		} `json:"devices"`
+	} `json:"capabilities"`
+	ExpirySeconds int64 `json:"expirySeconds,omitempty"`
+}
+
+// KeyCreate is what a key may create.
+type KeyCreate struct {
+	Reusable      bool     `json:"reusable"`
+	Ephemeral     bool     `json:"ephemeral"`
+	Preauthorized bool     `json:"preauthorized"`
+	Tags          []string `json:"tags,omitempty"`
+}
+
+// KeyResponse is the created key.
+type KeyResponse struct {
+	ID      string    `json:"id"`
+	Key     string    `json:"key"`
+	Expires time.Time `json:"expires"`
+}
+
+// Error is a refusal by the control server, with its own message.
+type Error struct {
+	Step   string // "token exchange" or "key creation"
+	Status int
+	Body   string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s refused by the control server: HTTP %d: %s", e.Step, e.Status, e.Body)
+}
+
+// keyTTL bounds the minted key's life: it is used at once, and a key that
+// leaked from a crashed start must not stay useful.
+const keyTTL = 10 * time.Minute
+
+// MintKey exchanges the ID token and creates the key. client may be nil.
+func MintKey(ctx context.Context, client *http.Client, r Request) (KeyResponse, error) {
+	switch {
+	case r.ClientID == "":
+		return KeyResponse{}, errors.New("workload identity federation needs a client ID")
+	case strings.TrimSpace(r.IDToken) == "":
+		return KeyResponse{}, errors.New("workload identity federation needs an ID token")
+	case len(r.Tags) == 0:
+		return KeyResponse{}, errors.New("workload identity federation needs tags: keys it creates are always tagged")
+	}
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	base := strings.TrimSuffix(r.BaseURL, "/")
+	form := url.Values{
+		"client_id": {r.ClientID},
+		"jwt":       {strings.TrimSpace(r.IDToken)},
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := call(ctx, client, "token exchange", base+TokenExchangePath, "application/x-www-form-urlencoded", "", strings.NewReader(form.Encode()), &tok); err != nil {
+		return KeyResponse{}, err
+	}
+	if tok.AccessToken == "" {
+		return KeyResponse{}, errors.New("token exchange: the control server returned no access token")
+	}
+	var kr KeyRequest
+	kr.Capabilities.Devices.Create = KeyCreate{Ephemeral: r.Ephemeral, Preauthorized: r.Preauthorized, Tags: r.Tags}
+	kr.ExpirySeconds = int64(keyTTL / time.Second)
+	body, err := json.Marshal(kr)
+	if err != nil {
+		return KeyResponse{}, err
+	}
+	var key KeyResponse
+	if err := call(ctx, client, "key creation", base+KeysPath, "application/json", tok.AccessToken, bytes.NewReader(body), &key); err != nil {
+		return KeyResponse{}, err
+	}
+	if key.Key == "" {
+		return KeyResponse{}, errors.New("key creation: the control server returned no key")
+	}
+	return key, nil
+}
+
+func call(ctx context.Context, client *http.Client, step, u, contentType, bearer string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Accept", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return &Error{Step: step, Status: resp.StatusCode, Body: message(b)}
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s: decoding the control server's answer: %w", step, err)
+	}
+	return nil
+}
+
+// message is the text of an API error: the "message" of Tailscale's JSON
+// error body, else the body itself.
+func message(b []byte) string {
+	var e struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Message != "" {
+		return e.Message
+	}
+	return strings.TrimSpace(string(b))
+}
