@@ -30,11 +30,27 @@ type Config struct {
 	// ending in "*". The transparent-egress init container runs that image
 	// as root with NET_ADMIN, so a pod author chooses only among these.
 	AllowedProxyImages []string `json:"allowedProxyImages,omitempty"`
+	// Federation, if set, gives each sidecar its pod's projected
+	// ServiceAccount token to exchange for a one-off key of its own; no
+	// auth key is mounted. Unset, sidecars mount the tsinject-auth Secret.
+	Federation *Federation `json:"federation,omitempty"`
 	// DefaultTags are advertised by pods without a tags annotation.
 	DefaultTags []string `json:"defaultTags,omitempty"`
 	// Resources of the sidecar unless annotations override them.
 	Resources corev1.ResourceRequirements `json:"resources"`
 }
+
+// Federation configures workload identity federation.
+type Federation struct {
+	// ClientID of the federated identity on the control server.
+	ClientID string `json:"clientID"`
+	// Audience of the projected token: what the federated identity on the
+	// control server expects in the token's aud claim.
+	Audience string `json:"audience"`
+}
+
+// DefaultAudience is the projected token's audience unless configured.
+const DefaultAudience = "tsinject.dev/tailnet"
 
 // DefaultConfig is the configuration of a manager started without flags.
 func DefaultConfig() Config {

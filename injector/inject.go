@@ -170,7 +170,7 @@ func nameClashes(pod *corev1.Pod) []string {
 		}
 	}
 	for _, v := range pod.Spec.Volumes {
-		if v.Name == contract.StateVolume || v.Name == contract.AuthVolume {
+		if ownVolume(v.Name) {
 			out = append(out, fmt.Sprintf("volume %q is reserved for tsinject", v.Name))
 		}
 	}
@@ -202,7 +202,8 @@ func proxyUIDClashes(pod *corev1.Pod) []string {
 // apply adds the sidecar, init container, volumes, proxy environment and
 // status annotation to pod.
 func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
-	st := Status{Version: in.version, Volumes: []string{contract.StateVolume, contract.AuthVolume}}
+	cred := in.credentialVolume()
+	st := Status{Version: in.version, Volumes: []string{contract.StateVolume, cred.Name}}
 	sidecar := in.sidecar(pod, o)
 
 	var inits []corev1.Container
@@ -233,13 +234,7 @@ func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
 		corev1.Volume{Name: contract.StateVolume, VolumeSource: corev1.VolumeSource{
 			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory},
 		}},
-		corev1.Volume{Name: contract.AuthVolume, VolumeSource: corev1.VolumeSource{
-			Secret: &corev1.SecretVolumeSource{
-				SecretName:  contract.AuthSecret,
-				DefaultMode: ptr(int32(0o444)), // the sidecar's UID is not the file owner
-				Optional:    ptr(true),         // the sidecar waits for it and says so
-			},
-		}},
+		cred,
 	)
 
 	if o.proxyEnv {
@@ -263,10 +258,44 @@ func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
 	pod.Annotations[AnnotationStatus] = string(b)
 }
 
+// ownVolume reports whether a pod volume is one tsinject adds.
+func ownVolume(name string) bool {
+	return name == contract.StateVolume || name == contract.AuthVolume || name == contract.TokenVolume
+}
+
+// credentialVolume is what the sidecar logs in with: with federation, a
+// token the kubelet issues for this pod alone; otherwise the auth-key
+// Secret the manager copies into the namespace.
+func (in *Injector) credentialVolume() corev1.Volume {
+	if f := in.cfg.Federation; f != nil {
+		return corev1.Volume{Name: contract.TokenVolume, VolumeSource: corev1.VolumeSource{
+			Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+					Audience: f.Audience, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
+				}}},
+				DefaultMode: ptr(int32(0o444)), // the sidecar's UID is not the file owner
+			},
+		}}
+	}
+	return corev1.Volume{Name: contract.AuthVolume, VolumeSource: corev1.VolumeSource{
+		Secret: &corev1.SecretVolumeSource{
+			SecretName:  contract.AuthSecret,
+			DefaultMode: ptr(int32(0o444)), // the sidecar's UID is not the file owner
+			Optional:    ptr(true),         // the sidecar waits for it and says so
+		},
+	}}
+}
+
 // ProxyBinary is the data-plane binary's path in its image.
 const ProxyBinary = "/usr/local/bin/tsinject-proxy"
 
 func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
+	credEnv := []corev1.EnvVar{{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile}}
+	credMount := corev1.VolumeMount{Name: contract.AuthVolume, MountPath: contract.AuthDir, ReadOnly: true}
+	if f := in.cfg.Federation; f != nil {
+		credEnv = []corev1.EnvVar{{Name: contract.EnvClientID, Value: f.ClientID}, {Name: contract.EnvIDTokenFile, Value: contract.TokenFile}}
+		credMount = corev1.VolumeMount{Name: contract.TokenVolume, MountPath: contract.TokenDir, ReadOnly: true}
+	}
 	env := []corev1.EnvVar{
 		fieldEnv(contract.EnvPodName, "metadata.name"),
 		fieldEnv(contract.EnvPodNamespace, "metadata.namespace"),
@@ -274,11 +303,13 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 		fieldEnv(contract.EnvPodIP, "status.podIP"),
 		MemoryLimitEnv(),
 		{Name: contract.EnvHostname, Value: o.hostname},
-		{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile},
-		{Name: contract.EnvState, Value: o.state},
-		{Name: contract.EnvStateDir, Value: contract.StateDir},
-		{Name: contract.EnvEgressMode, Value: o.egressMode},
 	}
+	env = append(env, credEnv...)
+	env = append(env,
+		corev1.EnvVar{Name: contract.EnvState, Value: o.state},
+		corev1.EnvVar{Name: contract.EnvStateDir, Value: contract.StateDir},
+		corev1.EnvVar{Name: contract.EnvEgressMode, Value: o.egressMode},
+	)
 	if in.cfg.ControlURL != "" {
 		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: in.cfg.ControlURL})
 	}
@@ -297,7 +328,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 
 	mounts := []corev1.VolumeMount{
 		{Name: contract.StateVolume, MountPath: contract.StateDir},
-		{Name: contract.AuthVolume, MountPath: contract.AuthDir, ReadOnly: true},
+		credMount,
 	}
 	if o.state == contract.StateSecret {
 		// Admission plugins that ran before us mounted the token into the

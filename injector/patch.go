@@ -153,7 +153,7 @@ func (in *Injector) valueJSON(key string, v any) ([]byte, error) {
 			ck = key + "c" + x.Name
 		}
 	case corev1.Volume:
-		if x.Name == contract.StateVolume || x.Name == contract.AuthVolume {
+		if ownVolume(x.Name) {
 			ck = key + "v" + x.Name
 		}
 	case []corev1.Container:
@@ -163,7 +163,7 @@ func (in *Injector) valueJSON(key string, v any) ([]byte, error) {
 			ck = key + "C" + strconv.Itoa(len(x))
 		}
 	case []corev1.Volume:
-		if !slices.ContainsFunc(x, func(v corev1.Volume) bool { return v.Name != contract.StateVolume && v.Name != contract.AuthVolume }) {
+		if !slices.ContainsFunc(x, func(v corev1.Volume) bool { return !ownVolume(v.Name) }) {
 			ck = key + "V" + strconv.Itoa(len(x))
 		}
 	}

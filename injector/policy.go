@@ -44,13 +44,14 @@ var NamespacePolicies = []AnnotationDoc{
 type nsPolicy struct {
 	defaultTags, allowedTags []string
 	untagged                 bool
+	federated                bool // keys by federation are always tagged
 	hostnames                []string
 	errs                     []string // the namespace's own annotations are wrong
 }
 
 func policyOf(ns Namespace, cfg *Config) nsPolicy {
 	a := ns.Annotations
-	pol := nsPolicy{defaultTags: cfg.DefaultTags, hostnames: []string{DefaultAllowedHostname}}
+	pol := nsPolicy{defaultTags: cfg.DefaultTags, hostnames: []string{DefaultAllowedHostname}, federated: cfg.Federation != nil}
 	bad := func(key, v, allowed string) {
 		pol.errs = append(pol.errs, fmt.Sprintf("namespace %s: annotation %s: value %q is not allowed (allowed: %s); ask a cluster admin to fix it", ns.Name, key, v, allowed))
 	}
@@ -103,7 +104,10 @@ func checkPolicy(ns Namespace, pol nsPolicy, tagsAsked bool, o *podOptions) []st
 				AnnotationTags, t, ns.Name, orNone(allowed), AnnotationAllowedTags))
 		}
 	}
-	if len(o.tags) == 0 && !pol.untagged {
+	if len(o.tags) == 0 && pol.federated {
+		out = append(out, fmt.Sprintf("pods in namespace %s must be tagged: tsinject joins pods by workload identity federation, whose keys are always tagged, and the namespace has no %s and the manager no --default-tags; a cluster admin sets one of them",
+			ns.Name, AnnotationDefaultTags))
+	} else if len(o.tags) == 0 && !pol.untagged {
 		out = append(out, fmt.Sprintf("pods in namespace %s must be tagged: it has no %s and the manager no --default-tags; a cluster admin sets one of them, or %s: \"true\" to let pods act as the auth key's owner",
 			ns.Name, AnnotationDefaultTags, AnnotationAllowUntagged))
 	}

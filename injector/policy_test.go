@@ -13,26 +13,32 @@ import (
 func TestNamespacePolicy(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
+		federated   bool
 		defaultTags []string          // the manager's
 		ns, pod     map[string]string // annotations
 		wantTags    string            // TSINJECT_TAGS when injected
 		denied      string            // part of the denial, if denied
 	}{
-		{"manager default", []string{"tag:k8s"}, nil, nil, "tag:k8s", ""},
-		{"namespace default wins", []string{"tag:k8s"}, map[string]string{AnnotationDefaultTags: "tag:shop"}, nil, "tag:shop", ""},
-		{"asked within allowed", nil, map[string]string{AnnotationDefaultTags: "tag:shop", AnnotationAllowedTags: "tag:shop-batch"}, map[string]string{AnnotationTags: "tag:shop-batch"}, "tag:shop-batch", ""},
-		{"asked beyond allowed", []string{"tag:k8s"}, nil, map[string]string{AnnotationTags: "tag:payments-client"}, "", "tag:payments-client is not allowed"},
-		{"untagged refused by default", nil, nil, nil, "", "must be tagged"},
-		{"untagged by opt-in", nil, map[string]string{AnnotationAllowUntagged: "true"}, nil, "", ""},
-		{"default hostname fits the prefix", []string{"tag:k8s"}, nil, nil, "tag:k8s", ""},
-		{"hostname outside the prefix", []string{"tag:k8s"}, nil, map[string]string{AnnotationHostname: "db"}, "", `"db" is not allowed`},
-		{"hostname the namespace allows", []string{"tag:k8s"}, map[string]string{AnnotationAllowedHostnames: "db"}, map[string]string{AnnotationHostname: "db"}, "tag:k8s", ""},
-		{"pod name only", []string{"tag:k8s"}, nil, map[string]string{AnnotationHostname: "{name}"}, "", "is not allowed"},
-		{"broken namespace policy", []string{"tag:k8s"}, map[string]string{AnnotationAllowUntagged: "yes"}, nil, "", "ask a cluster admin"},
+		{"manager default", false, []string{"tag:k8s"}, nil, nil, "tag:k8s", ""},
+		{"namespace default wins", false, []string{"tag:k8s"}, map[string]string{AnnotationDefaultTags: "tag:shop"}, nil, "tag:shop", ""},
+		{"asked within allowed", false, nil, map[string]string{AnnotationDefaultTags: "tag:shop", AnnotationAllowedTags: "tag:shop-batch"}, map[string]string{AnnotationTags: "tag:shop-batch"}, "tag:shop-batch", ""},
+		{"asked beyond allowed", false, []string{"tag:k8s"}, nil, map[string]string{AnnotationTags: "tag:payments-client"}, "", "tag:payments-client is not allowed"},
+		{"untagged refused by default", false, nil, nil, nil, "", "must be tagged"},
+		{"untagged by opt-in", false, nil, map[string]string{AnnotationAllowUntagged: "true"}, nil, "", ""},
+		{"default hostname fits the prefix", false, []string{"tag:k8s"}, nil, nil, "tag:k8s", ""},
+		{"hostname outside the prefix", false, []string{"tag:k8s"}, nil, map[string]string{AnnotationHostname: "db"}, "", `"db" is not allowed`},
+		{"hostname the namespace allows", false, []string{"tag:k8s"}, map[string]string{AnnotationAllowedHostnames: "db"}, map[string]string{AnnotationHostname: "db"}, "tag:k8s", ""},
+		{"pod name only", false, []string{"tag:k8s"}, nil, map[string]string{AnnotationHostname: "{name}"}, "", "is not allowed"},
+		{"federation: tagged by the namespace default", true, nil, map[string]string{AnnotationDefaultTags: "tag:shop"}, nil, "tag:shop", ""},
+		{"federation: untagged refused even by opt-in", true, nil, map[string]string{AnnotationAllowUntagged: "true"}, nil, "", "workload identity federation, whose keys are always tagged"},
+		{"broken namespace policy", false, []string{"tag:k8s"}, map[string]string{AnnotationAllowUntagged: "yes"}, nil, "", "ask a cluster admin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.DefaultTags = tc.defaultTags
+			if tc.federated {
+				cfg.Federation = &Federation{ClientID: "cid", Audience: DefaultAudience}
+			}
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Annotations: tc.pod},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 			res := New(cfg).Inject(pod, Namespace{Name: "shop", Labels: map[string]string{LabelInjection: "enabled"}, Annotations: tc.ns})

@@ -34,6 +34,7 @@ func injectCommand() *cli.Command {
 	cfg := injector.DefaultConfig()
 	var file, namespace, tags, images string
 	var native bool
+	var fed federationFlags
 	nsLabels, nsAnnotations := labelFlag{}, labelFlag{}
 	return &cli.Command{
 		Name:  "inject",
@@ -49,6 +50,7 @@ func injectCommand() *cli.Command {
 			fs.StringVar(&tags, "default-tags", "", "comma-separated tags for pods without a tags annotation")
 			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&cfg.SystemNamespace, "system-namespace", cfg.SystemNamespace, "tsinject's namespace (never injected)")
+			fed.bind(fs)
 			fs.BoolVar(&native, "native-sidecar", true, "native sidecar (Kubernetes >= 1.29); false for a regular container with a postStart hook")
 		},
 		Run: func(ctx context.Context, args []string) error {
@@ -61,6 +63,7 @@ func injectCommand() *cli.Command {
 			cfg.NativeSidecar = native
 			cfg.DefaultTags = splitList(tags)
 			cfg.AllowedProxyImages = splitList(images)
+			cfg.Federation = fed.config()
 			t := &offline.Transformer{
 				Handler: &webhook.Handler{
 					Injector:   injector.New(cfg),

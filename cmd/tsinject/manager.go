@@ -12,6 +12,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/memlimit"
@@ -20,6 +21,7 @@ import (
 func managerCommand() *cli.Command {
 	o := manager.DefaultOptions()
 	var kubeconfig, tags, images, certIPs, certDNS string
+	var fed federationFlags
 	zopts := zap.Options{}
 	return &cli.Command{
 		Name:  "manager",
@@ -42,7 +44,8 @@ func managerCommand() *cli.Command {
 			fs.StringVar(&tags, "default-tags", "", "comma-separated tags for pods without a tags annotation")
 			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&o.NativeSidecar, "native-sidecar", o.NativeSidecar, "auto (from the API server version: >= 1.29), always or never")
-			fs.StringVar(&o.AuthSecret, "auth-secret", o.AuthSecret, "Secret in --namespace with the tailnet auth key, copied to injected namespaces")
+			fed.bind(fs)
+			fs.StringVar(&o.AuthSecret, "auth-secret", o.AuthSecret, "without federation: Secret in --namespace with the tailnet auth key, copied to injected namespaces (readable by their pods: see docs/security.md)")
 			fs.StringVar(&o.AuthKey, "auth-secret-key", o.AuthKey, "key of the auth key in --auth-secret")
 			fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "Prometheus metrics address (0 disables)")
 			fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "/healthz and /readyz address (0 disables)")
@@ -64,6 +67,7 @@ func managerCommand() *cli.Command {
 			o.CertDNSNames = splitList(certDNS)
 			o.Injector.DefaultTags = splitList(tags)
 			o.Injector.AllowedProxyImages = splitList(images)
+			o.Injector.Federation = fed.config()
 			log := zap.New(zap.UseFlagOptions(&zopts))
 			ctrl.SetLogger(log)
 			o.Log = log
@@ -86,6 +90,22 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return clientcmd.BuildConfigFromFlags("", kubeconfig)
 	}
 	return ctrl.GetConfig()
+}
+
+// federationFlags select workload identity federation, for the manager
+// and `tsinject inject` alike.
+type federationFlags struct{ clientID, audience string }
+
+func (f *federationFlags) bind(fs *flag.FlagSet) {
+	fs.StringVar(&f.clientID, "federation-client-id", "", "workload identity federation: the client ID that trusts this cluster's ServiceAccount issuer; each sidecar and proxy exchanges its own projected token for a one-off key, and no auth key is distributed (docs/credentials.md)")
+	fs.StringVar(&f.audience, "federation-audience", injector.DefaultAudience, "workload identity federation: audience of the projected tokens, as the client ID's trust expects")
+}
+
+func (f *federationFlags) config() *injector.Federation {
+	if f.clientID == "" {
+		return nil
+	}
+	return &injector.Federation{ClientID: f.clientID, Audience: f.audience}
 }
 
 func splitList(s string) []string {

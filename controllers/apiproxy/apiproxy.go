@@ -54,13 +54,14 @@ var errRoleMissing = fmt.Errorf("the ClusterRole %s is not installed: install ts
 type Reconciler struct {
 	Client client.Client
 	// Live reads pods from the API server.
-	Live                client.Reader
-	Namespace           string
-	ProxyImage          string
-	ControlURL          string
-	AuthSecret, AuthKey string
-	Logout              proxyset.LogoutFunc
-	Log                 logr.Logger
+	Live       client.Reader
+	Namespace  string
+	ProxyImage string
+	ControlURL string
+	// Credentials: what the proxies log in with.
+	Credentials proxyset.Credentials
+	Logout      proxyset.LogoutFunc
+	Log         logr.Logger
 }
 
 // SetupWithManager watches APIServerProxies and their objects.
@@ -119,7 +120,7 @@ func (r *Reconciler) set(p *v1alpha1.APIServerProxy) *proxyset.Set {
 	return &proxyset.Set{
 		Owner: p, Component: component, Namespace: r.Namespace, Replicas: replicas,
 		Image: r.ProxyImage, Args: []string{"apiserver"}, Env: env, Proxy: p.Spec.Proxy,
-		AuthSecret: r.AuthSecret, AuthKey: r.AuthKey,
+		Credentials: r.Credentials,
 	}
 }
 

@@ -46,8 +46,8 @@ type Reconciler struct {
 	Namespace  string // where proxies run
 	ProxyImage string
 	ControlURL string
-	// AuthSecret/AuthKey: the auth key the proxies log in with.
-	AuthSecret, AuthKey string
+	// Credentials: what the proxies log in with.
+	Credentials proxyset.Credentials
 	// Logout logs a removed device out (proxyset.Logout).
 	Logout proxyset.LogoutFunc
 	Log    logr.Logger
@@ -123,7 +123,7 @@ func (r *Reconciler) set(cn *v1alpha1.Connector, serviceCIDRs []string) *proxyse
 	return &proxyset.Set{
 		Owner: cn, Component: "connector", Namespace: r.Namespace, Replicas: replicas,
 		Image: r.ProxyImage, Args: []string{"connector"}, Env: env, Proxy: cn.Spec.Proxy,
-		AuthSecret: r.AuthSecret, AuthKey: r.AuthKey,
+		Credentials: r.Credentials,
 	}
 }
 

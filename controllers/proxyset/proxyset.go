@@ -46,16 +46,43 @@ const (
 // Set describes one proxy set.
 type Set struct {
 	// Owner is the cluster-scoped resource the set belongs to.
-	Owner     client.Object
-	Component string // "connector", "apiserver-proxy"
-	Namespace string
-	Replicas  int32
-	Image     string
-	Args      []string
-	Env       []corev1.EnvVar
-	Proxy     *v1alpha1.ProxyConfig
-	// AuthSecret holds the tailnet auth key (key AuthKey) in Namespace.
+	Owner       client.Object
+	Component   string // "connector", "apiserver-proxy"
+	Namespace   string
+	Replicas    int32
+	Image       string
+	Args        []string
+	Env         []corev1.EnvVar
+	Proxy       *v1alpha1.ProxyConfig
+	Credentials Credentials
+}
+
+// Credentials are what the proxies log in with: by workload identity
+// federation (ClientID set; each pod's projected token for Audience), or
+// else the auth key in Secret AuthSecret (key AuthKey) of the namespace.
+type Credentials struct {
+	ClientID, Audience  string
 	AuthSecret, AuthKey string
+}
+
+// credential is the volume the proxy logs in with, its mount, and the
+// environment that tells the proxy where it is.
+func (c Credentials) credential() (corev1.Volume, corev1.VolumeMount, []corev1.EnvVar) {
+	if c.ClientID != "" {
+		return corev1.Volume{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+					Audience: c.Audience, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
+				}}},
+			}}},
+			corev1.VolumeMount{Name: "token", MountPath: contract.TokenDir, ReadOnly: true},
+			[]corev1.EnvVar{{Name: contract.EnvClientID, Value: c.ClientID}, {Name: contract.EnvIDTokenFile, Value: contract.TokenFile}}
+	}
+	return corev1.Volume{Name: "auth", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: c.AuthSecret, Optional: ptr(true),
+			Items: []corev1.KeyToPath{{Key: c.AuthKey, Path: contract.AuthSecretKey}},
+		}}},
+		corev1.VolumeMount{Name: "auth", MountPath: contract.AuthDir, ReadOnly: true},
+		[]corev1.EnvVar{{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile}}
 }
 
 // Name is the base name of the set's objects: <component>-<owner>,
@@ -167,15 +194,16 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 		res = *p.Resources.DeepCopy()
 	}
 	uid := int64(contract.ProxyUID)
+	credVolume, credMount, credEnv := s.Credentials.credential()
 	env := append([]corev1.EnvVar{
 		{Name: contract.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 		{Name: contract.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
 		{Name: contract.EnvState, Value: "secret"},
 		{Name: contract.EnvStateDir, Value: contract.StateDir},
-		{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile},
 		// The proxy's Go heap stays under its container's memory limit.
 		{Name: contract.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1")}}},
-	}, s.Env...)
+	}, credEnv...)
+	env = append(env, s.Env...)
 	probe := func(path string) *corev1.Probe {
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(contract.HealthPort)}}, PeriodSeconds: 5}
 	}
@@ -211,15 +239,12 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 					},
 					VolumeMounts: []corev1.VolumeMount{
 						{Name: "state", MountPath: contract.StateDir},
-						{Name: "auth", MountPath: contract.AuthDir, ReadOnly: true},
+						credMount,
 					},
 				}},
 				Volumes: []corev1.Volume{
 					{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-					{Name: "auth", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-						SecretName: s.AuthSecret, Optional: ptr(true),
-						Items: []corev1.KeyToPath{{Key: s.AuthKey, Path: contract.AuthSecretKey}},
-					}}},
+					credVolume,
 				},
 			},
 		},

@@ -23,6 +23,35 @@ func Config() injector.Config {
 	return c
 }
 
+// ConfigDirective, as a case file's first line followed by a variant's
+// name, selects that variant of Config for the case.
+const ConfigDirective = "# tsinject-config: "
+
+// Variants of Config that cases may select.
+var Variants = map[string]func(*injector.Config){
+	// federation: sidecars join by workload identity federation.
+	"federation": func(c *injector.Config) {
+		c.Federation = &injector.Federation{ClientID: "kC8Hsk3CNTRL", Audience: injector.DefaultAudience}
+	},
+}
+
+// ConfigFor is the configuration a case file's source is injected with,
+// and the variant's name ("" for Config itself).
+func ConfigFor(src []byte) (injector.Config, string) {
+	c := Config()
+	first, _, _ := strings.Cut(string(src), "\n")
+	name, ok := strings.CutPrefix(strings.TrimSpace(first), ConfigDirective)
+	if !ok {
+		return c, ""
+	}
+	variant, ok := Variants[name]
+	if !ok {
+		panic("unknown config variant " + name + " in a golden case")
+	}
+	variant(&c)
+	return c, name
+}
+
 // NamespaceLabels are the labels of the namespace golden pods live in.
 var NamespaceLabels = map[string]string{injector.LabelInjection: "enabled"}
 

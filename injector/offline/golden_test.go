@@ -23,10 +23,10 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the .injected golden files")
 
-func transformer() *offline.Transformer {
+func transformer(cfg injector.Config) *offline.Transformer {
 	return &offline.Transformer{
 		Handler: &webhook.Handler{
-			Injector:   injector.New(injectortest.Config()),
+			Injector:   injector.New(cfg),
 			Namespaces: injectortest.Namespaces(),
 			Log:        logr.Discard(),
 		},
@@ -61,8 +61,9 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			cfg, _ := injectortest.ConfigFor(src)
 			var out bytes.Buffer
-			ds, err := transformer().Inject(context.Background(), bytes.NewReader(src), &out)
+			ds, err := transformer(cfg).Inject(context.Background(), bytes.NewReader(src), &out)
 			denied := false
 			for _, d := range ds {
 				denied = denied || d.Err != nil
@@ -87,7 +88,7 @@ func TestGolden(t *testing.T) {
 
 			// Injecting again changes nothing; uninjecting gives back the input.
 			var again bytes.Buffer
-			ds2, _ := transformer().Inject(context.Background(), bytes.NewReader(out.Bytes()), &again)
+			ds2, _ := transformer(cfg).Inject(context.Background(), bytes.NewReader(out.Bytes()), &again)
 			for _, d := range ds2 {
 				if d.Reason == injector.ReasonInjected {
 					t.Errorf("%s injected twice", d.Object)
@@ -97,7 +98,7 @@ func TestGolden(t *testing.T) {
 				t.Errorf("re-injection changed the output")
 			}
 			var back bytes.Buffer
-			if _, err := transformer().Uninject(bytes.NewReader(out.Bytes()), &back); err != nil {
+			if _, err := transformer(cfg).Uninject(bytes.NewReader(out.Bytes()), &back); err != nil {
 				t.Fatal(err)
 			}
 			if !sameDocs(t, src, back.Bytes()) {

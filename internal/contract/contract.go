@@ -18,6 +18,10 @@ const (
 	// for a one-off key by workload identity federation.
 	TokenVolume = "tsinject-token"
 	TokenKey    = "token"
+	// TokenExpirationSeconds is the projected token's life, the shortest
+	// the kubelet allows: a node uses it once, at login, and the kubelet
+	// renews it for a restart.
+	TokenExpirationSeconds = 600
 )
 
 // Paths inside the sidecar container.

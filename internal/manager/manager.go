@@ -96,6 +96,14 @@ type Options struct {
 	inProcess bool
 }
 
+// proxyCredentials: connectors and API proxies log in as sidecars do.
+func (o *Options) proxyCredentials() proxyset.Credentials {
+	if f := o.Injector.Federation; f != nil {
+		return proxyset.Credentials{ClientID: f.ClientID, Audience: f.Audience}
+	}
+	return proxyset.Credentials{AuthSecret: o.AuthSecret, AuthKey: o.AuthKey}
+}
+
 // DefaultOptions are the flags' defaults.
 func DefaultOptions() Options {
 	return Options{
@@ -146,6 +154,9 @@ func (o *Options) Validate() error {
 	}
 	if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
 		errs = append(errs, fmt.Errorf("--webhook-port %d: allowed: 1-65535", o.WebhookPort))
+	}
+	if f := o.Injector.Federation; f != nil && (f.ClientID == "" || f.Audience == "") {
+		errs = append(errs, errors.New("--federation-client-id and --federation-audience must both be set for workload identity federation"))
 	}
 	return errors.Join(errs...)
 }
@@ -298,6 +309,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Source:          types.NamespacedName{Namespace: o.Namespace, Name: o.AuthSecret},
 		Key:             o.AuthKey,
 		SystemNamespace: o.Namespace,
+		Federated:       o.Injector.Federation != nil,
 		Log:             log.WithName("auth-key"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -309,7 +321,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	if err := (&connector.Reconciler{
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-		AuthSecret: o.AuthSecret, AuthKey: o.AuthKey, Logout: logout,
+		Credentials: o.proxyCredentials(), Logout: logout,
 		Log: log.WithName("connector"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -318,7 +330,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	if err := (&apiproxy.Reconciler{
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-		AuthSecret: o.AuthSecret, AuthKey: o.AuthKey, Logout: logout,
+		Credentials: o.proxyCredentials(), Logout: logout,
 		Log: log.WithName("apiserverproxy"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
