@@ -120,9 +120,11 @@ func TestChartMatchesKustomize(t *testing.T) {
 		out := string(run(t, nil, helm, "template", "tsinject", "charts/tsinject", "--namespace", "tsinject-system",
 			"--set", "controlURL=https://headscale.example.com", "--set", "nativeSidecar=never", "--set", "webhook.failurePolicy=Ignore",
 			"--set", "replicas=3", "--set", "metrics.serviceMonitor.enabled=true", "--set", "proxyImage=registry.example/proxy:1",
-			"--set", "allowedProxyImages=registry.example/proxy-debug:*"))
+			"--set", "allowedProxyImages=registry.example/proxy-debug:*",
+			"--set", "federation.clientID=kC8Hsk3CNTRL", "--set", "federation.audience=https://tailnet.example"))
 		for _, want := range []string{"--control-url=https://headscale.example.com", "--native-sidecar=never", "failurePolicy: Ignore",
-			"replicas: 3", "kind: ServiceMonitor", "--proxy-image=registry.example/proxy:1", "--allowed-proxy-images=registry.example/proxy-debug:*"} {
+			"replicas: 3", "kind: ServiceMonitor", "--proxy-image=registry.example/proxy:1", "--allowed-proxy-images=registry.example/proxy-debug:*",
+			"--federation-client-id=kC8Hsk3CNTRL", "--federation-audience=https://tailnet.example"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("rendered chart lacks %q", want)
 			}

@@ -32,10 +32,10 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 func namespace(t *testing.T, name string) string {
 	t.Helper()
 	ctx := testCtx(t, stepDeadline)
-	// The in-process tailnet's pods join untagged (as the key's owner),
-	// which a namespace must allow.
+	// Its pods are tagged tag:k8s, which the tailnet's federated identity
+	// allows (keys by federation are always tagged).
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"tsinject.dev/injection": "enabled"},
-		Annotations: map[string]string{"tsinject.dev/allow-untagged": "true"}}}
+		Annotations: map[string]string{"tsinject.dev/default-tags": "tag:k8s"}}}
 	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

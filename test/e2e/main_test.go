@@ -26,11 +26,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/images"
 	"github.com/tsinject/tsinject/test/node"
 	"github.com/tsinject/tsinject/test/tailnet"
 	"github.com/tsinject/tsinject/test/testbins"
+	"github.com/tsinject/tsinject/test/tsapi"
 )
 
 // Images the node runs, built from this tree.
@@ -38,14 +41,18 @@ const (
 	managerImage = "tsinject.local/tsinject:e2e"
 	proxyImage   = "tsinject.local/tsinject-proxy:e2e"
 	appImage     = "tsinject.local/busybox:e2e" // Debian's busybox-static
-	authKey      = "tskey-auth-e2e"
-	system       = "tsinject-system"
+	// clientID is the federated identity sidecars and proxies exchange
+	// their projected tokens with (test/tsapi, in front of the control
+	// server); no auth key exists anywhere.
+	clientID = "e2e-client"
+	system   = "tsinject-system"
 )
 
 // env is what every story shares.
 var env struct {
 	node    *node.Node
 	tn      *tailnet.Tailnet
+	api     *tsapi.Server // the tailnet's API: every key minted
 	db      *tailnet.Node // a service on the tailnet: "hello from db", /bulk
 	helm    string
 	kubectl string
@@ -115,8 +122,19 @@ func run(m *testing.M) (code int) {
 	}()
 	fmt.Printf("e2e: node Ready %s after start\n", time.Since(start).Round(100*time.Millisecond))
 
-	// The tailnet's servers listen on the node's bridge, where pods reach them.
-	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), AuthKey: authKey}); err != nil {
+	// The tailnet's API trusts the node's ServiceAccount issuer, as an
+	// admin sets up a federated identity (docs/credentials.md), with the
+	// tags the stories use. Its servers listen on the node's bridge, where
+	// pods reach them.
+	issuer, issuerClient, err := cluster.OpenIssuerDiscovery(ctx, env.node.Config)
+	if err != nil {
+		return fail("issuer discovery: %v", err)
+	}
+	env.api = &tsapi.Server{Client: issuerClient, Credentials: []tsapi.Credential{{
+		ClientID: clientID, Issuer: issuer, Audience: injector.DefaultAudience, Subject: "system:serviceaccount:*",
+		Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"},
+	}}}
+	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), API: env.api}); err != nil {
 		return fail("tailnet: %v", err)
 	}
 	defer env.tn.Close()
@@ -238,11 +256,8 @@ func installHelm(ctx context.Context) error {
 		"-n", system, "--create-namespace",
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never",
 		"--set", "proxyImage="+proxyImage, "--set", "apiServerProxy.enabled=true",
-		"--set", "controlURL="+env.tn.ControlURL()); err != nil {
+		"--set", "controlURL="+env.tn.ControlURL(), "--set", "federation.clientID="+clientID); err != nil {
 		return fmt.Errorf("helm install: %w: %s", err, out)
-	}
-	if out, err := kubectl(ctx, "-n", system, "create", "secret", "generic", "tsinject-authkey", "--from-literal=authkey="+authKey); err != nil {
-		return fmt.Errorf("%w: %s", err, out)
 	}
 	if out, err := kubectl(ctx, "-n", system, "rollout", "status", "deployment/tsinject-manager", "--timeout=5m"); err != nil {
 		logs, _ := kubectl(ctx, "-n", system, "logs", "-l", "app.kubernetes.io/component=manager", "--tail=30", "--all-containers", "--prefix")

@@ -128,7 +128,6 @@ func TestReinstallWithKustomize(t *testing.T) {
 	if out, err := kubectl(ctx, "apply", "-k", overlay); err != nil {
 		t.Fatalf("kubectl apply -k: %v: %s", err, out)
 	}
-	// The auth-key Secret survived the Helm release (helm did not make it).
 	if out, err := kubectl(ctx, "-n", system, "rollout", "status", "deployment/tsinject-manager", "--timeout=4m"); err != nil {
 		d, _ := kubectl(ctx, "-n", system, "describe", "pods")
 		t.Fatalf("manager not ready: %v: %s\n%s", err, out, d)
@@ -157,6 +156,7 @@ patches:
   patch: |-
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--control-url=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--proxy-image=%s"}
-`, base, repo, tag, env.tn.ControlURL(), proxyImage)
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--federation-client-id=%s"}
+`, base, repo, tag, env.tn.ControlURL(), proxyImage, clientID)
 	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
 }

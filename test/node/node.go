@@ -180,7 +180,10 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		"--kubelet-preferred-address-types", "InternalIP",
 		"--service-account-key-file", p.path("sa.pub"),
 		"--service-account-signing-key-file", p.path("sa.key"),
-		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+		// The issuer is where its discovery document is served, so a
+		// control server can verify pods' tokens (workload identity
+		// federation) as it would a real cluster's published issuer.
+		"--service-account-issuer", server,
 		"--service-cluster-ip-range", ServiceCIDR,
 		"--authorization-mode", "Node,RBAC",
 		"--enable-admission-plugins", "NodeRestriction",

@@ -1,0 +1,61 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/test/tsapi"
+)
+
+// Workload identity federation on a real kubelet: the sidecar joined with
+// a key minted for its pod alone (the token the kubelet projected names
+// the pod's UID), one-off, ephemeral and tagged by the namespace; the
+// namespace holds no Secret at all, and only the sidecar mounts the token.
+func TestFederatedCredentials(t *testing.T) {
+	ns := namespace(t, "federated")
+	pod := runApp(t, ns, "app", map[string]string{"egress": "8080=db:80"}, "http://127.0.0.1:8080/")
+
+	var mine []tsapi.Mint
+	for _, m := range env.api.Mints() {
+		if m.PodUID == string(pod.UID) {
+			mine = append(mine, m)
+		}
+	}
+	if len(mine) != 1 {
+		t.Fatalf("%d keys minted for pod %s, want 1 (refusals: %q)", len(mine), pod.UID, env.api.Refusals())
+	}
+	m := mine[0]
+	if m.Reusable || !m.Ephemeral || !m.Preauthorized || !slices.Equal(m.Tags, []string{"tag:k8s"}) ||
+		m.Subject != "system:serviceaccount:"+ns+":default" || m.Expiry <= 0 || m.Expiry > 10*time.Minute {
+		t.Errorf("minted %+v: want one-off, ephemeral, tag:k8s, for %s's default ServiceAccount, expiring within 10 min", m, ns)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+	defer cancel()
+	secrets, err := env.node.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range secrets.Items {
+		t.Errorf("namespace %s holds Secret %s: no credential should be stored there", ns, s.Name)
+	}
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		for _, vm := range c.VolumeMounts {
+			if vm.Name == contract.TokenVolume && c.Name != contract.SidecarContainer {
+				t.Errorf("container %s mounts the tailnet token", c.Name)
+			}
+			if strings.HasPrefix(vm.MountPath, "/var/run/tsinject") && c.Name != contract.SidecarContainer {
+				t.Errorf("container %s mounts %s", c.Name, vm.MountPath)
+			}
+		}
+	}
+	figure(t, "sidecar joined with a key minted for pod %s alone (tags %v, expiring in %s); no Secret in the namespace", pod.Name, m.Tags, m.Expiry)
+}
