@@ -35,6 +35,11 @@ type Options struct {
 	Webhooks *envtest.WebhookInstallOptions
 	// Log receives build progress if the binaries must be built first.
 	Log io.Writer
+	// ServiceAccountAdmission turns on the API server's ServiceAccount
+	// admission plugin, which envtest turns off: pods get their account
+	// named before webhooks run, as in a real cluster, and must find it
+	// (no controller-manager makes "default" here: create it).
+	ServiceAccountAdmission bool
 }
 
 // Cluster is a running control plane.
@@ -82,6 +87,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	// The issuer's discovery document names its key set at the external
 	// host, by default the machine's own address: keep it on loopback.
 	env.ControlPlane.GetAPIServer().Configure().Set("external-hostname", "127.0.0.1")
+	if opts.ServiceAccountAdmission {
+		env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+	}
 	if apiserver, etcd, ok := deathShims(dir, bins); ok {
 		env.ControlPlane.GetAPIServer().Path = apiserver
 		env.ControlPlane.Etcd = &envtest.Etcd{Path: etcd}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -51,15 +52,24 @@ func OpenIssuerDiscovery(ctx context.Context, cfg *rest.Config) (issuer string, 
 	if err := json.Unmarshal(raw, &doc); err != nil || doc.Issuer == "" {
 		return "", nil, fmt.Errorf("issuer discovery document %q: %v", raw, err)
 	}
+	// Only the CA: the client must stay anonymous, as a control server is.
+	ca := cfg.CAData
+	if len(ca) == 0 && cfg.CAFile != "" {
+		if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+			return "", nil, err
+		}
+	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(cfg.CAData) {
-		return "", nil, errors.New("the rest config carries no CA data")
+	if !pool.AppendCertsFromPEM(ca) {
+		return "", nil, errors.New("the rest config names no CA")
 	}
 	return doc.Issuer, &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}, nil
 }
 
 // PodToken returns a ServiceAccount token for audience bound to pod, as
-// the kubelet projects it into the pod (a serviceAccountToken volume).
+// the kubelet projects it into the pod (a serviceAccountToken volume). A
+// pod without a UID (one no kubelet runs here, such as a StatefulSet's
+// replica) gets a token of its ServiceAccount bound to nothing.
 func PodToken(ctx context.Context, cfg *rest.Config, pod *corev1.Pod, audience string) (string, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -70,13 +80,11 @@ func PodToken(ctx context.Context, cfg *rest.Config, pod *corev1.Pod, audience s
 		sa = "default"
 	}
 	exp := int64(3600)
-	tok, err := cs.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{
-			Audiences:         []string{audience},
-			ExpirationSeconds: &exp,
-			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
-		},
-	}, metav1.CreateOptions{})
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: &exp}}
+	if pod.UID != "" {
+		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	tok, err := cs.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("token for pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}

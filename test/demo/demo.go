@@ -49,6 +49,7 @@ import (
 	"github.com/tsinject/tsinject/test/netns"
 	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tsapi"
 )
 
 // Options configure Run.
@@ -69,6 +70,7 @@ type demo struct {
 	cl      client.Client
 	cs      kubernetes.Interface
 	tn      *tailnet.Tailnet
+	api     *tsapi.Server
 	mgr     *manager.Local
 	cleanup []func()
 	laptop  *tailnet.Node
@@ -140,7 +142,7 @@ func (d *demo) start() error {
 		os.WriteFile(filepath.Join(crdDir, e.Name()), b, 0o644)
 	}
 	d.say("    kube-apiserver + etcd (the first run builds them from source: minutes; then cached)\n")
-	c, err := cluster.Start(d.ctx, cluster.Options{CRDDirs: []string{crdDir}, Scheme: manager.Scheme(), Log: d.Out})
+	c, err := cluster.Start(d.ctx, cluster.Options{CRDDirs: []string{crdDir}, Scheme: manager.Scheme(), Log: d.Out, ServiceAccountAdmission: true})
 	if err != nil {
 		return err
 	}
@@ -161,15 +163,28 @@ func (d *demo) start() error {
 	} else {
 		d.say("    not root: the pod runs on this host with explicit egress (no network namespace)\n")
 	}
-	if d.tn, err = tailnet.Start(tailnet.Options{Addr: tnAddr, AuthKey: "tskey-auth-demo"}); err != nil {
+	// The tailnet trusts the cluster's ServiceAccount issuer, as an admin
+	// sets up a federated identity on the control server: no auth key.
+	issuer, issuerClient, err := cluster.OpenIssuerDiscovery(d.ctx, c.Config)
+	if err != nil {
+		return err
+	}
+	d.api = &tsapi.Server{Client: issuerClient, Credentials: []tsapi.Credential{{
+		ClientID: demoClientID, Issuer: issuer, Audience: injector.DefaultAudience,
+		Subject: "system:serviceaccount:*", Tags: []string{"tag:k8s", "tag:k8s-api", "tag:k8s-operator"},
+	}}}
+	if d.tn, err = tailnet.Start(tailnet.Options{Addr: tnAddr, API: d.api}); err != nil {
 		return err
 	}
 	d.cleanup = append(d.cleanup, func() { d.tn.Close() })
 	d.say("    tailnet control server %s (MagicDNS %s, DERP and STUN on %s)\n", d.tn.ControlURL(), d.tn.Domain, tnAddr)
+	d.say("    its federated identity %s trusts the cluster's ServiceAccount issuer %s\n", demoClientID, issuer)
+	d.say("      (tokens for audience %s; tags tag:k8s, tag:k8s-api, tag:k8s-operator): no auth key exists anywhere\n", injector.DefaultAudience)
 
 	o := manager.DefaultOptions()
 	o.Injector.ControlURL = d.tn.ControlURL()
 	o.Injector.DefaultTags = []string{"tag:k8s"}
+	o.Injector.Federation = &injector.Federation{ClientID: demoClientID, Audience: injector.DefaultAudience}
 	o.LeaderElection = false
 	o.Log = logr.Discard()
 	if d.mgr, err = manager.StartLocal(d.ctx, c.Config, o); err != nil {
@@ -177,12 +192,12 @@ func (d *demo) start() error {
 	}
 	d.cleanup = append(d.cleanup, func() { d.mgr.Stop() })
 	d.say("    tsinject manager: webhook %s (CA published in the MutatingWebhookConfiguration)\n", d.mgr.URL)
-	// The operator's auth key, which the manager copies into injected namespaces.
-	return d.cl.Create(d.ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: o.AuthSecret},
-		Data:       map[string][]byte{o.AuthKey: []byte(d.tn.AuthKey)},
-	})
+	d.say("      --federation-client-id=%s\n", demoClientID)
+	return nil
 }
+
+// demoClientID is the sandbox tailnet's federated identity.
+const demoClientID = "demo-federated-client"
 
 func (d *demo) podExample() string {
 	if d.root {
@@ -198,6 +213,12 @@ func (d *demo) inject() error {
 			return err
 		}
 		d.say("    kubectl apply -f examples/%s\n", f)
+		if f == "namespace.yaml" {
+			// kube-controller-manager's job, which this API server runs without.
+			if _, err := d.cs.CoreV1().ServiceAccounts("demo").Create(d.ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				return err
+			}
+		}
 	}
 	pod, err := d.pod()
 	if err != nil {
@@ -221,13 +242,20 @@ func (d *demo) inject() error {
 	}
 	d.say("      + volumes %v\n", st.Volumes)
 	d.say("      + annotation %s: version %s\n", injector.AnnotationStatus, st.Version)
-	var ns corev1.Secret
-	if err := waitFor(d.ctx, 10*time.Second, func() error {
-		return d.cl.Get(d.ctx, client.ObjectKey{Namespace: "demo", Name: contract.AuthSecret}, &ns)
-	}); err != nil {
-		return fmt.Errorf("auth key not copied into the namespace: %w", err)
+	for _, v := range pod.Spec.Volumes {
+		if t := v.Projected; t != nil && v.Name == contract.TokenVolume {
+			d.say("    credential: volume %s, a ServiceAccount token the kubelet issues for this pod alone (audience %s, %d s), mounted in the sidecar only\n",
+				v.Name, t.Sources[0].ServiceAccountToken.Audience, *t.Sources[0].ServiceAccountToken.ExpirationSeconds)
+		}
 	}
-	d.say("    the manager copied the auth key into Secret demo/%s\n", contract.AuthSecret)
+	var secrets corev1.SecretList
+	if err := d.cl.List(d.ctx, &secrets, client.InNamespace("demo")); err != nil {
+		return err
+	}
+	if len(secrets.Items) > 0 {
+		return fmt.Errorf("namespace demo holds %d Secrets: no credential should be there", len(secrets.Items))
+	}
+	d.say("    no Secret in namespace demo: nothing a tenant could mount to join the tailnet again\n")
 	return nil
 }
 
@@ -295,11 +323,16 @@ func (d *demo) runPod() error {
 	}
 	stateDir := filepath.Join(d.dir, "pod-state")
 	os.MkdirAll(stateDir, 0o700)
-	keyFile := filepath.Join(d.dir, "pod-authkey")
-	os.WriteFile(keyFile, []byte(d.tn.AuthKey), 0o644)
+	// The projected token, as the kubelet would write it.
+	token, err := cluster.PodToken(d.ctx, d.cluster.Config, pod, injector.DefaultAudience)
+	if err != nil {
+		return err
+	}
+	tokenFile := filepath.Join(d.dir, "pod-token")
+	os.WriteFile(tokenFile, []byte(token), 0o644)
 	os.Chmod(d.dir, 0o755)
 	// Mounts, as the kubelet would provide them.
-	mounts := []string{contract.EnvAuthKeyFile + "=" + keyFile, contract.EnvStateDir + "=" + stateDir, "HOME=" + stateDir}
+	mounts := []string{contract.EnvIDTokenFile + "=" + tokenFile, contract.EnvStateDir + "=" + stateDir, "HOME=" + stateDir}
 
 	var sidecar corev1.Container
 	for _, c := range pod.Spec.InitContainers {
@@ -362,6 +395,12 @@ func (d *demo) runPod() error {
 		uid = contract.ProxyUID
 	}
 	d.say("    %s ready (UID %d, no capabilities): %s\n", contract.SidecarContainer, uid, firstLine(logs.String(), "on the tailnet as"))
+	for _, m := range d.api.Mints() {
+		if m.PodUID == string(pod.UID) {
+			d.say("      it exchanged its token for key %s…: one-off (reusable=%t), ephemeral=%t, tags %v, for %s, expiring in %s\n",
+				m.Key[:16], m.Reusable, m.Ephemeral, m.Tags, m.Subject, m.Expiry)
+		}
+	}
 
 	var out []byte
 	if d.root {
@@ -407,7 +446,7 @@ func (d *demo) connector() error {
 		return err
 	}
 	d.say("    kubectl create -f connector (subnetRouter.advertiseRoutes: [%s])\n", subnet)
-	if err := d.runReplica("ts-connector-demo-subnet", "connector"); err != nil {
+	if _, err := d.runReplica("ts-connector-demo-subnet", "connector"); err != nil {
 		return err
 	}
 	if err := waitFor(d.ctx, 30*time.Second, func() error { return connectorReason(d, "AwaitingRouteApproval") }); err != nil {
@@ -449,20 +488,27 @@ func connectorReason(d *demo, reason string) error {
 
 // runReplica runs replica 0 of a proxy StatefulSet as its pod would:
 // the StatefulSet's args and env, the ServiceAccount's token.
-func (d *demo) runReplica(stsName, what string) error {
+func (d *demo) runReplica(stsName, what string) (*bytes.Buffer, error) {
 	var sts appsv1.StatefulSet
 	if err := waitFor(d.ctx, 10*time.Second, func() error {
 		return d.cl.Get(d.ctx, client.ObjectKey{Namespace: "tsinject-system", Name: stsName}, &sts)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	c := sts.Spec.Template.Spec.Containers[0]
 	pod := stsName + "-0"
 	root := filepath.Join(d.dir, pod)
 	if _, err := d.cluster.PodCredentials(d.ctx, sts.Namespace, sts.Spec.Template.Spec.ServiceAccountName, root); err != nil {
-		return err
+		return nil, err
 	}
-	os.WriteFile(filepath.Join(root, "authkey"), []byte(d.tn.AuthKey), 0o600)
+	token, err := cluster.PodToken(d.ctx, d.cluster.Config, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: sts.Namespace, Name: pod},
+		Spec:       corev1.PodSpec{ServiceAccountName: sts.Spec.Template.Spec.ServiceAccountName},
+	}, injector.DefaultAudience)
+	if err != nil {
+		return nil, err
+	}
+	os.WriteFile(filepath.Join(root, "token"), []byte(token), 0o600)
 	env := append(append(os.Environ(), tailnet.NodeEnv()...), d.cluster.ServiceEnv()...)
 	for _, e := range c.Env {
 		v := e.Value
@@ -473,7 +519,7 @@ func (d *demo) runReplica(stsName, what string) error {
 	}
 	env = append(env,
 		"TSINJECT_KUBE_ROOT="+root,
-		contract.EnvAuthKeyFile+"="+filepath.Join(root, "authkey"),
+		contract.EnvIDTokenFile+"="+filepath.Join(root, "token"),
 		contract.EnvStateDir+"="+filepath.Join(root, "state"),
 		contract.EnvHealthAddr+"="+freeAddr(),
 	)
@@ -483,11 +529,11 @@ func (d *demo) runReplica(stsName, what string) error {
 	logs := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, err
 	}
 	d.cleanup = append(d.cleanup, func() { stop(cmd) })
 	d.say("    ran %s replica %s with its ServiceAccount (standing in for the kubelet)\n", what, pod)
-	return nil
+	return logs, nil
 }
 
 // apiProxy creates the API server proxy and runs kubectl through it from
@@ -558,7 +604,8 @@ func (d *demo) apiProxy() error {
 	}
 	d.say("    the controller bound the proxy to ClusterRole %s (%v on %v, nothing else); the manager itself may neither impersonate nor write ClusterRoles\n",
 		binding.RoleRef.Name, role.Rules[0].Verbs, role.Rules[0].Resources)
-	if err := d.runReplica("ts-apiserver-proxy-k8s", "apiserver"); err != nil {
+	replicaLogs, err := d.runReplica("ts-apiserver-proxy-k8s", "apiserver")
+	if err != nil {
 		return err
 	}
 	var proxyURL string
@@ -572,7 +619,7 @@ func (d *demo) apiProxy() error {
 		proxyURL = p.Status.URLs[0]
 		return nil
 	}); err != nil {
-		return err
+		return fmt.Errorf("%w; the replica's log:\n%s", err, replicaLogs)
 	}
 	d.say("    status.urls: %s\n", proxyURL)
 
