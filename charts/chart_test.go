@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -70,17 +71,27 @@ func TestChartMatchesKustomize(t *testing.T) {
 	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
 	run(t, nil, "kubectl", "--kubeconfig", c.Kubeconfig, "create", "namespace", "tsinject-system")
 
+	// Federated rows add the client ID as docs/install.md does: an
+	// overlay on the row's kustomization, and the chart's value.
+	const clientID = "kC8Hsk3CNTRL"
 	for _, tc := range []struct {
 		name      string
 		kustomize string
+		federated bool
 		set       []string
 	}{
-		{"default", "manifests/base", nil},
-		{"cert-manager", "manifests/overlays/cert-manager", []string{"--set", "certificates.mode=cert-manager"}},
-		{"apiserver-proxy", "manifests/overlays/apiserver-proxy", []string{"--set", "apiServerProxy.enabled=true"}},
+		{"default", "manifests/base", true, nil},
+		{"cert-manager", "manifests/overlays/cert-manager", true, []string{"--set", "certificates.mode=cert-manager"}},
+		{"apiserver-proxy", "manifests/overlays/apiserver-proxy", true, []string{"--set", "apiServerProxy.enabled=true"}},
+		{"auth-key", "manifests/overlays/auth-key", false, []string{"--set", "authKey.enabled=true"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			kust := run(t, nil, "kubectl", "kustomize", tc.kustomize)
+			dir := tc.kustomize
+			if tc.federated {
+				dir = federationOverlay(t, tc.kustomize, clientID)
+				tc.set = append(tc.set, "--set", "federation.clientID="+clientID)
+			}
+			kust := run(t, nil, "kubectl", "kustomize", dir)
 			args := append([]string{"template", "tsinject", "charts/tsinject", "--namespace", "tsinject-system"}, tc.set...)
 			chart := run(t, nil, helm, args...)
 
@@ -122,6 +133,14 @@ func TestChartMatchesKustomize(t *testing.T) {
 			"--set", "replicas=3", "--set", "metrics.serviceMonitor.enabled=true", "--set", "proxyImage=registry.example/proxy:1",
 			"--set", "allowedProxyImages=registry.example/proxy-debug:*",
 			"--set", "federation.clientID=kC8Hsk3CNTRL", "--set", "federation.audience=https://tailnet.example"))
+		for _, bad := range [][]string{nil, {"--set", "federation.clientID=x", "--set", "authKey.enabled=true"}} {
+			cmd := exec.Command(helm, append([]string{"template", "tsinject", "charts/tsinject"}, bad...)...)
+			cmd.Dir = gobuild.Root()
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "federation.clientID") {
+				t.Errorf("helm template %v: %v, want a failure naming federation.clientID:\n%s", bad, err, out)
+			}
+		}
 		for _, want := range []string{"--control-url=https://headscale.example.com", "--native-sidecar=never", "failurePolicy: Ignore",
 			"replicas: 3", "kind: ServiceMonitor", "--proxy-image=registry.example/proxy:1", "--allowed-proxy-images=registry.example/proxy-debug:*",
 			"--federation-client-id=kC8Hsk3CNTRL", "--federation-audience=https://tailnet.example"} {
@@ -130,6 +149,27 @@ func TestChartMatchesKustomize(t *testing.T) {
 			}
 		}
 	})
+}
+
+// federationOverlay writes the overlay docs/install.md shows, on base.
+func federationOverlay(t *testing.T, base, clientID string) string {
+	dir := t.TempDir()
+	rel, err := filepath.Rel(dir, filepath.Join(gobuild.Root(), base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [%s]
+patches:
+- target: {kind: Deployment, name: tsinject-manager}
+  patch: |-
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--federation-client-id=%s"}
+`, rel, clientID)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func certManagerCRDs(t *testing.T) string {

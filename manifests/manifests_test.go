@@ -89,9 +89,14 @@ func TestManagerRights(t *testing.T) {
 		dir              string
 		allowed, refused [][]string
 	}{
-		{"base", [][]string{{"get", "pods", "-n", "default"}, {"create", "statefulsets", "-n", "tsinject-system"}, {"list", "clusterrolebindings"}, {"list", "servicecidrs.networking.k8s.io"}},
-			append([][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}}, never...)},
-		{"overlays/apiserver-proxy", [][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}}, never},
+		{"base", [][]string{{"get", "pods", "-n", "default"}, {"create", "statefulsets", "-n", "tsinject-system"}, {"list", "clusterrolebindings"}, {"list", "servicecidrs.networking.k8s.io"},
+			{"get", "secrets", "-n", "tsinject-system"}, {"create", "secrets", "-n", "tsinject-system"}},
+			append([][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"},
+				{"get", "secrets", "-n", "default"}, {"list", "secrets", "--all-namespaces"}, {"create", "secrets", "-n", "default"}}, never...)},
+		{"overlays/apiserver-proxy", [][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}},
+			append([][]string{{"get", "secrets", "-n", "default"}}, never...)},
+		// Auth-key mode adds Secrets everywhere (the copies), nothing else.
+		{"overlays/auth-key", [][]string{{"list", "secrets", "--all-namespaces"}, {"create", "secrets", "-n", "default"}}, never},
 	} {
 		rendered := kubectl(t, c.Kubeconfig, nil, "kustomize", step.dir)
 		kubectl(t, c.Kubeconfig, rendered, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "-")

@@ -1,8 +1,8 @@
 // Package authkey keeps a copy of the configured auth-key Secret, named
 // tsinject-auth, in every namespace whose pods may be injected, and removes
 // it where none may be. Sidecars mount it; they never see the key in env.
-// With workload identity federation no key is distributed: the Syncer
-// then removes every copy it made (the migration away from auth keys).
+// With workload identity federation the manager runs no Syncer: no key is
+// distributed, and the manager holds no Secret rights outside its namespace.
 package authkey
 
 import (
@@ -40,9 +40,7 @@ type Syncer struct {
 	Key    string
 	// SystemNamespace is tsinject's own (never a target).
 	SystemNamespace string
-	// Federated: sidecars obtain their own keys; no copy is wanted.
-	Federated bool
-	Log       logr.Logger
+	Log             logr.Logger
 }
 
 // SetupWithManager watches namespaces, opted-in pods, the copies and the
@@ -145,7 +143,7 @@ func (s *Syncer) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 
 // wanted: the namespace is enabled, or not disabled and holds opted-in pods.
 func (s *Syncer) wanted(ctx context.Context, ns *corev1.Namespace) (bool, error) {
-	if s.Federated || ns.DeletionTimestamp != nil || ns.Name == s.SystemNamespace || slices.Contains(injector.SystemNamespaces, ns.Name) {
+	if ns.DeletionTimestamp != nil || ns.Name == s.SystemNamespace || slices.Contains(injector.SystemNamespaces, ns.Name) {
 		return false, nil
 	}
 	switch ns.Labels[injector.LabelInjection] {

@@ -18,8 +18,10 @@ import (
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -94,6 +96,24 @@ type Options struct {
 	// inProcess allows several managers in one process (tests, sandbox):
 	// controller names are otherwise process-wide unique.
 	inProcess bool
+}
+
+// mayCopyAuthKey checks, before any informer would fail on it, that the
+// manager holds the Secret rights auth-key mode needs in every namespace.
+func mayCopyAuthKey(ctx context.Context, cs kubernetes.Interface) error {
+	for _, verb := range []string{"list", "watch", "create", "update", "delete"} {
+		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: verb, Resource: "secrets"}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("checking the manager's rights: %w", err)
+		}
+		if !r.Status.Allowed {
+			return fmt.Errorf("auth-key mode (no --federation-client-id) copies the auth key into injected namespaces and needs to %s Secrets in every namespace, which this ServiceAccount may not: "+
+				"set --federation-client-id (workload identity federation, recommended), or grant the rights (Helm: authKey.enabled=true; kustomize: the auth-key component); see docs/credentials.md", verb)
+		}
+	}
+	return nil
 }
 
 // proxyCredentials: connectors and API proxies log in as sidecars do.
@@ -228,7 +248,25 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	}
 	src := &certs.Source{Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret}, Clientset: cs, Log: log.WithName("certs")}
 
-	managed := labels.SelectorFromSet(labels.Set{authkey.LabelManagedBy: authkey.ManagedBy})
+	federated := o.Injector.Federation != nil
+	if federated {
+		log.Info("credentials: workload identity federation; no auth key is distributed", "clientID", o.Injector.Federation.ClientID, "audience", o.Injector.Federation.Audience)
+	} else {
+		if err := mayCopyAuthKey(context.Background(), cs); err != nil {
+			return nil, err
+		}
+		log.Info("credentials: auth key copied into injected namespaces (readable by their pods; prefer --federation-client-id)", "secret", o.AuthSecret)
+	}
+	secrets := map[string]cache.Config{o.Namespace: {}}
+	if !federated {
+		// Elsewhere only the auth-key copies, by name as well as label:
+		// tenants can label their own Secrets like ours, and a cache that
+		// held them could be grown without bound from any namespace.
+		secrets[cache.AllNamespaces] = cache.Config{
+			LabelSelector: labels.SelectorFromSet(labels.Set{authkey.LabelManagedBy: authkey.ManagedBy}),
+			FieldSelector: fields.OneTermEqualSelector("metadata.name", contract.AuthSecret),
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
 		Logger:                  log,
@@ -249,15 +287,8 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			}},
 		}),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// All Secrets of our namespace; elsewhere only the auth-key
-			// copies, by name as well as label: tenants can label their
-			// own Secrets like ours, and a cache that held them could be
-			// grown without bound from any namespace.
-			&corev1.Secret{}: {Namespaces: map[string]cache.Config{
-				o.Namespace: {},
-				cache.AllNamespaces: {LabelSelector: managed,
-					FieldSelector: fields.OneTermEqualSelector("metadata.name", contract.AuthSecret)},
-			}},
+			// All Secrets of our namespace; the auth-key copies elsewhere.
+			&corev1.Secret{}: {Namespaces: secrets},
 			// Only opted-in pods: the auth-key copies follow them.
 			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"})},
 			// Proxy sets live in our namespace only.
@@ -304,15 +335,16 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		RecoverPanic: ptr(true),
 	}))
 
-	if err := (&authkey.Syncer{
-		Client:          mgr.GetClient(),
-		Source:          types.NamespacedName{Namespace: o.Namespace, Name: o.AuthSecret},
-		Key:             o.AuthKey,
-		SystemNamespace: o.Namespace,
-		Federated:       o.Injector.Federation != nil,
-		Log:             log.WithName("auth-key"),
-	}).SetupWithManager(mgr); err != nil {
-		return nil, err
+	if !federated {
+		if err := (&authkey.Syncer{
+			Client:          mgr.GetClient(),
+			Source:          types.NamespacedName{Namespace: o.Namespace, Name: o.AuthSecret},
+			Key:             o.AuthKey,
+			SystemNamespace: o.Namespace,
+			Log:             log.WithName("auth-key"),
+		}).SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
 	}
 
 	logout := func(ctx context.Context, state map[string][]byte) error {
