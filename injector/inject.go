@@ -208,7 +208,7 @@ func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
 
 	var inits []corev1.Container
 	if o.egressMode == contract.EgressTransparent {
-		inits = append(inits, in.initContainer(o))
+		inits = append(inits, in.initContainer(pod, o))
 		st.InitContainers = append(st.InitContainers, contract.InitContainer)
 	}
 	if o.native {
@@ -330,12 +330,8 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 		{Name: contract.StateVolume, MountPath: contract.StateDir},
 		credMount,
 	}
-	if o.state == contract.StateSecret {
-		// Admission plugins that ran before us mounted the token into the
-		// containers that existed then, not into ours.
-		if v := serviceAccountVolume(pod); v != "" {
-			mounts = append(mounts, corev1.VolumeMount{Name: v, MountPath: contract.ServiceAccountDir, ReadOnly: true})
-		}
+	if m, ok := serviceAccountMount(pod, o.state == contract.StateSecret); ok {
+		mounts = append(mounts, m)
 	}
 
 	uid := int64(contract.ProxyUID)
@@ -366,7 +362,11 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 	}
 }
 
-func (in *Injector) initContainer(o podOptions) corev1.Container {
+func (in *Injector) initContainer(pod *corev1.Pod, o podOptions) corev1.Container {
+	var mounts []corev1.VolumeMount
+	if m, ok := serviceAccountMount(pod, false); ok {
+		mounts = append(mounts, m)
+	}
 	env := []corev1.EnvVar{
 		{Name: contract.EnvProxyUID, Value: strconv.Itoa(contract.ProxyUID)},
 	}
@@ -379,6 +379,7 @@ func (in *Injector) initContainer(o podOptions) corev1.Container {
 		ImagePullPolicy:          in.cfg.ImagePullPolicy,
 		Args:                     []string{"init"},
 		Env:                      env,
+		VolumeMounts:             mounts,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		Resources: corev1.ResourceRequirements{
 			Requests: o.resources.Requests.DeepCopy(),
@@ -456,6 +457,26 @@ func addProxyEnv(c *corev1.Container) bool {
 		added = true
 	}
 	return added
+}
+
+// serviceAccountMount is what a container of ours mounts at the API token
+// path, if the pod carries the ServiceAccount admission plugin's token
+// volume. That plugin ran before us and mounted the token into the
+// containers that existed then; the API server re-runs it after us, and it
+// would add the token to ours too, a change that makes the API server call
+// the webhook a second time (reinvocationPolicy IfNeeded). A mount at that
+// path stops it: the token itself where the container needs the API
+// (state in a Secret), otherwise an empty directory from the state volume,
+// so our containers get no API credential they do not use.
+func serviceAccountMount(pod *corev1.Pod, needsToken bool) (corev1.VolumeMount, bool) {
+	v := serviceAccountVolume(pod)
+	switch {
+	case v == "":
+		return corev1.VolumeMount{}, false
+	case needsToken:
+		return corev1.VolumeMount{Name: v, MountPath: contract.ServiceAccountDir, ReadOnly: true}, true
+	}
+	return corev1.VolumeMount{Name: contract.StateVolume, MountPath: contract.ServiceAccountDir, SubPath: "no-api-token", ReadOnly: true}, true
 }
 
 func serviceAccountVolume(pod *corev1.Pod) string {

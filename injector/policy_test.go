@@ -65,3 +65,45 @@ func TestNamespacePolicy(t *testing.T) {
 		})
 	}
 }
+
+// The API server re-runs the ServiceAccount plugin after the webhook; it
+// adds its token mount to every container without one at the token path.
+// After injection none lacks one, so the plugin changes nothing and the
+// webhook is not called a second time (reinvocationPolicy IfNeeded).
+func TestServiceAccountPluginFindsNothingToAdd(t *testing.T) {
+	for _, mode := range []string{"explicit", "transparent"} {
+		for _, state := range []string{"ephemeral", "secret"} {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Annotations: map[string]string{
+					AnnotationEgressMode: mode, AnnotationState: state}},
+				Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{Name: "app", Image: "app", VolumeMounts: []corev1.VolumeMount{
+						{Name: "kube-api-access-abcde", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true}}}},
+					Volumes: []corev1.Volume{{Name: "kube-api-access-abcde"}},
+				},
+			}
+			cfg := DefaultConfig()
+			cfg.DefaultTags = []string{"tag:k8s"}
+			res := New(cfg).Inject(pod, Namespace{Name: "shop", Labels: map[string]string{LabelInjection: "enabled"}})
+			if res.Reason != ReasonInjected {
+				t.Fatalf("%s/%s: %s %v", mode, state, res.Reason, res.Problems)
+			}
+			for _, c := range append(res.Pod.Spec.InitContainers, res.Pod.Spec.Containers...) {
+				found := ""
+				for _, m := range c.VolumeMounts {
+					if m.MountPath == "/var/run/secrets/kubernetes.io/serviceaccount" {
+						found = m.Name
+					}
+				}
+				switch {
+				case found == "":
+					t.Errorf("%s/%s: container %s has no mount at the token path: the plugin would add one", mode, state, c.Name)
+				case c.Name == "tailscale" && state == "secret" && found != "kube-api-access-abcde":
+					t.Errorf("%s/%s: the sidecar needs the API token for its state Secret, mounts %s", mode, state, found)
+				case (c.Name == "tailscale-init" || c.Name == "tailscale" && state != "secret") && found == "kube-api-access-abcde":
+					t.Errorf("%s/%s: container %s gets the API token it does not use", mode, state, c.Name)
+				}
+			}
+		}
+	}
+}
