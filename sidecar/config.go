@@ -83,7 +83,7 @@ func (c *Config) specs() []flagSpec {
 		}},
 		{"state-dir", contract.EnvStateDir, "writable directory for the node's files", contract.StateDir, str(&c.StateDir)},
 		{"state-secret", contract.EnvStateSecret, "Secret name template for --state=secret", contract.DefaultStateSecret, str(&c.StateSecret)},
-		{"kube-root", "TSINJECT_KUBE_ROOT", "prefix of the service account directory (outside a pod)", "", str(&c.KubeRoot)},
+		{"kube-root", contract.EnvKubeRoot, "prefix of the service account directory (outside a pod)", "", str(&c.KubeRoot)},
 		{"egress", contract.EnvEgress, "tailnet targets: host:port or LOCALPORT=host:port, comma-separated", "", func(v string) (err error) {
 			c.Egress, err = contract.ParseEgress(v)
 			return err
@@ -106,15 +106,15 @@ func (c *Config) specs() []flagSpec {
 		{"health-addr", contract.EnvHealthAddr, "address of /healthz, /readyz and /metrics", ":" + strconv.Itoa(contract.HealthPort), str(&c.HealthAddr)},
 		{"socks5-addr", contract.EnvSOCKS5Addr, "SOCKS5 proxy address (empty disables)", "127.0.0.1:" + strconv.Itoa(contract.SOCKS5Port), str(&c.SOCKS5Addr)},
 		{"http-proxy-addr", contract.EnvHTTPProxy, "HTTP proxy address (empty disables)", "127.0.0.1:" + strconv.Itoa(contract.HTTPProxyPort), str(&c.HTTPProxyAddr)},
-		{"redirect-port", "TSINJECT_REDIRECT_PORT", "transparent mode: port redirected connections arrive on (127.0.0.1 and ::1)", strconv.Itoa(contract.RedirectPort), portSetter(&c.RedirectPort)},
-		{"dns-port", "TSINJECT_DNS_PORT", "transparent mode: port redirected DNS arrives on (127.0.0.1 and ::1)", strconv.Itoa(contract.DNSPort), portSetter(&c.DNSPort)},
+		{"redirect-port", contract.EnvRedirectPort, "transparent mode: port redirected connections arrive on (127.0.0.1 and ::1)", strconv.Itoa(contract.RedirectPort), portSetter(&c.RedirectPort)},
+		{"dns-port", contract.EnvDNSPort, "transparent mode: port redirected DNS arrives on (127.0.0.1 and ::1)", strconv.Itoa(contract.DNSPort), portSetter(&c.DNSPort)},
 		{"grace-period", contract.EnvGracePeriod, "on SIGTERM, how long established connections may drain", "20s", durationSetter(&c.GracePeriod)},
-		{"authkey-wait", "TSINJECT_AUTHKEY_WAIT", "how long to wait for the auth key (or ID token) file to appear", "2m", durationSetter(&c.AuthKeyWait)},
+		{"authkey-wait", contract.EnvAuthKeyWait, "how long to wait for the auth key (or ID token) file to appear", "2m", durationSetter(&c.AuthKeyWait)},
 		{"pod-name", contract.EnvPodName, "pod name (downward API)", "", str(&c.PodName)},
 		{"pod-namespace", contract.EnvPodNamespace, "pod namespace (downward API)", "", str(&c.PodNamespace)},
 		{"pod-uid", contract.EnvPodUID, "pod UID (downward API)", "", str(&c.PodUID)},
 		{"pod-ip", contract.EnvPodIP, "pod IP (downward API)", "", str(&c.PodIP)},
-		{"verbose", "TSINJECT_VERBOSE", "log tailscale's own messages", "false", func(v string) (err error) {
+		{"verbose", contract.EnvVerbose, "log tailscale's own messages", "false", func(v string) (err error) {
 			c.Verbose, err = strconv.ParseBool(v)
 			return err
 		}},

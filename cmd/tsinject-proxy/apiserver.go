@@ -23,8 +23,8 @@ func apiserverCommand() *cli.Command {
 		Short: "serve the Kubernetes API on the tailnet, impersonating tailnet callers (auth) or as transport (noauth)",
 		Flags: func(fs *flag.FlagSet) {
 			nodeFlags(fs, &cfg.Node, &tags)
-			fs.StringVar(&cfg.Mode, "mode", cli.EnvDefault("TSINJECT_APIPROXY_MODE", apiproxy.ModeAuth), "auth or noauth (env TSINJECT_APIPROXY_MODE)")
-			fs.StringVar(&cfg.TLS, "tls", cli.EnvDefault("TSINJECT_APIPROXY_TLS", "auto"), "auto (HTTPS where the tailnet issues certificates, else HTTP) or http")
+			fs.StringVar(&cfg.Mode, "mode", cli.EnvDefault(contract.EnvAPIProxyMode, apiproxy.ModeAuth), "auth or noauth (env "+contract.EnvAPIProxyMode+")")
+			fs.StringVar(&cfg.TLS, "tls", cli.EnvDefault(contract.EnvAPIProxyTLS, "auto"), "auto (HTTPS where the tailnet issues certificates, else HTTP) or http")
 			def := ""
 			if h, p := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT_HTTPS"); h != "" && p != "" {
 				def = "https://" + net.JoinHostPort(h, p)

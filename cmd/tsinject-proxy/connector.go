@@ -17,7 +17,7 @@ import (
 
 // nodeFlags binds the tsnet node settings shared by the proxies.
 func nodeFlags(fs *flag.FlagSet, o *tsnode.Options, tags *string) {
-	fs.StringVar(&o.HostnamePrefix, "hostname-prefix", cli.EnvDefault("TSINJECT_HOSTNAME_PREFIX", ""), "name the replica PREFIX-<ordinal of the pod> (env TSINJECT_HOSTNAME_PREFIX)")
+	fs.StringVar(&o.HostnamePrefix, "hostname-prefix", cli.EnvDefault(contract.EnvHostnamePrefix, ""), "name the replica PREFIX-<ordinal of the pod> (env "+contract.EnvHostnamePrefix+")")
 	fs.StringVar(&o.ControlURL, "control-url", cli.EnvDefault(contract.EnvControlURL, "https://controlplane.tailscale.com"), "control server URL (env "+contract.EnvControlURL+")")
 	fs.StringVar(&o.AuthKeyFile, "authkey-file", cli.EnvDefault(contract.EnvAuthKeyFile, contract.AuthKeyFile), "auth key file (env "+contract.EnvAuthKeyFile+")")
 	fs.StringVar(&o.ClientID, "client-id", cli.EnvDefault(contract.EnvClientID, ""), "workload identity federation: client ID to exchange --id-token-file for a one-off key with (env "+contract.EnvClientID+")")
@@ -28,7 +28,7 @@ func nodeFlags(fs *flag.FlagSet, o *tsnode.Options, tags *string) {
 	fs.StringVar(&o.State, "state", cli.EnvDefault(contract.EnvState, tsnode.StateSecret), "secret (a Secret named after the pod), dir or ephemeral (env "+contract.EnvState+")")
 	fs.StringVar(&o.Dir, "state-dir", cli.EnvDefault(contract.EnvStateDir, contract.StateDir), "writable directory (env "+contract.EnvStateDir+")")
 	fs.StringVar(&o.PodName, "pod-name", cli.EnvDefault(contract.EnvPodName, ""), "pod name, also the state Secret's name (env "+contract.EnvPodName+")")
-	fs.StringVar(&o.KubeRoot, "kube-root", cli.EnvDefault("TSINJECT_KUBE_ROOT", ""), "prefix of the service account directory (outside a pod)")
+	fs.StringVar(&o.KubeRoot, "kube-root", cli.EnvDefault(contract.EnvKubeRoot, ""), "prefix of the service account directory (outside a pod)")
 	fs.BoolVar(&o.Verbose, "verbose", false, "log tailscale's own messages")
 }
 
@@ -54,9 +54,9 @@ func connectorCommand() *cli.Command {
 		Short: "advertise subnet routes and/or an exit node; forward TCP and UDP unprivileged",
 		Flags: func(fs *flag.FlagSet) {
 			nodeFlags(fs, &cfg.Node, &tags)
-			fs.StringVar(&routes, "routes", cli.EnvDefault("TSINJECT_ROUTES", ""), "comma-separated CIDRs to advertise (env TSINJECT_ROUTES)")
-			exit, _ := strconv.ParseBool(cli.EnvDefault("TSINJECT_EXIT_NODE", "false"))
-			fs.BoolVar(&cfg.ExitNode, "exit-node", exit, "offer this device as an exit node (env TSINJECT_EXIT_NODE)")
+			fs.StringVar(&routes, "routes", cli.EnvDefault(contract.EnvRoutes, ""), "comma-separated CIDRs to advertise (env "+contract.EnvRoutes+")")
+			exit, _ := strconv.ParseBool(cli.EnvDefault(contract.EnvExitNode, "false"))
+			fs.BoolVar(&cfg.ExitNode, "exit-node", exit, "offer this device as an exit node (env "+contract.EnvExitNode+")")
 			fs.StringVar(&cfg.HealthAddr, "health-addr", cli.EnvDefault(contract.EnvHealthAddr, ":"+strconv.Itoa(contract.HealthPort)), "/healthz, /readyz, /metrics")
 		},
 		Run: func(ctx context.Context, args []string) error {

@@ -21,8 +21,8 @@ func initCommand() *cli.Command {
 		Short: "program the pod's network namespace for transparent egress (init container, NET_ADMIN)",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&uid, "proxy-uid", cli.EnvDefault(contract.EnvProxyUID, strconv.Itoa(contract.ProxyUID)), "the sidecar's UID, whose traffic is not redirected (env "+contract.EnvProxyUID+")")
-			fs.StringVar(&redirect, "redirect-port", cli.EnvDefault("TSINJECT_REDIRECT_PORT", strconv.Itoa(contract.RedirectPort)), "the sidecar's transparent egress port")
-			fs.StringVar(&dns, "dns-port", cli.EnvDefault("TSINJECT_DNS_PORT", strconv.Itoa(contract.DNSPort)), "the sidecar's DNS port")
+			fs.StringVar(&redirect, "redirect-port", cli.EnvDefault(contract.EnvRedirectPort, strconv.Itoa(contract.RedirectPort)), "the sidecar's transparent egress port")
+			fs.StringVar(&dns, "dns-port", cli.EnvDefault(contract.EnvDNSPort, strconv.Itoa(contract.DNSPort)), "the sidecar's DNS port")
 			fs.StringVar(&routes, "accept-routes", cli.EnvDefault(contract.EnvAcceptRoutes, ""), "subnet routes to redirect besides the tailnet ranges (env "+contract.EnvAcceptRoutes+")")
 			fs.StringVar(&backend, "backend", "", "nftables or iptables (default: nftables, falling back to iptables-restore)")
 			fs.BoolVar(&remove, "remove", false, "remove the nftables rules instead")

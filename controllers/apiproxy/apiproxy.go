@@ -105,11 +105,11 @@ func (r *Reconciler) set(p *v1alpha1.APIServerProxy) *proxyset.Set {
 	}
 	env := []corev1.EnvVar{
 		{Name: contract.EnvTags, Value: strings.Join(tags, ",")},
-		{Name: "TSINJECT_APIPROXY_MODE", Value: mode(p)},
-		{Name: "TSINJECT_APIPROXY_TLS", Value: tls},
+		{Name: contract.EnvAPIProxyMode, Value: mode(p)},
+		{Name: contract.EnvAPIProxyTLS, Value: tls},
 	}
 	if replicas > 1 {
-		env = append(env, corev1.EnvVar{Name: "TSINJECT_HOSTNAME_PREFIX", Value: host})
+		env = append(env, corev1.EnvVar{Name: contract.EnvHostnamePrefix, Value: host})
 	} else {
 		env = append(env, corev1.EnvVar{Name: contract.EnvHostname, Value: host})
 	}

@@ -96,23 +96,23 @@ func (r *Reconciler) set(cn *v1alpha1.Connector, serviceCIDRs []string) *proxyse
 	case cn.Spec.Hostname != "":
 		env = append(env, corev1.EnvVar{Name: contract.EnvHostname, Value: cn.Spec.Hostname})
 	case cn.Spec.HostnamePrefix != "":
-		env = append(env, corev1.EnvVar{Name: "TSINJECT_HOSTNAME_PREFIX", Value: cn.Spec.HostnamePrefix})
+		env = append(env, corev1.EnvVar{Name: contract.EnvHostnamePrefix, Value: cn.Spec.HostnamePrefix})
 	case replicas <= 1:
 		env = append(env, corev1.EnvVar{Name: contract.EnvHostname, Value: cn.Name + "-connector"})
 	default:
-		env = append(env, corev1.EnvVar{Name: "TSINJECT_HOSTNAME_PREFIX", Value: cn.Name + "-connector"})
+		env = append(env, corev1.EnvVar{Name: contract.EnvHostnamePrefix, Value: cn.Name + "-connector"})
 	}
 	if sr := cn.Spec.SubnetRouter; sr != nil {
 		routes := make([]string, len(sr.AdvertiseRoutes))
 		for i, rt := range sr.AdvertiseRoutes {
 			routes[i] = string(rt)
 		}
-		env = append(env, corev1.EnvVar{Name: "TSINJECT_ROUTES", Value: strings.Join(routes, ",")})
+		env = append(env, corev1.EnvVar{Name: contract.EnvRoutes, Value: strings.Join(routes, ",")})
 	}
 	if cn.Spec.ExitNode {
 		// The exit node refuses the node's and its own addresses, and
 		// the cluster's Service ranges.
-		env = append(env, corev1.EnvVar{Name: "TSINJECT_EXIT_NODE", Value: "true"},
+		env = append(env, corev1.EnvVar{Name: contract.EnvExitNode, Value: "true"},
 			corev1.EnvVar{Name: contract.EnvHostIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
 			corev1.EnvVar{Name: contract.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}})
 		if len(serviceCIDRs) > 0 {

@@ -89,6 +89,22 @@ const (
 	// EnvDebugAddr, if set, is a loopback address where tsinject-proxy
 	// serves Go's profiles (package debugserver); unset, nothing listens.
 	EnvDebugAddr = "TSINJECT_DEBUG_ADDR"
+
+	// Settings of the sidecar that the injector does not set.
+	EnvRedirectPort = "TSINJECT_REDIRECT_PORT"
+	EnvDNSPort      = "TSINJECT_DNS_PORT"
+	EnvAuthKeyWait  = "TSINJECT_AUTHKEY_WAIT"
+	EnvVerbose      = "TSINJECT_VERBOSE"
+	// EnvKubeRoot prefixes the service account directory (outside a pod).
+	EnvKubeRoot = "TSINJECT_KUBE_ROOT"
+
+	// Settings of the proxies (connector, API proxy) that their
+	// controllers set.
+	EnvHostnamePrefix = "TSINJECT_HOSTNAME_PREFIX"
+	EnvRoutes         = "TSINJECT_ROUTES"
+	EnvExitNode       = "TSINJECT_EXIT_NODE"
+	EnvAPIProxyMode   = "TSINJECT_APIPROXY_MODE"
+	EnvAPIProxyTLS    = "TSINJECT_APIPROXY_TLS"
 )
 
 // Hostname template placeholders, filled in by the sidecar at run time from
