@@ -27,6 +27,7 @@ const (
 	ReasonNamespaceUnavailable Reason = "namespace-unavailable"
 	ReasonProxyUIDClash        Reason = "proxy-uid-clash"
 	ReasonPolicyDenied         Reason = "policy-denied"
+	ReasonPatchFailed          Reason = "patch-failed"
 )
 
 // ReasonInfo describes a reason for people.
@@ -53,6 +54,7 @@ var Reasons = []ReasonInfo{
 	{ReasonPolicyDenied, OutcomeDenied, "the pod asks for tags or a hostname its namespace's policy does not allow, or would join untagged where that is not allowed", "choose within the namespace's tsinject.dev/allowed-* annotations, or ask a cluster admin to widen them"},
 	{ReasonProxyUIDClash, OutcomeDenied, "in transparent egress a container runs as the sidecar's UID, which the redirect rules exempt: its traffic would bypass the sidecar", "run the container as another UID, or use explicit egress"},
 	{ReasonInvalidPod, OutcomeDenied, "the admission request did not hold a decodable Pod", "report this: the API server sent an unexpected object"},
+	{ReasonPatchFailed, OutcomeDenied, "tsinject decided to inject but could not build the patch", "report this with the pod's manifest: it is a bug"},
 	{ReasonNamespaceUnavailable, OutcomeDenied, "the pod's namespace could not be read to decide on injection", "check the manager's RBAC and logs; the API server retries"},
 }
 

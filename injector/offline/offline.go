@@ -252,18 +252,16 @@ func (t *Transformer) injectPod(ctx context.Context, pod *corev1.Pod, where stri
 	if err != nil {
 		return nil, Decision{Object: where}, err
 	}
-	resp := t.Handler.Handle(ctx, Request(raw, pod.Namespace, false))
-	d := Decision{Object: where, Warnings: resp.Warnings}
-	msg := ""
-	if resp.Result != nil {
-		msg = resp.Result.Message
-	}
+	resp, reason := t.Handler.Decide(ctx, Request(raw, pod.Namespace, false))
+	d := Decision{Object: where, Warnings: resp.Warnings, Reason: reason}
 	if !resp.Allowed {
+		msg := ""
+		if resp.Result != nil {
+			msg = resp.Result.Message
+		}
 		d.Err = errors.New(msg)
-		d.Reason, _ = reasonOf(msg)
 		return nil, d, nil
 	}
-	d.Reason = injector.Reason(msg)
 	ops := resp.Patches
 	if len(ops) == 0 && len(resp.Patch) > 0 {
 		if err := json.Unmarshal(resp.Patch, &ops); err != nil {
@@ -271,16 +269,6 @@ func (t *Transformer) injectPod(ctx context.Context, pod *corev1.Pod, where stri
 		}
 	}
 	return ops, d, nil
-}
-
-// reasonOf extracts the reason code from "tsinject (code): ..." messages.
-func reasonOf(msg string) (injector.Reason, bool) {
-	rest, ok := strings.CutPrefix(msg, "tsinject (")
-	if !ok {
-		return "", false
-	}
-	code, _, ok := strings.Cut(rest, ")")
-	return injector.Reason(code), ok
 }
 
 // Request builds the AdmissionRequest the API server sends for creating pod.

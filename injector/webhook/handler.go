@@ -42,10 +42,17 @@ var _ admission.Handler = (*Handler)(nil)
 // Handle decides on one AdmissionRequest. Only pod creation is mutated;
 // everything else is allowed untouched.
 func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	res, _ := h.Decide(ctx, req)
+	return res
+}
+
+// Decide is Handle with the decision's reason code, typed: what `tsinject
+// inject` reports ("" for requests that are not pod creations).
+func (h *Handler) Decide(ctx context.Context, req admission.Request) (admission.Response, injector.Reason) {
 	start := time.Now()
 	res, reason := h.handle(ctx, req)
 	h.Metrics.observe(reason, time.Since(start))
-	return res
+	return res, reason
 }
 
 func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.Response, injector.Reason) {
@@ -89,8 +96,9 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	default:
 		patch, err := h.Injector.PatchJSON(&pod, result)
 		if err != nil {
-			log.Error(err, "building patch")
-			return admission.Errored(http.StatusInternalServerError, err), injector.ReasonInvalidPod
+			r := injector.ReasonPatchFailed
+			log.Error(err, "building patch", "reason", r)
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("tsinject (%s): %w", r, err)), r
 		}
 		log.Info("injected", "warnings", len(result.Warnings))
 		resp = admission.Allowed(string(result.Reason))
