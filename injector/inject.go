@@ -96,6 +96,9 @@ func (in *Injector) Config() Config { return in.cfg }
 func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	var p problems
 	reason := in.decide(pod, ns, &p)
+	if reason == ReasonAlreadyInjected {
+		return in.reinvoked(pod, ns, &p)
+	}
 	if reason != ReasonInjected {
 		return Result{Reason: reason, Warnings: p.warnings}
 	}
@@ -118,6 +121,49 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	out := pod.DeepCopy()
 	in.apply(out, opts)
 	return Result{Reason: ReasonInjected, Pod: out, Warnings: p.warnings, key: optionsKey(pod, opts)}
+}
+
+// reinvoked handles a pod tsinject already injected: the API server calls
+// again when another webhook changed the pod after tsinject's (and a
+// manifest may be injected twice). Containers added since get what
+// injection gives app containers: proxy variables with proxy-env, and the
+// UID check in transparent mode. Anything else is left as it is.
+func (in *Injector) reinvoked(pod *corev1.Pod, ns Namespace, p *problems) Result {
+	var st Status
+	if err := json.Unmarshal([]byte(pod.Annotations[AnnotationStatus]), &st); err != nil {
+		return Result{Reason: ReasonAlreadyInjected, Warnings: p.warnings}
+	}
+	var ignored problems // validated when the pod was injected
+	opts := parseOptions(pod, ns.Labels, &in.cfg, &ignored)
+	if opts.egressMode == contract.EgressTransparent {
+		if clash := proxyUIDClashes(pod); len(clash) > 0 {
+			return Result{Reason: ReasonProxyUIDClash, Warnings: p.warnings, Problems: clash}
+		}
+	}
+	if !opts.proxyEnv {
+		return Result{Reason: ReasonAlreadyInjected, Warnings: p.warnings}
+	}
+	ours := slices.Concat(st.InitContainers, st.Containers)
+	out := pod.DeepCopy()
+	changed := false
+	for _, list := range []*[]corev1.Container{&out.Spec.InitContainers, &out.Spec.Containers} {
+		for i := range *list {
+			c := &(*list)[i]
+			if slices.Contains(ours, c.Name) || slices.Contains(st.ProxyEnv, c.Name) {
+				continue
+			}
+			if addProxyEnv(c) {
+				st.ProxyEnv = append(st.ProxyEnv, c.Name)
+				changed = true
+			}
+		}
+	}
+	if !changed {
+		return Result{Reason: ReasonAlreadyInjected, Warnings: p.warnings}
+	}
+	b, _ := json.Marshal(st)
+	out.Annotations[AnnotationStatus] = string(b)
+	return Result{Reason: ReasonLateContainers, Pod: out, Warnings: p.warnings}
 }
 
 // decide implements the selection truth table (docs/injection.md).
@@ -188,6 +234,9 @@ func proxyUIDClashes(pod *corev1.Pod) []string {
 	}
 	var out []string
 	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if c.Name == contract.SidecarContainer || c.Name == contract.InitContainer {
+			continue // ours, on a reinvocation (the names are reserved)
+		}
 		uid := podUID
 		if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
 			uid = c.SecurityContext.RunAsUser

@@ -28,6 +28,7 @@ const (
 	ReasonProxyUIDClash        Reason = "proxy-uid-clash"
 	ReasonPolicyDenied         Reason = "policy-denied"
 	ReasonPatchFailed          Reason = "patch-failed"
+	ReasonLateContainers       Reason = "late-containers"
 )
 
 // ReasonInfo describes a reason for people.
@@ -43,6 +44,7 @@ type ReasonInfo struct {
 // Reasons is the table of every decision the injector makes.
 var Reasons = []ReasonInfo{
 	{ReasonInjected, OutcomeInjected, "the tailscale sidecar was added", ""},
+	{ReasonLateContainers, OutcomeInjected, "the pod was injected before; containers another webhook added since got the proxy variables (proxy-env)", ""},
 	{ReasonNamespaceNotEnabled, OutcomeSkipped, "the namespace is not labelled " + LabelInjection + "=enabled and the pod is not labelled " + LabelInject + "=true", "label the namespace or the pod"},
 	{ReasonNamespaceDisabled, OutcomeSkipped, "the namespace is labelled " + LabelInjection + "=disabled, which no pod label overrides", "remove the namespace label"},
 	{ReasonPodOptedOut, OutcomeSkipped, "the pod is labelled " + LabelInject + "=false", "remove the pod label"},

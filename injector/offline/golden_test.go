@@ -89,9 +89,12 @@ func TestGolden(t *testing.T) {
 			// Injecting again changes nothing; uninjecting gives back the input.
 			var again bytes.Buffer
 			ds2, _ := transformer(cfg).Inject(context.Background(), bytes.NewReader(out.Bytes()), &again)
-			for _, d := range ds2 {
+			for i, d := range ds2 {
 				if d.Reason == injector.ReasonInjected {
 					t.Errorf("%s injected twice", d.Object)
+				}
+				if d.Err != nil && (i >= len(ds) || ds[i].Err == nil) {
+					t.Errorf("%s: injecting the injected output is denied: %v", d.Object, d.Err)
 				}
 			}
 			if !sameDocs(t, out.Bytes(), again.Bytes()) {

@@ -82,7 +82,9 @@ func (m *Metrics) observe(r injector.Reason, d time.Duration) {
 	m.requests.WithLabelValues(string(out)).Inc()
 	switch out {
 	case injector.OutcomeInjected:
-		m.injected.Inc()
+		if r == injector.ReasonInjected { // not a reinvocation's late containers
+			m.injected.Inc()
+		}
 	case injector.OutcomeSkipped:
 		m.skipped.WithLabelValues(string(r)).Inc()
 	case injector.OutcomeDenied:

@@ -23,9 +23,10 @@ import (
 
 // Another injector in the same pods (Vault's agent, a mesh proxy) whose
 // webhook runs after tsinject's and adds a container: the API server calls
-// tsinject again (reinvocationPolicy IfNeeded), which finds its status
-// annotation and changes nothing. The pod gets both, the sidecar once.
-// That second call is the only one docs/injection.md says happens.
+// tsinject again (reinvocationPolicy IfNeeded), which adds nothing again
+// but gives the new container the proxy variables (proxy-env). The pod
+// gets both, the sidecar once. That second call is the only one
+// docs/injection.md says happens.
 func TestAnotherInjectorAfterUs(t *testing.T) {
 	e := start(t, nil)
 	ctx := context.Background()
@@ -70,7 +71,7 @@ func TestAnotherInjectorAfterUs(t *testing.T) {
 	e.namespace(t, "both", map[string]string{injector.LabelInjection: "enabled", "agent": "on"})
 	calls := func() float64 {
 		return counter(t, "tsinject_admission_requests_total", "outcome", "injected") +
-			counter(t, "tsinject_skipped_total", "reason", string(injector.ReasonAlreadyInjected))
+			counter(t, "tsinject_admission_requests_total", "outcome", "skipped")
 	}
 	// The API server picks up the new configuration within moments: retry
 	// with fresh pods until the agent appears, measuring the last one.
@@ -81,7 +82,9 @@ func TestAnotherInjectorAfterUs(t *testing.T) {
 	for i := 0; ; i++ {
 		before := calls()
 		otherBefore = otherCalls.Load()
-		p := pod("both", fmt.Sprintf("web-%d", i))
+		p := pod("both", fmt.Sprintf("web-%d", i), func(p *corev1.Pod) {
+			p.Annotations = map[string]string{injector.AnnotationProxyEnv: "true"}
+		})
 		if err := e.cl.Create(ctx, p); err != nil {
 			t.Fatal(err)
 		}
@@ -102,11 +105,15 @@ func TestAnotherInjectorAfterUs(t *testing.T) {
 	if want := []string{"tailscale", "app", "agent"}; !slices.Equal(names, want) {
 		t.Errorf("containers %v, want %v", names, want)
 	}
+	agent := got.Spec.Containers[len(got.Spec.Containers)-1]
+	if !slices.ContainsFunc(agent.Env, func(e corev1.EnvVar) bool { return e.Name == "HTTP_PROXY" }) {
+		t.Errorf("the agent added after tsinject has no HTTP_PROXY: %v", agent.Env)
+	}
 	if n := otherCalls.Load() - otherBefore; n != 1 {
 		t.Errorf("the other webhook was called %d times, want 1", n)
 	}
 	if decided != 2 {
-		t.Errorf("tsinject's webhook decided %v times, want 2: injected, then already-injected on reinvocation", decided)
+		t.Errorf("tsinject's webhook decided %v times, want 2: injected, then late-containers on reinvocation", decided)
 	}
 }
 
