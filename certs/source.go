@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,7 +27,12 @@ type Source struct {
 	Clientset kubernetes.Interface
 	Log       logr.Logger
 
+	// OnCABundle, if set, is called with the CA bundle (PEM) whenever the
+	// Secret brings a new one, before the certificate is served.
+	OnCABundle func([]byte)
+
 	cur atomic.Pointer[tls.Certificate]
+	ca  atomic.Pointer[[]byte]
 }
 
 // GetCertificate is a tls.Config.GetCertificate.
@@ -97,7 +103,28 @@ func (s *Source) Start(ctx context.Context) error {
 // NeedLeaderElection is false: every replica serves.
 func (s *Source) NeedLeaderElection() bool { return false }
 
+// CABundle is the CA bundle that verifies the served certificate: the
+// self-managed bundle (old and new CA during a rotation), else cert-manager's
+// ca.crt; nil until loaded.
+func (s *Source) CABundle() []byte {
+	if p := s.ca.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 func (s *Source) load(sec *corev1.Secret) {
+	bundle := sec.Data[KeyBundle]
+	if len(bundle) == 0 {
+		bundle = sec.Data[KeyCA]
+	}
+	if len(bundle) > 0 && !bytes.Equal(bundle, s.CABundle()) {
+		b := bytes.Clone(bundle)
+		s.ca.Store(&b)
+		if s.OnCABundle != nil {
+			s.OnCABundle(b)
+		}
+	}
 	crt, key := sec.Data[KeyCert], sec.Data[KeyKey]
 	if len(crt) == 0 || len(key) == 0 {
 		return

@@ -133,7 +133,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 			"--set", "replicas=3", "--set", "metrics.serviceMonitor.enabled=true", "--set", "proxyImage=registry.example/proxy:1",
 			"--set", "allowedProxyImages=registry.example/proxy-debug:*",
 			"--set", "federation.clientID=kC8Hsk3CNTRL", "--set", "federation.audience=https://tailnet.example"))
-		for _, bad := range [][]string{nil, {"--set", "federation.clientID=x", "--set", "authKey.enabled=true"}} {
+		for _, bad := range [][]string{nil, {"--set", "federation.clientID=x", "--set", "authKey.enabled=true"}, {"--set", "federation.clientID=x", "--set", "oauth.secretName=y"}} {
 			cmd := exec.Command(helm, append([]string{"template", "tsinject", "charts/tsinject"}, bad...)...)
 			cmd.Dir = gobuild.Root()
 			out, err := cmd.CombinedOutput()

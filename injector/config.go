@@ -34,6 +34,10 @@ type Config struct {
 	// ServiceAccount token to exchange for a one-off key of its own; no
 	// auth key is mounted. Unset, sidecars mount the tsinject-auth Secret.
 	Federation *Federation `json:"federation,omitempty"`
+	// KeyBroker, if set, gives each sidecar its pod's projected token for
+	// tsinject's key broker, which mints the pod a one-off key (OAuth
+	// mode); no auth key is mounted.
+	KeyBroker *KeyBroker `json:"keyBroker,omitempty"`
 	// DefaultTags are advertised by pods without a tags annotation.
 	DefaultTags []string `json:"defaultTags,omitempty"`
 	// Resources of the sidecar unless annotations override them.
@@ -47,6 +51,15 @@ type Federation struct {
 	// Audience of the projected token: what the federated identity on the
 	// control server expects in the token's aud claim.
 	Audience string `json:"audience"`
+}
+
+// KeyBroker locates the manager's key broker.
+type KeyBroker struct {
+	// URL of the broker, such as https://tsinject-webhook.tsinject-system.svc/v1/key.
+	URL string `json:"url"`
+	// CA is the PEM bundle that verifies the broker's certificate (the
+	// webhook's CA bundle).
+	CA string `json:"ca"`
 }
 
 // DefaultAudience is the projected token's audience unless configured.

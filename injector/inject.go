@@ -312,15 +312,27 @@ func ownVolume(name string) bool {
 	return name == contract.StateVolume || name == contract.AuthVolume || name == contract.TokenVolume
 }
 
+// tokenAudience is the audience of the pod's projected token, if the
+// sidecar proves itself with one (federation or the key broker).
+func (in *Injector) tokenAudience() string {
+	switch {
+	case in.cfg.Federation != nil:
+		return in.cfg.Federation.Audience
+	case in.cfg.KeyBroker != nil:
+		return contract.KeyBrokerAudience
+	}
+	return ""
+}
+
 // credentialVolume is what the sidecar logs in with: with federation, a
 // token the kubelet issues for this pod alone; otherwise the auth-key
 // Secret the manager copies into the namespace.
 func (in *Injector) credentialVolume() corev1.Volume {
-	if f := in.cfg.Federation; f != nil {
+	if aud := in.tokenAudience(); aud != "" {
 		return corev1.Volume{Name: contract.TokenVolume, VolumeSource: corev1.VolumeSource{
 			Projected: &corev1.ProjectedVolumeSource{
 				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-					Audience: f.Audience, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
+					Audience: aud, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
 				}}},
 				DefaultMode: ptr(int32(0o444)), // the sidecar's UID is not the file owner
 			},
@@ -341,8 +353,13 @@ const ProxyBinary = "/usr/local/bin/tsinject-proxy"
 func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 	credEnv := []corev1.EnvVar{{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile}}
 	credMount := corev1.VolumeMount{Name: contract.AuthVolume, MountPath: contract.AuthDir, ReadOnly: true}
-	if f := in.cfg.Federation; f != nil {
+	switch f, kb := in.cfg.Federation, in.cfg.KeyBroker; {
+	case f != nil:
 		credEnv = []corev1.EnvVar{{Name: contract.EnvClientID, Value: f.ClientID}, {Name: contract.EnvIDTokenFile, Value: contract.TokenFile}}
+	case kb != nil:
+		credEnv = []corev1.EnvVar{{Name: contract.EnvKeyBrokerURL, Value: kb.URL}, {Name: contract.EnvKeyBrokerCA, Value: kb.CA}, {Name: contract.EnvIDTokenFile, Value: contract.TokenFile}}
+	}
+	if in.tokenAudience() != "" {
 		credMount = corev1.VolumeMount{Name: contract.TokenVolume, MountPath: contract.TokenDir, ReadOnly: true}
 	}
 	env := []corev1.EnvVar{

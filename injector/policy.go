@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -44,14 +45,14 @@ var NamespacePolicies = []AnnotationDoc{
 type nsPolicy struct {
 	defaultTags, allowedTags []string
 	untagged                 bool
-	federated                bool // keys by federation are always tagged
+	federated                bool // keys by federation or the broker are always tagged
 	hostnames                []string
 	errs                     []string // the namespace's own annotations are wrong
 }
 
 func policyOf(ns Namespace, cfg *Config) nsPolicy {
 	a := ns.Annotations
-	pol := nsPolicy{defaultTags: cfg.DefaultTags, hostnames: []string{DefaultAllowedHostname}, federated: cfg.Federation != nil}
+	pol := nsPolicy{defaultTags: cfg.DefaultTags, hostnames: []string{DefaultAllowedHostname}, federated: cfg.Federation != nil || cfg.KeyBroker != nil}
 	bad := func(key, v, allowed string) {
 		pol.errs = append(pol.errs, fmt.Sprintf("namespace %s: annotation %s: value %q is not allowed (allowed: %s); ask a cluster admin to fix it", ns.Name, key, v, allowed))
 	}
@@ -105,7 +106,7 @@ func checkPolicy(ns Namespace, pol nsPolicy, tagsAsked bool, o *podOptions) []st
 		}
 	}
 	if len(o.tags) == 0 && pol.federated {
-		out = append(out, fmt.Sprintf("pods in namespace %s must be tagged: tsinject joins pods by workload identity federation, whose keys are always tagged, and the namespace has no %s and the manager no --default-tags; a cluster admin sets one of them",
+		out = append(out, fmt.Sprintf("pods in namespace %s must be tagged: tsinject joins pods with one-off keys (workload identity federation or its key broker), which are always tagged, and the namespace has no %s and the manager no --default-tags; a cluster admin sets one of them",
 			ns.Name, AnnotationDefaultTags))
 	} else if len(o.tags) == 0 && !pol.untagged {
 		out = append(out, fmt.Sprintf("pods in namespace %s must be tagged: it has no %s and the manager no --default-tags; a cluster admin sets one of them, or %s: \"true\" to let pods act as the auth key's owner",
@@ -134,4 +135,26 @@ func orNone(s []string) string {
 		return "none"
 	}
 	return strings.Join(s, ", ")
+}
+
+// TagsAllowed reports whether the namespace's policy allows a node of one
+// of its pods to carry tags: what the key broker checks before it mints a
+// key for tags read from a pod spec, which a pod author could have written
+// themselves (a pod created with a forged status annotation is never
+// injected, so nothing else vouches for its sidecar's environment).
+func (in *Injector) TagsAllowed(ns Namespace, tags []string) error {
+	pol := policyOf(ns, &in.cfg)
+	if len(pol.errs) > 0 {
+		return errors.New(strings.Join(pol.errs, "; "))
+	}
+	if len(tags) == 0 {
+		return fmt.Errorf("no tags: keys are always tagged")
+	}
+	allowed := append(slices.Clone(pol.defaultTags), pol.allowedTags...)
+	for _, t := range tags {
+		if !slices.Contains(allowed, t) {
+			return fmt.Errorf("tag %s is not allowed in namespace %s (allowed: %s)", t, ns.Name, orNone(allowed))
+		}
+	}
+	return nil
 }

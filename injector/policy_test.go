@@ -30,7 +30,7 @@ func TestNamespacePolicy(t *testing.T) {
 		{"hostname the namespace allows", false, []string{"tag:k8s"}, map[string]string{AnnotationAllowedHostnames: "db"}, map[string]string{AnnotationHostname: "db"}, "tag:k8s", ""},
 		{"pod name only", false, []string{"tag:k8s"}, nil, map[string]string{AnnotationHostname: "{name}"}, "", "is not allowed"},
 		{"federation: tagged by the namespace default", true, nil, map[string]string{AnnotationDefaultTags: "tag:shop"}, nil, "tag:shop", ""},
-		{"federation: untagged refused even by opt-in", true, nil, map[string]string{AnnotationAllowUntagged: "true"}, nil, "", "workload identity federation, whose keys are always tagged"},
+		{"federation: untagged refused even by opt-in", true, nil, map[string]string{AnnotationAllowUntagged: "true"}, nil, "", "one-off keys (workload identity federation or its key broker), which are always tagged"},
 		{"broken namespace policy", false, []string{"tag:k8s"}, map[string]string{AnnotationAllowUntagged: "yes"}, nil, "", "ask a cluster admin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

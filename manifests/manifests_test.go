@@ -90,7 +90,7 @@ func TestManagerRights(t *testing.T) {
 		allowed, refused [][]string
 	}{
 		{"base", [][]string{{"get", "pods", "-n", "default"}, {"create", "statefulsets", "-n", "tsinject-system"}, {"list", "clusterrolebindings"}, {"list", "servicecidrs.networking.k8s.io"},
-			{"get", "secrets", "-n", "tsinject-system"}, {"create", "secrets", "-n", "tsinject-system"}},
+			{"get", "secrets", "-n", "tsinject-system"}, {"create", "secrets", "-n", "tsinject-system"}, {"create", "tokenreviews.authentication.k8s.io"}},
 			append([][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"},
 				{"get", "secrets", "-n", "default"}, {"list", "secrets", "--all-namespaces"}, {"create", "secrets", "-n", "default"}}, never...)},
 		{"overlays/apiserver-proxy", [][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}},

@@ -29,11 +29,14 @@ type Config struct {
 	// the pod's projected token) instead of AuthKeyFile.
 	ClientID    string
 	IDTokenFile string
-	Hostname    string // template with {name}, {namespace}
-	Tags        []string
-	State       string // contract.StateEphemeral | contract.StateSecret
-	StateDir    string
-	StateSecret string // template
+	// KeyBrokerURL asks tsinject's key broker (verified with the CA
+	// bundle KeyBrokerCA) for a one-off key instead.
+	KeyBrokerURL, KeyBrokerCA string
+	Hostname                  string // template with {name}, {namespace}
+	Tags                      []string
+	State                     string // contract.StateEphemeral | contract.StateSecret
+	StateDir                  string
+	StateSecret               string // template
 	// KubeRoot, if set, is prepended to the service account directory
 	// (for running outside a pod, as tests do).
 	KubeRoot     string
@@ -68,7 +71,9 @@ func (c *Config) specs() []flagSpec {
 		{"control-url", contract.EnvControlURL, "control server URL (Tailscale's, Headscale's or any compatible)", "https://controlplane.tailscale.com", str(&c.ControlURL)},
 		{"authkey-file", contract.EnvAuthKeyFile, "file holding the auth key (needed until the node has state)", contract.AuthKeyFile, str(&c.AuthKeyFile)},
 		{"client-id", contract.EnvClientID, "workload identity federation: client ID to exchange --id-token-file for a one-off key with (replaces --authkey-file)", "", str(&c.ClientID)},
-		{"id-token-file", contract.EnvIDTokenFile, "workload identity federation: file holding the pod's projected ServiceAccount token", contract.TokenFile, str(&c.IDTokenFile)},
+		{"key-broker-url", contract.EnvKeyBrokerURL, "tsinject's key broker: ask it for a one-off key with --id-token-file (replaces --authkey-file)", "", str(&c.KeyBrokerURL)},
+		{"key-broker-ca", contract.EnvKeyBrokerCA, "tsinject's key broker: its CA bundle (PEM text)", "", str(&c.KeyBrokerCA)},
+		{"id-token-file", contract.EnvIDTokenFile, "workload identity federation or key broker: file holding the pod's projected ServiceAccount token", contract.TokenFile, str(&c.IDTokenFile)},
 		{"hostname", contract.EnvHostname, "tailnet hostname template; {name} and {namespace} are the pod's", contract.DefaultHostname, str(&c.Hostname)},
 		{"tags", contract.EnvTags, "comma-separated tags to advertise (tag:name)", "", func(v string) (err error) {
 			c.Tags, err = contract.ParseTags(v)

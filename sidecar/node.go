@@ -45,20 +45,22 @@ func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error
 		return nil, errors.New("--state=secret needs --pod-name (the downward API sets it in a pod)")
 	}
 	tn, err := tsnode.Start(ctx, tsnode.Options{
-		ControlURL:  cfg.ControlURL,
-		AuthKeyFile: cfg.AuthKeyFile,
-		AuthKeyWait: cfg.AuthKeyWait,
-		ClientID:    cfg.ClientID,
-		IDTokenFile: cfg.IDTokenFile,
-		Hostname:    cfg.NodeHostname(),
-		Tags:        cfg.Tags,
-		State:       cfg.State,
-		Dir:         cfg.StateDir,
-		Secret:      cfg.SecretName(),
-		KubeRoot:    cfg.KubeRoot,
-		PodName:     cfg.PodName,
-		PodUID:      cfg.PodUID,
-		Verbose:     cfg.Verbose,
+		ControlURL:   cfg.ControlURL,
+		AuthKeyFile:  cfg.AuthKeyFile,
+		AuthKeyWait:  cfg.AuthKeyWait,
+		ClientID:     cfg.ClientID,
+		IDTokenFile:  cfg.IDTokenFile,
+		KeyBrokerURL: cfg.KeyBrokerURL,
+		KeyBrokerCA:  cfg.KeyBrokerCA,
+		Hostname:     cfg.NodeHostname(),
+		Tags:         cfg.Tags,
+		State:        cfg.State,
+		Dir:          cfg.StateDir,
+		Secret:       cfg.SecretName(),
+		KubeRoot:     cfg.KubeRoot,
+		PodName:      cfg.PodName,
+		PodUID:       cfg.PodUID,
+		Verbose:      cfg.Verbose,
 	}, logf)
 	if err != nil {
 		return nil, err

@@ -22,6 +22,8 @@ func nodeFlags(fs *flag.FlagSet, o *tsnode.Options, tags *string) {
 	fs.StringVar(&o.AuthKeyFile, "authkey-file", cli.EnvDefault(contract.EnvAuthKeyFile, contract.AuthKeyFile), "auth key file (env "+contract.EnvAuthKeyFile+")")
 	fs.StringVar(&o.ClientID, "client-id", cli.EnvDefault(contract.EnvClientID, ""), "workload identity federation: client ID to exchange --id-token-file for a one-off key with (env "+contract.EnvClientID+")")
 	fs.StringVar(&o.IDTokenFile, "id-token-file", cli.EnvDefault(contract.EnvIDTokenFile, contract.TokenFile), "workload identity federation: the pod's projected ServiceAccount token (env "+contract.EnvIDTokenFile+")")
+	fs.StringVar(&o.KeyBrokerURL, "key-broker-url", cli.EnvDefault(contract.EnvKeyBrokerURL, ""), "tsinject's key broker: ask it for a one-off key with --id-token-file (env "+contract.EnvKeyBrokerURL+")")
+	fs.StringVar(&o.KeyBrokerCA, "key-broker-ca", cli.EnvDefault(contract.EnvKeyBrokerCA, ""), "tsinject's key broker: its CA bundle, PEM text (env "+contract.EnvKeyBrokerCA+")")
 	fs.DurationVar(&o.AuthKeyWait, "authkey-wait", 2*time.Minute, "how long to wait for the auth key (or ID token) file")
 	fs.StringVar(&o.Hostname, "hostname", cli.EnvDefault(contract.EnvHostname, ""), "tailnet hostname (env "+contract.EnvHostname+")")
 	fs.StringVar(tags, "tags", cli.EnvDefault(contract.EnvTags, ""), "comma-separated tags (env "+contract.EnvTags+")")

@@ -63,19 +63,31 @@ type Set struct {
 type Credentials struct {
 	ClientID, Audience  string
 	AuthSecret, AuthKey string
+	// KeyBrokerURL and KeyBrokerCA (its CA bundle, as it is now): the
+	// manager's key broker mints each replica's key (each pod's projected
+	// token for its audience).
+	KeyBrokerURL string
+	KeyBrokerCA  func() []byte
 }
 
 // credential is the volume the proxy logs in with, its mount, and the
 // environment that tells the proxy where it is.
 func (c Credentials) credential() (corev1.Volume, corev1.VolumeMount, []corev1.EnvVar) {
-	if c.ClientID != "" {
+	token := func(audience string, env ...corev1.EnvVar) (corev1.Volume, corev1.VolumeMount, []corev1.EnvVar) {
 		return corev1.Volume{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-					Audience: c.Audience, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
+					Audience: audience, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
 				}}},
 			}}},
 			corev1.VolumeMount{Name: "token", MountPath: contract.TokenDir, ReadOnly: true},
-			[]corev1.EnvVar{{Name: contract.EnvClientID, Value: c.ClientID}, {Name: contract.EnvIDTokenFile, Value: contract.TokenFile}}
+			append(env, corev1.EnvVar{Name: contract.EnvIDTokenFile, Value: contract.TokenFile})
+	}
+	switch {
+	case c.ClientID != "":
+		return token(c.Audience, corev1.EnvVar{Name: contract.EnvClientID, Value: c.ClientID})
+	case c.KeyBrokerURL != "":
+		return token(contract.KeyBrokerAudience,
+			corev1.EnvVar{Name: contract.EnvKeyBrokerURL, Value: c.KeyBrokerURL}, corev1.EnvVar{Name: contract.EnvKeyBrokerCA, Value: string(c.KeyBrokerCA())})
 	}
 	return corev1.Volume{Name: "auth", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: c.AuthSecret, Optional: ptr(true),

@@ -33,6 +33,11 @@ var Variants = map[string]func(*injector.Config){
 	"federation": func(c *injector.Config) {
 		c.Federation = &injector.Federation{ClientID: "kC8Hsk3CNTRL", Audience: injector.DefaultAudience}
 	},
+	// key-broker: sidecars get one-off keys from the manager's broker.
+	"key-broker": func(c *injector.Config) {
+		c.KeyBroker = &injector.KeyBroker{URL: "https://tsinject-webhook.tsinject-system.svc/v1/key",
+			CA: "-----BEGIN CERTIFICATE-----\nMIIB (the webhook's CA bundle)\n-----END CERTIFICATE-----\n"}
+	},
 }
 
 // ConfigFor is the configuration a case file's source is injected with,

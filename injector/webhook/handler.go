@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -32,12 +33,27 @@ type Namespaces interface {
 type Handler struct {
 	Injector   *injector.Injector
 	Namespaces Namespaces
+	// current, if set (SetInjector), replaces Injector: the manager swaps
+	// in a new one when what it injects changes at run time (the key
+	// broker's CA bundle).
+	current atomic.Pointer[injector.Injector]
 	// Metrics, if set, counts decisions.
 	Metrics *Metrics
 	Log     logr.Logger
 }
 
 var _ admission.Handler = (*Handler)(nil)
+
+// SetInjector makes in the injector of every later decision.
+func (h *Handler) SetInjector(in *injector.Injector) { h.current.Store(in) }
+
+// injector is the injector of this decision.
+func (h *Handler) injector() *injector.Injector {
+	if in := h.current.Load(); in != nil {
+		return in
+	}
+	return h.Injector
+}
 
 // Handle decides on one AdmissionRequest. Only pod creation is mutated;
 // everything else is allowed untouched.
@@ -83,7 +99,8 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("tsinject (%s): %w", r, err)), r
 	}
 
-	result := h.Injector.Inject(&pod, ns)
+	in := h.injector()
+	result := in.Inject(&pod, ns)
 	log := h.Log.WithValues("reason", result.Reason, "namespace", pod.Namespace, "pod", podName(&pod), "dryRun", req.DryRun != nil && *req.DryRun)
 	var resp admission.Response
 	switch result.Outcome() {
@@ -94,7 +111,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		log.V(1).Info("skipped")
 		resp = admission.Allowed(string(result.Reason))
 	default:
-		patch, err := h.Injector.PatchJSON(&pod, result)
+		patch, err := in.PatchJSON(&pod, result)
 		if err != nil {
 			r := injector.ReasonPatchFailed
 			log.Error(err, "building patch", "reason", r)

@@ -24,6 +24,14 @@ const (
 	TokenExpirationSeconds = 600
 )
 
+// tsinject's key broker, served by the manager on the webhook's listener
+// (Service tsinject-webhook, port 443): the path, and the audience of the
+// projected token a node proves its pod with.
+const (
+	KeyBrokerPath     = "/v1/key"
+	KeyBrokerAudience = "tsinject.dev/key-broker"
+)
+
 // Paths inside the sidecar container.
 const (
 	StateDir    = "/var/lib/tsinject"
@@ -56,8 +64,13 @@ const (
 	EnvAuthKeyFile = "TSINJECT_AUTHKEY_FILE"
 	// EnvClientID, if set, selects workload identity federation with this
 	// client ID; the node then exchanges the token in EnvIDTokenFile.
-	EnvClientID     = "TSINJECT_CLIENT_ID"
-	EnvIDTokenFile  = "TSINJECT_ID_TOKEN_FILE"
+	EnvClientID    = "TSINJECT_CLIENT_ID"
+	EnvIDTokenFile = "TSINJECT_ID_TOKEN_FILE"
+	// EnvKeyBrokerURL, if set, makes the node ask tsinject's key broker
+	// for a one-off key with the token in EnvIDTokenFile, verifying the
+	// broker with the CA bundle (PEM) in EnvKeyBrokerCA.
+	EnvKeyBrokerURL = "TSINJECT_KEY_BROKER_URL"
+	EnvKeyBrokerCA  = "TSINJECT_KEY_BROKER_CA"
 	EnvHostname     = "TSINJECT_HOSTNAME" // a template, see Hostname placeholders
 	EnvTags         = "TSINJECT_TAGS"
 	EnvState        = "TSINJECT_STATE" // "ephemeral" | "secret"

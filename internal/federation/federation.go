@@ -1,10 +1,14 @@
-// Package federation obtains a one-off tailnet auth key by workload
-// identity federation: it exchanges an OIDC ID token (a pod's projected
-// ServiceAccount token) for a short-lived API access token at the control
-// server's /api/v2/oauth/token-exchange, then creates a non-reusable key
-// with the node's tags through /api/v2/tailnet/-/keys. The wire format is
-// the one tsnet's own identityfederation feature speaks; tsinject carries
-// its own client so the data plane does not link the AWS SDK that
+// Package federation obtains one-off tailnet auth keys through the
+// Tailscale API. By workload identity federation (MintKey): it exchanges
+// an OIDC ID token (a pod's projected ServiceAccount token) for a
+// short-lived API access token at the control server's
+// /api/v2/oauth/token-exchange, then creates a non-reusable key with the
+// node's tags through /api/v2/tailnet/-/keys. With an OAuth client
+// (OAuthMinter, the manager's key broker): the client credentials grant,
+// then the same key creation. And from tsinject's key broker (BrokerKey,
+// the data plane's side of it). The wire format is the one tsnet's own
+// identityfederation and oauthkey features speak; tsinject carries its own
+// client so the data plane does not link the AWS SDK that federation
 // feature's provider-token lookup pulls in. Standard library only.
 package federation
 
@@ -40,6 +44,7 @@ type Request struct {
 // Paths of the two API calls, relative to the control URL.
 const (
 	TokenExchangePath = "/api/v2/oauth/token-exchange"
+	OAuthTokenPath    = "/api/v2/oauth/token"
 	KeysPath          = "/api/v2/tailnet/-/keys"
 )
 
@@ -50,7 +55,8 @@ type KeyRequest struct {
 			Create KeyCreate `json:"create"`
 		} `json:"devices"`
 	} `json:"capabilities"`
-	ExpirySeconds int64 `json:"expirySeconds,omitempty"`
+	ExpirySeconds int64  `json:"expirySeconds,omitempty"`
+	Description   string `json:"description,omitempty"`
 }
 
 // KeyCreate is what a key may create.
@@ -110,15 +116,22 @@ func MintKey(ctx context.Context, client *http.Client, r Request) (KeyResponse, 
 	if tok.AccessToken == "" {
 		return KeyResponse{}, errors.New("token exchange: the control server returned no access token")
 	}
+	return createKey(ctx, client, base, tok.AccessToken, KeyCreate{Ephemeral: r.Ephemeral, Preauthorized: r.Preauthorized, Tags: r.Tags}, "")
+}
+
+// createKey creates a one-off key (never reusable, expiring in keyTTL).
+func createKey(ctx context.Context, client *http.Client, base, accessToken string, create KeyCreate, description string) (KeyResponse, error) {
 	var kr KeyRequest
-	kr.Capabilities.Devices.Create = KeyCreate{Ephemeral: r.Ephemeral, Preauthorized: r.Preauthorized, Tags: r.Tags}
+	create.Reusable = false
+	kr.Capabilities.Devices.Create = create
 	kr.ExpirySeconds = int64(keyTTL / time.Second)
+	kr.Description = description
 	body, err := json.Marshal(kr)
 	if err != nil {
 		return KeyResponse{}, err
 	}
 	var key KeyResponse
-	if err := call(ctx, client, "key creation", base+KeysPath, "application/json", tok.AccessToken, bytes.NewReader(body), &key); err != nil {
+	if err := call(ctx, client, "key creation", base+KeysPath, "application/json", accessToken, bytes.NewReader(body), &key); err != nil {
 		return KeyResponse{}, err
 	}
 	if key.Key == "" {

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tsinject/tsinject/certs"
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/manifests"
 )
 
@@ -50,6 +51,9 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o Options) (*Local, error
 		o.HealthAddr = "0"
 	}
 	url := fmt.Sprintf("https://127.0.0.1:%d/inject-pod", port)
+	if o.KeyBrokerURL == "" {
+		o.KeyBrokerURL = fmt.Sprintf("https://127.0.0.1:%d%s", port, contract.KeyBrokerPath)
+	}
 
 	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,8 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/webhook"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/federation"
+	"github.com/tsinject/tsinject/internal/keybroker"
 )
 
 // Certificate modes.
@@ -84,6 +87,14 @@ type Options struct {
 	NativeSidecar string
 	// AuthSecret is the operator's auth-key Secret in Namespace; AuthKey its key.
 	AuthSecret, AuthKey string
+	// OAuthSecret, if set, names a Secret in Namespace with an OAuth
+	// client of the tailnet's API (keys client_id, client_secret): the
+	// manager's key broker mints each pod a one-off key with it, and no
+	// auth key is distributed. APIURL is the API's base URL.
+	OAuthSecret, APIURL string
+	// KeyBrokerURL is where pods reach the key broker; default the
+	// webhook Service's https://<service>.<namespace>.svc/v1/key.
+	KeyBrokerURL string
 
 	MetricsAddr, HealthAddr string
 	LeaderElection          bool
@@ -116,10 +127,63 @@ func mayCopyAuthKey(ctx context.Context, cs kubernetes.Interface) error {
 	return nil
 }
 
+// apiURL is the tailnet API's base URL: as configured, else the control
+// server's (Headscale, tests), else Tailscale's API.
+func (o *Options) apiURL() string {
+	switch {
+	case o.APIURL != "":
+		return o.APIURL
+	case o.Injector.ControlURL != "":
+		return o.Injector.ControlURL
+	}
+	return "https://api.tailscale.com"
+}
+
+// secretMinter mints with the OAuth client in a Secret of the manager's
+// namespace, read at each mint (from the cache), so a rotated client
+// takes effect without a restart.
+type secretMinter struct {
+	client client.Reader
+	secret types.NamespacedName
+	apiURL string
+
+	mu     sync.Mutex
+	minter *federation.OAuthMinter
+}
+
+func (s *secretMinter) Mint(ctx context.Context, create federation.KeyCreate, description string) (federation.KeyResponse, error) {
+	var sec corev1.Secret
+	if err := s.client.Get(ctx, s.secret, &sec); err != nil {
+		return federation.KeyResponse{}, fmt.Errorf("the OAuth client's Secret %s: %w", s.secret, err)
+	}
+	id, secret := string(sec.Data["client_id"]), string(sec.Data["client_secret"])
+	if id == "" || secret == "" {
+		return federation.KeyResponse{}, fmt.Errorf("the OAuth client's Secret %s needs keys client_id and client_secret", s.secret)
+	}
+	s.mu.Lock()
+	if s.minter == nil || s.minter.ClientID != id || s.minter.Secret != secret {
+		s.minter = &federation.OAuthMinter{BaseURL: s.apiURL, ClientID: id, Secret: secret}
+	}
+	m := s.minter
+	s.mu.Unlock()
+	return m.Mint(ctx, create, description)
+}
+
+// keyBrokerURL is where pods reach the manager's key broker.
+func (o *Options) keyBrokerURL() string {
+	if o.KeyBrokerURL != "" {
+		return o.KeyBrokerURL
+	}
+	return "https://" + o.ServiceName + "." + o.Namespace + ".svc" + contract.KeyBrokerPath
+}
+
 // proxyCredentials: connectors and API proxies log in as sidecars do.
-func (o *Options) proxyCredentials() proxyset.Credentials {
+func (o *Options) proxyCredentials(caBundle func() []byte) proxyset.Credentials {
 	if f := o.Injector.Federation; f != nil {
 		return proxyset.Credentials{ClientID: f.ClientID, Audience: f.Audience}
+	}
+	if o.OAuthSecret != "" {
+		return proxyset.Credentials{KeyBrokerURL: o.keyBrokerURL(), KeyBrokerCA: caBundle}
 	}
 	return proxyset.Credentials{AuthSecret: o.AuthSecret, AuthKey: o.AuthKey}
 }
@@ -174,6 +238,9 @@ func (o *Options) Validate() error {
 	}
 	if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
 		errs = append(errs, fmt.Errorf("--webhook-port %d: allowed: 1-65535", o.WebhookPort))
+	}
+	if o.Injector.Federation != nil && o.OAuthSecret != "" {
+		errs = append(errs, errors.New("--federation-client-id and --oauth-secret: choose one (both give pods one-off keys; federation needs no secret at all)"))
 	}
 	if f := o.Injector.Federation; f != nil && (f.ClientID == "" || f.Audience == "") {
 		errs = append(errs, errors.New("--federation-client-id and --federation-audience must both be set for workload identity federation"))
@@ -248,8 +315,12 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	}
 	src := &certs.Source{Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret}, Clientset: cs, Log: log.WithName("certs")}
 
-	federated := o.Injector.Federation != nil
-	if federated {
+	brokered := o.OAuthSecret != ""
+	federated := o.Injector.Federation != nil || brokered
+	if brokered {
+		o.Injector.KeyBroker = &injector.KeyBroker{URL: o.keyBrokerURL()}
+		log.Info("credentials: the key broker mints each pod a one-off key with the OAuth client; no auth key is distributed", "secret", o.OAuthSecret, "api", o.apiURL(), "broker", o.keyBrokerURL())
+	} else if federated {
 		log.Info("credentials: workload identity federation; no auth key is distributed", "clientID", o.Injector.Federation.ClientID, "audience", o.Injector.Federation.Audience)
 	} else {
 		if err := mayCopyAuthKey(context.Background(), cs); err != nil {
@@ -325,15 +396,37 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		}
 	}
 
+	namespaces := Namespaces{Cached: mgr.GetClient(), Direct: mgr.GetAPIReader()}
+	handler := &webhook.Handler{
+		Injector:   injector.New(o.Injector),
+		Namespaces: namespaces,
+		Metrics:    m.Metrics,
+		Log:        log.WithName("inject"),
+	}
 	mgr.GetWebhookServer().Register(webhook.Path, m.closeWhileDraining(&admission.Webhook{
-		Handler: &webhook.Handler{
-			Injector:   injector.New(o.Injector),
-			Namespaces: Namespaces{Cached: mgr.GetClient(), Direct: mgr.GetAPIReader()},
-			Metrics:    m.Metrics,
-			Log:        log.WithName("inject"),
-		},
+		Handler:      handler,
 		RecoverPanic: ptr(true),
 	}))
+	if brokered {
+		// Sidecars verify the broker with the webhook's CA bundle, which
+		// they carry in their environment: inject the one served now.
+		src.OnCABundle = func(bundle []byte) {
+			cfg := o.Injector
+			kb := *cfg.KeyBroker
+			kb.CA = string(bundle)
+			cfg.KeyBroker = &kb
+			handler.SetInjector(injector.New(cfg))
+		}
+		mgr.GetWebhookServer().Register(contract.KeyBrokerPath, &keybroker.Broker{
+			TokenReviews:    cs.AuthenticationV1().TokenReviews(),
+			Pods:            mgr.GetAPIReader(),
+			Namespaces:      namespaces,
+			Injector:        injector.New(o.Injector),
+			Minter:          &secretMinter{client: mgr.GetClient(), secret: types.NamespacedName{Namespace: o.Namespace, Name: o.OAuthSecret}, apiURL: o.apiURL()},
+			SystemNamespace: o.Namespace,
+			Log:             log.WithName("key-broker"),
+		})
+	}
 
 	if !federated {
 		if err := (&authkey.Syncer{
@@ -353,7 +446,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	if err := (&connector.Reconciler{
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-		Credentials: o.proxyCredentials(), Logout: logout,
+		Credentials: o.proxyCredentials(src.CABundle), Logout: logout,
 		Log: log.WithName("connector"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -362,7 +455,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	if err := (&apiproxy.Reconciler{
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-		Credentials: o.proxyCredentials(), Logout: logout,
+		Credentials: o.proxyCredentials(src.CABundle), Logout: logout,
 		Log: log.WithName("apiserverproxy"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err

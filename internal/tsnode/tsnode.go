@@ -53,7 +53,11 @@ type Options struct {
 	// key is read.
 	ClientID    string
 	IDTokenFile string
-	Hostname    string
+	// KeyBrokerURL, if set (and ClientID not), makes the node ask
+	// tsinject's key broker for a one-off key, proving its pod with the
+	// token in IDTokenFile; KeyBrokerCA (PEM) verifies the broker.
+	KeyBrokerURL, KeyBrokerCA string
+	Hostname                  string
 	// HostnamePrefix, if set, names the node <prefix>-<ordinal>, the
 	// ordinal taken from PodName (a StatefulSet pod): replicas of one
 	// proxy get distinct names from one pod template.
@@ -251,7 +255,7 @@ func kubeStore(o Options, logf logger.Logf) (ipn.StateStore, error) {
 // authKey is the key to log in with: none if the node has state, else a
 // one-off key by federation if a client ID is set, else the key file's.
 func authKey(ctx context.Context, o Options, hasState bool, logf logger.Logf) (string, error) {
-	if o.ClientID == "" {
+	if o.ClientID == "" && o.KeyBrokerURL == "" {
 		return readAuthKey(ctx, o.AuthKeyFile, o.AuthKeyWait, hasState, logf)
 	}
 	if hasState {
@@ -260,6 +264,14 @@ func authKey(ctx context.Context, o Options, hasState bool, logf logger.Logf) (s
 	token, err := readFile(ctx, o.IDTokenFile, o.AuthKeyWait, logf, "is the projected ServiceAccount token mounted?")
 	if err != nil {
 		return "", err
+	}
+	if o.ClientID == "" {
+		key, err := federation.BrokerKey(ctx, o.KeyBrokerURL, o.KeyBrokerCA, token)
+		if err != nil {
+			return "", fmt.Errorf("tsinject's key broker (%s, token %s): %w", o.KeyBrokerURL, o.IDTokenFile, err)
+		}
+		logf("obtained a one-off auth key %s from tsinject's key broker (expires %s)", key.ID, key.Expires.Format(time.RFC3339))
+		return key.Key, nil
 	}
 	key, err := federation.MintKey(ctx, nil, federation.Request{
 		BaseURL:   o.ControlURL,

@@ -43,6 +43,13 @@ type Credential struct {
 	Tags     []string
 }
 
+// OAuthClient is an OAuth client of the tailnet's API (client
+// credentials grant) that may create keys with Tags.
+type OAuthClient struct {
+	ID, Secret string
+	Tags       []string
+}
+
 // Mint records one key created.
 type Mint struct {
 	ClientID string
@@ -51,6 +58,8 @@ type Mint struct {
 	// bound to a pod, as the kubelet projects).
 	Pod, PodUID string
 	Key         string
+	// Description is what the key's creator said it is for.
+	Description string
 	federation.KeyCreate
 	Expiry time.Duration
 }
@@ -58,6 +67,8 @@ type Mint struct {
 // Server serves the two endpoints and passes everything else to Next.
 type Server struct {
 	Credentials []Credential
+	// OAuthClients may obtain access tokens at /api/v2/oauth/token.
+	OAuthClients []OAuthClient
 	// Client fetches the issuers' discovery documents and keys (it must
 	// trust their TLS certificates).
 	Client *http.Client
@@ -93,6 +104,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == federation.TokenExchangePath && r.Method == http.MethodPost:
 		s.exchange(w, r)
+	case r.URL.Path == federation.OAuthTokenPath && r.Method == http.MethodPost:
+		s.clientCredentials(w, r)
 	case r.URL.Path == federation.KeysPath && r.Method == http.MethodPost:
 		s.createKey(w, r)
 	default:
@@ -143,6 +156,40 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// clientCredentials is the OAuth client credentials grant: the client's
+// ID and secret (form or basic auth) for an access token with its tags.
+func (s *Server) clientCredentials(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		s.refuse(w, http.StatusBadRequest, "bad form: %v", err)
+		return
+	}
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if g := r.PostForm.Get("grant_type"); g != "client_credentials" {
+		s.refuse(w, http.StatusBadRequest, "grant_type %q, want client_credentials", g)
+		return
+	}
+	i := slices.IndexFunc(s.OAuthClients, func(c OAuthClient) bool { return c.ID == id && c.Secret == secret })
+	if i < 0 {
+		s.refuse(w, http.StatusUnauthorized, "unknown OAuth client %q or wrong secret", id)
+		return
+	}
+	c := s.OAuthClients[i]
+	tok := random("tskey-api-")
+	s.mu.Lock()
+	if s.tokens == nil {
+		s.tokens = map[string]grant{}
+	}
+	s.tokens[tok] = grant{cred: Credential{ClientID: c.ID, Tags: c.Tags}, expires: time.Now().Add(accessTokenTTL)}
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"access_token": tok, "token_type": "Bearer", "expires_in": int(accessTokenTTL.Seconds()),
+	})
+}
+
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
@@ -175,7 +222,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	m := Mint{
 		ClientID: g.cred.ClientID, Subject: g.claims.Sub,
 		Pod: g.claims.Kubernetes.Pod.Name, PodUID: g.claims.Kubernetes.Pod.UID,
-		Key: key, KeyCreate: create, Expiry: time.Duration(req.ExpirySeconds) * time.Second,
+		Key: key, Description: req.Description, KeyCreate: create, Expiry: time.Duration(req.ExpirySeconds) * time.Second,
 	}
 	s.mu.Lock()
 	s.mints = append(s.mints, m)

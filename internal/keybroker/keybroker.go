@@ -1,0 +1,259 @@
+// Package keybroker is the manager's key broker: a node (an injected
+// sidecar, a Connector or API proxy replica) proves which pod it is with
+// that pod's projected ServiceAccount token, and gets a one-off key that
+// can register one node with exactly the tags that pod may have. The
+// tailnet credential that creates the keys (an OAuth client) stays in the
+// manager; nothing reusable reaches a tenant namespace.
+//
+// What it checks, in order: the token with a TokenReview (signature,
+// expiry, audience contract.KeyBrokerAudience, and that it is bound to a pod that
+// exists with that UID); the pod, read live: in a tenant namespace it
+// must carry tsinject's sidecar, and the tags in that sidecar's
+// environment must be within the namespace's policy now (a pod author can
+// write that environment themselves); in tsinject's namespace it must
+// belong to one of tsinject's proxy StatefulSets. Each pod gets a bounded
+// number of keys (a restarted sidecar with memory state needs a new one).
+package keybroker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	authnv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/federation"
+)
+
+// Minter creates keys (federation.OAuthMinter).
+type Minter interface {
+	Mint(ctx context.Context, create federation.KeyCreate, description string) (federation.KeyResponse, error)
+}
+
+// Namespaces reads a namespace's labels and annotations.
+type Namespaces interface {
+	Namespace(ctx context.Context, name string) (injector.Namespace, error)
+}
+
+// MaxKeysPerPod bounds the keys one pod may obtain: its sidecar's
+// restarts, not a tenant's loop.
+const MaxKeysPerPod = 10
+
+// Broker serves contract.KeyBrokerPath.
+type Broker struct {
+	TokenReviews    authnv1client.TokenReviewInterface
+	Pods            client.Reader // live reads
+	Namespaces      Namespaces
+	Injector        *injector.Injector
+	Minter          Minter
+	SystemNamespace string
+	Log             logr.Logger
+
+	mu     sync.Mutex
+	issued map[types.UID]int
+}
+
+// Refusal is a request the broker turns down, with the status it answers.
+type Refusal struct {
+	Status int
+	Reason string
+}
+
+func (r *Refusal) Error() string { return r.Reason }
+
+func refuse(status int, format string, args ...any) error {
+	return &Refusal{Status: status, Reason: fmt.Sprintf(format, args...)}
+}
+
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"message": "POST only"})
+		return
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "no bearer token: send the pod's projected ServiceAccount token for audience " + contract.KeyBrokerAudience})
+		return
+	}
+	key, pod, err := b.Key(r.Context(), token)
+	if err != nil {
+		status := http.StatusInternalServerError
+		var ref *Refusal
+		if errors.As(err, &ref) {
+			status = ref.Status
+		}
+		b.Log.Info("key refused", "pod", pod, "status", status, "reason", err.Error())
+		writeJSON(w, status, map[string]string{"message": err.Error()})
+		return
+	}
+	b.Log.Info("key issued", "pod", pod, "keyID", key.ID, "expires", key.Expires)
+	writeJSON(w, http.StatusOK, key)
+}
+
+// Key checks the token and the pod it names, and mints that pod's key.
+func (b *Broker) Key(ctx context.Context, token string) (federation.KeyResponse, string, error) {
+	ref, err := b.authenticate(ctx, token)
+	if err != nil {
+		return federation.KeyResponse{}, "", err
+	}
+	name := ref.Namespace + "/" + ref.Name
+	var pod corev1.Pod
+	if err := b.Pods.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &pod); err != nil {
+		return federation.KeyResponse{}, name, refuse(http.StatusForbidden, "pod %s: %v", name, err)
+	}
+	if pod.UID != ref.UID || pod.DeletionTimestamp != nil {
+		return federation.KeyResponse{}, name, refuse(http.StatusForbidden, "pod %s is not the one the token was issued for, or is being deleted", name)
+	}
+	if pod.Spec.ServiceAccountName != ref.ServiceAccount {
+		return federation.KeyResponse{}, name, refuse(http.StatusForbidden, "pod %s runs as %s, the token is %s's", name, pod.Spec.ServiceAccountName, ref.ServiceAccount)
+	}
+	create, err := b.keyFor(ctx, &pod)
+	if err != nil {
+		return federation.KeyResponse{}, name, err
+	}
+	b.mu.Lock()
+	if b.issued == nil {
+		b.issued = map[types.UID]int{}
+	}
+	n := b.issued[pod.UID]
+	if n >= MaxKeysPerPod {
+		b.mu.Unlock()
+		return federation.KeyResponse{}, name, refuse(http.StatusTooManyRequests, "pod %s already obtained %d keys; delete the pod to start over", name, n)
+	}
+	b.issued[pod.UID] = n + 1
+	b.mu.Unlock()
+	key, err := b.Minter.Mint(ctx, create, fmt.Sprintf("tsinject: pod %s (%s)", name, pod.UID))
+	if err != nil {
+		return federation.KeyResponse{}, name, fmt.Errorf("creating the key: %w", err)
+	}
+	return key, name, nil
+}
+
+type podRef struct {
+	Namespace, Name, ServiceAccount string
+	UID                             types.UID
+}
+
+// authenticate asks the API server who the token is: it must be valid for
+// the broker's audience and bound to a pod.
+func (b *Broker) authenticate(ctx context.Context, token string) (podRef, error) {
+	tr, err := b.TokenReviews.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{
+		Token: token, Audiences: []string{contract.KeyBrokerAudience},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		return podRef{}, fmt.Errorf("token review: %w", err)
+	}
+	if !tr.Status.Authenticated || !slices.Contains(tr.Status.Audiences, contract.KeyBrokerAudience) {
+		msg := tr.Status.Error
+		if msg == "" {
+			msg = "not valid for audience " + contract.KeyBrokerAudience
+		}
+		return podRef{}, refuse(http.StatusUnauthorized, "token refused: %s", msg)
+	}
+	ns, sa, ok := strings.Cut(strings.TrimPrefix(tr.Status.User.Username, "system:serviceaccount:"), ":")
+	extra := tr.Status.User.Extra
+	podName, podUID := first(extra["authentication.kubernetes.io/pod-name"]), first(extra["authentication.kubernetes.io/pod-uid"])
+	if !ok || !strings.HasPrefix(tr.Status.User.Username, "system:serviceaccount:") || podName == "" || podUID == "" {
+		return podRef{}, refuse(http.StatusUnauthorized, "token of %s is not a ServiceAccount token bound to a pod (use a projected serviceAccountToken volume)", tr.Status.User.Username)
+	}
+	return podRef{Namespace: ns, Name: podName, ServiceAccount: sa, UID: types.UID(podUID)}, nil
+}
+
+func first(v authenticationv1.ExtraValue) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// keyFor is the key a pod may have: its proxy's tags and state mode.
+func (b *Broker) keyFor(ctx context.Context, pod *corev1.Pod) (federation.KeyCreate, error) {
+	name := pod.Namespace + "/" + pod.Name
+	if pod.Namespace == b.SystemNamespace {
+		// Only tsinject's proxy StatefulSets create pods here.
+		if pod.Labels[proxyset.LabelManagedBy] != proxyset.ManagedBy || !ownedByStatefulSet(pod) {
+			return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s is not one of tsinject's proxies", name)
+		}
+		c, ok := containerWithEnv(pod, contract.EnvTags)
+		if !ok {
+			return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s has no proxy container", name)
+		}
+		tags, err := contract.ParseTags(env(c, contract.EnvTags))
+		if err != nil || len(tags) == 0 {
+			return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s: its proxy has no valid tags", name)
+		}
+		return federation.KeyCreate{Tags: tags, Ephemeral: env(c, contract.EnvState) == contract.StateEphemeral, Preauthorized: true}, nil
+	}
+	if _, ok := pod.Annotations[injector.AnnotationStatus]; !ok {
+		return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s was not injected by tsinject", name)
+	}
+	c, ok := sidecar(pod)
+	if !ok {
+		return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s has no tailscale sidecar", name)
+	}
+	tags, err := contract.ParseTags(env(c, contract.EnvTags))
+	if err != nil {
+		return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s: sidecar tags: %v", name, err)
+	}
+	ns, err := b.Namespaces.Namespace(ctx, pod.Namespace)
+	if err != nil {
+		return federation.KeyCreate{}, fmt.Errorf("namespace %s: %w", pod.Namespace, err)
+	}
+	if err := b.Injector.TagsAllowed(ns, tags); err != nil {
+		return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s: %v", name, err)
+	}
+	return federation.KeyCreate{Tags: tags, Ephemeral: env(c, contract.EnvState) != contract.StateSecret, Preauthorized: true}, nil
+}
+
+func ownedByStatefulSet(pod *corev1.Pod) bool {
+	return slices.ContainsFunc(pod.OwnerReferences, func(o metav1.OwnerReference) bool {
+		return o.Kind == "StatefulSet" && o.APIVersion == "apps/v1" && o.Controller != nil && *o.Controller
+	})
+}
+
+func sidecar(pod *corev1.Pod) (corev1.Container, bool) {
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if c.Name == contract.SidecarContainer {
+			return c, true
+		}
+	}
+	return corev1.Container{}, false
+}
+
+func containerWithEnv(pod *corev1.Pod, name string) (corev1.Container, bool) {
+	for _, c := range pod.Spec.Containers {
+		if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name }) {
+			return c, true
+		}
+	}
+	return corev1.Container{}, false
+}
+
+func env(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

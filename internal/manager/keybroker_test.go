@@ -1,0 +1,175 @@
+package manager_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/federation"
+	"github.com/tsinject/tsinject/internal/keybroker"
+	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tsapi"
+)
+
+// The key broker: an injected pod proves itself with its projected token
+// and gets a one-off key with its namespace's tags, minted with an OAuth
+// client that never leaves tsinject-system; the key registers a node.
+// Then what a tenant might try, each refused with the reason.
+func TestKeyBroker(t *testing.T) {
+	api := &tsapi.Server{OAuthClients: []tsapi.OAuthClient{{ID: "oauth-id", Secret: "oauth-secret", Tags: []string{"tag:shop", "tag:admin"}}}}
+	tn, err := tailnet.Start(tailnet.Options{API: api})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	e := start(t, func(o *manager.Options) {
+		o.OAuthSecret = "tsinject-oauth"
+		o.Injector.ControlURL = tn.ControlURL()
+	})
+	ctx := context.Background()
+	if err := e.cl.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-oauth"},
+		Data:       map[string][]byte{"client_id": []byte("oauth-id"), "client_secret": []byte("oauth-secret")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(e.c.Config)
+	e.namespaceWith(t, "shop", map[string]string{injector.LabelInjection: "enabled"}, map[string]string{injector.AnnotationDefaultTags: "tag:shop"})
+	e.namespaceWith(t, "plain", nil, nil)
+	for _, ns := range []string{"shop", "plain", "tsinject-system"} {
+		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create := func(p *corev1.Pod) *corev1.Pod {
+		t.Helper()
+		p.Spec.ServiceAccountName = "app"
+		if err := e.cl.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	token := func(p *corev1.Pod, audience string) string {
+		t.Helper()
+		tok, err := cluster.PodToken(ctx, e.c.Config, p, audience)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+
+	// An injected pod: its sidecar carries the broker's URL and CA bundle.
+	app := create(pod("shop", "app-0"))
+	var side corev1.Container
+	for _, c := range app.Spec.InitContainers {
+		if c.Name == contract.SidecarContainer {
+			side = c
+		}
+	}
+	env := map[string]string{}
+	for _, v := range side.Env {
+		env[v.Name] = v.Value
+	}
+	brokerURL, ca := env[contract.EnvKeyBrokerURL], env[contract.EnvKeyBrokerCA]
+	if brokerURL == "" || !strings.Contains(ca, "BEGIN CERTIFICATE") || env[contract.EnvAuthKeyFile] != "" {
+		t.Fatalf("sidecar env %v: want the broker's URL and CA bundle, no auth key", env)
+	}
+	key, err := federation.BrokerKey(ctx, brokerURL, ca, token(app, contract.KeyBrokerAudience))
+	if err != nil {
+		t.Fatalf("broker: %v (refusals at the API: %q)", err, api.Refusals())
+	}
+	mints := api.Mints()
+	if len(mints) != 1 {
+		t.Fatalf("%d keys minted, want 1", len(mints))
+	}
+	m := mints[0]
+	if m.Key != key.Key || m.Reusable || !m.Ephemeral || !m.Preauthorized || !slices.Equal(m.Tags, []string{"tag:shop"}) ||
+		!strings.Contains(m.Description, "shop/app-0") || m.Expiry <= 0 || m.Expiry > 10*time.Minute {
+		t.Errorf("minted %+v: want a one-off, ephemeral key with tag:shop for shop/app-0", m)
+	}
+	// The key registers a node (the sidecar's own code path: tsnode).
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key")
+	os.WriteFile(keyFile, []byte(key.Key), 0o600)
+	joinCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	node, err := tsnode.Start(joinCtx, tsnode.Options{ControlURL: tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: time.Second,
+		Hostname: "shop-app-0", Tags: m.Tags, State: tsnode.StateEphemeral, Dir: dir}, t.Logf)
+	if err != nil {
+		t.Fatalf("joining with the broker's key: %v", err)
+	}
+	node.Close(ctx, t.Logf)
+
+	// A tenant's pod that claims to be injected, with tags of its choosing:
+	// the webhook leaves it alone (already-injected), the broker checks the
+	// namespace's policy.
+	forged := create(pod("shop", "forged", func(p *corev1.Pod) {
+		p.Annotations = map[string]string{injector.AnnotationStatus: `{"version":"x","sidecar":"native","volumes":[]}`}
+		p.Spec.InitContainers = []corev1.Container{{Name: contract.SidecarContainer, Image: "x",
+			Env: []corev1.EnvVar{{Name: contract.EnvTags, Value: "tag:admin"}}}}
+	}))
+	plain := create(pod("plain", "app"))
+	sys := create(pod("tsinject-system", "impostor", func(p *corev1.Pod) {
+		p.Labels = map[string]string{"app.kubernetes.io/managed-by": "tsinject"}
+		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: contract.EnvTags, Value: "tag:admin"}}
+	}))
+	gone := create(pod("shop", "gone"))
+	goneToken := token(gone, contract.KeyBrokerAudience)
+	if err := e.cl.Delete(ctx, gone, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	unbound, err := cs.CoreV1().ServiceAccounts("shop").CreateToken(ctx, "app", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{contract.KeyBrokerAudience}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(api.Mints())
+	for _, tc := range []struct {
+		name, token, want string
+	}{
+		{"token for another audience", token(app, injector.DefaultAudience), "token refused"},
+		{"token not bound to a pod", unbound.Status.Token, "not a ServiceAccount token bound to a pod"},
+		{"a pod's token after the pod is gone", goneToken, "token refused"},
+		{"forged injection with tags beyond the policy", token(forged, contract.KeyBrokerAudience), `tag tag:admin is not allowed in namespace shop`},
+		{"a pod tsinject never injected", token(plain, contract.KeyBrokerAudience), "was not injected"},
+		{"a pod in tsinject's namespace that is no proxy of it", token(sys, contract.KeyBrokerAudience), "not one of tsinject's proxies"},
+		{"not a token", "tskey-auth-stolen", "token refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := federation.BrokerKey(ctx, brokerURL, ca, tc.token)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+	if n := len(api.Mints()) - before; n != 0 {
+		t.Errorf("%d keys minted for refused requests", n)
+	}
+
+	// One pod, a bounded number of keys.
+	tok := token(app, contract.KeyBrokerAudience)
+	var last error
+	for i := 1; i < keybroker.MaxKeysPerPod+1; i++ {
+		_, last = federation.BrokerKey(ctx, brokerURL, ca, tok)
+	}
+	if last == nil || !strings.Contains(last.Error(), fmt.Sprint(http.StatusTooManyRequests)) {
+		t.Errorf("key %d for one pod: %v, want HTTP 429", keybroker.MaxKeysPerPod+1, last)
+	}
+}
