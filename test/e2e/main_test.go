@@ -45,7 +45,11 @@ const (
 	// their projected tokens with (test/tsapi, in front of the control
 	// server); no auth key exists anywhere.
 	clientID = "e2e-client"
-	system   = "tsinject-system"
+	// oauthClientID and oauthSecret are an OAuth client of the tailnet's
+	// API, for the manager's key broker (the kustomize reinstall).
+	oauthClientID = "e2e-oauth"
+	oauthSecret   = "e2e-oauth-secret"
+	system        = "tsinject-system"
 )
 
 // env is what every story shares.
@@ -133,7 +137,7 @@ func run(m *testing.M) (code int) {
 	env.api = &tsapi.Server{Client: issuerClient, Credentials: []tsapi.Credential{{
 		ClientID: clientID, Issuer: issuer, Audience: injector.DefaultAudience, Subject: "system:serviceaccount:*",
 		Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"},
-	}}}
+	}}, OAuthClients: []tsapi.OAuthClient{{ID: oauthClientID, Secret: oauthSecret, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"}}}}
 	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), API: env.api}); err != nil {
 		return fail("tailnet: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/tsapi"
 )
 
 // A rolling restart of the manager while pods are being created loses no
@@ -98,10 +100,12 @@ func TestManagerRollingRestart(t *testing.T) {
 	figure(t, "%d pods created during a %.1fs rolling restart (until the old replicas were gone), %d refused, %d not injected", created.Load(), rollout.Seconds(), failed.Load(), notInjected)
 }
 
-// The kustomize install (docs/install.md) gives a working manager too:
-// the Helm release is uninstalled and the base applied through an overlay
-// that sets the images and the control URL, as the docs show; an injected
-// pod then reaches the tailnet.
+// The kustomize install (docs/install.md) gives a working manager too,
+// this time with the key broker rather than federation: the Helm release
+// is uninstalled and the base applied through an overlay that sets the
+// images, the control URL and --oauth-secret, as the docs show; an
+// injected pod then reaches the tailnet with a key the manager minted for
+// it, having proved itself with the token the kubelet projected.
 func TestReinstallWithKustomize(t *testing.T) {
 	ctx := testCtx(t, 2*podDeadline)
 	if out, err := helm(ctx, "uninstall", "tsinject", "-n", system, "--wait", "--timeout=3m"); err != nil {
@@ -128,13 +132,23 @@ func TestReinstallWithKustomize(t *testing.T) {
 	if out, err := kubectl(ctx, "apply", "-k", overlay); err != nil {
 		t.Fatalf("kubectl apply -k: %v: %s", err, out)
 	}
+	if out, err := kubectl(ctx, "-n", system, "create", "secret", "generic", "tsinject-oauth",
+		"--from-literal=client_id="+oauthClientID, "--from-literal=client_secret="+oauthSecret); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
 	if out, err := kubectl(ctx, "-n", system, "rollout", "status", "deployment/tsinject-manager", "--timeout=4m"); err != nil {
 		d, _ := kubectl(ctx, "-n", system, "describe", "pods")
 		t.Fatalf("manager not ready: %v: %s\n%s", err, out, d)
 	}
 	took := time.Since(start)
 	ns := namespace(t, "kustomized")
-	runApp(t, ns, "app", map[string]string{"egress": "8080=db:80"}, "http://127.0.0.1:8080/")
+	pod := runApp(t, ns, "app", map[string]string{"egress": "8080=db:80"}, "http://127.0.0.1:8080/")
+	minted := slices.ContainsFunc(env.api.Mints(), func(m tsapi.Mint) bool {
+		return strings.Contains(m.Description, ns+"/app ("+string(pod.UID)+")") && !m.Reusable && slices.Equal(m.Tags, []string{"tag:k8s"})
+	})
+	if !minted {
+		t.Errorf("no one-off key with tag:k8s minted by the broker for pod %s/app (mints: %+v; refusals: %q)", ns, env.api.Mints(), env.api.Refusals())
+	}
 	figure(t, "manager Ready %.1fs after kubectl apply -k; an injected pod reached the tailnet", took.Seconds())
 }
 
@@ -156,7 +170,7 @@ patches:
   patch: |-
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--control-url=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--proxy-image=%s"}
-    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--federation-client-id=%s"}
-`, base, repo, tag, env.tn.ControlURL(), proxyImage, clientID)
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--oauth-secret=tsinject-oauth"}
+`, base, repo, tag, env.tn.ControlURL(), proxyImage)
 	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
 }
