@@ -35,6 +35,7 @@ func injectCommand() *cli.Command {
 	var file, namespace, tags, images string
 	var native bool
 	var fed federationFlags
+	var broker keyBrokerFlags
 	nsLabels, nsAnnotations := labelFlag{}, labelFlag{}
 	return &cli.Command{
 		Name:  "inject",
@@ -51,6 +52,7 @@ func injectCommand() *cli.Command {
 			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&cfg.SystemNamespace, "system-namespace", cfg.SystemNamespace, "tsinject's namespace (never injected)")
 			fed.bind(fs)
+			broker.bind(fs)
 			fs.BoolVar(&native, "native-sidecar", true, "native sidecar (Kubernetes >= 1.29); false for a regular container with a postStart hook")
 		},
 		Run: func(ctx context.Context, args []string) error {
@@ -64,6 +66,14 @@ func injectCommand() *cli.Command {
 			cfg.DefaultTags = splitList(tags)
 			cfg.AllowedProxyImages = splitList(images)
 			cfg.Federation = fed.config()
+			kb, err := broker.config()
+			if err != nil {
+				return err
+			}
+			cfg.KeyBroker = kb
+			if cfg.Federation != nil && cfg.KeyBroker != nil {
+				return errors.New("--federation-client-id and --key-broker-url: choose one")
+			}
 			t := &offline.Transformer{
 				Handler: &webhook.Handler{
 					Injector:   injector.New(cfg),

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
 	"k8s.io/client-go/rest"
@@ -97,6 +99,29 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 // federationFlags select workload identity federation, for the manager
 // and `tsinject inject` alike.
 type federationFlags struct{ clientID, audience string }
+
+// keyBrokerFlags give `tsinject inject` what the manager injects in key
+// broker mode: the broker's URL and the webhook's CA bundle.
+type keyBrokerFlags struct{ url, caFile string }
+
+func (k *keyBrokerFlags) bind(fs *flag.FlagSet) {
+	fs.StringVar(&k.url, "key-broker-url", "", "key broker mode (a manager with --oauth-secret): the broker's URL, such as https://tsinject-webhook.tsinject-system.svc/v1/key")
+	fs.StringVar(&k.caFile, "key-broker-ca-file", "", "key broker mode: file with the webhook's CA bundle (PEM), which sidecars verify the broker with")
+}
+
+func (k *keyBrokerFlags) config() (*injector.KeyBroker, error) {
+	if k.url == "" {
+		if k.caFile != "" {
+			return nil, errors.New("--key-broker-ca-file needs --key-broker-url")
+		}
+		return nil, nil
+	}
+	ca, err := os.ReadFile(k.caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--key-broker-ca-file: %w", err)
+	}
+	return &injector.KeyBroker{URL: k.url, CA: string(ca)}, nil
+}
 
 func (f *federationFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.clientID, "federation-client-id", "", "workload identity federation: the client ID that trusts this cluster's ServiceAccount issuer; each sidecar and proxy exchanges its own projected token for a one-off key, and no auth key is distributed (docs/credentials.md)")
