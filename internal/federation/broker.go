@@ -10,6 +10,8 @@ import (
 	"time"
 )
 
+const brokerStep = "key request"
+
 // BrokerKey asks tsinject's key broker for a one-off key for this pod,
 // proving who is asking with the pod's projected ServiceAccount token.
 // caPEM is the broker's CA bundle (the injector passes the webhook's).
@@ -22,7 +24,7 @@ func BrokerKey(ctx context.Context, brokerURL, caPEM, token string) (KeyResponse
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 	}}
 	var key KeyResponse
-	if err := call(ctx, client, "key broker", brokerURL, "application/json", strings.TrimSpace(token), strings.NewReader("{}"), &key); err != nil {
+	if err := call(ctx, client, brokerStep, brokerURL, "application/json", strings.TrimSpace(token), strings.NewReader("{}"), &key); err != nil {
 		return KeyResponse{}, err
 	}
 	if key.Key == "" {

@@ -76,13 +76,17 @@ type KeyResponse struct {
 
 // Error is a refusal by the control server, with its own message.
 type Error struct {
-	Step   string // "token exchange" or "key creation"
+	Step   string // "token exchange", "key creation", brokerStep, ...
 	Status int
 	Body   string
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("%s refused by the control server: HTTP %d: %s", e.Step, e.Status, e.Body)
+	by := "the control server"
+	if e.Step == brokerStep {
+		by = "tsinject's key broker (the manager)"
+	}
+	return fmt.Sprintf("%s refused by %s: HTTP %d: %s", e.Step, by, e.Status, e.Body)
 }
 
 // keyTTL bounds the minted key's life: it is used at once, and a key that
