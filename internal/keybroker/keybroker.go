@@ -26,12 +26,15 @@ import (
 	"sync"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	authnv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
@@ -61,10 +64,57 @@ type Broker struct {
 	Injector        *injector.Injector
 	Minter          Minter
 	SystemNamespace string
-	Log             logr.Logger
+	// Events, if set, records each decision on the pod it concerns, so
+	// `kubectl describe pod` says why a sidecar got no key.
+	Events events.EventRecorder
+	Log    logr.Logger
 
 	mu     sync.Mutex
 	issued map[types.UID]int
+}
+
+// Metric results of a key request.
+const (
+	ResultIssued          = "issued"
+	ResultUnauthenticated = "unauthenticated"
+	ResultForbidden       = "forbidden"
+	ResultLimited         = "limited"
+	ResultError           = "error"
+)
+
+var (
+	requestsOnce sync.Once
+	requests     *prometheus.CounterVec
+)
+
+// requestsMetric is tsinject_key_broker_requests_total, registered once
+// per process with controller-runtime's registry.
+func requestsMetric() *prometheus.CounterVec {
+	requestsOnce.Do(func() {
+		requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tsinject_key_broker_requests_total",
+			Help: "Key requests to the key broker, by result (issued, unauthenticated, forbidden, limited, error).",
+		}, []string{"result"})
+		crmetrics.Registry.MustRegister(requests)
+		for _, r := range []string{ResultIssued, ResultUnauthenticated, ResultForbidden, ResultLimited, ResultError} {
+			requests.WithLabelValues(r)
+		}
+	})
+	return requests
+}
+
+func result(status int) string {
+	switch status {
+	case http.StatusOK:
+		return ResultIssued
+	case http.StatusUnauthorized:
+		return ResultUnauthenticated
+	case http.StatusForbidden:
+		return ResultForbidden
+	case http.StatusTooManyRequests:
+		return ResultLimited
+	}
+	return ResultError
 }
 
 // Refusal is a request the broker turns down, with the status it answers.
@@ -96,34 +146,43 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &ref) {
 			status = ref.Status
 		}
-		b.Log.Info("key refused", "pod", pod, "status", status, "reason", err.Error())
+		requestsMetric().WithLabelValues(result(status)).Inc()
+		b.Log.Info("key refused", "pod", podName(pod), "status", status, "reason", err.Error())
+		if pod != nil && b.Events != nil {
+			b.Events.Eventf(pod, nil, corev1.EventTypeWarning, "TailnetKeyRefused", "MintKey", "tsinject's key broker refused this pod a tailnet key: %v", err)
+		}
 		writeJSON(w, status, map[string]string{"message": err.Error()})
 		return
 	}
-	b.Log.Info("key issued", "pod", pod, "keyID", key.ID, "expires", key.Expires)
+	requestsMetric().WithLabelValues(ResultIssued).Inc()
+	b.Log.Info("key issued", "pod", podName(pod), "keyID", key.ID, "expires", key.Expires)
+	if b.Events != nil {
+		b.Events.Eventf(pod, nil, corev1.EventTypeNormal, "TailnetKeyIssued", "MintKey", "tsinject's key broker issued a one-off tailnet key %s (expires %s)", key.ID, key.Expires.Format("2006-01-02T15:04:05Z07:00"))
+	}
 	writeJSON(w, http.StatusOK, key)
 }
 
 // Key checks the token and the pod it names, and mints that pod's key.
-func (b *Broker) Key(ctx context.Context, token string) (federation.KeyResponse, string, error) {
+// It returns the pod once it is known to be the token's.
+func (b *Broker) Key(ctx context.Context, token string) (federation.KeyResponse, *corev1.Pod, error) {
 	ref, err := b.authenticate(ctx, token)
 	if err != nil {
-		return federation.KeyResponse{}, "", err
+		return federation.KeyResponse{}, nil, err
 	}
 	name := ref.Namespace + "/" + ref.Name
 	var pod corev1.Pod
 	if err := b.Pods.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &pod); err != nil {
-		return federation.KeyResponse{}, name, refuse(http.StatusForbidden, "pod %s: %v", name, err)
+		return federation.KeyResponse{}, nil, refuse(http.StatusForbidden, "pod %s: %v", name, err)
 	}
 	if pod.UID != ref.UID || pod.DeletionTimestamp != nil {
-		return federation.KeyResponse{}, name, refuse(http.StatusForbidden, "pod %s is not the one the token was issued for, or is being deleted", name)
+		return federation.KeyResponse{}, nil, refuse(http.StatusForbidden, "pod %s is not the one the token was issued for, or is being deleted", name)
 	}
 	if pod.Spec.ServiceAccountName != ref.ServiceAccount {
-		return federation.KeyResponse{}, name, refuse(http.StatusForbidden, "pod %s runs as %s, the token is %s's", name, pod.Spec.ServiceAccountName, ref.ServiceAccount)
+		return federation.KeyResponse{}, &pod, refuse(http.StatusForbidden, "pod %s runs as %s, the token is %s's", name, pod.Spec.ServiceAccountName, ref.ServiceAccount)
 	}
 	create, err := b.keyFor(ctx, &pod)
 	if err != nil {
-		return federation.KeyResponse{}, name, err
+		return federation.KeyResponse{}, &pod, err
 	}
 	b.mu.Lock()
 	if b.issued == nil {
@@ -132,15 +191,15 @@ func (b *Broker) Key(ctx context.Context, token string) (federation.KeyResponse,
 	n := b.issued[pod.UID]
 	if n >= MaxKeysPerPod {
 		b.mu.Unlock()
-		return federation.KeyResponse{}, name, refuse(http.StatusTooManyRequests, "pod %s already obtained %d keys; delete the pod to start over", name, n)
+		return federation.KeyResponse{}, &pod, refuse(http.StatusTooManyRequests, "pod %s already obtained %d keys; delete the pod to start over", name, n)
 	}
 	b.issued[pod.UID] = n + 1
 	b.mu.Unlock()
 	key, err := b.Minter.Mint(ctx, create, fmt.Sprintf("tsinject: pod %s (%s)", name, pod.UID))
 	if err != nil {
-		return federation.KeyResponse{}, name, fmt.Errorf("creating the key: %w", err)
+		return federation.KeyResponse{}, &pod, fmt.Errorf("creating the key: %w", err)
 	}
-	return key, name, nil
+	return key, &pod, nil
 }
 
 type podRef struct {
@@ -171,6 +230,13 @@ func (b *Broker) authenticate(ctx context.Context, token string) (podRef, error)
 		return podRef{}, refuse(http.StatusUnauthorized, "token of %s is not a ServiceAccount token bound to a pod (use a projected serviceAccountToken volume)", tr.Status.User.Username)
 	}
 	return podRef{Namespace: ns, Name: podName, ServiceAccount: sa, UID: types.UID(podUID)}, nil
+}
+
+func podName(p *corev1.Pod) string {
+	if p == nil {
+		return ""
+	}
+	return p.Namespace + "/" + p.Name
 }
 
 func first(v authenticationv1.ExtraValue) string {

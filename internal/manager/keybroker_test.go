@@ -163,6 +163,26 @@ func TestKeyBroker(t *testing.T) {
 		t.Errorf("%d keys minted for refused requests", n)
 	}
 
+	// kubectl describe pod explains: an Event on each pod the broker
+	// decided on; and the decisions are counted.
+	for _, want := range []struct{ pod, reason string }{{"app-0", "TailnetKeyIssued"}, {"forged", "TailnetKeyRefused"}} {
+		waitFor(t, 30*time.Second, func() error {
+			list, err := cs.EventsV1().Events("shop").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return err
+			}
+			for _, ev := range list.Items {
+				if ev.Regarding.Name == want.pod && ev.Reason == want.reason {
+					return nil
+				}
+			}
+			return fmt.Errorf("no %s Event on pod %s", want.reason, want.pod)
+		})
+	}
+	if v := counter(t, "tsinject_key_broker_requests_total", "result", keybroker.ResultForbidden); v < 3 {
+		t.Errorf("tsinject_key_broker_requests_total{result=forbidden} = %v, want at least 3", v)
+	}
+
 	// One pod, a bounded number of keys.
 	tok := token(app, contract.KeyBrokerAudience)
 	var last error

@@ -424,6 +424,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			Injector:        injector.New(o.Injector),
 			Minter:          &secretMinter{client: mgr.GetClient(), secret: types.NamespacedName{Namespace: o.Namespace, Name: o.OAuthSecret}, apiURL: o.apiURL()},
 			SystemNamespace: o.Namespace,
+			Events:          mgr.GetEventRecorder("tsinject-key-broker"),
 			Log:             log.WithName("key-broker"),
 		})
 	}
