@@ -25,6 +25,18 @@ import (
 func TestOneWebhookCallPerPod(t *testing.T) {
 	ns := namespace(t, "admission")
 	ctx := testCtx(t, podDeadline)
+	// The webhook's Service may still be settling after the install (this
+	// story can run first): wait until a dry-run creation goes through.
+	err := waitFor(ctx, func(ctx context.Context) error {
+		_, err := env.node.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "warm-up"},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: appImage}}},
+		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	before, err := webhookCalls(ctx)
 	if err != nil {
 		t.Fatal(err)
