@@ -78,18 +78,24 @@ func TestChartMatchesKustomize(t *testing.T) {
 		name      string
 		kustomize string
 		federated bool
+		args      []string // added to the manager's by an overlay
 		set       []string
 	}{
-		{"default", "manifests/base", true, nil},
-		{"cert-manager", "manifests/overlays/cert-manager", true, []string{"--set", "certificates.mode=cert-manager"}},
-		{"apiserver-proxy", "manifests/overlays/apiserver-proxy", true, []string{"--set", "apiServerProxy.enabled=true"}},
-		{"auth-key", "manifests/overlays/auth-key", false, []string{"--set", "authKey.enabled=true"}},
+		{"default", "manifests/base", true, nil, nil},
+		{"cert-manager", "manifests/overlays/cert-manager", true, nil, []string{"--set", "certificates.mode=cert-manager"}},
+		{"apiserver-proxy", "manifests/overlays/apiserver-proxy", true, nil, []string{"--set", "apiServerProxy.enabled=true"}},
+		{"key-broker", "manifests/base", false, []string{"--oauth-secret=tsinject-oauth"}, []string{"--set", "oauth.secretName=tsinject-oauth"}},
+		{"auth-key-register", "manifests/base", false, []string{"--register-nodes"}, []string{"--set", "authKey.enabled=true"}},
+		{"auth-key-copy", "manifests/overlays/auth-key", false, nil, []string{"--set", "authKey.enabled=true", "--set", "authKey.mode=copy"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := tc.kustomize
 			if tc.federated {
-				dir = federationOverlay(t, tc.kustomize, clientID)
+				tc.args = append(tc.args, "--federation-client-id="+clientID)
 				tc.set = append(tc.set, "--set", "federation.clientID="+clientID)
+			}
+			dir := tc.kustomize
+			if len(tc.args) > 0 {
+				dir = argsOverlay(t, tc.kustomize, tc.args...)
 			}
 			kust := run(t, nil, "kubectl", "kustomize", dir)
 			args := append([]string{"template", "tsinject", "charts/tsinject", "--namespace", "tsinject-system"}, tc.set...)
@@ -151,12 +157,17 @@ func TestChartMatchesKustomize(t *testing.T) {
 	})
 }
 
-// federationOverlay writes the overlay docs/install.md shows, on base.
-func federationOverlay(t *testing.T, base, clientID string) string {
+// argsOverlay writes an overlay like docs/install.md's on base, adding
+// args to the manager's.
+func argsOverlay(t *testing.T, base string, args ...string) string {
 	dir := t.TempDir()
 	rel, err := filepath.Rel(dir, filepath.Join(gobuild.Root(), base))
 	if err != nil {
 		t.Fatal(err)
+	}
+	var ops strings.Builder
+	for _, a := range args {
+		fmt.Fprintf(&ops, "    - {op: add, path: /spec/template/spec/containers/0/args/-, value: %q}\n", a)
 	}
 	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -164,8 +175,7 @@ resources: [%s]
 patches:
 - target: {kind: Deployment, name: tsinject-manager}
   patch: |-
-    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--federation-client-id=%s"}
-`, rel, clientID)
+%s`, rel, ops.String())
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -20,15 +20,17 @@ func BrokerKey(ctx context.Context, brokerURL, caPEM, token string) (KeyResponse
 	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
 		return KeyResponse{}, errors.New("key broker: no CA certificate to verify it with")
 	}
-	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+	// Registration mode brings a node up in the manager, a few at a time:
+	// a burst of pods may queue.
+	client := &http.Client{Timeout: 4 * time.Minute, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 	}}
 	var key KeyResponse
 	if err := call(ctx, client, brokerStep, brokerURL, "application/json", strings.TrimSpace(token), strings.NewReader("{}"), &key); err != nil {
 		return KeyResponse{}, err
 	}
-	if key.Key == "" {
-		return KeyResponse{}, errors.New("key broker: no key in its answer")
+	if key.Key == "" && len(key.State) == 0 {
+		return KeyResponse{}, errors.New("key broker: neither a key nor a node's state in its answer")
 	}
 	return key, nil
 }

@@ -67,11 +67,15 @@ type KeyCreate struct {
 	Tags          []string `json:"tags,omitempty"`
 }
 
-// KeyResponse is the created key.
+// KeyResponse is the created key. From tsinject's key broker in
+// registration mode it is instead State: the node's state store (keys and
+// values as tailscale's state file holds them), for a node the manager
+// registered with an auth key the pod never sees.
 type KeyResponse struct {
-	ID      string    `json:"id"`
-	Key     string    `json:"key"`
-	Expires time.Time `json:"expires"`
+	ID      string            `json:"id"`
+	Key     string            `json:"key"`
+	Expires time.Time         `json:"expires"`
+	State   map[string][]byte `json:"state,omitempty"`
 }
 
 // Error is a refusal by the control server, with its own message.

@@ -58,11 +58,14 @@ const MaxKeysPerPod = 10
 
 // Broker serves contract.KeyBrokerPath.
 type Broker struct {
-	TokenReviews    authnv1client.TokenReviewInterface
-	Pods            client.Reader // live reads
-	Namespaces      Namespaces
-	Injector        *injector.Injector
-	Minter          Minter
+	TokenReviews authnv1client.TokenReviewInterface
+	Pods         client.Reader // live reads
+	Namespaces   Namespaces
+	Injector     *injector.Injector
+	Minter       Minter
+	// Registrar, if set, replaces Minter: the broker registers the pod's
+	// node itself and answers with its state instead of a key.
+	Registrar       Registrar
 	SystemNamespace string
 	// Events, if set, records each decision on the pod it concerns, so
 	// `kubectl describe pod` says why a sidecar got no key.
@@ -156,7 +159,11 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	requestsMetric().WithLabelValues(ResultIssued).Inc()
 	b.Log.Info("key issued", "pod", podName(pod), "keyID", key.ID, "expires", key.Expires)
-	if b.Events != nil {
+	switch {
+	case b.Events == nil:
+	case len(key.State) > 0:
+		b.Events.Eventf(pod, nil, corev1.EventTypeNormal, "TailnetNodeRegistered", "RegisterNode", "tsinject's key broker registered this pod's tailnet node and handed it the node's state (the auth key stays in the manager)")
+	default:
 		b.Events.Eventf(pod, nil, corev1.EventTypeNormal, "TailnetKeyIssued", "MintKey", "tsinject's key broker issued a one-off tailnet key %s (expires %s)", key.ID, key.Expires.Format("2006-01-02T15:04:05Z07:00"))
 	}
 	writeJSON(w, http.StatusOK, key)
@@ -195,6 +202,13 @@ func (b *Broker) Key(ctx context.Context, token string) (federation.KeyResponse,
 	}
 	b.issued[pod.UID] = n + 1
 	b.mu.Unlock()
+	if b.Registrar != nil {
+		state, err := b.Registrar.Register(ctx, Node{Hostname: hostname(&pod), Tags: create.Tags})
+		if err != nil {
+			return federation.KeyResponse{}, &pod, err
+		}
+		return federation.KeyResponse{ID: "registered", State: state}, &pod, nil
+	}
 	key, err := b.Minter.Mint(ctx, create, fmt.Sprintf("tsinject: pod %s (%s)", name, pod.UID))
 	if err != nil {
 		return federation.KeyResponse{}, &pod, fmt.Errorf("creating the key: %w", err)
@@ -283,6 +297,20 @@ func (b *Broker) keyFor(ctx context.Context, pod *corev1.Pod) (federation.KeyCre
 		return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s: %v", name, err)
 	}
 	return federation.KeyCreate{Tags: tags, Ephemeral: env(c, contract.EnvState) != contract.StateSecret, Preauthorized: true}, nil
+}
+
+// hostname is the name the pod's proxy would register as: the sidecar's
+// template filled in, or a proxy replica's prefix and ordinal.
+func hostname(pod *corev1.Pod) string {
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if prefix := env(c, contract.EnvHostnamePrefix); prefix != "" {
+			return prefix + "-" + pod.Name[strings.LastIndexByte(pod.Name, '-')+1:]
+		}
+		if h := env(c, contract.EnvHostname); h != "" {
+			return strings.NewReplacer(contract.PlaceholderName, pod.Name, contract.PlaceholderNamespace, pod.Namespace).Replace(h)
+		}
+	}
+	return pod.Namespace + "-" + pod.Name
 }
 
 func ownedByStatefulSet(pod *corev1.Pod) bool {

@@ -92,6 +92,11 @@ type Options struct {
 	// manager's key broker mints each pod a one-off key with it, and no
 	// auth key is distributed. APIURL is the API's base URL.
 	OAuthSecret, APIURL string
+	// RegisterNodes, with the auth key in AuthSecret: the key broker
+	// registers each pod's node itself and hands the pod only that node's
+	// state; the key never leaves Namespace (control servers with static
+	// keys only).
+	RegisterNodes bool
 	// KeyBrokerURL is where pods reach the key broker; default the
 	// webhook Service's https://<service>.<namespace>.svc/v1/key.
 	KeyBrokerURL string
@@ -182,7 +187,7 @@ func (o *Options) proxyCredentials(caBundle func() []byte) proxyset.Credentials 
 	if f := o.Injector.Federation; f != nil {
 		return proxyset.Credentials{ClientID: f.ClientID, Audience: f.Audience}
 	}
-	if o.OAuthSecret != "" {
+	if o.OAuthSecret != "" || o.RegisterNodes {
 		return proxyset.Credentials{KeyBrokerURL: o.keyBrokerURL(), KeyBrokerCA: caBundle}
 	}
 	return proxyset.Credentials{AuthSecret: o.AuthSecret, AuthKey: o.AuthKey}
@@ -239,8 +244,14 @@ func (o *Options) Validate() error {
 	if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
 		errs = append(errs, fmt.Errorf("--webhook-port %d: allowed: 1-65535", o.WebhookPort))
 	}
-	if o.Injector.Federation != nil && o.OAuthSecret != "" {
-		errs = append(errs, errors.New("--federation-client-id and --oauth-secret: choose one (both give pods one-off keys; federation needs no secret at all)"))
+	modes := 0
+	for _, set := range []bool{o.Injector.Federation != nil, o.OAuthSecret != "", o.RegisterNodes} {
+		if set {
+			modes++
+		}
+	}
+	if modes > 1 {
+		errs = append(errs, errors.New("--federation-client-id, --oauth-secret and --register-nodes: choose one"))
 	}
 	if f := o.Injector.Federation; f != nil && (f.ClientID == "" || f.Audience == "") {
 		errs = append(errs, errors.New("--federation-client-id and --federation-audience must both be set for workload identity federation"))
@@ -315,10 +326,14 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	}
 	src := &certs.Source{Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret}, Clientset: cs, Log: log.WithName("certs")}
 
-	brokered := o.OAuthSecret != ""
+	brokered := o.OAuthSecret != "" || o.RegisterNodes
 	federated := o.Injector.Federation != nil || brokered
 	if brokered {
 		o.Injector.KeyBroker = &injector.KeyBroker{URL: o.keyBrokerURL()}
+	}
+	if o.RegisterNodes {
+		log.Info("credentials: the key broker registers each pod's node with the auth key and hands it the node's state; the key stays in the manager", "secret", o.AuthSecret, "broker", o.keyBrokerURL())
+	} else if brokered {
 		log.Info("credentials: the key broker mints each pod a one-off key with the OAuth client; no auth key is distributed", "secret", o.OAuthSecret, "api", o.apiURL(), "broker", o.keyBrokerURL())
 	} else if federated {
 		log.Info("credentials: workload identity federation; no auth key is distributed", "clientID", o.Injector.Federation.ClientID, "audience", o.Injector.Federation.Audience)
@@ -417,16 +432,24 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			cfg.KeyBroker = &kb
 			handler.SetInjector(injector.New(cfg))
 		}
-		mgr.GetWebhookServer().Register(contract.KeyBrokerPath, &keybroker.Broker{
+		broker := &keybroker.Broker{
 			TokenReviews:    cs.AuthenticationV1().TokenReviews(),
 			Pods:            mgr.GetAPIReader(),
 			Namespaces:      namespaces,
 			Injector:        injector.New(o.Injector),
-			Minter:          &secretMinter{client: mgr.GetClient(), secret: types.NamespacedName{Namespace: o.Namespace, Name: o.OAuthSecret}, apiURL: o.apiURL()},
 			SystemNamespace: o.Namespace,
 			Events:          mgr.GetEventRecorder("tsinject-key-broker"),
 			Log:             log.WithName("key-broker"),
-		})
+		}
+		if o.RegisterNodes {
+			broker.Registrar = keybroker.NewAuthKeyRegistrar(keybroker.AuthKeyRegistrar{
+				Client: mgr.GetClient(), Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.AuthSecret}, Key: o.AuthKey,
+				ControlURL: o.Injector.ControlURL, Logf: func(f string, a ...any) { log.V(1).Info(fmt.Sprintf(f, a...)) },
+			})
+		} else {
+			broker.Minter = &secretMinter{client: mgr.GetClient(), secret: types.NamespacedName{Namespace: o.Namespace, Name: o.OAuthSecret}, apiURL: o.apiURL()}
+		}
+		mgr.GetWebhookServer().Register(contract.KeyBrokerPath, broker)
 	}
 
 	if !federated {

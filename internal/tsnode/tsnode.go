@@ -131,11 +131,29 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 	default:
 		return nil, fmt.Errorf("state %q: allowed: %s, %s, %s", o.State, StateEphemeral, StateSecret, StateDir)
 	}
-	key, err := authKey(ctx, o, hasState, logf)
-	if err != nil {
-		return nil, err
+	if o.KeyBrokerURL != "" && o.ClientID == "" && !hasState {
+		// Ask the broker now: in registration mode it answers with the
+		// node's state, which must be in the store before the node starts.
+		key, err := brokerKey(ctx, o, logf)
+		if err != nil {
+			return nil, err
+		}
+		if len(key.State) > 0 {
+			if err := loadState(srv, key.State); err != nil {
+				return nil, fmt.Errorf("the node state tsinject's key broker registered: %w", err)
+			}
+			logf("tsinject's key broker registered this node: starting from its state (no auth key)")
+			hasState = true
+		} else {
+			srv.AuthKey = key.Key
+		}
+	} else {
+		key, err := authKey(ctx, o, hasState, logf)
+		if err != nil {
+			return nil, err
+		}
+		srv.AuthKey = key
 	}
-	srv.AuthKey = key
 	if err := srv.Start(); err != nil {
 		return nil, err
 	}
@@ -255,7 +273,7 @@ func kubeStore(o Options, logf logger.Logf) (ipn.StateStore, error) {
 // authKey is the key to log in with: none if the node has state, else a
 // one-off key by federation if a client ID is set, else the key file's.
 func authKey(ctx context.Context, o Options, hasState bool, logf logger.Logf) (string, error) {
-	if o.ClientID == "" && o.KeyBrokerURL == "" {
+	if o.ClientID == "" {
 		return readAuthKey(ctx, o.AuthKeyFile, o.AuthKeyWait, hasState, logf)
 	}
 	if hasState {
@@ -264,14 +282,6 @@ func authKey(ctx context.Context, o Options, hasState bool, logf logger.Logf) (s
 	token, err := readFile(ctx, o.IDTokenFile, o.AuthKeyWait, logf, "is the projected ServiceAccount token mounted?")
 	if err != nil {
 		return "", err
-	}
-	if o.ClientID == "" {
-		key, err := federation.BrokerKey(ctx, o.KeyBrokerURL, o.KeyBrokerCA, token)
-		if err != nil {
-			return "", fmt.Errorf("tsinject's key broker (%s, token %s): %w", o.KeyBrokerURL, o.IDTokenFile, err)
-		}
-		logf("obtained a one-off auth key %s from tsinject's key broker (expires %s)", key.ID, key.Expires.Format(time.RFC3339))
-		return key.Key, nil
 	}
 	key, err := federation.MintKey(ctx, nil, federation.Request{
 		BaseURL:   o.ControlURL,
@@ -288,6 +298,47 @@ func authKey(ctx context.Context, o Options, hasState bool, logf logger.Logf) (s
 	}
 	logf("obtained a one-off auth key %s by workload identity federation (tags %s, expires %s)", key.ID, strings.Join(o.Tags, ","), key.Expires.Format(time.RFC3339))
 	return key.Key, nil
+}
+
+// brokerKey asks tsinject's key broker, proving the pod with its token.
+func brokerKey(ctx context.Context, o Options, logf logger.Logf) (federation.KeyResponse, error) {
+	token, err := readFile(ctx, o.IDTokenFile, o.AuthKeyWait, logf, "is the projected ServiceAccount token mounted?")
+	if err != nil {
+		return federation.KeyResponse{}, err
+	}
+	key, err := federation.BrokerKey(ctx, o.KeyBrokerURL, o.KeyBrokerCA, token)
+	if err != nil {
+		return federation.KeyResponse{}, fmt.Errorf("tsinject's key broker (%s, token %s): %w", o.KeyBrokerURL, o.IDTokenFile, err)
+	}
+	if key.Key != "" {
+		logf("obtained a one-off auth key %s from tsinject's key broker (expires %s)", key.ID, key.Expires.Format(time.RFC3339))
+	}
+	return key, nil
+}
+
+// loadState puts a registered node's state where the node will read it.
+func loadState(srv *tsnet.Server, state map[string][]byte) error {
+	switch st := srv.Store.(type) {
+	case *mem.Store:
+		st.LoadFromMap(state)
+		return nil
+	case nil: // StateDir: tsnet's own file
+		b, err := json.Marshal(state)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(srv.Dir, 0o700); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(srv.Dir, "tailscaled.state"), b, 0o600)
+	default: // a Secret
+		for k, v := range state {
+			if err := st.WriteState(ipn.StateKey(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // readAuthKey reads the key file, waiting up to wait for it to appear (the
