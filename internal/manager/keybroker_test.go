@@ -163,6 +163,21 @@ func TestKeyBroker(t *testing.T) {
 		t.Errorf("%d keys minted for refused requests", n)
 	}
 
+	// A replica of one of tsinject's proxy StatefulSets gets its key: its
+	// tags come from its Connector or APIServerProxy (cluster-scoped,
+	// admins only), and its node keeps state, so the key is not ephemeral.
+	replica := create(pod("tsinject-system", "ts-connector-x-0", func(p *corev1.Pod) {
+		p.Labels = map[string]string{"app.kubernetes.io/managed-by": "tsinject"}
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "ts-connector-x", UID: "0f0f", Controller: ptrTo(true)}}
+		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: contract.EnvTags, Value: "tag:shop"}, {Name: contract.EnvState, Value: contract.StateSecret}}
+	}))
+	if _, err := federation.BrokerKey(ctx, brokerURL, ca, token(replica, contract.KeyBrokerAudience)); err != nil {
+		t.Fatalf("proxy replica: %v", err)
+	}
+	if m := api.Mints()[len(api.Mints())-1]; m.Ephemeral || !slices.Equal(m.Tags, []string{"tag:shop"}) || !strings.Contains(m.Description, "tsinject-system/ts-connector-x-0") {
+		t.Errorf("proxy replica's key %+v: want persistent, tag:shop", m)
+	}
+
 	// kubectl describe pod explains: an Event on each pod the broker
 	// decided on; and the decisions are counted.
 	for _, want := range []struct{ pod, reason string }{{"app-0", "TailnetKeyIssued"}, {"forged", "TailnetKeyRefused"}} {
@@ -285,3 +300,5 @@ func TestKeyBrokerRegisters(t *testing.T) {
 		t.Errorf("the running node's key %s was never registered", st.Self.PublicKey.ShortString())
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }
