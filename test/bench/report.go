@@ -22,6 +22,7 @@ type Report struct {
 	Connector  []PathResult
 	API        []APIResult
 	Memory     []MemoryRow
+	Burst      []BurstResult
 	Errors     []string
 	Conclusion []string // targets, met or missed, with what limits them
 }
@@ -91,6 +92,9 @@ func (r *Report) Write(w io.Writer) {
 
 	if len(r.Admission) > 0 {
 		r.writeAdmission(p)
+	}
+	if len(r.Burst) > 0 {
+		r.writeBurst(p)
 	}
 	if s := r.Sidecar; s != nil {
 		p("\n## Sidecar versus tailscaled\n\n`tsinject-proxy sidecar` and `tailscaled --tun=userspace-networking` (built from tailscale.com at the same version), both joined to the in-process tailnet on this host. Start-up is from exec to ready (sidecar: `/readyz`, which includes a home DERP connection; tailscaled: `tailscale up` done and `BackendState` Running).\n\n")
@@ -192,6 +196,15 @@ func max1(v int) int {
 		return 1
 	}
 	return v
+}
+
+func (r *Report) writeBurst(p func(string, ...any)) {
+	p("\n## Pod-creation bursts\n\nPods that never schedule, created by parallel clients (client-go, no client-side throttling) against a real kube-apiserver with the ServiceAccount admission plugin on, as in a cluster; tsinject's manager serves the webhook over TLS on the same host. Unlabelled and labelled (injected) namespaces are interleaved per repeat. Calls per pod and the webhook's mean latency are the API server's own figures (`apiserver_admission_webhook_admission_duration_seconds`).\n\n")
+	p("| Pods | Clients | Unlabelled | Labelled | Labelled / unlabelled | Webhook calls per pod | API server's webhook latency (mean) |\n|---|---|---|---|---|---|---|\n")
+	for _, b := range r.Burst {
+		p("| %d | %d | %s | %s | %s | %s | %s |\n", b.Pods, b.Clients, pm(b.Unlabelled, " s", 2), pm(b.Labelled, " s", 2),
+			ratio(b.Labelled.Median(), b.Unlabelled.Median()), pm(b.CallsPerPod, "", 2), pm(b.WebhookMs, " ms", 2))
+	}
 }
 
 func (r *Report) writeAdmission(p func(string, ...any)) {

@@ -29,7 +29,7 @@ func main() {
 	repeats := flag.Int("repeats", 3, "repetitions of each figure")
 	dur := flag.Duration("duration", 2*time.Second, "length of each load run")
 	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
-	only := flag.String("only", "", "comma-separated subset to run: admission, sidecar, connector, api, memory (default all)")
+	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, connector, api, memory (default all)")
 	roles := flag.String("roles", "", "memory: comma-separated subset of sidecar, connector, API proxy (default all)")
 	profile := flag.String("profile", "", "directory for heap profiles of tsinject's processes under each memory load")
 	flag.Parse()
@@ -79,6 +79,12 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 		}
 		step("admission: the 50-container, 1,500-env-var pod")
 		r.LargePod = bench.MeasureLargePod()
+	}
+	if want("burst") {
+		step("pod-creation bursts: labelled vs unlabelled namespace")
+		if r.Burst, err = bench.Burst(ctx, [][2]int{{1000, 8}, {1000, 32}}, repeats, step); err != nil {
+			r.Errors = append(r.Errors, "pod-creation bursts: "+err.Error())
+		}
 	}
 	if want("sidecar") {
 		step("sidecar vs tailscaled")
