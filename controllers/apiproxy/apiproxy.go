@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -244,8 +245,10 @@ func (r *Reconciler) updateStatus(ctx context.Context, p *v1alpha1.APIServerProx
 			cond.Message += " --http"
 		}
 	}
-	changed := !slices.Equal(p.Status.URLs, urls) || len(p.Status.Devices) != len(devices) || p.Status.ObservedGeneration != p.Generation
-	if c := meta.FindStatusCondition(p.Status.Conditions, "Ready"); c == nil || c.Status != cond.Status || c.Message != cond.Message {
+	// Semantic equality: a replica's new IP or name must reach status,
+	// not only a change in how many there are.
+	changed := !slices.Equal(p.Status.URLs, urls) || !equality.Semantic.DeepEqual(p.Status.Devices, devices) || p.Status.ObservedGeneration != p.Generation
+	if c := meta.FindStatusCondition(p.Status.Conditions, "Ready"); c == nil || c.Status != cond.Status || c.Reason != cond.Reason || c.Message != cond.Message {
 		changed = true
 	}
 	if changed {
