@@ -27,6 +27,7 @@ func TestExamplesApply(t *testing.T) {
 	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{filepath.Join(gobuild.Root(), "manifests", "base", "crd")}, Scheme: manager.Scheme()})
 	o := manager.DefaultOptions()
 	o.LeaderElection = false
+	o.CopyAuthKey = true // the examples predate the other modes
 	o.Log = logr.Discard()
 	l, err := manager.StartLocal(context.Background(), c.Config, o)
 	if err != nil {

@@ -73,6 +73,7 @@ func TestCertManagerMode(t *testing.T) {
 		o := manager.DefaultOptions()
 		o.CertMode = manager.CertModeCertManager
 		o.LeaderElection = false
+		o.CopyAuthKey = true
 		return o
 	}())
 	if err != nil {

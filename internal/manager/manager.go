@@ -97,6 +97,11 @@ type Options struct {
 	// state; the key never leaves Namespace (control servers with static
 	// keys only).
 	RegisterNodes bool
+	// CopyAuthKey, with the auth key in AuthSecret: the manager copies the
+	// key into every namespace that may be injected, where any pod can
+	// read it. Kept for clusters that still depend on it; one of the four
+	// modes must be chosen.
+	CopyAuthKey bool
 	// KeyBrokerURL is where pods reach the key broker; default the
 	// webhook Service's https://<service>.<namespace>.svc/v1/key.
 	KeyBrokerURL string
@@ -125,8 +130,8 @@ func mayCopyAuthKey(ctx context.Context, cs kubernetes.Interface) error {
 			return fmt.Errorf("checking the manager's rights: %w", err)
 		}
 		if !r.Status.Allowed {
-			return fmt.Errorf("auth-key mode (no --federation-client-id) copies the auth key into injected namespaces and needs to %s Secrets in every namespace, which this ServiceAccount may not: "+
-				"set --federation-client-id (workload identity federation, recommended), or grant the rights (Helm: authKey.enabled=true; kustomize: the auth-key component); see docs/credentials.md", verb)
+			return fmt.Errorf("--copy-auth-key copies the auth key into injected namespaces and needs to %s Secrets in every namespace, which this ServiceAccount may not: "+
+				"choose another mode (--federation-client-id, --oauth-secret or --register-nodes need no such rights), or grant them (Helm: authKey.mode=copy; kustomize: the auth-key component); see docs/credentials.md", verb)
 		}
 	}
 	return nil
@@ -245,13 +250,13 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--webhook-port %d: allowed: 1-65535", o.WebhookPort))
 	}
 	modes := 0
-	for _, set := range []bool{o.Injector.Federation != nil, o.OAuthSecret != "", o.RegisterNodes} {
+	for _, set := range []bool{o.Injector.Federation != nil, o.OAuthSecret != "", o.RegisterNodes, o.CopyAuthKey} {
 		if set {
 			modes++
 		}
 	}
-	if modes > 1 {
-		errs = append(errs, errors.New("--federation-client-id, --oauth-secret and --register-nodes: choose one"))
+	if modes != 1 {
+		errs = append(errs, errors.New("choose exactly one way for pods to join the tailnet: --federation-client-id (workload identity federation, recommended), --oauth-secret (the key broker with an OAuth client), --register-nodes (the key broker with the auth key in --auth-secret) or --copy-auth-key (the auth key copied into injected namespaces, readable by their pods); see docs/credentials.md"))
 	}
 	if f := o.Injector.Federation; f != nil && (f.ClientID == "" || f.Audience == "") {
 		errs = append(errs, errors.New("--federation-client-id and --federation-audience must both be set for workload identity federation"))
@@ -327,7 +332,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	src := &certs.Source{Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret}, Clientset: cs, Log: log.WithName("certs")}
 
 	brokered := o.OAuthSecret != "" || o.RegisterNodes
-	federated := o.Injector.Federation != nil || brokered
+	noCopies := !o.CopyAuthKey
 	if brokered {
 		o.Injector.KeyBroker = &injector.KeyBroker{URL: o.keyBrokerURL()}
 	}
@@ -335,7 +340,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		log.Info("credentials: the key broker registers each pod's node with the auth key and hands it the node's state; the key stays in the manager", "secret", o.AuthSecret, "broker", o.keyBrokerURL())
 	} else if brokered {
 		log.Info("credentials: the key broker mints each pod a one-off key with the OAuth client; no auth key is distributed", "secret", o.OAuthSecret, "api", o.apiURL(), "broker", o.keyBrokerURL())
-	} else if federated {
+	} else if o.Injector.Federation != nil {
 		log.Info("credentials: workload identity federation; no auth key is distributed", "clientID", o.Injector.Federation.ClientID, "audience", o.Injector.Federation.Audience)
 	} else {
 		if err := mayCopyAuthKey(context.Background(), cs); err != nil {
@@ -344,7 +349,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		log.Info("credentials: auth key copied into injected namespaces (readable by their pods; prefer --federation-client-id)", "secret", o.AuthSecret)
 	}
 	secrets := map[string]cache.Config{o.Namespace: {}}
-	if !federated {
+	if !noCopies {
 		// Elsewhere only the auth-key copies, by name as well as label:
 		// tenants can label their own Secrets like ours, and a cache that
 		// held them could be grown without bound from any namespace.
@@ -452,7 +457,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		mgr.GetWebhookServer().Register(contract.KeyBrokerPath, broker)
 	}
 
-	if !federated {
+	if !noCopies {
 		if err := (&authkey.Syncer{
 			Client:          mgr.GetClient(),
 			Source:          types.NamespacedName{Namespace: o.Namespace, Name: o.AuthSecret},

@@ -61,8 +61,14 @@ func start(t *testing.T, mutate func(*manager.Options), crdDirs ...string) *env 
 	if testing.Verbose() {
 		o.Log = testr.New(t)
 	}
+	// The tests written against the auth-key copies run in that mode
+	// unless they choose another.
+	o.CopyAuthKey = true
 	if mutate != nil {
 		mutate(&o)
+		if o.Injector.Federation != nil || o.OAuthSecret != "" || o.RegisterNodes {
+			o.CopyAuthKey = false
+		}
 	}
 	ctx := context.Background()
 	l, err := manager.StartLocal(ctx, c.Config, o)
