@@ -138,7 +138,8 @@ func TestChartMatchesKustomize(t *testing.T) {
 			"--set", "controlURL=https://headscale.example.com", "--set", "nativeSidecar=never", "--set", "webhook.failurePolicy=Ignore",
 			"--set", "replicas=3", "--set", "metrics.serviceMonitor.enabled=true", "--set", "proxyImage=registry.example/proxy:1",
 			"--set", "allowedProxyImages=registry.example/proxy-debug:*",
-			"--set", "federation.clientID=kC8Hsk3CNTRL", "--set", "federation.audience=https://tailnet.example"))
+			"--set", "federation.clientID=kC8Hsk3CNTRL", "--set", "federation.audience=https://tailnet.example",
+			"--set", "podCIDRs=198.18.128.0/17"))
 		for _, bad := range [][]string{nil, {"--set", "federation.clientID=x", "--set", "authKey.enabled=true"}, {"--set", "federation.clientID=x", "--set", "oauth.secretName=y"}} {
 			cmd := exec.Command(helm, append([]string{"template", "tsinject", "charts/tsinject"}, bad...)...)
 			cmd.Dir = gobuild.Root()
@@ -149,7 +150,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 		}
 		for _, want := range []string{"--control-url=https://headscale.example.com", "--native-sidecar=never", "failurePolicy: Ignore",
 			"replicas: 3", "kind: ServiceMonitor", "--proxy-image=registry.example/proxy:1", "--allowed-proxy-images=registry.example/proxy-debug:*",
-			"--federation-client-id=kC8Hsk3CNTRL", "--federation-audience=https://tailnet.example"} {
+			"--federation-client-id=kC8Hsk3CNTRL", "--federation-audience=https://tailnet.example", "--pod-cidrs=198.18.128.0/17"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("rendered chart lacks %q", want)
 			}

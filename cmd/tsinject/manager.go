@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -24,6 +25,7 @@ func managerCommand() *cli.Command {
 	o := manager.DefaultOptions()
 	var kubeconfig, tags, images, certIPs, certDNS string
 	var fed federationFlags
+	var podCIDRs string
 	zopts := zap.Options{}
 	return &cli.Command{
 		Name:  "manager",
@@ -47,6 +49,7 @@ func managerCommand() *cli.Command {
 			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&o.NativeSidecar, "native-sidecar", o.NativeSidecar, "auto (from the API server version: >= 1.29), always or never")
 			fed.bind(fs)
+			fs.StringVar(&podCIDRs, "pod-cidrs", "", "comma-separated pod ranges of the cluster (its --cluster-cidr), which exit-node Connectors refuse with the Service ranges they read from the cluster")
 			fs.StringVar(&o.OAuthSecret, "oauth-secret", "", "key broker: Secret in --namespace with an OAuth client of the tailnet's API (client_id, client_secret); the manager mints each pod a one-off key with its namespace's tags, and no auth key is distributed (docs/credentials.md)")
 			fs.StringVar(&o.APIURL, "api-url", "", "key broker: the tailnet API's base URL (default the --control-url, else https://api.tailscale.com)")
 			fs.BoolVar(&o.RegisterNodes, "register-nodes", false, "key broker with the auth key in --auth-secret: the manager registers each pod's node itself and hands the pod only that node's state; the key never leaves --namespace (control servers with static keys only, such as Headscale)")
@@ -71,6 +74,13 @@ func managerCommand() *cli.Command {
 				o.CertIPs = append(o.CertIPs, parsed)
 			}
 			o.CertDNSNames = splitList(certDNS)
+			for _, c := range splitList(podCIDRs) {
+				p, err := netip.ParsePrefix(c)
+				if err != nil {
+					return fmt.Errorf("--pod-cidrs %q: want CIDRs such as 10.244.0.0/16", c)
+				}
+				o.PodCIDRs = append(o.PodCIDRs, p)
+			}
 			o.Injector.DefaultTags = splitList(tags)
 			o.Injector.AllowedProxyImages = splitList(images)
 			o.Injector.Federation = fed.config()

@@ -50,7 +50,12 @@ type Reconciler struct {
 	Credentials proxyset.Credentials
 	// Logout logs a removed device out (proxyset.Logout).
 	Logout proxyset.LogoutFunc
-	Log    logr.Logger
+	// PodCIDRs are the cluster's pod ranges (the manager's --pod-cidrs):
+	// exit nodes refuse them with the Service ranges, which are read from
+	// the cluster. Pod ranges are not: per-node ranges of a large cluster
+	// would fill the proxy's environment, and the admin knows the range.
+	PodCIDRs []string
+	Log      logr.Logger
 }
 
 // SetupWithManager watches Connectors and the objects of their proxy sets.
@@ -83,7 +88,19 @@ func (r *Reconciler) serviceCIDRs(ctx context.Context) ([]string, error) {
 	return slices.Compact(out), nil
 }
 
-func (r *Reconciler) set(cn *v1alpha1.Connector, serviceCIDRs []string) *proxyset.Set {
+// clusterCIDRs are the ranges an exit node refuses besides its node's and
+// its own addresses: the Service ranges and the configured pod ranges.
+func (r *Reconciler) clusterCIDRs(ctx context.Context) ([]string, error) {
+	cidrs, err := r.serviceCIDRs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cidrs = append(cidrs, r.PodCIDRs...)
+	slices.Sort(cidrs)
+	return slices.Compact(cidrs), nil
+}
+
+func (r *Reconciler) set(cn *v1alpha1.Connector, clusterCIDRs []string) *proxyset.Set {
 	replicas := int32(1)
 	if cn.Spec.Replicas != nil {
 		replicas = *cn.Spec.Replicas
@@ -111,12 +128,12 @@ func (r *Reconciler) set(cn *v1alpha1.Connector, serviceCIDRs []string) *proxyse
 	}
 	if cn.Spec.ExitNode {
 		// The exit node refuses the node's and its own addresses, and
-		// the cluster's Service ranges.
+		// the cluster's Service and pod ranges.
 		env = append(env, corev1.EnvVar{Name: contract.EnvExitNode, Value: "true"},
 			corev1.EnvVar{Name: contract.EnvHostIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
 			corev1.EnvVar{Name: contract.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}})
-		if len(serviceCIDRs) > 0 {
-			env = append(env, corev1.EnvVar{Name: contract.EnvExitDeny, Value: strings.Join(serviceCIDRs, ",")})
+		if len(clusterCIDRs) > 0 {
+			env = append(env, corev1.EnvVar{Name: contract.EnvExitDeny, Value: strings.Join(clusterCIDRs, ",")})
 		}
 	}
 	cn.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("Connector"))
@@ -147,7 +164,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	var cidrs []string
 	if cn.Spec.ExitNode && cn.DeletionTimestamp.IsZero() {
 		var err error
-		if cidrs, err = r.serviceCIDRs(ctx); err != nil {
+		if cidrs, err = r.clusterCIDRs(ctx); err != nil {
 			return reconcile.Result{}, err
 		}
 	}

@@ -1,10 +1,15 @@
 package connector
 
 import (
+	"context"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/internal/contract"
@@ -42,5 +47,23 @@ func TestExitNodeEnv(t *testing.T) {
 		if e := env[contract.EnvExitDeny]; e == nil || e.Value != "198.19.16.0/24,fd00:16::/108" {
 			t.Errorf("exit node %s = %+v, want the Service CIDRs", contract.EnvExitDeny, e)
 		}
+	}
+}
+
+// An exit node refuses the cluster's Service ranges, read from the
+// ServiceCIDR objects, and the pod ranges the manager was given.
+func TestClusterCIDRs(t *testing.T) {
+	scheme := runtime.NewScheme()
+	networkingv1.AddToScheme(scheme)
+	live := fake.NewClientBuilder().WithScheme(scheme).WithObjects(&networkingv1.ServiceCIDR{
+		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"198.19.16.0/24"}},
+	}).Build()
+	r := &Reconciler{Live: live, PodCIDRs: []string{"198.18.128.0/17"}}
+	got, err := r.clusterCIDRs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"198.18.128.0/17", "198.19.16.0/24"}; !slices.Equal(got, want) {
+		t.Errorf("exit deny list %v, want %v", got, want)
 	}
 }

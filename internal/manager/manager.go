@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,6 +93,9 @@ type Options struct {
 	// manager's key broker mints each pod a one-off key with it, and no
 	// auth key is distributed. APIURL is the API's base URL.
 	OAuthSecret, APIURL string
+	// PodCIDRs are the cluster's pod ranges, which exit-node Connectors
+	// refuse (with the Service ranges they read from the cluster).
+	PodCIDRs []netip.Prefix
 	// RegisterNodes, with the auth key in AuthSecret: the key broker
 	// registers each pod's node itself and hands the pod only that node's
 	// state; the key never leaves Namespace (control servers with static
@@ -177,6 +181,14 @@ func (s *secretMinter) Mint(ctx context.Context, create federation.KeyCreate, de
 	m := s.minter
 	s.mu.Unlock()
 	return m.Mint(ctx, create, description)
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Masked().String())
+	}
+	return out
 }
 
 // keyBrokerURL is where pods reach the manager's key broker.
@@ -476,7 +488,8 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 		Credentials: o.proxyCredentials(src.CABundle), Logout: logout,
-		Log: log.WithName("connector"),
+		PodCIDRs: prefixStrings(o.PodCIDRs),
+		Log:      log.WithName("connector"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
