@@ -312,6 +312,15 @@ func ownVolume(name string) bool {
 	return name == contract.StateVolume || name == contract.AuthVolume || name == contract.TokenVolume
 }
 
+// TokenProjection is the projected ServiceAccount token a node proves its
+// pod with (federation, the key broker): one file, contract.TokenKey,
+// valid for contract.TokenExpirationSeconds. The proxy sets mount the same.
+func TokenProjection(audience string) []corev1.VolumeProjection {
+	return []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+		Audience: audience, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
+	}}}
+}
+
 // tokenAudience is the audience of the pod's projected token, if the
 // sidecar proves itself with one (federation or the key broker).
 func (in *Injector) tokenAudience() string {
@@ -331,9 +340,7 @@ func (in *Injector) credentialVolume() corev1.Volume {
 	if aud := in.tokenAudience(); aud != "" {
 		return corev1.Volume{Name: contract.TokenVolume, VolumeSource: corev1.VolumeSource{
 			Projected: &corev1.ProjectedVolumeSource{
-				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-					Audience: aud, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
-				}}},
+				Sources:     TokenProjection(aud),
 				DefaultMode: ptr(int32(0o444)), // the sidecar's UID is not the file owner
 			},
 		}}

@@ -1,8 +1,9 @@
 // Package authkey keeps a copy of the configured auth-key Secret, named
 // tsinject-auth, in every namespace whose pods may be injected, and removes
 // it where none may be. Sidecars mount it; they never see the key in env.
-// With workload identity federation the manager runs no Syncer: no key is
-// distributed, and the manager holds no Secret rights outside its namespace.
+// The manager runs a Syncer only with --copy-auth-key; in every other mode
+// no key is distributed and it holds no Secret rights outside its
+// namespace.
 package authkey
 
 import (

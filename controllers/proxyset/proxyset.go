@@ -32,6 +32,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
 )
 
@@ -75,9 +76,7 @@ type Credentials struct {
 func (c Credentials) credential() (corev1.Volume, corev1.VolumeMount, []corev1.EnvVar) {
 	token := func(audience string, env ...corev1.EnvVar) (corev1.Volume, corev1.VolumeMount, []corev1.EnvVar) {
 		return corev1.Volume{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-					Audience: audience, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
-				}}},
+				Sources: injector.TokenProjection(audience),
 			}}},
 			corev1.VolumeMount{Name: "token", MountPath: contract.TokenDir, ReadOnly: true},
 			append(env, corev1.EnvVar{Name: contract.EnvIDTokenFile, Value: contract.TokenFile})

@@ -124,7 +124,7 @@ type Options struct {
 }
 
 // mayCopyAuthKey checks, before any informer would fail on it, that the
-// manager holds the Secret rights auth-key mode needs in every namespace.
+// manager holds the Secret rights --copy-auth-key needs in every namespace.
 func mayCopyAuthKey(ctx context.Context, cs kubernetes.Interface) error {
 	for _, verb := range []string{"list", "watch", "create", "update", "delete"} {
 		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
@@ -344,24 +344,24 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	src := &certs.Source{Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret}, Clientset: cs, Log: log.WithName("certs")}
 
 	brokered := o.OAuthSecret != "" || o.RegisterNodes
-	noCopies := !o.CopyAuthKey
 	if brokered {
 		o.Injector.KeyBroker = &injector.KeyBroker{URL: o.keyBrokerURL()}
 	}
-	if o.RegisterNodes {
+	switch {
+	case o.RegisterNodes:
 		log.Info("credentials: the key broker registers each pod's node with the auth key and hands it the node's state; the key stays in the manager", "secret", o.AuthSecret, "broker", o.keyBrokerURL())
-	} else if brokered {
+	case o.OAuthSecret != "":
 		log.Info("credentials: the key broker mints each pod a one-off key with the OAuth client; no auth key is distributed", "secret", o.OAuthSecret, "api", o.apiURL(), "broker", o.keyBrokerURL())
-	} else if o.Injector.Federation != nil {
+	case o.Injector.Federation != nil:
 		log.Info("credentials: workload identity federation; no auth key is distributed", "clientID", o.Injector.Federation.ClientID, "audience", o.Injector.Federation.Audience)
-	} else {
+	default: // CopyAuthKey (Validate requires one mode)
 		if err := mayCopyAuthKey(context.Background(), cs); err != nil {
 			return nil, err
 		}
 		log.Info("credentials: auth key copied into injected namespaces (readable by their pods; prefer --federation-client-id)", "secret", o.AuthSecret)
 	}
 	secrets := map[string]cache.Config{o.Namespace: {}}
-	if !noCopies {
+	if o.CopyAuthKey {
 		// Elsewhere only the auth-key copies, by name as well as label:
 		// tenants can label their own Secrets like ours, and a cache that
 		// held them could be grown without bound from any namespace.
@@ -469,7 +469,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		mgr.GetWebhookServer().Register(contract.KeyBrokerPath, broker)
 	}
 
-	if !noCopies {
+	if o.CopyAuthKey {
 		if err := (&authkey.Syncer{
 			Client:          mgr.GetClient(),
 			Source:          types.NamespacedName{Namespace: o.Namespace, Name: o.AuthSecret},

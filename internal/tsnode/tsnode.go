@@ -131,29 +131,19 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 	default:
 		return nil, fmt.Errorf("state %q: allowed: %s, %s, %s", o.State, StateEphemeral, StateSecret, StateDir)
 	}
-	if o.KeyBrokerURL != "" && o.ClientID == "" && !hasState {
-		// Ask the broker now: in registration mode it answers with the
-		// node's state, which must be in the store before the node starts.
-		key, err := brokerKey(ctx, o, logf)
-		if err != nil {
-			return nil, err
-		}
-		if len(key.State) > 0 {
-			if err := loadState(srv, key.State); err != nil {
-				return nil, fmt.Errorf("the node state tsinject's key broker registered: %w", err)
-			}
-			logf("tsinject's key broker registered this node: starting from its state (no auth key)")
-			hasState = true
-		} else {
-			srv.AuthKey = key.Key
-		}
-	} else {
-		key, err := authKey(ctx, o, hasState, logf)
-		if err != nil {
-			return nil, err
-		}
-		srv.AuthKey = key
+	key, state, err := credential(ctx, o, hasState, logf)
+	if err != nil {
+		return nil, err
 	}
+	if len(state) > 0 {
+		// The broker registered the node: its state must be in the store
+		// before the node starts.
+		if err := loadState(srv, state); err != nil {
+			return nil, fmt.Errorf("the node state tsinject's key broker registered: %w", err)
+		}
+		logf("tsinject's key broker registered this node: starting from its state (no auth key)")
+	}
+	srv.AuthKey = key
 	if err := srv.Start(); err != nil {
 		return nil, err
 	}
@@ -270,20 +260,33 @@ func kubeStore(o Options, logf logger.Logf) (ipn.StateStore, error) {
 	return st, nil
 }
 
-// authKey is the key to log in with: none if the node has state, else a
-// one-off key by federation if a client ID is set, else the key file's.
-func authKey(ctx context.Context, o Options, hasState bool, logf logger.Logf) (string, error) {
-	if o.ClientID == "" {
-		return readAuthKey(ctx, o.AuthKeyFile, o.AuthKeyWait, hasState, logf)
+// credential is what the node logs in with: nothing if it has state; else
+// a one-off key by federation (ClientID) or from tsinject's key broker
+// (KeyBrokerURL), which may answer with a registered node's state
+// instead; else the auth key file's.
+func credential(ctx context.Context, o Options, hasState bool, logf logger.Logf) (key string, state map[string][]byte, err error) {
+	if o.ClientID == "" && o.KeyBrokerURL == "" {
+		key, err := readAuthKey(ctx, o.AuthKeyFile, o.AuthKeyWait, hasState, logf)
+		return key, nil, err
 	}
 	if hasState {
-		return "", nil
+		return "", nil, nil
 	}
 	token, err := readFile(ctx, o.IDTokenFile, o.AuthKeyWait, logf, "is the projected ServiceAccount token mounted?")
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	key, err := federation.MintKey(ctx, nil, federation.Request{
+	if o.ClientID == "" {
+		k, err := federation.BrokerKey(ctx, o.KeyBrokerURL, o.KeyBrokerCA, token)
+		if err != nil {
+			return "", nil, fmt.Errorf("tsinject's key broker (%s, token %s): %w", o.KeyBrokerURL, o.IDTokenFile, err)
+		}
+		if k.Key != "" {
+			logf("obtained a one-off auth key %s from tsinject's key broker (expires %s)", k.ID, k.Expires.Format(time.RFC3339))
+		}
+		return k.Key, k.State, nil
+	}
+	k, err := federation.MintKey(ctx, nil, federation.Request{
 		BaseURL:   o.ControlURL,
 		ClientID:  o.ClientID,
 		IDToken:   token,
@@ -294,26 +297,10 @@ func authKey(ctx context.Context, o Options, hasState bool, logf logger.Logf) (s
 		Preauthorized: true,
 	})
 	if err != nil {
-		return "", fmt.Errorf("workload identity federation (client ID %s, token %s): %w", o.ClientID, o.IDTokenFile, err)
+		return "", nil, fmt.Errorf("workload identity federation (client ID %s, token %s): %w", o.ClientID, o.IDTokenFile, err)
 	}
-	logf("obtained a one-off auth key %s by workload identity federation (tags %s, expires %s)", key.ID, strings.Join(o.Tags, ","), key.Expires.Format(time.RFC3339))
-	return key.Key, nil
-}
-
-// brokerKey asks tsinject's key broker, proving the pod with its token.
-func brokerKey(ctx context.Context, o Options, logf logger.Logf) (federation.KeyResponse, error) {
-	token, err := readFile(ctx, o.IDTokenFile, o.AuthKeyWait, logf, "is the projected ServiceAccount token mounted?")
-	if err != nil {
-		return federation.KeyResponse{}, err
-	}
-	key, err := federation.BrokerKey(ctx, o.KeyBrokerURL, o.KeyBrokerCA, token)
-	if err != nil {
-		return federation.KeyResponse{}, fmt.Errorf("tsinject's key broker (%s, token %s): %w", o.KeyBrokerURL, o.IDTokenFile, err)
-	}
-	if key.Key != "" {
-		logf("obtained a one-off auth key %s from tsinject's key broker (expires %s)", key.ID, key.Expires.Format(time.RFC3339))
-	}
-	return key, nil
+	logf("obtained a one-off auth key %s by workload identity federation (tags %s, expires %s)", k.ID, strings.Join(o.Tags, ","), k.Expires.Format(time.RFC3339))
+	return k.Key, nil, nil
 }
 
 // loadState puts a registered node's state where the node will read it.
