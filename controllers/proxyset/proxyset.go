@@ -244,6 +244,8 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 					ReadinessProbe: probe("/readyz"),
 					LivenessProbe:  probe("/healthz"),
 					Resources:      res,
+					// A proxy that cannot join says why in its status.
+					TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 					SecurityContext: &corev1.SecurityContext{
 						AllowPrivilegeEscalation: ptr(false), ReadOnlyRootFilesystem: ptr(true),
 						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},

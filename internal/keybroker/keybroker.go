@@ -151,8 +151,12 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		requestsMetric().WithLabelValues(result(status)).Inc()
 		b.Log.Info("key refused", "pod", podName(pod), "status", status, "reason", err.Error())
-		if pod != nil && b.Events != nil {
+		switch {
+		case pod == nil || b.Events == nil:
+		case ref != nil:
 			b.Events.Eventf(pod, nil, corev1.EventTypeWarning, "TailnetKeyRefused", "MintKey", "tsinject's key broker refused this pod a tailnet key: %v", err)
+		default: // the tailnet's API or control server failed or refused
+			b.Events.Eventf(pod, nil, corev1.EventTypeWarning, "TailnetKeyFailed", "MintKey", "tsinject's key broker could not obtain a tailnet key for this pod: %v", err)
 		}
 		writeJSON(w, status, map[string]string{"message": err.Error()})
 		return

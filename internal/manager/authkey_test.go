@@ -3,13 +3,17 @@ package manager_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tsinject/tsinject/controllers/expiry"
 
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
@@ -186,4 +190,49 @@ func TestFederationDistributesNoKey(t *testing.T) {
 	if len(list.Items) != 0 {
 		t.Errorf("team-a holds %d Secrets, want none", len(list.Items))
 	}
+}
+
+// The manager warns before the auth key it holds expires: the admin
+// records the expiry on the Secret; the manager exports it and leaves a
+// Warning Event on the Secret, and says so when the annotation is wrong.
+func TestCredentialExpiryWarns(t *testing.T) {
+	e := start(t, func(o *manager.Options) { o.RegisterNodes = true })
+	ctx := context.Background()
+	expires := time.Now().Add(72 * time.Hour).UTC().Truncate(time.Second)
+	src := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-authkey",
+			Annotations: map[string]string{expiry.Annotation: expires.Format(time.RFC3339)}},
+		Data: map[string][]byte{"authkey": []byte("tskey-auth-one")},
+	}
+	if err := e.cl.Create(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(e.c.Config)
+	event := func(reason, text string) func() error {
+		return func() error {
+			list, err := cs.EventsV1().Events("tsinject-system").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return err
+			}
+			for _, ev := range list.Items {
+				if ev.Regarding.Kind == "Secret" && ev.Regarding.Name == src.Name && ev.Reason == reason && ev.Type == corev1.EventTypeWarning {
+					if !strings.Contains(ev.Note, text) {
+						return fmt.Errorf("%s Event %q does not say %q", reason, ev.Note, text)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("no %s Event on Secret %s", reason, src.Name)
+		}
+	}
+	waitFor(t, 30*time.Second, event(expiry.ReasonExpiresSoon, "expires in 3 days"))
+	if got := gauge(t, "tsinject_credential_expiry_timestamp_seconds", "secret", "tsinject-system/tsinject-authkey"); got != float64(expires.Unix()) {
+		t.Errorf("tsinject_credential_expiry_timestamp_seconds = %v, want %d", got, expires.Unix())
+	}
+
+	src.Annotations[expiry.Annotation] = "in three days"
+	if err := e.cl.Update(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, event(expiry.ReasonInvalid, `annotation tsinject.dev/expires: "in three days" is not a time`))
 }

@@ -2,6 +2,7 @@ package manager_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -207,6 +208,35 @@ func TestKeyBroker(t *testing.T) {
 	if last == nil || !strings.Contains(last.Error(), fmt.Sprint(http.StatusTooManyRequests)) {
 		t.Errorf("key %d for one pod: %v, want HTTP 429", keybroker.MaxKeysPerPod+1, last)
 	}
+
+	// The API refuses the manager (here: the OAuth client's secret was
+	// revoked): the pod is told so with the API's message.
+	if err := e.cl.Update(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-oauth"},
+		Data:       map[string][]byte{"client_id": []byte("oauth-id"), "client_secret": []byte("revoked")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	late := create(pod("shop", "app-1"))
+	errBefore := counter(t, "tsinject_key_broker_requests_total", "result", keybroker.ResultError)
+	if _, err := federation.BrokerKey(ctx, brokerURL, ca, token(late, contract.KeyBrokerAudience)); err == nil || !strings.Contains(err.Error(), "unknown OAuth client") {
+		t.Errorf("key with a revoked OAuth client: %v, want the API's refusal", err)
+	}
+	if v := counter(t, "tsinject_key_broker_requests_total", "result", keybroker.ResultError); v != errBefore+1 {
+		t.Errorf("tsinject_key_broker_requests_total{result=error} = %v, want %v", v, errBefore+1)
+	}
+	waitFor(t, 30*time.Second, func() error {
+		list, err := cs.EventsV1().Events("shop").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Regarding.Name == "app-1" && ev.Reason == "TailnetKeyFailed" && strings.Contains(ev.Note, "unknown OAuth client") {
+				return nil
+			}
+		}
+		return errors.New("no TailnetKeyFailed Event with the API's message on pod app-1")
+	})
 }
 
 // Registration mode, for control servers with static keys only: the

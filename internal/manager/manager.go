@@ -47,6 +47,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/apiproxy"
 	"github.com/tsinject/tsinject/controllers/authkey"
 	"github.com/tsinject/tsinject/controllers/connector"
+	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/webhook"
@@ -208,6 +209,19 @@ func (o *Options) proxyCredentials(caBundle func() []byte) proxyset.Credentials 
 		return proxyset.Credentials{KeyBrokerURL: o.keyBrokerURL(), KeyBrokerCA: caBundle}
 	}
 	return proxyset.Credentials{AuthSecret: o.AuthSecret, AuthKey: o.AuthKey}
+}
+
+// heldCredentials are the Secrets holding a tailnet credential the
+// manager uses (none with federation), whose expiry it watches.
+func (o *Options) heldCredentials() []types.NamespacedName {
+	switch {
+	case o.Injector.Federation != nil:
+		return nil
+	case o.OAuthSecret != "":
+		return []types.NamespacedName{{Namespace: o.Namespace, Name: o.OAuthSecret}}
+	default:
+		return []types.NamespacedName{{Namespace: o.Namespace, Name: o.AuthSecret}}
+	}
 }
 
 // DefaultOptions are the flags' defaults.
@@ -476,6 +490,15 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			Key:             o.AuthKey,
 			SystemNamespace: o.Namespace,
 			Log:             log.WithName("auth-key"),
+		}).SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
+	}
+
+	if held := o.heldCredentials(); len(held) > 0 {
+		if err := (&expiry.Reconciler{
+			Client: mgr.GetClient(), Events: mgr.GetEventRecorder("tsinject-credentials"), Secrets: held,
+			Log: log.WithName("credential-expiry"),
 		}).SetupWithManager(mgr); err != nil {
 			return nil, err
 		}

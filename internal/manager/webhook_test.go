@@ -273,6 +273,26 @@ func counter(t *testing.T, name, label, value string) float64 {
 	return 0
 }
 
+// gauge is the value of a gauge series in the manager's registry (0 if
+// there is none).
+func gauge(t *testing.T, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if mf.GetName() == name && lp.GetName() == label && lp.GetValue() == value {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 // waitFor polls f until it succeeds or the deadline passes.
 func waitFor(t *testing.T, d time.Duration, f func() error) {
 	t.Helper()

@@ -4,12 +4,15 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/test/tsapi"
@@ -58,4 +61,54 @@ func TestFederatedCredentials(t *testing.T) {
 		}
 	}
 	figure(t, "sidecar joined with a key minted for pod %s alone (tags %v, expiring in %s); no Secret in the namespace", pod.Name, m.Tags, m.Expiry)
+}
+
+// A pod whose credential is refused does not fail silently: its sidecar
+// stops with the control server's reason, which the kubelet keeps as the
+// container's termination message (`kubectl describe pod` shows it), and
+// the app never starts. Here the namespace's tags are beyond what the
+// tailnet's federated identity may create keys for.
+func TestRefusedCredentialIsExplained(t *testing.T) {
+	ns := namespace(t, "refused-credential")
+	ctx := testCtx(t, stepDeadline)
+	patch := `{"metadata":{"annotations":{"tsinject.dev/default-tags":"tag:payments"}}}`
+	if _, err := env.node.Client.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, ns, appPod("app", map[string]string{"egress": "8080=db:80"}, fetch("http://127.0.0.1:8080/")))
+
+	const want = `may not create keys with tag "tag:payments"`
+	var msg string
+	pod, _ := waitPod(t, ns, "app", "explained its sidecar's failure", func(p *corev1.Pod) (bool, error) {
+		for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+			if cs.Name != contract.SidecarContainer {
+				continue
+			}
+			for _, term := range []*corev1.ContainerStateTerminated{cs.State.Terminated, cs.LastTerminationState.Terminated} {
+				if term != nil && term.Message != "" {
+					msg = term.Message
+					if !strings.Contains(msg, want) {
+						return false, fmt.Errorf("sidecar's termination message %q does not give the control server's reason (%s)", msg, want)
+					}
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == "app" && (cs.State.Running != nil || cs.State.Terminated != nil) {
+			t.Errorf("the app started although its sidecar never joined: %+v", cs.State)
+		}
+	}
+	for _, m := range env.api.Mints() {
+		if m.PodUID == string(pod.UID) {
+			t.Errorf("a key was minted for the refused pod: %+v", m)
+		}
+	}
+	last := msg
+	if i := strings.LastIndex(strings.TrimSpace(msg), "\n"); i >= 0 {
+		last = strings.TrimSpace(msg)[i+1:]
+	}
+	figure(t, "the refused sidecar's termination message ends: %s", last)
 }
