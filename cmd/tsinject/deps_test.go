@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -32,6 +33,28 @@ func TestControlPlaneLinksNoTestRig(t *testing.T) {
 			if d == b || strings.HasPrefix(d, b+"/") || (strings.HasSuffix(b, "/") && strings.HasPrefix(d, b)) {
 				t.Errorf("tsinject links %s", d)
 			}
+		}
+	}
+}
+
+// docs/architecture.md has a line for every package, product and rig.
+func TestArchitectureNamesEveryPackage(t *testing.T) {
+	out, err := exec.Command("go", "list", "-tags", "e2e", "-f", "{{.ImportPath}}", "../../...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	doc, err := os.ReadFile("../../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgs := strings.Fields(string(out))
+	if len(pkgs) < 30 {
+		t.Fatalf("go list found only %d packages", len(pkgs))
+	}
+	for _, p := range pkgs {
+		rel := strings.TrimPrefix(p, "github.com/tsinject/tsinject/")
+		if !strings.Contains(string(doc), "`"+rel+"`") {
+			t.Errorf("docs/architecture.md does not name package `%s`", rel)
 		}
 	}
 }
