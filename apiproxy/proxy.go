@@ -23,6 +23,7 @@ import (
 	"tailscale.com/client/tailscale/apitype"
 	"tailscale.com/types/logger"
 
+	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/copybuf"
 	"github.com/tsinject/tsinject/internal/tsnode"
@@ -317,6 +318,18 @@ type Config struct {
 	// TokenFile and CAFile are the proxy's service account credentials.
 	TokenFile, CAFile string
 	HealthAddr        string
+}
+
+// Settings is `tsinject-proxy apiserver`'s table of flags and TSINJECT_*
+// variables (the controller sets the variables); the upstream and the
+// service account files are the command's own flags.
+func (cfg *Config) Settings() []cli.Setting {
+	return append(cfg.Node.ProxySettings(&cfg.HealthAddr),
+		cli.Setting{Flag: "mode", Env: contract.EnvAPIProxyMode, Help: "auth (impersonate tailnet callers) or noauth (transport only)", Default: ModeAuth,
+			Set: cli.OneOf(&cfg.Mode, ModeAuth, ModeNoAuth)},
+		cli.Setting{Flag: "tls", Env: contract.EnvAPIProxyTLS, Help: "auto (HTTPS with the tailnet's certificate; fails if the tailnet issues none) or http", Default: TLSAuto,
+			Set: cli.OneOf(&cfg.TLS, TLSAuto, TLSHTTP)},
+	)
 }
 
 // Run serves the proxy on the tailnet until ctx ends.

@@ -24,6 +24,7 @@ import (
 	"tailscale.com/types/nettype"
 	"tailscale.com/wgengine/netstack"
 
+	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/tsnode"
 )
@@ -37,6 +38,18 @@ type Config struct {
 	// them: the cluster's own addresses (see exitDenied).
 	ExitDeny   []netip.Prefix
 	HealthAddr string
+}
+
+// Settings is `tsinject-proxy connector`'s table of flags and TSINJECT_*
+// variables (the controller sets the variables).
+func (cfg *Config) Settings() []cli.Setting {
+	return append(cfg.Node.ProxySettings(&cfg.HealthAddr),
+		cli.Setting{Flag: "routes", Env: contract.EnvRoutes, Help: "comma-separated CIDRs to advertise", Set: func(v string) (err error) {
+			cfg.Routes, err = contract.ParsePrefixes(v)
+			return err
+		}},
+		cli.Setting{Flag: "exit-node", Env: contract.EnvExitNode, Help: "offer this device as an exit node", Default: "false", Set: cli.Bool(&cfg.ExitNode), Switch: true},
+	)
 }
 
 // Run runs the connector until ctx ends.

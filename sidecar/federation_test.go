@@ -21,6 +21,7 @@ import (
 
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/federation"
+	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/sidecar"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
@@ -104,11 +105,11 @@ func TestFederatedSidecarJoins(t *testing.T) {
 	ctx := context.Background()
 	_, tokenFile := s.token(t, "shop", testAudience)
 	_, stop := startSidecar(t, s.tn, func(c *sidecar.Config) {
-		c.AuthKeyFile = filepath.Join(t.TempDir(), "absent")
-		c.ClientID = shopClient
-		c.IDTokenFile = tokenFile
-		c.Tags = []string{"tag:shop"}
-		c.PodName, c.PodNamespace = "app-0", "shop"
+		c.Node.AuthKeyFile = filepath.Join(t.TempDir(), "absent")
+		c.Node.ClientID = shopClient
+		c.Node.IDTokenFile = tokenFile
+		c.Node.Tags = []string{"tag:shop"}
+		c.Node.PodName, c.PodNamespace = "app-0", "shop"
 	})
 	defer stop()
 
@@ -190,10 +191,9 @@ func TestFederationRefuses(t *testing.T) {
 	// The sidecar surfaces the control server's refusal and does not start.
 	_, tokenFile := s.token(t, "other", testAudience)
 	cfg := &sidecar.Config{
-		ControlURL: s.tn.ControlURL(), ClientID: shopClient, IDTokenFile: tokenFile, Tags: []string{"tag:shop"},
-		Hostname: "{namespace}-{name}", State: contract.StateEphemeral, StateDir: t.TempDir(),
-		EgressMode: contract.EgressExplicit, HealthAddr: addr(freePort(t)), AuthKeyWait: time.Second,
-		PodName: "app-0", PodNamespace: "other",
+		Node: tsnode.Options{ControlURL: s.tn.ControlURL(), ClientID: shopClient, IDTokenFile: tokenFile, Tags: []string{"tag:shop"},
+			State: contract.StateEphemeral, Dir: t.TempDir(), AuthKeyWait: time.Second, PodName: "app-0"},
+		Hostname: "{namespace}-{name}", EgressMode: contract.EgressExplicit, HealthAddr: addr(freePort(t)), PodNamespace: "other",
 	}
 	runCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

@@ -41,27 +41,13 @@ type netView struct {
 // StartNode joins the tailnet. It returns once the node is Running; ctx
 // bounds only the joining, the node lives until Close.
 func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error) {
-	if cfg.State == contract.StateSecret && cfg.PodName == "" {
+	o := cfg.Node
+	if o.State == contract.StateSecret && o.PodName == "" {
 		return nil, errors.New("--state=secret needs --pod-name (the downward API sets it in a pod)")
 	}
-	tn, err := tsnode.Start(ctx, tsnode.Options{
-		ControlURL:   cfg.ControlURL,
-		AuthKeyFile:  cfg.AuthKeyFile,
-		AuthKeyWait:  cfg.AuthKeyWait,
-		ClientID:     cfg.ClientID,
-		IDTokenFile:  cfg.IDTokenFile,
-		KeyBrokerURL: cfg.KeyBrokerURL,
-		KeyBrokerCA:  cfg.KeyBrokerCA,
-		Hostname:     cfg.NodeHostname(),
-		Tags:         cfg.Tags,
-		State:        cfg.State,
-		Dir:          cfg.StateDir,
-		Secret:       cfg.SecretName(),
-		KubeRoot:     cfg.KubeRoot,
-		PodName:      cfg.PodName,
-		PodUID:       cfg.PodUID,
-		Verbose:      cfg.Verbose,
-	}, logf)
+	o.Hostname = cfg.NodeHostname()
+	o.Secret = cfg.SecretName()
+	tn, err := tsnode.Start(ctx, o, logf)
 	if err != nil {
 		return nil, err
 	}

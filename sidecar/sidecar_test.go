@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/sidecar"
 	"github.com/tsinject/tsinject/test/tailnet"
 )
@@ -43,18 +44,14 @@ func startSidecar(t *testing.T, tn *tailnet.Tailnet, mut func(*sidecar.Config)) 
 	}
 	os.WriteFile(keyFile, []byte(key+"\n"), 0o600)
 	cfg := &sidecar.Config{
-		ControlURL:    tn.ControlURL(),
-		AuthKeyFile:   keyFile,
+		Node: tsnode.Options{ControlURL: tn.ControlURL(), AuthKeyFile: keyFile, State: contract.StateEphemeral,
+			Dir: filepath.Join(dir, "state"), AuthKeyWait: 5 * time.Second, PodName: "app"},
 		Hostname:      "{namespace}-{name}",
-		State:         contract.StateEphemeral,
-		StateDir:      filepath.Join(dir, "state"),
 		EgressMode:    contract.EgressExplicit,
 		HealthAddr:    addr(freePort(t)),
 		SOCKS5Addr:    addr(freePort(t)),
 		HTTPProxyAddr: addr(freePort(t)),
 		GracePeriod:   2 * time.Second,
-		AuthKeyWait:   5 * time.Second,
-		PodName:       "app",
 		PodNamespace:  "shop",
 	}
 	if mut != nil {

@@ -77,12 +77,12 @@ func TestStateSecretKeepsIdentity(t *testing.T) {
 
 	run := func(withKey bool) string {
 		_, stop := startSidecar(t, tn, func(c *sidecar.Config) {
-			c.State = contract.StateSecret
+			c.Node.State = contract.StateSecret
 			c.StateSecret = contract.DefaultStateSecret
-			c.KubeRoot = root
-			c.PodName, c.PodNamespace = "app-0", ns
+			c.Node.KubeRoot = root
+			c.Node.PodName, c.PodNamespace = "app-0", ns
 			if !withKey {
-				c.AuthKeyFile = filepath.Join(t.TempDir(), "absent")
+				c.Node.AuthKeyFile = filepath.Join(t.TempDir(), "absent")
 			}
 		})
 		defer stop()

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/tsinject/tsinject/apiproxy"
 	"github.com/tsinject/tsinject/internal/cli"
@@ -17,14 +16,13 @@ import (
 
 func apiserverCommand() *cli.Command {
 	var cfg apiproxy.Config
-	var tags, upstream string
+	var upstream string
+	var settings *cli.Settings
 	return &cli.Command{
 		Name:  "apiserver",
 		Short: "serve the Kubernetes API on the tailnet, impersonating tailnet callers (auth) or as transport (noauth)",
 		Flags: func(fs *flag.FlagSet) {
-			nodeFlags(fs, &cfg.Node, &tags)
-			fs.StringVar(&cfg.Mode, "mode", cli.EnvDefault(contract.EnvAPIProxyMode, apiproxy.ModeAuth), "auth or noauth (env "+contract.EnvAPIProxyMode+")")
-			fs.StringVar(&cfg.TLS, "tls", cli.EnvDefault(contract.EnvAPIProxyTLS, "auto"), "auto (HTTPS where the tailnet issues certificates, else HTTP) or http")
+			settings = cli.Bind(fs, cfg.Settings())
 			def := ""
 			if h, p := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT_HTTPS"); h != "" && p != "" {
 				def = "https://" + net.JoinHostPort(h, p)
@@ -33,13 +31,12 @@ func apiserverCommand() *cli.Command {
 			sa := contract.ServiceAccountDir
 			fs.StringVar(&cfg.TokenFile, "token-file", filepath.Join(sa, "token"), "the proxy's service account token")
 			fs.StringVar(&cfg.CAFile, "ca-file", filepath.Join(sa, "ca.crt"), "the API server's CA")
-			fs.StringVar(&cfg.HealthAddr, "health-addr", cli.EnvDefault(contract.EnvHealthAddr, ":"+strconv.Itoa(contract.HealthPort)), "/healthz, /readyz, /metrics")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return cli.ErrUsage
 			}
-			if err := finishNode(&cfg.Node, tags); err != nil {
+			if err := finishNode(settings, &cfg.Node); err != nil {
 				return err
 			}
 			u, err := url.Parse(upstream)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/sidecar"
 	"github.com/tsinject/tsinject/sidecar/netinit"
 )
 
@@ -47,7 +46,7 @@ func initCommand() *cli.Command {
 				}
 				*p.dst = uint16(n)
 			}
-			extra, err := sidecar.ParsePrefixes(routes)
+			extra, err := contract.ParsePrefixes(routes)
 			if err != nil {
 				return fmt.Errorf("--accept-routes: %v", err)
 			}

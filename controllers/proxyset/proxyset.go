@@ -208,8 +208,7 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 	credVolume, credMount, credEnv := s.Credentials.credential()
 	env := append([]corev1.EnvVar{
 		{Name: contract.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
-		{Name: contract.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
-		{Name: contract.EnvState, Value: "secret"},
+		{Name: contract.EnvState, Value: contract.StateSecret},
 		{Name: contract.EnvStateDir, Value: contract.StateDir},
 		// The proxy's Go heap stays under its container's memory limit.
 		{Name: contract.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1")}}},

@@ -135,10 +135,11 @@ const (
 	EgressTransparent = "transparent"
 )
 
-// State modes.
+// State stores of a node (contract.EnvState).
 const (
-	StateEphemeral = "ephemeral"
-	StateSecret    = "secret"
+	StateEphemeral = "ephemeral" // memory; the node is removed when it leaves
+	StateSecret    = "secret"    // a Kubernetes Secret; identity survives restarts
+	StateFiles     = "dir"       // files in the state directory; identity survives container restarts
 )
 
 // Keys a proxy (connector, API proxy) writes into its state Secret to

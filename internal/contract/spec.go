@@ -282,3 +282,17 @@ func parsePort(s string) (uint16, error) {
 func fields(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
 }
+
+// ParsePrefixes parses a comma-separated list of CIDRs (routes, ranges),
+// masking each to its network.
+func ParsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range fields(s) {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR such as 10.96.0.0/12", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}

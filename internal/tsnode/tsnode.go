@@ -28,16 +28,17 @@ import (
 	"tailscale.com/types/logger"
 	"tailscale.com/wgengine/netstack"
 
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/federation"
 	"github.com/tsinject/tsinject/internal/memlimit"
 	"github.com/tsinject/tsinject/internal/tsknobs"
 )
 
-// State stores.
+// State stores, as the contract names them.
 const (
-	StateEphemeral = "ephemeral" // memory; the node is removed when it leaves
-	StateSecret    = "secret"    // a Kubernetes Secret; identity survives restarts
-	StateDir       = "dir"       // files in Dir; identity survives restarts
+	StateEphemeral = contract.StateEphemeral
+	StateSecret    = contract.StateSecret
+	StateDir       = contract.StateFiles
 )
 
 // Options for Start.
