@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/go-logr/logr"
@@ -15,6 +16,7 @@ import (
 	"github.com/tsinject/tsinject/injector/offline"
 	"github.com/tsinject/tsinject/injector/webhook"
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/manager"
 )
 
 // labelFlag collects repeated KEY=VALUE flags.
@@ -32,8 +34,7 @@ func (l labelFlag) Set(s string) error {
 
 func injectCommand() *cli.Command {
 	cfg := injector.DefaultConfig()
-	var file, namespace, tags, images string
-	var native bool
+	var file, namespace, tags, images, native, kubeVersion string
 	var fed federationFlags
 	var broker keyBrokerFlags
 	nsLabels, nsAnnotations := labelFlag{}, labelFlag{}
@@ -53,7 +54,8 @@ func injectCommand() *cli.Command {
 			fs.StringVar(&cfg.SystemNamespace, "system-namespace", cfg.SystemNamespace, "tsinject's namespace (never injected)")
 			fed.bind(fs)
 			broker.bind(fs)
-			fs.BoolVar(&native, "native-sidecar", true, "native sidecar (Kubernetes >= 1.29); false for a regular container with a postStart hook")
+			fs.StringVar(&native, "native-sidecar", manager.NativeAuto, "auto (from --kube-version: >= 1.29), always or never (a regular container with a postStart hook), as the manager's flag")
+			fs.StringVar(&kubeVersion, "kube-version", "", "the target cluster's Kubernetes version, MAJOR.MINOR, for --native-sidecar=auto (default: a current one, with native sidecars)")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
@@ -62,7 +64,10 @@ func injectCommand() *cli.Command {
 			if len(nsLabels) == 0 {
 				nsLabels[injector.LabelInjection] = "enabled"
 			}
-			cfg.NativeSidecar = native
+			var err error
+			if cfg.NativeSidecar, err = offlineNativeSidecar(native, kubeVersion); err != nil {
+				return err
+			}
 			cfg.DefaultTags = splitList(tags)
 			cfg.AllowedProxyImages = splitList(images)
 			cfg.Federation = fed.config()
@@ -87,6 +92,34 @@ func injectCommand() *cli.Command {
 			})
 		},
 	}
+}
+
+// offlineNativeSidecar is --native-sidecar as the manager reads it, with
+// the cluster's version given instead of asked for.
+func offlineNativeSidecar(mode, kubeVersion string) (bool, error) {
+	switch mode {
+	case manager.NativeAlways, "true":
+		return true, nil
+	case manager.NativeNever, "false":
+		return false, nil
+	case manager.NativeAuto:
+		if kubeVersion == "" {
+			return true, nil
+		}
+		major, minor, ok := strings.Cut(strings.TrimPrefix(kubeVersion, "v"), ".")
+		minor, _, _ = strings.Cut(minor, ".")
+		if !ok || !validVersion(major, minor) {
+			return false, fmt.Errorf("--kube-version %q: want MAJOR.MINOR, such as 1.28", kubeVersion)
+		}
+		return manager.SupportsNativeSidecars(major, minor), nil
+	}
+	return false, fmt.Errorf("--native-sidecar %q: allowed: %s, %s, %s", mode, manager.NativeAuto, manager.NativeAlways, manager.NativeNever)
+}
+
+func validVersion(major, minor string) bool {
+	_, err1 := strconv.Atoi(major)
+	_, err2 := strconv.Atoi(minor)
+	return err1 == nil && err2 == nil
 }
 
 func uninjectCommand() *cli.Command {
