@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -62,7 +63,10 @@ type Reconciler struct {
 	// Credentials: what the proxies log in with.
 	Credentials proxyset.Credentials
 	Logout      proxyset.LogoutFunc
-	Log         logr.Logger
+	// Events, if set, records the Ready condition's transitions on the
+	// APIServerProxy (proxyset.RecordReady).
+	Events events.EventRecorder
+	Log    logr.Logger
 }
 
 // SetupWithManager watches APIServerProxies and their objects.
@@ -252,6 +256,7 @@ func (r *Reconciler) updateStatus(ctx context.Context, p *v1alpha1.APIServerProx
 		changed = true
 	}
 	if changed {
+		proxyset.RecordReady(r.Events, p, p.Status.Conditions, cond)
 		p.Status.URLs, p.Status.Devices, p.Status.ObservedGeneration = urls, devices, p.Generation
 		meta.SetStatusCondition(&p.Status.Conditions, cond)
 		if err := r.Client.Status().Update(ctx, p); err != nil {

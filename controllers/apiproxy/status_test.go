@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -28,7 +30,8 @@ func TestStatusFollowsReplicas(t *testing.T) {
 	v1alpha1.AddToScheme(scheme)
 	p := &v1alpha1.APIServerProxy{ObjectMeta: metav1.ObjectMeta{Name: "k8s", Generation: 1}}
 	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(p).WithStatusSubresource(p).Build()
-	r := &Reconciler{Client: cl, Namespace: "tsinject-system", Log: logr.Discard()}
+	rec := events.NewFakeRecorder(8)
+	r := &Reconciler{Client: cl, Namespace: "tsinject-system", Events: rec, Log: logr.Discard()}
 	s := &proxyset.Set{Owner: p, Component: "apiserver-proxy", Namespace: "tsinject-system", Replicas: 1}
 	ctx := context.Background()
 	report := func(ip string) {
@@ -54,10 +57,11 @@ func TestStatusFollowsReplicas(t *testing.T) {
 	}
 	for i, step := range []struct {
 		ip, ready string
+		event     string // on a transition of Ready only
 	}{
-		{"", "False"}, // nothing reported yet
-		{"100.64.0.7", "True"},
-		{"100.64.0.9", "True"}, // same count, new IP
+		{"", "False", "Warning ProxyNotReady 0 of 1 replicas serve on the tailnet"}, // nothing reported yet
+		{"100.64.0.7", "True", "Normal ProxyReady kubectl: tsinject kubeconfig k8s-0.tail.ts.net"},
+		{"100.64.0.9", "True", ""}, // same count, new IP
 	} {
 		if step.ip != "" {
 			report(step.ip)
@@ -74,6 +78,16 @@ func TestStatusFollowsReplicas(t *testing.T) {
 		}
 		if ready != step.ready {
 			t.Errorf("step %d: Ready %q, want %q", i, ready, step.ready)
+		}
+		select {
+		case e := <-rec.Events:
+			if step.event == "" || !strings.HasPrefix(e, step.event) {
+				t.Errorf("step %d: event %q, want %q", i, e, step.event)
+			}
+		default:
+			if step.event != "" {
+				t.Errorf("step %d: no event, want %q", i, step.event)
+			}
 		}
 		if step.ip != "" && (len(st.Devices) != 1 || !slices.Equal(st.Devices[0].TailnetIPs, []string{step.ip})) {
 			t.Errorf("step %d: devices %+v, want one with %s", i, st.Devices, step.ip)

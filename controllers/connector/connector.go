@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -55,7 +56,10 @@ type Reconciler struct {
 	// the cluster. Pod ranges are not: per-node ranges of a large cluster
 	// would fill the proxy's environment, and the admin knows the range.
 	PodCIDRs []string
-	Log      logr.Logger
+	// Events, if set, records the Ready condition's transitions on the
+	// Connector (proxyset.RecordReady).
+	Events events.EventRecorder
+	Log    logr.Logger
 }
 
 // SetupWithManager watches Connectors and the objects of their proxy sets.
@@ -244,6 +248,7 @@ func (r *Reconciler) updateStatus(ctx context.Context, cn *v1alpha1.Connector, s
 		}
 	}
 	before := cn.Status.DeepCopy()
+	proxyset.RecordReady(r.Events, cn, before.Conditions, cond)
 	cn.Status.Devices = devices
 	cn.Status.ObservedGeneration = cn.Generation
 	meta.SetStatusCondition(&cn.Status.Conditions, cond)

@@ -512,6 +512,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 		Credentials: o.proxyCredentials(src.CABundle), Logout: logout,
 		PodCIDRs: prefixStrings(o.PodCIDRs),
+		Events:   mgr.GetEventRecorder("tsinject-connector"),
 		Log:      log.WithName("connector"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -521,7 +522,8 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 		Credentials: o.proxyCredentials(src.CABundle), Logout: logout,
-		Log: log.WithName("apiserverproxy"),
+		Events: mgr.GetEventRecorder("tsinject-apiserverproxy"),
+		Log:    log.WithName("apiserverproxy"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
