@@ -39,7 +39,7 @@ func TestAPIServerProxyController(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tn.Close()
-	e := start(t, func(o *manager.Options) { o.Injector.ControlURL = tn.ControlURL() }, crds()...)
+	e := start(t, func(o *manager.Options) { o.Injector.ControlURL = tn.ControlURL() })
 	ctx := context.Background()
 	const ns = "tsinject-system"
 	p := &v1alpha1.APIServerProxy{ObjectMeta: metav1.ObjectMeta{Name: "k8s"}, Spec: v1alpha1.APIServerProxySpec{TLS: v1alpha1.TLSHTTP}}

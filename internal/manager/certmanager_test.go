@@ -25,7 +25,7 @@ import (
 // controller writes (tls.crt, tls.key, ca.crt) and sets the caBundle as
 // its cainjector does from ca.crt.
 func TestCertManagerMode(t *testing.T) {
-	c := clustertest.Start(t, cluster.Options{})
+	c := clustertest.Start(t, cluster.Options{CRDDirs: crds()})
 	ctx := context.Background()
 	cs := kubernetes.NewForConfigOrDie(c.Config)
 	ns := "tsinject-system"

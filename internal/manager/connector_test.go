@@ -35,7 +35,7 @@ func crds() []string { return []string{filepath.Join(gobuild.Root(), "manifests"
 
 // The API server rejects invalid Connectors with messages that name the field.
 func TestConnectorValidation(t *testing.T) {
-	e := start(t, nil, crds()...)
+	e := start(t, nil)
 	ctx := context.Background()
 	routes := func(rs ...v1alpha1.Route) *v1alpha1.SubnetRouter { return &v1alpha1.SubnetRouter{AdvertiseRoutes: rs} }
 	tests := []struct {
@@ -81,7 +81,7 @@ func TestConnectorLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tn.Close()
-	e := start(t, func(o *manager.Options) { o.Injector.ControlURL = tn.ControlURL() }, crds()...)
+	e := start(t, func(o *manager.Options) { o.Injector.ControlURL = tn.ControlURL() })
 	ctx := context.Background()
 	const ns = "tsinject-system"
 	route := "198.18.20.0/24"
@@ -327,7 +327,7 @@ func ptr[T any](v T) *T { return &v }
 // An exit-node Connector's proxies get the cluster's Service ranges (the
 // API server's ServiceCIDR objects) in their deny list.
 func TestExitNodeDeniesServiceCIDRs(t *testing.T) {
-	e := start(t, nil, crds()...)
+	e := start(t, nil)
 	ctx := context.Background()
 	var cidrs networkingv1.ServiceCIDRList
 	waitFor(t, 30*time.Second, func() error {

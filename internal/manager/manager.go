@@ -23,10 +23,12 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
@@ -209,6 +211,22 @@ func (o *Options) proxyCredentials(caBundle func() []byte) proxyset.Credentials 
 		return proxyset.Credentials{KeyBrokerURL: o.keyBrokerURL(), KeyBrokerCA: caBundle}
 	}
 	return proxyset.Credentials{AuthSecret: o.AuthSecret, AuthKey: o.AuthKey}
+}
+
+// crdsInstalled fails fast when tsinject's CRDs are missing. Otherwise
+// their controllers wait for caches that never sync, and two minutes later
+// the manager stops, taking the webhook down with it.
+func crdsInstalled(mapper meta.RESTMapper) error {
+	for _, kind := range []string{"Connector", "APIServerProxy"} {
+		gk := schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: kind}
+		if _, err := mapper.RESTMapping(gk, v1alpha1.GroupVersion.Version); err != nil {
+			if meta.IsNoMatchError(err) {
+				return fmt.Errorf("tsinject's CRDs are not installed (no %s in %s): apply manifests/base/crd (kustomize and the Helm chart install them)", kind, v1alpha1.GroupVersion)
+			}
+			return fmt.Errorf("looking up %s: %w", gk, err)
+		}
+	}
+	return nil
 }
 
 // heldCredentials are the Secrets holding a tailnet credential the
@@ -418,6 +436,9 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		}},
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := crdsInstalled(mgr.GetRESTMapper()); err != nil {
 		return nil, err
 	}
 	m := &Manager{Manager: mgr, Options: o, Source: src, Metrics: webhook.DefaultMetrics()}

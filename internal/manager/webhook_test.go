@@ -53,7 +53,8 @@ func (w *warnings) take() []string {
 
 func start(t *testing.T, mutate func(*manager.Options), crdDirs ...string) *env {
 	t.Helper()
-	c := clustertest.Start(t, cluster.Options{CRDDirs: crdDirs, Scheme: manager.Scheme()})
+	// tsinject's CRDs always: the manager refuses to start without them.
+	c := clustertest.Start(t, cluster.Options{CRDDirs: append(crds(), crdDirs...), Scheme: manager.Scheme()})
 	o := manager.DefaultOptions()
 	o.Injector = injectortest.Config()
 	o.LeaderElection = false
@@ -310,3 +311,21 @@ func waitFor(t *testing.T, d time.Duration, f func() error) {
 }
 
 func metaTime() metav1.Time { return metav1.Time{} }
+
+// Without tsinject's CRDs the manager stops at once and says what to
+// apply, instead of serving the webhook for two minutes and then stopping
+// when its controllers' caches give up.
+func TestManagerNeedsCRDs(t *testing.T) {
+	c := clustertest.Start(t, cluster.Options{Scheme: manager.Scheme()})
+	o := manager.DefaultOptions()
+	o.Injector = injectortest.Config()
+	o.LeaderElection, o.CopyAuthKey, o.Log = false, true, logr.Discard()
+	l, err := manager.StartLocal(context.Background(), c.Config, o)
+	if err == nil {
+		l.Stop()
+		t.Fatal("the manager started without its CRDs")
+	}
+	if !strings.Contains(err.Error(), "tsinject's CRDs are not installed (no Connector in tsinject.dev/v1alpha1): apply manifests/base/crd") {
+		t.Errorf("error %q does not say which CRD is missing and what to apply", err)
+	}
+}
