@@ -4,42 +4,89 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/gobuild"
 )
 
 // BurstResult is one row: N pods from C clients, with and without
 // injection, measured side by side.
 type BurstResult struct {
 	Pods, Clients int
-	// Seconds to create every pod, per repeat.
-	Unlabelled, Labelled Sample
+	// Seconds to create every pod, per repeat: in a namespace no webhook
+	// selects; one a webhook that changes nothing selects (the API
+	// server's own cost of calling any webhook); one a webhook selects that
+	// answers every pod with the patch tsinject's injector made for the
+	// first (the cost of the injected pod itself: applying the patch,
+	// admitting and storing a bigger pod); and one tsinject injects.
+	Unlabelled, Noop, Fixed, Labelled Sample
 	// CallsPerPod is the API server's count of calls to tsinject's
 	// webhooks per pod created in the labelled namespace.
 	CallsPerPod Sample
-	// WebhookMs is the API server's mean latency of those calls.
-	WebhookMs Sample
+	// WebhookMs is the API server's mean latency of those calls; NoopMs
+	// that of the no-op webhook's.
+	WebhookMs, NoopMs Sample
+	// HeapBefore and HeapAfter are the manager's live heap (MiB, after a
+	// forced collection) before and after the unlabelled arm created its
+	// pods: its caches must not grow with pods it does not own.
+	HeapBefore, HeapAfter Sample
 }
+
+// liveHeapMiB is this process's live heap after a full collection. The
+// manager runs in this process; the clients keep no pods.
+func liveHeapMiB() float64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.HeapAlloc) / (1 << 20)
+}
+
+// Burst namespaces' arms.
+const (
+	armUnlabelled = "unlabelled"
+	armNoop       = "no-op webhook"
+	armFixed      = "fixed-patch webhook"
+	armLabelled   = "labelled"
+)
+
+// The baseline webhooks: the label that selects a namespace for each, and
+// its name in the API server's metrics.
+const (
+	noopLabel        = "bench.tsinject.dev/noop"
+	noopWebhookName  = "noop.bench.tsinject.dev"
+	fixedLabel       = "bench.tsinject.dev/fixed"
+	fixedWebhookName = "fixed.bench.tsinject.dev"
+)
 
 // Burst creates pods that never schedule (no node) from parallel clients
 // against a real API server with the ServiceAccount admission plugin on
 // (as in a real cluster) and tsinject's manager serving the webhook over
 // TLS, in an unlabelled and a labelled namespace, interleaved per repeat.
 func Burst(ctx context.Context, sizes [][2]int, repeats int, log func(string, ...any)) ([]BurstResult, error) {
-	c, err := cluster.Start(ctx, cluster.Options{Scheme: manager.Scheme(), ServiceAccountAdmission: true})
+	c, err := cluster.Start(ctx, cluster.Options{Scheme: manager.Scheme(), ServiceAccountAdmission: true,
+		CRDDirs: []string{filepath.Join(gobuild.Root(), "manifests", "base", "crd")}})
 	if err != nil {
 		return nil, err
 	}
@@ -60,17 +107,27 @@ func Burst(ctx context.Context, sizes [][2]int, repeats int, log func(string, ..
 	if err != nil {
 		return nil, err
 	}
+	stopNoop, err := baselineWebhooks(ctx, cs)
+	if err != nil {
+		return nil, err
+	}
+	defer stopNoop()
 	var out []BurstResult
 	n := 0
 	for _, sz := range sizes {
 		row := BurstResult{Pods: sz[0], Clients: sz[1]}
 		for r := 0; r < repeats; r++ {
-			for _, labelled := range []bool{false, true} {
+			for _, arm := range []string{armUnlabelled, armNoop, armFixed, armLabelled} {
 				n++
 				ns := fmt.Sprintf("burst-%d", n)
 				labels := map[string]string{}
-				if labelled {
+				switch arm {
+				case armLabelled:
 					labels[injector.LabelInjection] = "enabled"
+				case armNoop:
+					labels[noopLabel] = "true"
+				case armFixed:
+					labels[fixedLabel] = "true"
 				}
 				if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil {
 					return nil, err
@@ -79,28 +136,41 @@ func Burst(ctx context.Context, sizes [][2]int, repeats int, log func(string, ..
 				if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
 					return nil, err
 				}
-				calls0, sum0, err := webhookCalls(ctx, cs)
+				before, err := webhookCalls(ctx, cs)
 				if err != nil {
 					return nil, err
 				}
+				heap := liveHeapMiB()
 				took, err := createPods(ctx, cs, ns, sz[0], sz[1])
 				if err != nil {
 					return nil, err
 				}
-				calls1, sum1, err := webhookCalls(ctx, cs)
+				after, err := webhookCalls(ctx, cs)
 				if err != nil {
 					return nil, err
 				}
-				if labelled {
+				ours, noop := after.ours.minus(before.ours), after.noop.minus(before.noop)
+				switch arm {
+				case armLabelled:
 					row.Labelled = append(row.Labelled, took.Seconds())
-					row.CallsPerPod = append(row.CallsPerPod, float64(calls1-calls0)/float64(sz[0]))
-					if calls1 > calls0 {
-						row.WebhookMs = append(row.WebhookMs, (sum1-sum0)/float64(calls1-calls0)*1000)
+					row.CallsPerPod = append(row.CallsPerPod, float64(ours.count)/float64(sz[0]))
+					if ours.count > 0 {
+						row.WebhookMs = append(row.WebhookMs, ours.meanMs())
 					}
-				} else {
+				case armNoop:
+					row.Noop = append(row.Noop, took.Seconds())
+					if noop.count > 0 {
+						row.NoopMs = append(row.NoopMs, noop.meanMs())
+					}
+				case armFixed:
+					row.Fixed = append(row.Fixed, took.Seconds())
+				default:
 					row.Unlabelled = append(row.Unlabelled, took.Seconds())
+					// The manager's pod informer selects on a label
+					// server-side: these pods never reach it.
+					row.HeapBefore, row.HeapAfter = append(row.HeapBefore, heap), append(row.HeapAfter, liveHeapMiB())
 				}
-				log("burst: %d pods, %d clients, labelled=%t: %.2fs, %d webhook calls", sz[0], sz[1], labelled, took.Seconds(), calls1-calls0)
+				log("burst: %d pods, %d clients, %s: %.2fs, %d calls to tsinject, %d to the no-op webhook", sz[0], sz[1], arm, took.Seconds(), ours.count, noop.count)
 				// Deleting the namespace is left to the API server's
 				// background; the pods never run.
 				cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
@@ -146,18 +216,33 @@ func createPods(ctx context.Context, cs kubernetes.Interface, ns string, pods, c
 	return time.Since(start), firstErr
 }
 
-// webhookCalls reads the API server's count and total seconds of calls to
-// tsinject's webhooks.
-func webhookCalls(ctx context.Context, cs kubernetes.Interface) (count int, seconds float64, err error) {
+// calls is the API server's count and total seconds of calls to webhooks.
+type calls struct {
+	count   int
+	seconds float64
+}
+
+func (c calls) minus(o calls) calls { return calls{c.count - o.count, c.seconds - o.seconds} }
+func (c calls) meanMs() float64     { return c.seconds / float64(c.count) * 1000 }
+
+// webhookCalls reads the API server's calls to tsinject's webhooks and to
+// the no-op webhook.
+func webhookCalls(ctx context.Context, cs kubernetes.Interface) (out struct{ ours, noop calls }, err error) {
 	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return 0, 0, err
+		return out, err
 	}
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.Contains(line, `inject.tsinject.dev"`) {
+		var c *calls
+		switch {
+		case strings.Contains(line, `inject.tsinject.dev"`):
+			c = &out.ours
+		case strings.Contains(line, `name="`+noopWebhookName+`"`):
+			c = &out.noop
+		default:
 			continue
 		}
 		v, perr := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
@@ -166,10 +251,76 @@ func webhookCalls(ctx context.Context, cs kubernetes.Interface) (count int, seco
 		}
 		switch {
 		case strings.HasPrefix(line, "apiserver_admission_webhook_admission_duration_seconds_count{"):
-			count += int(v)
+			c.count += int(v)
 		case strings.HasPrefix(line, "apiserver_admission_webhook_admission_duration_seconds_sum{"):
-			seconds += v
+			c.seconds += v
 		}
 	}
-	return count, seconds, sc.Err()
+	return out, sc.Err()
+}
+
+// baselineWebhooks serve, over TLS on this host as tsinject's manager
+// does, the two baselines, registered with tsinject's policies: a
+// webhook that admits every pod unchanged (namespaces labelled
+// noopLabel), and one that answers every pod with the patch tsinject's
+// injector computed for the first it saw (fixedLabel).
+func baselineWebhooks(ctx context.Context, cs kubernetes.Interface) (func(), error) {
+	ca, err := certs.NewCA(time.Now(), time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := certs.Issue(ca, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Now(), time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return nil, err
+	}
+	inject := injectorHandler()
+	var once sync.Once
+	var fixed admission.Response
+	mux := http.NewServeMux()
+	mux.Handle("/noop", &admission.Webhook{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+		return admission.Allowed("")
+	})})
+	mux.Handle("/fixed", &admission.Webhook{Handler: admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+		once.Do(func() { fixed = inject.Handle(ctx, req) })
+		return fixed
+	})})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	base := "https://" + ln.Addr().String()
+	none, ifNeeded, fail := admissionregistrationv1.SideEffectClassNone, admissionregistrationv1.IfNeededReinvocationPolicy, admissionregistrationv1.Fail
+	timeout := int32(10)
+	hook := func(name, path, label string) admissionregistrationv1.MutatingWebhook {
+		url := base + path
+		return admissionregistrationv1.MutatingWebhook{
+			Name:                    name,
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: ca.CertPEM},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{label: "true"}},
+			SideEffects:             &none,
+			ReinvocationPolicy:      &ifNeeded,
+			FailurePolicy:           &fail,
+			TimeoutSeconds:          &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+		}
+	}
+	wh := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench-baselines"},
+		Webhooks:   []admissionregistrationv1.MutatingWebhook{hook(noopWebhookName, "/noop", noopLabel), hook(fixedWebhookName, "/fixed", fixedLabel)},
+	}
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, wh, metav1.CreateOptions{}); err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return func() {
+		cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), wh.Name, metav1.DeleteOptions{})
+		srv.Close()
+	}, nil
 }

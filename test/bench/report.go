@@ -199,11 +199,12 @@ func max1(v int) int {
 }
 
 func (r *Report) writeBurst(p func(string, ...any)) {
-	p("\n## Pod-creation bursts\n\nPods that never schedule, created by parallel clients (client-go, no client-side throttling) against a real kube-apiserver with the ServiceAccount admission plugin on, as in a cluster; tsinject's manager serves the webhook over TLS on the same host. Unlabelled and labelled (injected) namespaces are interleaved per repeat. Calls per pod and the webhook's mean latency are the API server's own figures (`apiserver_admission_webhook_admission_duration_seconds`).\n\n")
-	p("| Pods | Clients | Unlabelled | Labelled | Labelled / unlabelled | Webhook calls per pod | API server's webhook latency (mean) |\n|---|---|---|---|---|---|---|\n")
+	p("\n## Pod-creation bursts\n\nPods that never schedule, created by parallel clients (client-go, no client-side throttling) against a real kube-apiserver with the ServiceAccount admission plugin on, as in a cluster; tsinject's manager serves the webhook over TLS on the same host. Four namespaces per repeat, interleaved: one no webhook selects (unlabelled); one a webhook selects that admits every pod unchanged (the API server's own cost of calling any webhook); one a webhook selects that answers every pod with the patch tsinject's injector made for the first (the cost of the injected pod itself: applying the patch, admitting and storing a pod three times the size); and one tsinject injects (labelled). The two baseline webhooks are served over TLS on the same host and registered with tsinject's policies. Calls per pod and the webhooks' mean latency are the API server's own figures (`apiserver_admission_webhook_admission_duration_seconds`).\n\n")
+	p("| Pods | Clients | Unlabelled | No-op webhook | Fixed-patch webhook | Labelled | Labelled / unlabelled | Labelled / fixed patch | Webhook calls per pod | API server's latency: tsinject / no-op (mean) | Manager's live heap before / after the unlabelled pods |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, b := range r.Burst {
-		p("| %d | %d | %s | %s | %s | %s | %s |\n", b.Pods, b.Clients, pm(b.Unlabelled, " s", 2), pm(b.Labelled, " s", 2),
-			ratio(b.Labelled.Median(), b.Unlabelled.Median()), pm(b.CallsPerPod, "", 2), pm(b.WebhookMs, " ms", 2))
+		p("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |\n", b.Pods, b.Clients, pm(b.Unlabelled, " s", 2), pm(b.Noop, " s", 2), pm(b.Fixed, " s", 2), pm(b.Labelled, " s", 2),
+			ratio(b.Labelled.Median(), b.Unlabelled.Median()), ratio(b.Labelled.Median(), b.Fixed.Median()),
+			pm(b.CallsPerPod, "", 2), pm(b.WebhookMs, " ms", 2), pm(b.NoopMs, " ms", 2), pm(b.HeapBefore, " MiB", 1), pm(b.HeapAfter, " MiB", 1))
 	}
 }
 

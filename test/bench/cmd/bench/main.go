@@ -82,7 +82,7 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 	}
 	if want("burst") {
 		step("pod-creation bursts: labelled vs unlabelled namespace")
-		if r.Burst, err = bench.Burst(ctx, [][2]int{{1000, 8}, {1000, 32}}, repeats, step); err != nil {
+		if r.Burst, err = bench.Burst(ctx, [][2]int{{1000, 8}, {1000, 32}, {10000, 8}}, repeats, step); err != nil {
 			r.Errors = append(r.Errors, "pod-creation bursts: "+err.Error())
 		}
 	}
