@@ -359,6 +359,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		WhoIs: func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) { return n.LC.WhoIs(ctx, addr) }}
 	reg := prometheus.NewRegistry()
 	h.Register(reg)
+	reg.MustRegister(tsnode.NewPeerCollector(n))
 
 	st, err := n.LC.StatusWithoutPeers(ctx)
 	if err != nil {

@@ -10,13 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"tailscale.com/ipn"
 	"tailscale.com/net/tsaddr"
 	"tailscale.com/tsnet"
@@ -63,7 +64,8 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		}
 	}
 	c := &connector{cfg: cfg, logf: logf}
-	health, err := tsnode.ServeHealth(cfg.HealthAddr, c.readyz, http.HandlerFunc(c.metrics))
+	reg := c.registry()
+	health, err := tsnode.ServeHealth(cfg.HealthAddr, c.readyz, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if err != nil {
 		return err
 	}
@@ -79,6 +81,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		return err
 	}
 	c.node = n
+	reg.MustRegister(tsnode.NewPeerCollector(n))
 	advertise := slices.Clone(cfg.Routes)
 	if cfg.ExitNode {
 		advertise = append(advertise, tsaddr.AllIPv4(), tsaddr.AllIPv6())
@@ -222,8 +225,18 @@ func (c *connector) readyz(ctx context.Context) error {
 	return c.node.Ready(ctx)
 }
 
-func (c *connector) metrics(w http.ResponseWriter, _ *http.Request) {
-	fmt.Fprintf(w, "# TYPE tsinject_connector_flows_total counter\ntsinject_connector_flows_total{proto=\"tcp\"} %d\ntsinject_connector_flows_total{proto=\"udp\"} %d\n",
-		c.flows.tcp.Load(), c.flows.udp.Load())
-	fmt.Fprintf(w, "# HELP tsinject_connector_exit_denied_total Exit-node flows refused because their destination is the cluster's own or link-local.\n# TYPE tsinject_connector_exit_denied_total counter\ntsinject_connector_exit_denied_total %d\n", c.flows.denied.Load())
+// registry holds the connector's metrics; the peers' paths join once the
+// node is up.
+func (c *connector) registry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	for proto, n := range map[string]*atomic.Int64{"tcp": &c.flows.tcp, "udp": &c.flows.udp} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tsinject_connector_flows_total", Help: "Flows forwarded to advertised routes or through the exit node, by protocol.",
+			ConstLabels: prometheus.Labels{"proto": proto},
+		}, func() float64 { return float64(n.Load()) }))
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tsinject_connector_exit_denied_total", Help: "Exit-node flows refused because their destination is the cluster's own or link-local.",
+	}, func() float64 { return float64(c.flows.denied.Load()) }))
+	return reg
 }

@@ -233,9 +233,21 @@ func TestSubnetRouterTCPAndUDP(t *testing.T) {
 	stop, nodeKey, metrics := runConnector(t, tn, "subnet", []netip.Prefix{route}, false)
 	defer stop()
 	tn.ApproveRoutes(nodeKey(), route)
-	reach(t, ctx, client(t, ctx, tn), host)
+	laptop := client(t, ctx, tn)
+	reach(t, ctx, laptop, host)
 	if tcpFlows(t, metrics) == 0 {
 		t.Errorf("the connector forwarded no TCP flow: the traffic went around it")
+	}
+	// The connector reports how it reaches the client: directly, once the
+	// two nodes on this host have found each other.
+	want := `tsinject_peer_path{path="direct",peer="` + laptop.FQDN + `"} 1`
+	deadline := time.Now().Add(90 * time.Second)
+	for !strings.Contains(scrape(t, metrics), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the connector's metrics never showed %s:\n%s", want, scrape(t, metrics))
+		}
+		tcpAndUDP(ctx, laptop, host)
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
@@ -325,7 +337,7 @@ func TestExitNode(t *testing.T) {
 }
 
 // metricValue reads one sample (name with its labels) from the metrics.
-func metricValue(t *testing.T, metricsURL, name string) int {
+func scrape(t *testing.T, metricsURL string) string {
 	t.Helper()
 	res, err := http.Get(metricsURL)
 	if err != nil {
@@ -333,7 +345,12 @@ func metricValue(t *testing.T, metricsURL, name string) int {
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
-	for _, line := range strings.Split(string(b), "\n") {
+	return string(b)
+}
+
+func metricValue(t *testing.T, metricsURL, name string) int {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, metricsURL), "\n") {
 		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
 			var n int
 			fmt.Sscan(f[1], &n)

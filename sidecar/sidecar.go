@@ -60,6 +60,7 @@ func Run(ctx context.Context, cfg *Config, logf logger.Logf) error {
 		return err
 	}
 	s.node = node
+	s.metrics.Registry.MustRegister(tsnode.NewPeerCollector(node.Node))
 	s.dialer = &Dialer{node: node, metrics: s.metrics, logf: logf, tracker: s.tracker}
 	if err := s.listen(nodeCtx); err != nil {
 		node.Close(context.Background())

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/net/proxy"
+	"tailscale.com/envknob"
 
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/tsnode"
@@ -215,6 +216,44 @@ func TestExplicitEgressAndExpose(t *testing.T) {
 			t.Errorf("refusals not counted")
 		}
 	})
+	t.Run("peer paths", func(t *testing.T) {
+		// Two nodes on one host find a direct path; until they do, the
+		// traffic is relayed. Keep talking while waiting.
+		waitMetrics(t, cfg.HealthAddr, func() { get(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", fwd)) },
+			`tsinject_peer_path{path="direct",peer="`+web.FQDN+`"} 1`, `tsinject_peer_rtt_seconds{path="direct",peer="`+web.FQDN+`"} `)
+	})
+}
+
+// waitMetrics polls /metrics, calling traffic before each poll, until the
+// body holds every wanted line prefix.
+func waitMetrics(t *testing.T, healthAddr string, traffic func(), want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	var body string
+	for {
+		traffic()
+		body, _ = get(http.DefaultClient, "http://"+healthAddr+"/metrics")
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			var peers []string
+			for _, l := range strings.Split(body, "\n") {
+				if strings.HasPrefix(l, "tsinject_peer") {
+					peers = append(peers, l)
+				}
+			}
+			t.Fatalf("metrics never showed %q; peer lines: %q", missing, peers)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // An established egress connection survives a control server restart and
@@ -327,5 +366,40 @@ func TestSurvivesControlRestart(t *testing.T) {
 			t.Fatalf("a node that joined after the restart is unreachable: %q, %v", body, err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Where the nodes cannot reach each other directly, the path reported is
+// DERP's, with the round trip through it.
+func TestPeerPathRelayed(t *testing.T) {
+	envknob.Setenv("TS_DEBUG_ALWAYS_USE_DERP", "true") // every node of this process
+	t.Cleanup(func() { envknob.Setenv("TS_DEBUG_ALWAYS_USE_DERP", "") })
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	web, err := tn.NewNode(ctx, "web", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	ln, err := web.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from web") }))
+	fwd := uint16(freePort(t))
+	cfg, stop := startSidecar(t, tn, func(c *sidecar.Config) {
+		c.Egress = []contract.EgressTarget{{LocalPort: fwd, Host: "web", Port: 80}}
+	})
+	defer stop()
+	waitMetrics(t, cfg.HealthAddr, func() { get(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", fwd)) },
+		`tsinject_peer_path{path="derp",peer="`+web.FQDN+`"} 1`, `tsinject_peer_rtt_seconds{path="derp",peer="`+web.FQDN+`"} `)
+	body, _ := get(http.DefaultClient, "http://"+cfg.HealthAddr+"/metrics")
+	if strings.Contains(body, `tsinject_peer_path{path="direct"`) {
+		t.Errorf("a direct path reported although every node must use DERP:\n%s", body)
 	}
 }
