@@ -41,6 +41,10 @@ var NamespacePolicies = []AnnotationDoc{
 	{AnnotationAllowedHostnames, "comma-separated patterns (* ? [..]) with {namespace}", DefaultAllowedHostname, "what a pod's hostname may be"},
 }
 
+// PolicyProblems says what is wrong with a namespace's policy
+// annotations (nothing if they parse); pods there are denied meanwhile.
+func PolicyProblems(ns Namespace) []string { return policyOf(ns, &Config{}).errs }
+
 // nsPolicy is a namespace's policy, parsed.
 type nsPolicy struct {
 	defaultTags, allowedTags []string

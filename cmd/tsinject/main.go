@@ -18,6 +18,7 @@ func commands() []*cli.Command {
 		uninjectCommand(),
 		kubeconfigCommand(),
 		policyCommand(),
+		checkCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

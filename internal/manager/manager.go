@@ -470,6 +470,9 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Metrics:    m.Metrics,
 		Log:        log.WithName("inject"),
 	}
+	if err := mgr.Add(&configVersionPublisher{client: mgr.GetClient(), webhook: o.WebhookConfigName, version: handler.ConfigVersion, log: log.WithName("config-version")}); err != nil {
+		return nil, err
+	}
 	mgr.GetWebhookServer().Register(webhook.Path, m.closeWhileDraining(&admission.Webhook{
 		Handler:      handler,
 		RecoverPanic: ptr(true),

@@ -1,0 +1,360 @@
+// Package check is `tsinject check`: it inspects an installation through
+// the API server, as its operator's kubeconfig sees it, and says for each
+// part whether it works and, if not, what to do. It changes nothing but
+// sends a server-side dry-run pod through the webhook.
+package check
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tsinject/tsinject/controllers/expiry"
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/manifests"
+)
+
+// Result is one check's outcome.
+type Result struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+	// Fix says what to do when the check fails (or warns).
+	Fix string `json:"fix,omitempty"`
+	// Warning: it works, but needs attention soon.
+	Warning bool `json:"warning,omitempty"`
+}
+
+// Options name the installation.
+type Options struct {
+	Namespace     string // tsinject's namespace
+	Deployment    string // the manager's Deployment
+	WebhookConfig string // the MutatingWebhookConfiguration
+	CertSecret    string // the webhook's serving certificate
+	// Proxies adds the injected pods: sidecars that are not ready, and
+	// sidecars injected with another configuration than the one served.
+	Proxies bool
+	// ConfigVersionAnnotation on the webhook configuration is the
+	// version the manager serves (manager.AnnotationConfigVersion).
+	ConfigVersionAnnotation string
+	Now                     func() time.Time
+}
+
+// warnWithin is how close an expiry must be to warn.
+const warnWithin = 14 * 24 * time.Hour
+
+// Run runs every check. c needs apiextensions/v1 in its scheme.
+func Run(ctx context.Context, c client.Client, o Options) []Result {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), credential(ctx, c, o), policies(ctx, c)}
+	if o.Proxies {
+		out = append(out, proxies(ctx, c, o)...)
+	}
+	return out
+}
+
+// Failed reports whether any result failed.
+func Failed(rs []Result) bool {
+	return slices.ContainsFunc(rs, func(r Result) bool { return !r.OK })
+}
+
+func pass(name, detail string) Result { return Result{Name: name, OK: true, Detail: detail} }
+func fail(name, detail, fix string) Result {
+	return Result{Name: name, Detail: detail, Fix: fix}
+}
+
+// crds: installed, and as this tsinject ships them.
+func crds(ctx context.Context, c client.Client) Result {
+	const name = "CRDs"
+	entries, err := manifests.FS.ReadDir("base/crd")
+	if err != nil {
+		return fail(name, err.Error(), "")
+	}
+	var names, stale []string
+	for _, e := range entries {
+		raw, err := manifests.FS.ReadFile("base/crd/" + e.Name())
+		if err != nil {
+			return fail(name, err.Error(), "")
+		}
+		var want apiextensionsv1.CustomResourceDefinition
+		if err := yaml.Unmarshal(raw, &want); err != nil {
+			return fail(name, fmt.Sprintf("%s: %v", e.Name(), err), "")
+		}
+		var got apiextensionsv1.CustomResourceDefinition
+		if err := c.Get(ctx, client.ObjectKey{Name: want.Name}, &got); err != nil {
+			if apierrors.IsNotFound(err) {
+				return fail(name, want.Name+" is not installed", "kubectl apply --server-side -f manifests/base/crd/ (the Helm chart and the kustomize base install them)")
+			}
+			return fail(name, err.Error(), "")
+		}
+		names = append(names, want.Name)
+		if !sameSchemas(want, got) {
+			stale = append(stale, want.Name)
+		}
+	}
+	if len(stale) > 0 {
+		return fail(name, strings.Join(stale, ", ")+" differ from this tsinject's", "apply this release's CRDs: kubectl apply --server-side -f manifests/base/crd/ (docs/upgrading.md)")
+	}
+	return pass(name, strings.Join(names, ", ")+" installed, as this release ships them")
+}
+
+func sameSchemas(want, got apiextensionsv1.CustomResourceDefinition) bool {
+	if len(want.Spec.Versions) != len(got.Spec.Versions) {
+		return false
+	}
+	for i, w := range want.Spec.Versions {
+		g := got.Spec.Versions[i]
+		if w.Name != g.Name || w.Served != g.Served || !equality.Semantic.DeepEqual(w.Schema, g.Schema) {
+			return false
+		}
+	}
+	return true
+}
+
+// manager: the Deployment's replicas are ready.
+func manager(ctx context.Context, c client.Client, o Options) Result {
+	const name = "manager"
+	var d appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: o.Deployment}, &d); err != nil {
+		return fail(name, fmt.Sprintf("Deployment %s/%s: %v", o.Namespace, o.Deployment, err), "install tsinject (docs/install.md), or give --namespace")
+	}
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	ready := d.Status.ReadyReplicas
+	detail := fmt.Sprintf("%d of %d replicas ready", ready, want)
+	switch {
+	case ready == 0:
+		return fail(name, detail+": the webhook is down and pods in labelled namespaces are refused", fmt.Sprintf("kubectl -n %s describe deployment %s; kubectl -n %s logs deployment/%s", o.Namespace, o.Deployment, o.Namespace, o.Deployment))
+	case ready < want:
+		r := pass(name, detail)
+		r.Warning, r.Fix = true, fmt.Sprintf("kubectl -n %s describe deployment %s", o.Namespace, o.Deployment)
+		return r
+	}
+	return pass(name, detail)
+}
+
+// webhookCert: the caBundle verifies the serving certificate, which is
+// not about to expire.
+func webhookCert(ctx context.Context, c client.Client, o Options) Result {
+	const name = "webhook certificate"
+	var wh admissionregistrationv1.MutatingWebhookConfiguration
+	if err := c.Get(ctx, client.ObjectKey{Name: o.WebhookConfig}, &wh); err != nil {
+		return fail(name, fmt.Sprintf("MutatingWebhookConfiguration %s: %v", o.WebhookConfig, err), "install tsinject (docs/install.md)")
+	}
+	if len(wh.Webhooks) == 0 || len(wh.Webhooks[0].ClientConfig.CABundle) == 0 {
+		return fail(name, "the webhook configuration has no caBundle", "the manager publishes it when it starts (self mode) or cert-manager's cainjector does: check the manager's logs")
+	}
+	var sec corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: o.CertSecret}, &sec); err != nil {
+		return fail(name, fmt.Sprintf("Secret %s/%s: %v", o.Namespace, o.CertSecret, err), "the manager (self mode) or cert-manager writes it: check their logs")
+	}
+	block, _ := pem.Decode(sec.Data[corev1.TLSCertKey])
+	if block == nil {
+		return fail(name, "the serving certificate Secret holds no PEM certificate", "delete the Secret; the manager (self mode) or cert-manager writes a new one")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return fail(name, err.Error(), "")
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(wh.Webhooks[0].ClientConfig.CABundle)
+	var dnsName string
+	if len(cert.DNSNames) > 0 {
+		dnsName = cert.DNSNames[0]
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: dnsName, CurrentTime: o.Now()}); err != nil {
+		return fail(name, "the caBundle does not verify the serving certificate: "+err.Error(), "self mode repairs it within seconds; cert-manager mode: check the cainjector and the Certificate")
+	}
+	left := cert.NotAfter.Sub(o.Now())
+	detail := fmt.Sprintf("caBundle verifies the serving certificate; it expires %s (in %d days)", cert.NotAfter.UTC().Format(time.DateOnly), int(left.Hours()/24))
+	r := pass(name, detail)
+	if left < warnWithin {
+		r.Warning, r.Fix = true, "it should have been renewed by now: check the manager's (or cert-manager's) logs"
+	}
+	return r
+}
+
+// webhookReachable: a server-side dry-run pod in a labelled namespace
+// comes back injected.
+func webhookReachable(ctx context.Context, c client.Client) Result {
+	const name = "webhook"
+	var list corev1.NamespaceList
+	if err := c.List(ctx, &list, client.MatchingLabels{injector.LabelInjection: "enabled"}); err != nil {
+		return fail(name, err.Error(), "")
+	}
+	if len(list.Items) == 0 {
+		return pass(name, "no namespace is labelled "+injector.LabelInjection+"=enabled, so no dry-run was sent")
+	}
+	ns := list.Items[0].Name
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "tsinject-check-"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "check", Image: "registry.invalid/tsinject-check"}}},
+	}
+	if err := c.Create(ctx, pod, client.DryRunAll); err != nil {
+		return fail(name, fmt.Sprintf("a dry-run pod in namespace %s was refused: %v", ns, err), "kubectl -n tsinject-system logs deployment/tsinject-manager; docs/troubleshooting.md")
+	}
+	for _, ctr := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if ctr.Name == contract.SidecarContainer {
+			return pass(name, fmt.Sprintf("a dry-run pod in namespace %s came back injected", ns))
+		}
+	}
+	return fail(name, fmt.Sprintf("a dry-run pod in namespace %s came back without the %s container", ns, contract.SidecarContainer), "is the MutatingWebhookConfiguration's namespaceSelector as installed? kubectl get mutatingwebhookconfiguration tsinject -o yaml")
+}
+
+// credential: the Secret the manager's mode needs is there and unexpired.
+func credential(ctx context.Context, c client.Client, o Options) Result {
+	const name = "tailnet credential"
+	var d appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: o.Deployment}, &d); err != nil || len(d.Spec.Template.Spec.Containers) == 0 {
+		return fail(name, "cannot read the manager's Deployment to learn its mode", "")
+	}
+	args := d.Spec.Template.Spec.Containers[0].Args
+	flag := func(f string) (string, bool) {
+		for _, a := range args {
+			if v, ok := strings.CutPrefix(a, "--"+f+"="); ok {
+				return v, true
+			}
+			if a == "--"+f {
+				return "true", true
+			}
+		}
+		return "", false
+	}
+	if id, ok := flag("federation-client-id"); ok {
+		return pass(name, "workload identity federation (client ID "+id+"): nothing is stored in the cluster to expire")
+	}
+	secret, keys, mode := "tsinject-authkey", []string{contract.AuthSecretKey}, "auth key"
+	if v, ok := flag("auth-secret"); ok {
+		secret = v
+	}
+	if v, ok := flag("oauth-secret"); ok {
+		secret, keys, mode = v, []string{"client_id", "client_secret"}, "OAuth client"
+	} else if _, reg := flag("register-nodes"); !reg {
+		if _, cp := flag("copy-auth-key"); !cp {
+			return fail(name, "the manager's Deployment names no credential mode", "docs/credentials.md: choose federation, an OAuth client or an auth key")
+		}
+	}
+	var sec corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: secret}, &sec); err != nil {
+		return fail(name, fmt.Sprintf("%s Secret %s/%s: %v", mode, o.Namespace, secret, err), "docs/credentials.md says how to create it")
+	}
+	for _, k := range keys {
+		if len(sec.Data[k]) == 0 {
+			return fail(name, fmt.Sprintf("%s Secret %s/%s has no %q", mode, o.Namespace, secret, k), "docs/credentials.md says how to create it")
+		}
+	}
+	detail := fmt.Sprintf("%s in Secret %s/%s", mode, o.Namespace, secret)
+	v, ok := sec.Annotations[expiry.Annotation]
+	if !ok {
+		return pass(name, detail+" (expiry not recorded: annotate it "+expiry.Annotation+" to be warned)")
+	}
+	at, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return fail(name, fmt.Sprintf("%s: annotation %s %q is not an RFC 3339 time", detail, expiry.Annotation, v), "e.g. 2027-02-28T00:00:00Z")
+	}
+	left := at.Sub(o.Now())
+	switch {
+	case left <= 0:
+		return fail(name, detail+" expired at "+v, "put a new one in the Secret and update "+expiry.Annotation)
+	case left < warnWithin:
+		r := pass(name, fmt.Sprintf("%s expires in %d days (%s)", detail, int(math.Ceil(left.Hours()/24)), v))
+		r.Warning, r.Fix = true, "replace it before then and update "+expiry.Annotation
+		return r
+	}
+	return pass(name, fmt.Sprintf("%s, expires %s", detail, v))
+}
+
+// policies: every namespace's tsinject policy annotations parse.
+func policies(ctx context.Context, c client.Client) Result {
+	const name = "namespace policies"
+	var list corev1.NamespaceList
+	if err := c.List(ctx, &list); err != nil {
+		return fail(name, err.Error(), "")
+	}
+	var problems []string
+	n := 0
+	for _, ns := range list.Items {
+		has := false
+		for k := range ns.Annotations {
+			has = has || strings.HasPrefix(k, injector.AnnotationPrefix)
+		}
+		if !has {
+			continue
+		}
+		n++
+		problems = append(problems, injector.PolicyProblems(injector.Namespace{Name: ns.Name, Labels: ns.Labels, Annotations: ns.Annotations})...)
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return fail(name, strings.Join(problems, "; "), "fix the namespace annotations (docs/injection.md lists the policy); until then pods there are denied")
+	}
+	return pass(name, fmt.Sprintf("%d namespaces set a policy; all parse", n))
+}
+
+// proxies: injected pods whose sidecar is not ready, or was injected with
+// another configuration than the one the manager serves.
+func proxies(ctx context.Context, c client.Client, o Options) []Result {
+	var wh admissionregistrationv1.MutatingWebhookConfiguration
+	served := ""
+	if err := c.Get(ctx, client.ObjectKey{Name: o.WebhookConfig}, &wh); err == nil {
+		served = wh.Annotations[o.ConfigVersionAnnotation]
+	}
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods); err != nil {
+		return []Result{fail("sidecars", err.Error(), "")}
+	}
+	var injected int
+	var unready, lagging []string
+	for _, p := range pods.Items {
+		raw, ok := p.Annotations[injector.AnnotationStatus]
+		if !ok || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		injected++
+		var st injector.Status
+		if json.Unmarshal([]byte(raw), &st) == nil && served != "" && st.Version != served {
+			lagging = append(lagging, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, st.Version))
+		}
+		for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+			if cs.Name == contract.SidecarContainer && !cs.Ready {
+				unready = append(unready, p.Namespace+"/"+p.Name)
+			}
+		}
+	}
+	ready := pass("sidecars ready", fmt.Sprintf("%d injected pods; every sidecar ready", injected))
+	if len(unready) > 0 {
+		ready = fail("sidecars ready", fmt.Sprintf("%d of %d injected pods' sidecars are not ready: %s", len(unready), injected, strings.Join(unready, ", ")),
+			"kubectl describe pod and its tailscale container's log (docs/troubleshooting.md)")
+	}
+	current := pass("sidecar versions", fmt.Sprintf("%d injected pods run the configuration served (%s)", injected, served))
+	switch {
+	case served == "":
+		current = fail("sidecar versions", "the webhook configuration does not record the version the manager serves", "upgrade the manager; it publishes "+o.ConfigVersionAnnotation)
+	case len(lagging) > 0:
+		current = pass("sidecar versions", fmt.Sprintf("%d of %d injected pods were injected with another configuration than the one served (%s): %s", len(lagging), injected, served, strings.Join(lagging, ", ")))
+		current.Warning, current.Fix = true, "recreate them to pick up the current sidecar: kubectl rollout restart their workloads"
+	}
+	return []Result{ready, current}
+}

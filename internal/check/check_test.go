@@ -1,0 +1,121 @@
+package check
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/tsinject/tsinject/certs"
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+var now = time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+
+var opts = Options{Namespace: "tsinject-system", Deployment: "tsinject-manager", WebhookConfig: "tsinject", CertSecret: "tsinject-webhook-tls",
+	ConfigVersionAnnotation: "tsinject.dev/config-version", Now: func() time.Time { return now }}
+
+func deployment(ready int32, args ...string) *appsv1.Deployment {
+	two := int32(2)
+	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-manager"},
+		Spec: appsv1.DeploymentSpec{Replicas: &two, Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Args: args}}}}},
+		Status: appsv1.DeploymentStatus{ReadyReplicas: ready}}
+}
+
+func build(objs ...client.Object) client.Client {
+	s := runtime.NewScheme()
+	clientgoscheme.AddToScheme(s)
+	return fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).Build()
+}
+
+// Each check, its passing and failing states, step by step.
+func TestChecks(t *testing.T) {
+	ctx := context.Background()
+	ca, _ := certs.NewCA(now.Add(-time.Hour), 365*24*time.Hour)
+	otherCA, _ := certs.NewCA(now.Add(-time.Hour), 365*24*time.Hour)
+	serving, _ := certs.Issue(ca, []string{"tsinject-webhook.tsinject-system.svc"}, nil, now.Add(-time.Hour), 10*24*time.Hour)
+	webhookConfig := func(bundle []byte, version string) *admissionregistrationv1.MutatingWebhookConfiguration {
+		return &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "tsinject", Annotations: map[string]string{opts.ConfigVersionAnnotation: version}},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "namespace.inject.tsinject.dev", ClientConfig: admissionregistrationv1.WebhookClientConfig{CABundle: bundle}}}}
+	}
+	certSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-webhook-tls"}, Data: map[string][]byte{corev1.TLSCertKey: serving.CertPEM}}
+	authKey := func(expires string) *corev1.Secret {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-authkey"}, Data: map[string][]byte{contract.AuthSecretKey: []byte("tskey-auth-x")}}
+		if expires != "" {
+			s.Annotations = map[string]string{"tsinject.dev/expires": expires}
+		}
+		return s
+	}
+	status := func(version string) string {
+		b, _ := json.Marshal(injector.Status{Version: version, Sidecar: "native"})
+		return string(b)
+	}
+	injectedPod := func(name, version string, ready bool) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Annotations: map[string]string{injector.AnnotationStatus: status(version)}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, InitContainerStatuses: []corev1.ContainerStatus{{Name: contract.SidecarContainer, Ready: ready}}}}
+	}
+	for _, tc := range []struct {
+		name    string
+		check   func(client.Client) Result
+		objs    []client.Object
+		ok      bool
+		warning bool
+		detail  string // in Detail
+	}{
+		{"manager ready", func(c client.Client) Result { return manager(ctx, c, opts) }, []client.Object{deployment(2)}, true, false, "2 of 2 replicas ready"},
+		{"manager degraded", func(c client.Client) Result { return manager(ctx, c, opts) }, []client.Object{deployment(1)}, true, true, "1 of 2"},
+		{"manager down", func(c client.Client) Result { return manager(ctx, c, opts) }, []client.Object{deployment(0)}, false, false, "the webhook is down"},
+		{"manager missing", func(c client.Client) Result { return manager(ctx, c, opts) }, nil, false, false, "Deployment tsinject-system/tsinject-manager"},
+		{"certificate verified, expiring", func(c client.Client) Result { return webhookCert(ctx, c, opts) }, []client.Object{webhookConfig(ca.CertPEM, ""), certSecret}, true, true, "caBundle verifies the serving certificate; it expires 2027-01-10"},
+		{"certificate from another CA", func(c client.Client) Result { return webhookCert(ctx, c, opts) }, []client.Object{webhookConfig(otherCA.CertPEM, ""), certSecret}, false, false, "the caBundle does not verify the serving certificate"},
+		{"no caBundle", func(c client.Client) Result { return webhookCert(ctx, c, opts) }, []client.Object{webhookConfig(nil, ""), certSecret}, false, false, "no caBundle"},
+		{"federation", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--federation-client-id=kC8Hsk3CNTRL")}, true, false, "workload identity federation (client ID kC8Hsk3CNTRL)"},
+		{"auth key, expiry unknown", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--register-nodes"), authKey("")}, true, false, "expiry not recorded"},
+		{"auth key expiring", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--register-nodes"), authKey("2027-01-05T00:00:00Z")}, true, true, "expires in 4 days"},
+		{"auth key expired", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--copy-auth-key"), authKey("2026-12-01T00:00:00Z")}, false, false, "expired at 2026-12-01T00:00:00Z"},
+		{"auth key Secret missing", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--register-nodes")}, false, false, "auth key Secret tsinject-system/tsinject-authkey"},
+		{"OAuth client incomplete", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--oauth-secret=oauth"),
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "oauth"}, Data: map[string][]byte{"client_id": []byte("x")}}}, false, false, `has no "client_secret"`},
+		{"no mode", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2)}, false, false, "names no credential mode"},
+		{"policies parse", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:shop"}}}}, true, false, "1 namespaces set a policy"},
+		{"bad policy", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationAllowUntagged: "maybe"}}}}, false, false, "namespace shop: annotation tsinject.dev/allow-untagged"},
+		{"CRDs missing", func(c client.Client) Result { return crds(ctx, c) }, nil, false, false, "is not installed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := runtime.NewScheme()
+			clientgoscheme.AddToScheme(s)
+			apiextensionsv1.AddToScheme(s)
+			c := fake.NewClientBuilder().WithScheme(s).WithObjects(tc.objs...).Build()
+			r := tc.check(c)
+			if r.OK != tc.ok || r.Warning != tc.warning || !strings.Contains(r.Detail, tc.detail) {
+				t.Errorf("%+v: want ok=%v warning=%v, detail containing %q", r, tc.ok, tc.warning, tc.detail)
+			}
+			if (!r.OK || r.Warning) && r.Fix == "" && tc.name != "manager missing" {
+				t.Errorf("%s: no fix given", tc.name)
+			}
+		})
+	}
+
+	t.Run("proxies", func(t *testing.T) {
+		c := build(webhookConfig(ca.CertPEM, "v1-aaaa"), injectedPod("a", "v1-aaaa", true), injectedPod("b", "v0-bbbb", true), injectedPod("c", "v1-aaaa", false))
+		rs := proxies(ctx, c, opts)
+		if r := rs[0]; r.OK || !strings.Contains(r.Detail, "1 of 3 injected pods' sidecars are not ready: shop/c") {
+			t.Errorf("sidecars ready: %+v", r)
+		}
+		if r := rs[1]; !r.OK || !r.Warning || !strings.Contains(r.Detail, "shop/b (v0-bbbb)") || strings.Contains(r.Detail, "shop/a") {
+			t.Errorf("sidecar versions: %+v", r)
+		}
+	})
+}
