@@ -3,11 +3,13 @@ package charts_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/gobuild"
@@ -139,7 +142,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 			"--set", "replicas=3", "--set", "metrics.serviceMonitor.enabled=true", "--set", "proxyImage=registry.example/proxy:1",
 			"--set", "allowedProxyImages=registry.example/proxy-debug:*",
 			"--set", "federation.clientID=kC8Hsk3CNTRL", "--set", "federation.audience=https://tailnet.example",
-			"--set", "podCIDRs=198.18.128.0/17"))
+			"--set", "podCIDRs=198.18.128.0/17", "--set", "metrics.podMonitor.enabled=true", "--set", "metrics.dashboard.enabled=true"))
 		for _, bad := range [][]string{nil, {"--set", "federation.clientID=x", "--set", "authKey.enabled=true"}, {"--set", "federation.clientID=x", "--set", "oauth.secretName=y"}} {
 			cmd := exec.Command(helm, append([]string{"template", "tsinject", "charts/tsinject"}, bad...)...)
 			cmd.Dir = gobuild.Root()
@@ -150,7 +153,9 @@ func TestChartMatchesKustomize(t *testing.T) {
 		}
 		for _, want := range []string{"--control-url=https://headscale.example.com", "--native-sidecar=never", "failurePolicy: Ignore",
 			"replicas: 3", "kind: ServiceMonitor", "--proxy-image=registry.example/proxy:1", "--allowed-proxy-images=registry.example/proxy-debug:*",
-			"--federation-client-id=kC8Hsk3CNTRL", "--federation-audience=https://tailnet.example", "--pod-cidrs=198.18.128.0/17"} {
+			"--federation-client-id=kC8Hsk3CNTRL", "--federation-audience=https://tailnet.example", "--pod-cidrs=198.18.128.0/17",
+			"kind: PodMonitor", "name: tsinject-sidecars", "port: " + contract.SidecarHealthPortName, "name: tsinject-proxies", "port: " + contract.ProxyHealthPortName,
+			`grafana_dashboard: "1"`, `"uid": "tsinject"`} {
 			if !strings.Contains(out, want) {
 				t.Errorf("rendered chart lacks %q", want)
 			}
@@ -197,3 +202,46 @@ func certManagerCRDs(t *testing.T) string {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Logf("%s", p); return len(p), nil }
+
+// The dashboard parses, and every metric its queries use is one tsinject
+// exports (a renamed metric would leave a panel silently empty).
+func TestDashboardQueriesExportedMetrics(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(gobuild.Root(), "charts/tsinject/files/dashboards/tsinject.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var src strings.Builder
+	for _, dir := range []string{"injector", "sidecar", "connector", "apiproxy", "controllers", "internal"} {
+		filepath.WalkDir(filepath.Join(gobuild.Root(), dir), func(p string, e os.DirEntry, err error) error {
+			if err == nil && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+				b, _ := os.ReadFile(p)
+				src.Write(b)
+			}
+			return nil
+		})
+	}
+	metric := regexp.MustCompile(`tsinject_[a-z_]+`)
+	n := 0
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range metric.FindAllString(tg.Expr, -1) {
+				n++
+				if !strings.Contains(src.String(), `"`+m+`"`) {
+					t.Errorf("panel %q queries %s, which no product code exports", p.Title, m)
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d metric references in the dashboard", n)
+	}
+}

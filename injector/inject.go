@@ -415,7 +415,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 		Args:            []string{"sidecar"},
 		Env:             env,
 		Ports: []corev1.ContainerPort{
-			{Name: "ts-health", ContainerPort: contract.HealthPort, Protocol: corev1.ProtocolTCP},
+			{Name: contract.SidecarHealthPortName, ContainerPort: contract.HealthPort, Protocol: corev1.ProtocolTCP},
 		},
 		Resources:                o.resources,
 		VolumeMounts:             mounts,

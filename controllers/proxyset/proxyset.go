@@ -239,7 +239,7 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 					Image:          image,
 					Args:           s.Args,
 					Env:            env,
-					Ports:          []corev1.ContainerPort{{Name: "health", ContainerPort: contract.HealthPort}},
+					Ports:          []corev1.ContainerPort{{Name: contract.ProxyHealthPortName, ContainerPort: contract.HealthPort}},
 					ReadinessProbe: probe("/readyz"),
 					LivenessProbe:  probe("/healthz"),
 					Resources:      res,

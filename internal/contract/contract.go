@@ -48,6 +48,14 @@ const (
 // exempts this UID from redirection, so it must differ from the app's.
 const ProxyUID = 41641
 
+// Names of the health port (/metrics too) in pod specs: the sidecar's in
+// injected pods, and the proxy replicas'. Monitoring selects on them (the
+// chart's PodMonitors).
+const (
+	SidecarHealthPortName = "ts-health"
+	ProxyHealthPortName   = "health"
+)
+
 // Ports the sidecar listens on inside the pod (localhost unless noted).
 const (
 	HealthPort    = 9002  // /healthz, /readyz, /metrics (pod IP, for probes)
