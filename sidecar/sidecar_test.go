@@ -119,16 +119,7 @@ func TestExplicitEgressAndExpose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tn.Close()
-	web, err := tn.NewNode(ctx, "web", tailnet.NodeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer web.Close()
-	ln, err := web.Listen("tcp", ":80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from web") }))
+	web := webPeer(t, ctx, tn)
 
 	// The pod's own server, offered on the tailnet.
 	appLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -222,6 +213,22 @@ func TestExplicitEgressAndExpose(t *testing.T) {
 		waitMetrics(t, cfg.HealthAddr, func() { get(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", fwd)) },
 			`tsinject_peer_path{path="direct",peer="`+web.FQDN+`"} 1`, `tsinject_peer_rtt_seconds{path="direct",peer="`+web.FQDN+`"} `)
 	})
+}
+
+// webPeer is a tailnet node "web" answering HTTP on port 80.
+func webPeer(t *testing.T, ctx context.Context, tn *tailnet.Tailnet) *tailnet.Node {
+	t.Helper()
+	web, err := tn.NewNode(ctx, "web", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { web.Close() })
+	ln, err := web.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from web") }))
+	return web
 }
 
 // waitMetrics polls /metrics, calling traffic before each poll, until the
@@ -381,16 +388,7 @@ func TestPeerPathRelayed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tn.Close()
-	web, err := tn.NewNode(ctx, "web", tailnet.NodeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer web.Close()
-	ln, err := web.Listen("tcp", ":80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from web") }))
+	web := webPeer(t, ctx, tn)
 	fwd := uint16(freePort(t))
 	cfg, stop := startSidecar(t, tn, func(c *sidecar.Config) {
 		c.Egress = []contract.EgressTarget{{LocalPort: fwd, Host: "web", Port: 80}}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -249,8 +250,17 @@ func TestWebhookDecisions(t *testing.T) {
 	})
 }
 
-// counter reads a counter from the manager's Prometheus registry.
+// counter and gauge read a series (the first, if label is "") from the
+// manager's Prometheus registry; 0 if there is none.
 func counter(t *testing.T, name, label, value string) float64 {
+	return series(t, name, label, value, func(m *dto.Metric) float64 { return m.GetCounter().GetValue() })
+}
+
+func gauge(t *testing.T, name, label, value string) float64 {
+	return series(t, name, label, value, func(m *dto.Metric) float64 { return m.GetGauge().GetValue() })
+}
+
+func series(t *testing.T, name, label, value string, read func(*dto.Metric) float64) float64 {
 	t.Helper()
 	mfs, err := metrics.Registry.Gather()
 	if err != nil {
@@ -262,31 +272,11 @@ func counter(t *testing.T, name, label, value string) float64 {
 		}
 		for _, m := range mf.GetMetric() {
 			if label == "" {
-				return m.GetCounter().GetValue()
+				return read(m)
 			}
 			for _, lp := range m.GetLabel() {
 				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
-}
-
-// gauge is the value of a gauge series in the manager's registry (0 if
-// there is none).
-func gauge(t *testing.T, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := metrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if mf.GetName() == name && lp.GetName() == label && lp.GetValue() == value {
-					return m.GetGauge().GetValue()
+					return read(m)
 				}
 			}
 		}

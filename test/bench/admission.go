@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -19,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/offline"
 	"github.com/tsinject/tsinject/injector/webhook"
@@ -68,32 +66,16 @@ func injectorHandler() *webhook.Handler {
 // Admission measures AdmissionReviews per second and latency over HTTPS
 // for the injector's handler and a no-op handler in the same server.
 func Admission(ctx context.Context, dur time.Duration, repeats int, conc []int) ([]AdmissionResult, error) {
-	ca, err := certs.NewCA(time.Now(), time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	kp, err := certs.Issue(ca, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Now(), time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
-	if err != nil {
-		return nil, err
-	}
 	mux := http.NewServeMux()
 	mux.Handle("/inject", &admission.Webhook{Handler: injectorHandler()})
 	mux.Handle("/noop", &admission.Webhook{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
 		return admission.Allowed("")
 	})})
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	srv, err := serveTLS(mux)
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
 	defer srv.Close()
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
 	body := reviewBody(typicalPod())
 
 	var out []AdmissionResult
@@ -102,7 +84,7 @@ func Admission(ctx context.Context, dur time.Duration, repeats int, conc []int) 
 		// Alternate the two, so drift in the machine's load hits both alike.
 		for i := 0; i < repeats; i++ {
 			for _, r := range rs {
-				rps, lat, err := load(ctx, "https://"+ln.Addr().String()+"/"+r.Handler, body, pool, c, dur)
+				rps, lat, err := load(ctx, srv.URL+"/"+r.Handler, body, srv.Pool, c, dur)
 				if err != nil {
 					return nil, fmt.Errorf("%s at %d: %w", r.Handler, c, err)
 				}

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"runtime"
@@ -24,7 +22,6 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
@@ -265,22 +262,6 @@ func webhookCalls(ctx context.Context, cs kubernetes.Interface) (out struct{ our
 // noopLabel), and one that answers every pod with the patch tsinject's
 // injector computed for the first it saw (fixedLabel).
 func baselineWebhooks(ctx context.Context, cs kubernetes.Interface) (func(), error) {
-	ca, err := certs.NewCA(time.Now(), time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	kp, err := certs.Issue(ca, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, time.Now(), time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	if err != nil {
-		return nil, err
-	}
 	inject := injectorHandler()
 	var once sync.Once
 	var fixed admission.Response
@@ -292,16 +273,18 @@ func baselineWebhooks(ctx context.Context, cs kubernetes.Interface) (func(), err
 		once.Do(func() { fixed = inject.Handle(ctx, req) })
 		return fixed
 	})})
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	base := "https://" + ln.Addr().String()
+	srv, err := serveTLS(mux)
+	if err != nil {
+		return nil, err
+	}
+	base := srv.URL
 	none, ifNeeded, fail := admissionregistrationv1.SideEffectClassNone, admissionregistrationv1.IfNeededReinvocationPolicy, admissionregistrationv1.Fail
 	timeout := int32(10)
 	hook := func(name, path, label string) admissionregistrationv1.MutatingWebhook {
 		url := base + path
 		return admissionregistrationv1.MutatingWebhook{
 			Name:                    name,
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: ca.CertPEM},
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: srv.CAPEM},
 			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
 			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{label: "true"}},
 			SideEffects:             &none,
