@@ -21,10 +21,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -163,20 +165,36 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 	return apply(ctx, c, sts, owner, s.labels(), func() { s.statefulSet(sts) })
 }
 
+// FieldOwner is the field manager of everything the controllers apply.
+const FieldOwner = client.FieldOwner("tsinject-manager")
+
+// apply server-side applies obj as mutate describes it, with the set's
+// labels and owner: the API server keeps the fields others own (defaults,
+// other controllers' labels and annotations) and writes nothing when
+// nothing changed, where an update of the whole object wrote every time.
 func apply(ctx context.Context, c client.Client, obj client.Object, owner *metav1.OwnerReference, labels map[string]string, mutate func()) error {
-	_, err := controllerutil.CreateOrUpdate(ctx, c, obj, func() error {
-		l := obj.GetLabels()
-		if l == nil {
-			l = map[string]string{}
-		}
-		maps.Copy(l, labels)
-		obj.SetLabels(l)
-		obj.SetOwnerReferences([]metav1.OwnerReference{*owner})
-		mutate()
-		return nil
-	})
+	mutate()
+	l := obj.GetLabels()
+	if l == nil {
+		l = map[string]string{}
+	}
+	maps.Copy(l, labels)
+	obj.SetLabels(l)
+	obj.SetOwnerReferences([]metav1.OwnerReference{*owner})
+	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
 	if err != nil {
-		return fmt.Errorf("%T %s: %w", obj, obj.GetName(), err)
+		return err
+	}
+	obj.GetObjectKind().SetGroupVersionKind(gvk)
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return err
+	}
+	delete(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u, "spec", "template", "metadata", "creationTimestamp")
+	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}), FieldOwner, client.ForceOwnership); err != nil {
+		return fmt.Errorf("%s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
 	return nil
 }
