@@ -87,6 +87,8 @@ type podOptions struct {
 	image        string
 	resources    corev1.ResourceRequirements
 	native       bool
+	// scrape: add the prometheus.io annotations for the sidecar.
+	scrape bool
 }
 
 // problems collects denials (errs) and admission warnings for one pod.

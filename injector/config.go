@@ -42,6 +42,11 @@ type Config struct {
 	DefaultTags []string `json:"defaultTags,omitempty"`
 	// Resources of the sidecar unless annotations override them.
 	Resources corev1.ResourceRequirements `json:"resources"`
+	// PrometheusAnnotations advertises the sidecar's /metrics with the
+	// prometheus.io/scrape, port and path annotations, for Prometheus
+	// set-ups that discover pods by annotation, unless the pod sets
+	// prometheus.io annotations of its own (its app's metrics win).
+	PrometheusAnnotations bool `json:"prometheusAnnotations,omitempty"`
 }
 
 // Federation configures workload identity federation.

@@ -69,6 +69,8 @@ type Status struct {
 	InitContainers []string `json:"initContainers,omitempty"`
 	Containers     []string `json:"containers,omitempty"`
 	Volumes        []string `json:"volumes"`
+	// Annotations lists the pod annotations tsinject added besides this one.
+	Annotations []string `json:"annotations,omitempty"`
 	// ProxyEnv lists the app containers that got proxy variables.
 	ProxyEnv []string `json:"proxyEnv,omitempty"`
 }
@@ -116,6 +118,13 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	if opts.egressMode == contract.EgressTransparent {
 		if clash := proxyUIDClashes(pod); len(clash) > 0 {
 			return Result{Reason: ReasonProxyUIDClash, Warnings: p.warnings, Problems: clash}
+		}
+	}
+	if in.cfg.PrometheusAnnotations {
+		if own := prometheusAnnotations(pod); len(own) > 0 {
+			p.warn("the pod sets %s itself: the sidecar's metrics are not advertised by annotation (scrape its %s port with a PodMonitor)", strings.Join(own, ", "), contract.SidecarHealthPortName)
+		} else {
+			opts.scrape = true
 		}
 	}
 	out := pod.DeepCopy()
@@ -300,11 +309,37 @@ func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
 		}
 	}
 
-	b, _ := json.Marshal(st)
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
+	if o.scrape {
+		for _, a := range scrapeAnnotations {
+			pod.Annotations[a.key] = a.value
+			st.Annotations = append(st.Annotations, a.key)
+		}
+	}
+	b, _ := json.Marshal(st)
 	pod.Annotations[AnnotationStatus] = string(b)
+}
+
+// scrapeAnnotations advertise the sidecar's metrics to Prometheus set-ups
+// that discover pods by annotation (Config.PrometheusAnnotations).
+var scrapeAnnotations = []struct{ key, value string }{
+	{"prometheus.io/scrape", "true"},
+	{"prometheus.io/port", strconv.Itoa(contract.HealthPort)},
+	{"prometheus.io/path", "/metrics"},
+}
+
+// prometheusAnnotations are the pod's own prometheus.io annotations.
+func prometheusAnnotations(pod *corev1.Pod) []string {
+	var out []string
+	for k := range pod.Annotations {
+		if strings.HasPrefix(k, "prometheus.io/") {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // ownVolume reports whether a pod volume is one tsinject adds.

@@ -25,10 +25,21 @@ func UninjectPatch(pod *corev1.Pod) ([]jsonpatch.Operation, error) {
 		return nil, fmt.Errorf("annotation %s is not valid JSON: %w", AnnotationStatus, err)
 	}
 	var ops []jsonpatch.Operation
-	if len(pod.Annotations) == 1 {
+	added := append([]string{AnnotationStatus}, st.Annotations...)
+	left := 0
+	for k := range pod.Annotations {
+		if !slices.Contains(added, k) {
+			left++
+		}
+	}
+	if left == 0 {
 		ops = append(ops, jsonpatch.NewOperation("remove", "/metadata/annotations", nil))
 	} else {
-		ops = append(ops, jsonpatch.NewOperation("remove", "/metadata/annotations/"+escape(AnnotationStatus), nil))
+		for _, k := range added {
+			if _, ok := pod.Annotations[k]; ok {
+				ops = append(ops, jsonpatch.NewOperation("remove", "/metadata/annotations/"+escape(k), nil))
+			}
+		}
 	}
 	var probe corev1.Container
 	addProxyEnv(&probe) // the values Inject sets

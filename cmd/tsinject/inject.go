@@ -50,6 +50,7 @@ func injectCommand() *cli.Command {
 			fs.StringVar(&cfg.ProxyImage, "proxy-image", cfg.ProxyImage, "tsinject-proxy image")
 			fs.StringVar(&cfg.ControlURL, "control-url", "", "tailnet control server URL (default Tailscale's)")
 			fs.StringVar(&tags, "default-tags", "", "comma-separated tags for pods without a tags annotation")
+			fs.BoolVar(&cfg.PrometheusAnnotations, "prometheus-annotations", false, "advertise each sidecar's /metrics with prometheus.io annotations (pods with their own keep theirs)")
 			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&cfg.SystemNamespace, "system-namespace", cfg.SystemNamespace, "tsinject's namespace (never injected)")
 			fed.bind(fs)

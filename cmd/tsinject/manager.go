@@ -46,6 +46,7 @@ func managerCommand() *cli.Command {
 			fs.StringVar(&o.Injector.ProxyImage, "proxy-image", o.Injector.ProxyImage, "tsinject-proxy image for sidecars")
 			fs.StringVar(&o.Injector.ControlURL, "control-url", "", "tailnet control server URL (default Tailscale's; Headscale or any compatible)")
 			fs.StringVar(&tags, "default-tags", "", "comma-separated tags for pods without a tags annotation")
+			fs.BoolVar(&o.Injector.PrometheusAnnotations, "prometheus-annotations", false, "advertise each sidecar's /metrics with prometheus.io annotations (pods with their own keep theirs)")
 			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&o.NativeSidecar, "native-sidecar", o.NativeSidecar, "auto (from the API server version: >= 1.29), always or never")
 			fed.bind(fs)

@@ -38,6 +38,9 @@ var Variants = map[string]func(*injector.Config){
 		c.KeyBroker = &injector.KeyBroker{URL: "https://tsinject-webhook.tsinject-system.svc/v1/key",
 			CA: "-----BEGIN CERTIFICATE-----\nMIIB (the webhook's CA bundle)\n-----END CERTIFICATE-----\n"}
 	},
+	// prometheus: injected pods advertise the sidecar's metrics by
+	// annotation (--prometheus-annotations).
+	"prometheus": func(c *injector.Config) { c.PrometheusAnnotations = true },
 }
 
 // ConfigFor is the configuration a case file's source is injected with,
