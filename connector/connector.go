@@ -214,6 +214,7 @@ func (c *connector) device(ctx context.Context) (map[string]any, error) {
 		contract.DeviceIPs:              ips,
 		contract.DeviceAdvertisedRoutes: adv,
 		contract.DeviceApprovedRoutes:   approved,
+		contract.DevicePeerPaths:        tsnode.PathCounts(st),
 	}, nil
 }
 

@@ -51,4 +51,10 @@ type Device struct {
 	// ApprovedRoutes are the advertised routes the control server accepted.
 	// +optional
 	ApprovedRoutes []string `json:"approvedRoutes,omitempty"`
+	// PeerPaths counts the tailnet peers the device exchanged traffic with
+	// in the last two minutes, by path: direct (UDP between the nodes),
+	// derp (relayed by a DERP server) or peer-relay. Per peer, with round
+	// trips, in the device's metrics (tsinject_peer_path).
+	// +optional
+	PeerPaths map[string]int32 `json:"peerPaths,omitempty"`
 }

@@ -5,6 +5,7 @@ package connector
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -284,7 +285,8 @@ func statusEqual(a, b *v1alpha1.ConnectorStatus) bool {
 	}
 	for i := range a.Devices {
 		x, y := a.Devices[i], b.Devices[i]
-		if x.Hostname != y.Hostname || !slices.Equal(x.TailnetIPs, y.TailnetIPs) || !slices.Equal(x.ApprovedRoutes, y.ApprovedRoutes) || !slices.Equal(x.AdvertisedRoutes, y.AdvertisedRoutes) {
+		if x.Hostname != y.Hostname || !slices.Equal(x.TailnetIPs, y.TailnetIPs) || !slices.Equal(x.ApprovedRoutes, y.ApprovedRoutes) || !slices.Equal(x.AdvertisedRoutes, y.AdvertisedRoutes) ||
+			!maps.Equal(x.PeerPaths, y.PeerPaths) {
 			return false
 		}
 	}

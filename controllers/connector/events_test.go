@@ -38,6 +38,7 @@ func TestReadyTransitionsLeaveEvents(t *testing.T) {
 		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.SecretName(0)}, Data: map[string][]byte{
 			contract.DeviceFQDN: js("edge-connector.tail.ts.net"), contract.DeviceIPs: js([]string{"100.64.0.7"}),
 			contract.DeviceAdvertisedRoutes: js([]string{"198.18.4.0/24"}), contract.DeviceApprovedRoutes: js(approved),
+			contract.DevicePeerPaths: js(map[string]int{"direct": len(approved), "derp": 1}),
 		}}
 		if err := cl.Update(ctx, sec); err != nil {
 			if err := cl.Create(ctx, sec); err != nil {
@@ -65,6 +66,9 @@ func TestReadyTransitionsLeaveEvents(t *testing.T) {
 		}
 		if err := cl.Get(ctx, client.ObjectKeyFromObject(cn), cn); err != nil {
 			t.Fatal(err)
+		}
+		if step.report && (len(cn.Status.Devices) != 1 || cn.Status.Devices[0].PeerPaths["direct"] != int32(len(step.approved)) || cn.Status.Devices[0].PeerPaths["derp"] != 1) {
+			t.Errorf("step %d: devices %+v: want the replica's peer paths (direct %d, derp 1)", i, cn.Status.Devices, len(step.approved))
 		}
 		select {
 		case e := <-rec.Events:

@@ -302,6 +302,7 @@ func Devices(ctx context.Context, c client.Reader, s *Set) ([]v1alpha1.Device, e
 		json.Unmarshal(sec.Data[contract.DeviceIPs], &d.TailnetIPs)
 		json.Unmarshal(sec.Data[contract.DeviceAdvertisedRoutes], &d.AdvertisedRoutes)
 		json.Unmarshal(sec.Data[contract.DeviceApprovedRoutes], &d.ApprovedRoutes)
+		json.Unmarshal(sec.Data[contract.DevicePeerPaths], &d.PeerPaths)
 		sort.Strings(d.AdvertisedRoutes)
 		sort.Strings(d.ApprovedRoutes)
 		out = append(out, d)

@@ -159,4 +159,5 @@ const (
 	DeviceAdvertisedRoutes = "device_advertised_routes" // []string
 	DeviceApprovedRoutes   = "device_approved_routes"   // []string
 	DeviceURL              = "device_url"               // string (API proxy)
+	DevicePeerPaths        = "device_peer_paths"        // map[string]int: peers talked to, by path
 )

@@ -39,6 +39,16 @@ func (n *Node) PeerPaths(ctx context.Context) ([]PeerPath, error) {
 	return peerPaths(st, time.Now()), nil
 }
 
+// PathCounts counts the peers talked to recently by path, from a status
+// the caller already has.
+func PathCounts(st *ipnstate.Status) map[string]int {
+	out := map[string]int{}
+	for _, p := range peerPaths(st, time.Now()) {
+		out[p.Path]++
+	}
+	return out
+}
+
 func peerPaths(st *ipnstate.Status, now time.Time) []PeerPath {
 	var out []PeerPath
 	for _, ps := range st.Peer {

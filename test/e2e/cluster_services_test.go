@@ -122,6 +122,24 @@ spec:
 		t.Fatalf("laptop → ClusterIP through the Connector: %v", err)
 	}
 	figure(t, "2 replicas Ready (routes approved) %.1fs after apply; laptop reached ClusterIP %s", ready.Seconds(), svc.Spec.ClusterIP)
+	// The replica that carried it reports the laptop's path in status.
+	var paths string
+	err = waitFor(ctx, func(ctx context.Context) error {
+		hc.Get(target) // keep the peer active
+		out, err := kubectl(ctx, "get", "connector", "services", "-o", `jsonpath={range .status.devices[*]}{.peerPaths}{"\n"}{end}`)
+		if err != nil {
+			return err
+		}
+		paths = strings.TrimSpace(out)
+		if !strings.Contains(paths, `"direct"`) && !strings.Contains(paths, `"derp"`) {
+			return fmt.Errorf("no replica reports a peer path: %q", paths)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("Connector status: %v", err)
+	}
+	figure(t, "replicas' peer paths in status: %s", strings.ReplaceAll(paths, "\n", "; "))
 
 	if out, err := kubectl(ctx, "delete", "connector", "services", "--wait=true", "--timeout=2m"); err != nil {
 		t.Fatalf("delete: %v: %s", err, out)
