@@ -34,6 +34,8 @@ test: testbins
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
 
 CONTROLLER_GEN := $(GO) tool -modfile=hack/tools/go.mod controller-gen
+# golangci-lint, pinned in its own module (.golangci.yml says what it checks).
+GOLANGCI_LINT  := $(GO) tool -modfile=hack/lint/go.mod golangci-lint
 
 ## generate: deepcopy and CRDs from api/ (controller-gen, pinned in hack/tools).
 generate:
@@ -44,6 +46,7 @@ generate:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
 	@$(GO) mod tidy; \
 	if ! git diff --quiet -- go.mod go.sum; then git diff -- go.mod go.sum; echo "go mod tidy changes go.mod/go.sum"; exit 1; fi
 	@$(MAKE) --no-print-directory generate; \

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -230,7 +231,7 @@ func (h *Handler) allowedHosts() []string {
 func writeStatus(w http.ResponseWriter, code int, reason, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{
+	_ = json.NewEncoder(w).Encode(map[string]any{
 		"kind": "Status", "apiVersion": "v1", "metadata": map[string]any{},
 		"status": "Failure", "message": msg, "reason": reason, "code": code,
 	})
@@ -385,7 +386,11 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		return err
 	}
 	srv := &http.Server{Handler: h, ConnContext: h.ConnContext, ReadHeaderTimeout: 30 * time.Second}
-	go srv.Serve(ln)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logf("API server proxy stopped serving: %v", err)
+		}
+	}()
 
 	u := scheme + "://" + fqdn
 	logf("API server proxy (%s mode) serving %s -> %s", cfg.Mode, u, cfg.Upstream)
@@ -405,6 +410,5 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	<-ctx.Done()
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv.Shutdown(shutdown)
-	return nil
+	return srv.Shutdown(shutdown)
 }

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,7 +154,6 @@ type tracker struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	conns  map[*countedConn]bool
-	closed atomic.Bool
 }
 
 func newTracker() *tracker { return &tracker{conns: map[*countedConn]bool{}} }
@@ -245,10 +243,10 @@ func relay(a, b net.Conn) {
 	cp := func(dst, src net.Conn) {
 		defer wg.Done()
 		buf := copybuf.Get()
-		io.CopyBuffer(dst, src, buf)
+		_, _ = io.CopyBuffer(dst, src, buf) // either side's end or error ends this direction
 		copybuf.Put(buf)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
+			_ = cw.CloseWrite()
 		} else {
 			dst.Close()
 		}

@@ -109,7 +109,7 @@ func exchange(ctx context.Context, network string, ns netip.AddrPort, msg []byte
 	}
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
+		_ = c.SetDeadline(dl) // a failed read reports it
 	}
 	if network == "tcp" {
 		return tcpExchange(c, msg)
@@ -161,7 +161,7 @@ func (d *dnsServer) serveUDP(ctx context.Context, pc net.PacketConn) {
 		q := append([]byte(nil), buf[:n]...)
 		go func() {
 			if resp, err := d.answer(ctx, "udp", q); err == nil {
-				pc.WriteTo(resp, from)
+				_, _ = pc.WriteTo(resp, from) // UDP: the client asks again
 			}
 		}()
 	}
@@ -172,7 +172,7 @@ func (d *dnsServer) serveTCP(ctx context.Context, ln net.Listener) {
 	d.s.accept(ln, func(c net.Conn) {
 		defer c.Close()
 		for {
-			c.SetDeadline(time.Now().Add(10 * time.Second))
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 			q, err := readTCPMsg(c)
 			if err != nil {
 				return

@@ -54,7 +54,7 @@ func (s *Sidecar) serveSOCKS5(ctx context.Context, ln net.Listener) {
 			return s.dialer.Dial(ctx, modeSOCKS5, addr)
 		},
 	}
-	srv.Serve(ln)
+	_ = srv.Serve(ln) // returns when the listener is closed on shutdown
 }
 
 // httpProxy is an HTTP proxy: CONNECT tunnels and absolute-URI requests,
@@ -101,7 +101,7 @@ func (p *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.WriteHeader(res.StatusCode)
-	io.Copy(flushWriter{w}, res.Body)
+	_, _ = io.Copy(flushWriter{w}, res.Body) // the client sees a short body
 }
 
 func (p *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
@@ -121,12 +121,19 @@ func (p *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 		up.Close()
 		return
 	}
-	rw.WriteString("HTTP/1.1 200 Connection Established\r\n\r\n")
-	rw.Flush()
+	if _, err := rw.WriteString("HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil || rw.Flush() != nil {
+		c.Close()
+		up.Close()
+		return
+	}
 	// Bytes the client sent after CONNECT are already buffered.
 	if n := rw.Reader.Buffered(); n > 0 {
-		b, _ := rw.Reader.Peek(n)
-		up.Write(b)
+		b, _ := rw.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			c.Close()
+			up.Close()
+			return
+		}
 	}
 	relay(c, up)
 }

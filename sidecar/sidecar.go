@@ -119,7 +119,7 @@ func (s *Sidecar) listen(ctx context.Context) error {
 		}
 		srv := &http.Server{Handler: newHTTPProxy(s), ReadHeaderTimeout: 30 * time.Second}
 		add(ln)
-		go srv.Serve(ln)
+		go func() { _ = srv.Serve(ln) }() // returns when the listener is closed on shutdown
 	}
 	if cfg.EgressMode == contract.EgressTransparent {
 		if err := s.listenTransparent(ctx); err != nil {

@@ -147,7 +147,7 @@ func TestExplicitEgressAndExpose(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hc := &http.Client{Transport: &http.Transport{Dial: d.Dial}}
+		hc := &http.Client{Transport: &http.Transport{DialContext: d.(proxy.ContextDialer).DialContext}}
 		for _, host := range []string{web.IPv4.String(), web.FQDN, "web"} {
 			if body, err := get(hc, "http://"+host+"/"); err != nil || body != "hello from web" {
 				t.Errorf("%s: got %q, %v", host, body, err)
@@ -362,7 +362,7 @@ func TestSurvivesControlRestart(t *testing.T) {
 	}
 	go http.Serve(lln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "late") }))
 	d, _ := proxy.SOCKS5("tcp", cfg.SOCKS5Addr, nil, proxy.Direct)
-	hc := &http.Client{Transport: &http.Transport{Dial: d.Dial}, Timeout: 5 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.(proxy.ContextDialer).DialContext}, Timeout: 5 * time.Second}
 	waitLate := time.Now().Add(30 * time.Second)
 	for {
 		body, err := get(hc, "http://late/")

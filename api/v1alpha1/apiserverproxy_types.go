@@ -97,4 +97,4 @@ type APIServerProxyList struct {
 	Items           []APIServerProxy `json:"items"`
 }
 
-func init() { SchemeBuilder.Register(&APIServerProxy{}, &APIServerProxyList{}) }
+

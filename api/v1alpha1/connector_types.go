@@ -90,4 +90,4 @@ type ConnectorList struct {
 	Items           []Connector `json:"items"`
 }
 
-func init() { SchemeBuilder.Register(&Connector{}, &ConnectorList{}) }
+

@@ -119,7 +119,7 @@ func readPolicyObjects(file string, in *policy.Input) error {
 		case "Connector":
 			var c v1alpha1.Connector
 			if err := yaml.UnmarshalStrict(doc, &c); err != nil {
-				return fmt.Errorf("Connector: %w", err)
+				return fmt.Errorf("reading a Connector: %w", err)
 			}
 			in.Connectors = append(in.Connectors, c)
 		case "APIServerProxy":

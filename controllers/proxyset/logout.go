@@ -96,9 +96,9 @@ func Logout(ctx context.Context, controlURL string, state map[string][]byte, log
 // profile in its state.
 func storedIdentity(state map[string][]byte) (hostname string, tags []string) {
 	hostname = "tsinject-logout"
-	profile := string(state[string(ipn.CurrentProfileStateKey)])
+	profile := state[string(ipn.CurrentProfileStateKey)]
 	var prefs ipn.Prefs
-	if err := json.Unmarshal(state[profile], &prefs); err != nil {
+	if err := json.Unmarshal(state[string(profile)], &prefs); err != nil {
 		return hostname, nil
 	}
 	if prefs.Hostname != "" {

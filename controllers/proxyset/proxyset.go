@@ -298,11 +298,11 @@ func Devices(ctx context.Context, c client.Reader, s *Set) ([]v1alpha1.Device, e
 			continue
 		}
 		d := v1alpha1.Device{Replica: int32(i)}
-		json.Unmarshal(sec.Data[contract.DeviceFQDN], &d.Hostname)
-		json.Unmarshal(sec.Data[contract.DeviceIPs], &d.TailnetIPs)
-		json.Unmarshal(sec.Data[contract.DeviceAdvertisedRoutes], &d.AdvertisedRoutes)
-		json.Unmarshal(sec.Data[contract.DeviceApprovedRoutes], &d.ApprovedRoutes)
-		json.Unmarshal(sec.Data[contract.DevicePeerPaths], &d.PeerPaths)
+		// A field the proxy has not written (or wrote badly) stays empty.
+		for key, into := range map[string]any{contract.DeviceFQDN: &d.Hostname, contract.DeviceIPs: &d.TailnetIPs,
+			contract.DeviceAdvertisedRoutes: &d.AdvertisedRoutes, contract.DeviceApprovedRoutes: &d.ApprovedRoutes, contract.DevicePeerPaths: &d.PeerPaths} {
+			_ = json.Unmarshal(sec.Data[key], into)
+		}
 		sort.Strings(d.AdvertisedRoutes)
 		sort.Strings(d.ApprovedRoutes)
 		out = append(out, d)

@@ -131,7 +131,9 @@ func (t *Transformer) each(r io.Reader, w io.Writer, fn podFunc) ([]Decision, er
 			return decisions, err
 		}
 		if !first {
-			io.WriteString(w, "---\n")
+			if _, err := io.WriteString(w, "---\n"); err != nil {
+				return decisions, err
+			}
 		}
 		first = false
 		if _, err := w.Write(out); err != nil {

@@ -33,7 +33,7 @@ func FromEnv() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("$%s: %w", contract.EnvDebugAddr, err)
 	}
-	go http.Serve(ln, Handler())
+	go func() { _ = http.Serve(ln, Handler()) }() // lives as long as the process
 	return "profiles: http://" + ln.Addr().String() + "/debug/pprof/", nil
 }
 

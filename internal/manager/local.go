@@ -80,7 +80,7 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o Options) (*Local, error
 	l := &Local{Manager: m, URL: url, Addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan error, 1), stop: stop}
 	go func() { l.done <- m.Start(runCtx) }()
 	if err := l.waitServing(ctx, c); err != nil {
-		l.Stop()
+		_ = l.Stop() // the error above says why
 		return nil, err
 	}
 	return l, nil

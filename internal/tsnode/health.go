@@ -17,13 +17,13 @@ func ServeHealth(addr string, ready func(context.Context) error, metrics http.Ha
 		return io.NopCloser(nil), nil
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := ready(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		io.WriteString(w, "ready\n")
+		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("/metrics", metrics)
 	ln, err := net.Listen("tcp", addr)
@@ -31,6 +31,7 @@ func ServeHealth(addr string, ready func(context.Context) error, metrics http.Ha
 		return nil, fmt.Errorf("health listener: %w", err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	// If it stops, the probes fail: that is how it is noticed.
+	go func() { _ = srv.Serve(ln) }()
 	return srv, nil
 }

@@ -5,7 +5,6 @@
 package bench
 
 import (
-	"fmt"
 	"math"
 	"sort"
 	"time"
@@ -57,4 +56,3 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 	return c[i]
 }
 
-func ms(d float64) string { return fmt.Sprintf("%.3f ms", d) }

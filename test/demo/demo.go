@@ -481,7 +481,7 @@ func connectorReason(d *demo, reason string) error {
 		return err
 	}
 	if cond := meta.FindStatusCondition(c.Status.Conditions, "Ready"); cond == nil || cond.Reason != reason {
-		return fmt.Errorf("Connector Ready condition %+v, want %s", cond, reason)
+		return fmt.Errorf("the Connector's Ready condition is %+v, want %s", cond, reason)
 	}
 	return nil
 }

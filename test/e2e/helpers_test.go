@@ -111,7 +111,7 @@ func waitPod(t *testing.T, ns, name string, what string, cond func(*corev1.Pod) 
 	}
 	var at time.Time
 	for _, c := range pod.Status.Conditions {
-		if c.LastTransitionTime.Time.After(at) {
+		if c.LastTransitionTime.After(at) {
 			at = c.LastTransitionTime.Time
 		}
 	}

@@ -339,7 +339,8 @@ func (k jwk) publicKey() (crypto.PublicKey, error) {
 		if k.Crv != "P-256" {
 			return nil, fmt.Errorf("jwks: curve %s not supported", k.Crv)
 		}
-		return &ecdsa.PublicKey{Curve: elliptic.P256(), X: b(k.X), Y: b(k.Y)}, nil
+		x, y := b(k.X).FillBytes(make([]byte, 32)), b(k.Y).FillBytes(make([]byte, 32))
+		return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
 	}
 	return nil, fmt.Errorf("jwks: key type %s not supported", k.Kty)
 }
