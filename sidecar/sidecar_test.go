@@ -35,7 +35,23 @@ func freePort(t *testing.T) int {
 func addr(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
 
 // startSidecar runs the sidecar in this process and waits until /readyz.
+// Its ports are picked free just before; if another process takes one in
+// between (the whole suite runs in parallel), it starts again with others.
 func startSidecar(t *testing.T, tn *tailnet.Tailnet, mut func(*sidecar.Config)) (*sidecar.Config, func()) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		cfg, stop, err := trySidecar(t, tn, mut)
+		if err == nil {
+			return cfg, stop
+		}
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("a port was taken before the sidecar bound it (%v); again with others", err)
+	}
+}
+
+func trySidecar(t *testing.T, tn *tailnet.Tailnet, mut func(*sidecar.Config)) (*sidecar.Config, func(), error) {
 	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "authkey")
@@ -72,11 +88,13 @@ func startSidecar(t *testing.T, tn *tailnet.Tailnet, mut func(*sidecar.Config)) 
 		}
 		select {
 		case err := <-done:
-			t.Fatalf("sidecar exited: %v", err)
+			cancel()
+			return nil, nil, fmt.Errorf("sidecar exited: %v", err)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sidecar not ready: %v", err)
+			cancel()
+			return nil, nil, fmt.Errorf("sidecar not ready: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -91,7 +109,7 @@ func startSidecar(t *testing.T, tn *tailnet.Tailnet, mut func(*sidecar.Config)) 
 			t.Errorf("sidecar did not stop")
 		}
 	}
-	return cfg, stop
+	return cfg, stop, nil
 }
 
 func get(c *http.Client, u string) (string, error) {
