@@ -91,6 +91,20 @@ type podOptions struct {
 	scrape bool
 }
 
+// parseEnum sets *dst to annotation key's value if it is one of allowed,
+// and records it as invalid otherwise; absent, *dst keeps its default.
+func parseEnum(a map[string]string, key string, dst *string, p *problems, allowed ...string) {
+	v, ok := a[key]
+	if !ok {
+		return
+	}
+	if !slices.Contains(allowed, v) {
+		p.invalid(key, v, strings.Join(allowed, ", "), nil)
+		return
+	}
+	*dst = v
+}
+
 // problems collects denials (errs) and admission warnings for one pod.
 type problems struct {
 	errs     []string
@@ -143,14 +157,7 @@ func parseOptions(pod *corev1.Pod, nsLabels map[string]string, cfg *Config, p *p
 			o.tags = tags
 		}
 	}
-	if v, ok := a[AnnotationEgressMode]; ok {
-		switch v {
-		case contract.EgressExplicit, contract.EgressTransparent:
-			o.egressMode = v
-		default:
-			p.invalid(AnnotationEgressMode, v, contract.EgressExplicit+", "+contract.EgressTransparent, nil)
-		}
-	}
+	parseEnum(a, AnnotationEgressMode, &o.egressMode, p, contract.EgressExplicit, contract.EgressTransparent)
 	if v, ok := a[AnnotationAcceptRoutes]; ok {
 		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
 			pfx, err := netip.ParsePrefix(f)
@@ -184,14 +191,7 @@ func parseOptions(pod *corev1.Pod, nsLabels map[string]string, cfg *Config, p *p
 	}
 	o.proxyEnv = parseBool(a, AnnotationProxyEnv, false, p)
 	o.native = parseBool(a, AnnotationNativeSidecar, o.native, p)
-	if v, ok := a[AnnotationState]; ok {
-		switch v {
-		case contract.StateEphemeral, contract.StateSecret:
-			o.state = v
-		default:
-			p.invalid(AnnotationState, v, contract.StateEphemeral+", "+contract.StateSecret, nil)
-		}
-	}
+	parseEnum(a, AnnotationState, &o.state, p, contract.StateEphemeral, contract.StateSecret)
 	if v, ok := a[AnnotationProxyImage]; ok {
 		switch {
 		case v == "" || strings.ContainsAny(v, " \t\n"):
