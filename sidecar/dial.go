@@ -151,9 +151,9 @@ func (d *Dialer) fail(err error) error {
 
 // tracker counts and drains connections.
 type tracker struct {
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  map[*countedConn]bool
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[*countedConn]bool
 }
 
 func newTracker() *tracker { return &tracker{conns: map[*countedConn]bool{}} }

@@ -96,5 +96,3 @@ type APIServerProxyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []APIServerProxy `json:"items"`
 }
-
-

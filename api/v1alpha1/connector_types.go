@@ -89,5 +89,3 @@ type ConnectorList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Connector `json:"items"`
 }
-
-

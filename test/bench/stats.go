@@ -55,4 +55,3 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 	}
 	return c[i]
 }
-
