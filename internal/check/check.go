@@ -208,9 +208,16 @@ func webhookReachable(ctx context.Context, c client.Client) Result {
 		return pass(name, "no namespace is labelled "+injector.LabelInjection+"=enabled, so no dry-run was sent")
 	}
 	ns := list.Items[0].Name
+	// Restricted by Pod Security Standards, so a namespace that enforces
+	// them refuses it only for what tsinject adds.
+	no, yes := false, true
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "tsinject-check-"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "check", Image: "registry.invalid/tsinject-check"}}},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: &yes, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: "check", Image: "registry.invalid/tsinject-check",
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &no, Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
+		},
 	}
 	if err := c.Create(ctx, pod, client.DryRunAll); err != nil {
 		return fail(name, fmt.Sprintf("a dry-run pod in namespace %s was refused: %v", ns, err), "kubectl -n tsinject-system logs deployment/tsinject-manager; docs/troubleshooting.md")
