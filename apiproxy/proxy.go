@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"tailscale.com/client/tailscale/apitype"
+	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/internal/cli"
@@ -394,13 +395,16 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 
 	u := scheme + "://" + fqdn
 	logf("API server proxy (%s mode) serving %s -> %s", cfg.Mode, u, cfg.Upstream)
-	var ips []string
-	for _, ip := range st.Self.TailscaleIPs {
-		ips = append(ips, ip.String())
-	}
-	if err := n.Report(ctx, map[string]any{contract.DeviceFQDN: fqdn, contract.DeviceIPs: ips, contract.DeviceURL: u}); err != nil {
-		logf("reporting device state: %v", err)
-	}
+	// Its device (and the peers it talks to, by path) for the
+	// APIServerProxy's status.
+	go n.ReportLoop(ctx, func(st *ipnstate.Status) (map[string]any, error) {
+		var ips []string
+		for _, ip := range st.Self.TailscaleIPs {
+			ips = append(ips, ip.String())
+		}
+		return map[string]any{contract.DeviceFQDN: fqdn, contract.DeviceIPs: ips, contract.DeviceURL: u,
+			contract.DevicePeerPaths: tsnode.PathCounts(st)}, nil
+	}, logf)
 
 	health, err := tsnode.ServeHealth(cfg.HealthAddr, n.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"tailscale.com/ipn"
+	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/net/tsaddr"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
@@ -96,7 +97,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	c.ready.Store(true)
 	logf("connector up: advertising %v (exit node: %v); waiting for approval on the control server", cfg.Routes, cfg.ExitNode)
 
-	go c.reportLoop(ctx)
+	go c.node.ReportLoop(ctx, func(st *ipnstate.Status) (map[string]any, error) { return c.device(ctx, st) }, c.logf)
 	<-ctx.Done()
 	c.ready.Store(false)
 	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -161,36 +162,8 @@ func (c *connector) routed(dst netip.Addr) bool {
 	return false
 }
 
-// reportLoop writes the device's state into its Secret when it changes.
-func (c *connector) reportLoop(ctx context.Context) {
-	var last string
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		fields, err := c.device(ctx)
-		if err == nil {
-			key := fmt.Sprint(fields)
-			if key != last {
-				if err := c.node.Report(ctx, fields); err != nil {
-					c.logf("reporting device state: %v", err)
-				} else {
-					last = key
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (c *connector) device(ctx context.Context) (map[string]any, error) {
-	st, err := c.node.LC.Status(ctx)
-	if err != nil || st.Self == nil {
-		return nil, fmt.Errorf("status: %v", err)
-	}
+// device is what the connector reports of itself (tsnode.ReportLoop).
+func (c *connector) device(ctx context.Context, st *ipnstate.Status) (map[string]any, error) {
 	prefs, err := c.node.LC.GetPrefs(ctx)
 	if err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ import (
 	"tailscale.com/client/local"
 	"tailscale.com/envknob"
 	"tailscale.com/ipn"
+	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/ipn/store/kubestore"
 	"tailscale.com/ipn/store/mem"
 	"tailscale.com/kube/kubeapi"
@@ -396,6 +397,36 @@ func (n *Node) Close(ctx context.Context, logf logger.Logf) {
 		}
 	}
 	n.Server.Close()
+}
+
+// ReportLoop writes device(status) into the state Secret (Report) every
+// few seconds when it changed, until ctx ends: the controllers copy it
+// into the owning resource's status. Only for StateSecret.
+func (n *Node) ReportLoop(ctx context.Context, device func(*ipnstate.Status) (map[string]any, error), logf logger.Logf) {
+	if n.opts.State != StateSecret {
+		return
+	}
+	var last string
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		if st, err := n.LC.Status(ctx); err == nil && st.Self != nil {
+			if fields, err := device(st); err == nil {
+				if key := fmt.Sprint(fields); key != last {
+					if err := n.Report(ctx, fields); err != nil {
+						logf("reporting device state: %v", err)
+					} else {
+						last = key
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Report writes the device's view of itself into its state Secret, under

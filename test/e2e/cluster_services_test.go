@@ -247,6 +247,23 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-read
 	expect("reader lists pods", false, "-n", system, "get", "pods")
 	expect("reader may not delete", true, "-n", system, "delete", "pod", "--all", "--dry-run=server")
 	figure(t, "Ready %.1fs after apply; kubectl over the tailnet as admin, then as reader (delete forbidden)", ready.Seconds())
+	// Its status counts the peers it talks to by path: the laptop.
+	var paths string
+	err = waitFor(ctx, func(ctx context.Context) error {
+		remote("-n", system, "get", "pods") // keep the peer active
+		out, err := kubectl(ctx, "get", "apiserverproxy", "e2e", "-o", `jsonpath={range .status.devices[*]}{.peerPaths}{"\n"}{end}`)
+		if err != nil {
+			return err
+		}
+		if paths = strings.TrimSpace(out); !strings.Contains(paths, `"direct"`) && !strings.Contains(paths, `"derp"`) {
+			return fmt.Errorf("no peer path in status: %q", paths)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("APIServerProxy status: %v", err)
+	}
+	figure(t, "peer paths in status: %s", paths)
 
 	if out, err := kubectl(ctx, "delete", "apiserverproxy", "e2e", "--wait=true", "--timeout=2m"); err != nil {
 		t.Fatalf("delete: %v: %s", err, out)
