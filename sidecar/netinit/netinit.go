@@ -75,12 +75,20 @@ func Remove() error {
 	if err != nil {
 		return err
 	}
-	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+	deleteTables(c)
+	return c.Flush()
+}
+
+// families are the nftables families tsinject's tables live in.
+var families = []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6}
+
+// deleteTables queues the deletion of tsinject's tables that exist.
+func deleteTables(c *nftables.Conn) {
+	for _, fam := range families {
 		if exists(c, fam) {
 			c.DelTable(&nftables.Table{Family: fam, Name: TableName})
 		}
 	}
-	return c.Flush()
 }
 
 func exists(c *nftables.Conn, fam nftables.TableFamily) bool {
@@ -101,10 +109,8 @@ func installNFT(r Rules) error {
 	if err != nil {
 		return err
 	}
-	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
-		if exists(c, fam) {
-			c.DelTable(&nftables.Table{Family: fam, Name: TableName})
-		}
+	deleteTables(c) // replaced whole, in the same transaction
+	for _, fam := range families {
 		t := c.AddTable(&nftables.Table{Family: fam, Name: TableName})
 		ch := c.AddChain(&nftables.Chain{
 			Name: "output", Table: t,
