@@ -92,6 +92,10 @@ func New(cfg Config) *Injector {
 // Config returns the injector's configuration.
 func (in *Injector) Config() Config { return in.cfg }
 
+// Version is the configuration's version (Config.Version, computed once),
+// which injected pods record.
+func (in *Injector) Version() string { return in.version }
+
 // Inject decides on pod and, if it is to be injected, returns the injected
 // copy. pod is not modified. pod.Namespace must be set (admission requests
 // carry it separately; adapters fill it in).

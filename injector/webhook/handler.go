@@ -47,12 +47,9 @@ var _ admission.Handler = (*Handler)(nil)
 // SetInjector makes in the injector of every later decision.
 func (h *Handler) SetInjector(in *injector.Injector) { h.current.Store(in) }
 
-// ConfigVersion is the version of the injection configuration in use
-// (injector.Config.Version), which injected pods record.
-func (h *Handler) ConfigVersion() string {
-	cfg := h.injector().Config()
-	return cfg.Version()
-}
+// ConfigVersion is the version of the injection configuration in use,
+// which injected pods record.
+func (h *Handler) ConfigVersion() string { return h.injector().Version() }
 
 // injector is the injector of this decision.
 func (h *Handler) injector() *injector.Injector {

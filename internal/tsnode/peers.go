@@ -29,16 +29,6 @@ type PeerPath struct {
 // activeWithin: peers with traffic this recent count as talked to.
 const activeWithin = 2 * time.Minute
 
-// PeerPaths reports the path to each peer this node has talked to
-// recently, sorted by name.
-func (n *Node) PeerPaths(ctx context.Context) ([]PeerPath, error) {
-	st, err := n.LC.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return peerPaths(st, time.Now()), nil
-}
-
 // PathCounts counts the peers talked to recently by path, from a status
 // the caller already has.
 func PathCounts(st *ipnstate.Status) map[string]int {
