@@ -19,6 +19,7 @@ import (
 	"tailscale.com/net/socks5"
 
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/copybuf"
 )
 
 // Egress modes as metric labels.
@@ -38,7 +39,7 @@ func (s *Sidecar) serveForward(ctx context.Context, ln net.Listener, t contract.
 			c.Close()
 			return
 		}
-		relay(c, up)
+		copybuf.Relay(c, up)
 	})
 }
 
@@ -135,7 +136,7 @@ func (p *httpProxy) connect(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	relay(c, up)
+	copybuf.Relay(c, up)
 }
 
 func proxyError(w http.ResponseWriter, err error) {
@@ -173,7 +174,7 @@ func (s *Sidecar) serveTransparent(ctx context.Context, ln net.Listener) {
 			c.Close()
 			return
 		}
-		relay(c, up)
+		copybuf.Relay(c, up)
 	})
 }
 
@@ -236,7 +237,7 @@ func (s *Sidecar) serveExpose(ln net.Listener, e contract.Expose) {
 			tc.Close()
 			return
 		}
-		relay(tc, local)
+		copybuf.Relay(tc, local)
 	})
 }
 

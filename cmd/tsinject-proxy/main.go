@@ -30,6 +30,7 @@ func commands() []*cli.Command {
 		initCommand(),
 		waitCommand(),
 		connectorCommand(),
+		egressCommand(),
 		apiserverCommand(),
 		cli.VersionCommand(version.Version),
 	}

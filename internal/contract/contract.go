@@ -126,6 +126,10 @@ const (
 	EnvExitNode       = "TSINJECT_EXIT_NODE"
 	EnvAPIProxyMode   = "TSINJECT_APIPROXY_MODE"
 	EnvAPIProxyTLS    = "TSINJECT_APIPROXY_TLS"
+	// EnvEgressTarget is an egress proxy's tailnet target (MagicDNS name
+	// or IP); EnvEgressPorts its ports (FormatPortMaps).
+	EnvEgressTarget = "TSINJECT_EGRESS_TARGET"
+	EnvEgressPorts  = "TSINJECT_EGRESS_PORTS"
 )
 
 // Hostname template placeholders, filled in by the sidecar at run time from
@@ -160,4 +164,23 @@ const (
 	DeviceApprovedRoutes   = "device_approved_routes"   // []string
 	DeviceURL              = "device_url"               // string (API proxy)
 	DevicePeerPaths        = "device_peer_paths"        // map[string]int: peers talked to, by path
+	DeviceEgressTarget     = "device_egress_target"     // EgressTargetState (egress proxy)
+)
+
+// EgressTargetState is what an egress proxy knows of its tailnet target.
+type EgressTargetState struct {
+	// Reason is one of the EgressTarget* reasons.
+	Reason string `json:"reason"`
+	// Message says what the proxy saw, for people.
+	Message string `json:"message,omitempty"`
+	// Addrs are the target's tailnet addresses, when known.
+	Addrs []string `json:"addrs,omitempty"`
+}
+
+// Reasons of an EgressTargetState.
+const (
+	EgressTargetReachable = "TargetReachable" // a peer, online, and the last dial (if any) worked
+	EgressTargetUnknown   = "TargetUnknown"   // no peer has that name or address (or the policy hides it)
+	EgressTargetOffline   = "TargetOffline"   // the peer is known but offline
+	EgressTargetDialFails = "TargetDialFails" // the last dial failed (unreachable, or refused by its policy)
 )

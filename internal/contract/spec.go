@@ -296,3 +296,62 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// PortMap is one port of an egress proxy: it listens on Port for Proto
+// and forwards to TargetPort of the tailnet target.
+type PortMap struct {
+	Proto      string // "tcp" or "udp"
+	Port       uint16
+	TargetPort uint16
+}
+
+func (m PortMap) String() string {
+	if m.Port == m.TargetPort {
+		return strconv.Itoa(int(m.Port)) + "/" + m.Proto
+	}
+	return strconv.Itoa(int(m.Port)) + ":" + strconv.Itoa(int(m.TargetPort)) + "/" + m.Proto
+}
+
+// ParsePortMaps parses "PORT/PROTO" and "PORT:TARGETPORT/PROTO" entries
+// (PROTO tcp or udp), separated by commas.
+func ParsePortMaps(s string) ([]PortMap, error) {
+	var out []PortMap
+	seen := map[string]bool{}
+	for _, f := range fields(s) {
+		ports, proto, ok := strings.Cut(f, "/")
+		if !ok || (proto != "tcp" && proto != "udp") {
+			return nil, fmt.Errorf("entry %q: want PORT/PROTO or PORT:TARGETPORT/PROTO with PROTO tcp or udp", f)
+		}
+		lp, tp, mapped := strings.Cut(ports, ":")
+		m := PortMap{Proto: proto}
+		var err error
+		if m.Port, err = parsePort(lp); err != nil {
+			return nil, fmt.Errorf("entry %q: %v", f, err)
+		}
+		m.TargetPort = m.Port
+		if mapped {
+			if m.TargetPort, err = parsePort(tp); err != nil {
+				return nil, fmt.Errorf("entry %q: target %v", f, err)
+			}
+		}
+		if m.Port == HealthPort {
+			return nil, fmt.Errorf("entry %q: port %d is the proxy's health and metrics port", f, HealthPort)
+		}
+		key := strconv.Itoa(int(m.Port)) + "/" + proto
+		if seen[key] {
+			return nil, fmt.Errorf("entry %q: port %s is listed twice", f, key)
+		}
+		seen[key] = true
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// FormatPortMaps is the inverse of ParsePortMaps.
+func FormatPortMaps(ms []PortMap) string {
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = m.String()
+	}
+	return strings.Join(parts, ",")
+}

@@ -99,3 +99,29 @@ func TestTemplates(t *testing.T) {
 		t.Errorf("RenderName long = %q", long)
 	}
 }
+
+func TestParsePortMaps(t *testing.T) {
+	tests := []struct{ in, want, err string }{
+		{in: "5432/tcp", want: "5432/tcp"},
+		{in: "53/udp, 53/tcp,80:8080/tcp", want: "53/udp,53/tcp,80:8080/tcp"},
+		{in: "80:80/tcp", want: "80/tcp"},
+		{in: "80", err: "want PORT/PROTO"},
+		{in: "80/sctp", err: "tcp or udp"},
+		{in: "0/tcp", err: "from 1 to 65535"},
+		{in: "80:x/tcp", err: "target port"},
+		{in: "80/tcp,80:81/tcp", err: "listed twice"},
+		{in: "9002/tcp", err: "health and metrics"},
+	}
+	for _, tt := range tests {
+		got, err := ParsePortMaps(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParsePortMaps(%q) err = %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || FormatPortMaps(got) != tt.want {
+			t.Errorf("ParsePortMaps(%q) = %q, %v; want %q", tt.in, FormatPortMaps(got), err, tt.want)
+		}
+	}
+}

@@ -4,7 +4,11 @@
 // under load.
 package copybuf
 
-import "sync"
+import (
+	"io"
+	"net"
+	"sync"
+)
 
 // Size is the size of every buffer, io.Copy's own.
 const Size = 32 << 10
@@ -25,3 +29,27 @@ func (Pool) Get() []byte { return Get() }
 
 // Put implements httputil.BufferPool.
 func (Pool) Put(b []byte) { Put(b) }
+
+// Relay copies both ways between a and b with pooled buffers until both
+// directions end, half-closing so request/response protocols see EOF,
+// then closes both.
+func Relay(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		buf := Get()
+		_, _ = io.CopyBuffer(dst, src, buf) // either side's end or error ends this direction
+		Put(buf)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}

@@ -1,0 +1,322 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/types/key"
+	"tailscale.com/types/views"
+
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/tailnet"
+)
+
+func TestResolve(t *testing.T) {
+	routes := views.SliceOf([]netip.Prefix{netip.MustParsePrefix("198.18.10.0/24"), netip.MustParsePrefix("0.0.0.0/0")})
+	st := &ipnstate.Status{
+		CurrentTailnet: &ipnstate.TailnetStatus{MagicDNSSuffix: "tail.example"},
+		Peer: map[key.NodePublic]*ipnstate.PeerStatus{
+			key.NewNode().Public(): {DNSName: "db.tail.example.", Online: true,
+				TailscaleIPs: []netip.Addr{netip.MustParseAddr("fd7a:115c:a1e0::5"), netip.MustParseAddr("100.64.0.5")}},
+			key.NewNode().Public(): {DNSName: "old.tail.example.", TailscaleIPs: []netip.Addr{netip.MustParseAddr("100.64.0.6")}},
+			key.NewNode().Public(): {DNSName: "router.tail.example.", Online: true, PrimaryRoutes: &routes,
+				TailscaleIPs: []netip.Addr{netip.MustParseAddr("100.64.0.7")}},
+		},
+	}
+	tests := []struct {
+		target, reason, addrs string
+	}{
+		{"db", contract.EgressTargetReachable, "100.64.0.5 fd7a:115c:a1e0::5"},
+		{"DB.tail.example.", contract.EgressTargetReachable, "100.64.0.5 fd7a:115c:a1e0::5"},
+		{"100.64.0.5", contract.EgressTargetReachable, "100.64.0.5"},
+		{"fd7a:115c:a1e0::5", contract.EgressTargetReachable, "fd7a:115c:a1e0::5"},
+		{"198.18.10.9", contract.EgressTargetReachable, "198.18.10.9"}, // behind an approved route
+		{"old", contract.EgressTargetOffline, "100.64.0.6"},
+		{"db.other.example", contract.EgressTargetUnknown, ""},
+		{"100.64.0.99", contract.EgressTargetUnknown, ""},
+		// An exit node's default route makes no address a target: the
+		// proxy must not carry clients to the internet or the cluster.
+		{"198.18.99.1", contract.EgressTargetUnknown, ""},
+		{"127.0.0.1", contract.EgressTargetUnknown, ""},
+	}
+	for _, tt := range tests {
+		v := resolve(st, tt.target)
+		if v.state.Reason != tt.reason || strings.Join(v.state.Addrs, " ") != tt.addrs {
+			t.Errorf("resolve(%q) = %s %v (%s); want %s %s", tt.target, v.state.Reason, v.state.Addrs, v.state.Message, tt.reason, tt.addrs)
+		}
+	}
+}
+
+// freePort finds a port free on 127.0.0.1 for network.
+func freePort(t *testing.T, network string) uint16 {
+	t.Helper()
+	var addr net.Addr
+	if network == "udp" {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = pc.LocalAddr()
+		pc.Close()
+	} else {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = ln.Addr()
+		ln.Close()
+	}
+	_, p, _ := net.SplitHostPort(addr.String())
+	n, _ := strconv.Atoi(p)
+	return uint16(n)
+}
+
+// run starts an egress replica on 127.0.0.1; it returns its metrics URL.
+func run(t *testing.T, tn *tailnet.Tailnet, name, target string, ports []contract.PortMap) string {
+	t.Helper()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "authkey")
+	if err := os.WriteFile(keyFile, []byte(tn.AuthKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	health := "127.0.0.1:" + strconv.Itoa(int(freePort(t, "tcp")))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{
+			Node: tsnode.Options{
+				ControlURL: tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
+				Hostname: name, State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state"),
+			},
+			Target: target, Ports: ports, ListenAddr: "127.0.0.1", HealthAddr: health,
+			UDPIdle: 5 * time.Second,
+		}, t.Logf)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("egress %s: %v", name, err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("egress %s did not stop", name)
+		}
+	})
+	waitFor(t, 60*time.Second, "egress "+name+" ready", func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("egress %s exited: %v", name, err)
+		default:
+		}
+		res, err := http.Get("http://" + health + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return errors.New(res.Status)
+		}
+		return nil
+	})
+	return "http://" + health + "/metrics"
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func metric(t *testing.T, url, name string) float64 {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return -1
+}
+
+func get(port uint16) (string, error) {
+	// A fresh connection each time: each request is one dial by the proxy.
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	res, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return string(b), err
+}
+
+func echo(port uint16, msg string) (string, error) {
+	c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 256)
+	n, err := c.Read(buf)
+	return string(buf[:n]), err
+}
+
+// A client with no tailnet of its own reaches a peer's HTTP server and UDP
+// echo through the proxy's ports, by the peer's short MagicDNS name; a
+// port the peer does not serve is reported, and reported healed.
+func TestEgressTCPAndUDP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-egress"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	db, err := tn.NewNode(ctx, "db", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ln, err := db.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from db") }))
+	pc, err := db.ListenPacket("udp", netip.AddrPortFrom(db.IPv4, 7).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+		}
+	}()
+
+	tcpPort, udpPort, closedPort := freePort(t, "tcp"), freePort(t, "udp"), freePort(t, "tcp")
+	metrics := run(t, tn, "egress-db", "db", []contract.PortMap{
+		{Proto: "tcp", Port: tcpPort, TargetPort: 80},
+		{Proto: "udp", Port: udpPort, TargetPort: 7},
+		{Proto: "tcp", Port: closedPort, TargetPort: 81},
+	})
+	waitFor(t, 60*time.Second, "HTTP through the egress proxy", func() error {
+		got, err := get(tcpPort)
+		if err == nil && got != "hello from db" {
+			err = fmt.Errorf("got %q", got)
+		}
+		return err
+	})
+	waitFor(t, 30*time.Second, "UDP echo through the egress proxy", func() error {
+		got, err := echo(udpPort, "ping")
+		if err == nil && got != "echo:ping" {
+			err = fmt.Errorf("got %q", got)
+		}
+		return err
+	})
+	if v := metric(t, metrics, "tsinject_egress_target_reachable"); v != 1 {
+		t.Errorf("target reachable = %v, want 1", v)
+	}
+	if v := metric(t, metrics, `tsinject_egress_flows_total{proto="udp"}`); v < 1 {
+		t.Errorf("UDP flows = %v, want >= 1", v)
+	}
+
+	// Port 81 is closed on the peer: the client's connection ends, and
+	// the proxy says the target does not answer.
+	if got, err := get(closedPort); err == nil {
+		t.Fatalf("a port the peer does not serve answered %q", got)
+	}
+	if v := metric(t, metrics, "tsinject_egress_target_reachable"); v != 0 {
+		t.Errorf("after a failed dial, target reachable = %v, want 0", v)
+	}
+	if v := metric(t, metrics, "tsinject_egress_dial_errors_total"); v < 1 {
+		t.Errorf("dial errors = %v, want >= 1", v)
+	}
+	if _, err := get(tcpPort); err != nil {
+		t.Fatal(err)
+	}
+	if v := metric(t, metrics, "tsinject_egress_target_reachable"); v != 1 {
+		t.Errorf("after a good dial again, target reachable = %v, want 1", v)
+	}
+}
+
+// A tenant names a target outside the tailnet (here a server on this
+// host's loopback, standing for the cluster's own network): the proxy
+// refuses to dial it, and says the target is unknown.
+func TestEgressRefusesNonTailnetTargets(t *testing.T) {
+	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-egress"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	inside, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inside.Close()
+	reached := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := inside.Accept()
+			if err != nil {
+				return
+			}
+			reached <- struct{}{}
+			c.Close()
+		}
+	}()
+	insidePort := uint16(inside.Addr().(*net.TCPAddr).Port)
+	for _, target := range []string{"127.0.0.1", "nosuchpeer"} {
+		t.Run(target, func(t *testing.T) {
+			port := freePort(t, "tcp")
+			metrics := run(t, tn, "egress-"+strings.ReplaceAll(target, ".", "-"), target, []contract.PortMap{{Proto: "tcp", Port: port, TargetPort: insidePort}})
+			if got, err := get(port); err == nil {
+				t.Fatalf("target %s answered %q through the proxy", target, got)
+			}
+			select {
+			case <-reached:
+				t.Fatalf("the proxy connected to %s:%d, outside the tailnet", target, insidePort)
+			default:
+			}
+			if v := metric(t, metrics, "tsinject_egress_target_reachable"); v != 0 {
+				t.Errorf("target reachable = %v, want 0", v)
+			}
+		})
+	}
+}
