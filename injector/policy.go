@@ -162,3 +162,17 @@ func (in *Injector) TagsAllowed(ns Namespace, tags []string) error {
 	}
 	return nil
 }
+
+// ProxyTags are the tags of a proxy a namespace's user asks for through
+// another object than a pod (an egress Service): asked if given, else the
+// namespace's default tags, within the same policy as its pods' sidecars.
+func (in *Injector) ProxyTags(ns Namespace, asked []string) ([]string, error) {
+	tags := asked
+	if len(tags) == 0 {
+		tags = policyOf(ns, &in.cfg).defaultTags
+	}
+	if err := in.TagsAllowed(ns, tags); err != nil {
+		return nil, err
+	}
+	return tags, nil
+}

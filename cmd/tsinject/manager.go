@@ -51,6 +51,7 @@ func managerCommand() *cli.Command {
 			fs.StringVar(&o.NativeSidecar, "native-sidecar", o.NativeSidecar, "auto (from the API server version: >= 1.29), always or never")
 			fed.bind(fs)
 			fs.StringVar(&podCIDRs, "pod-cidrs", "", "comma-separated pod ranges of the cluster (its --cluster-cidr), which exit-node Connectors refuse with the Service ranges they read from the cluster")
+			fs.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain: egress Services point their externalName at the proxy's Service under it")
 			fs.StringVar(&o.OAuthSecret, "oauth-secret", "", "key broker: Secret in --namespace with an OAuth client of the tailnet's API (client_id, client_secret); the manager mints each pod a one-off key with its namespace's tags, and no auth key is distributed (docs/credentials.md)")
 			fs.StringVar(&o.APIURL, "api-url", "", "key broker: the tailnet API's base URL (default the --control-url, else https://api.tailscale.com)")
 			fs.BoolVar(&o.RegisterNodes, "register-nodes", false, "key broker with the auth key in --auth-secret: the manager registers each pod's node itself and hands the pod only that node's state; the key never leaves --namespace (control servers with static keys only, such as Headscale)")

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"sort"
 	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -44,11 +45,17 @@ const (
 	ManagedBy      = "tsinject"
 	LabelComponent = "app.kubernetes.io/component"
 	LabelOwner     = "tsinject.dev/owner" // the owning resource's name
+	// LabelOwnerNamespace is the owning resource's namespace, for a
+	// namespaced owner (a Service): it lives in another namespace than its
+	// proxy set, so no owner reference can tie them.
+	LabelOwnerNamespace = "tsinject.dev/owner-namespace"
 )
 
 // Set describes one proxy set.
 type Set struct {
-	// Owner is the cluster-scoped resource the set belongs to.
+	// Owner is the resource the set belongs to: cluster-scoped (it owns
+	// the set's objects), or namespaced elsewhere (labels name it, and its
+	// controller deletes the set with a finalizer).
 	Owner       client.Object
 	Component   string // "connector", "apiserver-proxy"
 	Namespace   string
@@ -58,6 +65,9 @@ type Set struct {
 	Env         []corev1.EnvVar
 	Proxy       *v1alpha1.ProxyConfig
 	Credentials Credentials
+	// Ports, if any, are served by the replicas on their pod addresses and
+	// by a ClusterIP Service of the set's name.
+	Ports []corev1.ServicePort
 }
 
 // Credentials are what the proxies log in with: by workload identity
@@ -99,8 +109,23 @@ func (c Credentials) credential() (corev1.Volume, corev1.VolumeMount, []corev1.E
 }
 
 // Name is the base name of the set's objects: <component>-<owner>,
-// shortened with a hash when it would not fit a StatefulSet's pod labels.
-func (s *Set) Name() string { return Name(s.Component, s.Owner.GetName()) }
+// shortened with a hash when it would not fit a StatefulSet's pod labels;
+// a namespaced owner's always carries a hash of its namespace and name
+// (namespace "a-b" with Service "c" must not meet "a" with "b-c").
+func (s *Set) Name() string {
+	if ns := s.Owner.GetNamespace(); ns != "" {
+		sum := sha256.Sum256([]byte(ns + "/" + s.Owner.GetName()))
+		return Name(s.Component, shorten(s.Owner.GetName(), 20)+"-"+hex.EncodeToString(sum[:4]))
+	}
+	return Name(s.Component, s.Owner.GetName())
+}
+
+func shorten(s string, n int) string {
+	if len(s) > n {
+		return strings.TrimRight(s[:n], "-")
+	}
+	return s
+}
 
 // Name computes a set's base name.
 func Name(component, owner string) string {
@@ -116,17 +141,33 @@ func Name(component, owner string) string {
 func (s *Set) SecretName(i int) string { return s.Name() + "-" + strconv.Itoa(i) }
 
 func (s *Set) labels() map[string]string {
-	return map[string]string{
-		LabelManagedBy: ManagedBy,
-		LabelComponent: s.Component,
-		LabelOwner:     s.Owner.GetName(),
+	l := s.selector()
+	l[LabelManagedBy] = ManagedBy
+	return l
+}
+
+// selector picks the set's pods.
+func (s *Set) selector() map[string]string {
+	l := map[string]string{LabelComponent: s.Component, LabelOwner: s.Owner.GetName()}
+	if ns := s.Owner.GetNamespace(); ns != "" {
+		l[LabelOwnerNamespace] = ns
 	}
+	return l
+}
+
+// ownerRef is the reference the set's objects carry to their owner, or
+// nil when the owner lives in another namespace.
+func (s *Set) ownerRef() *metav1.OwnerReference {
+	if ns := s.Owner.GetNamespace(); ns != "" && ns != s.Namespace {
+		return nil
+	}
+	return metav1.NewControllerRef(s.Owner, s.Owner.GetObjectKind().GroupVersionKind())
 }
 
 // Apply creates or updates every object of the set.
 func Apply(ctx context.Context, c client.Client, s *Set) error {
 	name := s.Name()
-	owner := metav1.NewControllerRef(s.Owner, s.Owner.GetObjectKind().GroupVersionKind())
+	owner := s.ownerRef()
 
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
 	if err := apply(ctx, c, sa, owner, s.labels(), func() {}); err != nil {
@@ -161,6 +202,20 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 	}); err != nil {
 		return err
 	}
+	if len(s.Ports) > 0 {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
+		if err := apply(ctx, c, svc, owner, s.labels(), func() {
+			svc.Spec.Type = corev1.ServiceTypeClusterIP
+			svc.Spec.Selector = s.selector()
+			svc.Spec.Ports = nil
+			for _, p := range s.Ports {
+				p.TargetPort = intstr.FromInt32(p.Port)
+				svc.Spec.Ports = append(svc.Spec.Ports, p)
+			}
+		}); err != nil {
+			return err
+		}
+	}
 	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
 	return apply(ctx, c, sts, owner, s.labels(), func() { s.statefulSet(sts) })
 }
@@ -180,7 +235,9 @@ func apply(ctx context.Context, c client.Client, obj client.Object, owner *metav
 	}
 	maps.Copy(l, labels)
 	obj.SetLabels(l)
-	obj.SetOwnerReferences([]metav1.OwnerReference{*owner})
+	if owner != nil {
+		obj.SetOwnerReferences([]metav1.OwnerReference{*owner})
+	}
 	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
 	if err != nil {
 		return err
@@ -202,7 +259,7 @@ func apply(ctx context.Context, c client.Client, obj client.Object, owner *metav
 // statefulSet fills in the desired StatefulSet.
 func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 	name := s.Name()
-	selector := map[string]string{LabelComponent: s.Component, LabelOwner: s.Owner.GetName()}
+	selector := s.selector()
 	podLabels := maps.Clone(s.labels())
 	var podAnnotations map[string]string
 	p := s.Proxy
@@ -232,6 +289,16 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 		{Name: contract.EnvMemoryLimit, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1")}}},
 	}, credEnv...)
 	env = append(env, s.Env...)
+	ports := []corev1.ContainerPort{{Name: contract.ProxyHealthPortName, ContainerPort: contract.HealthPort}}
+	var sysctls []corev1.Sysctl
+	for _, p := range s.Ports {
+		ports = append(ports, corev1.ContainerPort{ContainerPort: p.Port, Protocol: p.Protocol})
+		if p.Port < 1024 && sysctls == nil {
+			// The proxy binds the Service's ports without privileges:
+			// a namespaced, safe sysctl (Kubernetes >= 1.22).
+			sysctls = []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}
+		}
+	}
 	probe := func(path string) *corev1.Probe {
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(contract.HealthPort)}}, PeriodSeconds: 5}
 	}
@@ -251,13 +318,14 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 				SecurityContext: &corev1.PodSecurityContext{
 					RunAsNonRoot: ptr(true), RunAsUser: &uid, RunAsGroup: &uid, FSGroup: &uid,
 					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					Sysctls:        sysctls,
 				},
 				Containers: []corev1.Container{{
 					Name:           s.Component,
 					Image:          image,
 					Args:           s.Args,
 					Env:            env,
-					Ports:          []corev1.ContainerPort{{Name: contract.ProxyHealthPortName, ContainerPort: contract.HealthPort}},
+					Ports:          ports,
 					ReadinessProbe: probe("/readyz"),
 					LivenessProbe:  probe("/healthz"),
 					Resources:      res,
@@ -378,7 +446,7 @@ func Delete(ctx context.Context, c client.Client, live client.Reader, s *Set, lo
 		return false, err
 	}
 	var pods corev1.PodList
-	if err := live.List(ctx, &pods, client.InNamespace(s.Namespace), client.MatchingLabels{LabelComponent: s.Component, LabelOwner: s.Owner.GetName()}); err != nil {
+	if err := live.List(ctx, &pods, client.InNamespace(s.Namespace), client.MatchingLabels(s.selector())); err != nil {
 		return false, err
 	}
 	if len(pods.Items) > 0 {
@@ -389,7 +457,7 @@ func Delete(ctx context.Context, c client.Client, live client.Reader, s *Set, lo
 	if err := Retire(ctx, c, live, &all, logout, log); err != nil {
 		return false, err
 	}
-	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
+	for _, obj := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
 		obj.SetNamespace(s.Namespace)
 		obj.SetName(name)
 		if err := client.IgnoreNotFound(c.Delete(ctx, obj)); err != nil {
@@ -404,7 +472,8 @@ func Delete(ctx context.Context, c client.Client, live client.Reader, s *Set, lo
 // there (cluster-scoped objects need "").
 func Owned(component, namespace string) (handler.EventHandler, builder.WatchesOption) {
 	h := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetLabels()[LabelOwner]}}}
+		l := o.GetLabels()
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: l[LabelOwnerNamespace], Name: l[LabelOwner]}}}
 	})
 	p := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetLabels()[LabelComponent] == component && (namespace == "" || o.GetNamespace() == namespace || o.GetNamespace() == "")

@@ -49,6 +49,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/apiproxy"
 	"github.com/tsinject/tsinject/controllers/authkey"
 	"github.com/tsinject/tsinject/controllers/connector"
+	"github.com/tsinject/tsinject/controllers/egress"
 	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
@@ -99,6 +100,9 @@ type Options struct {
 	// PodCIDRs are the cluster's pod ranges, which exit-node Connectors
 	// refuse (with the Service ranges they read from the cluster).
 	PodCIDRs []netip.Prefix
+	// ClusterDomain is the cluster's DNS domain: egress Services point
+	// their externalName at <proxy>.<Namespace>.svc.<ClusterDomain>.
+	ClusterDomain string
 	// RegisterNodes, with the auth key in AuthSecret: the key broker
 	// registers each pod's node itself and hands the pod only that node's
 	// state; the key never leaves Namespace (control servers with static
@@ -538,6 +542,22 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		PodCIDRs: prefixStrings(o.PodCIDRs),
 		Events:   mgr.GetEventRecorder("tsinject-connector"),
 		Log:      log.WithName("connector"),
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+
+	clusterDomain := o.ClusterDomain
+	if clusterDomain == "" {
+		clusterDomain = "cluster.local"
+	}
+	if err := (&egress.Reconciler{
+		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
+		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
+		ClusterDomain: clusterDomain,
+		Credentials:   o.proxyCredentials(src.CABundle), Logout: logout,
+		Namespaces: namespaces, Injector: injector.New(o.Injector),
+		Events: mgr.GetEventRecorder("tsinject-egress"),
+		Log:    log.WithName("egress"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,235 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tsinject/tsinject/test/dnsstub"
+)
+
+// An egress Service: an ExternalName Service annotated with a tailnet
+// name gets two proxy replicas. A pod in another namespace, uninjected,
+// reaches the tailnet peer's HTTP server and its DNS server (UDP) at the
+// Service's cluster name (CoreDNS follows the externalName to the proxies'
+// ClusterIP; kube-proxy balances), and keeps reaching both while one
+// replica is deleted and comes back. Deleting the Service removes the
+// proxies.
+func TestEgressService(t *testing.T) {
+	ns := namespace(t, "egress")
+	// The peer's DNS server on the tailnet: the UDP half of the story.
+	pc, err := env.db.ListenPacket("udp", netip.AddrPortFrom(env.db.IPv4, 53).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	answer := netip.MustParseAddr("198.18.77.7")
+	go dnsstub.Serve(pc, func(name string) (netip.Addr, bool) { return answer, name == "answer.tailnet.test." })
+
+	start := time.Now()
+	apply(t, ns, fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata:
+  name: db-tailnet
+  annotations:
+    tsinject.dev/tailnet-fqdn: %s
+    tsinject.dev/replicas: "2"
+spec:
+  type: ExternalName
+  externalName: placeholder.invalid
+  ports:
+  - {name: http, port: 80}
+  - {name: dns, port: 53, protocol: UDP}
+`, env.db.FQDN))
+	ctx := testCtx(t, podDeadline)
+	err = waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "service", "db-tailnet", "-o", `jsonpath={.status.conditions[?(@.type=="TailnetEgressReady")].status} {.status.conditions[?(@.type=="TailnetEgressReady")].message}`)
+		if err != nil || !strings.HasPrefix(out, "True") {
+			return fmt.Errorf("egress Service not ready (%v): %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulsets,pods", "-l", "app.kubernetes.io/component=egress")
+		t.Fatalf("%v\n%s", err, out)
+	}
+	figure(t, "egress Service ready (2 replicas, target known) %.1fs after apply", time.Since(start).Seconds())
+	svc, err := env.node.Client.CoreV1().Services(ns).Get(ctx, "db-tailnet", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(svc.Spec.ExternalName, "ts-egress-db-tailnet-") || !strings.HasSuffix(svc.Spec.ExternalName, "."+system+".svc.cluster.local") {
+		t.Errorf("externalName %q: want the proxies' Service", svc.Spec.ExternalName)
+	}
+	proxySet := strings.Split(svc.Spec.ExternalName, ".")[0]
+
+	// The client: a pod in a namespace tsinject does not touch, probing
+	// both ports twice a second (bounded), each line stamped.
+	client := "egress-client"
+	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: client}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), podDeadline)
+		defer cancel()
+		env.node.Client.CoreV1().Namespaces().Delete(ctx, client, metav1.DeleteOptions{})
+	})
+	host := "db-tailnet." + ns + ".svc.cluster.local"
+	script := fmt.Sprintf(`B=/bin/busybox
+i=0
+while [ $i -lt 240 ]; do
+  now=$($B date +%%s)
+  if $B timeout 5 $B wget -q -T 4 -O - http://%[1]s/ | $B grep -q 'hello from db'; then echo "$now ok tcp"; else echo "$now fail tcp"; fi
+  if $B timeout 5 $B nslookup answer.tailnet.test %[1]s 2>&1 | $B grep -q %[2]s; then echo "$now ok udp"; else echo "$now fail udp"; fi
+  i=$((i+1)); $B sleep 0.5
+done
+`, host, answer)
+	apply(t, client, pod("probe", nil, "Never", script))
+	probes := func() []probe {
+		out, _ := kubectl(ctx, "-n", client, "logs", "probe")
+		return parseProbes(out)
+	}
+	err = waitFor(ctx, func(context.Context) error {
+		ps := probes()
+		if !okIn(ps, "tcp", 0, 1<<62) || !okIn(ps, "udp", 0, 1<<62) {
+			return fmt.Errorf("no success yet through the egress Service: %v", ps)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("uninjected pod → %s (TCP and UDP): %v\n%s", host, err, describe(client, "probe"))
+	}
+
+	// One replica goes; the other carries on while the StatefulSet brings
+	// it back.
+	gone := time.Now()
+	if out, err := kubectl(ctx, "-n", system, "delete", "pod", proxySet+"-0", "--wait=true", "--timeout=2m"); err != nil {
+		t.Fatalf("delete replica 0: %v: %s", err, out)
+	}
+	deleted := time.Now().Unix()
+	var back time.Time
+	err = waitFor(ctx, func(ctx context.Context) error {
+		p, err := env.node.Client.CoreV1().Pods(system).Get(ctx, proxySet+"-0", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if ok, _ := ready(p); !ok || !p.CreationTimestamp.After(gone) {
+			return fmt.Errorf("replica 0 not back: %s", podSummary(p))
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				back = c.LastTransitionTime.Time
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the probe's lines up to the moment replica 0 was back.
+	until := back.Unix()
+	waitFor(ctx, func(context.Context) error {
+		if ps := probes(); len(ps) == 0 || ps[len(ps)-1].at <= until {
+			return fmt.Errorf("probe has not logged past %d yet", until)
+		}
+		return nil
+	})
+	ps := probes()
+	if until-deleted < 1 {
+		t.Fatalf("replica 0 was back within a second (%d..%d): nothing measured without it", deleted, until)
+	}
+	for _, proto := range []string{"tcp", "udp"} {
+		if !okIn(ps, proto, deleted, until) {
+			t.Errorf("no %s probe succeeded while replica 0 was gone (%d..%d): %v", proto, deleted, until, ps)
+		}
+	}
+	var failed []probe
+	for _, p := range ps {
+		// A probe stamped in the second the deletion ended may have
+		// started while the replica was still terminating.
+		if !p.ok && p.at > deleted && p.at <= until {
+			failed = append(failed, p)
+		}
+	}
+	if len(failed) > 0 {
+		t.Errorf("probes failed while replica 1 alone served: %v", failed)
+	}
+	figure(t, "replica 0 deleted and back Ready after %.1fs; %d probes through replica 1 meanwhile, %d failed", back.Sub(gone).Seconds(), countIn(ps, deleted, until), len(failed))
+
+	// Status tells how the replicas reach the peer.
+	if out, err := kubectl(ctx, "-n", ns, "get", "service", "db-tailnet", "-o", `jsonpath={.status.conditions[?(@.type=="TailnetEgressReady")].message}`); err == nil {
+		figure(t, "status: %s", out)
+	}
+
+	if out, err := kubectl(ctx, "-n", ns, "delete", "service", "db-tailnet", "--wait=true", "--timeout=2m"); err != nil {
+		t.Fatalf("delete: %v: %s", err, out)
+	}
+	err = waitFor(ctx, func(ctx context.Context) error {
+		out, _ := kubectl(ctx, "-n", system, "get", "statefulsets,secrets,serviceaccounts,roles,services", "-o", "name")
+		if strings.Contains(out, proxySet) {
+			return fmt.Errorf("left behind: %s", out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("deleting the egress Service: %v", err)
+	}
+}
+
+type probe struct {
+	at    int64
+	ok    bool
+	proto string
+}
+
+func (p probe) String() string {
+	r := "fail"
+	if p.ok {
+		r = "ok"
+	}
+	return fmt.Sprintf("%d %s %s", p.at, r, p.proto)
+}
+
+func parseProbes(out string) []probe {
+	var ps []probe
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		at, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		ps = append(ps, probe{at: at, ok: f[1] == "ok", proto: f[2]})
+	}
+	return ps
+}
+
+func okIn(ps []probe, proto string, from, to int64) bool {
+	for _, p := range ps {
+		if p.ok && p.proto == proto && p.at >= from && p.at <= to {
+			return true
+		}
+	}
+	return false
+}
+
+func countIn(ps []probe, from, to int64) int {
+	n := 0
+	for _, p := range ps {
+		if p.at >= from && p.at <= to {
+			n++
+		}
+	}
+	return n
+}
