@@ -84,13 +84,18 @@ func TestManagerRights(t *testing.T) {
 		{"create", "clusterroles"}, {"update", "clusterroles"}, {"escalate", "clusterroles"},
 		{"bind", "clusterroles/cluster-admin"}, {"create", "roles", "-n", "default"},
 		{"create", "pods", "-n", "default"}, {"delete", "namespaces"}, {"create", "servicecidrs.networking.k8s.io"},
+		// Egress Services: the manager edits annotated Services, but
+		// makes and deletes Services only in its own namespace.
+		{"create", "services", "-n", "default"}, {"delete", "services", "-n", "default"},
 	}
 	for _, step := range []struct {
 		dir              string
 		allowed, refused [][]string
 	}{
 		{"base", [][]string{{"get", "pods", "-n", "default"}, {"create", "statefulsets", "-n", "tsinject-system"}, {"list", "clusterrolebindings"}, {"list", "servicecidrs.networking.k8s.io"},
-			{"get", "secrets", "-n", "tsinject-system"}, {"create", "secrets", "-n", "tsinject-system"}, {"create", "tokenreviews.authentication.k8s.io"}},
+			{"get", "secrets", "-n", "tsinject-system"}, {"create", "secrets", "-n", "tsinject-system"}, {"create", "tokenreviews.authentication.k8s.io"},
+			{"update", "services", "-n", "default"}, {"update", "services/status", "-n", "default"}, {"update", "services/finalizers", "-n", "default"},
+			{"create", "services", "-n", "tsinject-system"}, {"delete", "services", "-n", "tsinject-system"}},
 			append([][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"},
 				{"get", "secrets", "-n", "default"}, {"list", "secrets", "--all-namespaces"}, {"create", "secrets", "-n", "default"}}, never...)},
 		{"overlays/apiserver-proxy", [][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}},

@@ -7,13 +7,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/controllers/egress"
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/policy"
 )
@@ -44,7 +49,7 @@ func policyCommand() *cli.Command {
 	grants := grantFlag{}
 	return &cli.Command{
 		Name:  "policy",
-		Short: "print the tailnet policy snippet for the Connectors and API proxies in the cluster (or in -f files)",
+		Short: "print the tailnet policy snippet for the Connectors, egress Services and API proxies in the cluster (or in -f files)",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&kubeconfig, "kubeconfig", "", "read Connectors and APIServerProxies from this cluster (default: in-cluster, then $KUBECONFIG)")
 			fs.StringVar(&file, "f", "", "read them from a YAML file instead (- is stdin)")
@@ -93,7 +98,42 @@ func listPolicyObjects(ctx context.Context, kubeconfig string, in *policy.Input)
 		return fmt.Errorf("listing APIServerProxies: %w", err)
 	}
 	in.Connectors, in.Proxies = cs.Items, ps.Items
+	var svcs corev1.ServiceList
+	if err := c.List(ctx, &svcs); err != nil {
+		return fmt.Errorf("listing Services: %w", err)
+	}
+	for i := range svcs.Items {
+		addEgress(in, &svcs.Items[i])
+	}
 	return nil
+}
+
+// addEgress adds an egress Service's proxies to the snippet's input: its
+// tags annotation, else the pods' tags (what its namespace's default tags
+// usually are), and its ports.
+func addEgress(in *policy.Input, svc *corev1.Service) {
+	if !egress.Wanted(svc) {
+		return
+	}
+	e := policy.Egress{Tags: in.PodTags, Target: svc.Annotations[egress.AnnotationTailnetFQDN]}
+	if e.Target == "" {
+		e.Target = svc.Annotations[egress.AnnotationTailnetIP]
+	}
+	if tags, err := contract.ParseTags(svc.Annotations[egress.AnnotationTags]); err == nil && len(tags) > 0 {
+		e.Tags = tags
+	}
+	for _, p := range svc.Spec.Ports {
+		port := p.Port
+		if p.TargetPort.IntVal != 0 {
+			port = p.TargetPort.IntVal
+		}
+		proto := strings.ToLower(string(p.Protocol))
+		if proto == "" {
+			proto = "tcp"
+		}
+		e.Ports = append(e.Ports, fmt.Sprintf("%s:%d", proto, port))
+	}
+	in.Egress = append(in.Egress, e)
 }
 
 func readPolicyObjects(file string, in *policy.Input) error {
@@ -122,6 +162,12 @@ func readPolicyObjects(file string, in *policy.Input) error {
 				return fmt.Errorf("reading a Connector: %w", err)
 			}
 			in.Connectors = append(in.Connectors, c)
+		case "Service":
+			var svc corev1.Service
+			if err := yaml.UnmarshalStrict(doc, &svc); err != nil {
+				return fmt.Errorf("reading a Service: %w", err)
+			}
+			addEgress(in, &svc)
 		case "APIServerProxy":
 			var p v1alpha1.APIServerProxy
 			if err := yaml.UnmarshalStrict(doc, &p); err != nil {

@@ -255,3 +255,19 @@ func TestEgressServiceInvalid(t *testing.T) {
 		})
 	}
 }
+
+// Proxy sets of Services in different namespaces never share a name, even
+// when namespace and name join to the same string.
+func TestProxySetNamesDoNotCollide(t *testing.T) {
+	r := &Reconciler{Namespace: "tsinject-system"}
+	name := func(ns, n string) string {
+		return r.set(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: n}}, spec{}).Name()
+	}
+	if a, b := name("a-b", "c"), name("a", "b-c"); a == b {
+		t.Errorf("a-b/c and a/b-c share proxy set %s", a)
+	}
+	long := strings.Repeat("x", 63)
+	if n := name(long, long); len(n) > 48 {
+		t.Errorf("proxy set name %q is %d characters; a StatefulSet's pods need <= 48", n, len(n))
+	}
+}

@@ -1,5 +1,5 @@
 // Package proxyset runs a set of tsinject-proxy replicas for a resource
-// (a Connector or an APIServerProxy): a StatefulSet whose pods each keep
+// (a Connector, an egress Service or an APIServerProxy): a StatefulSet whose pods each keep
 // their tailnet identity in their own Secret, a ServiceAccount, and a Role
 // that lets each pod touch exactly those Secrets. The proxies report their
 // devices into the Secrets; Devices reads them back for status.

@@ -6,6 +6,7 @@ package policy
 
 import (
 	"encoding/json"
+	"net/netip"
 	"sort"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
@@ -15,6 +16,8 @@ import (
 type Input struct {
 	Connectors []v1alpha1.Connector
 	Proxies    []v1alpha1.APIServerProxy
+	// Egress are the egress Services' proxies.
+	Egress []Egress
 	// PodTags are the tags injected pods advertise (manager --default-tags
 	// and tags annotations).
 	PodTags []string
@@ -24,6 +27,17 @@ type Input struct {
 	// Grants maps a tailnet source (user, group, tag) to the Kubernetes
 	// groups it gets through the API proxies.
 	Grants map[string][]string
+}
+
+// Egress is what an egress Service's proxies need: their tags, and
+// access from them to the target's ports.
+type Egress struct {
+	Tags []string
+	// Target is the tailnet target, a MagicDNS name or an IP address. A
+	// grant can name only an address (or a hosts alias, which the admin
+	// writes): a name target gets its tags' owners and no grant.
+	Target string
+	Ports  []string // "tcp:5432", "udp:53"
 }
 
 // Snippet is the part of a tailnet policy file tsinject needs.
@@ -76,6 +90,14 @@ func Generate(in Input) Snippet {
 			aa.Routes = nil
 		}
 		s.AutoApprovers = aa
+	}
+	for _, e := range in.Egress {
+		for _, t := range e.Tags {
+			addTag(t)
+		}
+		if ip, err := netip.ParseAddr(e.Target); err == nil && len(e.Tags) > 0 {
+			s.Grants = append(s.Grants, grant{Src: union(nil, e.Tags), Dst: []string{ip.String()}, IP: union(nil, e.Ports)})
+		}
 	}
 	var proxyTags []string
 	for _, p := range in.Proxies {

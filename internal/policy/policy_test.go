@@ -104,3 +104,22 @@ func TestGenerate(t *testing.T) {
 		t.Errorf("empty input: %s", empty)
 	}
 }
+
+// An egress Service's proxies need their tags owned and, for an address
+// target, a grant to its ports; a name target cannot be granted by name.
+func TestGenerateEgress(t *testing.T) {
+	s := Generate(Input{Egress: []Egress{
+		{Tags: []string{"tag:shop"}, Target: "100.64.0.5", Ports: []string{"udp:53", "tcp:5432"}},
+		{Tags: []string{"tag:web"}, Target: "db.example.ts.net", Ports: []string{"tcp:5432"}},
+	}})
+	if len(s.TagOwners["tag:shop"]) == 0 || len(s.TagOwners["tag:web"]) == 0 {
+		t.Errorf("tagOwners %v lack the proxies' tags", s.TagOwners)
+	}
+	if len(s.Grants) != 1 {
+		t.Fatalf("grants %+v, want one for the address target", s.Grants)
+	}
+	g := s.Grants[0]
+	if strings.Join(g.Src, ",") != "tag:shop" || strings.Join(g.Dst, ",") != "100.64.0.5" || strings.Join(g.IP, ",") != "tcp:5432,udp:53" {
+		t.Errorf("grant %+v", g)
+	}
+}

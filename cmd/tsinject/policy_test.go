@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tsinject/tsinject/internal/cli"
+)
+
+// `tsinject policy -f` reads egress Services beside Connectors: the
+// proxies' tags get owners, and an address target a grant to its ports.
+func TestPolicyFromFileWithEgressServices(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "objects.yaml")
+	if err := os.WriteFile(file, []byte(`apiVersion: v1
+kind: Service
+metadata:
+  name: db
+  annotations:
+    tsinject.dev/tailnet-ip: 100.64.0.5
+    tsinject.dev/tags: tag:shop
+spec:
+  type: ExternalName
+  externalName: placeholder.invalid
+  ports: [{port: 5432}, {port: 53, protocol: UDP, targetPort: 5353}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: plain}
+spec: {ports: [{port: 80}]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := cli.Run("tsinject", "", []*cli.Command{policyCommand()}, []string{"policy", "-f", file}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var s struct {
+		TagOwners map[string][]string
+		Grants    []struct{ Src, Dst, IP []string }
+	}
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if _, ok := s.TagOwners["tag:shop"]; !ok {
+		t.Errorf("tagOwners lack the egress proxy's tag:\n%s", out.String())
+	}
+	if len(s.Grants) != 1 || s.Grants[0].Dst[0] != "100.64.0.5" || len(s.Grants[0].IP) != 2 || s.Grants[0].IP[1] != "udp:5353" {
+		t.Errorf("grants:\n%s", out.String())
+	}
+}
