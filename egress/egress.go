@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +25,7 @@ import (
 
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/copybuf"
+	"github.com/tsinject/tsinject/internal/portfwd"
 	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
@@ -49,14 +48,17 @@ type Config struct {
 // variables (the controller sets the variables).
 func (cfg *Config) Settings() []cli.Setting {
 	return append(cfg.Node.ProxySettings(&cfg.HealthAddr),
-		cli.Setting{Flag: "target", Env: contract.EnvEgressTarget, Help: "tailnet target: MagicDNS name or IP address", Set: func(v string) error {
+		cli.Setting{Flag: "target", Env: contract.EnvTarget, Help: "tailnet target: MagicDNS name or IP address", Set: func(v string) error {
+			if v == "" {
+				return nil // Run says it is needed
+			}
 			if err := contract.ValidateHost(v); err != nil {
 				return err
 			}
 			cfg.Target = v
 			return nil
 		}},
-		cli.Setting{Flag: "ports", Env: contract.EnvEgressPorts, Help: "comma-separated PORT/PROTO or PORT:TARGETPORT/PROTO (tcp, udp)", Set: func(v string) (err error) {
+		cli.Setting{Flag: "ports", Env: contract.EnvPorts, Help: "comma-separated PORT/PROTO or PORT:TARGETPORT/PROTO (tcp, udp)", Set: func(v string) (err error) {
 			cfg.Ports, err = contract.ParsePortMaps(v)
 			return err
 		}},
@@ -64,10 +66,6 @@ func (cfg *Config) Settings() []cli.Setting {
 		cli.Setting{Flag: "udp-idle", Help: "end a UDP flow idle this long", Default: "2m", Set: cli.Duration(&cfg.UDPIdle)},
 	)
 }
-
-// maxUDPFlows bounds the UDP flows one port keeps open: each holds a
-// netstack endpoint and a goroutine.
-const maxUDPFlows = 4096
 
 // Run runs the egress proxy until ctx ends.
 func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
@@ -78,6 +76,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		cfg.UDPIdle = 2 * time.Minute
 	}
 	p := &proxy{cfg: cfg, logf: logf}
+	p.fwd = portfwd.Forwarder{Dial: p.dial, UDPIdle: cfg.UDPIdle, Logf: func(f string, a ...any) { logf("egress "+f, a...) }}
 	p.target.Store(&targetView{state: contract.EgressTargetState{Reason: contract.EgressTargetUnknown, Message: "not on the tailnet yet"}})
 	reg := p.registry()
 	health, err := tsnode.ServeHealth(cfg.HealthAddr, p.readyz, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -134,9 +133,9 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	go p.watch(ctx)
 	for _, l := range lns {
 		if l.udp != nil {
-			go p.serveUDP(ctx, l.udp, l.m)
+			go p.fwd.ServeUDP(ctx, l.udp, l.m)
 		} else {
-			go p.serveTCP(ctx, l.ln, l.m)
+			go p.fwd.ServeTCP(ctx, l.ln, l.m)
 		}
 	}
 	p.ready.Store(true)
@@ -160,10 +159,7 @@ type proxy struct {
 	target atomic.Pointer[targetView]
 	// dialErr is the last dial's failure (nil after a success).
 	dialErr atomic.Pointer[error]
-	stats   struct {
-		tcp, udp, failed, dropped atomic.Int64
-		flows                     atomic.Int64
-	}
+	fwd     portfwd.Forwarder
 }
 
 // targetView is what the netmap says of the target.
@@ -296,108 +292,7 @@ func (p *proxy) dial(ctx context.Context, network string, port uint16) (net.Conn
 	}
 	err := errors.Join(errs...)
 	p.dialErr.Store(&err)
-	p.stats.failed.Add(1)
 	return nil, err
-}
-
-func (p *proxy) serveTCP(ctx context.Context, ln net.Listener, m contract.PortMap) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				p.logf("egress %s: accept: %v", m, err)
-			}
-			return
-		}
-		go func() {
-			up, err := p.dial(ctx, "tcp", m.TargetPort)
-			if err != nil {
-				p.logf("egress %s from %s: %v", m, c.RemoteAddr(), err)
-				c.Close()
-				return
-			}
-			p.stats.tcp.Add(1)
-			copybuf.Relay(c, up)
-		}()
-	}
-}
-
-// serveUDP forwards datagrams: one tailnet flow per client address,
-// ended after UDPIdle without packets either way.
-func (p *proxy) serveUDP(ctx context.Context, pc net.PacketConn, m contract.PortMap) {
-	type flow struct {
-		up   net.Conn
-		last atomic.Int64 // unix nanos of the last packet either way
-	}
-	var mu sync.Mutex
-	flows := map[string]*flow{}
-	defer func() {
-		mu.Lock()
-		for _, f := range flows {
-			f.up.Close()
-		}
-		mu.Unlock()
-	}()
-	buf := make([]byte, 64<<10)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				p.logf("egress %s: read: %v", m, err)
-			}
-			return
-		}
-		key := from.String()
-		mu.Lock()
-		f := flows[key]
-		full := len(flows) >= maxUDPFlows
-		mu.Unlock()
-		if f == nil {
-			if full {
-				p.stats.dropped.Add(1)
-				continue
-			}
-			up, err := p.dial(ctx, "udp", m.TargetPort)
-			if err != nil {
-				p.stats.dropped.Add(1)
-				continue
-			}
-			f = &flow{up: up}
-			f.last.Store(time.Now().UnixNano())
-			mu.Lock()
-			flows[key] = f
-			mu.Unlock()
-			p.stats.udp.Add(1)
-			p.stats.flows.Add(1)
-			go func() {
-				defer func() {
-					mu.Lock()
-					delete(flows, key)
-					mu.Unlock()
-					up.Close()
-					p.stats.flows.Add(-1)
-				}()
-				rb := make([]byte, 64<<10)
-				for {
-					_ = up.SetReadDeadline(time.Unix(0, f.last.Load()).Add(p.cfg.UDPIdle))
-					n, err := up.Read(rb)
-					if err != nil {
-						var ne net.Error
-						if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, f.last.Load())) < p.cfg.UDPIdle {
-							continue // a packet from the client kept it alive
-						}
-						return
-					}
-					f.last.Store(time.Now().UnixNano())
-					if _, err := pc.WriteTo(rb[:n], from); err != nil {
-						return
-					}
-				}
-			}()
-		}
-		f.last.Store(time.Now().UnixNano())
-		_, _ = f.up.Write(buf[:n]) // UDP: a lost datagram is the client's to resend
-	}
 }
 
 // device is what the replica reports of itself (tsnode.ReportLoop).
@@ -427,16 +322,7 @@ func (p *proxy) readyz(ctx context.Context) error {
 
 func (p *proxy) registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	counter := func(name, help string, labels prometheus.Labels, v *atomic.Int64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
-			func() float64 { return float64(v.Load()) }))
-	}
-	counter("tsinject_egress_flows_total", "Connections (TCP) and flows (UDP) forwarded to the target, by protocol.", prometheus.Labels{"proto": "tcp"}, &p.stats.tcp)
-	counter("tsinject_egress_flows_total", "Connections (TCP) and flows (UDP) forwarded to the target, by protocol.", prometheus.Labels{"proto": "udp"}, &p.stats.udp)
-	counter("tsinject_egress_dial_errors_total", "Dials to the target that failed.", nil, &p.stats.failed)
-	counter("tsinject_egress_udp_dropped_total", "Datagrams dropped: no flow to the target could be opened, or too many flows.", nil, &p.stats.dropped)
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsinject_egress_udp_flows", Help: "UDP flows open."},
-		func() float64 { return float64(p.stats.flows.Load()) }))
+	p.fwd.Stats.Register(reg, "tsinject_egress", "Dials to the target that failed.")
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsinject_egress_target_reachable", Help: "1 if the target is a known, online peer and the last dial worked."},
 		func() float64 {
 			if p.state().Reason == contract.EgressTargetReachable {

@@ -31,6 +31,7 @@ func commands() []*cli.Command {
 		waitCommand(),
 		connectorCommand(),
 		egressCommand(),
+		ingressCommand(),
 		apiserverCommand(),
 		cli.VersionCommand(version.Version),
 	}

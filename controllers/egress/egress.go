@@ -209,8 +209,8 @@ func (r *Reconciler) set(svc *corev1.Service, sp spec) *proxyset.Set {
 	host := contract.RenderName(contract.PlaceholderNamespace+"-"+contract.PlaceholderName+"-egress", svc.Name, svc.Namespace)
 	env := []corev1.EnvVar{
 		{Name: contract.EnvTags, Value: strings.Join(sp.tags, ",")},
-		{Name: contract.EnvEgressTarget, Value: sp.target},
-		{Name: contract.EnvEgressPorts, Value: contract.FormatPortMaps(sp.ports)},
+		{Name: contract.EnvTarget, Value: sp.target},
+		{Name: contract.EnvPorts, Value: contract.FormatPortMaps(sp.ports)},
 	}
 	if r.ControlURL != "" {
 		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: r.ControlURL})

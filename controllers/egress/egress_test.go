@@ -136,7 +136,7 @@ func TestEgressServiceLifecycle(t *testing.T) {
 	}
 	env := envOf(&sts)
 	for k, want := range map[string]string{
-		contract.EnvEgressTarget: "db.example.ts.net", contract.EnvEgressPorts: "5432/tcp,53:5353/udp",
+		contract.EnvTarget: "db.example.ts.net", contract.EnvPorts: "5432/tcp,53:5353/udp",
 		contract.EnvTags: "tag:shop", contract.EnvHostnamePrefix: "shop-db-egress",
 	} {
 		if env[k] != want {

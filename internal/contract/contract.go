@@ -126,10 +126,11 @@ const (
 	EnvExitNode       = "TSINJECT_EXIT_NODE"
 	EnvAPIProxyMode   = "TSINJECT_APIPROXY_MODE"
 	EnvAPIProxyTLS    = "TSINJECT_APIPROXY_TLS"
-	// EnvEgressTarget is an egress proxy's tailnet target (MagicDNS name
-	// or IP); EnvEgressPorts its ports (FormatPortMaps).
-	EnvEgressTarget = "TSINJECT_EGRESS_TARGET"
-	EnvEgressPorts  = "TSINJECT_EGRESS_PORTS"
+	// EnvTarget is where a forwarding proxy sends what it accepts: an
+	// egress proxy's tailnet target (MagicDNS name or IP), an ingress
+	// proxy's Service address; EnvPorts its ports (FormatPortMaps).
+	EnvTarget = "TSINJECT_TARGET"
+	EnvPorts  = "TSINJECT_PORTS"
 )
 
 // Hostname template placeholders, filled in by the sidecar at run time from

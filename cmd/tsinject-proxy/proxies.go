@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"flag"
+
+	"github.com/tsinject/tsinject/egress"
+	"github.com/tsinject/tsinject/ingress"
+	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/tsnode"
+)
+
+// proxyCommand is a proxy replica's command: bind its settings table,
+// check them, start the process and run.
+func proxyCommand(name, short string, table func() []cli.Setting, node *tsnode.Options, run func(context.Context, func(string, ...any)) error) *cli.Command {
+	var settings *cli.Settings
+	return &cli.Command{
+		Name:  name,
+		Short: short,
+		Flags: func(fs *flag.FlagSet) {
+			settings = cli.Bind(fs, table())
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return cli.ErrUsage
+			}
+			if err := finishNode(settings, node); err != nil {
+				return err
+			}
+			logf, err := startProcess()
+			if err != nil {
+				return err
+			}
+			return run(ctx, logf)
+		},
+	}
+}
+
+func egressCommand() *cli.Command {
+	var cfg egress.Config
+	return proxyCommand("egress", "forward a Service's TCP and UDP ports to one tailnet target, unprivileged", cfg.Settings, &cfg.Node,
+		func(ctx context.Context, logf func(string, ...any)) error { return egress.Run(ctx, cfg, logf) })
+}
+
+func ingressCommand() *cli.Command {
+	var cfg ingress.Config
+	return proxyCommand("ingress", "offer a Service's TCP and UDP ports on the tailnet, unprivileged", cfg.Settings, &cfg.Node,
+		func(ctx context.Context, logf func(string, ...any)) error { return ingress.Run(ctx, cfg, logf) })
+}
