@@ -176,3 +176,23 @@ func (in *Injector) ProxyTags(ns Namespace, asked []string) ([]string, error) {
 	}
 	return tags, nil
 }
+
+// HostnameAllowed says why a proxy named through another object than a
+// pod (an ingress Service) may not take tailnet hostname host in the
+// namespace, or nil: the namespace's allowed-hostnames patterns, as for
+// its pods.
+func (in *Injector) HostnameAllowed(ns Namespace, host string) error {
+	pol := policyOf(ns, &in.cfg)
+	if len(pol.errs) > 0 {
+		return errors.New(strings.Join(pol.errs, "; "))
+	}
+	var patterns []string
+	for _, pat := range pol.hostnames {
+		pat = strings.ReplaceAll(pat, contract.PlaceholderNamespace, ns.Name)
+		patterns = append(patterns, pat)
+		if ok, _ := path.Match(pat, host); ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not allowed in namespace %s (allowed: %s; a cluster admin sets the namespace's %s)", host, ns.Name, orNone(patterns), AnnotationAllowedHostnames)
+}

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
-	"github.com/tsinject/tsinject/controllers/egress"
+	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/manager"
@@ -112,14 +112,14 @@ func listPolicyObjects(ctx context.Context, kubeconfig string, in *policy.Input)
 // tags annotation, else the pods' tags (what its namespace's default tags
 // usually are), and its ports.
 func addEgress(in *policy.Input, svc *corev1.Service) {
-	if !egress.Wanted(svc) {
+	if !services.WantsEgress(svc) {
 		return
 	}
-	e := policy.Egress{Tags: in.PodTags, Target: svc.Annotations[egress.AnnotationTailnetFQDN]}
+	e := policy.Egress{Tags: in.PodTags, Target: svc.Annotations[services.AnnotationTailnetFQDN]}
 	if e.Target == "" {
-		e.Target = svc.Annotations[egress.AnnotationTailnetIP]
+		e.Target = svc.Annotations[services.AnnotationTailnetIP]
 	}
-	if tags, err := contract.ParseTags(svc.Annotations[egress.AnnotationTags]); err == nil && len(tags) > 0 {
+	if tags, err := contract.ParseTags(svc.Annotations[services.AnnotationTags]); err == nil && len(tags) > 0 {
 		e.Tags = tags
 	}
 	for _, p := range svc.Spec.Ports {

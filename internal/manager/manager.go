@@ -49,7 +49,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/apiproxy"
 	"github.com/tsinject/tsinject/controllers/authkey"
 	"github.com/tsinject/tsinject/controllers/connector"
-	"github.com/tsinject/tsinject/controllers/egress"
+	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
@@ -550,15 +550,20 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	if clusterDomain == "" {
 		clusterDomain = "cluster.local"
 	}
-	if err := (&egress.Reconciler{
-		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
-		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-		ClusterDomain: clusterDomain,
-		Credentials:   o.proxyCredentials(src.CABundle), Logout: logout,
-		Namespaces: namespaces, Injector: injector.New(o.Injector),
-		Events: mgr.GetEventRecorder("tsinject-egress"),
-		Log:    log.WithName("egress"),
-	}).SetupWithManager(mgr); err != nil {
+	servicesBase := func(name string) services.Base {
+		return services.Base{
+			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
+			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
+			Credentials: o.proxyCredentials(src.CABundle), Logout: logout,
+			Namespaces: namespaces, Injector: injector.New(o.Injector),
+			Events: mgr.GetEventRecorder("tsinject-" + name),
+			Log:    log.WithName(name),
+		}
+	}
+	if err := (&services.EgressReconciler{Base: servicesBase("egress"), ClusterDomain: clusterDomain}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&services.IngressReconciler{Base: servicesBase("ingress")}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 

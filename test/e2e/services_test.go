@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tsinject/tsinject/test/dnsstub"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // An egress Service: an ExternalName Service annotated with a tailnet
@@ -232,4 +235,95 @@ func countIn(ps []probe, from, to int64) int {
 		}
 	}
 	return n
+}
+
+// An ingress Service: a LoadBalancer of class tsinject.dev/tailnet puts a
+// cluster Service on the tailnet; its status names the proxy's tailnet
+// name, by which a laptop on the tailnet reaches the Service's pod.
+// Deleting the Service removes the proxy.
+func TestIngressService(t *testing.T) {
+	ns := namespace(t, "ingress")
+	start := time.Now()
+	apply(t, ns, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web, tsinject.dev/inject: "false"}
+spec:
+  terminationGracePeriodSeconds: 1 # busybox httpd ignores SIGTERM
+  containers:
+  - name: web
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/busybox", "sh", "-c", "echo 'hello from the cluster' > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
+    volumeMounts: [{name: www, mountPath: /www}]
+  volumes: [{name: www, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: tsinject.dev/tailnet
+  allocateLoadBalancerNodePorts: false
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+`, appImage))
+	ctx := testCtx(t, podDeadline)
+	var host string
+	err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "service", "web", "-o", `jsonpath={.status.loadBalancer.ingress[0].hostname}`)
+		if err != nil || strings.TrimSpace(out) == "" {
+			return fmt.Errorf("no tailnet name in status.loadBalancer yet (%v): %s", err, out)
+		}
+		host = strings.TrimSpace(out)
+		return nil
+	})
+	if err != nil {
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulsets,pods", "-l", "app.kubernetes.io/component=ingress")
+		st, _ := kubectl(ctx, "-n", ns, "get", "service", "web", "-o", "yaml")
+		t.Fatalf("%v\n%s\n%s", err, st, out)
+	}
+	figure(t, "status.loadBalancer.ingress names %s %.1fs after apply", host, time.Since(start).Seconds())
+	if !strings.HasSuffix(host, "."+env.tn.Domain) || !strings.HasPrefix(host, "ingress-web") {
+		t.Errorf("ingress hostname %q: want ingress-web on the tailnet's domain", host)
+	}
+	waitPod(t, ns, "web", "Ready", ready)
+
+	laptop, err := env.tn.NewNode(ctx, "laptop-ingress", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	hc := &http.Client{Transport: &http.Transport{DialContext: laptop.Dial, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	err = waitFor(ctx, func(context.Context) error {
+		res, err := hc.Get("http://" + host + "/")
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if !strings.Contains(string(b), "hello from the cluster") {
+			return fmt.Errorf("got %q", b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("laptop → http://%s/ (the ingress Service): %v", host, err)
+	}
+	figure(t, "laptop reached the Service at http://%s/ %.1fs after apply", host, time.Since(start).Seconds())
+
+	if out, err := kubectl(ctx, "-n", ns, "delete", "service", "web", "--wait=true", "--timeout=2m"); err != nil {
+		t.Fatalf("delete: %v: %s", err, out)
+	}
+	err = waitFor(ctx, func(ctx context.Context) error {
+		out, _ := kubectl(ctx, "-n", system, "get", "statefulsets,secrets,serviceaccounts,roles", "-l", "app.kubernetes.io/component=ingress", "-o", "name")
+		if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("left behind: %s", out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("deleting the ingress Service: %v", err)
+	}
 }

@@ -1,4 +1,4 @@
-package egress
+package services
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func (n namespaces) Namespace(ctx context.Context, name string) (injector.Namesp
 	return injector.Namespace{Name: name, Labels: ns.Labels, Annotations: ns.Annotations}, nil
 }
 
-func newReconciler(t *testing.T, objs ...client.Object) (*Reconciler, client.Client) {
+func newBase(t *testing.T, objs ...client.Object) (Base, client.Client) {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme} {
@@ -49,12 +49,17 @@ func newReconciler(t *testing.T, objs ...client.Object) (*Reconciler, client.Cli
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append(objs, shop, plain)...).
 		WithStatusSubresource(&corev1.Service{}).Build()
 	cfg := injector.DefaultConfig()
-	return &Reconciler{
+	return Base{
 		Client: c, Live: c, Namespace: "tsinject-system", ProxyImage: "tsinject-proxy:test", ControlURL: "https://control.example",
-		ClusterDomain: "cluster.local", Credentials: proxyset.Credentials{AuthSecret: "tsinject-authkey", AuthKey: "authkey"},
-		Logout:     func(context.Context, map[string][]byte) error { return nil },
-		Namespaces: namespaces{c}, Injector: injector.New(cfg), Log: logr.Discard(),
+		Credentials: proxyset.Credentials{AuthSecret: "tsinject-authkey", AuthKey: "authkey"},
+		Logout:      func(context.Context, map[string][]byte) error { return nil },
+		Namespaces:  namespaces{c}, Injector: injector.New(cfg), Log: logr.Discard(),
 	}, c
+}
+
+func newReconciler(t *testing.T, objs ...client.Object) (*EgressReconciler, client.Client) {
+	b, c := newBase(t, objs...)
+	return &EgressReconciler{Base: b, ClusterDomain: "cluster.local"}, c
 }
 
 func egressService() *corev1.Service {
@@ -70,7 +75,7 @@ func egressService() *corev1.Service {
 	}
 }
 
-func reconcileOnce(t *testing.T, r *Reconciler) {
+func reconcileOnce(t *testing.T, r reconcile.Reconciler) {
 	t.Helper()
 	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKey{Namespace: "shop", Name: "db"}}); err != nil {
 		t.Fatal(err)
@@ -83,7 +88,7 @@ func condition(t *testing.T, c client.Client) *metav1.Condition {
 	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "db"}, &svc); err != nil {
 		t.Fatal(err)
 	}
-	return meta.FindStatusCondition(svc.Status.Conditions, ConditionReady)
+	return meta.FindStatusCondition(svc.Status.Conditions, EgressReady)
 }
 
 func envOf(sts *appsv1.StatefulSet) map[string]string {
@@ -122,13 +127,13 @@ func TestEgressServiceLifecycle(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "db"}, &svc); err != nil {
 		t.Fatal(err)
 	}
-	s := r.set(&svc, spec{})
+	s := r.set(&svc, egressSpec{})
 	name := s.Name()
 	if want := name + ".tsinject-system.svc.cluster.local"; svc.Spec.ExternalName != want {
 		t.Errorf("externalName %q, want %q", svc.Spec.ExternalName, want)
 	}
-	if !strings.Contains(strings.Join(svc.Finalizers, ","), Finalizer) {
-		t.Errorf("finalizers %v lack %s", svc.Finalizers, Finalizer)
+	if !strings.Contains(strings.Join(svc.Finalizers, ","), EgressFinalizer) {
+		t.Errorf("finalizers %v lack %s", svc.Finalizers, EgressFinalizer)
 	}
 	var sts appsv1.StatefulSet
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: name}, &sts); err != nil {
@@ -201,7 +206,7 @@ func TestEgressServiceLifecycle(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "db"}, &svc); err != nil {
 		t.Fatal(err)
 	}
-	if len(svc.Finalizers) != 0 || meta.FindStatusCondition(svc.Status.Conditions, ConditionReady) != nil {
+	if len(svc.Finalizers) != 0 || meta.FindStatusCondition(svc.Status.Conditions, EgressReady) != nil {
 		t.Errorf("after removal: finalizers %v, conditions %v", svc.Finalizers, svc.Status.Conditions)
 	}
 }
@@ -241,9 +246,9 @@ func TestEgressServiceInvalid(t *testing.T) {
 			if err := c.Get(context.Background(), client.ObjectKeyFromObject(svc), &got); err != nil {
 				t.Fatal(err)
 			}
-			cond := meta.FindStatusCondition(got.Status.Conditions, ConditionReady)
-			if cond == nil || cond.Reason != ReasonInvalid || !strings.Contains(cond.Message, tt.want) {
-				t.Fatalf("condition %+v, want %s mentioning %q", cond, ReasonInvalid, tt.want)
+			cond := meta.FindStatusCondition(got.Status.Conditions, EgressReady)
+			if cond == nil || cond.Reason != ReasonInvalidEgress || !strings.Contains(cond.Message, tt.want) {
+				t.Fatalf("condition %+v, want %s mentioning %q", cond, ReasonInvalidEgress, tt.want)
 			}
 			var list appsv1.StatefulSetList
 			if err := c.List(context.Background(), &list); err != nil {
@@ -259,9 +264,9 @@ func TestEgressServiceInvalid(t *testing.T) {
 // Proxy sets of Services in different namespaces never share a name, even
 // when namespace and name join to the same string.
 func TestProxySetNamesDoNotCollide(t *testing.T) {
-	r := &Reconciler{Namespace: "tsinject-system"}
+	r := &EgressReconciler{Base: Base{Namespace: "tsinject-system"}}
 	name := func(ns, n string) string {
-		return r.set(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: n}}, spec{}).Name()
+		return r.set(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: n}}, egressSpec{}).Name()
 	}
 	if a, b := name("a-b", "c"), name("a", "b-c"); a == b {
 		t.Errorf("a-b/c and a/b-c share proxy set %s", a)

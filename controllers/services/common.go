@@ -1,0 +1,239 @@
+// Package services puts Kubernetes Services on the tailnet, both ways:
+// egress Services (a tailnet target at a cluster name, for any pod) and
+// ingress Services (a cluster Service at a tailnet name, for any peer).
+// Each gets a proxy set in the manager's namespace; the Service, in its
+// tenant's namespace, is tied to it by labels and a finalizer.
+package services
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// AnnotationTags are the proxies' tags: the pods' own annotation, within
+// the same namespace policy.
+const AnnotationTags = injector.AnnotationTags
+
+// ReasonProxyNotReady: not every replica is on the tailnet yet.
+const ReasonProxyNotReady = "ProxyNotReady"
+
+// Namespaces reads a namespace's labels and policy annotations.
+type Namespaces interface {
+	Namespace(ctx context.Context, name string) (injector.Namespace, error)
+}
+
+// Base is what both reconcilers share.
+type Base struct {
+	Client client.Client
+	// Live reads from the API server what the cache does not hold (pods).
+	Live        client.Reader
+	Namespace   string // where proxies run
+	ProxyImage  string
+	ControlURL  string
+	Credentials proxyset.Credentials
+	Logout      proxyset.LogoutFunc
+	// Namespaces and Injector apply the namespace's policy to the
+	// proxies' tags, as to its pods' sidecars.
+	Namespaces Namespaces
+	Injector   *injector.Injector
+	Events     events.EventRecorder
+	Log        logr.Logger
+}
+
+// setup watches the Services wants selects (or that still carry the
+// finalizer) and the objects of their proxy sets.
+func (b *Base) setup(mgr ctrl.Manager, component, finalizer string, wants func(*corev1.Service) bool, r reconcile.Reconciler) error {
+	owned, ours := proxyset.Owned(component, b.Namespace)
+	ask := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		svc, ok := o.(*corev1.Service)
+		return ok && (wants(svc) || controllerutil.ContainsFinalizer(svc, finalizer))
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(component).
+		For(&corev1.Service{}, builder.WithPredicates(ask)).
+		Watches(&appsv1.StatefulSet{}, owned, ours).
+		Watches(&corev1.Secret{}, owned, ours).
+		Complete(r)
+}
+
+// servicePorts reads svc's ports as the proxies' port maps (and the
+// Service ports of the proxies' own Service). remap lets a numeric
+// targetPort pick the far side's port (egress: the target's); otherwise
+// the far side's port is the Service's own (ingress: its ClusterIP's).
+func servicePorts(svc *corev1.Service, remap bool) ([]contract.PortMap, []corev1.ServicePort, []string) {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if len(svc.Spec.Ports) == 0 {
+		bad("spec.ports: empty; list each port to forward (TCP or UDP), e.g. {port: 5432}")
+	}
+	var maps []contract.PortMap
+	var ports []corev1.ServicePort
+	for i, p := range svc.Spec.Ports {
+		proto := p.Protocol
+		if proto == "" {
+			proto = corev1.ProtocolTCP
+		}
+		if proto != corev1.ProtocolTCP && proto != corev1.ProtocolUDP {
+			bad("spec.ports[%d].protocol: %q is not allowed (allowed: TCP, UDP)", i, proto)
+			continue
+		}
+		target := p.Port
+		if remap {
+			switch {
+			case p.TargetPort.Type == intstr.String:
+				bad("spec.ports[%d].targetPort: %q is a named port, which a tailnet target does not have (allowed: a number, or none for the same as port)", i, p.TargetPort.StrVal)
+				continue
+			case p.TargetPort.IntVal != 0:
+				target = p.TargetPort.IntVal
+			}
+		}
+		maps = append(maps, contract.PortMap{Proto: strings.ToLower(string(proto)), Port: uint16(p.Port), TargetPort: uint16(target)})
+		ports = append(ports, corev1.ServicePort{Name: p.Name, Protocol: proto, Port: p.Port})
+	}
+	if _, err := contract.ParsePortMaps(contract.FormatPortMaps(maps)); err != nil {
+		bad("spec.ports: %v", err)
+	}
+	return maps, ports, problems
+}
+
+// namespacePolicy checks that svc's namespace is enabled for tsinject and
+// returns the proxies' tags (its tags annotation, else the namespace's
+// default tags), within the namespace's policy.
+func (b *Base) namespacePolicy(ctx context.Context, svc *corev1.Service) ([]string, []string) {
+	var asked []string
+	var problems []string
+	if v, ok := svc.Annotations[AnnotationTags]; ok {
+		tags, err := contract.ParseTags(v)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("annotation %s: %v (allowed: comma-separated tag:name)", AnnotationTags, err))
+		}
+		asked = tags
+	}
+	ns, err := b.Namespaces.Namespace(ctx, svc.Namespace)
+	switch {
+	case err != nil:
+		return nil, append(problems, fmt.Sprintf("namespace %s: %v", svc.Namespace, err))
+	case ns.Labels[injector.LabelInjection] != "enabled":
+		return nil, append(problems, fmt.Sprintf("namespace %s is not enabled for tsinject: a cluster admin labels it %s=enabled", svc.Namespace, injector.LabelInjection))
+	}
+	tags, err := b.Injector.ProxyTags(ns, asked)
+	if err != nil {
+		problems = append(problems, fmt.Sprintf("tags of the proxies (annotation %s, else the namespace's %s): %v", AnnotationTags, injector.AnnotationDefaultTags, err))
+	}
+	return tags, problems
+}
+
+// proxySet is svc's proxy set of component, with the environment every
+// proxy needs added to env.
+func (b *Base) proxySet(svc *corev1.Service, component string, replicas int32, env []corev1.EnvVar) *proxyset.Set {
+	if b.ControlURL != "" {
+		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: b.ControlURL})
+	}
+	owner := svc.DeepCopy()
+	owner.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Service"))
+	return &proxyset.Set{
+		Owner: owner, Component: component, Namespace: b.Namespace, Replicas: replicas,
+		Image: b.ProxyImage, Args: []string{component}, Env: env,
+		Credentials: b.Credentials,
+	}
+}
+
+// apply adds the finalizer, then applies the set and retires replicas
+// scaled away.
+func (b *Base) apply(ctx context.Context, svc *corev1.Service, finalizer string, s *proxyset.Set) error {
+	if controllerutil.AddFinalizer(svc, finalizer) {
+		if err := b.Client.Update(ctx, svc); err != nil {
+			return err
+		}
+	}
+	if err := proxyset.Apply(ctx, b.Client, s); err != nil {
+		return err
+	}
+	return proxyset.Retire(ctx, b.Client, b.Live, s, b.Logout, b.Log)
+}
+
+// invalid reports a bad request. Nothing is torn down for a bad edit: a
+// running proxy keeps serving until the Service is fixed or deleted.
+func (b *Base) invalid(ctx context.Context, svc *corev1.Service, condType, reason string, problems []string) (reconcile.Result, error) {
+	return reconcile.Result{}, b.setCondition(ctx, svc, metav1.Condition{
+		Type: condType, Status: metav1.ConditionFalse, Reason: reason, Message: strings.Join(problems, "; "),
+	})
+}
+
+// report records cond and re-checks soon while it is not true: the
+// control server does not tell us when a target appears.
+func (b *Base) report(ctx context.Context, svc *corev1.Service, cond metav1.Condition) (reconcile.Result, error) {
+	if err := b.setCondition(ctx, svc, cond); err != nil {
+		return reconcile.Result{}, err
+	}
+	if cond.Status != metav1.ConditionTrue {
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	return reconcile.Result{RequeueAfter: time.Minute}, nil
+}
+
+// setCondition records cond on the Service's status (and an Event when it
+// changes reason).
+func (b *Base) setCondition(ctx context.Context, svc *corev1.Service, cond metav1.Condition) error {
+	cond.ObservedGeneration = svc.Generation
+	old := meta.FindStatusCondition(svc.Status.Conditions, cond.Type)
+	proxyset.RecordReady(b.Events, svc, svc.Status.Conditions, cond)
+	if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message && old.ObservedGeneration == cond.ObservedGeneration {
+		return nil
+	}
+	meta.SetStatusCondition(&svc.Status.Conditions, cond)
+	return b.Client.Status().Update(ctx, svc)
+}
+
+// finalize logs every proxy out, deletes the set and lets the Service go
+// (or stay, without its request): its condition goes, and clear undoes
+// what else the controller wrote in its status.
+func (b *Base) finalize(ctx context.Context, svc *corev1.Service, finalizer string, s *proxyset.Set, condType string, clear func(*corev1.ServiceStatus) bool) (reconcile.Result, error) {
+	if !controllerutil.ContainsFinalizer(svc, finalizer) {
+		return reconcile.Result{}, nil
+	}
+	done, err := proxyset.Delete(ctx, b.Client, b.Live, s, b.Logout, b.Log)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !done {
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
+	}
+	if svc.DeletionTimestamp.IsZero() {
+		changed := meta.RemoveStatusCondition(&svc.Status.Conditions, condType)
+		if clear != nil && clear(&svc.Status) {
+			changed = true
+		}
+		if changed {
+			if err := b.Client.Status().Update(ctx, svc); err != nil && !apierrors.IsNotFound(err) {
+				return reconcile.Result{}, err
+			}
+		}
+	}
+	controllerutil.RemoveFinalizer(svc, finalizer)
+	if err := b.Client.Update(ctx, svc); err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, nil
+}
