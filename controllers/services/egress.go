@@ -216,4 +216,3 @@ func targetOf(svc *corev1.Service) string {
 	}
 	return svc.Annotations[AnnotationTailnetIP]
 }
-
