@@ -108,14 +108,24 @@ func listPolicyObjects(ctx context.Context, kubeconfig string, in *policy.Input)
 	return nil
 }
 
-// addEgress adds an egress Service's proxies to the snippet's input: its
-// tags annotation, else the pods' tags (what its namespace's default tags
-// usually are), and its ports.
+// addEgress adds an egress or ingress Service's proxies to the snippet's
+// input: its tags annotation, else the pods' tags (what its namespace's
+// default tags usually are), and an egress Service's target and ports.
 func addEgress(in *policy.Input, svc *corev1.Service) {
+	if services.WantsIngress(svc) {
+		// An ingress proxy's tags need owners; who may reach it is the
+		// admin's grant to write.
+		e := policy.ServiceProxy{Tags: in.PodTags}
+		if tags, err := contract.ParseTags(svc.Annotations[services.AnnotationTags]); err == nil && len(tags) > 0 {
+			e.Tags = tags
+		}
+		in.Services = append(in.Services, e)
+		return
+	}
 	if !services.WantsEgress(svc) {
 		return
 	}
-	e := policy.Egress{Tags: in.PodTags, Target: svc.Annotations[services.AnnotationTailnetFQDN]}
+	e := policy.ServiceProxy{Tags: in.PodTags, Target: svc.Annotations[services.AnnotationTailnetFQDN]}
 	if e.Target == "" {
 		e.Target = svc.Annotations[services.AnnotationTailnetIP]
 	}
@@ -133,7 +143,7 @@ func addEgress(in *policy.Input, svc *corev1.Service) {
 		}
 		e.Ports = append(e.Ports, fmt.Sprintf("%s:%d", proto, port))
 	}
-	in.Egress = append(in.Egress, e)
+	in.Services = append(in.Services, e)
 }
 
 func readPolicyObjects(file string, in *policy.Input) error {

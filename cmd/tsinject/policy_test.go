@@ -28,6 +28,13 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata:
+  name: web
+  annotations: {tsinject.dev/tags: "tag:web"}
+spec: {type: LoadBalancer, loadBalancerClass: tsinject.dev/tailnet, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
 metadata: {name: plain}
 spec: {ports: [{port: 80}]}
 `), 0o600); err != nil {
@@ -44,8 +51,10 @@ spec: {ports: [{port: 80}]}
 	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
-	if _, ok := s.TagOwners["tag:shop"]; !ok {
-		t.Errorf("tagOwners lack the egress proxy's tag:\n%s", out.String())
+	for _, tag := range []string{"tag:shop", "tag:web"} {
+		if _, ok := s.TagOwners[tag]; !ok {
+			t.Errorf("tagOwners lack the proxies' tag %s:\n%s", tag, out.String())
+		}
 	}
 	if len(s.Grants) != 1 || s.Grants[0].Dst[0] != "100.64.0.5" || len(s.Grants[0].IP) != 2 || s.Grants[0].IP[1] != "udp:5353" {
 		t.Errorf("grants:\n%s", out.String())

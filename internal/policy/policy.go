@@ -16,8 +16,8 @@ import (
 type Input struct {
 	Connectors []v1alpha1.Connector
 	Proxies    []v1alpha1.APIServerProxy
-	// Egress are the egress Services' proxies.
-	Egress []Egress
+	// Services are the proxies of egress and ingress Services.
+	Services []ServiceProxy
 	// PodTags are the tags injected pods advertise (manager --default-tags
 	// and tags annotations).
 	PodTags []string
@@ -29,13 +29,13 @@ type Input struct {
 	Grants map[string][]string
 }
 
-// Egress is what an egress Service's proxies need: their tags, and
-// access from them to the target's ports.
-type Egress struct {
+// ServiceProxy is what a Service's proxies need: their tags' owners and,
+// for an egress Service, access from them to the target's ports.
+type ServiceProxy struct {
 	Tags []string
-	// Target is the tailnet target, a MagicDNS name or an IP address. A
-	// grant can name only an address (or a hosts alias, which the admin
-	// writes): a name target gets its tags' owners and no grant.
+	// Target is an egress Service's tailnet target, a MagicDNS name or an
+	// IP address. A grant can name only an address (or a hosts alias,
+	// which the admin writes): a name target gets no grant.
 	Target string
 	Ports  []string // "tcp:5432", "udp:53"
 }
@@ -91,7 +91,7 @@ func Generate(in Input) Snippet {
 		}
 		s.AutoApprovers = aa
 	}
-	for _, e := range in.Egress {
+	for _, e := range in.Services {
 		for _, t := range e.Tags {
 			addTag(t)
 		}

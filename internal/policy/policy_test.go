@@ -108,7 +108,7 @@ func TestGenerate(t *testing.T) {
 // An egress Service's proxies need their tags owned and, for an address
 // target, a grant to its ports; a name target cannot be granted by name.
 func TestGenerateEgress(t *testing.T) {
-	s := Generate(Input{Egress: []Egress{
+	s := Generate(Input{Services: []ServiceProxy{
 		{Tags: []string{"tag:shop"}, Target: "100.64.0.5", Ports: []string{"udp:53", "tcp:5432"}},
 		{Tags: []string{"tag:web"}, Target: "db.example.ts.net", Ports: []string{"tcp:5432"}},
 	}})
