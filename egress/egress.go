@@ -62,7 +62,7 @@ func (cfg *Config) Settings() []cli.Setting {
 			cfg.Ports, err = contract.ParsePortMaps(v)
 			return err
 		}},
-		cli.Setting{Flag: "listen-addr", Help: "address the ports listen on (default: every address of the pod)", Set: cli.String(&cfg.ListenAddr)},
+		cli.Setting{Flag: "listen-addr", Env: contract.EnvListenAddr, Help: "address the ports listen on (default: every address of the pod)", Set: cli.String(&cfg.ListenAddr)},
 		cli.Setting{Flag: "udp-idle", Help: "end a UDP flow idle this long", Default: "2m", Set: cli.Duration(&cfg.UDPIdle)},
 	)
 }

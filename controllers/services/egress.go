@@ -202,7 +202,7 @@ func (r *EgressReconciler) readiness(ctx context.Context, svc *corev1.Service, s
 	for _, st := range states {
 		if st.Reason == contract.EgressTargetReachable {
 			cond.Status, cond.Reason = metav1.ConditionTrue, st.Reason
-			cond.Message = fmt.Sprintf("%d replicas on the tailnet; target %s at %s", len(devices), targetOf(svc), strings.Join(st.Addrs, ", "))
+			cond.Message = fmt.Sprintf("%d of %d replicas on the tailnet; target %s at %s", len(devices), s.Replicas, targetOf(svc), strings.Join(st.Addrs, ", "))
 			return cond, nil
 		}
 	}

@@ -131,6 +131,9 @@ const (
 	// proxy's Service address; EnvPorts its ports (FormatPortMaps).
 	EnvTarget = "TSINJECT_TARGET"
 	EnvPorts  = "TSINJECT_PORTS"
+	// EnvListenAddr narrows the address an egress proxy's ports listen on
+	// (default all of the pod's; the sandbox uses loopback).
+	EnvListenAddr = "TSINJECT_LISTEN_ADDR"
 )
 
 // Hostname template placeholders, filled in by the sidecar at run time from

@@ -24,6 +24,9 @@ import (
 	"github.com/tsinject/tsinject/test/testbins"
 )
 
+// ServiceCIDR is the API server's Service range.
+const ServiceCIDR = "198.19.32.0/24"
+
 // Options configure Start.
 type Options struct {
 	// Scheme for the returned client; default client-go's scheme.
@@ -87,6 +90,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	// The issuer's discovery document names its key set at the external
 	// host, by default the machine's own address: keep it on loopback.
 	env.ControlPlane.GetAPIServer().Configure().Set("external-hostname", "127.0.0.1")
+	// ClusterIPs in the test range (envtest's default is 10.0.0.0/24):
+	// the sandbox forwards an ingress Service to one, standing in for
+	// kube-proxy, and no test may send traffic to 10/8.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", ServiceCIDR)
 	if opts.ServiceAccountAdmission {
 		env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
 	}

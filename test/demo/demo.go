@@ -30,6 +30,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,6 +39,8 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/apiproxy"
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/examples"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
@@ -99,6 +102,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		{"Label a namespace and create a pod: the webhook injects the sidecar", d.inject},
 		{"Run the pod (standing in for the kubelet): the app reaches a tailnet service by name", d.runPod},
 		{"Create a Connector: a tailnet peer reaches the cluster subnet through it", d.connector},
+		{"Services on the tailnet: an uninjected client reaches db through an egress Service; the laptop reaches a cluster Service through an ingress LoadBalancer", d.services},
 		{"Create the API server proxy: kubectl over the tailnet as an admin and as a reader", d.apiProxy},
 	}
 	start := time.Now()
@@ -488,7 +492,7 @@ func connectorReason(d *demo, reason string) error {
 
 // runReplica runs replica 0 of a proxy StatefulSet as its pod would:
 // the StatefulSet's args and env, the ServiceAccount's token.
-func (d *demo) runReplica(stsName, what string) (*bytes.Buffer, error) {
+func (d *demo) runReplica(stsName, what string, extraEnv ...string) (*bytes.Buffer, error) {
 	var sts appsv1.StatefulSet
 	if err := waitFor(d.ctx, 10*time.Second, func() error {
 		return d.cl.Get(d.ctx, client.ObjectKey{Namespace: "tsinject-system", Name: stsName}, &sts)
@@ -523,6 +527,7 @@ func (d *demo) runReplica(stsName, what string) (*bytes.Buffer, error) {
 		contract.EnvStateDir+"="+filepath.Join(root, "state"),
 		contract.EnvHealthAddr+"="+freeAddr(),
 	)
+	env = append(env, extraEnv...)
 	cmd := exec.Command(d.ProxyBin, c.Args...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -535,6 +540,150 @@ func (d *demo) runReplica(stsName, what string) (*bytes.Buffer, error) {
 	d.say("    ran %s replica %s with its ServiceAccount (standing in for the kubelet)\n", what, pod)
 	return logs, nil
 }
+
+// services shows both kinds of Service on the tailnet: an egress Service
+// that lets a client with no tailnet of its own reach db, and (as root) an
+// ingress LoadBalancer that puts a cluster Service on the tailnet.
+func (d *demo) services() error {
+	const egressPort = 18080
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "db-tailnet", Annotations: map[string]string{
+			services.AnnotationTailnetFQDN: "db." + d.tn.Domain,
+		}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "placeholder.invalid",
+			Ports: []corev1.ServicePort{{Name: "http", Port: egressPort, TargetPort: intstr.FromInt32(80)}}},
+	}
+	if err := d.cl.Create(d.ctx, svc); err != nil {
+		return err
+	}
+	d.say("    kubectl create -f egress Service demo/db-tailnet (ExternalName, %s: db.%s, port %d -> 80)\n", services.AnnotationTailnetFQDN, d.tn.Domain, egressPort)
+	var set string
+	if err := waitFor(d.ctx, 30*time.Second, func() error {
+		if err := d.cl.Get(d.ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
+			return err
+		}
+		if !strings.HasPrefix(svc.Spec.ExternalName, "ts-egress-") {
+			return fmt.Errorf("externalName %q not set yet", svc.Spec.ExternalName)
+		}
+		set = strings.Split(svc.Spec.ExternalName, ".")[0]
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.say("    the controller pointed it at the proxies: externalName %s\n", svc.Spec.ExternalName)
+	if _, err := d.runReplica(set, "egress", contract.EnvListenAddr+"=127.0.0.1"); err != nil {
+		return err
+	}
+	if err := waitFor(d.ctx, 60*time.Second, func() error {
+		return serviceCondition(d, svc, services.EgressReady, metav1.ConditionTrue)
+	}); err != nil {
+		return err
+	}
+	d.say("    status: %s=True (%s)\n", services.EgressReady, meta.FindStatusCondition(svc.Status.Conditions, services.EgressReady).Message)
+	hc := &http.Client{Timeout: 5 * time.Second}
+	var body string
+	u := fmt.Sprintf("http://127.0.0.1:%d/", egressPort)
+	if err := waitFor(d.ctx, 30*time.Second, func() (err error) { body, err = get(hc, u); return err }); err != nil {
+		return err
+	}
+	d.say("    an uninjected client (this process; no kube-proxy here, so the proxy's own address stands for\n")
+	d.say("    db-tailnet.demo.svc.cluster.local:%d): GET %s\n      %s", egressPort, u, body)
+
+	if !d.root {
+		d.say("    ingress not run: the cluster Service's address needs a network namespace, which needs root (run `sudo make demo`)\n")
+		return nil
+	}
+	// The Service's ClusterIP on a test host: where kube-proxy would take
+	// the proxy's connections.
+	clusterIP := netip.MustParseAddr("198.19.32.80")
+	host, err := netns.New("tsi-demo-svc")
+	if err != nil {
+		return err
+	}
+	d.cleanup = append(d.cleanup, func() { host.Close() })
+	if err := host.AddAddr(netip.PrefixFrom(clusterIP, 32)); err != nil {
+		return err
+	}
+	if err := host.Route(netip.PrefixFrom(clusterIP, 32)); err != nil {
+		return err
+	}
+	ln, err := host.Listen("tcp", net.JoinHostPort(clusterIP.String(), "80"))
+	if err != nil {
+		return err
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from a cluster Service, through its tailnet load balancer\n")
+	}))
+	class := services.LoadBalancerClass
+	web := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &class, ClusterIP: clusterIP.String(),
+			AllocateLoadBalancerNodePorts: ptr(false),
+			Ports:                         []corev1.ServicePort{{Name: "http", Port: 80}}},
+	}
+	if err := d.cl.Create(d.ctx, web); err != nil {
+		return err
+	}
+	d.say("    kubectl create -f Service demo/web (type LoadBalancer, loadBalancerClass %s, clusterIP %s)\n", class, clusterIP)
+	if err := waitFor(d.ctx, 30*time.Second, func() error {
+		var sts appsv1.StatefulSetList
+		if err := d.cl.List(d.ctx, &sts, client.InNamespace("tsinject-system"), client.MatchingLabels{proxyset.LabelComponent: services.IngressComponent}); err != nil {
+			return err
+		}
+		if len(sts.Items) != 1 {
+			return fmt.Errorf("%d ingress StatefulSets", len(sts.Items))
+		}
+		set = sts.Items[0].Name
+		return nil
+	}); err != nil {
+		return err
+	}
+	if _, err := d.runReplica(set, "ingress"); err != nil {
+		return err
+	}
+	var name string
+	if err := waitFor(d.ctx, 60*time.Second, func() error {
+		if err := d.cl.Get(d.ctx, client.ObjectKeyFromObject(web), web); err != nil {
+			return err
+		}
+		if len(web.Status.LoadBalancer.Ingress) == 0 {
+			return errors.New("no status.loadBalancer.ingress yet")
+		}
+		name = web.Status.LoadBalancer.Ingress[0].Hostname
+		return nil
+	}); err != nil {
+		return err
+	}
+	var external []string
+	for _, in := range web.Status.LoadBalancer.Ingress {
+		external = append(external, in.Hostname+in.IP)
+	}
+	d.say("    kubectl get svc web: EXTERNAL-IP %s\n", strings.Join(external, ","))
+	if d.laptop == nil {
+		if d.laptop, err = d.tn.NewNode(d.ctx, "laptop", tailnet.NodeOptions{AcceptRoutes: true}); err != nil {
+			return err
+		}
+		d.cleanup = append(d.cleanup, func() { d.laptop.Close() })
+	}
+	lc := &http.Client{Transport: &http.Transport{DialContext: d.laptop.Dial}, Timeout: 5 * time.Second}
+	if err := waitFor(d.ctx, 30*time.Second, func() (err error) { body, err = get(lc, "http://"+name+"/"); return err }); err != nil {
+		return err
+	}
+	d.say("    laptop (tailnet peer): GET http://%s/\n      %s", name, body)
+	return nil
+}
+
+func serviceCondition(d *demo, svc *corev1.Service, condType string, want metav1.ConditionStatus) error {
+	if err := d.cl.Get(d.ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
+		return err
+	}
+	if cond := meta.FindStatusCondition(svc.Status.Conditions, condType); cond == nil || cond.Status != want {
+		return fmt.Errorf("%s is %+v, want %s", condType, cond, want)
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // apiProxy creates the API server proxy and runs kubectl through it from
 // the laptop, first granted system:masters, then tailnet-readers.
@@ -694,6 +843,7 @@ func (d *demo) where() {
 	d.say("\nWhere everything is:\n")
 	d.say("  cluster admin:   KUBECONFIG=%s kubectl get pods -A\n", d.cluster.Kubeconfig)
 	d.say("                   KUBECONFIG=%s kubectl get connectors,apiserverproxies\n", d.cluster.Kubeconfig)
+	d.say("                   KUBECONFIG=%s kubectl -n demo get services\n", d.cluster.Kubeconfig)
 	d.say("  tailnet kubectl: KUBECONFIG=%s kubectl get pods -A   (as the laptop, a tailnet reader)\n", filepath.Join(d.dir, "laptop-kubeconfig"))
 	d.say("  tailnet control: %s   webhook: %s\n", d.tn.ControlURL(), d.mgr.URL)
 	d.say("  offline:         tsinject inject -f examples/deployment-expose.yaml\n")
