@@ -66,6 +66,12 @@ func Conclude(r *Report) []string {
 		}
 	}
 	out = append(out, concludeMemory(r.Memory)...)
+	if e, b := findPath(r.Services, PathEgressProxy), findPath(r.Services, PathEgressBaseline); e > 0 && b > 0 {
+		out = append(out, fmt.Sprintf("Egress Service proxy throughput: %.2fx tailscaled's SOCKS5 proxy (no target; the issue asks for the figure beside it).", e/b))
+	}
+	if i, b := findPath(r.Services, PathIngressProxy), findPath(r.Services, PathIngressBase); i > 0 && b > 0 {
+		out = append(out, fmt.Sprintf("Ingress Service proxy throughput: %.2fx tailscaled's `serve --tcp` (no target).", i/b))
+	}
 	if len(r.Connector) == 2 {
 		rt := r.Connector[0].Gbps.Median() / r.Connector[1].Gbps.Median()
 		out = append(out, fmt.Sprintf("Connector subnet throughput: %.2fx tailscaled's userspace subnet router (no target; same netstack forwarder).", rt))

@@ -12,19 +12,22 @@ import (
 
 // Report is everything one run measured.
 type Report struct {
-	Command    string
-	Started    time.Time
-	Took       time.Duration
-	Versions   map[string]string
-	Admission  []AdmissionResult
-	LargePod   LargePod
-	Sidecar    *SidecarResult
-	Connector  []PathResult
-	API        []APIResult
-	Memory     []MemoryRow
-	Burst      []BurstResult
-	Errors     []string
-	Conclusion []string // targets, met or missed, with what limits them
+	Command   string
+	Started   time.Time
+	Took      time.Duration
+	Versions  map[string]string
+	Admission []AdmissionResult
+	LargePod  LargePod
+	Sidecar   *SidecarResult
+	Connector []PathResult
+	Services  []PathResult
+	// ServicesSkipped says which Services rows were not measured, and why.
+	ServicesSkipped []string
+	API             []APIResult
+	Memory          []MemoryRow
+	Burst           []BurstResult
+	Errors          []string
+	Conclusion      []string // targets, met or missed, with what limits them
 }
 
 // Machine describes where the run happened.
@@ -122,6 +125,20 @@ func (r *Report) Write(w io.Writer) {
 		p("| Router | Throughput | vs tailscaled | Request p50 | p99 | Notes |\n|---|---|---|---|---|---|\n")
 		for _, pr := range r.Connector {
 			p("| %s | %s | %s | %s | %s | %s |\n", pr.Name, pm(pr.Gbps, " Gbit/s", 2), ratio(pr.Gbps.Median(), base), pm(pr.P50, " ms", 3), pm(pr.P99, " ms", 3), pr.Note)
+		}
+	}
+	if len(r.Services) > 0 || len(r.ServicesSkipped) > 0 {
+		p("\n## Services on the tailnet versus tailscaled\n\nEgress: a client with no tailnet of its own downloads from a tailnet server through `tsinject-proxy egress` (at its port on loopback: in a cluster kube-proxy adds its hop to both) and through tailscaled's SOCKS5 proxy. Ingress: a tailnet peer downloads from a server on the proxy's host through `tsinject-proxy ingress` and through `tailscale serve --tcp` on tailscaled in userspace mode.\n\n")
+		p("| Path | Throughput | vs tailscaled | Request p50 | p99 | Notes |\n|---|---|---|---|---|---|\n")
+		for _, pr := range r.Services {
+			base := findPath(r.Services, PathEgressBaseline)
+			if pr.Name == PathIngressProxy || pr.Name == PathIngressBase {
+				base = findPath(r.Services, PathIngressBase)
+			}
+			p("| %s | %s | %s | %s | %s | %s |\n", pr.Name, pm(pr.Gbps, " Gbit/s", 2), ratio(pr.Gbps.Median(), base), pm(pr.P50, " ms", 3), pm(pr.P99, " ms", 3), pr.Note)
+		}
+		for _, sk := range r.ServicesSkipped {
+			p("\nNot measured: %s\n", sk)
 		}
 	}
 	if len(r.API) > 0 {

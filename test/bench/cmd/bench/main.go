@@ -29,7 +29,7 @@ func main() {
 	repeats := flag.Int("repeats", 3, "repetitions of each figure")
 	dur := flag.Duration("duration", 2*time.Second, "length of each load run")
 	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
-	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, connector, api, memory (default all)")
+	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, connector, services, api, memory (default all)")
 	roles := flag.String("roles", "", "memory: comma-separated subset of sidecar, connector, API proxy (default all)")
 	profile := flag.String("profile", "", "directory for heap profiles of tsinject's processes under each memory load")
 	flag.Parse()
@@ -96,6 +96,12 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 		step("connector vs tailscaled subnet router")
 		if r.Connector, err = bench.Connector(ctx, proxyBin, tsBins, size, repeats); err != nil {
 			r.Errors = append(r.Errors, "connector vs tailscaled: "+err.Error())
+		}
+	}
+	if want("services") {
+		step("egress and ingress Services vs tailscaled")
+		if r.Services, r.ServicesSkipped, err = bench.Services(ctx, proxyBin, tsBins, size, repeats); err != nil {
+			r.Errors = append(r.Errors, "Services vs tailscaled: "+err.Error())
 		}
 	}
 	if want("memory") {
