@@ -121,6 +121,11 @@ func report(t *testing.T, c client.Client, setName string, i int, st contract.Eg
 func TestEgressServiceLifecycle(t *testing.T) {
 	ctx := context.Background()
 	r, c := newReconciler(t, egressService())
+	var loggedOut []string
+	r.Logout = func(_ context.Context, state map[string][]byte) error {
+		loggedOut = append(loggedOut, string(state[contract.DeviceFQDN]))
+		return nil
+	}
 	reconcileOnce(t, r)
 
 	var svc corev1.Service
@@ -208,6 +213,11 @@ func TestEgressServiceLifecycle(t *testing.T) {
 	}
 	if len(svc.Finalizers) != 0 || meta.FindStatusCondition(svc.Status.Conditions, EgressReady) != nil {
 		t.Errorf("after removal: finalizers %v, conditions %v", svc.Finalizers, svc.Status.Conditions)
+	}
+	// Each replica's device is logged out from its stored state before
+	// the state goes.
+	if strings.Join(loggedOut, " ") != `"shop-db-egress-0.example.ts.net" "shop-db-egress-1.example.ts.net"` {
+		t.Errorf("logged out %v, want both replicas' devices", loggedOut)
 	}
 }
 
