@@ -71,6 +71,8 @@ type Status struct {
 	Volumes        []string `json:"volumes"`
 	// Annotations lists the pod annotations tsinject added besides this one.
 	Annotations []string `json:"annotations,omitempty"`
+	// Labels lists the pod labels tsinject added.
+	Labels []string `json:"labels,omitempty"`
 	// ProxyEnv lists the app containers that got proxy variables.
 	ProxyEnv []string `json:"proxyEnv,omitempty"`
 }
@@ -313,6 +315,16 @@ func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
 		}
 	}
 
+	// The pod is in: the label says so to `kubectl get -l`, and it puts
+	// the pod in the manager's cache, which leaves the Injected Event on it
+	// once it exists (at admission it has no UID to attach one to).
+	if pod.Labels[LabelInject] != "true" {
+		if pod.Labels == nil {
+			pod.Labels = map[string]string{}
+		}
+		pod.Labels[LabelInject] = "true"
+		st.Labels = append(st.Labels, LabelInject)
+	}
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}

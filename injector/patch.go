@@ -20,11 +20,12 @@ import (
 // A generic JSON diff rewrites array elements in place when one is inserted
 // before them, re-creating the app's containers from this build's API types
 // and so dropping any field a newer API server knows and we do not. Inject
-// only inserts containers and volumes and appends env entries and one
-// annotation, so the patch names exactly those: nothing else of the pod is
+// only inserts containers and volumes and appends env entries, one label
+// and its annotations, so the patch names exactly those: nothing else of the pod is
 // touched, and its size is that of the change, not of the pod.
 func Patch(orig, injected *corev1.Pod) ([]jsonpatch.Operation, error) {
 	var ops []jsonpatch.Operation
+	ops = appendMapOps(ops, "/metadata/labels", orig.Labels, injected.Labels)
 	ops = appendMapOps(ops, "/metadata/annotations", orig.Annotations, injected.Annotations)
 	var err error
 	if ops, err = appendContainerOps(ops, "/spec/initContainers", orig.Spec.InitContainers, injected.Spec.InitContainers); err != nil {

@@ -25,22 +25,8 @@ func UninjectPatch(pod *corev1.Pod) ([]jsonpatch.Operation, error) {
 		return nil, fmt.Errorf("annotation %s is not valid JSON: %w", AnnotationStatus, err)
 	}
 	var ops []jsonpatch.Operation
-	added := append([]string{AnnotationStatus}, st.Annotations...)
-	left := 0
-	for k := range pod.Annotations {
-		if !slices.Contains(added, k) {
-			left++
-		}
-	}
-	if left == 0 {
-		ops = append(ops, jsonpatch.NewOperation("remove", "/metadata/annotations", nil))
-	} else {
-		for _, k := range added {
-			if _, ok := pod.Annotations[k]; ok {
-				ops = append(ops, jsonpatch.NewOperation("remove", "/metadata/annotations/"+escape(k), nil))
-			}
-		}
-	}
+	ops = appendMapRemovals(ops, "/metadata/labels", pod.Labels, st.Labels)
+	ops = appendMapRemovals(ops, "/metadata/annotations", pod.Annotations, append([]string{AnnotationStatus}, st.Annotations...))
 	var probe corev1.Container
 	addProxyEnv(&probe) // the values Inject sets
 	ours := map[string]string{}
@@ -82,6 +68,26 @@ func UninjectPatch(pod *corev1.Pod) ([]jsonpatch.Operation, error) {
 		return slices.Contains(st.Volumes, pod.Spec.Volumes[i].Name)
 	})
 	return ops, nil
+}
+
+// appendMapRemovals removes the keys added from the map at path, or the
+// whole map if nothing else is in it, as it was before injection.
+func appendMapRemovals(ops []jsonpatch.Operation, path string, m map[string]string, added []string) []jsonpatch.Operation {
+	left := 0
+	for k := range m {
+		if !slices.Contains(added, k) {
+			left++
+		}
+	}
+	if left == 0 && len(m) > 0 {
+		return append(ops, jsonpatch.NewOperation("remove", path, nil))
+	}
+	for _, k := range added {
+		if _, ok := m[k]; ok {
+			ops = append(ops, jsonpatch.NewOperation("remove", path+"/"+escape(k), nil))
+		}
+	}
+	return ops
 }
 
 // appendRemovals removes the matching elements of an array, from the end so

@@ -50,6 +50,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/authkey"
 	"github.com/tsinject/tsinject/controllers/connector"
 	"github.com/tsinject/tsinject/controllers/expiry"
+	"github.com/tsinject/tsinject/controllers/podevents"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
@@ -428,7 +429,8 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			// All Secrets of our namespace; the auth-key copies elsewhere.
 			&corev1.Secret{}: {Namespaces: secrets},
-			// Only opted-in pods: the auth-key copies follow them.
+			// Only opted-in pods: the auth-key copies follow them, and
+			// the webhook labels the pods it injects (their Events).
 			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"})},
 			// Proxy sets live in our namespace only.
 			&appsv1.StatefulSet{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
@@ -543,6 +545,10 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Events:   mgr.GetEventRecorder("tsinject-connector"),
 		Log:      log.WithName("connector"),
 	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+
+	if err := (&podevents.Reconciler{Client: mgr.GetClient(), Events: mgr.GetEventRecorder("tsinject-injector")}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 

@@ -122,6 +122,10 @@ func TestExplicitEgress(t *testing.T) {
 	if len(pod.Spec.InitContainers) != 1 || pod.Spec.InitContainers[0].Name != "tailscale" {
 		t.Errorf("init containers %v: want only the native sidecar", names(pod.Spec.InitContainers))
 	}
+	// kubectl describe explains the pod: the manager's Injected Event.
+	if out, err := kubectl(testCtx(t, stepDeadline), "-n", ns, "describe", "pod", "app"); err != nil || !strings.Contains(out, "Injected") || !strings.Contains(out, "tsinject added the tailnet sidecar") {
+		t.Errorf("kubectl describe pod shows no Injected Event (%v):\n%s", err, out)
+	}
 	for _, c := range pod.Spec.InitContainers {
 		if sc := c.SecurityContext; sc != nil && sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
 			t.Errorf("%s adds capabilities %v in explicit mode", c.Name, sc.Capabilities.Add)
