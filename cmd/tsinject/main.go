@@ -20,5 +20,6 @@ func commands() []*cli.Command {
 		policyCommand(),
 		checkCommand(),
 		cli.VersionCommand(version.Version),
+		cli.CompletionCommand("tsinject", commands),
 	}
 }

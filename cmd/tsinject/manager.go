@@ -107,8 +107,15 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig != "" {
 		return clientcmd.BuildConfigFromFlags("", kubeconfig)
 	}
-	return ctrl.GetConfig()
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("%w: no --kubeconfig, no $KUBECONFIG, no ~/.kube/config, and not running in a pod (%v)", errNoCluster, err)
+	}
+	return cfg, nil
 }
+
+// errNoCluster: no kubeconfig to be found and not in a pod.
+var errNoCluster = errors.New("no cluster to talk to")
 
 // federationFlags select workload identity federation, for the manager
 // and `tsinject inject` alike.

@@ -68,8 +68,8 @@ func policyCommand() *cli.Command {
 			var err error
 			if file != "" {
 				err = readPolicyObjects(file, &in)
-			} else {
-				err = listPolicyObjects(ctx, kubeconfig, &in)
+			} else if err = listPolicyObjects(ctx, kubeconfig, &in); errors.Is(err, errNoCluster) {
+				err = fmt.Errorf("%w; or read the Connectors, Services and API proxies from a file with -f FILE", err)
 			}
 			if err != nil {
 				return err

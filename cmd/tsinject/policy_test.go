@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tsinject/tsinject/internal/cli"
@@ -58,5 +59,20 @@ spec: {ports: [{port: 80}]}
 	}
 	if len(s.Grants) != 1 || s.Grants[0].Dst[0] != "100.64.0.5" || len(s.Grants[0].IP) != 2 || s.Grants[0].IP[1] != "udp:5353" {
 		t.Errorf("grants:\n%s", out.String())
+	}
+}
+
+// With no cluster and no -f, policy says so in its own words and names
+// the way out.
+func TestPolicyWithoutCluster(t *testing.T) {
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	var out, errOut bytes.Buffer
+	if code := cli.Run("tsinject", "", []*cli.Command{policyCommand()}, []string{"policy"}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if msg := errOut.String(); !strings.HasPrefix(msg, "tsinject policy: no cluster to talk to") || !strings.Contains(msg, "-f FILE") {
+		t.Errorf("message %q", msg)
 	}
 }

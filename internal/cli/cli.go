@@ -4,12 +4,14 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -87,7 +89,8 @@ func Run(prog, about string, cmds []*Command, args []string, stdout, stderr io.W
 	if cmd.Flags != nil {
 		cmd.Flags(fs)
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	rest, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fs.Usage()
@@ -98,7 +101,7 @@ func Run(prog, about string, cmds []*Command, args []string, stdout, stderr io.W
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx = context.WithValue(ctx, stdioKey{}, [2]io.Writer{stdout, stderr})
-	err := cmd.Run(ctx, fs.Args())
+	err = cmd.Run(ctx, rest)
 	var ee *ExitError
 	switch {
 	case err == nil:
@@ -114,6 +117,26 @@ func Run(prog, about string, cmds []*Command, args []string, stdout, stderr io.W
 	default:
 		fmt.Fprintf(stderr, "%s %s: %v\n", prog, cmd.Name, strings.TrimSpace(err.Error()))
 		return 1
+	}
+}
+
+// parseInterspersed parses flags wherever they stand among the arguments,
+// as kubectl, helm and the tailscale CLI do (Go's flag package stops at the
+// first argument): `tsinject kubeconfig HOST --context prod`. "--" ends
+// the flags; everything after it is an argument.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		consumed := len(args) - len(rest)
+		if len(rest) == 0 || consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
 }
 
@@ -144,13 +167,32 @@ func EnvDefault(key, def string) string {
 	return def
 }
 
-// VersionCommand prints v.
+// VersionCommand prints v, as text or (-o json) as kubectl and helm do.
 func VersionCommand(v string) *Command {
+	var output string
 	return &Command{
 		Name:  "version",
-		Short: "print the version",
-		Run: func(ctx context.Context, _ []string) error {
-			fmt.Fprintln(Stdout(ctx), v)
+		Short: "print the version (-o json for scripts)",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&output, "o", "text", "text or json")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return ErrUsage
+			}
+			switch output {
+			case "text":
+				fmt.Fprintln(Stdout(ctx), v)
+			case "json":
+				b, _ := json.Marshal(struct {
+					Version   string `json:"version"`
+					GoVersion string `json:"goVersion"`
+					Platform  string `json:"platform"`
+				}{v, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH})
+				fmt.Fprintln(Stdout(ctx), string(b))
+			default:
+				return fmt.Errorf("-o %q: allowed: text, json", output)
+			}
 			return nil
 		},
 	}
