@@ -20,7 +20,7 @@ import (
 func checkCommand() *cli.Command {
 	def := manager.DefaultOptions()
 	o := check.Options{Namespace: def.Namespace, Deployment: "tsinject-manager", WebhookConfig: def.WebhookConfigName, CertSecret: def.CertSecret,
-		ConfigVersionAnnotation: manager.AnnotationConfigVersion}
+		ConfigVersionAnnotation: manager.AnnotationConfigVersion, TryCredential: true}
 	var kubeconfig, output string
 	var timeout time.Duration
 	return &cli.Command{
@@ -31,6 +31,7 @@ func checkCommand() *cli.Command {
 			fs.StringVar(&o.Namespace, "namespace", o.Namespace, "tsinject's namespace")
 			fs.StringVar(&o.Deployment, "deployment", o.Deployment, "the manager's Deployment")
 			fs.BoolVar(&o.Proxies, "proxy", false, "also check injected pods: sidecars not ready, or injected with another configuration than the one served")
+			fs.BoolVar(&o.TryCredential, "try-credential", true, "prove the tailnet credential at the tailnet's API: exchange a token of an injected namespace's default ServiceAccount (federation) or obtain an access token (OAuth client); nothing is created")
 			fs.StringVar(&output, "o", "text", "text or json")
 			fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 		},

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -29,6 +31,8 @@ import (
 	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/federation"
+	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/manifests"
 )
 
@@ -56,6 +60,13 @@ type Options struct {
 	// version the manager serves (manager.AnnotationConfigVersion).
 	ConfigVersionAnnotation string
 	Now                     func() time.Time
+	// TryCredential proves the credential at the tailnet's API: a token
+	// exchange (federation, for the default ServiceAccount of an injected
+	// namespace) or an access token (OAuth client). Neither creates
+	// anything. An auth key cannot be tried without using it.
+	TryCredential bool
+	// HTTPClient reaches the tailnet's API (nil: a default).
+	HTTPClient *http.Client
 }
 
 // warnWithin is how close an expiry must be to warn.
@@ -249,8 +260,20 @@ func credential(ctx context.Context, c client.Client, o Options) Result {
 		}
 		return "", false
 	}
+	control, ok := flag("control-url")
+	if !ok {
+		control = tsnode.DefaultControlURL
+	}
 	if id, ok := flag("federation-client-id"); ok {
-		return pass(name, "workload identity federation (client ID "+id+"): nothing is stored in the cluster to expire")
+		detail := "workload identity federation (client ID " + id + "): nothing is stored in the cluster to expire"
+		if !o.TryCredential {
+			return pass(name, detail)
+		}
+		audience, ok := flag("federation-audience")
+		if !ok {
+			audience = injector.DefaultAudience
+		}
+		return tryFederation(ctx, c, o, detail, control, id, audience)
 	}
 	secret, keys, mode := "tsinject-authkey", []string{contract.AuthSecretKey}, "auth key"
 	if v, ok := flag("auth-secret"); ok {
@@ -273,6 +296,20 @@ func credential(ctx context.Context, c client.Client, o Options) Result {
 		}
 	}
 	detail := fmt.Sprintf("%s in Secret %s/%s", mode, o.Namespace, secret)
+	if mode == "OAuth client" && o.TryCredential {
+		api, ok := flag("api-url")
+		if !ok {
+			api = control
+			if _, set := flag("control-url"); !set {
+				api = "https://api.tailscale.com"
+			}
+		}
+		m := &federation.OAuthMinter{BaseURL: api, ClientID: string(sec.Data["client_id"]), Secret: string(sec.Data["client_secret"]), Client: o.HTTPClient}
+		if err := m.Verify(ctx); err != nil {
+			return fail(name, fmt.Sprintf("%s: %v", detail, err), "put a valid OAuth client (with the auth_keys scope and the namespaces' tags) in the Secret; docs/credentials.md")
+		}
+		detail += ", accepted by " + api
+	}
 	v, ok := sec.Annotations[expiry.Annotation]
 	if !ok {
 		return pass(name, detail+" (expiry not recorded: annotate it "+expiry.Annotation+" to be warned)")
@@ -291,6 +328,34 @@ func credential(ctx context.Context, c client.Client, o Options) Result {
 		return r
 	}
 	return pass(name, fmt.Sprintf("%s, expires %s", detail, v))
+}
+
+// tryFederation exchanges a token of the default ServiceAccount of the
+// first namespace enabled for injection, for the audience sidecars use,
+// at the control server: what every sidecar there does first.
+func tryFederation(ctx context.Context, c client.Client, o Options, detail, control, clientID, audience string) Result {
+	const name = "tailnet credential"
+	var list corev1.NamespaceList
+	if err := c.List(ctx, &list, client.MatchingLabels{injector.LabelInjection: "enabled"}); err != nil {
+		return fail(name, detail+"; listing namespaces to try a token: "+err.Error(), "")
+	}
+	if len(list.Items) == 0 {
+		r := pass(name, detail+"; not tried: no namespace is labelled "+injector.LabelInjection+"=enabled to take a token from")
+		return r
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	ns := list.Items[0].Name
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}
+	ttl := int64(600)
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: &ttl}}
+	if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return fail(name, fmt.Sprintf("%s; a token of ServiceAccount %s/default for audience %s: %v", detail, ns, audience, err), "tsinject check needs create on serviceaccounts/token; or pass --try-credential=false")
+	}
+	if _, err := federation.Exchange(ctx, o.HTTPClient, control, clientID, tr.Status.Token); err != nil {
+		return fail(name, fmt.Sprintf("%s; a token of ServiceAccount %s/default (audience %s) was not exchanged: %v", detail, ns, audience, err),
+			"at the control server, check the trust credential's issuer (the cluster's ServiceAccount issuer), audience and subject pattern (docs/credentials.md)")
+	}
+	return pass(name, fmt.Sprintf("%s; %s exchanged a token of ServiceAccount %s/default (audience %s)", detail, control, ns, audience))
 }
 
 // policies: every namespace's tsinject policy annotations parse.

@@ -111,20 +111,34 @@ func MintKey(ctx context.Context, client *http.Client, r Request) (KeyResponse, 
 		client = &http.Client{Timeout: 30 * time.Second}
 	}
 	base := strings.TrimSuffix(r.BaseURL, "/")
+	access, err := Exchange(ctx, client, base, r.ClientID, r.IDToken)
+	if err != nil {
+		return KeyResponse{}, err
+	}
+	return createKey(ctx, client, base, access, KeyCreate{Ephemeral: r.Ephemeral, Preauthorized: r.Preauthorized, Tags: r.Tags}, "")
+}
+
+// Exchange trades an ID token for an access token of the API at baseURL,
+// as the federated identity clientID. On its own it creates nothing:
+// `tsinject check` uses it to prove the trust works.
+func Exchange(ctx context.Context, client *http.Client, baseURL, clientID, idToken string) (string, error) {
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
 	form := url.Values{
-		"client_id": {r.ClientID},
-		"jwt":       {strings.TrimSpace(r.IDToken)},
+		"client_id": {clientID},
+		"jwt":       {strings.TrimSpace(idToken)},
 	}
 	var tok struct {
 		AccessToken string `json:"access_token"`
 	}
-	if err := call(ctx, client, "token exchange", base+TokenExchangePath, "application/x-www-form-urlencoded", "", strings.NewReader(form.Encode()), &tok); err != nil {
-		return KeyResponse{}, err
+	if err := call(ctx, client, "token exchange", strings.TrimSuffix(baseURL, "/")+TokenExchangePath, "application/x-www-form-urlencoded", "", strings.NewReader(form.Encode()), &tok); err != nil {
+		return "", err
 	}
 	if tok.AccessToken == "" {
-		return KeyResponse{}, errors.New("token exchange: the control server returned no access token")
+		return "", errors.New("token exchange: the control server returned no access token")
 	}
-	return createKey(ctx, client, base, tok.AccessToken, KeyCreate{Ephemeral: r.Ephemeral, Preauthorized: r.Preauthorized, Tags: r.Tags}, "")
+	return tok.AccessToken, nil
 }
 
 // createKey creates a one-off key (never reusable, expiring in keyTTL).

@@ -40,6 +40,17 @@ func (m *OAuthMinter) Mint(ctx context.Context, create KeyCreate, description st
 	return createKey(ctx, client, base, tok, create, description)
 }
 
+// Verify obtains an access token with the client, creating nothing: the
+// API accepts the client.
+func (m *OAuthMinter) Verify(ctx context.Context) error {
+	client := m.Client
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	_, err := m.accessToken(ctx, client, strings.TrimSuffix(m.BaseURL, "/"))
+	return err
+}
+
 func (m *OAuthMinter) accessToken(ctx context.Context, client *http.Client, base string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -3,16 +3,23 @@ package manager_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/check"
 	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/tsapi"
 )
 
 // tsinject check against a real API server and the manager serving the
@@ -60,5 +67,93 @@ func TestCheckAgainstAPIServer(t *testing.T) {
 	}
 	if r := got["manager"]; r.OK {
 		t.Errorf("manager check passed with no Deployment: %+v", r)
+	}
+}
+
+// tsinject check proves the credential at the tailnet's API, creating
+// nothing: a token of an injected namespace's ServiceAccount is exchanged
+// (federation), or the OAuth client obtains an access token. A trust that
+// does not hold, or a wrong secret, fails with the API's own refusal.
+func TestCheckTriesTheCredential(t *testing.T) {
+	e := start(t, nil)
+	ctx := context.Background()
+	issuer, hc, err := cluster.OpenIssuerDiscovery(ctx, e.c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &tsapi.Server{Client: hc,
+		Credentials:  []tsapi.Credential{{ClientID: "client-shop", Issuer: issuer, Audience: "tsinject.dev/test", Subject: "system:serviceaccount:shop:*", Tags: []string{"tag:shop"}}},
+		OAuthClients: []tsapi.OAuthClient{{ID: "oauth-id", Secret: "oauth-secret", Tags: []string{"tag:shop"}}},
+	}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	e.namespace(t, "shop", map[string]string{injector.LabelInjection: "enabled"})
+	// envtest runs no controller-manager to make it.
+	if err := e.cl.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "default"}}); err != nil {
+		t.Fatal(err)
+	}
+	scheme := manager.Scheme()
+	apiextensionsv1.AddToScheme(scheme)
+	c, err := client.New(e.c.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "oauth"},
+		Data: map[string][]byte{"client_id": []byte("oauth-id"), "client_secret": []byte("oauth-secret")}}); err != nil {
+		t.Fatal(err)
+	}
+	deploy := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-manager"},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "m"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "m"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Image: "tsinject"}}}}}}
+	if err := c.Create(ctx, deploy); err != nil {
+		t.Fatal(err)
+	}
+	o := check.Options{Namespace: "tsinject-system", Deployment: "tsinject-manager", WebhookConfig: "tsinject", CertSecret: "tsinject-webhook-tls",
+		ConfigVersionAnnotation: manager.AnnotationConfigVersion, TryCredential: true, HTTPClient: srv.Client()}
+	for _, tc := range []struct {
+		name string
+		args []string
+		ok   bool
+		want string
+	}{
+		{"federation", []string{"--federation-client-id=client-shop", "--federation-audience=tsinject.dev/test"}, true, "exchanged a token of ServiceAccount shop/default (audience tsinject.dev/test)"},
+		{"federation, wrong audience", []string{"--federation-client-id=client-shop"}, false, "was not exchanged"},
+		{"federation, unknown client", []string{"--federation-client-id=client-nope", "--federation-audience=tsinject.dev/test"}, false, `unknown client_id "client-nope"`},
+		{"OAuth client", []string{"--oauth-secret=oauth"}, true, "accepted by " + srv.URL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(deploy), deploy); err != nil {
+				t.Fatal(err)
+			}
+			deploy.Spec.Template.Spec.Containers[0].Args = append([]string{"--control-url=" + srv.URL}, tc.args...)
+			if err := c.Update(ctx, deploy); err != nil {
+				t.Fatal(err)
+			}
+			var got check.Result
+			for _, r := range check.Run(ctx, c, o) {
+				if r.Name == "tailnet credential" {
+					got = r
+				}
+			}
+			if got.OK != tc.ok || !strings.Contains(got.Detail, tc.want) {
+				t.Errorf("%+v: want ok=%v, detail containing %q", got, tc.ok, tc.want)
+			}
+		})
+	}
+	// A wrong secret.
+	var sec corev1.Secret
+	c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: "oauth"}, &sec)
+	sec.Data["client_secret"] = []byte("wrong")
+	if err := c.Update(ctx, &sec); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range check.Run(ctx, c, o) {
+		if r.Name == "tailnet credential" && (r.OK || !strings.Contains(r.Detail, "wrong secret")) {
+			t.Errorf("wrong OAuth secret: %+v", r)
+		}
+	}
+	if len(api.Mints()) != 0 {
+		t.Errorf("check created keys: %+v", api.Mints())
 	}
 }
