@@ -65,6 +65,11 @@ func TestCheck(t *testing.T) {
 	if r := names["webhook"]; !strings.Contains(r.Detail, "came back injected") {
 		t.Errorf("webhook check %q: want a dry-run pod injected", r.Detail)
 	}
+	// The federated trust, proven: a ServiceAccount token of an injected
+	// namespace exchanged at the control server.
+	if r := names["tailnet credential"]; !strings.Contains(r.Detail, "exchanged a token of ServiceAccount") {
+		t.Errorf("credential check %q: want the token exchange tried", r.Detail)
+	}
 
 	// An admin's typo in a namespace's policy.
 	ctx := testCtx(t, stepDeadline)
