@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -51,6 +52,7 @@ func managerCommand() *cli.Command {
 			fs.StringVar(&o.NativeSidecar, "native-sidecar", o.NativeSidecar, "auto (from the API server version: >= 1.29), always or never")
 			fed.bind(fs)
 			fs.StringVar(&podCIDRs, "pod-cidrs", "", "comma-separated pod ranges of the cluster (its --cluster-cidr), which exit-node Connectors refuse with the Service ranges they read from the cluster")
+			fs.DurationVar(&o.ControlProbeEvery, "control-probe-every", time.Minute, "check this often that the control server answers from the manager's pod, for tsinject check (0 disables)")
 			fs.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain: egress Services point their externalName at the proxy's Service under it")
 			fs.StringVar(&o.OAuthSecret, "oauth-secret", "", "key broker: Secret in --namespace with an OAuth client of the tailnet's API (client_id, client_secret); the manager mints each pod a one-off key with its namespace's tags, and no auth key is distributed (docs/credentials.md)")
 			fs.StringVar(&o.APIURL, "api-url", "", "key broker: the tailnet API's base URL (default the --control-url, else https://api.tailscale.com)")

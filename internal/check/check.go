@@ -32,6 +32,7 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/federation"
+	mgr "github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/manifests"
 )
@@ -77,7 +78,7 @@ func Run(ctx context.Context, c client.Client, o Options) []Result {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), credential(ctx, c, o), policies(ctx, c)}
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), credential(ctx, c, o), controlServer(ctx, c, o), policies(ctx, c)}
 	if o.Proxies {
 		out = append(out, proxies(ctx, c, o)...)
 	}
@@ -356,6 +357,31 @@ func tryFederation(ctx context.Context, c client.Client, o Options, detail, cont
 			"at the control server, check the trust credential's issuer (the cluster's ServiceAccount issuer), audience and subject pattern (docs/credentials.md)")
 	}
 	return pass(name, fmt.Sprintf("%s; %s exchanged a token of ServiceAccount %s/default (audience %s)", detail, control, ns, audience))
+}
+
+// controlServer: the manager's pod reaches the control server, as its
+// leader last found (mgr.AnnotationControlReachable).
+func controlServer(ctx context.Context, c client.Client, o Options) Result {
+	const name = "control server"
+	var wh admissionregistrationv1.MutatingWebhookConfiguration
+	if err := c.Get(ctx, client.ObjectKey{Name: o.WebhookConfig}, &wh); err != nil {
+		return fail(name, fmt.Sprintf("MutatingWebhookConfiguration %s: %v", o.WebhookConfig, err), "reinstall tsinject")
+	}
+	raw, ok := wh.Annotations[mgr.AnnotationControlReachable]
+	if !ok {
+		r := pass(name, "the manager has not reported whether it reaches the control server")
+		r.Warning, r.Fix = true, "a manager of this release reports it within a minute of starting (unless --control-probe-every=0)"
+		return r
+	}
+	var p mgr.ControlProbe
+	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+		return fail(name, fmt.Sprintf("annotation %s: %v", mgr.AnnotationControlReachable, err), "")
+	}
+	if !p.OK {
+		return fail(name, fmt.Sprintf("the manager cannot reach %s (since %s): %s", p.URL, p.Since.Format(time.RFC3339), p.Detail),
+			"let the manager's pods reach the control server (a NetworkPolicy, an egress proxy or firewall in the way?); it logs proxies out there")
+	}
+	return pass(name, fmt.Sprintf("the manager reaches %s (since %s)", p.URL, p.Since.Format(time.RFC3339)))
 }
 
 // policies: every namespace's tsinject policy annotations parse.

@@ -19,6 +19,7 @@ import (
 	"github.com/tsinject/tsinject/internal/check"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/tailnet"
 	"github.com/tsinject/tsinject/test/tsapi"
 )
 
@@ -155,5 +156,48 @@ func TestCheckTriesTheCredential(t *testing.T) {
 	}
 	if len(api.Mints()) != 0 {
 		t.Errorf("check created keys: %+v", api.Mints())
+	}
+}
+
+// The manager's leader asks the control server for its keys and publishes
+// whether it answered; tsinject check reads it. A control server that
+// does not answer (here a closed port on loopback) fails the check.
+func TestCheckControlServerFromTheManager(t *testing.T) {
+	tn, err := tailnet.Start(tailnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	closed := freeLoopback(t)
+	for _, tc := range []struct {
+		name, url string
+		ok        bool
+		want      string
+	}{
+		{"answers", tn.ControlURL(), true, "the manager reaches " + tn.ControlURL()},
+		{"closed", "http://" + closed, false, "the manager cannot reach http://" + closed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, func(o *manager.Options) {
+				o.Injector.ControlURL = tc.url
+				o.ControlProbeEvery = 100 * time.Millisecond
+			})
+			o := check.Options{Namespace: "tsinject-system", WebhookConfig: "tsinject"}
+			var got check.Result
+			waitFor(t, 30*time.Second, func() error {
+				for _, r := range check.Run(context.Background(), e.cl, o) {
+					if r.Name == "control server" {
+						got = r
+					}
+				}
+				if got.Warning || got.OK != tc.ok || !strings.Contains(got.Detail, tc.want) {
+					return fmt.Errorf("%+v: want ok=%v, detail containing %q", got, tc.ok, tc.want)
+				}
+				return nil
+			})
+			if !tc.ok && got.Fix == "" {
+				t.Errorf("no fix: %+v", got)
+			}
+		})
 	}
 }

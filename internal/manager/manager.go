@@ -56,6 +56,7 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/webhook"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/internal/federation"
 	"github.com/tsinject/tsinject/internal/keybroker"
 )
@@ -101,6 +102,11 @@ type Options struct {
 	// PodCIDRs are the cluster's pod ranges, which exit-node Connectors
 	// refuse (with the Service ranges they read from the cluster).
 	PodCIDRs []netip.Prefix
+	// ControlProbeEvery, if set, makes the leader check that the control
+	// server answers from its pod this often, and publish the verdict on
+	// the webhook configuration (AnnotationControlReachable) for `tsinject
+	// check`. Zero: no probe (tests, which must not reach Tailscale's).
+	ControlProbeEvery time.Duration
 	// ClusterDomain is the cluster's DNS domain: egress Services point
 	// their externalName at <proxy>.<Namespace>.svc.<ClusterDomain>.
 	ClusterDomain string
@@ -478,6 +484,16 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	}
 	if err := mgr.Add(&configVersionPublisher{client: mgr.GetClient(), webhook: o.WebhookConfigName, version: handler.ConfigVersion, log: log.WithName("config-version")}); err != nil {
 		return nil, err
+	}
+	if o.ControlProbeEvery > 0 {
+		control := o.Injector.ControlURL
+		if control == "" {
+			control = tsnode.DefaultControlURL
+		}
+		if err := mgr.Add(&controlProber{client: mgr.GetClient(), webhook: o.WebhookConfigName, url: control,
+			http: &http.Client{Timeout: 15 * time.Second}, every: o.ControlProbeEvery, log: log.WithName("control-probe")}); err != nil {
+			return nil, err
+		}
 	}
 	mgr.GetWebhookServer().Register(webhook.Path, m.closeWhileDraining(&admission.Webhook{
 		Handler:      handler,
