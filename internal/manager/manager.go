@@ -56,9 +56,9 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/webhook"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/internal/federation"
 	"github.com/tsinject/tsinject/internal/keybroker"
+	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
 // Certificate modes.
