@@ -1,10 +1,11 @@
-// Package egress reconciles egress Services: an ExternalName Service
-// annotated with a tailnet target (tsinject.dev/tailnet-fqdn or
-// tsinject.dev/tailnet-ip, the Tailscale operator's convention) gets a
-// proxy set running `tsinject-proxy egress` in the manager's namespace, a
-// ClusterIP Service in front of it, and its externalName pointed there,
-// so any pod reaches the target at the Service's own cluster name.
 package services
+
+// Egress Services: an ExternalName Service annotated with a tailnet
+// target (tsinject.dev/tailnet-fqdn or tsinject.dev/tailnet-ip, the
+// Tailscale operator's convention) gets a proxy set running
+// `tsinject-proxy egress` in the manager's namespace, a ClusterIP Service
+// in front of it, and its externalName pointed there, so any pod reaches
+// the target at the Service's own cluster name.
 
 import (
 	"context"
@@ -103,9 +104,9 @@ func (r *EgressReconciler) parse(ctx context.Context, svc *corev1.Service) (egre
 	if svc.Spec.Type != corev1.ServiceTypeExternalName {
 		bad("spec.type: %q is not allowed for an egress Service (allowed: ExternalName; tsinject points its externalName at the proxies)", svc.Spec.Type)
 	}
-	var bad2 []string
-	sp.ports, sp.svcPorts, bad2 = servicePorts(svc, true)
-	problems = append(problems, bad2...)
+	ports, svcPorts, portProblems := servicePorts(svc, true)
+	sp.ports, sp.svcPorts = ports, svcPorts
+	problems = append(problems, portProblems...)
 	sp.replicas = 1
 	if v, ok := a[AnnotationReplicas]; ok {
 		n, err := strconv.Atoi(v)
@@ -115,9 +116,9 @@ func (r *EgressReconciler) parse(ctx context.Context, svc *corev1.Service) (egre
 			sp.replicas = int32(n)
 		}
 	}
-	var bad3 []string
-	sp.tags, bad3 = r.namespacePolicy(ctx, svc)
-	problems = append(problems, bad3...)
+	tags, policyProblems := r.namespacePolicy(ctx, svc)
+	sp.tags = tags
+	problems = append(problems, policyProblems...)
 	return sp, problems
 }
 

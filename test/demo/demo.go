@@ -104,6 +104,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		{"Create a Connector: a tailnet peer reaches the cluster subnet through it", d.connector},
 		{"Services on the tailnet: an uninjected client reaches db through an egress Service; the laptop reaches a cluster Service through an ingress LoadBalancer", d.services},
 		{"Create the API server proxy: kubectl over the tailnet as an admin and as a reader", d.apiProxy},
+		{"tsinject check: every part of the installation, as its operator checks it", d.check},
 	}
 	start := time.Now()
 	for i, s := range steps {
@@ -190,6 +191,7 @@ func (d *demo) start() error {
 	o.Injector.DefaultTags = []string{"tag:k8s"}
 	o.Injector.Federation = &injector.Federation{ClientID: demoClientID, Audience: injector.DefaultAudience}
 	o.LeaderElection = false
+	o.ControlProbeEvery = 5 * time.Second
 	o.Log = logr.Discard()
 	if d.mgr, err = manager.StartLocal(d.ctx, c.Config, o); err != nil {
 		return err
@@ -197,6 +199,44 @@ func (d *demo) start() error {
 	d.cleanup = append(d.cleanup, func() { d.mgr.Stop() })
 	d.say("    tsinject manager: webhook %s (CA published in the MutatingWebhookConfiguration)\n", d.mgr.URL)
 	d.say("      --federation-client-id=%s\n", demoClientID)
+	return nil
+}
+
+// check runs `tsinject check` against the sandbox, as an operator would.
+// The manager runs in this process: a Deployment stands for its pod, its
+// status set here (as the demo stands in for the kubelet elsewhere).
+func (d *demo) check() error {
+	bin := filepath.Join(filepath.Dir(d.ProxyBin), "tsinject")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("the tsinject binary beside --proxy-bin: %w; run `make demo`, which builds it", err)
+	}
+	one := int32(1)
+	labels := map[string]string{"app.kubernetes.io/name": "tsinject-manager"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-manager", Labels: labels},
+		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "manager", Image: "tsinject", Args: []string{"manager", "--control-url=" + d.tn.ControlURL(), "--federation-client-id=" + demoClientID},
+			}}}}},
+	}
+	if err := d.cl.Create(d.ctx, dep); err != nil {
+		return err
+	}
+	dep.Status = appsv1.DeploymentStatus{Replicas: 1, ReadyReplicas: 1}
+	if err := d.cl.Status().Update(d.ctx, dep); err != nil {
+		return err
+	}
+	d.say("    (the manager runs in this process: Deployment tsinject-system/tsinject-manager stands for its pod, 1 of 1 ready)\n")
+	var out []byte
+	err := waitFor(d.ctx, 30*time.Second, func() (err error) {
+		cmd := exec.CommandContext(d.ctx, bin, "check", "--kubeconfig", d.cluster.Kubeconfig)
+		out, err = cmd.CombinedOutput()
+		return err
+	})
+	d.say("    tsinject check --kubeconfig %s\n%s", d.cluster.Kubeconfig, indent(string(out), "      "))
+	if err != nil {
+		return fmt.Errorf("tsinject check: %w", err)
+	}
 	return nil
 }
 
@@ -847,6 +887,7 @@ func (d *demo) where() {
 	d.say("  tailnet kubectl: KUBECONFIG=%s kubectl get pods -A   (as the laptop, a tailnet reader)\n", filepath.Join(d.dir, "laptop-kubeconfig"))
 	d.say("  tailnet control: %s   webhook: %s\n", d.tn.ControlURL(), d.mgr.URL)
 	d.say("  offline:         tsinject inject -f examples/deployment-expose.yaml\n")
+	d.say("  checks:          tsinject check --kubeconfig %s\n", d.cluster.Kubeconfig)
 	if d.root {
 		d.say("  the pod:         ip netns exec %s curl http://db/\n", d.podNS.Name)
 	}
