@@ -1,7 +1,8 @@
 // Package proxyset runs a set of tsinject-proxy replicas for a resource
-// (a Connector, an egress Service or an APIServerProxy): a StatefulSet whose pods each keep
-// their tailnet identity in their own Secret, a ServiceAccount, and a Role
-// that lets each pod touch exactly those Secrets. The proxies report their
+// (a Connector, an egress or ingress Service, an APIServerProxy): a
+// StatefulSet whose pods each keep their tailnet identity in their own
+// Secret, a ServiceAccount, and a Role that lets each pod touch exactly
+// those Secrets. The proxies report their
 // devices into the Secrets; Devices reads them back for status.
 package proxyset
 
@@ -57,7 +58,7 @@ type Set struct {
 	// the set's objects), or namespaced elsewhere (labels name it, and its
 	// controller deletes the set with a finalizer).
 	Owner       client.Object
-	Component   string // "connector", "apiserver-proxy"
+	Component   string // "connector", "egress", "ingress", "apiserver-proxy"
 	Namespace   string
 	Replicas    int32
 	Image       string
