@@ -75,7 +75,7 @@ func (s *Syncer) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("auth-key").
 		For(&corev1.Namespace{}).
-		Watches(&corev1.Pod{}, toNamespace, builder.WithPredicates(optedIn)).
+		Watches(&corev1.Pod{}, toNamespace, builder.OnlyMetadata, builder.WithPredicates(optedIn)).
 		Watches(&corev1.Secret{}, toNamespace, builder.WithPredicates(isCopy)).
 		Watches(&corev1.Secret{}, allNamespaces, builder.WithPredicates(isSource)).
 		Complete(s)
@@ -153,8 +153,11 @@ func (s *Syncer) wanted(ctx context.Context, ns *corev1.Namespace) (bool, error)
 	case "disabled":
 		return false, nil
 	}
-	var pods corev1.PodList
-	if err := s.Client.List(ctx, &pods, client.InNamespace(ns.Name), client.MatchingLabels{injector.LabelInject: "true"}, client.Limit(1)); err != nil {
+	// Metadata only: the labels are all this needs (injected pods carry
+	// the label too, and their specs must not fill the cache).
+	pods := &metav1.PartialObjectMetadataList{}
+	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	if err := s.Client.List(ctx, pods, client.InNamespace(ns.Name), client.MatchingLabels{injector.LabelInject: "true"}, client.Limit(1)); err != nil {
 		return false, err
 	}
 	return len(pods.Items) > 0, nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -50,29 +51,32 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		DeleteFunc:  func(event.DeleteEvent) bool { return false },
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
+	// Metadata only (name, UID, labels, annotations): thousands of
+	// injected pods must not fill the manager's memory with their specs.
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("pod-events").
-		For(&corev1.Pod{}, builder.WithPredicates(created)).
+		For(&corev1.Pod{}, builder.OnlyMetadata, builder.WithPredicates(created)).
 		Complete(r)
 }
 
 // Reconcile records one pod's Event.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	var pod corev1.Pod
-	if err := r.Client.Get(ctx, req.NamespacedName, &pod); err != nil {
+	pod := &metav1.PartialObjectMetadata{}
+	pod.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
+	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	msg, ok := Message(&pod)
+	msg, ok := Message(pod.Annotations)
 	if !ok {
 		return reconcile.Result{}, nil
 	}
-	r.Events.Eventf(&pod, nil, corev1.EventTypeNormal, ReasonInjected, "Inject", "%s", msg)
+	r.Events.Eventf(pod, nil, corev1.EventTypeNormal, ReasonInjected, "Inject", "%s", msg)
 	return reconcile.Result{}, nil
 }
 
-// Message says what tsinject added to pod, from its status annotation.
-func Message(pod *corev1.Pod) (string, bool) {
-	raw, ok := pod.Annotations[injector.AnnotationStatus]
+// Message says what tsinject added to a pod, from its status annotation.
+func Message(annotations map[string]string) (string, bool) {
+	raw, ok := annotations[injector.AnnotationStatus]
 	if !ok {
 		return "", false
 	}

@@ -437,7 +437,10 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			&corev1.Secret{}: {Namespaces: secrets},
 			// Only opted-in pods: the auth-key copies follow them, and
 			// the webhook labels the pods it injects (their Events).
-			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"})},
+			// Their metadata only (the controllers watch them so), without
+			// managed fields: injected pods carry the label, and a cluster
+			// may run thousands.
+			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"}), Transform: cache.TransformStripManagedFields()},
 			// Proxy sets live in our namespace only.
 			&appsv1.StatefulSet{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&corev1.ServiceAccount{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
