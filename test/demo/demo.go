@@ -61,6 +61,8 @@ type Options struct {
 	Once bool
 	// ProxyBin is the tsinject-proxy binary that stands in for the pods.
 	ProxyBin string
+	// TsinjectBin is the tsinject binary: its check ends the demo.
+	TsinjectBin string
 	Out      io.Writer
 }
 
@@ -206,9 +208,9 @@ func (d *demo) start() error {
 // The manager runs in this process: a Deployment stands for its pod, its
 // status set here (as the demo stands in for the kubelet elsewhere).
 func (d *demo) check() error {
-	bin := filepath.Join(filepath.Dir(d.ProxyBin), "tsinject")
+	bin := d.TsinjectBin
 	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("the tsinject binary beside --proxy-bin: %w; run `make demo`, which builds it", err)
+		return fmt.Errorf("the tsinject binary (--tsinject-bin %q): %w; run `make demo`, which builds it", bin, err)
 	}
 	one := int32(1)
 	labels := map[string]string{"app.kubernetes.io/name": "tsinject-manager"}

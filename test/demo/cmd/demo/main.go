@@ -29,12 +29,15 @@ func runCommand() *cli.Command {
 		Name:  "run",
 		Short: "the local sandbox: API server, tailnet and tsinject on this machine, step by step",
 		Flags: func(fs *flag.FlagSet) {
-			def := "tsinject-proxy"
-			if exe, err := os.Executable(); err == nil {
-				def = filepath.Join(filepath.Dir(exe), "tsinject-proxy")
+			beside := func(name string) string {
+				if exe, err := os.Executable(); err == nil {
+					return filepath.Join(filepath.Dir(exe), name)
+				}
+				return name
 			}
 			fs.BoolVar(&o.Once, "once", false, "run the steps and exit (for tests) instead of waiting for Ctrl-C")
-			fs.StringVar(&o.ProxyBin, "proxy-bin", def, "the tsinject-proxy binary that stands in for the pods")
+			fs.StringVar(&o.ProxyBin, "proxy-bin", beside("tsinject-proxy"), "the tsinject-proxy binary that stands in for the pods")
+			fs.StringVar(&o.TsinjectBin, "tsinject-bin", beside("tsinject"), "the tsinject binary whose check the last step runs")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {

@@ -20,14 +20,19 @@ func TestDemoOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tsinject, err := gobuild.Binary("./cmd/tsinject")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, sandbox, "run", "--once", "--proxy-bin", proxy).CombinedOutput()
+	out, err := exec.CommandContext(ctx, sandbox, "run", "--once", "--proxy-bin", proxy, "--tsinject-bin", tsinject).CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
 	for _, want := range []string{
 		"==> 1.", "==> 5.", "All steps passed",
+		"ok  control server", "exchanged a token of ServiceAccount demo/default",
 		"hello from db, a service on the tailnet",
 		"namespace/made-over-the-tailnet created",
 		"is forbidden",
