@@ -63,7 +63,7 @@ type Options struct {
 	ProxyBin string
 	// TsinjectBin is the tsinject binary: its check ends the demo.
 	TsinjectBin string
-	Out      io.Writer
+	Out         io.Writer
 }
 
 type demo struct {
