@@ -15,10 +15,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/check"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/tailnet"
 	"github.com/tsinject/tsinject/test/tsapi"
 )
@@ -199,5 +201,86 @@ func TestCheckControlServerFromTheManager(t *testing.T) {
 				t.Errorf("no fix: %+v", got)
 			}
 		})
+	}
+}
+
+// Each failure tsinject check names, on a real API server (no manager
+// runs here: the objects are set as a broken installation has them).
+func TestCheckFailuresAgainstAPIServer(t *testing.T) {
+	ctx := context.Background()
+	c := clustertest.Start(t, cluster.Options{CRDDirs: crds(), Scheme: manager.Scheme()})
+	scheme := manager.Scheme()
+	apiextensionsv1.AddToScheme(scheme)
+	cl, err := client.New(c.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{"tsinject-system", "shop"} {
+		if err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	ca, _ := certs.NewCA(now.Add(-time.Hour), 365*24*time.Hour)
+	other, _ := certs.NewCA(now.Add(-time.Hour), 365*24*time.Hour)
+	serving, _ := certs.Issue(ca, []string{"tsinject-webhook.tsinject-system.svc"}, nil, now.Add(-time.Hour), 30*24*time.Hour)
+	zero := int32(0)
+	labels := map[string]string{"app": "tsinject-manager"}
+	url := "https://tsinject-webhook.tsinject-system.svc/inject-pod"
+	none := admissionregistrationv1.SideEffectClassNone
+	objs := []client.Object{
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-webhook-tls"},
+			Data: map[string][]byte{corev1.TLSCertKey: serving.CertPEM, corev1.TLSPrivateKeyKey: serving.KeyPEM}},
+		// A CA bundle from another CA than the one that signed the certificate.
+		&admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "tsinject", Annotations: map[string]string{manager.AnnotationConfigVersion: "v2-new"}},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "namespace.inject.tsinject.dev", AdmissionReviewVersions: []string{"v1"}, SideEffects: &none,
+				ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: other.CertPEM},
+				// Selects nothing: this installation's webhook is not running.
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"nothing": "here"}}}}},
+		// Scaled to zero.
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-manager"},
+			Spec: appsv1.DeploymentSpec{Replicas: &zero, Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Image: "tsinject", Args: []string{"manager", "--federation-client-id=x"}}}}}}},
+		// A pod injected with an older configuration.
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "old", Annotations: map[string]string{injector.AnnotationStatus: `{"version":"v1-old","sidecar":"native","volumes":[]}`}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}},
+	}
+	for _, o := range objs {
+		if err := cl.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A CRD missing.
+	if err := cl.Delete(ctx, &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: "connectors.tsinject.dev"}}); err != nil {
+		t.Fatal(err)
+	}
+	o := check.Options{Namespace: "tsinject-system", Deployment: "tsinject-manager", WebhookConfig: "tsinject", CertSecret: "tsinject-webhook-tls",
+		ConfigVersionAnnotation: manager.AnnotationConfigVersion, Proxies: true}
+	var got map[string]check.Result
+	waitFor(t, 30*time.Second, func() error {
+		got = map[string]check.Result{}
+		for _, r := range check.Run(ctx, cl, o) {
+			got[r.Name] = r
+		}
+		if r := got["CRDs"]; r.OK {
+			return fmt.Errorf("CRDs still pass (deletion pending): %+v", r)
+		}
+		return nil
+	})
+	for name, want := range map[string]string{
+		"CRDs":                "connectors.tsinject.dev is not installed",
+		"manager":             "0 of 0 replicas ready: the webhook is down",
+		"webhook certificate": "the caBundle does not verify the serving certificate",
+	} {
+		if r := got[name]; r.OK || !strings.Contains(r.Detail, want) || r.Fix == "" {
+			t.Errorf("check %q: %+v; want a failure saying %q, with a fix", name, r, want)
+		}
+	}
+	if r := got["sidecar versions"]; !r.Warning || !strings.Contains(r.Detail, "shop/old (v1-old)") || r.Fix == "" {
+		t.Errorf("check \"sidecar versions\": %+v; want a warning naming shop/old (v1-old), with a fix", r)
+	}
+	if !check.Failed(check.Run(ctx, cl, o)) {
+		t.Error("check.Failed is false for a broken installation")
 	}
 }
