@@ -397,13 +397,8 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	logf("API server proxy (%s mode) serving %s -> %s", cfg.Mode, u, cfg.Upstream)
 	// Its device (and the peers it talks to, by path) for the
 	// APIServerProxy's status.
-	go n.ReportLoop(ctx, func(st *ipnstate.Status) (map[string]any, error) {
-		var ips []string
-		for _, ip := range st.Self.TailscaleIPs {
-			ips = append(ips, ip.String())
-		}
-		return map[string]any{contract.DeviceFQDN: fqdn, contract.DeviceIPs: ips, contract.DeviceURL: u,
-			contract.DevicePeerPaths: tsnode.PathCounts(st)}, nil
+	go n.ReportLoop(ctx, func(*ipnstate.Status) (map[string]any, error) {
+		return map[string]any{contract.DeviceFQDN: fqdn, contract.DeviceURL: u}, nil
 	}, logf)
 
 	health, err := tsnode.ServeHealth(cfg.HealthAddr, n.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

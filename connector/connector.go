@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -162,16 +161,14 @@ func (c *connector) routed(dst netip.Addr) bool {
 	return false
 }
 
-// device is what the connector reports of itself (tsnode.ReportLoop).
+// device is what the connector reports of itself besides what every
+// node does (tsnode.ReportLoop): its routes.
 func (c *connector) device(ctx context.Context, st *ipnstate.Status) (map[string]any, error) {
 	prefs, err := c.node.LC.GetPrefs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var ips, adv, approved []string
-	for _, ip := range st.Self.TailscaleIPs {
-		ips = append(ips, ip.String())
-	}
+	var adv, approved []string
 	for _, r := range prefs.AdvertiseRoutes {
 		adv = append(adv, r.String())
 	}
@@ -183,11 +180,8 @@ func (c *connector) device(ctx context.Context, st *ipnstate.Status) (map[string
 		}
 	}
 	return map[string]any{
-		contract.DeviceFQDN:             strings.TrimSuffix(st.Self.DNSName, "."),
-		contract.DeviceIPs:              ips,
 		contract.DeviceAdvertisedRoutes: adv,
 		contract.DeviceApprovedRoutes:   approved,
-		contract.DevicePeerPaths:        tsnode.PathCounts(st),
 	}, nil
 }
 

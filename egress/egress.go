@@ -295,18 +295,10 @@ func (p *proxy) dial(ctx context.Context, network string, port uint16) (net.Conn
 	return nil, err
 }
 
-// device is what the replica reports of itself (tsnode.ReportLoop).
-func (p *proxy) device(st *ipnstate.Status) (map[string]any, error) {
-	var ips []string
-	for _, ip := range st.Self.TailscaleIPs {
-		ips = append(ips, ip.String())
-	}
-	return map[string]any{
-		contract.DeviceFQDN:         strings.TrimSuffix(st.Self.DNSName, "."),
-		contract.DeviceIPs:          ips,
-		contract.DevicePeerPaths:    tsnode.PathCounts(st),
-		contract.DeviceEgressTarget: p.state(),
-	}, nil
+// device is what the replica reports of itself besides what every node
+// does (tsnode.ReportLoop): what it knows of its target.
+func (p *proxy) device(*ipnstate.Status) (map[string]any, error) {
+	return map[string]any{contract.DeviceEgressTarget: p.state()}, nil
 }
 
 // readyz: the node is on the tailnet with its home DERP. An unknown or

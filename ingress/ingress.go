@@ -12,13 +12,11 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/internal/cli"
@@ -137,17 +135,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	ready.Store(true)
 	logf("ingress up: tailnet %s to %s", contract.FormatPortMaps(cfg.Ports), cfg.Target)
 
-	go node.ReportLoop(ctx, func(st *ipnstate.Status) (map[string]any, error) {
-		var ips []string
-		for _, ip := range st.Self.TailscaleIPs {
-			ips = append(ips, ip.String())
-		}
-		return map[string]any{
-			contract.DeviceFQDN:      strings.TrimSuffix(st.Self.DNSName, "."),
-			contract.DeviceIPs:       ips,
-			contract.DevicePeerPaths: tsnode.PathCounts(st),
-		}, nil
-	}, logf)
+	go node.ReportLoop(ctx, nil, logf)
 	<-ctx.Done()
 	ready.Store(false)
 	closeNode()

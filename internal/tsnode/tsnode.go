@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -399,10 +400,12 @@ func (n *Node) Close(ctx context.Context, logf logger.Logf) {
 	n.Server.Close()
 }
 
-// ReportLoop writes device(status) into the state Secret (Report) every
-// few seconds when it changed, until ctx ends: the controllers copy it
-// into the owning resource's status. Only for StateSecret.
-func (n *Node) ReportLoop(ctx context.Context, device func(*ipnstate.Status) (map[string]any, error), logf logger.Logf) {
+// ReportLoop writes the device into the state Secret (Report) every few
+// seconds when it changed, until ctx ends: the controllers copy it into
+// the owning resource's status. Every node reports its MagicDNS name,
+// tailnet addresses and peers' paths; extra (may be nil) adds what its
+// role knows. Only for StateSecret.
+func (n *Node) ReportLoop(ctx context.Context, extra func(*ipnstate.Status) (map[string]any, error), logf logger.Logf) {
 	if n.opts.State != StateSecret {
 		return
 	}
@@ -411,7 +414,7 @@ func (n *Node) ReportLoop(ctx context.Context, device func(*ipnstate.Status) (ma
 	defer t.Stop()
 	for {
 		if st, err := n.LC.Status(ctx); err == nil && st.Self != nil {
-			if fields, err := device(st); err == nil {
+			if fields, err := deviceFields(st, extra); err == nil {
 				if key := fmt.Sprint(fields); key != last {
 					if err := n.Report(ctx, fields); err != nil {
 						logf("reporting device state: %v", err)
@@ -427,6 +430,27 @@ func (n *Node) ReportLoop(ctx context.Context, device func(*ipnstate.Status) (ma
 		case <-t.C:
 		}
 	}
+}
+
+// deviceFields are what every node reports of itself, and extra's.
+func deviceFields(st *ipnstate.Status, extra func(*ipnstate.Status) (map[string]any, error)) (map[string]any, error) {
+	ips := make([]string, 0, len(st.Self.TailscaleIPs))
+	for _, ip := range st.Self.TailscaleIPs {
+		ips = append(ips, ip.String())
+	}
+	fields := map[string]any{
+		contract.DeviceFQDN:      strings.TrimSuffix(st.Self.DNSName, "."),
+		contract.DeviceIPs:       ips,
+		contract.DevicePeerPaths: PathCounts(st),
+	}
+	if extra != nil {
+		more, err := extra(st)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(fields, more)
+	}
+	return fields, nil
 }
 
 // Report writes the device's view of itself into its state Secret, under
