@@ -2,7 +2,6 @@ package egress
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
 )
 
@@ -92,7 +92,7 @@ func run(t *testing.T, tn *tailnet.Tailnet, name, target string, ports []contrac
 	if err := os.WriteFile(keyFile, []byte(tn.AuthKey), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	health := "127.0.0.1:" + strconv.Itoa(int(freePort(t, "tcp")))
+	health := poll.FreeAddr()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -122,31 +122,15 @@ func run(t *testing.T, tn *tailnet.Tailnet, name, target string, ports []contrac
 			t.Fatalf("egress %s exited: %v", name, err)
 		default:
 		}
-		res, err := http.Get("http://" + health + "/readyz")
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return errors.New(res.Status)
-		}
-		return nil
+		return poll.HTTPOK("http://" + health + "/readyz")
 	})
 	return "http://" + health + "/metrics"
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := poll.Until(context.Background(), d, 200*time.Millisecond, f); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 

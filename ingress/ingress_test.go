@@ -2,7 +2,6 @@ package ingress
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,21 +15,14 @@ import (
 
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := poll.Until(context.Background(), d, 200*time.Millisecond, f); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 
@@ -71,9 +63,7 @@ func TestIngressTCPAndUDP(t *testing.T) {
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "authkey")
 	os.WriteFile(keyFile, []byte(tn.AuthKey), 0o600)
-	hl, _ := net.Listen("tcp", "127.0.0.1:0")
-	health := hl.Addr().String()
-	hl.Close()
+	health := poll.FreeAddr()
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -97,15 +87,7 @@ func TestIngressTCPAndUDP(t *testing.T) {
 			t.Fatalf("ingress exited: %v", err)
 		default:
 		}
-		res, err := http.Get("http://" + health + "/readyz")
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return errors.New(res.Status)
-		}
-		return nil
+		return poll.HTTPOK("http://" + health + "/readyz")
 	})
 
 	laptop, err := tn.NewNode(ctx, "laptop", tailnet.NodeOptions{})
