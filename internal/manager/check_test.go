@@ -21,6 +21,7 @@ import (
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
+	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
 	"github.com/tsinject/tsinject/test/tsapi"
 )
@@ -170,7 +171,7 @@ func TestCheckControlServerFromTheManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tn.Close()
-	closed := freeLoopback(t)
+	closed := poll.FreeAddr()
 	for _, tc := range []struct {
 		name, url string
 		ok        bool

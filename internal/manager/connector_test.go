@@ -263,8 +263,9 @@ func waitCondition(t *testing.T, e *env, name, reason string) *v1alpha1.Connecto
 }
 
 // runReplica runs the connector proxy for replica i of sts in this
-// process, authenticated as the StatefulSet's ServiceAccount.
-func runReplica(t *testing.T, e *env, tn *tailnet.Tailnet, sts *appsv1.StatefulSet, i int) (stop func()) {
+// process, authenticated as the StatefulSet's ServiceAccount; health, if
+// given, is where it serves its metrics.
+func runReplica(t *testing.T, e *env, tn *tailnet.Tailnet, sts *appsv1.StatefulSet, i int, health ...string) (stop func()) {
 	t.Helper()
 	ctx := context.Background()
 	ns := sts.Namespace
@@ -293,9 +294,11 @@ func runReplica(t *testing.T, e *env, tn *tailnet.Tailnet, sts *appsv1.StatefulS
 				ControlURL: envOf(c, contract.EnvControlURL), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
 				Tags: strings.Split(envOf(c, contract.EnvTags), ","), State: tsnode.StateSecret,
 				Dir: filepath.Join(root, "state"), Secret: pod, PodName: pod, KubeRoot: root,
+				Hostname:       envOf(c, contract.EnvHostname),
 				HostnamePrefix: envOf(c, "TSINJECT_HOSTNAME_PREFIX"),
 			},
-			Routes: routes,
+			Routes:     routes,
+			HealthAddr: strings.Join(health, ""),
 		}, t.Logf)
 	}()
 	return func() {
