@@ -30,28 +30,14 @@ import (
 // state.
 func TestConnector(t *testing.T) {
 	ns := namespace(t, "subnet")
-	apply(t, ns, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-  labels: {app: web, tsinject.dev/inject: "false"}
-spec:
-  terminationGracePeriodSeconds: 1 # busybox httpd ignores SIGTERM
-  containers:
-  - name: web
-    image: %s
-    imagePullPolicy: Never
-    command: ["/bin/busybox", "sh", "-c", "echo 'hello from the cluster' > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
-    volumeMounts: [{name: www, mountPath: /www}]
-  volumes: [{name: www, emptyDir: {}}]
----
+	apply(t, ns, webPod+`---
 apiVersion: v1
 kind: Service
 metadata: {name: web}
 spec:
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
-`, appImage))
+`)
 	waitPod(t, ns, "web", "Ready", ready)
 	ctx := testCtx(t, podDeadline)
 	svc, err := env.node.Client.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{})
@@ -161,6 +147,24 @@ spec:
 	// known node key. internal/manager's Connector test covers it against a
 	// control server without that requirement.
 }
+
+// webPod is an uninjected cluster workload: busybox httpd on :8080,
+// "hello from the cluster", behind the stories' Services.
+var webPod = fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web, tsinject.dev/inject: "false"}
+spec:
+  terminationGracePeriodSeconds: 1 # busybox httpd ignores SIGTERM
+  containers:
+  - name: web
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/busybox", "sh", "-c", "echo 'hello from the cluster' > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
+    volumeMounts: [{name: www, mountPath: /www}]
+  volumes: [{name: www, emptyDir: {}}]
+`, appImage)
 
 // An APIServerProxy in auth mode: kubectl on a tailnet laptop acts as an
 // admin, then, with the grant changed, as a reader whose delete is

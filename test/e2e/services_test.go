@@ -244,21 +244,7 @@ func countIn(ps []probe, from, to int64) int {
 func TestIngressService(t *testing.T) {
 	ns := namespace(t, "ingress")
 	start := time.Now()
-	apply(t, ns, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-  labels: {app: web, tsinject.dev/inject: "false"}
-spec:
-  terminationGracePeriodSeconds: 1 # busybox httpd ignores SIGTERM
-  containers:
-  - name: web
-    image: %s
-    imagePullPolicy: Never
-    command: ["/bin/busybox", "sh", "-c", "echo 'hello from the cluster' > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
-    volumeMounts: [{name: www, mountPath: /www}]
-  volumes: [{name: www, emptyDir: {}}]
----
+	apply(t, ns, webPod+`---
 apiVersion: v1
 kind: Service
 metadata: {name: web}
@@ -268,7 +254,7 @@ spec:
   allocateLoadBalancerNodePorts: false
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080}]
-`, appImage))
+`)
 	ctx := testCtx(t, podDeadline)
 	var host string
 	err := waitFor(ctx, func(ctx context.Context) error {
