@@ -118,9 +118,10 @@ func servicePorts(svc *corev1.Service, remap bool) ([]contract.PortMap, []corev1
 }
 
 // namespacePolicy checks that svc's namespace is enabled for tsinject and
-// returns the proxies' tags (its tags annotation, else the namespace's
-// default tags), within the namespace's policy.
-func (b *Base) namespacePolicy(ctx context.Context, svc *corev1.Service) ([]string, []string) {
+// returns it and the proxies' tags (its tags annotation, else the
+// namespace's default tags), within the namespace's policy. The
+// namespace is nil when it cannot be used.
+func (b *Base) namespacePolicy(ctx context.Context, svc *corev1.Service) (*injector.Namespace, []string, []string) {
 	var asked []string
 	var problems []string
 	if v, ok := svc.Annotations[AnnotationTags]; ok {
@@ -133,15 +134,15 @@ func (b *Base) namespacePolicy(ctx context.Context, svc *corev1.Service) ([]stri
 	ns, err := b.Namespaces.Namespace(ctx, svc.Namespace)
 	switch {
 	case err != nil:
-		return nil, append(problems, fmt.Sprintf("namespace %s: %v", svc.Namespace, err))
+		return nil, nil, append(problems, fmt.Sprintf("namespace %s: %v", svc.Namespace, err))
 	case ns.Labels[injector.LabelInjection] != "enabled":
-		return nil, append(problems, fmt.Sprintf("namespace %s is not enabled for tsinject: a cluster admin labels it %s=enabled", svc.Namespace, injector.LabelInjection))
+		return nil, nil, append(problems, fmt.Sprintf("namespace %s is not enabled for tsinject: a cluster admin labels it %s=enabled", svc.Namespace, injector.LabelInjection))
 	}
 	tags, err := b.Injector.ProxyTags(ns, asked)
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("tags of the proxies (annotation %s, else the namespace's %s): %v", AnnotationTags, injector.AnnotationDefaultTags, err))
 	}
-	return tags, problems
+	return &ns, tags, problems
 }
 
 // proxySet is svc's proxy set of component, with the environment every

@@ -116,7 +116,7 @@ func (r *EgressReconciler) parse(ctx context.Context, svc *corev1.Service) (egre
 			sp.replicas = int32(n)
 		}
 	}
-	tags, policyProblems := r.namespacePolicy(ctx, svc)
+	_, tags, policyProblems := r.namespacePolicy(ctx, svc)
 	sp.tags = tags
 	problems = append(problems, policyProblems...)
 	return sp, problems

@@ -79,9 +79,9 @@ func (r *IngressReconciler) parse(ctx context.Context, svc *corev1.Service) (ing
 	if sp.target == "" {
 		problems = append(problems, fmt.Sprintf("spec.clusterIP: %q; an ingress Service needs a cluster address to forward to (not headless)", svc.Spec.ClusterIP))
 	}
-	var bad []string
-	sp.tags, bad = r.namespacePolicy(ctx, svc)
-	problems = append(problems, bad...)
+	ns, tags, policyProblems := r.namespacePolicy(ctx, svc)
+	sp.tags = tags
+	problems = append(problems, policyProblems...)
 	sp.host = contract.RenderName(contract.PlaceholderNamespace+"-"+contract.PlaceholderName, svc.Name, svc.Namespace)
 	if v, ok := svc.Annotations[AnnotationHostname]; ok {
 		if !contract.IsDNSLabel(v) || strings.ToLower(v) != v {
@@ -89,12 +89,8 @@ func (r *IngressReconciler) parse(ctx context.Context, svc *corev1.Service) (ing
 		}
 		sp.host = v
 	}
-	if len(bad) == 0 {
-		ns, err := r.Namespaces.Namespace(ctx, svc.Namespace)
-		if err == nil {
-			err = r.Injector.HostnameAllowed(ns, sp.host)
-		}
-		if err != nil {
+	if ns != nil && len(policyProblems) == 0 {
+		if err := r.Injector.HostnameAllowed(*ns, sp.host); err != nil {
 			problems = append(problems, fmt.Sprintf("annotation %s (default <namespace>-<name>): %v", AnnotationHostname, err))
 		}
 	}
