@@ -65,6 +65,7 @@ var Annotations = []AnnotationDoc{
 	{AnnotationMemoryRequest, "memory quantity", "48Mi", "sidecar memory request"},
 	{AnnotationMemoryLimit, "memory quantity, or \"none\"", "256Mi", "sidecar memory limit"},
 	{AnnotationNativeSidecar, "true | false", "manager's --native-sidecar", "force a native sidecar (init container, restartPolicy Always) or a regular one"},
+	{AnnotationProfile, "a SidecarProfile the namespace's " + AnnotationAllowedProfiles + " lists", "the namespace's profile", "defaults for this pod's sidecar, over the namespace's (docs/profiles.md)"},
 	{AnnotationStatus, "(written by tsinject)", "", "what was injected and by which config version; do not edit"},
 }
 
@@ -89,6 +90,17 @@ type podOptions struct {
 	native       bool
 	// scrape: add the prometheus.io annotations for the sidecar.
 	scrape bool
+
+	// From the manager's configuration and the profiles (profile.go).
+	pullPolicy   corev1.PullPolicy
+	controlURL   string
+	drainSeconds *int32
+	prometheus   bool // advertise the metrics unless the pod has its own
+	profiles     []string
+	// profileImages are the profiles' images, allowed to the pod's
+	// proxy-image annotation; profileTags the pod's own profile's tags,
+	// allowed to its tags annotation.
+	profileImages, profileTags []string
 }
 
 // parseEnum sets *dst to annotation key's value if it is one of allowed,
@@ -125,10 +137,10 @@ func (p *problems) warn(format string, args ...any) {
 	p.warnings = append(p.warnings, "tsinject: "+fmt.Sprintf(format, args...))
 }
 
-// parseOptions reads the pod's annotations against cfg's defaults.
-func parseOptions(pod *corev1.Pod, nsLabels map[string]string, cfg *Config, p *problems) podOptions {
-	a := pod.Annotations
-	o := podOptions{
+// configOptions are the manager's configuration as a pod's options: the
+// lowest layer, before profiles and annotations.
+func configOptions(cfg *Config) podOptions {
+	return podOptions{
 		hostname:   contract.DefaultHostname,
 		tags:       cfg.DefaultTags,
 		egressMode: contract.EgressExplicit,
@@ -136,7 +148,18 @@ func parseOptions(pod *corev1.Pod, nsLabels map[string]string, cfg *Config, p *p
 		image:      cfg.ProxyImage,
 		native:     cfg.NativeSidecar,
 		resources:  cfg.Resources,
+		pullPolicy: cfg.ImagePullPolicy,
+		controlURL: cfg.ControlURL,
+		prometheus: cfg.PrometheusAnnotations,
 	}
+}
+
+// parseOptions reads the pod's annotations over base (the manager's
+// configuration and the profiles, baseOptions).
+func parseOptions(pod *corev1.Pod, nsLabels map[string]string, base podOptions, cfg *Config, p *problems) podOptions {
+	a := pod.Annotations
+	o := base
+	o.acceptRoutes = slices.Clone(base.acceptRoutes)
 	warnUnknownKeys(a, p)
 
 	if v, ok := a[AnnotationHostname]; ok {
@@ -159,6 +182,7 @@ func parseOptions(pod *corev1.Pod, nsLabels map[string]string, cfg *Config, p *p
 	}
 	parseEnum(a, AnnotationEgressMode, &o.egressMode, p, contract.EgressExplicit, contract.EgressTransparent)
 	if v, ok := a[AnnotationAcceptRoutes]; ok {
+		o.acceptRoutes = nil
 		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
 			pfx, err := netip.ParsePrefix(f)
 			if err != nil {
@@ -196,10 +220,10 @@ func parseOptions(pod *corev1.Pod, nsLabels map[string]string, cfg *Config, p *p
 		switch {
 		case v == "" || strings.ContainsAny(v, " \t\n"):
 			p.invalid(AnnotationProxyImage, v, "an image reference such as ghcr.io/tsinject/tsinject-proxy:v0.1.0", nil)
-		case !cfg.ProxyImageAllowed(v):
+		case !cfg.ProxyImageAllowed(v) && !slices.Contains(o.profileImages, v):
 			// The init container runs it as root with NET_ADMIN: only
 			// the admin chooses which images may be.
-			p.invalid(AnnotationProxyImage, v, allowedImages(cfg), nil)
+			p.invalid(AnnotationProxyImage, v, allowedImages(cfg, o.profileImages), nil)
 		default:
 			o.image = v
 		}
@@ -218,6 +242,15 @@ func parseOptions(pod *corev1.Pod, nsLabels map[string]string, cfg *Config, p *p
 		switch nsLabels["pod-security.kubernetes.io/enforce"] {
 		case "baseline", "restricted":
 			p.warn("%s=transparent adds an init container with NET_ADMIN and NET_RAW, which this namespace's PodSecurity level %q rejects; use explicit egress", AnnotationEgressMode, nsLabels["pod-security.kubernetes.io/enforce"])
+		}
+	}
+	if o.drainSeconds != nil {
+		grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
+		if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+			grace = *g
+		}
+		if int64(*o.drainSeconds) >= grace {
+			p.warn("the SidecarProfile's drainSeconds (%d) is not below the pod's terminationGracePeriodSeconds (%d): the kubelet kills the sidecar before its connections drain", *o.drainSeconds, grace)
 		}
 	}
 	if o.state == contract.StateSecret {
@@ -300,8 +333,12 @@ func checkExpose(ex []contract.Expose, pod *corev1.Pod, p *problems) {
 	}
 }
 
-func allowedImages(cfg *Config) string {
-	return strings.Join(append([]string{cfg.ProxyImage}, cfg.AllowedProxyImages...), ", ") + " (the manager's --proxy-image and --allowed-proxy-images)"
+func allowedImages(cfg *Config, fromProfiles []string) string {
+	s := strings.Join(append([]string{cfg.ProxyImage}, cfg.AllowedProxyImages...), ", ") + " (the manager's --proxy-image and --allowed-proxy-images)"
+	if len(fromProfiles) > 0 {
+		s += ", " + strings.Join(fromProfiles, ", ") + " (the pod's SidecarProfiles)"
+	}
+	return s
 }
 
 func parseBool(a map[string]string, key string, def bool, p *problems) bool {

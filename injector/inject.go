@@ -10,6 +10,7 @@ package injector
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/internal/contract"
 )
 
@@ -29,6 +31,9 @@ type Namespace struct {
 	Labels map[string]string
 	// Annotations carry the namespace's policy (policy.go).
 	Annotations map[string]string
+	// Profiles are the SidecarProfiles of ProfileNames(Annotations) that
+	// exist, by name, as the adapter found them (profile.go).
+	Profiles map[string]*v1alpha1.SidecarProfile
 }
 
 // Result is the outcome of Inject.
@@ -75,6 +80,9 @@ type Status struct {
 	Labels []string `json:"labels,omitempty"`
 	// ProxyEnv lists the app containers that got proxy variables.
 	ProxyEnv []string `json:"proxyEnv,omitempty"`
+	// Profiles lists the SidecarProfiles applied, lowest first, as
+	// name@generation.
+	Profiles []string `json:"profiles,omitempty"`
 }
 
 // Injector injects pods with one configuration.
@@ -110,12 +118,16 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	if reason != ReasonInjected {
 		return Result{Reason: reason, Warnings: p.warnings}
 	}
-	opts := parseOptions(pod, ns.Labels, &in.cfg, &p)
+	pol := policyOf(ns, &in.cfg)
+	base, reason, denied := in.baseOptions(pod, ns, pol)
+	if reason != "" {
+		return Result{Reason: reason, Warnings: p.warnings, Problems: denied}
+	}
+	opts := parseOptions(pod, ns.Labels, base, &in.cfg, &p)
 	if len(p.errs) > 0 {
 		return Result{Reason: ReasonInvalidAnnotation, Warnings: p.warnings, Problems: p.errs}
 	}
-	_, tagsAsked := pod.Annotations[AnnotationTags]
-	if denied := checkPolicy(ns, policyOf(ns, &in.cfg), tagsAsked, &opts); len(denied) > 0 {
+	if denied := checkPolicy(ns, pol, &opts); len(denied) > 0 {
 		return Result{Reason: ReasonPolicyDenied, Warnings: p.warnings, Problems: denied}
 	}
 	if clash := nameClashes(pod); len(clash) > 0 {
@@ -126,7 +138,7 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 			return Result{Reason: ReasonProxyUIDClash, Warnings: p.warnings, Problems: clash}
 		}
 	}
-	if in.cfg.PrometheusAnnotations {
+	if opts.prometheus {
 		if own := prometheusAnnotations(pod); len(own) > 0 {
 			p.warn("the pod sets %s itself: the sidecar's metrics are not advertised by annotation (scrape its %s port with a PodMonitor)", strings.Join(own, ", "), contract.SidecarHealthPortName)
 		} else {
@@ -149,7 +161,8 @@ func (in *Injector) reinvoked(pod *corev1.Pod, ns Namespace, p *problems) Result
 		return Result{Reason: ReasonAlreadyInjected, Warnings: p.warnings}
 	}
 	var ignored problems // validated when the pod was injected
-	opts := parseOptions(pod, ns.Labels, &in.cfg, &ignored)
+	base, _, _ := in.baseOptions(pod, ns, policyOf(ns, &in.cfg))
+	opts := parseOptions(pod, ns.Labels, base, &in.cfg, &ignored)
 	if opts.egressMode == contract.EgressTransparent {
 		if clash := proxyUIDClashes(pod); len(clash) > 0 {
 			return Result{Reason: ReasonProxyUIDClash, Warnings: p.warnings, Problems: clash}
@@ -267,7 +280,7 @@ func proxyUIDClashes(pod *corev1.Pod) []string {
 // status annotation to pod.
 func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
 	cred := in.credentialVolume()
-	st := Status{Version: in.version, Volumes: []string{contract.StateVolume, cred.Name}}
+	st := Status{Version: in.version, Volumes: []string{contract.StateVolume, cred.Name}, Profiles: o.profiles}
 	sidecar := in.sidecar(pod, o)
 
 	var inits []corev1.Container
@@ -434,8 +447,11 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 		corev1.EnvVar{Name: contract.EnvStateDir, Value: contract.StateDir},
 		corev1.EnvVar{Name: contract.EnvEgressMode, Value: o.egressMode},
 	)
-	if in.cfg.ControlURL != "" {
-		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: in.cfg.ControlURL})
+	if o.controlURL != "" {
+		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: o.controlURL})
+	}
+	if o.drainSeconds != nil {
+		env = append(env, corev1.EnvVar{Name: contract.EnvGracePeriod, Value: strconv.Itoa(int(*o.drainSeconds)) + "s"})
 	}
 	if len(o.tags) > 0 {
 		env = append(env, corev1.EnvVar{Name: contract.EnvTags, Value: strings.Join(o.tags, ",")})
@@ -462,7 +478,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 	return corev1.Container{
 		Name:            contract.SidecarContainer,
 		Image:           o.image,
-		ImagePullPolicy: in.cfg.ImagePullPolicy,
+		ImagePullPolicy: o.pullPolicy,
 		Args:            []string{"sidecar"},
 		Env:             env,
 		Ports: []corev1.ContainerPort{
@@ -500,7 +516,7 @@ func (in *Injector) initContainer(pod *corev1.Pod, o podOptions) corev1.Containe
 	return corev1.Container{
 		Name:                     contract.InitContainer,
 		Image:                    o.image,
-		ImagePullPolicy:          in.cfg.ImagePullPolicy,
+		ImagePullPolicy:          o.pullPolicy,
 		Args:                     []string{"init"},
 		Env:                      env,
 		VolumeMounts:             mounts,
@@ -531,11 +547,19 @@ func optionsKey(pod *corev1.Pod, o podOptions) string {
 	var b strings.Builder
 	for _, s := range []string{o.hostname, strings.Join(o.tags, ","), contract.FormatEgress(o.egress), o.egressMode,
 		joinPrefixes(o), contract.FormatExpose(o.expose), strconv.FormatBool(o.proxyEnv), o.state, o.image,
-		strconv.FormatBool(o.native), serviceAccountVolume(pod),
-		pod.Annotations[AnnotationCPURequest], pod.Annotations[AnnotationCPULimit],
-		pod.Annotations[AnnotationMemoryRequest], pod.Annotations[AnnotationMemoryLimit]} {
+		strconv.FormatBool(o.native), serviceAccountVolume(pod), o.controlURL, string(o.pullPolicy)} {
 		b.WriteString(s)
 		b.WriteByte(0)
+	}
+	if o.drainSeconds != nil {
+		b.WriteString(strconv.Itoa(int(*o.drainSeconds)))
+	}
+	for _, list := range []corev1.ResourceList{o.resources.Requests, o.resources.Limits} {
+		b.WriteByte(0)
+		for _, name := range slices.Sorted(maps.Keys(list)) {
+			q := list[name]
+			b.WriteString(string(name) + "=" + q.String() + ",")
+		}
 	}
 	return b.String()
 }

@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/internal/contract"
 )
 
@@ -39,6 +42,8 @@ var NamespacePolicies = []AnnotationDoc{
 	{AnnotationDefaultTags, "comma-separated tag:name", "manager's --default-tags", "tags of pods that name none"},
 	{AnnotationAllowUntagged, "true | false", "false", "lets pods join without tags (as the auth key's owner)"},
 	{AnnotationAllowedHostnames, "comma-separated patterns (* ? [..]) with {namespace}", DefaultAllowedHostname, "what a pod's hostname may be"},
+	{AnnotationProfile, "a SidecarProfile's name", "none (only the profile named default)", "the SidecarProfile of the namespace's pods, over the cluster default (docs/profiles.md)"},
+	{AnnotationAllowedProfiles, "comma-separated SidecarProfile names", "none", "profiles pods here may pick with their own " + AnnotationProfile + " annotation"},
 }
 
 // PolicyProblems says what is wrong with a namespace's policy
@@ -51,7 +56,11 @@ type nsPolicy struct {
 	untagged                 bool
 	federated                bool // keys by federation or the broker are always tagged
 	hostnames                []string
-	errs                     []string // the namespace's own annotations are wrong
+	// profile is the namespace's SidecarProfile; allowedProfiles those its
+	// pods may pick.
+	profile         string
+	allowedProfiles []string
+	errs            []string // the namespace's own annotations are wrong
 }
 
 func policyOf(ns Namespace, cfg *Config) nsPolicy {
@@ -59,6 +68,15 @@ func policyOf(ns Namespace, cfg *Config) nsPolicy {
 	pol := nsPolicy{defaultTags: cfg.DefaultTags, hostnames: []string{DefaultAllowedHostname}, federated: cfg.Federation != nil || cfg.KeyBroker != nil}
 	bad := func(key, v, allowed string) {
 		pol.errs = append(pol.errs, fmt.Sprintf("namespace %s: annotation %s: value %q is not allowed (allowed: %s); ask a cluster admin to fix it", ns.Name, key, v, allowed))
+	}
+	// Profiles' tags come before the namespace's default-tags annotation
+	// (profile.go has the order).
+	pol.profile = a[AnnotationProfile]
+	pol.allowedProfiles = splitList(a[AnnotationAllowedProfiles])
+	for _, name := range []string{v1alpha1.DefaultProfile, pol.profile} {
+		if tags := profileTags(ns.Profiles[name]); len(tags) > 0 {
+			pol.defaultTags = tags
+		}
 	}
 	if v, ok := a[AnnotationDefaultTags]; ok {
 		tags, err := contract.ParseTags(v)
@@ -94,15 +112,56 @@ func policyOf(ns Namespace, cfg *Config) nsPolicy {
 	return pol
 }
 
+// baseOptions are a pod's options before its own annotations: the
+// manager's configuration, the profiles and the namespace's default tags
+// (profile.go has the order). A profile named but missing or unusable
+// denies the pod (ReasonProfileUnusable), and so does a profile the pod
+// picks that its namespace does not allow (ReasonPolicyDenied): its
+// settings would silently not apply.
+func (in *Injector) baseOptions(pod *corev1.Pod, ns Namespace, pol nsPolicy) (podOptions, Reason, []string) {
+	o := configOptions(&in.cfg)
+	var unusable []string
+	use := func(name, namedBy string) {
+		sp := ns.Profiles[name]
+		if sp == nil {
+			unusable = append(unusable, fmt.Sprintf("%s names SidecarProfile %q, which does not exist; create it (kubectl get sidecarprofiles lists them) or fix the annotation", namedBy, name))
+			return
+		}
+		if bad := profileProblems(sp); len(bad) > 0 {
+			unusable = append(unusable, bad...)
+			return
+		}
+		applyProfile(&o, sp)
+	}
+	if ns.Profiles[v1alpha1.DefaultProfile] != nil {
+		use(v1alpha1.DefaultProfile, "")
+	}
+	if pol.profile != "" && pol.profile != v1alpha1.DefaultProfile {
+		use(pol.profile, fmt.Sprintf("namespace %s's annotation %s", ns.Name, AnnotationProfile))
+	}
+	o.tags = pol.defaultTags
+	if name, ok := pod.Annotations[AnnotationProfile]; ok && name != pol.profile && name != v1alpha1.DefaultProfile {
+		if !slices.Contains(pol.allowedProfiles, name) {
+			return o, ReasonPolicyDenied, []string{fmt.Sprintf("annotation %s: SidecarProfile %q is not allowed in namespace %s (allowed: %s; a cluster admin sets the namespace's %s)",
+				AnnotationProfile, name, ns.Name, orNone(pol.allowedProfiles), AnnotationAllowedProfiles)}
+		}
+		use(name, "annotation "+AnnotationProfile)
+		if tags := profileTags(ns.Profiles[name]); len(tags) > 0 {
+			o.tags, o.profileTags = tags, tags
+		}
+	}
+	if len(unusable) > 0 {
+		return o, ReasonProfileUnusable, unusable
+	}
+	return o, "", nil
+}
+
 // checkPolicy returns why opts break the namespace's policy, if they do.
 // It runs after the pod's annotations were read: a tags annotation
 // replaces the default tags, and must stay within the allowed ones.
-func checkPolicy(ns Namespace, pol nsPolicy, tagsAsked bool, o *podOptions) []string {
+func checkPolicy(ns Namespace, pol nsPolicy, o *podOptions) []string {
 	out := slices.Clone(pol.errs)
-	if !tagsAsked {
-		o.tags = pol.defaultTags
-	}
-	allowed := append(slices.Clone(pol.defaultTags), pol.allowedTags...)
+	allowed := slices.Concat(pol.defaultTags, pol.allowedTags, o.profileTags)
 	for _, t := range o.tags {
 		if !slices.Contains(allowed, t) {
 			out = append(out, fmt.Sprintf("annotation %s: %s is not allowed in namespace %s (allowed: %s; a cluster admin sets the namespace's %s)",
@@ -154,7 +213,11 @@ func (in *Injector) TagsAllowed(ns Namespace, tags []string) error {
 	if len(tags) == 0 {
 		return fmt.Errorf("no tags: keys are always tagged")
 	}
+	// A pod may also carry the tags of a profile it picked.
 	allowed := append(slices.Clone(pol.defaultTags), pol.allowedTags...)
+	for _, name := range pol.allowedProfiles {
+		allowed = append(allowed, profileTags(ns.Profiles[name])...)
+	}
 	for _, t := range tags {
 		if !slices.Contains(allowed, t) {
 			return fmt.Errorf("tag %s is not allowed in namespace %s (allowed: %s)", t, ns.Name, orNone(allowed))

@@ -29,6 +29,7 @@ const (
 	ReasonPolicyDenied         Reason = "policy-denied"
 	ReasonPatchFailed          Reason = "patch-failed"
 	ReasonLateContainers       Reason = "late-containers"
+	ReasonProfileUnusable      Reason = "profile-unusable"
 )
 
 // ReasonInfo describes a reason for people.
@@ -53,7 +54,8 @@ var Reasons = []ReasonInfo{
 	{ReasonAlreadyInjected, OutcomeSkipped, "the pod already carries the " + AnnotationStatus + " annotation; re-injection is a no-op", "to re-inject, run `tsinject uninject` on the manifest first"},
 	{ReasonInvalidAnnotation, OutcomeDenied, "a tsinject.dev annotation has a value that is not allowed", "fix the annotation named in the message"},
 	{ReasonContainerNameClash, OutcomeDenied, "the pod already has a container or volume named like the ones tsinject adds", "rename it, or label the pod " + LabelInject + "=false"},
-	{ReasonPolicyDenied, OutcomeDenied, "the pod asks for tags or a hostname its namespace's policy does not allow, or would join untagged where that is not allowed", "choose within the namespace's tsinject.dev/allowed-* annotations, or ask a cluster admin to widen them"},
+	{ReasonPolicyDenied, OutcomeDenied, "the pod asks for tags, a hostname or a SidecarProfile its namespace's policy does not allow, or would join untagged where that is not allowed", "choose within the namespace's tsinject.dev/allowed-* annotations, or ask a cluster admin to widen them"},
+	{ReasonProfileUnusable, OutcomeDenied, "the pod or its namespace names a SidecarProfile that does not exist or holds a value that is not allowed", "create the SidecarProfile or fix it, or fix the " + AnnotationProfile + " annotation named in the message"},
 	{ReasonProxyUIDClash, OutcomeDenied, "in transparent egress a container runs as the sidecar's UID, which the redirect rules exempt: its traffic would bypass the sidecar", "run the container as another UID, or use explicit egress"},
 	{ReasonInvalidPod, OutcomeDenied, "the admission request did not hold a decodable Pod", "report this: the API server sent an unexpected object"},
 	{ReasonPatchFailed, OutcomeDenied, "tsinject decided to inject but could not build the patch", "report this with the pod's manifest: it is a bug"},

@@ -52,6 +52,12 @@ type APIServerProxySpec struct {
 	// +kubebuilder:default=auto
 	// +optional
 	TLS APIServerProxyTLS `json:"tls,omitempty"`
+	// Profile names the SidecarProfile whose spec.proxy the proxy pods
+	// start from (default: the profile named default, if it exists);
+	// spec.proxy overrides it field by field.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Profile string `json:"profile,omitempty"`
 	// Proxy customises the proxy pods.
 	// +optional
 	Proxy *ProxyConfig `json:"proxy,omitempty"`

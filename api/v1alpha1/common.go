@@ -33,6 +33,9 @@ type ProxyConfig struct {
 	// Annotations added to the proxy pods.
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// PriorityClassName of the proxy pods.
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
 }
 
 // Device is one proxy replica as it reports itself on the tailnet.

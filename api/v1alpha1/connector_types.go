@@ -34,6 +34,12 @@ type ConnectorSpec struct {
 	// +kubebuilder:validation:Maximum=10
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
+	// Profile names the SidecarProfile whose spec.proxy the proxy pods
+	// start from (default: the profile named default, if it exists);
+	// spec.proxy overrides it field by field.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Profile string `json:"profile,omitempty"`
 	// Proxy customises the proxy pods.
 	// +optional
 	Proxy *ProxyConfig `json:"proxy,omitempty"`

@@ -1,5 +1,6 @@
 // Package v1alpha1 holds tsinject's API types: Connector (subnet routers
-// and exit nodes) and APIServerProxy (kubectl over the tailnet).
+// and exit nodes), APIServerProxy (kubectl over the tailnet) and
+// SidecarProfile (defaults admins set once).
 //
 // +kubebuilder:object:generate=true
 // +groupName=tsinject.dev
@@ -17,7 +18,7 @@ var (
 	// SchemeBuilder registers the types (apimachinery's builder: an API
 	// package should not need controller-runtime).
 	SchemeBuilder = runtime.NewSchemeBuilder(func(s *runtime.Scheme) error {
-		s.AddKnownTypes(GroupVersion, &Connector{}, &ConnectorList{}, &APIServerProxy{}, &APIServerProxyList{})
+		s.AddKnownTypes(GroupVersion, &Connector{}, &ConnectorList{}, &APIServerProxy{}, &APIServerProxyList{}, &SidecarProfile{}, &SidecarProfileList{})
 		metav1.AddToGroupVersion(s, GroupVersion)
 		return nil
 	})

@@ -3,6 +3,7 @@
 package injectortest
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -76,23 +77,48 @@ func Namespaces() offline.StaticNamespaces {
 }
 
 // Dir is the golden case directory.
-func Dir() string {
+func Dir() string { return testdata("inject") }
+
+// ProfileDir holds the golden cases of the profiles' precedence table
+// (docs/profiles.md), one per row. Each case file carries the
+// SidecarProfiles and Namespaces its pods are injected with (ClusterOf).
+func ProfileDir() string { return testdata("profiles") }
+
+func testdata(dir string) string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "testdata", "inject")
+	return filepath.Join(filepath.Dir(file), "..", "testdata", dir)
 }
 
-// Cases lists the input files (*.yaml), sorted.
-func Cases() ([]string, error) {
-	entries, err := os.ReadDir(Dir())
+// Cases lists the input files (*.yaml) of Dir, sorted.
+func Cases() ([]string, error) { return CasesIn(Dir()) }
+
+// CasesIn lists the input files (*.yaml) of dir, sorted.
+func CasesIn(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, e := range entries {
 		if strings.HasSuffix(e.Name(), ".yaml") {
-			out = append(out, filepath.Join(Dir(), e.Name()))
+			out = append(out, filepath.Join(dir, e.Name()))
 		}
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// ClusterOf is what a profile case's pods are injected with: the
+// SidecarProfiles and Namespaces in the case file itself (pods in other
+// namespaces get the golden namespace's policy).
+func ClusterOf(src []byte) (offline.StaticNamespaces, error) {
+	ns := Namespaces()
+	var objs bytes.Buffer
+	for _, doc := range strings.Split(string(src), "\n---") {
+		if strings.Contains(doc, "\nkind: SidecarProfile") || strings.Contains(doc, "\nkind: Namespace") {
+			objs.WriteString(doc + "\n---\n")
+		}
+	}
+	err := ns.ReadObjects(&objs, "case file")
+	return ns, err
 }

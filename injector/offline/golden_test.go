@@ -24,10 +24,14 @@ import (
 var update = flag.Bool("update", false, "rewrite the .injected golden files")
 
 func transformer(cfg injector.Config) *offline.Transformer {
+	return transformerWith(cfg, injectortest.Namespaces())
+}
+
+func transformerWith(cfg injector.Config, ns offline.StaticNamespaces) *offline.Transformer {
 	return &offline.Transformer{
 		Handler: &webhook.Handler{
 			Injector:   injector.New(cfg),
-			Namespaces: injectortest.Namespaces(),
+			Namespaces: ns,
 			Log:        logr.Discard(),
 		},
 		DefaultNamespace: "default",
@@ -51,7 +55,16 @@ func render(ds []offline.Decision, out []byte) []byte {
 }
 
 func TestGolden(t *testing.T) {
-	cases, err := injectortest.Cases()
+	golden(t, injectortest.Dir(), func([]byte) (offline.StaticNamespaces, error) { return injectortest.Namespaces(), nil })
+}
+
+// One case per row of the profiles' precedence table (docs/profiles.md).
+func TestProfileGolden(t *testing.T) {
+	golden(t, injectortest.ProfileDir(), injectortest.ClusterOf)
+}
+
+func golden(t *testing.T, dir string, cluster func([]byte) (offline.StaticNamespaces, error)) {
+	cases, err := injectortest.CasesIn(dir)
 	if err != nil || len(cases) == 0 {
 		t.Fatalf("no golden cases: %v", err)
 	}
@@ -62,6 +75,11 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg, _ := injectortest.ConfigFor(src)
+			ns, err := cluster(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			transformer := func(cfg injector.Config) *offline.Transformer { return transformerWith(cfg, ns) }
 			var out bytes.Buffer
 			ds, err := transformer(cfg).Inject(context.Background(), bytes.NewReader(src), &out)
 			denied := false

@@ -25,19 +25,102 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/webhook"
 )
 
-// StaticNamespaces answers every namespace lookup with the same labels and
-// annotations (given on the command line).
+// StaticNamespaces answers namespace lookups from files instead of a
+// cluster: the Namespaces and SidecarProfiles read by ReadObjects (as
+// `kubectl get namespaces,sidecarprofiles -o yaml` prints them), and for
+// namespaces not among them the same labels and annotations (given on the
+// command line).
 type StaticNamespaces struct {
 	Labels, Annotations map[string]string
+	Namespaces          map[string]*corev1.Namespace
+	Profiles            map[string]*v1alpha1.SidecarProfile
 }
 
-// Namespace implements webhook.Namespaces.
+// Namespace implements webhook.Namespaces. Like the manager's lookup, it
+// hands injection only the profiles the namespace may use.
 func (s StaticNamespaces) Namespace(_ context.Context, name string) (injector.Namespace, error) {
-	return injector.Namespace{Name: name, Labels: s.Labels, Annotations: s.Annotations}, nil
+	ns := injector.Namespace{Name: name, Labels: s.Labels, Annotations: s.Annotations}
+	if n, ok := s.Namespaces[name]; ok {
+		ns.Labels, ns.Annotations = n.Labels, n.Annotations
+	}
+	for _, p := range injector.ProfileNames(ns.Annotations) {
+		if sp, ok := s.Profiles[p]; ok {
+			if ns.Profiles == nil {
+				ns.Profiles = map[string]*v1alpha1.SidecarProfile{}
+			}
+			ns.Profiles[p] = sp
+		}
+	}
+	return ns, nil
+}
+
+// ReadObjects adds the Namespaces and SidecarProfiles in the YAML stream r
+// (documents or Lists) to s; other kinds are an error naming the document,
+// and so is a field neither type has. source names r in errors.
+func (s *StaticNamespaces) ReadObjects(r io.Reader, source string) error {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	for i := 1; ; i++ {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: reading YAML: %w", source, err)
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			continue
+		}
+		if err := s.addObject(doc, fmt.Sprintf("%s: document %d", source, i)); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *StaticNamespaces) addObject(doc []byte, where string) error {
+	var head struct {
+		Kind  string            `json:"kind"`
+		Items []json.RawMessage `json:"items"`
+	}
+	if err := yaml.Unmarshal(doc, &head); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	switch head.Kind {
+	case "List", "SidecarProfileList", "NamespaceList":
+		for j, it := range head.Items {
+			if err := s.addObject(it, fmt.Sprintf("%s, item %d", where, j+1)); err != nil {
+				return err
+			}
+		}
+	case "SidecarProfile":
+		var sp v1alpha1.SidecarProfile
+		if err := yaml.UnmarshalStrict(doc, &sp); err != nil {
+			return fmt.Errorf("%s: SidecarProfile: %w", where, err)
+		}
+		if sp.Name == "" {
+			return fmt.Errorf("%s: SidecarProfile without metadata.name", where)
+		}
+		if s.Profiles == nil {
+			s.Profiles = map[string]*v1alpha1.SidecarProfile{}
+		}
+		s.Profiles[sp.Name] = &sp
+	case "Namespace":
+		var ns corev1.Namespace
+		if err := yaml.Unmarshal(doc, &ns); err != nil {
+			return fmt.Errorf("%s: Namespace: %w", where, err)
+		}
+		if s.Namespaces == nil {
+			s.Namespaces = map[string]*corev1.Namespace{}
+		}
+		s.Namespaces[ns.Name] = &ns
+	default:
+		return fmt.Errorf("%s: kind %q: want SidecarProfile or Namespace (or a List of them)", where, head.Kind)
+	}
+	return nil
 }
 
 // Decision is what happened to one pod or template.
