@@ -38,6 +38,7 @@ func injectCommand() *cli.Command {
 	var fed federationFlags
 	var broker keyBrokerFlags
 	nsLabels, nsAnnotations := labelFlag{}, labelFlag{}
+	var profiles fileList
 	return &cli.Command{
 		Name:  "inject",
 		Short: "inject manifests offline, through the webhook's own code path",
@@ -46,6 +47,7 @@ func injectCommand() *cli.Command {
 			fs.StringVar(&file, "f", "-", "multi-document YAML to inject (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, List); - is stdin")
 			fs.StringVar(&namespace, "namespace", "default", "namespace of objects that name none")
 			fs.Var(nsAnnotations, "namespace-annotation", "an annotation of the namespace, KEY=VALUE, repeatable: its policy (tsinject.dev/default-tags, allowed-tags, allow-untagged, allowed-hostnames)")
+			fs.Var(&profiles, "profiles", "a file of SidecarProfiles and Namespaces as the cluster has them (kubectl get sidecarprofiles,namespaces -o yaml), repeatable: pods get what the webhook would give them there")
 			fs.Var(nsLabels, "namespace-label", "a label of the namespace, KEY=VALUE, repeatable (default "+injector.LabelInjection+"=enabled)")
 			fs.StringVar(&cfg.ProxyImage, "proxy-image", cfg.ProxyImage, "tsinject-proxy image")
 			fs.StringVar(&cfg.ControlURL, "control-url", "", "tailnet control server URL (default Tailscale's)")
@@ -80,10 +82,14 @@ func injectCommand() *cli.Command {
 			if cfg.Federation != nil && cfg.KeyBroker != nil {
 				return errors.New("--federation-client-id and --key-broker-url: choose one")
 			}
+			namespaces := offline.StaticNamespaces{Labels: nsLabels, Annotations: nsAnnotations}
+			if err := readObjectFiles(profiles, &namespaces); err != nil {
+				return err
+			}
 			t := &offline.Transformer{
 				Handler: &webhook.Handler{
 					Injector:   injector.New(cfg),
-					Namespaces: offline.StaticNamespaces{Labels: nsLabels, Annotations: nsAnnotations},
+					Namespaces: namespaces,
 					Log:        logr.Discard(),
 				},
 				DefaultNamespace: namespace,
@@ -93,6 +99,28 @@ func injectCommand() *cli.Command {
 			})
 		},
 	}
+}
+
+// fileList collects a repeated file flag.
+type fileList []string
+
+func (f *fileList) String() string     { return strings.Join(*f, ",") }
+func (f *fileList) Set(s string) error { *f = append(*f, s); return nil }
+
+// readObjectFiles loads the SidecarProfiles and Namespaces of files.
+func readObjectFiles(files []string, into *offline.StaticNamespaces) error {
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("--profiles: %w", err)
+		}
+		err = into.ReadObjects(f, "--profiles "+name)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // offlineNativeSidecar is --native-sidecar as the manager reads it, with

@@ -3,6 +3,7 @@ package manager_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,33 +58,8 @@ func TestWebhookMatchesOffline(t *testing.T) {
 		for _, p := range pods {
 			n++
 			t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml")+"/"+p.Where, func(t *testing.T) {
-				viaWebhook, whErr := e.dryRun(p.Pod.DeepCopy())
-
-				in, _ := yaml.Marshal(p.Pod)
-				var out bytes.Buffer
-				ds, _ := tr.Inject(context.Background(), bytes.NewReader(in), &out)
-				if len(ds) != 1 {
-					t.Fatalf("offline decisions: %+v", ds)
-				}
-				if ds[0].Err != nil || whErr != nil {
-					if ds[0].Err == nil || whErr == nil || !strings.Contains(whErr.Error(), ds[0].Err.Error()) {
-						t.Fatalf("denials differ:\n webhook: %v\n offline: %v", whErr, ds[0].Err)
-					}
-					return
-				}
-				var offPod corev1.Pod
-				if err := yaml.Unmarshal(out.Bytes(), &offPod); err != nil {
-					t.Fatal(err)
-				}
-				viaOffline, err := e.dryRun(&offPod)
-				if err != nil {
-					t.Fatalf("API server rejects the offline result: %v", err)
-				}
-				if !equality.Semantic.DeepEqual(viaWebhook.Spec, viaOffline.Spec) ||
-					!equality.Semantic.DeepEqual(viaWebhook.Annotations, viaOffline.Annotations) {
-					a, _ := yaml.Marshal(viaWebhook)
-					b, _ := yaml.Marshal(viaOffline)
-					t.Errorf("webhook and offline differ:\n--- webhook\n%s\n--- offline\n%s", a, b)
+				if diff := e.webhookVersusOffline(tr, p.Pod); diff != "" {
+					t.Error(diff)
 				}
 			})
 		}
@@ -91,6 +67,42 @@ func TestWebhookMatchesOffline(t *testing.T) {
 	if n < 12 {
 		t.Fatalf("only %d golden pods", n)
 	}
+}
+
+// webhookVersusOffline creates pod (dry run) through the real API server
+// and injects it with tr, and says how the two differ ("" if they do not):
+// the same pod, compared after the API server's defaulting (both go
+// through it), or the same denial.
+func (e *env) webhookVersusOffline(tr *offline.Transformer, p *corev1.Pod) string {
+	viaWebhook, whErr := e.dryRun(p.DeepCopy())
+
+	in, _ := yaml.Marshal(p)
+	var out bytes.Buffer
+	ds, _ := tr.Inject(context.Background(), bytes.NewReader(in), &out)
+	if len(ds) != 1 {
+		return fmt.Sprintf("offline decisions: %+v", ds)
+	}
+	if ds[0].Err != nil || whErr != nil {
+		if ds[0].Err == nil || whErr == nil || !strings.Contains(whErr.Error(), ds[0].Err.Error()) {
+			return fmt.Sprintf("denials differ:\n webhook: %v\n offline: %v", whErr, ds[0].Err)
+		}
+		return ""
+	}
+	var offPod corev1.Pod
+	if err := yaml.Unmarshal(out.Bytes(), &offPod); err != nil {
+		return err.Error()
+	}
+	viaOffline, err := e.dryRun(&offPod)
+	if err != nil {
+		return fmt.Sprintf("API server rejects the offline result: %v", err)
+	}
+	if !equality.Semantic.DeepEqual(viaWebhook.Spec, viaOffline.Spec) ||
+		!equality.Semantic.DeepEqual(viaWebhook.Annotations, viaOffline.Annotations) {
+		a, _ := yaml.Marshal(viaWebhook)
+		b, _ := yaml.Marshal(viaOffline)
+		return fmt.Sprintf("webhook and offline differ:\n--- webhook\n%s\n--- offline\n%s", a, b)
+	}
+	return ""
 }
 
 // dryRun creates p with dryRun=All and returns what the API server would

@@ -23,6 +23,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -704,7 +705,36 @@ func (n Namespaces) Namespace(ctx context.Context, name string) (injector.Namesp
 			return injector.Namespace{}, err
 		}
 	}
-	return injector.Namespace{Name: name, Labels: ns.Labels, Annotations: ns.Annotations}, nil
+	out := injector.Namespace{Name: name, Labels: ns.Labels, Annotations: ns.Annotations}
+	out.Profiles, err = n.profiles(ctx, ns.Annotations)
+	return out, err
+}
+
+// profiles reads the SidecarProfiles pods in a namespace may use from the
+// cache. A profile the namespace names but the cache lacks is read from
+// the API server (it may have been created a moment ago; missing, it
+// denies the pod). The cluster default is not: most clusters have none,
+// and every pod would cost a read.
+func (n Namespaces) profiles(ctx context.Context, nsAnnotations map[string]string) (map[string]*v1alpha1.SidecarProfile, error) {
+	var out map[string]*v1alpha1.SidecarProfile
+	for _, name := range injector.ProfileNames(nsAnnotations) {
+		sp := &v1alpha1.SidecarProfile{}
+		err := n.Cached.Get(ctx, client.ObjectKey{Name: name}, sp)
+		if apierrors.IsNotFound(err) && name != v1alpha1.DefaultProfile {
+			err = n.Direct.Get(ctx, client.ObjectKey{Name: name}, sp)
+		}
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("reading SidecarProfile %s: %w", name, err)
+		}
+		if out == nil {
+			out = map[string]*v1alpha1.SidecarProfile{}
+		}
+		out[name] = sp
+	}
+	return out, nil
 }
 
 func ptr[T any](v T) *T { return &v }
