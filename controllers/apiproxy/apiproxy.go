@@ -78,6 +78,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&appsv1.StatefulSet{}, owned, ours).
 		Watches(&corev1.Secret{}, owned, ours).
 		Watches(&rbacv1.ClusterRoleBinding{}, owned, ours).
+		Watches(&v1alpha1.SidecarProfile{}, proxyset.ProfileUsers(mgr.GetClient(),
+			func() client.ObjectList { return &v1alpha1.APIServerProxyList{} },
+			func(o client.Object) string { return o.(*v1alpha1.APIServerProxy).Spec.Profile })).
 		Complete(r)
 }
 
@@ -88,7 +91,7 @@ func mode(p *v1alpha1.APIServerProxy) string {
 	return string(p.Spec.Mode)
 }
 
-func (r *Reconciler) set(p *v1alpha1.APIServerProxy) *proxyset.Set {
+func (r *Reconciler) set(p *v1alpha1.APIServerProxy, proxy *v1alpha1.ProxyConfig) *proxyset.Set {
 	replicas := int32(1)
 	if p.Spec.Replicas != nil {
 		replicas = *p.Spec.Replicas
@@ -124,7 +127,7 @@ func (r *Reconciler) set(p *v1alpha1.APIServerProxy) *proxyset.Set {
 	p.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("APIServerProxy"))
 	return &proxyset.Set{
 		Owner: p, Component: component, Namespace: r.Namespace, Replicas: replicas,
-		Image: r.ProxyImage, Args: []string{"apiserver"}, Env: env, Proxy: p.Spec.Proxy,
+		Image: r.ProxyImage, Args: []string{"apiserver"}, Env: env, Proxy: proxy,
 		Credentials: r.Credentials,
 	}
 }
@@ -135,7 +138,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	s := r.set(&p)
+	proxy, ok, err := proxyset.ResolveProxy(ctx, r.Client, r.Events, &p, &p.Status.Conditions, p.Spec.Profile, p.Spec.Proxy)
+	if !ok {
+		return reconcile.Result{}, err
+	}
+	s := r.set(&p, proxy)
 	if !p.DeletionTimestamp.IsZero() {
 		if !controllerutil.ContainsFinalizer(&p, Finalizer) {
 			return reconcile.Result{}, nil
@@ -154,7 +161,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if err := r.Client.Update(ctx, &p); err != nil {
 			return reconcile.Result{}, err
 		}
-		s = r.set(&p)
+		s = r.set(&p, proxy)
 	}
 	if err := proxyset.Apply(ctx, r.Client, s); err != nil {
 		return reconcile.Result{}, err

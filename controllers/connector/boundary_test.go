@@ -86,7 +86,7 @@ func TestProxyReadsWhatTheControllerWrites(t *testing.T) {
 			cn := &v1alpha1.Connector{ObjectMeta: metav1.ObjectMeta{Name: "edge", UID: "0f0f"}, Spec: tc.spec}
 			cl := fake.NewClientBuilder().WithScheme(scheme).Build()
 			r := &Reconciler{Namespace: "tsinject-system", ProxyImage: "tsinject-proxy:test", ControlURL: "https://headscale.example", Credentials: tc.creds}
-			set := r.set(cn, []string{"198.19.16.0/24"})
+			set := r.set(cn, []string{"198.19.16.0/24"}, nil)
 			if err := proxyset.Apply(context.Background(), cl, set); err != nil {
 				t.Fatal(err)
 			}

@@ -71,6 +71,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.Connector{}).
 		Watches(&appsv1.StatefulSet{}, owned, ours).
 		Watches(&corev1.Secret{}, owned, ours).
+		Watches(&v1alpha1.SidecarProfile{}, proxyset.ProfileUsers(mgr.GetClient(),
+			func() client.ObjectList { return &v1alpha1.ConnectorList{} },
+			func(o client.Object) string { return o.(*v1alpha1.Connector).Spec.Profile })).
 		Complete(r)
 }
 
@@ -105,7 +108,7 @@ func (r *Reconciler) clusterCIDRs(ctx context.Context) ([]string, error) {
 	return slices.Compact(cidrs), nil
 }
 
-func (r *Reconciler) set(cn *v1alpha1.Connector, clusterCIDRs []string) *proxyset.Set {
+func (r *Reconciler) set(cn *v1alpha1.Connector, clusterCIDRs []string, proxy *v1alpha1.ProxyConfig) *proxyset.Set {
 	replicas := int32(1)
 	if cn.Spec.Replicas != nil {
 		replicas = *cn.Spec.Replicas
@@ -144,7 +147,7 @@ func (r *Reconciler) set(cn *v1alpha1.Connector, clusterCIDRs []string) *proxyse
 	cn.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("Connector"))
 	return &proxyset.Set{
 		Owner: cn, Component: "connector", Namespace: r.Namespace, Replicas: replicas,
-		Image: r.ProxyImage, Args: []string{"connector"}, Env: env, Proxy: cn.Spec.Proxy,
+		Image: r.ProxyImage, Args: []string{"connector"}, Env: env, Proxy: proxy,
 		Credentials: r.Credentials,
 	}
 }
@@ -173,7 +176,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			return reconcile.Result{}, err
 		}
 	}
-	s := r.set(&cn, cidrs)
+	proxy, ok, err := proxyset.ResolveProxy(ctx, r.Client, r.Events, &cn, &cn.Status.Conditions, cn.Spec.Profile, cn.Spec.Proxy)
+	if !ok {
+		return reconcile.Result{}, err
+	}
+	s := r.set(&cn, cidrs, proxy)
 	if !cn.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &cn, s)
 	}
@@ -181,7 +188,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if err := r.Client.Update(ctx, &cn); err != nil {
 			return reconcile.Result{}, err
 		}
-		s = r.set(&cn, cidrs)
+		s = r.set(&cn, cidrs, proxy)
 	}
 	if err := proxyset.Apply(ctx, r.Client, s); err != nil {
 		return reconcile.Result{}, err

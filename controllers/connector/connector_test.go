@@ -29,7 +29,7 @@ func TestExitNodeEnv(t *testing.T) {
 	} {
 		cn := &v1alpha1.Connector{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Spec: v1alpha1.ConnectorSpec{ExitNode: tc.exit}}
 		env := map[string]*corev1.EnvVar{}
-		for _, e := range r.set(cn, []string{"198.19.16.0/24", "fd00:16::/108"}).Env {
+		for _, e := range r.set(cn, []string{"198.19.16.0/24", "fd00:16::/108"}, nil).Env {
 			env[e.Name] = &e
 		}
 		for name, path := range tc.want {

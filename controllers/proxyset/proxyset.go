@@ -316,6 +316,7 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 				NodeSelector:       p.NodeSelector,
 				Tolerations:        p.Tolerations,
 				Affinity:           p.Affinity,
+				PriorityClassName:  p.PriorityClassName,
 				SecurityContext: &corev1.PodSecurityContext{
 					RunAsNonRoot: ptr(true), RunAsUser: &uid, RunAsGroup: &uid, FSGroup: &uid,
 					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},

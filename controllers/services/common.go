@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
@@ -142,12 +143,30 @@ func (b *Base) namespacePolicy(ctx context.Context, svc *corev1.Service) (*injec
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("tags of the proxies (annotation %s, else the namespace's %s): %v", AnnotationTags, injector.AnnotationDefaultTags, err))
 	}
+	if name := ns.Annotations[injector.AnnotationProfile]; name != "" && ns.Profiles[name] == nil {
+		problems = append(problems, fmt.Sprintf("namespace %s's annotation %s names SidecarProfile %q, which does not exist; a cluster admin creates it or fixes the annotation", ns.Name, injector.AnnotationProfile, name))
+	}
 	return &ns, tags, problems
+}
+
+// profileProxy is what the namespace's SidecarProfiles set for proxy
+// pods: the cluster default's spec.proxy, the namespace's profile's over it.
+func profileProxy(ns *injector.Namespace) *v1alpha1.ProxyConfig {
+	if ns == nil {
+		return nil
+	}
+	var out *v1alpha1.ProxyConfig
+	for _, name := range []string{v1alpha1.DefaultProfile, ns.Annotations[injector.AnnotationProfile]} {
+		if sp := ns.Profiles[name]; sp != nil {
+			out = proxyset.MergeProxy(out, sp.Spec.Proxy)
+		}
+	}
+	return out
 }
 
 // proxySet is svc's proxy set of component, with the environment every
 // proxy needs added to env.
-func (b *Base) proxySet(svc *corev1.Service, component string, replicas int32, env []corev1.EnvVar) *proxyset.Set {
+func (b *Base) proxySet(svc *corev1.Service, component string, replicas int32, env []corev1.EnvVar, proxy *v1alpha1.ProxyConfig) *proxyset.Set {
 	if b.ControlURL != "" {
 		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: b.ControlURL})
 	}
@@ -155,7 +174,7 @@ func (b *Base) proxySet(svc *corev1.Service, component string, replicas int32, e
 	owner.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Service"))
 	return &proxyset.Set{
 		Owner: owner, Component: component, Namespace: b.Namespace, Replicas: replicas,
-		Image: b.ProxyImage, Args: []string{component}, Env: env,
+		Image: b.ProxyImage, Args: []string{component}, Env: env, Proxy: proxy,
 		Credentials: b.Credentials,
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
@@ -74,6 +75,7 @@ type egressSpec struct {
 	svcPorts []corev1.ServicePort
 	replicas int32
 	tags     []string
+	proxy    *v1alpha1.ProxyConfig // from the namespace's SidecarProfiles
 }
 
 // parse validates svc's request; each problem names the field and what is
@@ -116,8 +118,8 @@ func (r *EgressReconciler) parse(ctx context.Context, svc *corev1.Service) (egre
 			sp.replicas = int32(n)
 		}
 	}
-	_, tags, policyProblems := r.namespacePolicy(ctx, svc)
-	sp.tags = tags
+	ns, tags, policyProblems := r.namespacePolicy(ctx, svc)
+	sp.tags, sp.proxy = tags, profileProxy(ns)
 	problems = append(problems, policyProblems...)
 	return sp, problems
 }
@@ -135,7 +137,7 @@ func (r *EgressReconciler) set(svc *corev1.Service, sp egressSpec) *proxyset.Set
 	} else {
 		env = append(env, corev1.EnvVar{Name: contract.EnvHostnamePrefix, Value: strings.TrimRight(host[:min(len(host), 58)], "-")})
 	}
-	s := r.proxySet(svc, EgressComponent, sp.replicas, env)
+	s := r.proxySet(svc, EgressComponent, sp.replicas, env, sp.proxy)
 	s.Ports = sp.svcPorts
 	return s
 }

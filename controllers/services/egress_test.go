@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
@@ -31,13 +32,23 @@ func (n namespaces) Namespace(ctx context.Context, name string) (injector.Namesp
 	if err := n.c.Get(ctx, client.ObjectKey{Name: name}, &ns); err != nil {
 		return injector.Namespace{}, err
 	}
-	return injector.Namespace{Name: name, Labels: ns.Labels, Annotations: ns.Annotations}, nil
+	out := injector.Namespace{Name: name, Labels: ns.Labels, Annotations: ns.Annotations}
+	for _, p := range injector.ProfileNames(ns.Annotations) {
+		var sp v1alpha1.SidecarProfile
+		if err := n.c.Get(ctx, client.ObjectKey{Name: p}, &sp); err == nil {
+			if out.Profiles == nil {
+				out.Profiles = map[string]*v1alpha1.SidecarProfile{}
+			}
+			out.Profiles[p] = &sp
+		}
+	}
+	return out, nil
 }
 
 func newBase(t *testing.T, objs ...client.Object) (Base, client.Client) {
 	t.Helper()
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme, v1alpha1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
 		}
@@ -284,5 +295,48 @@ func TestProxySetNamesDoNotCollide(t *testing.T) {
 	long := strings.Repeat("x", 63)
 	if n := name(long, long); len(n) > 48 {
 		t.Errorf("proxy set name %q is %d characters; a StatefulSet's pods need <= 48", n, len(n))
+	}
+}
+
+// The proxies of a namespace's Services are scheduled as its SidecarProfile
+// says (over the cluster default's); a profile the namespace names but
+// that does not exist holds them back, and the condition says so.
+func TestServiceProxiesFollowTheNamespacesProfile(t *testing.T) {
+	teams := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "teams",
+		Labels:      map[string]string{injector.LabelInjection: "enabled"},
+		Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:teams", injector.AnnotationProfile: "edge"}}}
+	def := &v1alpha1.SidecarProfile{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.DefaultProfile},
+		Spec: v1alpha1.SidecarProfileSpec{Proxy: &v1alpha1.ProxyConfig{PriorityClassName: "tailnet", NodeSelector: map[string]string{"pool": "any"}}}}
+	edge := &v1alpha1.SidecarProfile{ObjectMeta: metav1.ObjectMeta{Name: "edge"},
+		Spec: v1alpha1.SidecarProfileSpec{Proxy: &v1alpha1.ProxyConfig{NodeSelector: map[string]string{"pool": "edge"}}}}
+	svc := egressService()
+	svc.Namespace = "teams"
+	key := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(svc)}
+
+	r, c := newReconciler(t, svc, teams, def)
+	if _, err := r.Reconcile(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	var got corev1.Service
+	if err := c.Get(context.Background(), key.NamespacedName, &got); err != nil {
+		t.Fatal(err)
+	}
+	if cond := meta.FindStatusCondition(got.Status.Conditions, EgressReady); cond == nil || !strings.Contains(cond.Message, `SidecarProfile "edge", which does not exist`) {
+		t.Fatalf("condition %+v: want the missing profile named", cond)
+	}
+
+	if err := c.Create(context.Background(), edge); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	var list appsv1.StatefulSetList
+	if err := c.List(context.Background(), &list); err != nil || len(list.Items) != 1 {
+		t.Fatalf("StatefulSets: %d, %v", len(list.Items), err)
+	}
+	spec := list.Items[0].Spec.Template.Spec
+	if spec.PriorityClassName != "tailnet" || spec.NodeSelector["pool"] != "edge" {
+		t.Errorf("proxy pod: priority %q, nodeSelector %v: want the default's priority and the namespace profile's pool", spec.PriorityClassName, spec.NodeSelector)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
@@ -69,6 +70,7 @@ type ingressSpec struct {
 	target string
 	ports  []contract.PortMap
 	tags   []string
+	proxy  *v1alpha1.ProxyConfig // from the namespace's SidecarProfiles
 }
 
 func (r *IngressReconciler) parse(ctx context.Context, svc *corev1.Service) (ingressSpec, []string) {
@@ -80,7 +82,7 @@ func (r *IngressReconciler) parse(ctx context.Context, svc *corev1.Service) (ing
 		problems = append(problems, fmt.Sprintf("spec.clusterIP: %q; an ingress Service needs a cluster address to forward to (not headless)", svc.Spec.ClusterIP))
 	}
 	ns, tags, policyProblems := r.namespacePolicy(ctx, svc)
-	sp.tags = tags
+	sp.tags, sp.proxy = tags, profileProxy(ns)
 	problems = append(problems, policyProblems...)
 	sp.host = contract.RenderName(contract.PlaceholderNamespace+"-"+contract.PlaceholderName, svc.Name, svc.Namespace)
 	if v, ok := svc.Annotations[AnnotationHostname]; ok {
@@ -126,7 +128,7 @@ func (r *IngressReconciler) set(svc *corev1.Service, sp ingressSpec) *proxyset.S
 		{Name: contract.EnvHostname, Value: sp.host},
 		{Name: contract.EnvTarget, Value: sp.target},
 		{Name: contract.EnvPorts, Value: contract.FormatPortMaps(sp.ports)},
-	})
+	}, sp.proxy)
 }
 
 // Reconcile brings one ingress Service's proxy and status in line.
