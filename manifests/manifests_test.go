@@ -87,6 +87,8 @@ func TestManagerRights(t *testing.T) {
 		// Egress Services: the manager edits annotated Services, but
 		// makes and deletes Services only in its own namespace.
 		{"create", "services", "-n", "default"}, {"delete", "services", "-n", "default"},
+		// SidecarProfiles are the admins': the manager only reads them.
+		{"create", "sidecarprofiles.tsinject.dev"}, {"update", "sidecarprofiles.tsinject.dev"}, {"delete", "sidecarprofiles.tsinject.dev"},
 	}
 	for _, step := range []struct {
 		dir              string
@@ -95,7 +97,8 @@ func TestManagerRights(t *testing.T) {
 		{"base", [][]string{{"get", "pods", "-n", "default"}, {"create", "statefulsets", "-n", "tsinject-system"}, {"list", "clusterrolebindings"}, {"list", "servicecidrs.networking.k8s.io"},
 			{"get", "secrets", "-n", "tsinject-system"}, {"create", "secrets", "-n", "tsinject-system"}, {"create", "tokenreviews.authentication.k8s.io"},
 			{"update", "services", "-n", "default"}, {"update", "services/status", "-n", "default"}, {"update", "services/finalizers", "-n", "default"},
-			{"create", "services", "-n", "tsinject-system"}, {"delete", "services", "-n", "tsinject-system"}},
+			{"create", "services", "-n", "tsinject-system"}, {"delete", "services", "-n", "tsinject-system"},
+			{"list", "sidecarprofiles.tsinject.dev"}, {"watch", "sidecarprofiles.tsinject.dev"}},
 			append([][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"},
 				{"get", "secrets", "-n", "default"}, {"list", "secrets", "--all-namespaces"}, {"create", "secrets", "-n", "default"}}, never...)},
 		{"overlays/apiserver-proxy", [][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"}},

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tsinject/tsinject/controllers/expiry"
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/federation"
@@ -423,8 +424,16 @@ func proxies(ctx context.Context, c client.Client, o Options) []Result {
 	if err := c.List(ctx, &pods); err != nil {
 		return []Result{fail("sidecars", err.Error(), "")}
 	}
+	// The profiles as they are now, by name: a pod injected with an older
+	// generation, or with one deleted since, runs stale defaults.
+	var sps v1alpha1.SidecarProfileList
+	profilesErr := c.List(ctx, &sps)
+	generation := map[string]int64{}
+	for _, sp := range sps.Items {
+		generation[sp.Name] = sp.Generation
+	}
 	var injected int
-	var unready, lagging []string
+	var unready, lagging, profileLag []string
 	for _, p := range pods.Items {
 		raw, ok := p.Annotations[injector.AnnotationStatus]
 		if !ok || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
@@ -434,6 +443,12 @@ func proxies(ctx context.Context, c client.Client, o Options) []Result {
 		var st injector.Status
 		if json.Unmarshal([]byte(raw), &st) == nil && served != "" && st.Version != served {
 			lagging = append(lagging, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, st.Version))
+		}
+		for _, ref := range st.Profiles {
+			name, gen, ok := injector.ParseProfileRef(ref)
+			if now, exists := generation[name]; ok && (!exists || now != gen) {
+				profileLag = append(profileLag, fmt.Sprintf("%s/%s (%s, now %s)", p.Namespace, p.Name, ref, generationNow(now, exists)))
+			}
 		}
 		for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
 			if cs.Name == contract.SidecarContainer && !cs.Ready {
@@ -454,5 +469,20 @@ func proxies(ctx context.Context, c client.Client, o Options) []Result {
 		current = pass("sidecar versions", fmt.Sprintf("%d of %d injected pods were injected with another configuration than the one served (%s): %s", len(lagging), injected, served, strings.Join(lagging, ", ")))
 		current.Warning, current.Fix = true, "recreate them to pick up the current sidecar: kubectl rollout restart their workloads"
 	}
-	return []Result{ready, current}
+	profiles := pass("sidecar profiles", fmt.Sprintf("%d injected pods run their SidecarProfiles as they are now", injected))
+	switch {
+	case profilesErr != nil:
+		profiles = fail("sidecar profiles", "listing SidecarProfiles: "+profilesErr.Error(), "apply this release's CRDs (manifests/base/crd)")
+	case len(profileLag) > 0:
+		profiles = pass("sidecar profiles", fmt.Sprintf("%d of %d injected pods were injected with a SidecarProfile that has changed or gone since: %s", len(profileLag), injected, strings.Join(profileLag, ", ")))
+		profiles.Warning, profiles.Fix = true, "recreate them to pick up the profile: kubectl rollout restart their workloads (docs/profiles.md)"
+	}
+	return []Result{ready, current, profiles}
+}
+
+func generationNow(gen int64, exists bool) string {
+	if !exists {
+		return "deleted"
+	}
+	return fmt.Sprintf("@%d", gen)
 }

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/check"
@@ -61,7 +62,7 @@ func TestCheckAgainstAPIServer(t *testing.T) {
 	for _, r := range check.Run(ctx, c, o) {
 		got[r.Name] = r
 	}
-	for _, name := range []string{"CRDs", "webhook", "webhook certificate", "namespace policies", "sidecar versions"} {
+	for _, name := range []string{"CRDs", "webhook", "webhook certificate", "namespace policies", "sidecar versions", "sidecar profiles"} {
 		if r, ok := got[name]; !ok || !r.OK || r.Warning {
 			t.Errorf("check %q: %+v, want a pass", name, r)
 		}
@@ -243,9 +244,11 @@ func TestCheckFailuresAgainstAPIServer(t *testing.T) {
 			Spec: appsv1.DeploymentSpec{Replicas: &zero, Selector: &metav1.LabelSelector{MatchLabels: labels},
 				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
 					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Image: "tsinject", Args: []string{"manager", "--federation-client-id=x"}}}}}}},
-		// A pod injected with an older configuration.
-		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "old", Annotations: map[string]string{injector.AnnotationStatus: `{"version":"v1-old","sidecar":"native","volumes":[]}`}},
+		// A pod injected with an older configuration, and profiles one of
+		// which is gone and the other changed since (it is at generation 1).
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "old", Annotations: map[string]string{injector.AnnotationStatus: `{"version":"v1-old","sidecar":"native","volumes":[],"profiles":["gone@4","team@0"]}`}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}},
+		&v1alpha1.SidecarProfile{ObjectMeta: metav1.ObjectMeta{Name: "team"}},
 	}
 	for _, o := range objs {
 		if err := cl.Create(ctx, o); err != nil {
@@ -280,6 +283,9 @@ func TestCheckFailuresAgainstAPIServer(t *testing.T) {
 	}
 	if r := got["sidecar versions"]; !r.Warning || !strings.Contains(r.Detail, "shop/old (v1-old)") || r.Fix == "" {
 		t.Errorf("check \"sidecar versions\": %+v; want a warning naming shop/old (v1-old), with a fix", r)
+	}
+	if r := got["sidecar profiles"]; !r.Warning || !strings.Contains(r.Detail, "shop/old (gone@4, now deleted)") || !strings.Contains(r.Detail, "team@0, now @1") || r.Fix == "" {
+		t.Errorf("check \"sidecar profiles\": %+v; want a warning naming shop/old's two stale profiles, with a fix", r)
 	}
 	if !check.Failed(check.Run(ctx, cl, o)) {
 		t.Error("check.Failed is false for a broken installation")
