@@ -28,8 +28,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/federation"
