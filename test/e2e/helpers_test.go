@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"maps"
 	"context"
 	"errors"
 	"fmt"
@@ -31,11 +32,18 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 // when the test ends.
 func namespace(t *testing.T, name string) string {
 	t.Helper()
+	return namespaceWith(t, name, nil)
+}
+
+// namespaceWith is namespace with more annotations (its policy).
+func namespaceWith(t *testing.T, name string, annotations map[string]string) string {
+	t.Helper()
 	ctx := testCtx(t, stepDeadline)
 	// Its pods are tagged tag:k8s, which the tailnet's federated identity
 	// allows (keys by federation are always tagged).
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"tsinject.dev/injection": "enabled"},
 		Annotations: map[string]string{"tsinject.dev/default-tags": "tag:k8s"}}}
+	maps.Copy(ns.Annotations, annotations)
 	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
