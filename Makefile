@@ -42,6 +42,7 @@ generate:
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=manifests/base/crd
 	cp manifests/base/crd/*.yaml charts/tsinject/files/crds/
+	cp charts/tsinject/files/dashboards/tsinject.json manifests/components/monitoring/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

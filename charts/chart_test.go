@@ -64,14 +64,14 @@ func objects(t *testing.T, b []byte) map[string]map[string]any {
 }
 
 // The Helm chart renders the same objects as the kustomize base (and, in
-// cert-manager mode, as the cert-manager overlay), save the Namespace,
+// cert-manager mode or with monitoring, as that overlay), save the Namespace,
 // which Helm leaves to --create-namespace; both apply to the API server.
 func TestChartMatchesKustomize(t *testing.T) {
 	helm, err := testbins.EnsureHelm(context.Background(), testWriter{t})
 	if err != nil {
 		t.Fatalf("helm: %v", err)
 	}
-	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
+	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t), prometheusOperatorCRDs(t)}})
 	run(t, nil, "kubectl", "--kubeconfig", c.Kubeconfig, "create", "namespace", "tsinject-system")
 
 	// Federated rows add the client ID as docs/install.md does: an
@@ -90,6 +90,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 		{"key-broker", "manifests/base", false, []string{"--oauth-secret=tsinject-oauth"}, []string{"--set", "oauth.secretName=tsinject-oauth"}},
 		{"auth-key-register", "manifests/base", false, []string{"--register-nodes"}, []string{"--set", "authKey.enabled=true"}},
 		{"auth-key-copy", "manifests/overlays/auth-key", false, nil, []string{"--set", "authKey.enabled=true", "--set", "authKey.mode=copy"}},
+		{"monitoring", "manifests/overlays/monitoring", true, nil, []string{"--set", "metrics.podMonitor.enabled=true", "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboard.enabled=true"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.federated {
