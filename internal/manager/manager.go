@@ -229,7 +229,7 @@ func (o *Options) proxyCredentials(caBundle func() []byte) proxyset.Credentials 
 // their controllers wait for caches that never sync, and two minutes later
 // the manager stops, taking the webhook down with it.
 func crdsInstalled(mapper meta.RESTMapper) error {
-	for _, kind := range []string{"Connector", "APIServerProxy"} {
+	for _, kind := range []string{"Connector", "APIServerProxy", "SidecarProfile"} {
 		gk := schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: kind}
 		if _, err := mapper.RESTMapping(gk, v1alpha1.GroupVersion.Version); err != nil {
 			if meta.IsNoMatchError(err) {

@@ -3,6 +3,8 @@ package manager_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -317,5 +319,27 @@ func TestManagerNeedsCRDs(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "tsinject's CRDs are not installed (no Connector in tsinject.dev/v1alpha1): apply manifests/base/crd") {
 		t.Errorf("error %q does not say which CRD is missing and what to apply", err)
+	}
+
+	// An upgrade that did not apply the new SidecarProfile CRD: the new
+	// manager stops, rather than failing every pod's admission when it
+	// reads profiles.
+	dir := t.TempDir()
+	for _, f := range []string{"tsinject.dev_connectors.yaml", "tsinject.dev_apiserverproxies.yaml"} {
+		b, err := os.ReadFile(filepath.Join(crds()[0], f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := clustertest.Start(t, cluster.Options{Scheme: manager.Scheme(), CRDDirs: []string{dir}})
+	if l, err = manager.StartLocal(context.Background(), old.Config, o); err == nil {
+		l.Stop()
+		t.Fatal("the manager started without the SidecarProfile CRD")
+	}
+	if !strings.Contains(err.Error(), "no SidecarProfile in tsinject.dev/v1alpha1") {
+		t.Errorf("error %q does not name the missing SidecarProfile CRD", err)
 	}
 }
