@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -49,7 +50,7 @@ func policyCommand() *cli.Command {
 	grants := grantFlag{}
 	return &cli.Command{
 		Name:  "policy",
-		Short: "print the tailnet policy snippet for the Connectors, egress Services and API proxies in the cluster (or in -f files)",
+		Short: "print the tailnet policy snippet for the Connectors, SidecarProfiles, egress Services and API proxies in the cluster (or in -f files)",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&kubeconfig, "kubeconfig", "", "read Connectors and APIServerProxies from this cluster (default: in-cluster, then $KUBECONFIG)")
 			fs.StringVar(&file, "f", "", "read them from a YAML file instead (- is stdin)")
@@ -98,6 +99,13 @@ func listPolicyObjects(ctx context.Context, kubeconfig string, in *policy.Input)
 		return fmt.Errorf("listing APIServerProxies: %w", err)
 	}
 	in.Connectors, in.Proxies = cs.Items, ps.Items
+	var sps v1alpha1.SidecarProfileList
+	if err := c.List(ctx, &sps); err != nil {
+		return fmt.Errorf("listing SidecarProfiles: %w", err)
+	}
+	for i := range sps.Items {
+		addProfile(in, &sps.Items[i])
+	}
 	var svcs corev1.ServiceList
 	if err := c.List(ctx, &svcs); err != nil {
 		return fmt.Errorf("listing Services: %w", err)
@@ -106,6 +114,18 @@ func listPolicyObjects(ctx context.Context, kubeconfig string, in *policy.Input)
 		addEgress(in, &svcs.Items[i])
 	}
 	return nil
+}
+
+// addProfile adds the tags a SidecarProfile gives the pods that use it.
+func addProfile(in *policy.Input, sp *v1alpha1.SidecarProfile) {
+	if sp.Spec.Sidecar == nil {
+		return
+	}
+	for _, t := range sp.Spec.Sidecar.Tags {
+		if !slices.Contains(in.PodTags, string(t)) {
+			in.PodTags = append(in.PodTags, string(t))
+		}
+	}
 }
 
 // addEgress adds an egress or ingress Service's proxies to the snippet's
@@ -178,6 +198,12 @@ func readPolicyObjects(file string, in *policy.Input) error {
 				return fmt.Errorf("reading a Service: %w", err)
 			}
 			addEgress(in, &svc)
+		case "SidecarProfile":
+			var sp v1alpha1.SidecarProfile
+			if err := yaml.UnmarshalStrict(doc, &sp); err != nil {
+				return fmt.Errorf("reading a SidecarProfile: %w", err)
+			}
+			addProfile(in, &sp)
 		case "APIServerProxy":
 			var p v1alpha1.APIServerProxy
 			if err := yaml.UnmarshalStrict(doc, &p); err != nil {

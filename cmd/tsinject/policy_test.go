@@ -11,8 +11,9 @@ import (
 	"github.com/tsinject/tsinject/internal/cli"
 )
 
-// `tsinject policy -f` reads egress Services beside Connectors: the
-// proxies' tags get owners, and an address target a grant to its ports.
+// `tsinject policy -f` reads egress Services and SidecarProfiles beside
+// Connectors: the proxies' and the profiles' tags get owners, and an
+// address target a grant to its ports.
 func TestPolicyFromFileWithEgressServices(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "objects.yaml")
 	if err := os.WriteFile(file, []byte(`apiVersion: v1
@@ -34,6 +35,11 @@ metadata:
   annotations: {tsinject.dev/tags: "tag:web"}
 spec: {type: LoadBalancer, loadBalancerClass: tsinject.dev/tailnet, ports: [{port: 80}]}
 ---
+apiVersion: tsinject.dev/v1alpha1
+kind: SidecarProfile
+metadata: {name: batch}
+spec: {sidecar: {tags: [tag:batch]}}
+---
 apiVersion: v1
 kind: Service
 metadata: {name: plain}
@@ -52,9 +58,9 @@ spec: {ports: [{port: 80}]}
 	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
-	for _, tag := range []string{"tag:shop", "tag:web"} {
+	for _, tag := range []string{"tag:shop", "tag:web", "tag:batch"} {
 		if _, ok := s.TagOwners[tag]; !ok {
-			t.Errorf("tagOwners lack the proxies' tag %s:\n%s", tag, out.String())
+			t.Errorf("tagOwners lack the tag %s (of the proxies, or of a profile's pods):\n%s", tag, out.String())
 		}
 	}
 	if len(s.Grants) != 1 || s.Grants[0].Dst[0] != "100.64.0.5" || len(s.Grants[0].IP) != 2 || s.Grants[0].IP[1] != "udp:5353" {

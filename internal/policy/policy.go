@@ -18,8 +18,8 @@ type Input struct {
 	Proxies    []v1alpha1.APIServerProxy
 	// Services are the proxies of egress and ingress Services.
 	Services []ServiceProxy
-	// PodTags are the tags injected pods advertise (manager --default-tags
-	// and tags annotations).
+	// PodTags are the tags injected pods advertise (manager --default-tags,
+	// SidecarProfiles' tags and tags annotations).
 	PodTags []string
 	// TagOwner may assign the tags (the owner of the auth key), e.g.
 	// "autogroup:admin" or "group:platform".
