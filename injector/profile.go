@@ -51,6 +51,22 @@ func splitList(v string) []string {
 	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
 }
 
+// MissingProfiles names the SidecarProfiles a namespace's annotations
+// name that are not in ns.Profiles: its pods are denied while its own
+// profile is missing, and so are those that pick a missing allowed one.
+func MissingProfiles(ns Namespace) []string {
+	var out []string
+	if name := ns.Annotations[AnnotationProfile]; name != "" && ns.Profiles[name] == nil {
+		out = append(out, fmt.Sprintf("namespace %s: annotation %s names SidecarProfile %q, which does not exist: every pod there is denied", ns.Name, AnnotationProfile, name))
+	}
+	for _, name := range splitList(ns.Annotations[AnnotationAllowedProfiles]) {
+		if ns.Profiles[name] == nil {
+			out = append(out, fmt.Sprintf("namespace %s: annotation %s lists SidecarProfile %q, which does not exist: pods that pick it are denied", ns.Name, AnnotationAllowedProfiles, name))
+		}
+	}
+	return out
+}
+
 // profileRef records a profile an injection used, with its generation, in
 // the status annotation: `tsinject check --proxy` compares it with the
 // profile's current generation.

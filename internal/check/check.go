@@ -392,6 +392,14 @@ func policies(ctx context.Context, c client.Client) Result {
 	if err := c.List(ctx, &list); err != nil {
 		return fail(name, err.Error(), "")
 	}
+	var sps v1alpha1.SidecarProfileList
+	if err := c.List(ctx, &sps); err != nil {
+		return fail(name, "listing SidecarProfiles: "+err.Error(), "apply this release's CRDs (manifests/base/crd)")
+	}
+	profiles := map[string]*v1alpha1.SidecarProfile{}
+	for i := range sps.Items {
+		profiles[sps.Items[i].Name] = &sps.Items[i]
+	}
 	var problems []string
 	n := 0
 	for _, ns := range list.Items {
@@ -403,11 +411,13 @@ func policies(ctx context.Context, c client.Client) Result {
 			continue
 		}
 		n++
-		problems = append(problems, injector.PolicyProblems(injector.Namespace{Name: ns.Name, Labels: ns.Labels, Annotations: ns.Annotations})...)
+		in := injector.Namespace{Name: ns.Name, Labels: ns.Labels, Annotations: ns.Annotations, Profiles: profiles}
+		problems = append(problems, injector.PolicyProblems(in)...)
+		problems = append(problems, injector.MissingProfiles(in)...)
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
-		return fail(name, strings.Join(problems, "; "), "fix the namespace annotations (docs/injection.md lists the policy); until then pods there are denied")
+		return fail(name, strings.Join(problems, "; "), "fix the namespace annotations or create the SidecarProfiles they name (docs/injection.md lists the policy, docs/profiles.md the profiles); until then pods there are denied")
 	}
 	return pass(name, fmt.Sprintf("%d namespaces set a policy; all parse", n))
 }

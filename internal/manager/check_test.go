@@ -249,6 +249,8 @@ func TestCheckFailuresAgainstAPIServer(t *testing.T) {
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "old", Annotations: map[string]string{injector.AnnotationStatus: `{"version":"v1-old","sidecar":"native","volumes":[],"profiles":["gone@4","team@0"]}`}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}},
 		&v1alpha1.SidecarProfile{ObjectMeta: metav1.ObjectMeta{Name: "team"}},
+		// A namespace naming a profile nobody created.
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "profiled", Annotations: map[string]string{injector.AnnotationProfile: "gpu"}}},
 	}
 	for _, o := range objs {
 		if err := cl.Create(ctx, o); err != nil {
@@ -276,6 +278,7 @@ func TestCheckFailuresAgainstAPIServer(t *testing.T) {
 		"CRDs":                "connectors.tsinject.dev is not installed",
 		"manager":             "0 of 0 replicas ready: the webhook is down",
 		"webhook certificate": "the caBundle does not verify the serving certificate",
+		"namespace policies":  `namespace profiled: annotation tsinject.dev/profile names SidecarProfile "gpu", which does not exist`,
 	} {
 		if r := got[name]; r.OK || !strings.Contains(r.Detail, want) || r.Fix == "" {
 			t.Errorf("check %q: %+v; want a failure saying %q, with a fix", name, r, want)
