@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -101,7 +102,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		fn    func() error
 	}{
 		{"Start a Kubernetes API server, a tailnet and the tsinject manager", d.start},
-		{"Label a namespace and create a pod: the webhook injects the sidecar", d.inject},
+		{"Set cluster defaults, label a namespace and create a pod: the webhook injects the sidecar", d.inject},
 		{"Run the pod (standing in for the kubelet): the app reaches a tailnet service by name", d.runPod},
 		{"Create a Connector: a tailnet peer reaches the cluster subnet through it", d.connector},
 		{"Services on the tailnet: an uninjected client reaches db through an egress Service; the laptop reaches a cluster Service through an ingress LoadBalancer", d.services},
@@ -254,7 +255,7 @@ func (d *demo) podExample() string {
 
 // inject applies the namespace and pod examples and shows what was added.
 func (d *demo) inject() error {
-	for _, f := range []string{"namespace.yaml", d.podExample()} {
+	for _, f := range []string{"sidecarprofile.yaml", "namespace.yaml", d.podExample()} {
 		if err := d.apply(f); err != nil {
 			return err
 		}
@@ -287,7 +288,15 @@ func (d *demo) inject() error {
 		d.say("      + %-16s %s: %s %v, %s\n", c.Name, kind, filepath.Base(c.Image), c.Args, caps)
 	}
 	d.say("      + volumes %v\n", st.Volumes)
-	d.say("      + annotation %s: version %s\n", injector.AnnotationStatus, st.Version)
+	d.say("      + annotation %s: version %s, SidecarProfiles %v\n", injector.AnnotationStatus, st.Version, st.Profiles)
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == contract.SidecarContainer {
+			d.say("    from SidecarProfile default: the sidecar's memory limit %s, drain time %s\n", c.Resources.Limits.Memory(), envValue(c, contract.EnvGracePeriod))
+		}
+	}
+	if !slices.Contains(st.Profiles, "default@1") {
+		return fmt.Errorf("the pod was injected without the cluster default SidecarProfile (status: %v)", st.Profiles)
+	}
 	for _, v := range pod.Spec.Volumes {
 		if t := v.Projected; t != nil && v.Name == contract.TokenVolume {
 			d.say("    credential: volume %s, a ServiceAccount token the kubelet issues for this pod alone (audience %s, %d s), mounted in the sidecar only\n",
@@ -303,6 +312,15 @@ func (d *demo) inject() error {
 	}
 	d.say("    no Secret in namespace demo: nothing a tenant could mount to join the tailnet again\n")
 	return nil
+}
+
+func envValue(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return "(unset)"
 }
 
 func (d *demo) pod() (*corev1.Pod, error) {
