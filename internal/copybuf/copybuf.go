@@ -38,9 +38,7 @@ func Relay(a, b net.Conn) {
 	wg.Add(2)
 	cp := func(dst, src net.Conn) {
 		defer wg.Done()
-		buf := Get()
-		_, _ = io.CopyBuffer(dst, src, buf) // either side's end or error ends this direction
-		Put(buf)
+		copyDirection(dst, src) // either side's end or error ends this direction
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		} else {
@@ -53,3 +51,25 @@ func Relay(a, b net.Conn) {
 	a.Close()
 	b.Close()
 }
+
+// copyDirection copies src to dst with a pooled buffer. io.CopyBuffer
+// ignores the buffer when dst has ReadFrom or src has WriteTo, and a
+// *net.TCPConn has both: with the other side a tailnet connection they
+// fall back to io.Copy, which allocates 32 KiB per direction per
+// connection. Hiding them keeps the pooled buffer; between two TCP
+// connections the kernel's splice is better still, and kept.
+func copyDirection(dst, src net.Conn) {
+	_, dstTCP := dst.(*net.TCPConn)
+	_, srcTCP := src.(*net.TCPConn)
+	if dstTCP && srcTCP {
+		_, _ = io.Copy(dst, src)
+		return
+	}
+	buf := Get()
+	_, _ = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, buf)
+	Put(buf)
+}
+
+type writerOnly struct{ io.Writer }
+
+type readerOnly struct{ io.Reader }
