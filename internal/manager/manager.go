@@ -711,16 +711,18 @@ func (n Namespaces) Namespace(ctx context.Context, name string) (injector.Namesp
 }
 
 // profiles reads the SidecarProfiles pods in a namespace may use from the
-// cache. A profile the namespace names but the cache lacks is read from
+// cache. The namespace's own profile, if the cache lacks it, is read from
 // the API server (it may have been created a moment ago; missing, it
-// denies the pod). The cluster default is not: most clusters have none,
-// and every pod would cost a read.
+// denies every pod there). The cluster default and the profiles pods may
+// pick are not: most clusters have no default, a namespace may list
+// profiles its pods rarely pick, and every pod would cost a read.
 func (n Namespaces) profiles(ctx context.Context, nsAnnotations map[string]string) (map[string]*v1alpha1.SidecarProfile, error) {
 	var out map[string]*v1alpha1.SidecarProfile
+	own := nsAnnotations[injector.AnnotationProfile]
 	for _, name := range injector.ProfileNames(nsAnnotations) {
 		sp := &v1alpha1.SidecarProfile{}
 		err := n.Cached.Get(ctx, client.ObjectKey{Name: name}, sp)
-		if apierrors.IsNotFound(err) && name != v1alpha1.DefaultProfile {
+		if apierrors.IsNotFound(err) && name == own && name != v1alpha1.DefaultProfile {
 			err = n.Direct.Get(ctx, client.ObjectKey{Name: name}, sp)
 		}
 		switch {

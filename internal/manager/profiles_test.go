@@ -13,8 +13,11 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
@@ -22,6 +25,7 @@ import (
 	"github.com/tsinject/tsinject/injector/injectortest"
 	"github.com/tsinject/tsinject/injector/offline"
 	"github.com/tsinject/tsinject/injector/webhook"
+	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/poll"
 )
 
@@ -153,4 +157,28 @@ func (e *env) clusterAsKubectlPrintsIt(t *testing.T) offline.StaticNamespaces {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// The webhook's lookup reads profiles from the cache; only the namespace's
+// own profile, which every pod there needs, falls back to the API server
+// when the cache lacks it. The default and the pickable ones do not: a
+// read per pod for a profile nobody created would not scale.
+func TestNamespaceLookupReadsOwnProfileLive(t *testing.T) {
+	scheme := runtime.NewScheme()
+	clientgoscheme.AddToScheme(scheme)
+	v1alpha1.AddToScheme(scheme)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{
+		injector.AnnotationProfile: "own", injector.AnnotationAllowedProfiles: "picked"}}}
+	profile := func(name string) *v1alpha1.SidecarProfile {
+		return &v1alpha1.SidecarProfile{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	}
+	cached := fake.NewClientBuilder().WithScheme(scheme).WithObjects(ns).Build()
+	live := fake.NewClientBuilder().WithScheme(scheme).WithObjects(ns, profile("own"), profile("picked"), profile(v1alpha1.DefaultProfile)).Build()
+	got, err := manager.Namespaces{Cached: cached, Direct: live}.Namespace(context.Background(), "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Profiles["own"] == nil || got.Profiles["picked"] != nil || got.Profiles[v1alpha1.DefaultProfile] != nil {
+		t.Errorf("profiles %v: want only the namespace's own, read live", got.Profiles)
+	}
 }
