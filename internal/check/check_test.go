@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
@@ -37,6 +38,7 @@ func deployment(ready int32, args ...string) *appsv1.Deployment {
 func build(objs ...client.Object) client.Client {
 	s := runtime.NewScheme()
 	clientgoscheme.AddToScheme(s)
+	v1alpha1.AddToScheme(s)
 	return fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).Build()
 }
 
@@ -91,12 +93,16 @@ func TestChecks(t *testing.T) {
 		{"no mode", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2)}, false, false, "names no credential mode"},
 		{"policies parse", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:shop"}}}}, true, false, "1 namespaces set a policy"},
 		{"bad policy", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationAllowUntagged: "maybe"}}}}, false, false, "namespace shop: annotation tsinject.dev/allow-untagged"},
+		{"profile missing", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationProfile: "team"}}}}, false, false, `names SidecarProfile "team", which does not exist`},
+		{"profile present", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationProfile: "team"}}},
+			&v1alpha1.SidecarProfile{ObjectMeta: metav1.ObjectMeta{Name: "team"}}}, true, false, "1 namespaces set a policy"},
 		{"CRDs missing", func(c client.Client) Result { return crds(ctx, c) }, nil, false, false, "is not installed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := runtime.NewScheme()
 			clientgoscheme.AddToScheme(s)
 			apiextensionsv1.AddToScheme(s)
+			v1alpha1.AddToScheme(s)
 			c := fake.NewClientBuilder().WithScheme(s).WithObjects(tc.objs...).Build()
 			r := tc.check(c)
 			if r.OK != tc.ok || r.Warning != tc.warning || !strings.Contains(r.Detail, tc.detail) {
