@@ -124,7 +124,13 @@ func Burst(ctx context.Context, sizes [][2]int, repeats int, log func(string, ..
 				case armNoop:
 					labels[noopLabel] = "true"
 				case armFixed:
+					// The patch labels each pod tsinject.dev/inject=true,
+					// which would select it for tsinject's pod-label
+					// webhook too (a second call per pod, which the
+					// baseline must not pay); a disabled namespace is
+					// outside both of tsinject's webhooks.
 					labels[fixedLabel] = "true"
+					labels[injector.LabelInjection] = "disabled"
 				}
 				if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil {
 					return nil, err
@@ -160,6 +166,9 @@ func Burst(ctx context.Context, sizes [][2]int, repeats int, log func(string, ..
 						row.NoopMs = append(row.NoopMs, noop.meanMs())
 					}
 				case armFixed:
+					if ours.count > 0 {
+						return nil, fmt.Errorf("burst: the fixed-patch baseline's pods reached tsinject's webhook %d times: the baseline would include tsinject", ours.count)
+					}
 					row.Fixed = append(row.Fixed, took.Seconds())
 				default:
 					row.Unlabelled = append(row.Unlabelled, took.Seconds())
