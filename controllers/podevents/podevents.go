@@ -99,5 +99,9 @@ func Message(annotations map[string]string) (string, bool) {
 	if len(st.ProxyEnv) > 0 {
 		parts = append(parts, "proxy variables in "+strings.Join(st.ProxyEnv, ", "))
 	}
-	return fmt.Sprintf("tsinject added %s; injection config %s", strings.Join(parts, ", "), st.Version), true
+	msg := fmt.Sprintf("tsinject added %s; injection config %s", strings.Join(parts, ", "), st.Version)
+	if len(st.Profiles) > 0 {
+		msg += "; SidecarProfiles " + strings.Join(st.Profiles, ", ")
+	}
+	return msg, true
 }
