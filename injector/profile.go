@@ -56,8 +56,8 @@ func splitList(v string) []string {
 // profile is missing, and so are those that pick a missing allowed one.
 func MissingProfiles(ns Namespace) []string {
 	var out []string
-	if name := ns.Annotations[AnnotationProfile]; name != "" && ns.Profiles[name] == nil {
-		out = append(out, fmt.Sprintf("namespace %s: annotation %s names SidecarProfile %q, which does not exist: every pod there is denied", ns.Name, AnnotationProfile, name))
+	if err := OwnProfileMissing(ns); err != nil {
+		out = append(out, err.Error()+": every pod there is denied")
 	}
 	for _, name := range splitList(ns.Annotations[AnnotationAllowedProfiles]) {
 		if ns.Profiles[name] == nil {
@@ -65,6 +65,15 @@ func MissingProfiles(ns Namespace) []string {
 		}
 	}
 	return out
+}
+
+// OwnProfileMissing says so when the SidecarProfile a namespace names for
+// all its pods (and Service proxies) is not in ns.Profiles.
+func OwnProfileMissing(ns Namespace) error {
+	if name := ns.Annotations[AnnotationProfile]; name != "" && ns.Profiles[name] == nil {
+		return fmt.Errorf("namespace %s: annotation %s names SidecarProfile %q, which does not exist", ns.Name, AnnotationProfile, name)
+	}
+	return nil
 }
 
 // profileRef records a profile an injection used, with its generation, in

@@ -143,8 +143,8 @@ func (b *Base) namespacePolicy(ctx context.Context, svc *corev1.Service) (*injec
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("tags of the proxies (annotation %s, else the namespace's %s): %v", AnnotationTags, injector.AnnotationDefaultTags, err))
 	}
-	if name := ns.Annotations[injector.AnnotationProfile]; name != "" && ns.Profiles[name] == nil {
-		problems = append(problems, fmt.Sprintf("namespace %s's annotation %s names SidecarProfile %q, which does not exist; a cluster admin creates it or fixes the annotation", ns.Name, injector.AnnotationProfile, name))
+	if err := injector.OwnProfileMissing(ns); err != nil {
+		problems = append(problems, err.Error()+"; a cluster admin creates it or fixes the annotation")
 	}
 	return &ns, tags, problems
 }
