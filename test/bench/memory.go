@@ -40,6 +40,10 @@ type MemoryRow struct {
 	IdleMiB  Sample
 	PeakMiB  Sample
 	Gbps     Sample // every stream together; requests/s for small requests
+	// CPU time per unit of work (GiB moved; 1,000 small requests): the
+	// process's own (none in-process), and the whole path's: this
+	// process and the bench's, which holds the far end and the client.
+	OwnCPU, PathCPU Sample
 	// Baseline says which of the role's ratios compare with this row:
 	// BaselineMemory, BaselineRate or both.
 	Baseline string
@@ -86,6 +90,9 @@ type MemoryOptions struct {
 	// bytes) of every tsinject process after each load.
 	ProfileDir string
 	Log        func(format string, args ...any)
+	// ProxyEnv is added to every tsinject process's environment: a knob
+	// to try (GOGC=100), measured against the same baselines.
+	ProxyEnv []string
 	// Roles limits the run to some of sidecar, connector and API proxy.
 	Roles []string
 }
@@ -151,6 +158,7 @@ func Memory(ctx context.Context, o MemoryOptions) ([]MemoryRow, error) {
 	// tsinject-proxy with the environment its controller gives it.
 	startProxy := func(ctx context.Context, args []string, limit int64, debugAddr string, env ...string) (*proc, string, error) {
 		health := freeAddr()
+		env = append(env, o.ProxyEnv...)
 		env = append(env, contract.EnvControlURL+"="+tn.ControlURL(), contract.EnvAuthKeyFile+"="+authKey,
 			contract.EnvHealthAddr+"="+health, contract.EnvMemoryLimit+"="+strconv.FormatInt(limit, 10))
 		if debugAddr != "" {
@@ -406,10 +414,32 @@ func measureMemory(ctx context.Context, sub memSubject, load string, o MemoryOpt
 			}
 		}
 	}
-	rate, err := runLoad(ctx, sub, load, o.Size)
+	// A CPU profile of the load's first seconds, taken while it runs.
+	cpuDone := make(chan struct{})
+	if debugAddr != "" {
+		name := fmt.Sprintf("%s-%s.cpu.pb.gz", fileSafe(sub.role), fileSafe(load))
+		go func() {
+			defer close(cpuDone)
+			if err := saveProfile("http://"+debugAddr+"/debug/pprof/profile?seconds=2", filepath.Join(o.ProfileDir, name)); err != nil {
+				o.Log("profile %s: %v", name, err)
+			}
+		}()
+	} else {
+		close(cpuDone)
+	}
+	before, benchBefore := cpuTime(pid), selfCPU()
+	rate, work, err := runLoad(ctx, sub, load, o.Size)
+	<-cpuDone
 	if err != nil {
 		return err
 	}
+	own, path := 0.0, selfCPU()-benchBefore
+	if pid != 0 {
+		own = cpuTime(pid) - before
+		path += own
+		row.OwnCPU = append(row.OwnCPU, own/work)
+	}
+	row.PathCPU = append(row.PathCPU, path/work)
 	row.Gbps = append(row.Gbps, rate)
 	if pid != 0 {
 		peak, _ := memKiB(pid, "VmHWM")
@@ -424,8 +454,9 @@ func measureMemory(ctx context.Context, sub memSubject, load string, o MemoryOpt
 	return nil
 }
 
-// runLoad returns Gbit/s for transfers, requests/s for small requests.
-func runLoad(ctx context.Context, sub memSubject, load string, size int64) (float64, error) {
+// runLoad returns Gbit/s for transfers, requests/s for small requests,
+// and the work done: GiB moved, or thousands of requests.
+func runLoad(ctx context.Context, sub memSubject, load string, size int64) (rate, work float64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	streams, do := 1, sub.fetch
@@ -450,11 +481,11 @@ func runLoad(ctx context.Context, sub memSubject, load string, size int64) (floa
 			}
 			return nil
 		})
-		return clients * each / time.Since(start).Seconds(), err
+		return clients * each / time.Since(start).Seconds(), clients * each / 1000.0, err
 	}
 	var total atomic.Int64
 	start := time.Now()
-	err := parallel(streams, func() error {
+	err = parallel(streams, func() error {
 		n, err := do(ctx)
 		total.Add(n)
 		if err == nil && n < size {
@@ -462,7 +493,8 @@ func runLoad(ctx context.Context, sub memSubject, load string, size int64) (floa
 		}
 		return err
 	})
-	return float64(total.Load()) * 8 / time.Since(start).Seconds() / 1e9, err
+	moved := float64(total.Load())
+	return moved * 8 / time.Since(start).Seconds() / 1e9, moved / (1 << 30), err
 }
 
 func parallel(n int, f func() error) error {
@@ -631,7 +663,14 @@ func concludeMemory(rows []MemoryRow) []string {
 		}
 		if rb, ok := memoryRow(rows, role, LoadDownload, BaselineRate); ok {
 			rt := one.Gbps.Median() / rb.Gbps.Median()
-			out = append(out, fmt.Sprintf("%s throughput of one download: %.2fx %s's (target >= 0.9x): %s.", role, rt, rb.Process, verdict(rt >= 0.9)))
+			line := fmt.Sprintf("%s throughput of one download: %.2fx %s's (target >= 0.9x): %s", role, rt, rb.Process, verdict(rt >= 0.9))
+			if len(one.PathCPU) > 0 && len(rb.PathCPU) > 0 {
+				line += fmt.Sprintf("; CPU per GiB moved, whole path: %.2fx", one.PathCPU.Median()/rb.PathCPU.Median())
+			}
+			out = append(out, line+".")
+		}
+		if mb, ok := memoryRow(rows, role, LoadDownload, BaselineMemory); ok && len(one.OwnCPU) > 0 && len(mb.OwnCPU) > 0 {
+			out = append(out, fmt.Sprintf("%s CPU per GiB of one download, its own: %.2fx %s's.", role, one.OwnCPU.Median()/mb.OwnCPU.Median(), mb.Process))
 		}
 		for _, load := range Loads {
 			r, ok := memoryRow(rows, role, load, "")
@@ -651,8 +690,9 @@ func concludeMemory(rows []MemoryRow) []string {
 
 // writeMemory renders the memory section.
 func writeMemory(p func(string, ...any), rows []MemoryRow) {
-	p("\n## Memory under load\n\nEach figure comes from fresh processes (peak RSS is the kernel's VmHWM of that process and load alone). tsinject's processes run with the memory limit tsinject ships for them in `%s` (the runtime's soft limit follows it); tailscaled runs as its users run it. Downloads and uploads move 256 MiB each; small requests are 64 clients making 50 requests each over a kept connection.\n\n", contract.EnvMemoryLimit)
-	p("| Role | Process | Load | Limit | Idle RSS | Peak RSS | Peak / limit | Throughput |\n|---|---|---|---|---|---|---|---|\n")
+	p("\n## Memory under load\n\nEach figure comes from fresh processes (peak RSS is the kernel's VmHWM of that process and load alone). tsinject's processes run with the memory limit tsinject ships for them in `%s` (the runtime's soft limit follows it); tailscaled runs as its users run it. Downloads and uploads move 256 MiB each; small requests are 64 clients making 50 requests each over a kept connection.\n\n"+
+		"CPU is user and system time per GiB moved (per 1,000 small requests): the process's own, and the whole path's, which adds the bench process holding the far end, the client and the in-process nodes. On 2 shared cores throughput follows the whole path's CPU.\n\n", contract.EnvMemoryLimit)
+	p("| Role | Process | Load | Limit | Idle RSS | Peak RSS | Peak / limit | Throughput | CPU, own | CPU, whole path |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		limit, frac, idle, peak := "none", "", "–", "–"
 		if r.LimitMiB > 0 {
@@ -664,10 +704,10 @@ func writeMemory(p func(string, ...any), rows []MemoryRow) {
 		} else {
 			limit = "in-process"
 		}
-		rate := pm(r.Gbps, " Gbit/s", 2)
+		rate, unit := pm(r.Gbps, " Gbit/s", 2), " s/GiB"
 		if r.Load == LoadSmall {
-			rate = pm(r.Gbps, " req/s", 0)
+			rate, unit = pm(r.Gbps, " req/s", 0), " s/1k req"
 		}
-		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Role, r.Process, r.Load, limit, idle, peak, frac, rate)
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Role, r.Process, r.Load, limit, idle, peak, frac, rate, pm(r.OwnCPU, unit, 2), pm(r.PathCPU, unit, 2))
 	}
 }

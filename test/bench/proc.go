@@ -38,6 +38,35 @@ func memKiB(pid int, field string) (int, error) {
 	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
 }
 
+// cpuTime is a process's CPU time so far, user and system, in seconds,
+// from /proc/PID/stat (0 if it cannot be read).
+func cpuTime(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime 14, stime 15.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return float64(utime+stime) / ticks
+}
+
+// selfCPU is this process's CPU time so far, user and system, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
 // proc is a process under test.
 type proc struct {
 	cmd  *exec.Cmd

@@ -31,13 +31,17 @@ func main() {
 	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
 	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, connector, services, api, memory (default all)")
 	roles := flag.String("roles", "", "memory: comma-separated subset of sidecar, connector, API proxy (default all)")
-	profile := flag.String("profile", "", "directory for heap profiles of tsinject's processes under each memory load")
+	profile := flag.String("profile", "", "directory for heap and CPU profiles of tsinject's processes under each memory load")
+	proxyEnv := flag.String("proxy-env", "", "memory: comma-separated KEY=VALUE added to tsinject's processes' environment, to try a setting")
 	flag.Parse()
 	want = func(part string) bool { return *only == "" || strings.Contains(","+*only+",", ","+part+",") }
 	ctrl.SetLogger(logr.Discard()) // a real manager sets one; the default delegating logger is slower
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	profileDir = *profile
+	if *proxyEnv != "" {
+		memoryProxyEnv = strings.Split(*proxyEnv, ",")
+	}
 	if *roles != "" {
 		memoryRoles = strings.Split(*roles, ",")
 	}
@@ -48,9 +52,10 @@ func main() {
 }
 
 var (
-	want        func(string) bool
-	profileDir  string
-	memoryRoles []string
+	want           func(string) bool
+	profileDir     string
+	memoryRoles    []string
+	memoryProxyEnv []string
 )
 
 func step(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
@@ -112,7 +117,7 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 			}
 		}
 		r.Memory, err = bench.Memory(ctx, bench.MemoryOptions{ProxyBin: proxyBin, TailscaledBins: tsBins, Size: 256 << 20,
-			Repeats: repeats, ProfileDir: profileDir, Log: step, Roles: memoryRoles})
+			Repeats: repeats, ProfileDir: profileDir, Log: step, Roles: memoryRoles, ProxyEnv: memoryProxyEnv})
 		if err != nil {
 			r.Errors = append(r.Errors, "memory under load: "+err.Error())
 		}
