@@ -79,11 +79,35 @@ type connKey struct{}
 // grants can, and a change reaches open connections within this time.
 const DefaultCallerTTL = 10 * time.Second
 
-// caller is one connection's last WhoIs answer.
+// caller is one connection's last resolved caller.
 type caller struct {
 	mu  sync.Mutex
-	res *apitype.WhoIsResponse
+	res *resolved
 	at  time.Time
+}
+
+// resolved is a caller as the proxy acts for it: the impersonated
+// identity, and the access log's names for it. Grants are parsed once per
+// answer, not once per request.
+type resolved struct {
+	Identity
+	who, as string
+}
+
+// resolve maps a WhoIs answer to the caller's identity and log names.
+func resolve(res *apitype.WhoIsResponse) (*resolved, error) {
+	id, err := IdentityOf(res)
+	if err != nil {
+		return nil, err
+	}
+	c := &resolved{Identity: id, who: res.Node.ComputedName, as: id.User}
+	if res.UserProfile != nil && !res.Node.IsTagged() {
+		c.who = res.UserProfile.LoginName + "/" + c.who
+	}
+	if len(id.Groups) > 0 {
+		c.as += "[" + strings.Join(id.Groups, ",") + "]"
+	}
+	return c, nil
 }
 
 // ConnContext, installed as the http.Server's, lets requests on one
@@ -93,11 +117,15 @@ func (h *Handler) ConnContext(ctx context.Context, _ net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, &caller{})
 }
 
-// whoIs identifies the request's tailnet caller.
-func (h *Handler) whoIs(r *http.Request) (*apitype.WhoIsResponse, error) {
+// identify resolves the request's tailnet caller.
+func (h *Handler) identify(r *http.Request) (*resolved, error) {
 	c, ok := r.Context().Value(connKey{}).(*caller)
 	if !ok {
-		return h.WhoIs(r.Context(), r.RemoteAddr)
+		res, err := h.WhoIs(r.Context(), r.RemoteAddr)
+		if err != nil {
+			return nil, err
+		}
+		return resolve(res)
 	}
 	ttl := h.CallerTTL
 	if ttl <= 0 {
@@ -112,8 +140,12 @@ func (h *Handler) whoIs(r *http.Request) (*apitype.WhoIsResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.res, c.at = res, time.Now()
-	return res, nil
+	id, err := resolve(res)
+	if err != nil {
+		return nil, err
+	}
+	c.res, c.at = id, time.Now()
+	return id, nil
 }
 
 // Register adds the handler's metrics to reg.
@@ -181,24 +213,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.Mode == ModeAuth {
-		res, err := h.whoIs(r)
-		var id Identity
-		if err == nil {
-			id, err = IdentityOf(res)
-		}
+		id, err := h.identify(r)
 		if err != nil {
 			who = r.RemoteAddr
 			writeStatus(rec, http.StatusForbidden, "Forbidden", fmt.Sprintf("tsinject: cannot identify the caller %s on the tailnet (%v); requests must come from a tailnet node", r.RemoteAddr, err))
 			return
 		}
-		who = res.Node.ComputedName
-		if res.UserProfile != nil && !res.Node.IsTagged() {
-			who = res.UserProfile.LoginName + "/" + who
-		}
-		as = id.User
-		if len(id.Groups) > 0 {
-			as += "[" + strings.Join(id.Groups, ",") + "]"
-		}
+		who, as = id.who, id.as
 		if isSession(r.URL.Path) {
 			// Fail closed where recording is required; say so where it
 			// is only asked for.
@@ -215,7 +236,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeStatus(rec, http.StatusInternalServerError, "InternalError", "tsinject: the proxy has no service account token: "+err.Error())
 			return
 		}
-		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, &outbound{Identity: id, token: tok}))
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, &outbound{Identity: id.Identity, token: tok}))
 	}
 	h.proxy.ServeHTTP(rec, r)
 }

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -33,7 +34,19 @@ func main() {
 	roles := flag.String("roles", "", "memory: comma-separated subset of sidecar, connector, API proxy (default all)")
 	profile := flag.String("profile", "", "directory for heap and CPU profiles of tsinject's processes under each memory load")
 	proxyEnv := flag.String("proxy-env", "", "memory: comma-separated KEY=VALUE added to tsinject's processes' environment, to try a setting")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the bench process (which runs the admission handlers and the API proxy in-process) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	want = func(part string) bool { return *only == "" || strings.Contains(","+*only+",", ","+part+",") }
 	ctrl.SetLogger(logr.Discard()) // a real manager sets one; the default delegating logger is slower
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -46,6 +59,7 @@ func main() {
 		memoryRoles = strings.Split(*roles, ",")
 	}
 	if err := run(ctx, *out, *repeats, *dur, int64(*sizeMiB)<<20); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
