@@ -8,6 +8,7 @@ package services
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -23,6 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -63,19 +66,74 @@ type Base struct {
 }
 
 // setup watches the Services wants selects (or that still carry the
-// finalizer) and the objects of their proxy sets.
+// finalizer), the objects of their proxy sets, and what shapes those:
+// their namespaces' labels and annotations (policy, tags, profile) and
+// SidecarProfiles.
 func (b *Base) setup(mgr ctrl.Manager, component, finalizer string, wants func(*corev1.Service) bool, r reconcile.Reconciler) error {
 	owned, ours := proxyset.Owned(component, b.Namespace)
+	handles := func(svc *corev1.Service) bool { return wants(svc) || controllerutil.ContainsFinalizer(svc, finalizer) }
 	ask := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		svc, ok := o.(*corev1.Service)
-		return ok && (wants(svc) || controllerutil.ContainsFinalizer(svc, finalizer))
+		return ok && handles(svc)
 	})
+	metadataChanged := predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return false },
+		DeleteFunc: func(event.DeleteEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) ||
+				!maps.Equal(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations())
+		},
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(component).
 		For(&corev1.Service{}, builder.WithPredicates(ask)).
 		Watches(&appsv1.StatefulSet{}, owned, ours).
 		Watches(&corev1.Secret{}, owned, ours).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, ns client.Object) []reconcile.Request {
+			return b.servicesIn(ctx, ns.GetName(), handles)
+		}), builder.WithPredicates(metadataChanged)).
+		Watches(&v1alpha1.SidecarProfile{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, sp client.Object) []reconcile.Request {
+			return b.servicesUsing(ctx, sp.GetName(), handles)
+		})).
 		Complete(r)
+}
+
+// servicesIn lists, from the cache, the Services in namespace ("": all)
+// that handles selects, as requests.
+func (b *Base) servicesIn(ctx context.Context, namespace string, handles func(*corev1.Service) bool) []reconcile.Request {
+	var list corev1.ServiceList
+	if err := b.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+		b.Log.Error(err, "listing Services", "namespace", namespace)
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if handles(&list.Items[i]) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return out
+}
+
+// servicesUsing is servicesIn for every namespace whose proxies the
+// SidecarProfile named profile shapes: all of them for the cluster
+// default, else those naming it in their profile annotation.
+func (b *Base) servicesUsing(ctx context.Context, profile string, handles func(*corev1.Service) bool) []reconcile.Request {
+	if profile == v1alpha1.DefaultProfile {
+		return b.servicesIn(ctx, "", handles)
+	}
+	var nss corev1.NamespaceList
+	if err := b.Client.List(ctx, &nss); err != nil {
+		b.Log.Error(err, "listing Namespaces")
+		return nil
+	}
+	var out []reconcile.Request
+	for _, ns := range nss.Items {
+		if ns.Annotations[injector.AnnotationProfile] == profile {
+			out = append(out, b.servicesIn(ctx, ns.Name, handles)...)
+		}
+	}
+	return out
 }
 
 // servicePorts reads svc's ports as the proxies' port maps (and the
