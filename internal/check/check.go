@@ -79,9 +79,12 @@ func Run(ctx context.Context, c client.Client, o Options) []Result {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), credential(ctx, c, o), controlServer(ctx, c, o), policies(ctx, c)}
+	// The namespace policies and the sidecars both read the profiles.
+	var sps v1alpha1.SidecarProfileList
+	profilesErr := c.List(ctx, &sps)
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), credential(ctx, c, o), controlServer(ctx, c, o), policies(ctx, c, sps.Items, profilesErr)}
 	if o.Proxies {
-		out = append(out, proxies(ctx, c, o)...)
+		out = append(out, proxies(ctx, c, o, sps.Items, profilesErr)...)
 	}
 	return out
 }
@@ -385,20 +388,20 @@ func controlServer(ctx context.Context, c client.Client, o Options) Result {
 	return pass(name, fmt.Sprintf("the manager reaches %s (since %s)", p.URL, p.Since.Format(time.RFC3339)))
 }
 
-// policies: every namespace's tsinject policy annotations parse.
-func policies(ctx context.Context, c client.Client) Result {
+// policies: every namespace's tsinject policy annotations parse, and
+// the SidecarProfiles they name (sps, as listed, or profilesErr) exist.
+func policies(ctx context.Context, c client.Client, sps []v1alpha1.SidecarProfile, profilesErr error) Result {
 	const name = "namespace policies"
 	var list corev1.NamespaceList
 	if err := c.List(ctx, &list); err != nil {
 		return fail(name, err.Error(), "")
 	}
-	var sps v1alpha1.SidecarProfileList
-	if err := c.List(ctx, &sps); err != nil {
-		return fail(name, "listing SidecarProfiles: "+err.Error(), "apply this release's CRDs (manifests/base/crd)")
+	if profilesErr != nil {
+		return fail(name, "listing SidecarProfiles: "+profilesErr.Error(), "apply this release's CRDs (manifests/base/crd)")
 	}
 	profiles := map[string]*v1alpha1.SidecarProfile{}
-	for i := range sps.Items {
-		profiles[sps.Items[i].Name] = &sps.Items[i]
+	for i := range sps {
+		profiles[sps[i].Name] = &sps[i]
 	}
 	var problems []string
 	n := 0
@@ -424,7 +427,7 @@ func policies(ctx context.Context, c client.Client) Result {
 
 // proxies: injected pods whose sidecar is not ready, or was injected with
 // another configuration than the one the manager serves.
-func proxies(ctx context.Context, c client.Client, o Options) []Result {
+func proxies(ctx context.Context, c client.Client, o Options, sps []v1alpha1.SidecarProfile, profilesErr error) []Result {
 	var wh admissionregistrationv1.MutatingWebhookConfiguration
 	served := ""
 	if err := c.Get(ctx, client.ObjectKey{Name: o.WebhookConfig}, &wh); err == nil {
@@ -436,10 +439,8 @@ func proxies(ctx context.Context, c client.Client, o Options) []Result {
 	}
 	// The profiles as they are now, by name: a pod injected with an older
 	// generation, or with one deleted since, runs stale defaults.
-	var sps v1alpha1.SidecarProfileList
-	profilesErr := c.List(ctx, &sps)
 	generation := map[string]int64{}
-	for _, sp := range sps.Items {
+	for _, sp := range sps {
 		generation[sp.Name] = sp.Generation
 	}
 	var injected int

@@ -91,10 +91,10 @@ func TestChecks(t *testing.T) {
 		{"OAuth client incomplete", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--oauth-secret=oauth"),
 			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "oauth"}, Data: map[string][]byte{"client_id": []byte("x")}}}, false, false, `has no "client_secret"`},
 		{"no mode", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2)}, false, false, "names no credential mode"},
-		{"policies parse", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:shop"}}}}, true, false, "1 namespaces set a policy"},
-		{"bad policy", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationAllowUntagged: "maybe"}}}}, false, false, "namespace shop: annotation tsinject.dev/allow-untagged"},
-		{"profile missing", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationProfile: "team"}}}}, false, false, `names SidecarProfile "team", which does not exist`},
-		{"profile present", func(c client.Client) Result { return policies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationProfile: "team"}}},
+		{"policies parse", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:shop"}}}}, true, false, "1 namespaces set a policy"},
+		{"bad policy", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationAllowUntagged: "maybe"}}}}, false, false, "namespace shop: annotation tsinject.dev/allow-untagged"},
+		{"profile missing", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationProfile: "team"}}}}, false, false, `names SidecarProfile "team", which does not exist`},
+		{"profile present", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationProfile: "team"}}},
 			&v1alpha1.SidecarProfile{ObjectMeta: metav1.ObjectMeta{Name: "team"}}}, true, false, "1 namespaces set a policy"},
 		{"CRDs missing", func(c client.Client) Result { return crds(ctx, c) }, nil, false, false, "is not installed"},
 	} {
@@ -116,7 +116,7 @@ func TestChecks(t *testing.T) {
 
 	t.Run("proxies", func(t *testing.T) {
 		c := build(webhookConfig(ca.CertPEM, "v1-aaaa"), injectedPod("a", "v1-aaaa", true), injectedPod("b", "v0-bbbb", true), injectedPod("c", "v1-aaaa", false))
-		rs := proxies(ctx, c, opts)
+		rs := listedProxies(ctx, c, opts)
 		if r := rs[0]; r.OK || !strings.Contains(r.Detail, "1 of 3 injected pods' sidecars are not ready: shop/c") {
 			t.Errorf("sidecars ready: %+v", r)
 		}
@@ -124,4 +124,18 @@ func TestChecks(t *testing.T) {
 			t.Errorf("sidecar versions: %+v", r)
 		}
 	})
+}
+
+// listedPolicies is policies with the profiles listed, as Run does.
+func listedPolicies(ctx context.Context, c client.Client) Result {
+	var sps v1alpha1.SidecarProfileList
+	err := c.List(ctx, &sps)
+	return policies(ctx, c, sps.Items, err)
+}
+
+// listedProxies is proxies with the profiles listed, as Run does.
+func listedProxies(ctx context.Context, c client.Client, o Options) []Result {
+	var sps v1alpha1.SidecarProfileList
+	err := c.List(ctx, &sps)
+	return proxies(ctx, c, o, sps.Items, err)
 }
