@@ -148,8 +148,9 @@ func TestExplicitEgressAndExpose(t *testing.T) {
 	go http.Serve(appLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from the pod") }))
 	appPort := uint16(appLn.Addr().(*net.TCPAddr).Port)
 
-	fwd := uint16(freePort(t))
+	var fwd uint16
 	cfg, stop := startSidecar(t, tn, func(c *sidecar.Config) {
+		fwd = uint16(freePort(t)) // anew for each attempt, as the sidecar's own ports
 		c.Egress = []contract.EgressTarget{{LocalPort: fwd, Host: "web", Port: 80}}
 		c.Expose = []contract.Expose{{TailnetPort: 8080, PodPort: appPort}}
 	})
@@ -309,8 +310,9 @@ func TestSurvivesControlRestart(t *testing.T) {
 			go func() { io.Copy(c, c); c.Close() }()
 		}
 	}()
-	fwd := uint16(freePort(t))
+	var fwd uint16
 	cfg, stop := startSidecar(t, tn, func(c *sidecar.Config) {
+		fwd = uint16(freePort(t)) // anew for each attempt, as the sidecar's own ports
 		c.Egress = []contract.EgressTarget{{LocalPort: fwd, Host: "echo", Port: 7}}
 	})
 	defer stop()
@@ -407,8 +409,9 @@ func TestPeerPathRelayed(t *testing.T) {
 	}
 	defer tn.Close()
 	web := webPeer(t, ctx, tn)
-	fwd := uint16(freePort(t))
+	var fwd uint16
 	cfg, stop := startSidecar(t, tn, func(c *sidecar.Config) {
+		fwd = uint16(freePort(t)) // anew for each attempt, as the sidecar's own ports
 		c.Egress = []contract.EgressTarget{{LocalPort: fwd, Host: "web", Port: 80}}
 	})
 	defer stop()
