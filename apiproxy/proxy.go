@@ -119,13 +119,16 @@ func (h *Handler) ConnContext(ctx context.Context, _ net.Conn) context.Context {
 
 // identify resolves the request's tailnet caller.
 func (h *Handler) identify(r *http.Request) (*resolved, error) {
-	c, ok := r.Context().Value(connKey{}).(*caller)
-	if !ok {
+	lookup := func() (*resolved, error) {
 		res, err := h.WhoIs(r.Context(), r.RemoteAddr)
 		if err != nil {
 			return nil, err
 		}
 		return resolve(res)
+	}
+	c, ok := r.Context().Value(connKey{}).(*caller)
+	if !ok {
+		return lookup()
 	}
 	ttl := h.CallerTTL
 	if ttl <= 0 {
@@ -136,11 +139,7 @@ func (h *Handler) identify(r *http.Request) (*resolved, error) {
 	if c.res != nil && time.Since(c.at) < ttl {
 		return c.res, nil
 	}
-	res, err := h.WhoIs(r.Context(), r.RemoteAddr)
-	if err != nil {
-		return nil, err
-	}
-	id, err := resolve(res)
+	id, err := lookup()
 	if err != nil {
 		return nil, err
 	}
