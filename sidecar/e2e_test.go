@@ -209,11 +209,16 @@ func TestTransparentEgressInNamespace(t *testing.T) {
 	defer svc.Close()
 	go http.Serve(svc, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from the cluster") }))
 
-	// A pod has a default route; the tailnet ranges stand in for it here.
-	for _, r := range []string{"100.64.0.0/10", "fd7a:115c:a1e0::/48"} {
+	// A pod has a default route; ranges around the tailnet's stand in for
+	// it here. Its IPv6 has only the link-local address, settled: init must
+	// still get the app's IPv6 to the sidecar (see netinit's routes).
+	for _, r := range []string{"100.64.0.0/10", "fd00::/8"} {
 		if err := p.ns.RouteOut(netip.MustParsePrefix(r)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := p.ns.WaitIPv6Settled(); err != nil {
+		t.Fatal(err)
 	}
 	if out, err := p.ns.Command(p.proxy, "init").CombinedOutput(); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)

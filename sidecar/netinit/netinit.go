@@ -46,9 +46,18 @@ const (
 )
 
 // Install replaces any previous tsinject rules with r (idempotent, so an
-// init container that runs again is harmless). With backend "" it tries
-// nftables, then iptables-restore.
+// init container that runs again is harmless) and routes the IPv6 ones
+// through the loopback (see routeIPv6ToLoopback). With backend "" it
+// tries nftables, then iptables-restore.
 func Install(r Rules, backend Backend) (Backend, error) {
+	used, err := installRules(r, backend)
+	if err != nil {
+		return "", err
+	}
+	return used, routeIPv6ToLoopback(r.Routes)
+}
+
+func installRules(r Rules, backend Backend) (Backend, error) {
 	switch backend {
 	case BackendNFTables:
 		return backend, installNFT(r)
@@ -69,14 +78,14 @@ func Install(r Rules, backend Backend) (Backend, error) {
 	return "", fmt.Errorf("nftables: %v; iptables fallback: %v", nftErr, iptErr)
 }
 
-// Remove deletes tsinject's nftables tables, if any.
+// Remove deletes tsinject's nftables tables and loopback routes, if any.
 func Remove() error {
 	c, err := nftables.New()
 	if err != nil {
 		return err
 	}
 	deleteTables(c)
-	return c.Flush()
+	return errors.Join(c.Flush(), removeLoopbackRoutes())
 }
 
 // families are the nftables families tsinject's tables live in.

@@ -1,10 +1,15 @@
 package netinit_test
 
 import (
+	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/sidecar"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/netns"
 )
@@ -61,6 +66,88 @@ func TestInitBackends(t *testing.T) {
 			host, _ := exec.Command(tc.list[0], tc.list[1:]...).CombinedOutput()
 			if strings.Contains(string(host), "41641") {
 				t.Errorf("rules appeared in the host namespace")
+			}
+		})
+	}
+}
+
+// The app's IPv6 to the tailnet reaches the sidecar's [::1] listener with
+// its original destination, whatever IPv6 the pod network gives: none (an
+// IPv4-only cluster), or a route out of the pod with only the link-local
+// address, whose SYN-ACK from [::1] would have no way back. --remove
+// takes the route away again.
+func TestInitRedirectsIPv6(t *testing.T) {
+	if err := netns.Check(); err != nil {
+		t.Fatalf("this test needs network namespaces: %v", err)
+	}
+	bin, err := gobuild.Binary("./cmd/tsinject-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := "[fd7a:115c:a1e0::1]:80"
+	for _, tc := range []struct {
+		name     string
+		routeOut bool
+	}{
+		{"IPv4-only pod", false},
+		{"link-local IPv6 route", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns, err := netns.New("tsi-init6")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ns.Close()
+			if tc.routeOut {
+				// Broader than the tailnet range, as a pod's default route is.
+				if err := ns.RouteOut(netip.MustParsePrefix("fd00::/8")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The link-local address must be usable, as in a pod that has
+			// run for a while: a tentative one is not chosen as source.
+			if err := ns.WaitIPv6Settled(); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := ns.Command(bin, "init").CombinedOutput(); err != nil {
+				t.Fatalf("init: %v\n%s", err, out)
+			}
+			ln, err := ns.Listen("tcp", fmt.Sprintf("[::1]:%d", contract.RedirectPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			accepted := make(chan string, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					accepted <- err.Error()
+					return
+				}
+				defer c.Close()
+				dst, err := sidecar.OriginalDst(c)
+				if err != nil {
+					accepted <- err.Error()
+					return
+				}
+				accepted <- dst.String()
+			}()
+			c, err := ns.DialTimeout("tcp", target, 20*time.Second)
+			if err != nil {
+				routes, _ := ns.Command("ip", "-6", "route").CombinedOutput()
+				t.Fatalf("dial %s: %v\nroutes:\n%s", target, err, routes)
+			}
+			c.Close()
+			if got := <-accepted; got != target {
+				t.Errorf("the listener saw %q, want original destination %s", got, target)
+			}
+
+			if out, err := ns.Command(bin, "init", "--remove").CombinedOutput(); err != nil {
+				t.Fatalf("init --remove: %v\n%s", err, out)
+			}
+			routes, _ := ns.Command("ip", "-6", "route").CombinedOutput()
+			if strings.Contains(string(routes), "dev lo") {
+				t.Errorf("init --remove left a loopback route:\n%s", routes)
 			}
 		})
 	}

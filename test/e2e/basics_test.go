@@ -134,11 +134,12 @@ func TestExplicitEgress(t *testing.T) {
 }
 
 // Transparent egress: tailscale-init redirects the pod's tailnet traffic
-// to the sidecar; the app uses names and IPs as if it were on the tailnet.
+// to the sidecar; the app uses names and IPs as if it were on the tailnet,
+// tailnet IPv6 included although the pod network is IPv4 only.
 func TestTransparentEgress(t *testing.T) {
 	ns := namespace(t, "transparent")
 	runApp(t, ns, "app", map[string]string{"egress-mode": "transparent"},
-		"http://db/", "http://"+env.db.FQDN+"/", "http://"+env.db.IPv4.String()+"/")
+		"http://db/", "http://"+env.db.FQDN+"/", "http://"+env.db.IPv4.String()+"/", "http://["+env.db.IPv6.String()+"]/")
 }
 
 // A Job completes: the app exits, the native sidecar is stopped, the Job

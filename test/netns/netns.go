@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -204,9 +205,34 @@ func (n *NS) Listen(network, addr string) (net.Listener, error) {
 
 // Dial connects from inside the namespace.
 func (n *NS) Dial(network, addr string) (net.Conn, error) {
+	return n.DialTimeout(network, addr, 0)
+}
+
+// DialTimeout is Dial that gives up after d (never, with 0).
+func (n *NS) DialTimeout(network, addr string, d time.Duration) (net.Conn, error) {
 	var c net.Conn
-	err := n.do(func() (err error) { c, err = net.Dial(network, addr); return err })
+	err := n.do(func() (err error) { c, err = net.DialTimeout(network, addr, d); return err })
 	return c, err
+}
+
+// WaitIPv6Settled waits until the namespace has no tentative IPv6 address:
+// until the kernel's duplicate address detection of the veth's link-local
+// address ends, a connection cannot use it as its source.
+func (n *NS) WaitIPv6Settled() error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := exec.Command("ip", "-n", n.Name, "-6", "addr", "show", "tentative").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip -6 addr show tentative: %v: %s", err, out)
+		}
+		if len(strings.TrimSpace(string(out))) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("IPv6 addresses still tentative after a minute:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // ListenPacket is Listen for packet sockets.
