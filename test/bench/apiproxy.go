@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/tsinject/tsinject/apiproxy"
 	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
+	"github.com/tsinject/tsinject/internal/copybuf"
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/tailnet"
@@ -41,6 +43,7 @@ const (
 	PathDirect        = "direct"
 	PathImpersonating = "direct, impersonating as the proxy does"
 	PathForward       = "direct TLS through a tailnet TCP forward"
+	PathBareProxy     = "bare reverse proxy on the tailnet (no identity)"
 	PathProxy         = "API proxy (tailnet, auth mode)"
 )
 
@@ -165,6 +168,38 @@ func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeat
 		return nil, err
 	}
 
+	// The floor of any HTTP-level proxy, which impersonation needs: Go's
+	// reverse proxy on its own tailnet node, reached as the API proxy is
+	// (plain HTTP over WireGuard), with the API proxy's buffer pool and
+	// flushing (watches), and a plain HTTP/2 transport with the admin's
+	// client certificate. It does no WhoIs, grants, impersonation,
+	// checks, logs or metrics: the API proxy over it is tsinject's share.
+	bare, err := tn.NewNode(ctx, "bare-proxy", tailnet.NodeOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer bare.Close()
+	bln, err := bare.Listen("tcp", ":80")
+	if err != nil {
+		return nil, err
+	}
+	adminTLS, err := rest.TLSConfigFor(admin)
+	if err != nil {
+		return nil, err
+	}
+	bareSrv := &http.Server{Handler: &httputil.ReverseProxy{
+		Transport:     &http.Transport{TLSClientConfig: adminTLS, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64},
+		FlushInterval: -1,
+		BufferPool:    copybuf.Pool{},
+		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.Out.Host = up.Host },
+	}}
+	go bareSrv.Serve(bln)
+	defer bareSrv.Close()
+	bareBase := "http://" + tn.FQDN("bare-proxy")
+	if err := waitUntil(ctx, 30*time.Second, func() error { return get(viaProxy, bareBase+"/api/v1/namespaces/default/pods/p00") }); err != nil {
+		return nil, fmt.Errorf("through the bare proxy: %w", err)
+	}
+
 	var out []APIResult
 	for _, conc := range []int{1, 8} {
 		for _, req := range []struct{ name, path string }{
@@ -175,7 +210,7 @@ func APIProxy(ctx context.Context, c *cluster.Cluster, dur time.Duration, repeat
 				name string
 				hc   *http.Client
 				base string
-			}{{PathDirect, direct, directBase}, {PathImpersonating, impersonating, directBase}, {PathForward, tunneled, directBase}, {PathProxy, viaProxy, proxyBase}}
+			}{{PathDirect, direct, directBase}, {PathImpersonating, impersonating, directBase}, {PathForward, tunneled, directBase}, {PathBareProxy, viaProxy, bareBase}, {PathProxy, viaProxy, proxyBase}}
 			rs := make([]APIResult, len(vias))
 			// Interleave the paths, repeat by repeat: drift in the
 			// machine's load (2 shared cores) then hits every path alike

@@ -77,15 +77,18 @@ func Conclude(r *Report) []string {
 		out = append(out, fmt.Sprintf("Connector subnet throughput: %.2fx tailscaled's userspace subnet router (no target; same netstack forwarder).", rt))
 	}
 	for _, g := range apiGroups(r.API) {
-		d, t, x, imp := g[PathDirect], g[PathForward], g[PathProxy], g[PathImpersonating]
+		d, t, x, imp, bare := g[PathDirect], g[PathForward], g[PathProxy], g[PathImpersonating], g[PathBareProxy]
 		if len(x.P50) == 0 || len(d.P50) == 0 || len(t.P50) == 0 {
 			continue
 		}
-		rt := x.P50.Median() / d.P50.Median()
-		own := x.P50.Median() / t.P50.Median()
+		rt := PairedRatio(x.P50, d.P50)
+		own := PairedRatio(x.P50, t.P50)
 		line := fmt.Sprintf("API proxy, %s at concurrency %d: p50 %.2fx direct (target <= 1.25x): %s; %.2fx the same TLS connection carried over the tailnet (target <= 1.1x): %s.", x.Request, x.Concurrency, rt, verdict(rt <= 1.25), own, verdict(own <= 1.1))
+		if len(bare.P50) > 0 {
+			line += fmt.Sprintf(" A bare reverse proxy on the tailnet, with no identity work, costs %.2fx that forward; tsinject's proxy costs %.2fx the bare proxy.", PairedRatio(bare.P50, t.P50), PairedRatio(x.P50, bare.P50))
+		}
 		if len(imp.P50) > 0 {
-			line += fmt.Sprintf(" The API server's own impersonation check costs %.2fx direct here.", imp.P50.Median()/d.P50.Median())
+			line += fmt.Sprintf(" The API server's own impersonation check costs %.2fx direct here.", PairedRatio(imp.P50, d.P50))
 		}
 		if rt > 1.25 {
 			line += " The direct path is one loopback TLS hop to a local API server that answers in well under a millisecond; the tailnet's userspace WireGuard and netstack on both nodes add a fixed cost that such a baseline magnifies (compare the TCP-forward row), and the proxy adds impersonation and a second TLS hop."

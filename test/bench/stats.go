@@ -26,6 +26,21 @@ func (s Sample) Median() float64 {
 	return (c[len(c)/2-1] + c[len(c)/2]) / 2
 }
 
+// PairedRatio is the median of a[i]/b[i], for figures measured side by
+// side in each repeat: drift in the machine's load between repeats then
+// cancels instead of adding to the ratio's noise. Samples of different
+// lengths fall back to the ratio of medians.
+func PairedRatio(a, b Sample) float64 {
+	if len(a) != len(b) || len(a) == 0 {
+		return a.Median() / b.Median()
+	}
+	r := make(Sample, len(a))
+	for i := range a {
+		r[i] = a[i] / b[i]
+	}
+	return r.Median()
+}
+
 // Spread is min–max as a ± percentage of the median.
 func (s Sample) Spread() float64 {
 	if len(s) < 2 {
