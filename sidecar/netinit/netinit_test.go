@@ -152,3 +152,28 @@ func TestInitRedirectsIPv6(t *testing.T) {
 		})
 	}
 }
+
+// Where the pod's IPv6 is disabled (some CNIs do so on IPv4-only
+// networks) init still succeeds: there is no IPv6 traffic to route.
+func TestInitWithoutIPv6(t *testing.T) {
+	if err := netns.Check(); err != nil {
+		t.Fatalf("this test needs network namespaces: %v", err)
+	}
+	bin, err := gobuild.Binary("./cmd/tsinject-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.New("tsi-init4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if out, err := ns.Command("sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6").CombinedOutput(); err != nil {
+		t.Fatalf("disabling IPv6: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"init"}, {"init", "--remove"}} {
+		if out, err := ns.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+}
