@@ -55,7 +55,7 @@ func initCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("%v\n%v", err, netinit.ErrNotRoot)
 			}
-			fmt.Printf("tsinject-proxy init: %s rules installed: TCP to %v -> :%d, DNS -> :%d, except UID %d; IPv6 ranges routed through lo where the pod has IPv6\n", used, r.Routes, r.RedirectPort, r.DNSPort, r.ProxyUID)
+			fmt.Printf("tsinject-proxy init: %s rules installed: TCP to %v -> :%d, DNS -> :%d, except UID %d; routes through lo where the pod network needs them\n", used, r.Routes, r.RedirectPort, r.DNSPort, r.ProxyUID)
 			return nil
 		},
 	}

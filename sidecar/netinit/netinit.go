@@ -46,15 +46,16 @@ const (
 )
 
 // Install replaces any previous tsinject rules with r (idempotent, so an
-// init container that runs again is harmless) and routes the IPv6 ones
-// through the loopback (see routeIPv6ToLoopback). With backend "" it
-// tries nftables, then iptables-restore.
+// init container that runs again is harmless) and routes the redirected
+// prefixes through the loopback where the pod needs it (see
+// routeToLoopback). With backend "" it tries nftables, then
+// iptables-restore.
 func Install(r Rules, backend Backend) (Backend, error) {
 	used, err := installRules(r, backend)
 	if err != nil {
 		return "", err
 	}
-	return used, routeIPv6ToLoopback(r.Routes)
+	return used, routeToLoopback(r.Routes)
 }
 
 func installRules(r Rules, backend Backend) (Backend, error) {

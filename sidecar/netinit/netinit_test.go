@@ -71,12 +71,13 @@ func TestInitBackends(t *testing.T) {
 	}
 }
 
-// The app's IPv6 to the tailnet reaches the sidecar's [::1] listener with
-// its original destination, whatever IPv6 the pod network gives: none (an
-// IPv4-only cluster), or a route out of the pod with only the link-local
-// address, whose SYN-ACK from [::1] would have no way back. --remove
-// takes the route away again.
-func TestInitRedirectsIPv6(t *testing.T) {
+// The app's TCP to the tailnet reaches the sidecar's loopback listeners
+// with its original destination, whatever the pod network: IPv4 only (no
+// IPv6 route), an IPv6 route with only the link-local address (whose
+// SYN-ACK from [::1] would have no way back), or IPv6 only (no IPv4 route
+// or address). init routes through lo only what needs it: a pod's own
+// IPv4 route is left to carry IPv4. --remove takes the routes away.
+func TestInitRoutesToTheSidecar(t *testing.T) {
 	if err := netns.Check(); err != nil {
 		t.Fatalf("this test needs network namespaces: %v", err)
 	}
@@ -84,13 +85,17 @@ func TestInitRedirectsIPv6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := "[fd7a:115c:a1e0::1]:80"
+	// Broader than the tailnet's ranges, as a pod's default routes are.
+	v4Route, v6Route := netip.MustParsePrefix("100.0.0.0/8"), netip.MustParsePrefix("fd00::/8")
 	for _, tc := range []struct {
-		name     string
-		routeOut bool
+		name   string
+		routes []netip.Prefix
+		noIPv4 bool // an IPv6-only pod: no IPv4 address but loopback
+		loV4   bool // whether init should route IPv4 through lo
 	}{
-		{"IPv4-only pod", false},
-		{"link-local IPv6 route", true},
+		{"IPv4-only pod", []netip.Prefix{v4Route}, false, false},
+		{"link-local IPv6 route", []netip.Prefix{v4Route, v6Route}, false, false},
+		{"IPv6-only pod", nil, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns, err := netns.New("tsi-init6")
@@ -98,9 +103,13 @@ func TestInitRedirectsIPv6(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ns.Close()
-			if tc.routeOut {
-				// Broader than the tailnet range, as a pod's default route is.
-				if err := ns.RouteOut(netip.MustParsePrefix("fd00::/8")); err != nil {
+			if tc.noIPv4 {
+				if out, err := ns.Command("ip", "-4", "addr", "flush", "scope", "global").CombinedOutput(); err != nil {
+					t.Fatalf("removing IPv4: %v\n%s", err, out)
+				}
+			}
+			for _, r := range tc.routes {
+				if err := ns.RouteOut(r); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -112,44 +121,64 @@ func TestInitRedirectsIPv6(t *testing.T) {
 			if out, err := ns.Command(bin, "init").CombinedOutput(); err != nil {
 				t.Fatalf("init: %v\n%s", err, out)
 			}
-			ln, err := ns.Listen("tcp", fmt.Sprintf("[::1]:%d", contract.RedirectPort))
-			if err != nil {
-				t.Fatal(err)
+			for _, target := range []string{"100.64.0.1:80", "[fd7a:115c:a1e0::1]:80"} {
+				redirected(t, ns, target)
 			}
-			defer ln.Close()
-			accepted := make(chan string, 1)
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					accepted <- err.Error()
-					return
-				}
-				defer c.Close()
-				dst, err := sidecar.OriginalDst(c)
-				if err != nil {
-					accepted <- err.Error()
-					return
-				}
-				accepted <- dst.String()
-			}()
-			c, err := ns.DialTimeout("tcp", target, 20*time.Second)
-			if err != nil {
-				routes, _ := ns.Command("ip", "-6", "route").CombinedOutput()
-				t.Fatalf("dial %s: %v\nroutes:\n%s", target, err, routes)
-			}
-			c.Close()
-			if got := <-accepted; got != target {
-				t.Errorf("the listener saw %q, want original destination %s", got, target)
+			routes, _ := ns.Command("ip", "route").CombinedOutput()
+			if got := strings.Contains(string(routes), "100.64.0.0/10 dev lo"); got != tc.loV4 {
+				t.Errorf("IPv4 tailnet route through lo: %v, want %v:\n%s", got, tc.loV4, routes)
 			}
 
 			if out, err := ns.Command(bin, "init", "--remove").CombinedOutput(); err != nil {
 				t.Fatalf("init --remove: %v\n%s", err, out)
 			}
-			routes, _ := ns.Command("ip", "-6", "route").CombinedOutput()
-			if strings.Contains(string(routes), "dev lo") {
-				t.Errorf("init --remove left a loopback route:\n%s", routes)
+			for _, fam := range []string{"-4", "-6"} {
+				routes, _ := ns.Command("ip", fam, "route").CombinedOutput()
+				if strings.Contains(string(routes), "dev lo") {
+					t.Errorf("init --remove left a loopback route:\n%s", routes)
+				}
 			}
 		})
+	}
+}
+
+// redirected dials target from inside ns and checks that the redirect
+// port on loopback accepts it and recovers target as the destination.
+func redirected(t *testing.T, ns *netns.NS, target string) {
+	t.Helper()
+	loop := "127.0.0.1"
+	if strings.HasPrefix(target, "[") {
+		loop = "[::1]"
+	}
+	ln, err := ns.Listen("tcp", fmt.Sprintf("%s:%d", loop, contract.RedirectPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			accepted <- err.Error()
+			return
+		}
+		defer c.Close()
+		dst, err := sidecar.OriginalDst(c)
+		if err != nil {
+			accepted <- err.Error()
+			return
+		}
+		accepted <- dst.String()
+	}()
+	c, err := ns.DialTimeout("tcp", target, 20*time.Second)
+	if err != nil {
+		routes, _ := ns.Command("ip", "route", "show", "table", "all").CombinedOutput()
+		t.Errorf("dial %s: %v\nroutes:\n%s", target, err, routes)
+		return
+	}
+	c.Close()
+	if got := <-accepted; got != target {
+		t.Errorf("the listener saw %q, want original destination %s", got, target)
 	}
 }
 
