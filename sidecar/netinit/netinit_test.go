@@ -17,13 +17,7 @@ import (
 // Both backends install the same redirection in a fresh namespace, and
 // running init again (a restarted init container) leaves one copy.
 func TestInitBackends(t *testing.T) {
-	if err := netns.Check(); err != nil {
-		t.Fatalf("this test needs network namespaces: %v", err)
-	}
-	bin, err := gobuild.Binary("./cmd/tsinject-proxy")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proxyBinary(t)
 	for _, tc := range []struct {
 		backend string
 		list    []string
@@ -42,11 +36,7 @@ func TestInitBackends(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
-			ns, err := netns.New("tsi-init")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ns.Close()
+			ns := namespace(t, "tsi-init")
 			for i := 0; i < 2; i++ {
 				out, err := ns.Command(bin, "init", "--backend", tc.backend, "--accept-routes", "198.18.9.0/24").CombinedOutput()
 				if err != nil {
@@ -78,13 +68,7 @@ func TestInitBackends(t *testing.T) {
 // or address). init routes through lo only what needs it: a pod's own
 // IPv4 route is left to carry IPv4. --remove takes the routes away.
 func TestInitRoutesToTheSidecar(t *testing.T) {
-	if err := netns.Check(); err != nil {
-		t.Fatalf("this test needs network namespaces: %v", err)
-	}
-	bin, err := gobuild.Binary("./cmd/tsinject-proxy")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proxyBinary(t)
 	// Broader than the tailnet's ranges, as a pod's default routes are.
 	v4Route, v6Route := netip.MustParsePrefix("100.0.0.0/8"), netip.MustParsePrefix("fd00::/8")
 	for _, tc := range []struct {
@@ -98,11 +82,7 @@ func TestInitRoutesToTheSidecar(t *testing.T) {
 		{"IPv6-only pod", nil, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ns, err := netns.New("tsi-init6")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ns.Close()
+			ns := namespace(t, "tsi-init6")
 			if tc.noIPv4 {
 				if out, err := ns.Command("ip", "-4", "addr", "flush", "scope", "global").CombinedOutput(); err != nil {
 					t.Fatalf("removing IPv4: %v\n%s", err, out)
@@ -185,18 +165,8 @@ func redirected(t *testing.T, ns *netns.NS, target string) {
 // Where the pod's IPv6 is disabled (some CNIs do so on IPv4-only
 // networks) init still succeeds: there is no IPv6 traffic to route.
 func TestInitWithoutIPv6(t *testing.T) {
-	if err := netns.Check(); err != nil {
-		t.Fatalf("this test needs network namespaces: %v", err)
-	}
-	bin, err := gobuild.Binary("./cmd/tsinject-proxy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := netns.New("tsi-init4")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	bin := proxyBinary(t)
+	ns := namespace(t, "tsi-init4")
 	if out, err := ns.Command("sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6").CombinedOutput(); err != nil {
 		t.Fatalf("disabling IPv6: %v\n%s", err, out)
 	}
@@ -205,4 +175,29 @@ func TestInitWithoutIPv6(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
 	}
+}
+
+// proxyBinary builds tsinject-proxy (gobuild shares the build), where network
+// namespaces can be made.
+func proxyBinary(t *testing.T) string {
+	t.Helper()
+	if err := netns.Check(); err != nil {
+		t.Fatalf("this test needs network namespaces: %v", err)
+	}
+	bin, err := gobuild.Binary("./cmd/tsinject-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// namespace is a fresh network namespace for this test.
+func namespace(t *testing.T, prefix string) *netns.NS {
+	t.Helper()
+	ns, err := netns.New(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
 }
