@@ -143,6 +143,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 			"--set", "replicas=3", "--set", "metrics.serviceMonitor.enabled=true", "--set", "proxyImage=registry.example/proxy:1",
 			"--set", "allowedProxyImages=registry.example/proxy-debug:*",
 			"--set", "federation.clientID=kC8Hsk3CNTRL", "--set", "federation.audience=https://tailnet.example",
+			"--set", "federation.namespaceDefault.clientID=kC8Hsk3SHARD", "--set", "federation.namespaceDefault.audience=https://tenants.example",
 			"--set", "podCIDRs=198.18.128.0/17", "--set", "metrics.podMonitor.enabled=true", "--set", "metrics.dashboard.enabled=true", "--set", "metrics.podAnnotations=true"))
 		for _, bad := range [][]string{nil, {"--set", "federation.clientID=x", "--set", "authKey.enabled=true"}, {"--set", "federation.clientID=x", "--set", "oauth.secretName=y"}} {
 			cmd := exec.Command(helm, append([]string{"template", "tsinject", "charts/tsinject"}, bad...)...)
@@ -155,6 +156,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 		for _, want := range []string{"--control-url=https://headscale.example.com", "--native-sidecar=never", "failurePolicy: Ignore",
 			"replicas: 3", "kind: ServiceMonitor", "--proxy-image=registry.example/proxy:1", "--allowed-proxy-images=registry.example/proxy-debug:*",
 			"--federation-client-id=kC8Hsk3CNTRL", "--federation-audience=https://tailnet.example", "--pod-cidrs=198.18.128.0/17",
+			"--federation-namespace-client-id=kC8Hsk3SHARD", "--federation-namespace-audience=https://tenants.example",
 			"kind: PodMonitor", "name: tsinject-sidecars", "port: " + contract.SidecarHealthPortName, "name: tsinject-proxies", "port: " + contract.ProxyHealthPortName,
 			`grafana_dashboard: "1"`, `"uid": "tsinject"`, "--prometheus-annotations"} {
 			if !strings.Contains(out, want) {

@@ -11,10 +11,12 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tsinject/tsinject/examples"
 	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
@@ -24,10 +26,12 @@ import (
 // Every example applies to the real API server with the manager running:
 // the pods come back injected, the custom resources pass validation.
 func TestExamplesApply(t *testing.T) {
-	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{filepath.Join(gobuild.Root(), "manifests", "base", "crd")}, Scheme: manager.Scheme()})
+	// ServiceAccount admission names each pod's account, as in a cluster:
+	// the sidecar's projected token needs it.
+	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{filepath.Join(gobuild.Root(), "manifests", "base", "crd")}, Scheme: manager.Scheme(), ServiceAccountAdmission: true})
 	o := manager.DefaultOptions()
 	o.LeaderElection = false
-	o.CopyAuthKey = true // the examples predate the other modes
+	o.Injector.Credential = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "examples-system", Audience: credential.DefaultAudience}}
 	o.Log = logr.Discard()
 	l, err := manager.StartLocal(context.Background(), c.Config, o)
 	if err != nil {
@@ -54,6 +58,11 @@ func TestExamplesApply(t *testing.T) {
 		cmd.Stdin = strings.NewReader(string(b))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("kubectl apply %s: %v\n%s", name, err, out)
+		}
+		if name == "namespace.yaml" { // kube-controller-manager's job, which this API server runs without
+			if err := c.Client.Create(context.Background(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "default"}}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	for _, pod := range []string{"web-explicit", "web-transparent"} {

@@ -13,12 +13,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 // Labels that select pods for injection.
 const (
 	// LabelInjection on a namespace: "enabled" or "disabled".
-	LabelInjection = "tsinject.dev/injection"
+	LabelInjection = credential.LabelInjection
 	// LabelInject on a pod: "true" opts in, "false" opts out.
 	LabelInject = "tsinject.dev/inject"
 )
@@ -77,6 +78,8 @@ var tailnetRanges = []netip.Prefix{
 
 // podOptions are a pod's validated annotations with defaults applied.
 type podOptions struct {
+	// cred is what the sidecar logs in with (package credential).
+	cred         credential.Wiring
 	hostname     string
 	tags         []string
 	egress       []contract.EgressTarget

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/version"
 )
 
@@ -30,14 +31,10 @@ type Config struct {
 	// ending in "*". The transparent-egress init container runs that image
 	// as root with NET_ADMIN, so a pod author chooses only among these.
 	AllowedProxyImages []string `json:"allowedProxyImages,omitempty"`
-	// Federation, if set, gives each sidecar its pod's projected
-	// ServiceAccount token to exchange for a one-off key of its own; no
-	// auth key is mounted. Unset, sidecars mount the tsinject-auth Secret.
-	Federation *Federation `json:"federation,omitempty"`
-	// KeyBroker, if set, gives each sidecar its pod's projected token for
-	// tsinject's key broker, which mints the pod a one-off key (OAuth
-	// mode); no auth key is mounted.
-	KeyBroker *KeyBroker `json:"keyBroker,omitempty"`
+	// Credential is how sidecars join the tailnet (package credential):
+	// a namespace's federated identity, the key broker, or the auth-key
+	// copy. With no mode chosen, every pod is denied (ReasonNoCredential).
+	Credential credential.Config `json:"credential"`
 	// DefaultTags are advertised by pods without a tags annotation.
 	DefaultTags []string `json:"defaultTags,omitempty"`
 	// Resources of the sidecar unless annotations override them.
@@ -48,27 +45,6 @@ type Config struct {
 	// prometheus.io annotations of its own (its app's metrics win).
 	PrometheusAnnotations bool `json:"prometheusAnnotations,omitempty"`
 }
-
-// Federation configures workload identity federation.
-type Federation struct {
-	// ClientID of the federated identity on the control server.
-	ClientID string `json:"clientID"`
-	// Audience of the projected token: what the federated identity on the
-	// control server expects in the token's aud claim.
-	Audience string `json:"audience"`
-}
-
-// KeyBroker locates the manager's key broker.
-type KeyBroker struct {
-	// URL of the broker, such as https://tsinject-webhook.tsinject-system.svc/v1/key.
-	URL string `json:"url"`
-	// CA is the PEM bundle that verifies the broker's certificate (the
-	// webhook's CA bundle).
-	CA string `json:"ca"`
-}
-
-// DefaultAudience is the projected token's audience unless configured.
-const DefaultAudience = "tsinject.dev/tailnet"
 
 // DefaultConfig is the configuration of a manager started without flags.
 func DefaultConfig() Config {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 // Namespace is what injection needs to know of the pod's namespace.
@@ -127,6 +128,11 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	if len(p.errs) > 0 {
 		return Result{Reason: ReasonInvalidAnnotation, Warnings: p.warnings, Problems: p.errs}
 	}
+	cred, err := in.cfg.Credential.ForNamespace(ns.Name, ns.Labels, ns.Annotations)
+	if err != nil {
+		return Result{Reason: ReasonNoCredential, Warnings: p.warnings, Problems: []string{err.Error()}}
+	}
+	opts.cred = cred
 	if denied := checkPolicy(ns, pol, &opts); len(denied) > 0 {
 		return Result{Reason: ReasonPolicyDenied, Warnings: p.warnings, Problems: denied}
 	}
@@ -163,6 +169,10 @@ func (in *Injector) reinvoked(pod *corev1.Pod, ns Namespace, p *problems) Result
 	var ignored problems // validated when the pod was injected
 	base, _, _ := in.baseOptions(pod, ns, policyOf(ns, &in.cfg))
 	opts := parseOptions(pod, ns.Labels, base, &in.cfg, &ignored)
+	// A webhook after ours may add a container that mounts our volumes.
+	if clash := reservedMounts(pod, slices.Concat(st.InitContainers, st.Containers)); len(clash) > 0 {
+		return Result{Reason: ReasonContainerNameClash, Warnings: p.warnings, Problems: clash}
+	}
 	if opts.egressMode == contract.EgressTransparent {
 		if clash := proxyUIDClashes(pod); len(clash) > 0 {
 			return Result{Reason: ReasonProxyUIDClash, Warnings: p.warnings, Problems: clash}
@@ -192,6 +202,21 @@ func (in *Injector) reinvoked(pod *corev1.Pod, ns Namespace, p *problems) Result
 	b, _ := json.Marshal(st)
 	out.Annotations[AnnotationStatus] = string(b)
 	return Result{Reason: ReasonLateContainers, Pod: out, Warnings: p.warnings}
+}
+
+// Selected is the truth table's verdict on pod in ns whatever its status
+// annotation says (ReasonInjected if it would be injected): what the key
+// broker checks of a pod that claims to be one tsinject injected, since a
+// pod author can write that annotation and the sidecar themselves.
+func (in *Injector) Selected(pod *corev1.Pod, ns Namespace) Reason {
+	if _, ok := pod.Annotations[AnnotationStatus]; ok {
+		p := *pod
+		p.Annotations = maps.Clone(pod.Annotations)
+		delete(p.Annotations, AnnotationStatus)
+		pod = &p
+	}
+	var ignored problems
+	return in.decide(pod, ns, &ignored)
 }
 
 // decide implements the selection truth table (docs/injection.md).
@@ -248,6 +273,35 @@ func nameClashes(pod *corev1.Pod) []string {
 			out = append(out, fmt.Sprintf("volume %q is reserved for tsinject", v.Name))
 		}
 	}
+	return append(out, reservedMounts(pod, nil)...)
+}
+
+// reservedMounts names the containers (but ours) that mount a volume
+// tsinject adds: the pod declares no such volume, but once injected it
+// would have one, and the container would read the sidecar's credential
+// or node state.
+func reservedMounts(pod *corev1.Pod, ours []string) []string {
+	var out []string
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers, ephemeralAsContainers(pod)) {
+		if slices.Contains(ours, c.Name) {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if ownVolume(m.Name) {
+				out = append(out, fmt.Sprintf("container %q mounts volume %q, which is reserved for tsinject's sidecar", c.Name, m.Name))
+			}
+		}
+	}
+	return out
+}
+
+// ephemeralAsContainers are the pod's ephemeral containers' common parts
+// (kubectl debug adds them later, through another subresource).
+func ephemeralAsContainers(pod *corev1.Pod) []corev1.Container {
+	var out []corev1.Container
+	for _, e := range pod.Spec.EphemeralContainers {
+		out = append(out, corev1.Container{Name: e.Name, VolumeMounts: e.VolumeMounts})
+	}
 	return out
 }
 
@@ -279,7 +333,7 @@ func proxyUIDClashes(pod *corev1.Pod) []string {
 // apply adds the sidecar, init container, volumes, proxy environment and
 // status annotation to pod.
 func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
-	cred := in.credentialVolume()
+	cred := o.cred.Volume
 	st := Status{Version: in.version, Volumes: []string{contract.StateVolume, cred.Name}, Profiles: o.profiles}
 	sidecar := in.sidecar(pod, o)
 
@@ -376,63 +430,10 @@ func ownVolume(name string) bool {
 	return name == contract.StateVolume || name == contract.AuthVolume || name == contract.TokenVolume
 }
 
-// TokenProjection is the projected ServiceAccount token a node proves its
-// pod with (federation, the key broker): one file, contract.TokenKey,
-// valid for contract.TokenExpirationSeconds. The proxy sets mount the same.
-func TokenProjection(audience string) []corev1.VolumeProjection {
-	return []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-		Audience: audience, ExpirationSeconds: ptr(int64(contract.TokenExpirationSeconds)), Path: contract.TokenKey,
-	}}}
-}
-
-// tokenAudience is the audience of the pod's projected token, if the
-// sidecar proves itself with one (federation or the key broker).
-func (in *Injector) tokenAudience() string {
-	switch {
-	case in.cfg.Federation != nil:
-		return in.cfg.Federation.Audience
-	case in.cfg.KeyBroker != nil:
-		return contract.KeyBrokerAudience
-	}
-	return ""
-}
-
-// credentialVolume is what the sidecar logs in with: with federation, a
-// token the kubelet issues for this pod alone; otherwise the auth-key
-// Secret the manager copies into the namespace.
-func (in *Injector) credentialVolume() corev1.Volume {
-	if aud := in.tokenAudience(); aud != "" {
-		return corev1.Volume{Name: contract.TokenVolume, VolumeSource: corev1.VolumeSource{
-			Projected: &corev1.ProjectedVolumeSource{
-				Sources:     TokenProjection(aud),
-				DefaultMode: ptr(int32(0o444)), // the sidecar's UID is not the file owner
-			},
-		}}
-	}
-	return corev1.Volume{Name: contract.AuthVolume, VolumeSource: corev1.VolumeSource{
-		Secret: &corev1.SecretVolumeSource{
-			SecretName:  contract.AuthSecret,
-			DefaultMode: ptr(int32(0o444)), // the sidecar's UID is not the file owner
-			Optional:    ptr(true),         // the sidecar waits for it and says so
-		},
-	}}
-}
-
 // ProxyBinary is the data-plane binary's path in its image.
 const ProxyBinary = "/usr/local/bin/tsinject-proxy"
 
 func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
-	credEnv := []corev1.EnvVar{{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile}}
-	credMount := corev1.VolumeMount{Name: contract.AuthVolume, MountPath: contract.AuthDir, ReadOnly: true}
-	switch f, kb := in.cfg.Federation, in.cfg.KeyBroker; {
-	case f != nil:
-		credEnv = []corev1.EnvVar{{Name: contract.EnvClientID, Value: f.ClientID}, {Name: contract.EnvIDTokenFile, Value: contract.TokenFile}}
-	case kb != nil:
-		credEnv = []corev1.EnvVar{{Name: contract.EnvKeyBrokerURL, Value: kb.URL}, {Name: contract.EnvKeyBrokerCA, Value: kb.CA}, {Name: contract.EnvIDTokenFile, Value: contract.TokenFile}}
-	}
-	if in.tokenAudience() != "" {
-		credMount = corev1.VolumeMount{Name: contract.TokenVolume, MountPath: contract.TokenDir, ReadOnly: true}
-	}
 	env := []corev1.EnvVar{
 		fieldEnv(contract.EnvPodName, "metadata.name"),
 		fieldEnv(contract.EnvPodNamespace, "metadata.namespace"),
@@ -441,7 +442,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 		MemoryLimitEnv(),
 		{Name: contract.EnvHostname, Value: o.hostname},
 	}
-	env = append(env, credEnv...)
+	env = append(env, o.cred.Env...)
 	env = append(env,
 		corev1.EnvVar{Name: contract.EnvState, Value: o.state},
 		corev1.EnvVar{Name: contract.EnvStateDir, Value: contract.StateDir},
@@ -468,7 +469,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 
 	mounts := []corev1.VolumeMount{
 		{Name: contract.StateVolume, MountPath: contract.StateDir},
-		credMount,
+		o.cred.Mount,
 	}
 	if m, ok := serviceAccountMount(pod, o.state == contract.StateSecret); ok {
 		mounts = append(mounts, m)
@@ -547,7 +548,7 @@ func optionsKey(pod *corev1.Pod, o podOptions) string {
 	var b strings.Builder
 	for _, s := range []string{o.hostname, strings.Join(o.tags, ","), contract.FormatEgress(o.egress), o.egressMode,
 		joinPrefixes(o), contract.FormatExpose(o.expose), strconv.FormatBool(o.proxyEnv), o.state, o.image,
-		strconv.FormatBool(o.native), serviceAccountVolume(pod), o.controlURL, string(o.pullPolicy)} {
+		strconv.FormatBool(o.native), serviceAccountVolume(pod), o.controlURL, string(o.pullPolicy), credentialKey(o.cred)} {
 		b.WriteString(s)
 		b.WriteByte(0)
 	}
@@ -560,6 +561,19 @@ func optionsKey(pod *corev1.Pod, o podOptions) string {
 			q := list[name]
 			b.WriteString(string(name) + "=" + q.String() + ",")
 		}
+	}
+	return b.String()
+}
+
+// credentialKey identifies a credential wiring: its environment and the
+// audience of its token, if any.
+func credentialKey(w credential.Wiring) string {
+	var b strings.Builder
+	for _, e := range w.Env {
+		b.WriteString(e.Name + "=" + e.Value + ",")
+	}
+	if p := w.Volume.Projected; p != nil && len(p.Sources) > 0 && p.Sources[0].ServiceAccountToken != nil {
+		b.WriteString(p.Sources[0].ServiceAccountToken.Audience)
 	}
 	return b.String()
 }

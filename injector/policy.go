@@ -11,6 +11,7 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 // Namespace policy: annotations on the Namespace, which only cluster
@@ -44,6 +45,8 @@ var NamespacePolicies = []AnnotationDoc{
 	{AnnotationAllowedHostnames, "comma-separated patterns (* ? [..]) with {namespace}", DefaultAllowedHostname, "what a pod's hostname may be"},
 	{AnnotationProfile, "a SidecarProfile's name", "none (only the profile named default)", "the SidecarProfile of the namespace's pods, over the cluster default (docs/profiles.md)"},
 	{AnnotationAllowedProfiles, "comma-separated SidecarProfile names", "none", "profiles pods here may pick with their own " + AnnotationProfile + " annotation"},
+	{credential.AnnotationClientID, "a client ID", "manager's --federation-namespace-client-id, else none (pods denied)", "federation: the identity this namespace's pods use (docs/credentials.md)"},
+	{credential.AnnotationAudience, "an audience, beside " + credential.AnnotationClientID, "manager's --federation-audience", "the audience that identity expects"},
 }
 
 // PolicyProblems says what is wrong with a namespace's policy
@@ -65,7 +68,7 @@ type nsPolicy struct {
 
 func policyOf(ns Namespace, cfg *Config) nsPolicy {
 	a := ns.Annotations
-	pol := nsPolicy{defaultTags: cfg.DefaultTags, hostnames: []string{DefaultAllowedHostname}, federated: cfg.Federation != nil || cfg.KeyBroker != nil}
+	pol := nsPolicy{defaultTags: cfg.DefaultTags, hostnames: []string{DefaultAllowedHostname}, federated: cfg.Credential.AlwaysTagged()}
 	bad := func(key, v, allowed string) {
 		pol.errs = append(pol.errs, fmt.Sprintf("namespace %s: annotation %s: value %q is not allowed (allowed: %s); ask a cluster admin to fix it", ns.Name, key, v, allowed))
 	}

@@ -36,8 +36,9 @@ func TestNamespacePolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.DefaultTags = tc.defaultTags
+			copyMode(&cfg)
 			if tc.federated {
-				cfg.Federation = &Federation{ClientID: "cid", Audience: DefaultAudience}
+				federated(&cfg)
 			}
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Annotations: tc.pod},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
@@ -84,6 +85,7 @@ func TestServiceAccountPluginFindsNothingToAdd(t *testing.T) {
 			}
 			cfg := DefaultConfig()
 			cfg.DefaultTags = []string{"tag:k8s"}
+			federated(&cfg)
 			res := New(cfg).Inject(pod, Namespace{Name: "shop", Labels: map[string]string{LabelInjection: "enabled"}})
 			if res.Reason != ReasonInjected {
 				t.Fatalf("%s/%s: %s %v", mode, state, res.Reason, res.Problems)

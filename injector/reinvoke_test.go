@@ -15,6 +15,7 @@ import (
 // and nothing else changes.
 func TestReinvocationCoversLateContainers(t *testing.T) {
 	cfg := DefaultConfig()
+	federated(&cfg)
 	cfg.DefaultTags = []string{"tag:k8s"}
 	in := New(cfg)
 	ns := Namespace{Name: "shop", Labels: map[string]string{LabelInjection: "enabled"}}

@@ -37,6 +37,7 @@ func TestSelection(t *testing.T) {
 		{ns: sys, nsLabel: "enabled", want: ReasonSystemNamespace},
 	}
 	cfg := DefaultConfig()
+	federated(&cfg)
 	cfg.SystemNamespace = sys
 	cfg.DefaultTags = []string{"tag:k8s"} // selection, not policy, is tested here
 	in := New(cfg)

@@ -55,7 +55,7 @@ func startFederation(t *testing.T) *federationSetup {
 	}
 	api := &tsapi.Server{Client: hc, Credentials: []tsapi.Credential{{
 		ClientID: shopClient, Issuer: issuer, Audience: testAudience,
-		Subject: "system:serviceaccount:shop:*", Tags: []string{"tag:shop"},
+		Subject: "system:serviceaccount:shop:*", Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:shop"},
 	}}}
 	tn, err := tailnet.Start(tailnet.Options{API: api})
 	if err != nil {

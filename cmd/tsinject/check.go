@@ -20,7 +20,7 @@ import (
 func checkCommand() *cli.Command {
 	def := manager.DefaultOptions()
 	o := check.Options{Namespace: def.Namespace, Deployment: "tsinject-manager", WebhookConfig: def.WebhookConfigName, CertSecret: def.CertSecret,
-		ConfigVersionAnnotation: manager.AnnotationConfigVersion, TryCredential: true}
+		TryCredential: true}
 	var kubeconfig, output string
 	var timeout time.Duration
 	return &cli.Command{

@@ -16,6 +16,7 @@ import (
 	"github.com/tsinject/tsinject/injector/offline"
 	"github.com/tsinject/tsinject/injector/webhook"
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
 )
 
@@ -35,8 +36,7 @@ func (l labelFlag) Set(s string) error {
 func injectCommand() *cli.Command {
 	cfg := injector.DefaultConfig()
 	var file, namespace, tags, images, native, kubeVersion string
-	var fed federationFlags
-	var broker keyBrokerFlags
+	var creds credential.Flags
 	nsLabels, nsAnnotations := labelFlag{}, labelFlag{}
 	var profiles fileList
 	return &cli.Command{
@@ -55,8 +55,7 @@ func injectCommand() *cli.Command {
 			fs.BoolVar(&cfg.PrometheusAnnotations, "prometheus-annotations", false, "advertise each sidecar's /metrics with prometheus.io annotations (pods with their own keep theirs)")
 			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&cfg.SystemNamespace, "system-namespace", cfg.SystemNamespace, "tsinject's namespace (never injected)")
-			fed.bind(fs)
-			broker.bind(fs)
+			creds.BindOffline(fs)
 			fs.StringVar(&native, "native-sidecar", manager.NativeAuto, "auto (from --kube-version: >= 1.29), always or never (a regular container with a postStart hook), as the manager's flag")
 			fs.StringVar(&kubeVersion, "kube-version", "", "the target cluster's Kubernetes version, MAJOR.MINOR, for --native-sidecar=auto (default: a current one, with native sidecars)")
 		},
@@ -73,14 +72,8 @@ func injectCommand() *cli.Command {
 			}
 			cfg.DefaultTags = splitList(tags)
 			cfg.AllowedProxyImages = splitList(images)
-			cfg.Federation = fed.config()
-			kb, err := broker.config()
-			if err != nil {
+			if cfg.Credential, err = creds.OfflineConfig(); err != nil {
 				return err
-			}
-			cfg.KeyBroker = kb
-			if cfg.Federation != nil && cfg.KeyBroker != nil {
-				return errors.New("--federation-client-id and --key-broker-url: choose one")
 			}
 			namespaces := offline.StaticNamespaces{Labels: nsLabels, Annotations: nsAnnotations}
 			if err := readObjectFiles(profiles, &namespaces); err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -16,8 +15,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/memlimit"
 )
@@ -25,7 +24,7 @@ import (
 func managerCommand() *cli.Command {
 	o := manager.DefaultOptions()
 	var kubeconfig, tags, images, certIPs, certDNS string
-	var fed federationFlags
+	var creds credential.Flags
 	var podCIDRs string
 	zopts := zap.Options{}
 	return &cli.Command{
@@ -50,16 +49,11 @@ func managerCommand() *cli.Command {
 			fs.BoolVar(&o.Injector.PrometheusAnnotations, "prometheus-annotations", false, "advertise each sidecar's /metrics with prometheus.io annotations (pods with their own keep theirs)")
 			fs.StringVar(&images, "allowed-proxy-images", "", "comma-separated images pods may choose with tsinject.dev/proxy-image besides --proxy-image (a trailing * matches a prefix)")
 			fs.StringVar(&o.NativeSidecar, "native-sidecar", o.NativeSidecar, "auto (from the API server version: >= 1.29), always or never")
-			fed.bind(fs)
+			creds.BindManager(fs)
 			fs.StringVar(&podCIDRs, "pod-cidrs", "", "comma-separated pod ranges of the cluster (its --cluster-cidr), which exit-node Connectors refuse with the Service ranges they read from the cluster")
 			fs.DurationVar(&o.ControlProbeEvery, "control-probe-every", time.Minute, "check this often that the control server answers from the manager's pod, for tsinject check (0 disables)")
 			fs.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain: egress Services point their externalName at the proxy's Service under it")
-			fs.StringVar(&o.OAuthSecret, "oauth-secret", "", "key broker: Secret in --namespace with an OAuth client of the tailnet's API (client_id, client_secret); the manager mints each pod a one-off key with its namespace's tags, and no auth key is distributed (docs/credentials.md)")
-			fs.StringVar(&o.APIURL, "api-url", "", "key broker: the tailnet API's base URL (default the --control-url, else https://api.tailscale.com)")
-			fs.BoolVar(&o.RegisterNodes, "register-nodes", false, "key broker with the auth key in --auth-secret: the manager registers each pod's node itself and hands the pod only that node's state; the key never leaves --namespace (control servers with static keys only, such as Headscale)")
-			fs.BoolVar(&o.CopyAuthKey, "copy-auth-key", false, "copy the auth key in --auth-secret into every namespace that may be injected, where any pod can read it (the old behaviour; needs Secret rights in every namespace; prefer the other modes, docs/credentials.md)")
-			fs.StringVar(&o.AuthSecret, "auth-secret", o.AuthSecret, "Secret in --namespace with the tailnet auth key, for --register-nodes or --copy-auth-key")
-			fs.StringVar(&o.AuthKey, "auth-secret-key", o.AuthKey, "key of the auth key in --auth-secret")
+			fs.IntVar(&o.KeysPerNamespace, "key-broker-keys-per-namespace", o.KeysPerNamespace, "key broker: keys one namespace may obtain an hour (each pod at most 10)")
 			fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "Prometheus metrics address (0 disables)")
 			fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "/healthz and /readyz address (0 disables)")
 			fs.BoolVar(&o.LeaderElection, "leader-elect", o.LeaderElection, "elect a leader among replicas for certificate rotation and controllers")
@@ -87,7 +81,11 @@ func managerCommand() *cli.Command {
 			}
 			o.Injector.DefaultTags = splitList(tags)
 			o.Injector.AllowedProxyImages = splitList(images)
-			o.Injector.Federation = fed.config()
+			cred, err := creds.ManagerConfig(o.Namespace, o.ServiceName)
+			if err != nil {
+				return err
+			}
+			o.Injector.Credential = cred
 			log := zap.New(zap.UseFlagOptions(&zopts))
 			ctrl.SetLogger(log)
 			o.Log = log
@@ -118,45 +116,6 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 
 // errNoCluster: no kubeconfig to be found and not in a pod.
 var errNoCluster = errors.New("no cluster to talk to")
-
-// federationFlags select workload identity federation, for the manager
-// and `tsinject inject` alike.
-type federationFlags struct{ clientID, audience string }
-
-// keyBrokerFlags give `tsinject inject` what the manager injects in key
-// broker mode: the broker's URL and the webhook's CA bundle.
-type keyBrokerFlags struct{ url, caFile string }
-
-func (k *keyBrokerFlags) bind(fs *flag.FlagSet) {
-	fs.StringVar(&k.url, "key-broker-url", "", "key broker mode (a manager with --oauth-secret): the broker's URL, such as https://tsinject-webhook.tsinject-system.svc/v1/key")
-	fs.StringVar(&k.caFile, "key-broker-ca-file", "", "key broker mode: file with the webhook's CA bundle (PEM), which sidecars verify the broker with")
-}
-
-func (k *keyBrokerFlags) config() (*injector.KeyBroker, error) {
-	if k.url == "" {
-		if k.caFile != "" {
-			return nil, errors.New("--key-broker-ca-file needs --key-broker-url")
-		}
-		return nil, nil
-	}
-	ca, err := os.ReadFile(k.caFile)
-	if err != nil {
-		return nil, fmt.Errorf("--key-broker-ca-file: %w", err)
-	}
-	return &injector.KeyBroker{URL: k.url, CA: string(ca)}, nil
-}
-
-func (f *federationFlags) bind(fs *flag.FlagSet) {
-	fs.StringVar(&f.clientID, "federation-client-id", "", "workload identity federation: the client ID that trusts this cluster's ServiceAccount issuer; each sidecar and proxy exchanges its own projected token for a one-off key, and no auth key is distributed (docs/credentials.md)")
-	fs.StringVar(&f.audience, "federation-audience", injector.DefaultAudience, "workload identity federation: audience of the projected tokens, as the client ID's trust expects")
-}
-
-func (f *federationFlags) config() *injector.Federation {
-	if f.clientID == "" {
-		return nil
-	}
-	return &injector.Federation{ClientID: f.clientID, Audience: f.audience}
-}
 
 func splitList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })

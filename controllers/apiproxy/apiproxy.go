@@ -28,6 +28,7 @@ import (
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 // Finalizer lets the controller log devices out and remove the cluster
@@ -60,9 +61,9 @@ type Reconciler struct {
 	Namespace  string
 	ProxyImage string
 	ControlURL string
-	// Credentials: what the proxies log in with.
-	Credentials proxyset.Credentials
-	Logout      proxyset.LogoutFunc
+	// Credential is what the proxies log in with, as it is now.
+	Credential func() credential.Wiring
+	Logout     proxyset.LogoutFunc
 	// Events, if set, records the Ready condition's transitions on the
 	// APIServerProxy (proxyset.RecordReady).
 	Events events.EventRecorder
@@ -128,7 +129,7 @@ func (r *Reconciler) set(p *v1alpha1.APIServerProxy, proxy *v1alpha1.ProxyConfig
 	return &proxyset.Set{
 		Owner: p, Component: component, Namespace: r.Namespace, Replicas: replicas,
 		Image: r.ProxyImage, Args: []string{"apiserver"}, Env: env, Proxy: proxy,
-		Credentials: r.Credentials,
+		Credential: r.Credential(),
 	}
 }
 

@@ -1,6 +1,8 @@
 // Package authkey keeps a copy of the configured auth-key Secret, named
-// tsinject-auth, in every namespace whose pods may be injected, and removes
-// it where none may be. Sidecars mount it; they never see the key in env.
+// tsinject-auth, in every namespace labelled tsinject.dev/injection=enabled,
+// and removes it elsewhere. A pod opting in elsewhere pulls no key into its
+// namespace (the webhook denies it in this mode: no-credential), so the key
+// goes only where a cluster admin enabled tsinject. Sidecars mount it; they never see the key in env.
 // The manager runs a Syncer only with --copy-auth-key; in every other mode
 // no key is distributed and it holds no Secret rights outside its
 // namespace.
@@ -44,9 +46,8 @@ type Syncer struct {
 	Log             logr.Logger
 }
 
-// SetupWithManager watches namespaces, opted-in pods, the copies and the
-// source Secret. The manager's cache must hold pods labelled
-// tsinject.dev/inject=true and tsinject-managed Secrets (see CacheOptions).
+// SetupWithManager watches namespaces, the copies and the source Secret.
+// The manager's cache must hold the tsinject-managed copies.
 func (s *Syncer) SetupWithManager(mgr ctrl.Manager) error {
 	toNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetNamespace()}}}
@@ -69,13 +70,9 @@ func (s *Syncer) SetupWithManager(mgr ctrl.Manager) error {
 	isCopy := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetName() == contract.AuthSecret && o.GetLabels()[LabelManagedBy] == ManagedBy
 	})
-	optedIn := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[injector.LabelInject] == "true"
-	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("auth-key").
 		For(&corev1.Namespace{}).
-		Watches(&corev1.Pod{}, toNamespace, builder.OnlyMetadata, builder.WithPredicates(optedIn)).
 		Watches(&corev1.Secret{}, toNamespace, builder.WithPredicates(isCopy)).
 		Watches(&corev1.Secret{}, allNamespaces, builder.WithPredicates(isSource)).
 		Complete(s)
@@ -87,13 +84,10 @@ func (s *Syncer) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	if err := s.Client.Get(ctx, req.NamespacedName, &ns); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	want, err := s.wanted(ctx, &ns)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
+	want := s.wanted(&ns)
 	key := types.NamespacedName{Namespace: ns.Name, Name: contract.AuthSecret}
 	var cur corev1.Secret
-	err = s.Client.Get(ctx, key, &cur)
+	err := s.Client.Get(ctx, key, &cur)
 	exists := err == nil
 	if err != nil && !apierrors.IsNotFound(err) {
 		return reconcile.Result{}, err
@@ -142,23 +136,10 @@ func (s *Syncer) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	}))
 }
 
-// wanted: the namespace is enabled, or not disabled and holds opted-in pods.
-func (s *Syncer) wanted(ctx context.Context, ns *corev1.Namespace) (bool, error) {
+// wanted: the namespace is enabled (and not tsinject's or the system's).
+func (s *Syncer) wanted(ns *corev1.Namespace) bool {
 	if ns.DeletionTimestamp != nil || ns.Name == s.SystemNamespace || slices.Contains(injector.SystemNamespaces, ns.Name) {
-		return false, nil
+		return false
 	}
-	switch ns.Labels[injector.LabelInjection] {
-	case "enabled":
-		return true, nil
-	case "disabled":
-		return false, nil
-	}
-	// Metadata only: the labels are all this needs (injected pods carry
-	// the label too, and their specs must not fill the cache).
-	pods := &metav1.PartialObjectMetadataList{}
-	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-	if err := s.Client.List(ctx, pods, client.InNamespace(ns.Name), client.MatchingLabels{injector.LabelInject: "true"}, client.Limit(1)); err != nil {
-		return false, err
-	}
-	return len(pods.Items) > 0, nil
+	return ns.Labels[injector.LabelInjection] == "enabled"
 }

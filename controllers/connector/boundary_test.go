@@ -21,6 +21,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
@@ -36,11 +37,11 @@ func TestProxyReadsWhatTheControllerWrites(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		spec  v1alpha1.ConnectorSpec
-		creds proxyset.Credentials
+		creds credential.Config
 		want  func(*proxy.Config) string // "" if right
 	}{
 		{"subnet router, federation", v1alpha1.ConnectorSpec{Tags: []v1alpha1.Tag{"tag:k8s-subnet"}, SubnetRouter: &v1alpha1.SubnetRouter{AdvertiseRoutes: []v1alpha1.Route{"198.18.4.0/24", "198.18.8.0/22"}}},
-			proxyset.Credentials{ClientID: "kC8Hsk3CNTRL", Audience: "tsinject.dev/tailnet"},
+			credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "kC8Hsk3CNTRL", Audience: "tsinject.dev/tailnet"}},
 			func(c *proxy.Config) string {
 				switch {
 				case !slices.Equal(c.Routes, []netip.Prefix{netip.MustParsePrefix("198.18.4.0/24"), netip.MustParsePrefix("198.18.8.0/22")}):
@@ -57,7 +58,7 @@ func TestProxyReadsWhatTheControllerWrites(t *testing.T) {
 				return ""
 			}},
 		{"exit node, replicas, key broker", v1alpha1.ConnectorSpec{ExitNode: true, HostnamePrefix: "exit", Replicas: new(int32(2))},
-			proxyset.Credentials{KeyBrokerURL: "https://tsinject-webhook.tsinject-system.svc/v1/key", KeyBrokerCA: func() []byte { return []byte("PEM") }},
+			credential.Config{Mode: credential.OAuth, BrokerURL: "https://tsinject-webhook.tsinject-system.svc/v1/key", BrokerCA: "PEM"},
 			func(c *proxy.Config) string {
 				switch {
 				case !c.ExitNode || len(c.Routes) != 0:
@@ -74,7 +75,7 @@ func TestProxyReadsWhatTheControllerWrites(t *testing.T) {
 				return ""
 			}},
 		{"auth key", v1alpha1.ConnectorSpec{SubnetRouter: &v1alpha1.SubnetRouter{AdvertiseRoutes: []v1alpha1.Route{"198.18.4.0/24"}}},
-			proxyset.Credentials{AuthSecret: "tsinject-authkey", AuthKey: "authkey"},
+			credential.Config{Mode: credential.Register, Secret: "tsinject-authkey", SecretKey: "authkey"},
 			func(c *proxy.Config) string {
 				if c.Node.AuthKeyFile != contract.AuthKeyFile || c.Node.ClientID != "" || c.Node.KeyBrokerURL != "" {
 					return "auth key file"
@@ -85,7 +86,7 @@ func TestProxyReadsWhatTheControllerWrites(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cn := &v1alpha1.Connector{ObjectMeta: metav1.ObjectMeta{Name: "edge", UID: "0f0f"}, Spec: tc.spec}
 			cl := fake.NewClientBuilder().WithScheme(scheme).Build()
-			r := &Reconciler{Namespace: "tsinject-system", ProxyImage: "tsinject-proxy:test", ControlURL: "https://headscale.example", Credentials: tc.creds}
+			r := &Reconciler{Namespace: "tsinject-system", ProxyImage: "tsinject-proxy:test", ControlURL: "https://headscale.example", Credential: tc.creds.ForProxies}
 			set := r.set(cn, []string{"198.19.16.0/24"}, nil)
 			if err := proxyset.Apply(context.Background(), cl, set); err != nil {
 				t.Fatal(err)

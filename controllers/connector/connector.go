@@ -27,6 +27,7 @@ import (
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 // Finalizer lets the controller log devices out before a Connector goes.
@@ -48,8 +49,8 @@ type Reconciler struct {
 	Namespace  string // where proxies run
 	ProxyImage string
 	ControlURL string
-	// Credentials: what the proxies log in with.
-	Credentials proxyset.Credentials
+	// Credential is what the proxies log in with, as it is now.
+	Credential func() credential.Wiring
 	// Logout logs a removed device out (proxyset.Logout).
 	Logout proxyset.LogoutFunc
 	// PodCIDRs are the cluster's pod ranges (the manager's --pod-cidrs):
@@ -148,7 +149,7 @@ func (r *Reconciler) set(cn *v1alpha1.Connector, clusterCIDRs []string, proxy *v
 	return &proxyset.Set{
 		Owner: cn, Component: "connector", Namespace: r.Namespace, Replicas: replicas,
 		Image: r.ProxyImage, Args: []string{"connector"}, Env: env, Proxy: proxy,
-		Credentials: r.Credentials,
+		Credential: r.Credential(),
 	}
 }
 

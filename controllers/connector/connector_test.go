@@ -13,13 +13,14 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 // An exit node learns the node's and its own addresses from the downward
 // API, and the Service ranges from the manager, to refuse them; a subnet
 // router needs none of it.
 func TestExitNodeEnv(t *testing.T) {
-	r := &Reconciler{Namespace: "tsinject-system"}
+	r := &Reconciler{Namespace: "tsinject-system", Credential: testCredential}
 	for _, tc := range []struct {
 		exit bool
 		want map[string]string // env name -> fieldRef path
@@ -58,7 +59,7 @@ func TestClusterCIDRs(t *testing.T) {
 	live := fake.NewClientBuilder().WithScheme(scheme).WithObjects(&networkingv1.ServiceCIDR{
 		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"198.19.16.0/24"}},
 	}).Build()
-	r := &Reconciler{Live: live, PodCIDRs: []string{"198.18.128.0/17"}}
+	r := &Reconciler{Live: live, PodCIDRs: []string{"198.18.128.0/17"}, Credential: testCredential}
 	got, err := r.clusterCIDRs(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -67,3 +68,6 @@ func TestClusterCIDRs(t *testing.T) {
 		t.Errorf("exit deny list %v, want %v", got, want)
 	}
 }
+
+// testCredential is the proxies' credential where the test is not about it.
+var testCredential = (&credential.Config{Mode: credential.Register, Secret: "tsinject-authkey", SecretKey: "authkey"}).ForProxies

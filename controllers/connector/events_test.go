@@ -29,7 +29,7 @@ func TestReadyTransitionsLeaveEvents(t *testing.T) {
 		Spec: v1alpha1.ConnectorSpec{SubnetRouter: &v1alpha1.SubnetRouter{AdvertiseRoutes: []v1alpha1.Route{"198.18.4.0/24"}}}}
 	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cn).WithStatusSubresource(cn).Build()
 	rec := events.NewFakeRecorder(16)
-	r := &Reconciler{Client: cl, Namespace: "tsinject-system", Events: rec, Log: logr.Discard()}
+	r := &Reconciler{Client: cl, Namespace: "tsinject-system", Events: rec, Log: logr.Discard(), Credential: testCredential}
 	s := r.set(cn, nil, nil)
 	ctx := context.Background()
 	report := func(approved []string) {

@@ -39,7 +39,7 @@ func TestConnectorProfiles(t *testing.T) {
 			}}}
 	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cn).WithStatusSubresource(cn).Build()
 	rec := events.NewFakeRecorder(16)
-	r := &Reconciler{Client: cl, Live: cl, Namespace: "tsinject-system", Events: rec, Log: logr.Discard()}
+	r := &Reconciler{Client: cl, Live: cl, Namespace: "tsinject-system", Events: rec, Log: logr.Discard(), Credential: testCredential}
 	ctx := context.Background()
 	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(cn)}
 	sts := func() (*appsv1.StatefulSet, error) {

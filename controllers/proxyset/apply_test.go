@@ -12,6 +12,7 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
@@ -31,7 +32,7 @@ func TestApplyKeepsWhatOthersSet(t *testing.T) {
 	owner := &v1alpha1.Connector{ObjectMeta: metav1.ObjectMeta{Name: "edge", UID: "0f0f"}}
 	owner.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("Connector"))
 	s := &proxyset.Set{Owner: owner, Component: "connector", Namespace: "tsinject-system", Replicas: 1, Image: "tsinject-proxy:test",
-		Args: []string{"connector"}, Credentials: proxyset.Credentials{AuthSecret: "tsinject-authkey", AuthKey: "authkey"}}
+		Args: []string{"connector"}, Credential: (&credential.Config{Mode: credential.Copy, Secret: "tsinject-authkey", SecretKey: "authkey"}).ForProxies()}
 	if err := proxyset.Apply(ctx, cl, s); err != nil {
 		t.Fatal(err)
 	}

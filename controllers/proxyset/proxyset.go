@@ -36,8 +36,8 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
-	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 // Labels on every object of a proxy set.
@@ -57,56 +57,19 @@ type Set struct {
 	// Owner is the resource the set belongs to: cluster-scoped (it owns
 	// the set's objects), or namespaced elsewhere (labels name it, and its
 	// controller deletes the set with a finalizer).
-	Owner       client.Object
-	Component   string // "connector", "egress", "ingress", "apiserver-proxy"
-	Namespace   string
-	Replicas    int32
-	Image       string
-	Args        []string
-	Env         []corev1.EnvVar
-	Proxy       *v1alpha1.ProxyConfig
-	Credentials Credentials
+	Owner     client.Object
+	Component string // "connector", "egress", "ingress", "apiserver-proxy"
+	Namespace string
+	Replicas  int32
+	Image     string
+	Args      []string
+	Env       []corev1.EnvVar
+	Proxy     *v1alpha1.ProxyConfig
+	// Credential is what the replicas log in with (package credential).
+	Credential credential.Wiring
 	// Ports, if any, are served by the replicas on their pod addresses and
 	// by a ClusterIP Service of the set's name.
 	Ports []corev1.ServicePort
-}
-
-// Credentials are what the proxies log in with: by workload identity
-// federation (ClientID set; each pod's projected token for Audience), or
-// else the auth key in Secret AuthSecret (key AuthKey) of the namespace.
-type Credentials struct {
-	ClientID, Audience  string
-	AuthSecret, AuthKey string
-	// KeyBrokerURL and KeyBrokerCA (its CA bundle, as it is now): the
-	// manager's key broker mints each replica's key (each pod's projected
-	// token for its audience).
-	KeyBrokerURL string
-	KeyBrokerCA  func() []byte
-}
-
-// credential is the volume the proxy logs in with, its mount, and the
-// environment that tells the proxy where it is.
-func (c Credentials) credential() (corev1.Volume, corev1.VolumeMount, []corev1.EnvVar) {
-	token := func(audience string, env ...corev1.EnvVar) (corev1.Volume, corev1.VolumeMount, []corev1.EnvVar) {
-		return corev1.Volume{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-				Sources: injector.TokenProjection(audience),
-			}}},
-			corev1.VolumeMount{Name: "token", MountPath: contract.TokenDir, ReadOnly: true},
-			append(env, corev1.EnvVar{Name: contract.EnvIDTokenFile, Value: contract.TokenFile})
-	}
-	switch {
-	case c.ClientID != "":
-		return token(c.Audience, corev1.EnvVar{Name: contract.EnvClientID, Value: c.ClientID})
-	case c.KeyBrokerURL != "":
-		return token(contract.KeyBrokerAudience,
-			corev1.EnvVar{Name: contract.EnvKeyBrokerURL, Value: c.KeyBrokerURL}, corev1.EnvVar{Name: contract.EnvKeyBrokerCA, Value: string(c.KeyBrokerCA())})
-	}
-	return corev1.Volume{Name: "auth", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: c.AuthSecret, Optional: ptr(true),
-			Items: []corev1.KeyToPath{{Key: c.AuthKey, Path: contract.AuthSecretKey}},
-		}}},
-		corev1.VolumeMount{Name: "auth", MountPath: contract.AuthDir, ReadOnly: true},
-		[]corev1.EnvVar{{Name: contract.EnvAuthKeyFile, Value: contract.AuthKeyFile}}
 }
 
 // Name is the base name of the set's objects: <component>-<owner>,
@@ -281,7 +244,7 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 		res = *p.Resources.DeepCopy()
 	}
 	uid := int64(contract.ProxyUID)
-	credVolume, credMount, credEnv := s.Credentials.credential()
+	credVolume, credMount, credEnv := s.Credential.Volume, s.Credential.Mount, s.Credential.Env
 	env := append([]corev1.EnvVar{
 		{Name: contract.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 		{Name: contract.EnvState, Value: contract.StateSecret},

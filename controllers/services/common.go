@@ -33,6 +33,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 // AnnotationTags are the proxies' tags: the pods' own annotation, within
@@ -51,12 +52,13 @@ type Namespaces interface {
 type Base struct {
 	Client client.Client
 	// Live reads from the API server what the cache does not hold (pods).
-	Live        client.Reader
-	Namespace   string // where proxies run
-	ProxyImage  string
-	ControlURL  string
-	Credentials proxyset.Credentials
-	Logout      proxyset.LogoutFunc
+	Live       client.Reader
+	Namespace  string // where proxies run
+	ProxyImage string
+	ControlURL string
+	// Credential is what the proxies log in with, as it is now.
+	Credential func() credential.Wiring
+	Logout     proxyset.LogoutFunc
 	// Namespaces and Injector apply the namespace's policy to the
 	// proxies' tags, as to its pods' sidecars.
 	Namespaces Namespaces
@@ -233,7 +235,7 @@ func (b *Base) proxySet(svc *corev1.Service, component string, replicas int32, e
 	return &proxyset.Set{
 		Owner: owner, Component: component, Namespace: b.Namespace, Replicas: replicas,
 		Image: b.ProxyImage, Args: []string{component}, Env: env, Proxy: proxy,
-		Credentials: b.Credentials,
+		Credential: b.Credential(),
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 type namespaces struct{ c client.Reader }
@@ -60,11 +61,13 @@ func newBase(t *testing.T, objs ...client.Object) (Base, client.Client) {
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append(objs, shop, plain)...).
 		WithStatusSubresource(&corev1.Service{}).Build()
 	cfg := injector.DefaultConfig()
+	cred := credential.Config{Mode: credential.Copy, Secret: "tsinject-authkey", SecretKey: "authkey"}
+	cfg.Credential = cred
 	return Base{
 		Client: c, Live: c, Namespace: "tsinject-system", ProxyImage: "tsinject-proxy:test", ControlURL: "https://control.example",
-		Credentials: proxyset.Credentials{AuthSecret: "tsinject-authkey", AuthKey: "authkey"},
-		Logout:      func(context.Context, map[string][]byte) error { return nil },
-		Namespaces:  namespaces{c}, Injector: injector.New(cfg), Log: logr.Discard(),
+		Credential: cred.ForProxies,
+		Logout:     func(context.Context, map[string][]byte) error { return nil },
+		Namespaces: namespaces{c}, Injector: injector.New(cfg), Log: logr.Discard(),
 	}, c
 }
 
@@ -285,7 +288,7 @@ func TestEgressServiceInvalid(t *testing.T) {
 // Proxy sets of Services in different namespaces never share a name, even
 // when namespace and name join to the same string.
 func TestProxySetNamesDoNotCollide(t *testing.T) {
-	r := &EgressReconciler{Base: Base{Namespace: "tsinject-system"}}
+	r := &EgressReconciler{Base: Base{Namespace: "tsinject-system", Credential: (&credential.Config{Mode: credential.Copy, Secret: "tsinject-authkey", SecretKey: "authkey"}).ForProxies}}
 	name := func(ns, n string) string {
 		return r.set(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: n}}, egressSpec{}).Name()
 	}

@@ -12,15 +12,19 @@ import (
 
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/offline"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
-// Config is the configuration golden files are produced with.
+// Config is the configuration golden files are produced with: workload
+// identity federation, each namespace naming its own identity (there is no
+// default for namespaces).
 func Config() injector.Config {
 	c := injector.DefaultConfig()
 	c.ProxyImage = "ghcr.io/tsinject/tsinject-proxy:test"
 	c.ControlURL = "https://headscale.example.com"
 	c.DefaultTags = []string{"tag:k8s"}
 	c.AllowedProxyImages = []string{"registry.example/tsinject-proxy-debug:*"}
+	c.Credential = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "kC8Hsk3SYSTM", Audience: credential.DefaultAudience}}
 	return c
 }
 
@@ -30,14 +34,15 @@ const ConfigDirective = "# tsinject-config: "
 
 // Variants of Config that cases may select.
 var Variants = map[string]func(*injector.Config){
-	// federation: sidecars join by workload identity federation.
-	"federation": func(c *injector.Config) {
-		c.Federation = &injector.Federation{ClientID: "kC8Hsk3CNTRL", Audience: injector.DefaultAudience}
-	},
 	// key-broker: sidecars get one-off keys from the manager's broker.
 	"key-broker": func(c *injector.Config) {
-		c.KeyBroker = &injector.KeyBroker{URL: "https://tsinject-webhook.tsinject-system.svc/v1/key",
-			CA: "-----BEGIN CERTIFICATE-----\nMIIB (the webhook's CA bundle)\n-----END CERTIFICATE-----\n"}
+		c.Credential = credential.Config{Mode: credential.OAuth, Secret: "tsinject-oauth",
+			BrokerURL: "https://tsinject-webhook.tsinject-system.svc/v1/key",
+			BrokerCA:  "-----BEGIN CERTIFICATE-----\nMIIB (the webhook's CA bundle)\n-----END CERTIFICATE-----\n"}
+	},
+	// copy-auth-key: sidecars mount the auth-key copy in their namespace.
+	"copy-auth-key": func(c *injector.Config) {
+		c.Credential = credential.Config{Mode: credential.Copy, Secret: "tsinject-authkey", SecretKey: "authkey"}
 	},
 	// prometheus: injected pods advertise the sidecar's metrics by
 	// annotation (--prometheus-annotations).
@@ -65,10 +70,12 @@ func ConfigFor(src []byte) (injector.Config, string) {
 var NamespaceLabels = map[string]string{injector.LabelInjection: "enabled"}
 
 // NamespaceAnnotations are its policy: the default tag (tag:k8s, from
-// Config) and tag:worker; hostnames in its prefix or w-*.
+// Config) and tag:worker; hostnames in its prefix or w-*; its own
+// federated identity.
 var NamespaceAnnotations = map[string]string{
 	injector.AnnotationAllowedTags:      "tag:worker",
 	injector.AnnotationAllowedHostnames: "{namespace}-*, w-*",
+	credential.AnnotationClientID:       "kC8Hsk3CNTRL",
 }
 
 // Namespaces answers lookups with the golden namespace.

@@ -32,8 +32,8 @@ import (
 	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/federation"
-	mgr "github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/manifests"
 )
@@ -58,10 +58,7 @@ type Options struct {
 	// Proxies adds the injected pods: sidecars that are not ready, and
 	// sidecars injected with another configuration than the one served.
 	Proxies bool
-	// ConfigVersionAnnotation on the webhook configuration is the
-	// version the manager serves (manager.AnnotationConfigVersion).
-	ConfigVersionAnnotation string
-	Now                     func() time.Time
+	Now     func() time.Time
 	// TryCredential proves the credential at the tailnet's API: a token
 	// exchange (federation, for the default ServiceAccount of an injected
 	// namespace) or an access token (OAuth client). Neither creates
@@ -82,9 +79,10 @@ func Run(ctx context.Context, c client.Client, o Options) []Result {
 	// The namespace policies and the sidecars both read the profiles.
 	var sps v1alpha1.SidecarProfileList
 	profilesErr := c.List(ctx, &sps)
-	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), credential(ctx, c, o), controlServer(ctx, c, o), policies(ctx, c, sps.Items, profilesErr)}
+	st, stErr := status(ctx, c, o)
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), policies(ctx, c, sps.Items, profilesErr)}
 	if o.Proxies {
-		out = append(out, proxies(ctx, c, o, sps.Items, profilesErr)...)
+		out = append(out, proxies(ctx, c, st, sps.Items, profilesErr)...)
 	}
 	return out
 }
@@ -246,50 +244,55 @@ func webhookReachable(ctx context.Context, c client.Client) Result {
 	return fail(name, fmt.Sprintf("a dry-run pod in namespace %s came back without the %s container", ns, contract.SidecarContainer), "is the MutatingWebhookConfiguration's namespaceSelector as installed? kubectl get mutatingwebhookconfiguration tsinject -o yaml")
 }
 
-// credential: the Secret the manager's mode needs is there and unexpired.
-func credential(ctx context.Context, c client.Client, o Options) Result {
+// status is what the manager publishes about itself
+// (contract.StatusConfigMap).
+func status(ctx context.Context, c client.Client, o Options) (map[string]string, error) {
+	var cm corev1.ConfigMap
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: contract.StatusConfigMap}, &cm); err != nil {
+		return nil, fmt.Errorf("ConfigMap %s/%s, where the manager publishes its status: %w", o.Namespace, contract.StatusConfigMap, err)
+	}
+	return cm.Data, nil
+}
+
+// statusMissing is the result when the manager has not published key.
+func statusMissing(name, key string, err error) Result {
+	detail := "the manager has not published " + key
+	if err != nil {
+		detail = err.Error()
+	}
+	return fail(name, detail, "the leading manager publishes it within seconds of starting; a manager older than this tsinject does not: upgrade it (docs/upgrading.md)")
+}
+
+// tailnetCredential: the mode the manager published; with federation,
+// which identity each enabled namespace uses (none: its pods are denied);
+// otherwise the Secret the mode needs is there and unexpired.
+func tailnetCredential(ctx context.Context, c client.Client, o Options, st map[string]string, stErr error) Result {
 	const name = "tailnet credential"
-	var d appsv1.Deployment
-	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: o.Deployment}, &d); err != nil || len(d.Spec.Template.Spec.Containers) == 0 {
-		return fail(name, "cannot read the manager's Deployment to learn its mode", "")
-	}
-	args := d.Spec.Template.Spec.Containers[0].Args
-	flag := func(f string) (string, bool) {
-		for _, a := range args {
-			if v, ok := strings.CutPrefix(a, "--"+f+"="); ok {
-				return v, true
-			}
-			if a == "--"+f {
-				return "true", true
-			}
-		}
-		return "", false
-	}
-	control, ok := flag("control-url")
+	raw, ok := st[contract.StatusCredential]
 	if !ok {
+		return statusMissing(name, contract.StatusCredential, stErr)
+	}
+	cfg, err := credential.ParsePublished([]byte(raw))
+	if err != nil {
+		return fail(name, err.Error(), "")
+	}
+	control := st[contract.StatusControlURL]
+	if control == "" {
 		control = tsnode.DefaultControlURL
 	}
-	if id, ok := flag("federation-client-id"); ok {
-		detail := "workload identity federation (client ID " + id + "): nothing is stored in the cluster to expire"
-		if !o.TryCredential {
-			return pass(name, detail)
+	warn := func(r Result) Result {
+		if w := cfg.Warnings(); len(w) > 0 && r.OK {
+			r.Detail += "; WARNING: " + strings.Join(w, "; ")
+			r.Warning, r.Fix = true, "docs/credentials.md"
 		}
-		audience, ok := flag("federation-audience")
-		if !ok {
-			audience = injector.DefaultAudience
-		}
-		return tryFederation(ctx, c, o, detail, control, id, audience)
+		return r
 	}
-	secret, keys, mode := "tsinject-authkey", []string{contract.AuthSecretKey}, "auth key"
-	if v, ok := flag("auth-secret"); ok {
-		secret = v
+	if cfg.Mode == credential.Federation {
+		return warn(federationIdentities(ctx, c, o, cfg, control))
 	}
-	if v, ok := flag("oauth-secret"); ok {
-		secret, keys, mode = v, []string{"client_id", "client_secret"}, "OAuth client"
-	} else if _, reg := flag("register-nodes"); !reg {
-		if _, cp := flag("copy-auth-key"); !cp {
-			return fail(name, "the manager's Deployment names no credential mode", "docs/credentials.md: choose federation, an OAuth client or an auth key")
-		}
+	secret, keys, mode := cfg.Secret, []string{cfg.SecretKey}, "auth key"
+	if cfg.Mode == credential.OAuth {
+		keys, mode = []string{"client_id", "client_secret"}, "OAuth client"
 	}
 	var sec corev1.Secret
 	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: secret}, &sec); err != nil {
@@ -301,13 +304,13 @@ func credential(ctx context.Context, c client.Client, o Options) Result {
 		}
 	}
 	detail := fmt.Sprintf("%s in Secret %s/%s", mode, o.Namespace, secret)
-	if mode == "OAuth client" && o.TryCredential {
-		api, ok := flag("api-url")
-		if !ok {
-			api = control
-			if _, set := flag("control-url"); !set {
-				api = "https://api.tailscale.com"
-			}
+	if cfg.Mode == credential.OAuth && o.TryCredential {
+		api := cfg.APIURL
+		if api == "" {
+			api = st[contract.StatusControlURL]
+		}
+		if api == "" {
+			api = "https://api.tailscale.com"
 		}
 		m := &federation.OAuthMinter{BaseURL: api, ClientID: string(sec.Data["client_id"]), Secret: string(sec.Data["client_secret"]), Client: o.HTTPClient}
 		if err := m.Verify(ctx); err != nil {
@@ -315,6 +318,11 @@ func credential(ctx context.Context, c client.Client, o Options) Result {
 		}
 		detail += ", accepted by " + api
 	}
+	return warn(secretExpiry(name, detail, &sec, o.Now()))
+}
+
+// secretExpiry: the credential's recorded expiry, if any, is not near.
+func secretExpiry(name, detail string, sec *corev1.Secret, now time.Time) Result {
 	v, ok := sec.Annotations[expiry.Annotation]
 	if !ok {
 		return pass(name, detail+" (expiry not recorded: annotate it "+expiry.Annotation+" to be warned)")
@@ -323,7 +331,7 @@ func credential(ctx context.Context, c client.Client, o Options) Result {
 	if err != nil {
 		return fail(name, fmt.Sprintf("%s: annotation %s %q is not an RFC 3339 time", detail, expiry.Annotation, v), "e.g. 2027-02-28T00:00:00Z")
 	}
-	left := at.Sub(o.Now())
+	left := at.Sub(now)
 	switch {
 	case left <= 0:
 		return fail(name, detail+" expired at "+v, "put a new one in the Secret and update "+expiry.Annotation)
@@ -335,21 +343,55 @@ func credential(ctx context.Context, c client.Client, o Options) Result {
 	return pass(name, fmt.Sprintf("%s, expires %s", detail, v))
 }
 
-// tryFederation exchanges a token of the default ServiceAccount of the
-// first namespace enabled for injection, for the audience sidecars use,
-// at the control server: what every sidecar there does first.
-func tryFederation(ctx context.Context, c client.Client, o Options, detail, control, clientID, audience string) Result {
+// federationIdentities says which federated identity each namespace
+// enabled for injection uses, and fails for those with none (their pods
+// are denied); with TryCredential it exchanges a token of the first one.
+func federationIdentities(ctx context.Context, c client.Client, o Options, cfg credential.Config, control string) Result {
 	const name = "tailnet credential"
+	detail := fmt.Sprintf("workload identity federation: nothing is stored in the cluster to expire; tsinject's proxies use %s", cfg.System)
 	var list corev1.NamespaceList
 	if err := c.List(ctx, &list, client.MatchingLabels{injector.LabelInjection: "enabled"}); err != nil {
-		return fail(name, detail+"; listing namespaces to try a token: "+err.Error(), "")
-	}
-	if len(list.Items) == 0 {
-		r := pass(name, detail+"; not tried: no namespace is labelled "+injector.LabelInjection+"=enabled to take a token from")
-		return r
+		return fail(name, detail+"; listing namespaces: "+err.Error(), "")
 	}
 	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
-	ns := list.Items[0].Name
+	var own, shared, missing []string
+	var first *corev1.Namespace
+	var firstID credential.Identity
+	for i, ns := range list.Items {
+		id, err := cfg.NamespaceIdentity(ns.Name, ns.Annotations)
+		switch {
+		case err != nil:
+			missing = append(missing, ns.Name)
+			continue
+		case ns.Annotations[credential.AnnotationClientID] != "":
+			own = append(own, ns.Name)
+		default:
+			shared = append(shared, ns.Name)
+		}
+		if first == nil {
+			first, firstID = &list.Items[i], id
+		}
+	}
+	detail += fmt.Sprintf("; %d enabled namespaces name their own identity", len(own))
+	if len(shared) > 0 {
+		detail += fmt.Sprintf(", %d share the default %s (%s)", len(shared), cfg.NamespaceDefault.ClientID, strings.Join(shared, ", "))
+	}
+	if len(missing) > 0 {
+		return fail(name, fmt.Sprintf("%s; %d name none or an invalid one, so their pods are denied (no-credential): %s", detail, len(missing), strings.Join(missing, ", ")),
+			"annotate each "+credential.AnnotationClientID+" with its own identity (docs/credentials.md)")
+	}
+	if !o.TryCredential || first == nil {
+		return pass(name, detail)
+	}
+	return tryFederation(ctx, c, o, detail, control, first.Name, firstID)
+}
+
+// tryFederation exchanges a token of namespace ns's default
+// ServiceAccount, for the audience of its identity, at the control server:
+// what every sidecar there does first.
+func tryFederation(ctx context.Context, c client.Client, o Options, detail, control, ns string, id credential.Identity) Result {
+	const name = "tailnet credential"
+	clientID, audience := id.ClientID, id.Audience
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}
 	ttl := int64(600)
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: &ttl}}
@@ -364,22 +406,21 @@ func tryFederation(ctx context.Context, c client.Client, o Options, detail, cont
 }
 
 // controlServer: the manager's pod reaches the control server, as its
-// leader last found (mgr.AnnotationControlReachable).
-func controlServer(ctx context.Context, c client.Client, o Options) Result {
+// leader last found (contract.StatusControlReachable).
+func controlServer(st map[string]string, stErr error) Result {
 	const name = "control server"
-	var wh admissionregistrationv1.MutatingWebhookConfiguration
-	if err := c.Get(ctx, client.ObjectKey{Name: o.WebhookConfig}, &wh); err != nil {
-		return fail(name, fmt.Sprintf("MutatingWebhookConfiguration %s: %v", o.WebhookConfig, err), "reinstall tsinject")
-	}
-	raw, ok := wh.Annotations[mgr.AnnotationControlReachable]
+	raw, ok := st[contract.StatusControlReachable]
 	if !ok {
+		if stErr != nil {
+			return statusMissing(name, contract.StatusControlReachable, stErr)
+		}
 		r := pass(name, "the manager has not reported whether it reaches the control server")
 		r.Warning, r.Fix = true, "a manager of this release reports it within a minute of starting (unless --control-probe-every=0)"
 		return r
 	}
-	var p mgr.ControlProbe
+	var p contract.ControlProbe
 	if err := json.Unmarshal([]byte(raw), &p); err != nil {
-		return fail(name, fmt.Sprintf("annotation %s: %v", mgr.AnnotationControlReachable, err), "")
+		return fail(name, fmt.Sprintf("%s %s: %v", contract.StatusConfigMap, contract.StatusControlReachable, err), "")
 	}
 	if !p.OK {
 		return fail(name, fmt.Sprintf("the manager cannot reach %s (since %s): %s", p.URL, p.Since.Format(time.RFC3339), p.Detail),
@@ -427,12 +468,8 @@ func policies(ctx context.Context, c client.Client, sps []v1alpha1.SidecarProfil
 
 // proxies: injected pods whose sidecar is not ready, or was injected with
 // another configuration than the one the manager serves.
-func proxies(ctx context.Context, c client.Client, o Options, sps []v1alpha1.SidecarProfile, profilesErr error) []Result {
-	var wh admissionregistrationv1.MutatingWebhookConfiguration
-	served := ""
-	if err := c.Get(ctx, client.ObjectKey{Name: o.WebhookConfig}, &wh); err == nil {
-		served = wh.Annotations[o.ConfigVersionAnnotation]
-	}
+func proxies(ctx context.Context, c client.Client, st map[string]string, sps []v1alpha1.SidecarProfile, profilesErr error) []Result {
+	served := st[contract.StatusConfigVersion]
 	var pods corev1.PodList
 	if err := c.List(ctx, &pods); err != nil {
 		return []Result{fail("sidecars", err.Error(), "")}
@@ -475,7 +512,7 @@ func proxies(ctx context.Context, c client.Client, o Options, sps []v1alpha1.Sid
 	current := pass("sidecar versions", fmt.Sprintf("%d injected pods run the configuration served (%s)", injected, served))
 	switch {
 	case served == "":
-		current = fail("sidecar versions", "the webhook configuration does not record the version the manager serves", "upgrade the manager; it publishes "+o.ConfigVersionAnnotation)
+		current = fail("sidecar versions", "the manager has not published the version it serves ("+contract.StatusConfigMap+" "+contract.StatusConfigVersion+")", "the leading manager publishes it within seconds; upgrade a manager older than this tsinject")
 	case len(lagging) > 0:
 		current = pass("sidecar versions", fmt.Sprintf("%d of %d injected pods were injected with another configuration than the one served (%s): %s", len(lagging), injected, served, strings.Join(lagging, ", ")))
 		current.Warning, current.Fix = true, "recreate them to pick up the current sidecar: kubectl rollout restart their workloads"

@@ -21,17 +21,45 @@ import (
 	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 var now = time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
 
 var opts = Options{Namespace: "tsinject-system", Deployment: "tsinject-manager", WebhookConfig: "tsinject", CertSecret: "tsinject-webhook-tls",
-	ConfigVersionAnnotation: "tsinject.dev/config-version", Now: func() time.Time { return now }}
+	Now: func() time.Time { return now }}
 
-func deployment(ready int32, args ...string) *appsv1.Deployment {
+// statusMap is the manager's status ConfigMap: its credential
+// configuration and the configuration version it serves.
+func statusMap(cfg credential.Config, version string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: contract.StatusConfigMap},
+		Data: map[string]string{contract.StatusCredential: string(cfg.Published()), contract.StatusConfigVersion: version}}
+}
+
+var (
+	federated       = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "kC8Hsk3CNTRL", Audience: credential.DefaultAudience}}
+	federatedShared = credential.Config{Mode: credential.Federation, System: federated.System, NamespaceDefault: &credential.Identity{ClientID: "shared", Audience: credential.DefaultAudience}}
+	registered      = credential.Config{Mode: credential.Register, Secret: "tsinject-authkey", SecretKey: contract.AuthSecretKey}
+	copied          = credential.Config{Mode: credential.Copy, Secret: "tsinject-authkey", SecretKey: contract.AuthSecretKey}
+	oauth           = credential.Config{Mode: credential.OAuth, Secret: "oauth"}
+)
+
+// enabled is a namespace labelled for injection, with annotations.
+func enabled(name string, annotations map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{injector.LabelInjection: "enabled"}, Annotations: annotations}}
+}
+
+// credentialCheck reads the status as Run does, then checks the credential.
+func credentialCheck(c client.Client) Result {
+	ctx := context.Background()
+	st, err := status(ctx, c, opts)
+	return tailnetCredential(ctx, c, opts, st, err)
+}
+
+func deployment(ready int32) *appsv1.Deployment {
 	two := int32(2)
 	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-manager"},
-		Spec:   appsv1.DeploymentSpec{Replicas: &two, Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Args: args}}}}},
+		Spec:   appsv1.DeploymentSpec{Replicas: &two, Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager"}}}}},
 		Status: appsv1.DeploymentStatus{ReadyReplicas: ready}}
 }
 
@@ -49,7 +77,7 @@ func TestChecks(t *testing.T) {
 	otherCA, _ := certs.NewCA(now.Add(-time.Hour), 365*24*time.Hour)
 	serving, _ := certs.Issue(ca, []string{"tsinject-webhook.tsinject-system.svc"}, nil, now.Add(-time.Hour), 10*24*time.Hour)
 	webhookConfig := func(bundle []byte, version string) *admissionregistrationv1.MutatingWebhookConfiguration {
-		return &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "tsinject", Annotations: map[string]string{opts.ConfigVersionAnnotation: version}},
+		return &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "tsinject"},
 			Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "namespace.inject.tsinject.dev", ClientConfig: admissionregistrationv1.WebhookClientConfig{CABundle: bundle}}}}
 	}
 	certSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-webhook-tls"}, Data: map[string][]byte{corev1.TLSCertKey: serving.CertPEM}}
@@ -83,14 +111,17 @@ func TestChecks(t *testing.T) {
 		{"certificate verified, expiring", func(c client.Client) Result { return webhookCert(ctx, c, opts) }, []client.Object{webhookConfig(ca.CertPEM, ""), certSecret}, true, true, "caBundle verifies the serving certificate; it expires 2027-01-10"},
 		{"certificate from another CA", func(c client.Client) Result { return webhookCert(ctx, c, opts) }, []client.Object{webhookConfig(otherCA.CertPEM, ""), certSecret}, false, false, "the caBundle does not verify the serving certificate"},
 		{"no caBundle", func(c client.Client) Result { return webhookCert(ctx, c, opts) }, []client.Object{webhookConfig(nil, ""), certSecret}, false, false, "no caBundle"},
-		{"federation", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--federation-client-id=kC8Hsk3CNTRL")}, true, false, "workload identity federation (client ID kC8Hsk3CNTRL)"},
-		{"auth key, expiry unknown", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--register-nodes"), authKey("")}, true, false, "expiry not recorded"},
-		{"auth key expiring", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--register-nodes"), authKey("2027-01-05T00:00:00Z")}, true, true, "expires in 4 days"},
-		{"auth key expired", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--copy-auth-key"), authKey("2026-12-01T00:00:00Z")}, false, false, "expired at 2026-12-01T00:00:00Z"},
-		{"auth key Secret missing", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--register-nodes")}, false, false, "auth key Secret tsinject-system/tsinject-authkey"},
-		{"OAuth client incomplete", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2, "--oauth-secret=oauth"),
+		{"federation, each namespace its own identity", credentialCheck, []client.Object{statusMap(federated, ""), enabled("shop", map[string]string{credential.AnnotationClientID: "shop-id"})}, true, false, "1 enabled namespaces name their own identity"},
+		{"federation, a namespace without one", credentialCheck, []client.Object{statusMap(federated, ""), enabled("shop", map[string]string{credential.AnnotationClientID: "shop-id"}), enabled("bare", nil)}, false, false, "so their pods are denied (no-credential): bare"},
+		{"federation, the shared default", credentialCheck, []client.Object{statusMap(federatedShared, ""), enabled("bare", nil)}, true, true, "1 share the default shared (bare); WARNING: namespaces without their own"},
+		{"auth key, expiry unknown", credentialCheck, []client.Object{statusMap(registered, ""), authKey("")}, true, false, "expiry not recorded"},
+		{"auth key expiring", credentialCheck, []client.Object{statusMap(registered, ""), authKey("2027-01-05T00:00:00Z")}, true, true, "expires in 4 days"},
+		{"auth key expired", credentialCheck, []client.Object{statusMap(copied, ""), authKey("2026-12-01T00:00:00Z")}, false, false, "expired at 2026-12-01T00:00:00Z"},
+		{"auth key copied", credentialCheck, []client.Object{statusMap(copied, ""), authKey("")}, true, true, "WARNING: the auth key is copied into every namespace"},
+		{"auth key Secret missing", credentialCheck, []client.Object{statusMap(registered, "")}, false, false, "auth key Secret tsinject-system/tsinject-authkey"},
+		{"OAuth client incomplete", credentialCheck, []client.Object{statusMap(oauth, ""),
 			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "oauth"}, Data: map[string][]byte{"client_id": []byte("x")}}}, false, false, `has no "client_secret"`},
-		{"no mode", func(c client.Client) Result { return credential(ctx, c, opts) }, []client.Object{deployment(2)}, false, false, "names no credential mode"},
+		{"not published", credentialCheck, nil, false, false, "ConfigMap tsinject-system/tsinject-manager-status"},
 		{"policies parse", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:shop"}}}}, true, false, "1 namespaces set a policy"},
 		{"bad policy", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationAllowUntagged: "maybe"}}}}, false, false, "namespace shop: annotation tsinject.dev/allow-untagged"},
 		{"profile missing", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationProfile: "team"}}}}, false, false, `names SidecarProfile "team", which does not exist`},
@@ -115,8 +146,8 @@ func TestChecks(t *testing.T) {
 	}
 
 	t.Run("proxies", func(t *testing.T) {
-		c := build(webhookConfig(ca.CertPEM, "v1-aaaa"), injectedPod("a", "v1-aaaa", true), injectedPod("b", "v0-bbbb", true), injectedPod("c", "v1-aaaa", false))
-		rs := listedProxies(ctx, c, opts)
+		c := build(statusMap(federated, "v1-aaaa"), injectedPod("a", "v1-aaaa", true), injectedPod("b", "v0-bbbb", true), injectedPod("c", "v1-aaaa", false))
+		rs := listedProxies(ctx, c)
 		if r := rs[0]; r.OK || !strings.Contains(r.Detail, "1 of 3 injected pods' sidecars are not ready: shop/c") {
 			t.Errorf("sidecars ready: %+v", r)
 		}
@@ -133,9 +164,10 @@ func listedPolicies(ctx context.Context, c client.Client) Result {
 	return policies(ctx, c, sps.Items, err)
 }
 
-// listedProxies is proxies with the profiles listed, as Run does.
-func listedProxies(ctx context.Context, c client.Client, o Options) []Result {
+// listedProxies is proxies with the status and profiles listed, as Run does.
+func listedProxies(ctx context.Context, c client.Client) []Result {
 	var sps v1alpha1.SidecarProfileList
 	err := c.List(ctx, &sps)
-	return proxies(ctx, c, o, sps.Items, err)
+	st, _ := status(ctx, c, opts)
+	return proxies(ctx, c, st, sps.Items, err)
 }

@@ -7,12 +7,15 @@
 //
 // What it checks, in order: the token with a TokenReview (signature,
 // expiry, audience contract.KeyBrokerAudience, and that it is bound to a pod that
-// exists with that UID); the pod, read live: in a tenant namespace it
-// must carry tsinject's sidecar, and the tags in that sidecar's
-// environment must be within the namespace's policy now (a pod author can
-// write that environment themselves); in tsinject's namespace it must
-// belong to one of tsinject's proxy StatefulSets. Each pod gets a bounded
-// number of keys (a restarted sidecar with memory state needs a new one).
+// exists with that UID); the pod, read live: in a tenant namespace the
+// injection truth table must select it (its namespace enabled, not
+// disabled), it must carry tsinject's sidecar, and the tags in that
+// sidecar's environment must be within the namespace's policy now (a pod
+// author can write that environment and the status annotation
+// themselves), as must the hostname a registered node takes; in
+// tsinject's namespace it must belong to one of tsinject's proxy
+// StatefulSets. Each pod, and each namespace, gets a bounded number of
+// keys an hour (Limits), counted where every replica sees it.
 package keybroker
 
 import (
@@ -52,10 +55,6 @@ type Namespaces interface {
 	Namespace(ctx context.Context, name string) (injector.Namespace, error)
 }
 
-// MaxKeysPerPod bounds the keys one pod may obtain: its sidecar's
-// restarts, not a tenant's loop.
-const MaxKeysPerPod = 10
-
 // Broker serves contract.KeyBrokerPath.
 type Broker struct {
 	TokenReviews authnv1client.TokenReviewInterface
@@ -71,9 +70,8 @@ type Broker struct {
 	// `kubectl describe pod` says why a sidecar got no key.
 	Events events.EventRecorder
 	Log    logr.Logger
-
-	mu     sync.Mutex
-	issued map[types.UID]int
+	// Limits bound the keys per pod and per namespace.
+	Limits *Limits
 }
 
 // Metric results of a key request.
@@ -191,23 +189,15 @@ func (b *Broker) Key(ctx context.Context, token string) (federation.KeyResponse,
 	if pod.Spec.ServiceAccountName != ref.ServiceAccount {
 		return federation.KeyResponse{}, &pod, refuse(http.StatusForbidden, "pod %s runs as %s, the token is %s's", name, pod.Spec.ServiceAccountName, ref.ServiceAccount)
 	}
-	create, err := b.keyFor(ctx, &pod)
+	create, host, err := b.keyFor(ctx, &pod)
 	if err != nil {
 		return federation.KeyResponse{}, &pod, err
 	}
-	b.mu.Lock()
-	if b.issued == nil {
-		b.issued = map[types.UID]int{}
+	if err := b.Limits.Take(ctx, &pod); err != nil {
+		return federation.KeyResponse{}, &pod, err
 	}
-	n := b.issued[pod.UID]
-	if n >= MaxKeysPerPod {
-		b.mu.Unlock()
-		return federation.KeyResponse{}, &pod, refuse(http.StatusTooManyRequests, "pod %s already obtained %d keys; delete the pod to start over", name, n)
-	}
-	b.issued[pod.UID] = n + 1
-	b.mu.Unlock()
 	if b.Registrar != nil {
-		state, err := b.Registrar.Register(ctx, Node{Hostname: hostname(&pod), Tags: create.Tags})
+		state, err := b.Registrar.Register(ctx, Node{Hostname: host, Tags: create.Tags})
 		if err != nil {
 			return federation.KeyResponse{}, &pod, err
 		}
@@ -264,43 +254,57 @@ func first(v authenticationv1.ExtraValue) string {
 	return v[0]
 }
 
-// keyFor is the key a pod may have: its proxy's tags and state mode.
-func (b *Broker) keyFor(ctx context.Context, pod *corev1.Pod) (federation.KeyCreate, error) {
+// keyFor is the key a pod may have (its proxy's tags and state mode) and
+// the hostname its node registers as.
+func (b *Broker) keyFor(ctx context.Context, pod *corev1.Pod) (federation.KeyCreate, string, error) {
 	name := pod.Namespace + "/" + pod.Name
+	host := hostname(pod)
 	if pod.Namespace == b.SystemNamespace {
 		// Only tsinject's proxy StatefulSets create pods here.
 		if pod.Labels[proxyset.LabelManagedBy] != proxyset.ManagedBy || !ownedByStatefulSet(pod) {
-			return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s is not one of tsinject's proxies", name)
+			return federation.KeyCreate{}, "", refuse(http.StatusForbidden, "pod %s is not one of tsinject's proxies", name)
 		}
 		c, ok := containerWithEnv(pod, contract.EnvTags)
 		if !ok {
-			return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s has no proxy container", name)
+			return federation.KeyCreate{}, "", refuse(http.StatusForbidden, "pod %s has no proxy container", name)
 		}
 		tags, err := contract.ParseTags(env(c, contract.EnvTags))
 		if err != nil || len(tags) == 0 {
-			return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s: its proxy has no valid tags", name)
+			return federation.KeyCreate{}, "", refuse(http.StatusForbidden, "pod %s: its proxy has no valid tags", name)
 		}
-		return federation.KeyCreate{Tags: tags, Ephemeral: env(c, contract.EnvState) == contract.StateEphemeral, Preauthorized: true}, nil
+		return federation.KeyCreate{Tags: tags, Ephemeral: env(c, contract.EnvState) == contract.StateEphemeral, Preauthorized: true}, host, nil
 	}
 	if _, ok := pod.Annotations[injector.AnnotationStatus]; !ok {
-		return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s was not injected by tsinject", name)
-	}
-	c, ok := sidecar(pod)
-	if !ok {
-		return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s has no tailscale sidecar", name)
-	}
-	tags, err := contract.ParseTags(env(c, contract.EnvTags))
-	if err != nil {
-		return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s: sidecar tags: %v", name, err)
+		return federation.KeyCreate{}, "", refuse(http.StatusForbidden, "pod %s was not injected by tsinject", name)
 	}
 	ns, err := b.Namespaces.Namespace(ctx, pod.Namespace)
 	if err != nil {
-		return federation.KeyCreate{}, fmt.Errorf("namespace %s: %w", pod.Namespace, err)
+		return federation.KeyCreate{}, "", fmt.Errorf("namespace %s: %w", pod.Namespace, err)
+	}
+	// The status annotation and the sidecar may be the pod author's own:
+	// tsinject would inject this pod only where the truth table says so.
+	if r := b.Injector.Selected(pod, ns); r != injector.ReasonInjected {
+		return federation.KeyCreate{}, "", refuse(http.StatusForbidden, "pod %s would not be injected by tsinject (%s: %s), so it gets no key", name, r, r.Info().Message)
+	}
+	c, ok := sidecar(pod)
+	if !ok {
+		return federation.KeyCreate{}, "", refuse(http.StatusForbidden, "pod %s has no tailscale sidecar", name)
+	}
+	tags, err := contract.ParseTags(env(c, contract.EnvTags))
+	if err != nil {
+		return federation.KeyCreate{}, "", refuse(http.StatusForbidden, "pod %s: sidecar tags: %v", name, err)
 	}
 	if err := b.Injector.TagsAllowed(ns, tags); err != nil {
-		return federation.KeyCreate{}, refuse(http.StatusForbidden, "pod %s: %v", name, err)
+		return federation.KeyCreate{}, "", refuse(http.StatusForbidden, "pod %s: %v", name, err)
 	}
-	return federation.KeyCreate{Tags: tags, Ephemeral: env(c, contract.EnvState) != contract.StateSecret, Preauthorized: true}, nil
+	// A registered node takes the name the broker gives it; a minted key
+	// cannot bind a name (the node picks it), see docs/credentials.md.
+	if b.Registrar != nil {
+		if err := b.Injector.HostnameAllowed(ns, host); err != nil {
+			return federation.KeyCreate{}, "", refuse(http.StatusForbidden, "pod %s: hostname %v", name, err)
+		}
+	}
+	return federation.KeyCreate{Tags: tags, Ephemeral: env(c, contract.EnvState) != contract.StateSecret, Preauthorized: true}, host, nil
 }
 
 // hostname is the name the pod's proxy would register as: the sidecar's

@@ -17,11 +17,12 @@ import (
 
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
 )
 
-// The manager copies the auth key into namespaces whose pods may be
-// injected, keeps it in sync, and removes it when they no longer may.
+// The manager copies the auth key into namespaces labelled enabled, keeps
+// it in sync, and removes it when they no longer are.
 func TestAuthKeyCopies(t *testing.T) {
 	e := start(t, nil)
 	ctx := context.Background()
@@ -63,12 +64,13 @@ func TestAuthKeyCopies(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, copyIs("team-a", "tskey-auth-two"))
 
-	// An opted-in pod in an unlabelled namespace brings a copy there.
+	// A pod opting in in a namespace a cluster admin did not enable pulls
+	// no key there: the webhook denies it, saying why.
 	p := pod("team-b", "opted-in", func(p *corev1.Pod) { p.Labels = map[string]string{injector.LabelInject: "true"} })
-	if err := e.cl.Create(ctx, p); err != nil {
-		t.Fatal(err)
+	if err := e.cl.Create(ctx, p); err == nil || !strings.Contains(err.Error(), "no-credential") || !strings.Contains(err.Error(), "namespace team-b is not labelled tsinject.dev/injection=enabled") {
+		t.Fatalf("an opted-in pod in an unlabelled namespace: %v, want a no-credential denial", err)
 	}
-	waitFor(t, 10*time.Second, copyIs("team-b", "tskey-auth-two"))
+	waitFor(t, 2*time.Second, copyIs("team-b", ""))
 
 	// A copy someone deletes comes back; one someone edits is restored.
 	var cp corev1.Secret
@@ -144,7 +146,8 @@ func TestSecretCacheIgnoresTenantLookalikes(t *testing.T) {
 // tsinject's, ten minutes), never a Secret.
 func TestFederationDistributesNoKey(t *testing.T) {
 	e := start(t, func(o *manager.Options) {
-		o.Injector.Federation = &injector.Federation{ClientID: "cid", Audience: injector.DefaultAudience}
+		o.Injector.Credential = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "system", Audience: credential.DefaultAudience},
+			NamespaceDefault: &credential.Identity{ClientID: "cid", Audience: credential.DefaultAudience}}
 	})
 	ctx := context.Background()
 	if err := e.cl.Create(ctx, &corev1.Secret{
@@ -180,8 +183,8 @@ func TestFederationDistributesNoKey(t *testing.T) {
 			}
 		}
 	}
-	if token == nil || token.Audience != injector.DefaultAudience || token.ExpirationSeconds == nil || *token.ExpirationSeconds != contract.TokenExpirationSeconds {
-		t.Errorf("token projection %+v, want audience %s for %d s", token, injector.DefaultAudience, contract.TokenExpirationSeconds)
+	if token == nil || token.Audience != credential.DefaultAudience || token.ExpirationSeconds == nil || *token.ExpirationSeconds != contract.TokenExpirationSeconds {
+		t.Errorf("token projection %+v, want audience %s for %d s", token, credential.DefaultAudience, contract.TokenExpirationSeconds)
 	}
 	var list corev1.SecretList
 	if err := e.cl.List(ctx, &list, client.InNamespace("team-a")); err != nil {
@@ -196,7 +199,7 @@ func TestFederationDistributesNoKey(t *testing.T) {
 // records the expiry on the Secret; the manager exports it and leaves a
 // Warning Event on the Secret, and says so when the annotation is wrong.
 func TestCredentialExpiryWarns(t *testing.T) {
-	e := start(t, func(o *manager.Options) { o.RegisterNodes = true })
+	e := start(t, func(o *manager.Options) { o.Injector.Credential = registered })
 	ctx := context.Background()
 	expires := time.Now().Add(72 * time.Hour).UTC().Truncate(time.Second)
 	src := &corev1.Secret{

@@ -73,7 +73,7 @@ func TestCertManagerMode(t *testing.T) {
 		o := manager.DefaultOptions()
 		o.CertMode = manager.CertModeCertManager
 		o.LeaderElection = false
-		o.CopyAuthKey = true
+		o.Injector.Credential = copyMode
 		return o
 	}())
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/check"
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
@@ -45,19 +48,21 @@ func TestCheckAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The manager publishes the version it serves.
+	// The manager publishes the version it serves and its credential mode.
 	waitFor(t, 30*time.Second, func() error {
-		var wh admissionregistrationv1.MutatingWebhookConfiguration
-		if err := c.Get(ctx, client.ObjectKey{Name: "tsinject"}, &wh); err != nil {
+		var cm corev1.ConfigMap
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: contract.StatusConfigMap}, &cm); err != nil {
 			return err
 		}
-		if wh.Annotations[manager.AnnotationConfigVersion] == "" {
-			return fmt.Errorf("no %s on the webhook configuration", manager.AnnotationConfigVersion)
+		for _, k := range []string{contract.StatusConfigVersion, contract.StatusCredential} {
+			if cm.Data[k] == "" {
+				return fmt.Errorf("no %s in the status ConfigMap: %v", k, cm.Data)
+			}
 		}
 		return nil
 	})
 	o := check.Options{Namespace: "tsinject-system", Deployment: "tsinject-manager", WebhookConfig: "tsinject", CertSecret: "tsinject-webhook-tls",
-		ConfigVersionAnnotation: manager.AnnotationConfigVersion, Proxies: true}
+		Proxies: true}
 	got := map[string]check.Result{}
 	for _, r := range check.Run(ctx, c, o) {
 		got[r.Name] = r
@@ -80,19 +85,25 @@ func TestCheckAgainstAPIServer(t *testing.T) {
 // (federation), or the OAuth client obtains an access token. A trust that
 // does not hold, or a wrong secret, fails with the API's own refusal.
 func TestCheckTriesTheCredential(t *testing.T) {
-	e := start(t, nil)
 	ctx := context.Background()
+	e := &env{c: clustertest.Start(t, cluster.Options{CRDDirs: crds(), Scheme: manager.Scheme()})}
+	e.cl = e.c.Client
+	for _, ns := range []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "tsinject-system"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{injector.LabelInjection: "enabled"}, Annotations: map[string]string{credential.AnnotationClientID: "client-shop"}}}} {
+		if err := e.cl.Create(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
 	issuer, hc, err := cluster.OpenIssuerDiscovery(ctx, e.c.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	api := &tsapi.Server{Client: hc,
-		Credentials:  []tsapi.Credential{{ClientID: "client-shop", Issuer: issuer, Audience: "tsinject.dev/test", Subject: "system:serviceaccount:shop:*", Tags: []string{"tag:shop"}}},
-		OAuthClients: []tsapi.OAuthClient{{ID: "oauth-id", Secret: "oauth-secret", Tags: []string{"tag:shop"}}},
+		Credentials:  []tsapi.Credential{{ClientID: "client-shop", Issuer: issuer, Audience: "tsinject.dev/test", Subject: "system:serviceaccount:shop:*", Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:shop"}}},
+		OAuthClients: []tsapi.OAuthClient{{ID: "oauth-id", Secret: "oauth-secret", Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:shop"}}},
 	}
 	srv := httptest.NewServer(api)
 	defer srv.Close()
-	e.namespace(t, "shop", map[string]string{injector.LabelInjection: "enabled"})
 	// envtest runs no controller-manager to make it.
 	if err := e.cl.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "default"}}); err != nil {
 		t.Fatal(err)
@@ -115,26 +126,35 @@ func TestCheckTriesTheCredential(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := check.Options{Namespace: "tsinject-system", Deployment: "tsinject-manager", WebhookConfig: "tsinject", CertSecret: "tsinject-webhook-tls",
-		ConfigVersionAnnotation: manager.AnnotationConfigVersion, TryCredential: true, HTTPClient: srv.Client()}
+		TryCredential: true, HTTPClient: srv.Client()}
+	system := credential.Identity{ClientID: "client-system", Audience: "tsinject.dev/test"}
+	publish := func(cfg credential.Config) {
+		t.Helper()
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: contract.StatusConfigMap},
+			Data: map[string]string{contract.StatusCredential: string(cfg.Published()), contract.StatusControlURL: srv.URL}}
+		if err := c.Delete(ctx, cm); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+		if err := c.Create(ctx, cm); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		name string
-		args []string
+		cfg  credential.Config
 		ok   bool
 		want string
 	}{
-		{"federation", []string{"--federation-client-id=client-shop", "--federation-audience=tsinject.dev/test"}, true, "exchanged a token of ServiceAccount shop/default (audience tsinject.dev/test)"},
-		{"federation, wrong audience", []string{"--federation-client-id=client-shop"}, false, "was not exchanged"},
-		{"federation, unknown client", []string{"--federation-client-id=client-nope", "--federation-audience=tsinject.dev/test"}, false, `unknown client_id "client-nope"`},
-		{"OAuth client", []string{"--oauth-secret=oauth"}, true, "accepted by " + srv.URL},
+		{"federation", credential.Config{Mode: credential.Federation, System: system}, true, "exchanged a token of ServiceAccount shop/default (audience tsinject.dev/test)"},
+		{"federation, wrong audience", credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "client-system", Audience: "tsinject.dev/other"}}, false, "was not exchanged"},
+		{"OAuth client", oauthMode, true, "accepted by " + srv.URL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := c.Get(ctx, client.ObjectKeyFromObject(deploy), deploy); err != nil {
-				t.Fatal(err)
+			cfg := tc.cfg
+			if cfg.Mode == credential.OAuth {
+				cfg.Secret = "oauth"
 			}
-			deploy.Spec.Template.Spec.Containers[0].Args = append([]string{"--control-url=" + srv.URL}, tc.args...)
-			if err := c.Update(ctx, deploy); err != nil {
-				t.Fatal(err)
-			}
+			publish(cfg)
 			var got check.Result
 			for _, r := range check.Run(ctx, c, o) {
 				if r.Name == "tailnet credential" {
@@ -148,6 +168,7 @@ func TestCheckTriesTheCredential(t *testing.T) {
 	}
 	// A wrong secret.
 	var sec corev1.Secret
+	publish(credential.Config{Mode: credential.OAuth, Secret: "oauth"})
 	c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: "oauth"}, &sec)
 	sec.Data["client_secret"] = []byte("wrong")
 	if err := c.Update(ctx, &sec); err != nil {
@@ -234,7 +255,8 @@ func TestCheckFailuresAgainstAPIServer(t *testing.T) {
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "tsinject-webhook-tls"},
 			Data: map[string][]byte{corev1.TLSCertKey: serving.CertPEM, corev1.TLSPrivateKeyKey: serving.KeyPEM}},
 		// A CA bundle from another CA than the one that signed the certificate.
-		&admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "tsinject", Annotations: map[string]string{manager.AnnotationConfigVersion: "v2-new"}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: contract.StatusConfigMap}, Data: map[string]string{contract.StatusConfigVersion: "v2-new"}},
+		&admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "tsinject"},
 			Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "namespace.inject.tsinject.dev", AdmissionReviewVersions: []string{"v1"}, SideEffects: &none,
 				ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: other.CertPEM},
 				// Selects nothing: this installation's webhook is not running.
@@ -262,7 +284,7 @@ func TestCheckFailuresAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := check.Options{Namespace: "tsinject-system", Deployment: "tsinject-manager", WebhookConfig: "tsinject", CertSecret: "tsinject-webhook-tls",
-		ConfigVersionAnnotation: manager.AnnotationConfigVersion, Proxies: true}
+		Proxies: true}
 	var got map[string]check.Result
 	waitFor(t, 30*time.Second, func() error {
 		got = map[string]check.Result{}

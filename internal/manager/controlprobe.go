@@ -11,49 +11,33 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"tailscale.com/tailcfg"
+
+	"github.com/tsinject/tsinject/internal/contract"
 )
-
-// AnnotationControlReachable on the MutatingWebhookConfiguration says
-// whether the manager's pod reaches the control server (ControlProbe, as
-// JSON), for `tsinject check`: the manager logs proxies out there, and
-// its network is the cluster's, which a NetworkPolicy or proxy may close.
-const AnnotationControlReachable = "tsinject.dev/control-reachable"
-
-// ControlProbe is what the annotation holds.
-type ControlProbe struct {
-	URL string `json:"url"`
-	OK  bool   `json:"ok"`
-	// Detail is the failure, or what answered.
-	Detail string `json:"detail"`
-	// Since is when the probe last changed its verdict.
-	Since time.Time `json:"since"`
-}
 
 // controlProber asks the control server for its public keys (/key, which
 // every Tailscale-compatible control server serves) every minute, and
 // publishes the verdict when it changes. It runs on the leader.
 type controlProber struct {
-	client  client.Client
-	webhook string
-	url     string
-	http    *http.Client
-	every   time.Duration
-	log     logr.Logger
+	client    client.Client
+	namespace string
+	url       string
+	http      *http.Client
+	every     time.Duration
+	log       logr.Logger
 }
 
 func (p *controlProber) Start(ctx context.Context) error {
-	var last *ControlProbe
+	var last *contract.ControlProbe
 	t := time.NewTicker(p.every)
 	defer t.Stop()
 	for {
 		now := p.probe(ctx)
 		if last == nil || now.OK != last.OK || now.Detail != last.Detail {
 			if err := p.publish(ctx, now); err != nil {
-				p.log.Error(err, "publishing the control server's reachability", "webhookConfiguration", p.webhook)
+				p.log.Error(err, "publishing the control server's reachability")
 			} else {
 				last = &now
 			}
@@ -66,8 +50,8 @@ func (p *controlProber) Start(ctx context.Context) error {
 	}
 }
 
-func (p *controlProber) probe(ctx context.Context) ControlProbe {
-	r := ControlProbe{URL: p.url, Since: time.Now().UTC().Truncate(time.Second)}
+func (p *controlProber) probe(ctx context.Context) contract.ControlProbe {
+	r := contract.ControlProbe{URL: p.url, Since: time.Now().UTC().Truncate(time.Second)}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	u := strings.TrimSuffix(p.url, "/") + "/key?v=" + strconv.Itoa(int(tailcfg.CurrentCapabilityVersion))
@@ -95,10 +79,7 @@ func (p *controlProber) probe(ctx context.Context) ControlProbe {
 	return r
 }
 
-func (p *controlProber) publish(ctx context.Context, r ControlProbe) error {
+func (p *controlProber) publish(ctx context.Context, r contract.ControlProbe) error {
 	v, _ := json.Marshal(r)
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{AnnotationControlReachable: string(v)}}})
-	wh := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	wh.Name = p.webhook
-	return p.client.Patch(ctx, wh, client.RawPatch(types.MergePatchType, patch))
+	return publishStatus(ctx, p.client, p.namespace, contract.StatusControlReachable, string(v))
 }

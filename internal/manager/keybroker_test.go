@@ -20,6 +20,7 @@ import (
 
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/federation"
 	"github.com/tsinject/tsinject/internal/keybroker"
 	"github.com/tsinject/tsinject/internal/manager"
@@ -34,14 +35,14 @@ import (
 // client that never leaves tsinject-system; the key registers a node.
 // Then what a tenant might try, each refused with the reason.
 func TestKeyBroker(t *testing.T) {
-	api := &tsapi.Server{OAuthClients: []tsapi.OAuthClient{{ID: "oauth-id", Secret: "oauth-secret", Tags: []string{"tag:shop", "tag:admin"}}}}
+	api := &tsapi.Server{OAuthClients: []tsapi.OAuthClient{{ID: "oauth-id", Secret: "oauth-secret", Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:shop", "tag:admin", "tag:k8s"}}}}
 	tn, err := tailnet.Start(tailnet.Options{API: api})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tn.Close()
 	e := start(t, func(o *manager.Options) {
-		o.OAuthSecret = "tsinject-oauth"
+		o.Injector.Credential = oauthMode
 		o.Injector.ControlURL = tn.ControlURL()
 	})
 	ctx := context.Background()
@@ -54,7 +55,8 @@ func TestKeyBroker(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(e.c.Config)
 	e.namespaceWith(t, "shop", map[string]string{injector.LabelInjection: "enabled"}, map[string]string{injector.AnnotationDefaultTags: "tag:shop"})
 	e.namespaceWith(t, "plain", nil, nil)
-	for _, ns := range []string{"shop", "plain", "tsinject-system"} {
+	e.namespaceWith(t, "off", map[string]string{injector.LabelInjection: "disabled"}, nil)
+	for _, ns := range []string{"shop", "plain", "off", "tsinject-system"} {
 		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -127,6 +129,15 @@ func TestKeyBroker(t *testing.T) {
 			Env: []corev1.EnvVar{{Name: contract.EnvTags, Value: "tag:admin"}}}}
 	}))
 	plain := create(pod("plain", "app"))
+	// In a namespace where tsinject is disabled, a pod forging all of it
+	// and asking for the manager's default tags, which every enabled
+	// namespace may have.
+	disabled := create(pod("off", "forged", func(p *corev1.Pod) {
+		p.Labels = map[string]string{injector.LabelInject: "true"}
+		p.Annotations = map[string]string{injector.AnnotationStatus: `{"version":"x","sidecar":"native","volumes":[]}`}
+		p.Spec.InitContainers = []corev1.Container{{Name: contract.SidecarContainer, Image: "x",
+			Env: []corev1.EnvVar{{Name: contract.EnvTags, Value: "tag:k8s"}}}}
+	}))
 	sys := create(pod("tsinject-system", "impostor", func(p *corev1.Pod) {
 		p.Labels = map[string]string{"app.kubernetes.io/managed-by": "tsinject"}
 		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: contract.EnvTags, Value: "tag:admin"}}
@@ -145,11 +156,12 @@ func TestKeyBroker(t *testing.T) {
 	for _, tc := range []struct {
 		name, token, want string
 	}{
-		{"token for another audience", token(app, injector.DefaultAudience), "token refused"},
+		{"token for another audience", token(app, credential.DefaultAudience), "token refused"},
 		{"token not bound to a pod", unbound.Status.Token, "not a ServiceAccount token bound to a pod"},
 		{"a pod's token after the pod is gone", goneToken, "token refused"},
 		{"forged injection with tags beyond the policy", token(forged, contract.KeyBrokerAudience), `tag tag:admin is not allowed in namespace shop`},
 		{"a pod tsinject never injected", token(plain, contract.KeyBrokerAudience), "was not injected"},
+		{"forged injection in a disabled namespace", token(disabled, contract.KeyBrokerAudience), "would not be injected by tsinject (namespace-disabled"},
 		{"a pod in tsinject's namespace that is no proxy of it", token(sys, contract.KeyBrokerAudience), "not one of tsinject's proxies"},
 		{"not a token", "tskey-auth-stolen", "token refused"},
 	} {
@@ -202,11 +214,11 @@ func TestKeyBroker(t *testing.T) {
 	// One pod, a bounded number of keys.
 	tok := token(app, contract.KeyBrokerAudience)
 	var last error
-	for i := 1; i < keybroker.MaxKeysPerPod+1; i++ {
+	for i := 1; i < keybroker.DefaultPerPod+1; i++ {
 		_, last = federation.BrokerKey(ctx, brokerURL, ca, tok)
 	}
 	if last == nil || !strings.Contains(last.Error(), fmt.Sprint(http.StatusTooManyRequests)) {
-		t.Errorf("key %d for one pod: %v, want HTTP 429", keybroker.MaxKeysPerPod+1, last)
+		t.Errorf("key %d for one pod: %v, want HTTP 429", keybroker.DefaultPerPod+1, last)
 	}
 
 	// The API refuses the manager (here: the OAuth client's secret was
@@ -251,7 +263,7 @@ func TestKeyBrokerRegisters(t *testing.T) {
 	}
 	defer tn.Close()
 	e := start(t, func(o *manager.Options) {
-		o.RegisterNodes = true
+		o.Injector.Credential = registered
 		o.Injector.ControlURL = tn.ControlURL()
 	})
 	ctx := context.Background()

@@ -51,8 +51,8 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o Options) (*Local, error
 		o.HealthAddr = "0"
 	}
 	url := fmt.Sprintf("https://127.0.0.1:%d/inject-pod", port)
-	if o.KeyBrokerURL == "" {
-		o.KeyBrokerURL = fmt.Sprintf("https://127.0.0.1:%d%s", port, contract.KeyBrokerPath)
+	if o.Injector.Credential.Brokered() {
+		o.Injector.Credential.BrokerURL = fmt.Sprintf("https://127.0.0.1:%d%s", port, contract.KeyBrokerPath)
 	}
 
 	c, err := client.New(cfg, client.Options{Scheme: Scheme()})

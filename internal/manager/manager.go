@@ -57,6 +57,7 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/webhook"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/federation"
 	"github.com/tsinject/tsinject/internal/keybroker"
 	"github.com/tsinject/tsinject/internal/tsnode"
@@ -91,39 +92,24 @@ type Options struct {
 	CAValidity, CertValidity time.Duration
 	PropagationDelay         time.Duration
 
+	// Injector configures injection, the credential mode among it
+	// (Injector.Credential: how sidecars and proxies join the tailnet).
 	Injector      injector.Config
 	NativeSidecar string
-	// AuthSecret is the operator's auth-key Secret in Namespace; AuthKey its key.
-	AuthSecret, AuthKey string
-	// OAuthSecret, if set, names a Secret in Namespace with an OAuth
-	// client of the tailnet's API (keys client_id, client_secret): the
-	// manager's key broker mints each pod a one-off key with it, and no
-	// auth key is distributed. APIURL is the API's base URL.
-	OAuthSecret, APIURL string
 	// PodCIDRs are the cluster's pod ranges, which exit-node Connectors
 	// refuse (with the Service ranges they read from the cluster).
 	PodCIDRs []netip.Prefix
 	// ControlProbeEvery, if set, makes the leader check that the control
-	// server answers from its pod this often, and publish the verdict on
-	// the webhook configuration (AnnotationControlReachable) for `tsinject
+	// server answers from its pod this often, and publish the verdict in
+	// its status ConfigMap (contract.StatusControlReachable) for `tsinject
 	// check`. Zero: no probe (tests, which must not reach Tailscale's).
 	ControlProbeEvery time.Duration
+	// KeysPerNamespace bounds the keys the key broker issues to one
+	// namespace an hour (keybroker.DefaultPerNamespace).
+	KeysPerNamespace int
 	// ClusterDomain is the cluster's DNS domain: egress Services point
 	// their externalName at <proxy>.<Namespace>.svc.<ClusterDomain>.
 	ClusterDomain string
-	// RegisterNodes, with the auth key in AuthSecret: the key broker
-	// registers each pod's node itself and hands the pod only that node's
-	// state; the key never leaves Namespace (control servers with static
-	// keys only).
-	RegisterNodes bool
-	// CopyAuthKey, with the auth key in AuthSecret: the manager copies the
-	// key into every namespace that may be injected, where any pod can
-	// read it. Kept for clusters that still depend on it; one of the four
-	// modes must be chosen.
-	CopyAuthKey bool
-	// KeyBrokerURL is where pods reach the key broker; default the
-	// webhook Service's https://<service>.<namespace>.svc/v1/key.
-	KeyBrokerURL string
 
 	MetricsAddr, HealthAddr string
 	LeaderElection          bool
@@ -160,8 +146,8 @@ func mayCopyAuthKey(ctx context.Context, cs kubernetes.Interface) error {
 // server's (Headscale, tests), else Tailscale's API.
 func (o *Options) apiURL() string {
 	switch {
-	case o.APIURL != "":
-		return o.APIURL
+	case o.Injector.Credential.APIURL != "":
+		return o.Injector.Credential.APIURL
 	case o.Injector.ControlURL != "":
 		return o.Injector.ControlURL
 	}
@@ -206,23 +192,16 @@ func prefixStrings(ps []netip.Prefix) []string {
 	return out
 }
 
-// keyBrokerURL is where pods reach the manager's key broker.
-func (o *Options) keyBrokerURL() string {
-	if o.KeyBrokerURL != "" {
-		return o.KeyBrokerURL
+// proxyCredential is the wiring of the proxies in the manager's namespace,
+// with the key broker's CA bundle as it is now.
+func (o *Options) proxyCredential(caBundle func() []byte) func() credential.Wiring {
+	return func() credential.Wiring {
+		c := o.Injector.Credential
+		if c.Brokered() {
+			c.BrokerCA = string(caBundle())
+		}
+		return c.ForProxies()
 	}
-	return "https://" + o.ServiceName + "." + o.Namespace + ".svc" + contract.KeyBrokerPath
-}
-
-// proxyCredentials: connectors and API proxies log in as sidecars do.
-func (o *Options) proxyCredentials(caBundle func() []byte) proxyset.Credentials {
-	if f := o.Injector.Federation; f != nil {
-		return proxyset.Credentials{ClientID: f.ClientID, Audience: f.Audience}
-	}
-	if o.OAuthSecret != "" || o.RegisterNodes {
-		return proxyset.Credentials{KeyBrokerURL: o.keyBrokerURL(), KeyBrokerCA: caBundle}
-	}
-	return proxyset.Credentials{AuthSecret: o.AuthSecret, AuthKey: o.AuthKey}
 }
 
 // crdsInstalled fails fast when tsinject's CRDs are missing. Otherwise
@@ -244,14 +223,11 @@ func crdsInstalled(mapper meta.RESTMapper) error {
 // heldCredentials are the Secrets holding a tailnet credential the
 // manager uses (none with federation), whose expiry it watches.
 func (o *Options) heldCredentials() []types.NamespacedName {
-	switch {
-	case o.Injector.Federation != nil:
-		return nil
-	case o.OAuthSecret != "":
-		return []types.NamespacedName{{Namespace: o.Namespace, Name: o.OAuthSecret}}
-	default:
-		return []types.NamespacedName{{Namespace: o.Namespace, Name: o.AuthSecret}}
+	var out []types.NamespacedName
+	for _, name := range o.Injector.Credential.HeldSecrets() {
+		out = append(out, types.NamespacedName{Namespace: o.Namespace, Name: name})
 	}
+	return out
 }
 
 // DefaultOptions are the flags' defaults.
@@ -265,12 +241,11 @@ func DefaultOptions() Options {
 		CertSecret:        "tsinject-webhook-tls",
 		Injector:          injector.DefaultConfig(),
 		NativeSidecar:     NativeAuto,
-		AuthSecret:        "tsinject-authkey",
-		AuthKey:           "authkey",
 		MetricsAddr:       ":8080",
 		HealthAddr:        ":8081",
 		LeaderElection:    true,
 		ShutdownDelay:     5 * time.Second,
+		KeysPerNamespace:  keybroker.DefaultPerNamespace,
 		Log:               logr.Discard(),
 	}
 }
@@ -305,17 +280,11 @@ func (o *Options) Validate() error {
 	if o.WebhookPort <= 0 || o.WebhookPort > 65535 {
 		errs = append(errs, fmt.Errorf("--webhook-port %d: allowed: 1-65535", o.WebhookPort))
 	}
-	modes := 0
-	for _, set := range []bool{o.Injector.Federation != nil, o.OAuthSecret != "", o.RegisterNodes, o.CopyAuthKey} {
-		if set {
-			modes++
-		}
+	if o.KeysPerNamespace < 1 {
+		errs = append(errs, fmt.Errorf("--key-broker-keys-per-namespace %d: allowed: 1 or more", o.KeysPerNamespace))
 	}
-	if modes != 1 {
-		errs = append(errs, errors.New("choose exactly one way for pods to join the tailnet: --federation-client-id (workload identity federation, recommended), --oauth-secret (the key broker with an OAuth client), --register-nodes (the key broker with the auth key in --auth-secret) or --copy-auth-key (the auth key copied into injected namespaces, readable by their pods); see docs/credentials.md"))
-	}
-	if f := o.Injector.Federation; f != nil && (f.ClientID == "" || f.Audience == "") {
-		errs = append(errs, errors.New("--federation-client-id and --federation-audience must both be set for workload identity federation"))
+	if err := o.Injector.Credential.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -387,25 +356,26 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	}
 	src := &certs.Source{Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret}, Clientset: cs, Log: log.WithName("certs")}
 
-	brokered := o.OAuthSecret != "" || o.RegisterNodes
-	if brokered {
-		o.Injector.KeyBroker = &injector.KeyBroker{URL: o.keyBrokerURL()}
-	}
-	switch {
-	case o.RegisterNodes:
-		log.Info("credentials: the key broker registers each pod's node with the auth key and hands it the node's state; the key stays in the manager", "secret", o.AuthSecret, "broker", o.keyBrokerURL())
-	case o.OAuthSecret != "":
-		log.Info("credentials: the key broker mints each pod a one-off key with the OAuth client; no auth key is distributed", "secret", o.OAuthSecret, "api", o.apiURL(), "broker", o.keyBrokerURL())
-	case o.Injector.Federation != nil:
-		log.Info("credentials: workload identity federation; no auth key is distributed", "clientID", o.Injector.Federation.ClientID, "audience", o.Injector.Federation.Audience)
-	default: // CopyAuthKey (Validate requires one mode)
+	cred := o.Injector.Credential
+	brokered := cred.Brokered()
+	switch cred.Mode {
+	case credential.Register:
+		log.Info("credentials: the key broker registers each pod's node with the auth key and hands it the node's state; the key stays in the manager", "secret", cred.Secret, "broker", cred.BrokerURL)
+	case credential.OAuth:
+		log.Info("credentials: the key broker mints each pod a one-off key with the OAuth client; no auth key is distributed", "secret", cred.Secret, "api", o.apiURL(), "broker", cred.BrokerURL)
+	case credential.Federation:
+		log.Info("credentials: workload identity federation, each namespace with its own identity; no auth key is distributed", "system", cred.System, "namespaceDefault", cred.NamespaceDefault)
+	case credential.Copy:
 		if err := mayCopyAuthKey(context.Background(), cs); err != nil {
 			return nil, err
 		}
-		log.Info("credentials: auth key copied into injected namespaces (readable by their pods; prefer --federation-client-id)", "secret", o.AuthSecret)
+		log.Info("credentials: auth key copied into injected namespaces (readable by their pods; prefer --federation-client-id)", "secret", cred.Secret)
+	}
+	for _, w := range cred.Warnings() {
+		log.Info("credentials: warning: " + w)
 	}
 	secrets := map[string]cache.Config{o.Namespace: {}}
-	if o.CopyAuthKey {
+	if cred.Mode == credential.Copy {
 		// Elsewhere only the auth-key copies, by name as well as label:
 		// tenants can label their own Secrets like ours, and a cache that
 		// held them could be grown without bound from any namespace.
@@ -486,15 +456,21 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		Metrics:    m.Metrics,
 		Log:        log.WithName("inject"),
 	}
-	if err := mgr.Add(&configVersionPublisher{client: mgr.GetClient(), webhook: o.WebhookConfigName, version: handler.ConfigVersion, log: log.WithName("config-version")}); err != nil {
-		return nil, err
+	for key, value := range map[string]func() string{
+		contract.StatusConfigVersion: handler.ConfigVersion,
+		contract.StatusCredential:    func() string { return string(o.Injector.Credential.Published()) },
+		contract.StatusControlURL:    func() string { return o.Injector.ControlURL },
+	} {
+		if err := mgr.Add(&statusPublisher{client: mgr.GetClient(), namespace: o.Namespace, key: key, value: value, log: log.WithName("status")}); err != nil {
+			return nil, err
+		}
 	}
 	if o.ControlProbeEvery > 0 {
 		control := o.Injector.ControlURL
 		if control == "" {
 			control = tsnode.DefaultControlURL
 		}
-		if err := mgr.Add(&controlProber{client: mgr.GetClient(), webhook: o.WebhookConfigName, url: control,
+		if err := mgr.Add(&controlProber{client: mgr.GetClient(), namespace: o.Namespace, url: control,
 			http: &http.Client{Timeout: 15 * time.Second}, every: o.ControlProbeEvery, log: log.WithName("control-probe")}); err != nil {
 			return nil, err
 		}
@@ -508,9 +484,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		// they carry in their environment: inject the one served now.
 		src.OnCABundle = func(bundle []byte) {
 			cfg := o.Injector
-			kb := *cfg.KeyBroker
-			kb.CA = string(bundle)
-			cfg.KeyBroker = &kb
+			cfg.Credential.BrokerCA = string(bundle)
 			handler.SetInjector(injector.New(cfg))
 		}
 		broker := &keybroker.Broker{
@@ -521,23 +495,25 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			SystemNamespace: o.Namespace,
 			Events:          mgr.GetEventRecorder("tsinject-key-broker"),
 			Log:             log.WithName("key-broker"),
+			Limits: &keybroker.Limits{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: o.Namespace,
+				PerPod: keybroker.DefaultPerPod, PerNamespace: o.KeysPerNamespace, Window: keybroker.DefaultWindow, Now: time.Now},
 		}
-		if o.RegisterNodes {
+		if cred.Mode == credential.Register {
 			broker.Registrar = keybroker.NewAuthKeyRegistrar(keybroker.AuthKeyRegistrar{
-				Client: mgr.GetClient(), Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.AuthSecret}, Key: o.AuthKey,
+				Client: mgr.GetClient(), Secret: types.NamespacedName{Namespace: o.Namespace, Name: cred.Secret}, Key: cred.SecretKey,
 				ControlURL: o.Injector.ControlURL, Logf: func(f string, a ...any) { log.V(1).Info(fmt.Sprintf(f, a...)) },
 			})
 		} else {
-			broker.Minter = &secretMinter{client: mgr.GetClient(), secret: types.NamespacedName{Namespace: o.Namespace, Name: o.OAuthSecret}, apiURL: o.apiURL()}
+			broker.Minter = &secretMinter{client: mgr.GetClient(), secret: types.NamespacedName{Namespace: o.Namespace, Name: cred.Secret}, apiURL: o.apiURL()}
 		}
 		mgr.GetWebhookServer().Register(contract.KeyBrokerPath, broker)
 	}
 
-	if o.CopyAuthKey {
+	if cred.Mode == credential.Copy {
 		if err := (&authkey.Syncer{
 			Client:          mgr.GetClient(),
-			Source:          types.NamespacedName{Namespace: o.Namespace, Name: o.AuthSecret},
-			Key:             o.AuthKey,
+			Source:          types.NamespacedName{Namespace: o.Namespace, Name: cred.Secret},
+			Key:             cred.SecretKey,
 			SystemNamespace: o.Namespace,
 			Log:             log.WithName("auth-key"),
 		}).SetupWithManager(mgr); err != nil {
@@ -560,7 +536,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	if err := (&connector.Reconciler{
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-		Credentials: o.proxyCredentials(src.CABundle), Logout: logout,
+		Credential: o.proxyCredential(src.CABundle), Logout: logout,
 		PodCIDRs: prefixStrings(o.PodCIDRs),
 		Events:   mgr.GetEventRecorder("tsinject-connector"),
 		Log:      log.WithName("connector"),
@@ -580,7 +556,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		return services.Base{
 			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-			Credentials: o.proxyCredentials(src.CABundle), Logout: logout,
+			Credential: o.proxyCredential(src.CABundle), Logout: logout,
 			Namespaces: namespaces, Injector: injector.New(o.Injector),
 			Events: mgr.GetEventRecorder("tsinject-" + name),
 			Log:    log.WithName(name),
@@ -596,7 +572,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	if err := (&apiproxy.Reconciler{
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-		Credentials: o.proxyCredentials(src.CABundle), Logout: logout,
+		Credential: o.proxyCredential(src.CABundle), Logout: logout,
 		Events: mgr.GetEventRecorder("tsinject-apiserverproxy"),
 		Log:    log.WithName("apiserverproxy"),
 	}).SetupWithManager(mgr); err != nil {

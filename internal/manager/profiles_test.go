@@ -35,7 +35,7 @@ import (
 // same objects as `kubectl get sidecarprofiles,namespaces -o yaml` prints
 // them (or is denied with the same message).
 func TestProfilesWebhookMatchesOffline(t *testing.T) {
-	e := start(t, nil)
+	e := start(t, goldenMode)
 	ctx := context.Background()
 	cases, err := injectortest.CasesIn(injectortest.ProfileDir())
 	if err != nil || len(cases) < 6 {

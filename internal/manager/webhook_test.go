@@ -22,6 +22,7 @@ import (
 
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/injectortest"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
@@ -54,6 +55,20 @@ func (w *warnings) take() []string {
 	return out
 }
 
+// Credential modes the tests start the manager in.
+var (
+	copyMode   = credential.Config{Mode: credential.Copy, Secret: credential.DefaultAuthSecret, SecretKey: credential.DefaultAuthSecretKey}
+	oauthMode  = credential.Config{Mode: credential.OAuth, Secret: "tsinject-oauth"}
+	registered = credential.Config{Mode: credential.Register, Secret: credential.DefaultAuthSecret, SecretKey: credential.DefaultAuthSecretKey}
+	// federatedDefault: one identity for every namespace, where a test is
+	// about something else than whose identity a pod gets.
+	federatedDefault = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "system", Audience: credential.DefaultAudience},
+		NamespaceDefault: &credential.Identity{ClientID: "tenants", Audience: credential.DefaultAudience}}
+)
+
+// goldenMode runs the manager with the golden cases' credential mode.
+func goldenMode(o *manager.Options) { o.Injector.Credential = injectortest.Config().Credential }
+
 func start(t *testing.T, mutate func(*manager.Options), crdDirs ...string) *env {
 	t.Helper()
 	// tsinject's CRDs always: the manager refuses to start without them.
@@ -67,12 +82,9 @@ func start(t *testing.T, mutate func(*manager.Options), crdDirs ...string) *env 
 	}
 	// The tests written against the auth-key copies run in that mode
 	// unless they choose another.
-	o.CopyAuthKey = true
+	o.Injector.Credential = copyMode
 	if mutate != nil {
 		mutate(&o)
-		if o.Injector.Federation != nil || o.OAuthSecret != "" || o.RegisterNodes {
-			o.CopyAuthKey = false
-		}
 	}
 	ctx := context.Background()
 	l, err := manager.StartLocal(ctx, c.Config, o)
@@ -103,10 +115,13 @@ func (e *env) namespaceWith(t *testing.T, name string, labels, annotations map[s
 	}
 }
 
+// pod is a pod to create; it names its ServiceAccount, as the
+// ServiceAccount admission plugin would in a cluster (this API server runs
+// without it), which a sidecar's projected token needs.
 func pod(ns, name string, mut ...func(*corev1.Pod)) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+		Spec:       corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
 	}
 	for _, m := range mut {
 		m(p)
@@ -122,7 +137,7 @@ func injected(p *corev1.Pod) bool {
 // The real kube-apiserver calls the webhook over TLS, verifying the
 // self-managed CA, and gets the decisions of the truth table.
 func TestWebhookDecisions(t *testing.T) {
-	e := start(t, nil)
+	e := start(t, func(o *manager.Options) { o.Injector.Credential = federatedDefault })
 	ctx := context.Background()
 	e.namespace(t, "enabled", map[string]string{injector.LabelInjection: "enabled"})
 	e.namespace(t, "plain", nil)
@@ -311,7 +326,8 @@ func TestManagerNeedsCRDs(t *testing.T) {
 	c := clustertest.Start(t, cluster.Options{Scheme: manager.Scheme()})
 	o := manager.DefaultOptions()
 	o.Injector = injectortest.Config()
-	o.LeaderElection, o.CopyAuthKey, o.Log = false, true, logr.Discard()
+	o.Injector.Credential = copyMode
+	o.LeaderElection, o.Log = false, logr.Discard()
 	l, err := manager.StartLocal(context.Background(), c.Config, o)
 	if err == nil {
 		l.Stop()

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/gobuild"
@@ -90,7 +91,8 @@ func Burst(ctx context.Context, sizes [][2]int, repeats int, log func(string, ..
 	defer c.Stop()
 	o := manager.DefaultOptions()
 	o.Injector.DefaultTags = []string{"tag:k8s"}
-	o.Injector.Federation = &injector.Federation{ClientID: "bench", Audience: injector.DefaultAudience}
+	o.Injector.Credential = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "bench-system", Audience: credential.DefaultAudience},
+		NamespaceDefault: &credential.Identity{ClientID: "bench", Audience: credential.DefaultAudience}}
 	o.LeaderElection = false
 	o.Log = logr.Discard()
 	m, err := manager.StartLocal(ctx, c.Config, o)

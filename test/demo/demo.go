@@ -45,6 +45,7 @@ import (
 	"github.com/tsinject/tsinject/examples"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/kubeconfig"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/manifests"
@@ -177,22 +178,29 @@ func (d *demo) start() error {
 	if err != nil {
 		return err
 	}
+	// One identity per namespace, each bounded by its subject: the demo
+	// namespace's pods, and tsinject's own proxies (whose egress and
+	// ingress Services carry the demo namespace's tags too).
 	d.api = &tsapi.Server{Client: issuerClient, Credentials: []tsapi.Credential{{
-		ClientID: demoClientID, Issuer: issuer, Audience: injector.DefaultAudience,
-		Subject: "system:serviceaccount:*", Tags: []string{"tag:k8s", "tag:k8s-api", "tag:k8s-operator"},
+		ClientID: demoClientID, Issuer: issuer, Audience: credential.DefaultAudience, Scopes: []string{tsapi.ScopeAuthKeys},
+		Subject: "system:serviceaccount:tsinject-system:*", Tags: []string{"tag:k8s", "tag:k8s-api", "tag:k8s-operator"},
+	}, {
+		ClientID: demoNamespaceClientID, Issuer: issuer, Audience: credential.DefaultAudience, Scopes: []string{tsapi.ScopeAuthKeys},
+		Subject: "system:serviceaccount:demo:*", Tags: []string{"tag:k8s", "tag:k8s-api"},
 	}}}
 	if d.tn, err = tailnet.Start(tailnet.Options{Addr: tnAddr, API: d.api}); err != nil {
 		return err
 	}
 	d.cleanup = append(d.cleanup, func() { d.tn.Close() })
 	d.say("    tailnet control server %s (MagicDNS %s, DERP and STUN on %s)\n", d.tn.ControlURL(), d.tn.Domain, tnAddr)
-	d.say("    its federated identity %s trusts the cluster's ServiceAccount issuer %s\n", demoClientID, issuer)
-	d.say("      (tokens for audience %s; tags tag:k8s, tag:k8s-api, tag:k8s-operator): no auth key exists anywhere\n", injector.DefaultAudience)
+	d.say("    its federated identities trust the cluster's ServiceAccount issuer %s (tokens for audience %s):\n", issuer, credential.DefaultAudience)
+	d.say("      %s for tsinject-system's proxies (tags tag:k8s, tag:k8s-api, tag:k8s-operator),\n", demoClientID)
+	d.say("      %s for namespace demo's pods (tags tag:k8s, tag:k8s-api): no auth key exists anywhere\n", demoNamespaceClientID)
 
 	o := manager.DefaultOptions()
 	o.Injector.ControlURL = d.tn.ControlURL()
 	o.Injector.DefaultTags = []string{"tag:k8s"}
-	o.Injector.Federation = &injector.Federation{ClientID: demoClientID, Audience: injector.DefaultAudience}
+	o.Injector.Credential = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: demoClientID, Audience: credential.DefaultAudience}}
 	o.LeaderElection = false
 	o.ControlProbeEvery = 5 * time.Second
 	o.Log = logr.Discard()
@@ -243,8 +251,12 @@ func (d *demo) check() error {
 	return nil
 }
 
-// demoClientID is the sandbox tailnet's federated identity.
-const demoClientID = "demo-federated-client"
+// The sandbox tailnet's federated identities: tsinject's proxies', and
+// the demo namespace's (examples/namespace.yaml names it).
+const (
+	demoClientID          = "demo-federated-client"
+	demoNamespaceClientID = "demo-namespace-client"
+)
 
 func (d *demo) podExample() string {
 	if d.root {
@@ -388,7 +400,7 @@ func (d *demo) runPod() error {
 	stateDir := filepath.Join(d.dir, "pod-state")
 	os.MkdirAll(stateDir, 0o700)
 	// The projected token, as the kubelet would write it.
-	token, err := cluster.PodToken(d.ctx, d.cluster.Config, pod, injector.DefaultAudience)
+	token, err := cluster.PodToken(d.ctx, d.cluster.Config, pod, credential.DefaultAudience)
 	if err != nil {
 		return err
 	}
@@ -568,7 +580,7 @@ func (d *demo) runReplica(stsName, what string, extraEnv ...string) (*bytes.Buff
 	token, err := cluster.PodToken(d.ctx, d.cluster.Config, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: sts.Namespace, Name: pod},
 		Spec:       corev1.PodSpec{ServiceAccountName: sts.Spec.Template.Spec.ServiceAccountName},
-	}, injector.DefaultAudience)
+	}, credential.DefaultAudience)
 	if err != nil {
 		return nil, err
 	}

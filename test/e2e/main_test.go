@@ -137,7 +137,7 @@ func run(m *testing.M) (code int) {
 	env.api = &tsapi.Server{Client: issuerClient, Credentials: []tsapi.Credential{{
 		ClientID: clientID, Issuer: issuer, Audience: injector.DefaultAudience, Subject: "system:serviceaccount:*",
 		Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"},
-	}}, OAuthClients: []tsapi.OAuthClient{{ID: oauthClientID, Secret: oauthSecret, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"}}}}
+	}}, OAuthClients: []tsapi.OAuthClient{{ID: oauthClientID, Secret: oauthSecret, Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"}}}}
 	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), API: env.api}); err != nil {
 		return fail("tailnet: %v", err)
 	}

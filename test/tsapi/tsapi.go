@@ -1,12 +1,23 @@
-// Package tsapi is a local implementation of the two Tailscale API
-// endpoints that workload identity federation uses, served in front of the
-// test control server: the token exchange (an OIDC ID token for an API
-// access token) and key creation (a one-off auth key). testcontrol lacks
-// both. The exchange verifies the ID token for real: the signature against
-// the issuer's keys found through its OIDC discovery document (a real
+// Package tsapi is a local implementation of the Tailscale API endpoints
+// that tsinject's credentials use, served in front of the test control
+// server, with the real API's semantics: the token exchange (an OIDC ID
+// token for an API access token, workload identity federation), the OAuth
+// client credentials grant, and key creation. testcontrol lacks all three.
+//
+// The exchange verifies the ID token for real: the signature against the
+// issuer's keys found through its OIDC discovery document (a real
 // kube-apiserver's /.well-known/openid-configuration and /openid/v1/jwks),
-// the issuer, the audience, the lifetime and the subject a trust credential
-// allows. Every key it mints, and every refusal, is recorded for tests.
+// the issuer, the audience, the lifetime and the subject pattern of the
+// trust credential named by client_id. The access token carries that
+// credential's scopes and tags. Key creation, as Tailscale's, needs the
+// auth_keys scope; the key's tags must all be the credential's; and the
+// caller chooses reusable, ephemeral, preauthorized and the expiry (at
+// most 90 days, 90 days if unset): nothing makes a trust credential create
+// only one-off keys, which is why each namespace needs its own identity.
+// Every key minted, with what was asked, and every refusal are recorded
+// for tests. What it cannot show: testcontrol accepts any key a node
+// presents, so that a one-off key registers only once is the real control
+// server's rule.
 package tsapi
 
 import (
@@ -32,23 +43,33 @@ import (
 	"github.com/tsinject/tsinject/internal/federation"
 )
 
+// ScopeAuthKeys is the scope that allows key creation.
+const ScopeAuthKeys = "auth_keys"
+
 // Credential is a federated identity the tailnet trusts: tokens from
 // Issuer for Audience whose subject matches Subject (a path.Match pattern,
-// such as system:serviceaccount:payments:*) may create keys with Tags.
+// such as system:serviceaccount:payments:*) get an access token with
+// Scopes, which may create keys with Tags (with ScopeAuthKeys).
 type Credential struct {
 	ClientID string
 	Issuer   string
 	Audience string
 	Subject  string
+	Scopes   []string
 	Tags     []string
 }
 
 // OAuthClient is an OAuth client of the tailnet's API (client
-// credentials grant) that may create keys with Tags.
+// credentials grant) with Scopes, which may create keys with Tags.
 type OAuthClient struct {
 	ID, Secret string
+	Scopes     []string
 	Tags       []string
 }
+
+// MaxKeyExpiry is the longest an auth key may live, and the default when
+// the request names none (Tailscale's: 90 days).
+const MaxKeyExpiry = 90 * 24 * time.Hour
 
 // Mint records one key created.
 type Mint struct {
@@ -182,7 +203,7 @@ func (s *Server) clientCredentials(w http.ResponseWriter, r *http.Request) {
 	if s.tokens == nil {
 		s.tokens = map[string]grant{}
 	}
-	s.tokens[tok] = grant{cred: Credential{ClientID: c.ID, Tags: c.Tags}, expires: time.Now().Add(accessTokenTTL)}
+	s.tokens[tok] = grant{cred: Credential{ClientID: c.ID, Scopes: c.Scopes, Tags: c.Tags}, expires: time.Now().Add(accessTokenTTL)}
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{
@@ -207,6 +228,18 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusBadRequest, "key creation: bad body: %v", err)
 		return
 	}
+	if !slices.Contains(g.cred.Scopes, ScopeAuthKeys) {
+		s.refuse(w, http.StatusForbidden, "key creation: client %s lacks the %s scope (has: %s)", g.cred.ClientID, ScopeAuthKeys, strings.Join(g.cred.Scopes, ", "))
+		return
+	}
+	expiry := time.Duration(req.ExpirySeconds) * time.Second
+	switch {
+	case req.ExpirySeconds < 0 || expiry > MaxKeyExpiry:
+		s.refuse(w, http.StatusBadRequest, "key creation: expirySeconds %d: allowed: 1-%d (0: %d)", req.ExpirySeconds, int64(MaxKeyExpiry/time.Second), int64(MaxKeyExpiry/time.Second))
+		return
+	case expiry == 0:
+		expiry = MaxKeyExpiry
+	}
 	create := req.Capabilities.Devices.Create
 	if len(create.Tags) == 0 {
 		s.refuse(w, http.StatusBadRequest, "key creation: keys made with a federated identity must be tagged")
@@ -222,7 +255,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	m := Mint{
 		ClientID: g.cred.ClientID, Subject: g.claims.Sub,
 		Pod: g.claims.Kubernetes.Pod.Name, PodUID: g.claims.Kubernetes.Pod.UID,
-		Key: key, Description: req.Description, KeyCreate: create, Expiry: time.Duration(req.ExpirySeconds) * time.Second,
+		Key: key, Description: req.Description, KeyCreate: create, Expiry: expiry,
 	}
 	s.mu.Lock()
 	s.mints = append(s.mints, m)
