@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/manifests"
 	"github.com/tsinject/tsinject/test/cluster"
@@ -171,5 +173,49 @@ func TestManifestsMatchDefaults(t *testing.T) {
 		if !strings.HasPrefix(n, o.ServiceName+"."+o.Namespace) {
 			t.Errorf("Certificate DNS name %q is not the webhook Service", n)
 		}
+	}
+}
+
+// The admission policies and their params are named as tsinject check and
+// the contract name them.
+func TestAdmissionPolicyNames(t *testing.T) {
+	b, err := manifests.FS.ReadFile("base/admission-policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var policies, bindings []string
+	for _, doc := range bytes.Split(b, []byte("\n---\n")) {
+		var obj struct {
+			Kind     string
+			Metadata struct{ Name string }
+			Data     map[string]string
+			Spec     struct {
+				ParamRef *struct{ Name string }
+			}
+		}
+		if err := yaml.Unmarshal(doc, &obj); err != nil {
+			t.Fatal(err)
+		}
+		switch obj.Kind {
+		case "ConfigMap":
+			if obj.Metadata.Name != contract.AdmissionParams {
+				t.Errorf("params ConfigMap %q, want %q", obj.Metadata.Name, contract.AdmissionParams)
+			}
+			for _, k := range []string{contract.AdmissionProxyImages, contract.AdmissionControlURL} {
+				if _, ok := obj.Data[k]; !ok {
+					t.Errorf("params ConfigMap lacks %s", k)
+				}
+			}
+		case "ValidatingAdmissionPolicy":
+			policies = append(policies, obj.Metadata.Name)
+		case "ValidatingAdmissionPolicyBinding":
+			bindings = append(bindings, obj.Metadata.Name)
+			if p := obj.Spec.ParamRef; p != nil && p.Name != contract.AdmissionParams {
+				t.Errorf("binding %s reads params %q", obj.Metadata.Name, p.Name)
+			}
+		}
+	}
+	if !slices.Equal(policies, contract.AdmissionPolicies) || !slices.Equal(bindings, contract.AdmissionPolicies) {
+		t.Errorf("policies %v, bindings %v; tsinject check looks for %v", policies, bindings, contract.AdmissionPolicies)
 	}
 }

@@ -80,7 +80,7 @@ func Run(ctx context.Context, c client.Client, o Options) []Result {
 	var sps v1alpha1.SidecarProfileList
 	profilesErr := c.List(ctx, &sps)
 	st, stErr := status(ctx, c, o)
-	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), policies(ctx, c, sps.Items, profilesErr)}
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr)}
 	if o.Proxies {
 		out = append(out, proxies(ctx, c, st, sps.Items, profilesErr)...)
 	}
@@ -427,6 +427,51 @@ func controlServer(st map[string]string, stErr error) Result {
 			"let the manager's pods reach the control server (a NetworkPolicy, an egress proxy or firewall in the way?); it logs proxies out there")
 	}
 	return pass(name, fmt.Sprintf("the manager reaches %s (since %s)", p.URL, p.Since.Format(time.RFC3339)))
+}
+
+// guardrails: what holds the manager's own account in, should it be
+// taken over (docs/security.md): its namespace enforces the restricted
+// Pod Security Standard, the admission policies and their bindings are
+// installed, and their params allow what this manager runs.
+func guardrails(ctx context.Context, c client.Client, o Options, st map[string]string) Result {
+	const name = "guardrails"
+	var ns corev1.Namespace
+	if err := c.Get(ctx, client.ObjectKey{Name: o.Namespace}, &ns); err != nil {
+		return fail(name, fmt.Sprintf("namespace %s: %v", o.Namespace, err), "")
+	}
+	const psa = "pod-security.kubernetes.io/enforce"
+	if ns.Labels[psa] != "restricted" {
+		return fail(name, fmt.Sprintf("namespace %s does not enforce the restricted Pod Security Standard (%s=%q)", o.Namespace, psa, ns.Labels[psa]),
+			fmt.Sprintf("kubectl label namespace %s %s=restricted --overwrite (the kustomize base does; with Helm, label it before installing)", o.Namespace, psa))
+	}
+	var missing []string
+	for _, p := range contract.AdmissionPolicies {
+		if err := c.Get(ctx, client.ObjectKey{Name: p}, &admissionregistrationv1.ValidatingAdmissionPolicy{}); err != nil {
+			missing = append(missing, "ValidatingAdmissionPolicy "+p)
+		}
+		if err := c.Get(ctx, client.ObjectKey{Name: p}, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}); err != nil {
+			missing = append(missing, "ValidatingAdmissionPolicyBinding "+p)
+		}
+	}
+	if len(missing) > 0 {
+		return fail(name, "missing: "+strings.Join(missing, ", ")+": nothing stops a taken-over manager from binding itself to the impersonation role or rewriting its webhook",
+			"apply this release's manifests (manifests/base/admission-policy.yaml; the Helm chart installs them)")
+	}
+	var params corev1.ConfigMap
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: contract.AdmissionParams}, &params); err != nil {
+		return fail(name, fmt.Sprintf("ConfigMap %s/%s, the admission policies' params: %v; the manager's proxy sets are refused until it exists", o.Namespace, contract.AdmissionParams, err),
+			"apply this release's manifests (manifests/base/admission-policy.yaml)")
+	}
+	images, control := params.Data[contract.AdmissionProxyImages], params.Data[contract.AdmissionControlURL]
+	if img, ok := st[contract.StatusProxyImage]; ok && !contract.ImageAllowed(images, img) {
+		return fail(name, fmt.Sprintf("ConfigMap %s %s is %q, which does not allow the manager's --proxy-image %s: its Connectors, API proxies and Services' proxies are refused", contract.AdmissionParams, contract.AdmissionProxyImages, images, img),
+			fmt.Sprintf("put %s in ConfigMap %s/%s (Helm: proxyImage sets both)", img, o.Namespace, contract.AdmissionParams))
+	}
+	if url, ok := st[contract.StatusControlURL]; ok && url != control {
+		return fail(name, fmt.Sprintf("ConfigMap %s %s is %q, the manager's --control-url %q: its proxy sets are refused", contract.AdmissionParams, contract.AdmissionControlURL, control, url),
+			fmt.Sprintf("set %s in ConfigMap %s/%s to the manager's --control-url (Helm: controlURL sets both)", contract.AdmissionControlURL, o.Namespace, contract.AdmissionParams))
+	}
+	return pass(name, fmt.Sprintf("namespace %s enforces restricted Pod Security; %d admission policies hold the manager to its job (proxy images %s)", o.Namespace, len(contract.AdmissionPolicies), images))
 }
 
 // policies: every namespace's tsinject policy annotations parse, and

@@ -1,6 +1,9 @@
 package contract
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // The manager publishes what `tsinject check` reads about it in a
 // ConfigMap of its namespace: the manager writes nothing to its own
@@ -29,4 +32,35 @@ type ControlProbe struct {
 	Detail string `json:"detail"`
 	// Since is when the probe last changed its verdict.
 	Since time.Time `json:"since"`
+}
+
+// StatusProxyImage is the manager's --proxy-image: the image its proxy
+// sets run, which the admission params must allow.
+const StatusProxyImage = "proxy-image"
+
+// The admission policies that hold the manager to its job (manifests/base
+// /admission-policy.yaml, the chart's admission-policy.yaml), and the
+// ConfigMap of their params: the images (key AdmissionProxyImages,
+// comma-separated, a trailing * a prefix) and control server
+// (AdmissionControlURL) the manager's proxy sets may use.
+const (
+	AdmissionParams      = "tsinject-admission"
+	AdmissionProxyImages = "proxyImages"
+	AdmissionControlURL  = "controlURL"
+)
+
+// AdmissionPolicies are the policies' names (each has a binding of the
+// same name).
+var AdmissionPolicies = []string{"tsinject-manager-webhook", "tsinject-manager-bindings", "tsinject-manager-secrets", "tsinject-manager-workloads"}
+
+// ImageAllowed reports whether image is one of patterns (comma-separated;
+// a trailing * matches a prefix), as the admission policy reads them.
+func ImageAllowed(patterns, image string) bool {
+	for _, p := range strings.Split(patterns, ",") {
+		p = strings.TrimSpace(p)
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(image, prefix) || p != "" && p == image {
+			return true
+		}
+	}
+	return false
 }

@@ -61,7 +61,9 @@ func testBroker(registers bool) *Broker {
 // RegistrarFunc adapts a function to Registrar.
 type RegistrarFunc func(context.Context, Node) (map[string][]byte, error)
 
-func (f RegistrarFunc) Register(ctx context.Context, n Node) (map[string][]byte, error) { return f(ctx, n) }
+func (f RegistrarFunc) Register(ctx context.Context, n Node) (map[string][]byte, error) {
+	return f(ctx, n)
+}
 
 // A pod author forging an injected pod gets a key only where tsinject
 // would have injected that pod, with tags its namespace allows and, for a

@@ -460,6 +460,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		contract.StatusConfigVersion: handler.ConfigVersion,
 		contract.StatusCredential:    func() string { return string(o.Injector.Credential.Published()) },
 		contract.StatusControlURL:    func() string { return o.Injector.ControlURL },
+		contract.StatusProxyImage:    func() string { return o.Injector.ProxyImage },
 	} {
 		if err := mgr.Add(&statusPublisher{client: mgr.GetClient(), namespace: o.Namespace, key: key, value: value, log: log.WithName("status")}); err != nil {
 			return nil, err

@@ -57,7 +57,7 @@ func TestCheck(t *testing.T) {
 			t.Errorf("check %q failed: %s (fix: %s)", r.Name, r.Detail, r.Fix)
 		}
 	}
-	for _, want := range []string{"CRDs", "manager", "webhook certificate", "webhook", "tailnet credential", "control server", "namespace policies", "sidecars ready", "sidecar versions"} {
+	for _, want := range []string{"CRDs", "manager", "webhook certificate", "webhook", "tailnet credential", "control server", "guardrails", "namespace policies", "sidecars ready", "sidecar versions"} {
 		if _, ok := names[want]; !ok {
 			t.Errorf("no %q check in %+v", want, rs)
 		}

@@ -36,6 +36,9 @@ func TestFederatedCredentials(t *testing.T) {
 		t.Fatalf("%d keys minted for pod %s, want 1 (refusals: %q)", len(mine), pod.UID, env.api.Refusals())
 	}
 	m := mine[0]
+	if m.ClientID != "e2e-ns-"+ns {
+		t.Errorf("the key was minted with identity %s, want the namespace's own e2e-ns-%s", m.ClientID, ns)
+	}
 	if m.Reusable || !m.Ephemeral || !m.Preauthorized || !slices.Equal(m.Tags, []string{"tag:k8s"}) ||
 		m.Subject != "system:serviceaccount:"+ns+":default" || m.Expiry <= 0 || m.Expiry > 10*time.Minute {
 		t.Errorf("minted %+v: want one-off, ephemeral, tag:k8s, for %s's default ServiceAccount, expiring within 10 min", m, ns)

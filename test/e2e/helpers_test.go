@@ -14,6 +14,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tsinject/tsinject/internal/credential"
+	"github.com/tsinject/tsinject/test/tsapi"
 )
 
 // Deadlines are generous: the suite must pass on a busy 2-core machine.
@@ -39,10 +42,14 @@ func namespace(t *testing.T, name string) string {
 func namespaceWith(t *testing.T, name string, annotations map[string]string) string {
 	t.Helper()
 	ctx := testCtx(t, stepDeadline)
-	// Its pods are tagged tag:k8s, which the tailnet's federated identity
-	// allows (keys by federation are always tagged).
+	// Its pods are tagged tag:k8s, and it names its own federated
+	// identity, which the tailnet trusts for its ServiceAccounts alone with
+	// that tag, as an admin sets one up per namespace (docs/credentials.md).
+	id := "e2e-ns-" + name
+	env.api.AddCredential(tsapi.Credential{ClientID: id, Issuer: env.issuer, Audience: credential.DefaultAudience,
+		Subject: "system:serviceaccount:" + name + ":*", Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s"}})
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"tsinject.dev/injection": "enabled"},
-		Annotations: map[string]string{"tsinject.dev/default-tags": "tag:k8s"}}}
+		Annotations: map[string]string{"tsinject.dev/default-tags": "tag:k8s", credential.AnnotationClientID: id}}}
 	maps.Copy(ns.Annotations, annotations)
 	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/images"
@@ -41,9 +41,10 @@ const (
 	managerImage = "tsinject.local/tsinject:e2e"
 	proxyImage   = "tsinject.local/tsinject-proxy:e2e"
 	appImage     = "tsinject.local/busybox:e2e" // Debian's busybox-static
-	// clientID is the federated identity sidecars and proxies exchange
+	// clientID is the federated identity tsinject's own proxies exchange
 	// their projected tokens with (test/tsapi, in front of the control
-	// server); no auth key exists anywhere.
+	// server); each story's namespace has its own (namespaceWith). No auth
+	// key exists anywhere.
 	clientID = "e2e-client"
 	// oauthClientID and oauthSecret are an OAuth client of the tailnet's
 	// API, for the manager's key broker (the kustomize reinstall).
@@ -58,6 +59,7 @@ var env struct {
 	tn      *tailnet.Tailnet
 	api     *tsapi.Server // the tailnet's API: every key minted
 	db      *tailnet.Node // a service on the tailnet: "hello from db", /bulk
+	issuer  string        // the node's ServiceAccount issuer
 	helm    string
 	kubectl string
 	dir     string
@@ -134,9 +136,10 @@ func run(m *testing.M) (code int) {
 	if err != nil {
 		return fail("issuer discovery: %v", err)
 	}
+	env.issuer = issuer
 	env.api = &tsapi.Server{Client: issuerClient, Credentials: []tsapi.Credential{{
-		ClientID: clientID, Issuer: issuer, Audience: injector.DefaultAudience, Subject: "system:serviceaccount:*",
-		Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"},
+		ClientID: clientID, Issuer: issuer, Audience: credential.DefaultAudience, Subject: "system:serviceaccount:" + system + ":*",
+		Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"},
 	}}, OAuthClients: []tsapi.OAuthClient{{ID: oauthClientID, Secret: oauthSecret, Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"}}}}
 	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), API: env.api}); err != nil {
 		return fail("tailnet: %v", err)
@@ -256,8 +259,16 @@ func installHelm(ctx context.Context) error {
 	start := time.Now()
 	root := gobuild.Root()
 	repo, tag, _ := strings.Cut(managerImage, ":")
+	// The namespace first, enforcing the restricted Pod Security Standard
+	// (docs/install.md): Helm's --create-namespace labels nothing.
+	if out, err := kubectl(ctx, "create", "namespace", system); err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	if out, err := kubectl(ctx, "label", "namespace", system, "pod-security.kubernetes.io/enforce=restricted"); err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
 	if out, err := helm(ctx, "install", "tsinject", filepath.Join(root, "charts/tsinject"),
-		"-n", system, "--create-namespace",
+		"-n", system,
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never",
 		"--set", "proxyImage="+proxyImage, "--set", "apiServerProxy.enabled=true",
 		"--set", "controlURL="+env.tn.ControlURL(), "--set", "federation.clientID="+clientID); err != nil {

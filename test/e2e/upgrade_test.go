@@ -171,6 +171,10 @@ patches:
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--control-url=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--proxy-image=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--oauth-secret=tsinject-oauth"}
-`, base, repo, tag, env.tn.ControlURL(), proxyImage)
+- target: {kind: ConfigMap, name: tsinject-admission}
+  patch: |-
+    - {op: replace, path: /data/proxyImages, value: "%s"}
+    - {op: replace, path: /data/controlURL, value: "%s"}
+`, base, repo, tag, env.tn.ControlURL(), proxyImage, proxyImage, env.tn.ControlURL())
 	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
 }

@@ -107,6 +107,14 @@ type grant struct {
 	expires time.Time
 }
 
+// AddCredential trusts one more federated identity, as an admin adds one
+// in the admin console while the tailnet runs.
+func (s *Server) AddCredential(c Credential) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Credentials = append(s.Credentials, c)
+}
+
 // Mints returns the keys created so far.
 func (s *Server) Mints() []Mint {
 	s.mu.Lock()
@@ -153,12 +161,17 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PostForm.Get("client_id")
+	s.mu.Lock()
 	i := slices.IndexFunc(s.Credentials, func(c Credential) bool { return c.ClientID == id })
+	var cred Credential
+	if i >= 0 {
+		cred = s.Credentials[i]
+	}
+	s.mu.Unlock()
 	if i < 0 {
 		s.refuse(w, http.StatusUnauthorized, "unknown client_id %q", id)
 		return
 	}
-	cred := s.Credentials[i]
 	c, err := s.verify(r, cred, r.PostForm.Get("jwt"))
 	if err != nil {
 		s.refuse(w, http.StatusUnauthorized, "client %s: %v", id, err)
