@@ -68,6 +68,13 @@ func TestIsSession(t *testing.T) {
 		"/api/v1/namespaces/default/pods/web":             false,
 		"/api/v1/namespaces/default/services/web/exec":    false,
 		"/apis/apps/v1/namespaces/default/pods/web/exec":  false,
+		// The kubelet's API, through the node proxy: its /exec, /run and
+		// /attach reach every pod on the node.
+		"/api/v1/nodes/node-1/proxy/exec/default/web/app": true,
+		"/api/v1/nodes/node-1/proxy/run/default/web/app":  true,
+		"/api/v1/nodes/node-1/proxy":                      true,
+		"/api/v1/nodes/node-1":                            false,
+		"/api/v1/nodes/node-1/status":                     false,
 	} {
 		if got := isSession(path); got != want {
 			t.Errorf("isSession(%q) = %v, want %v", path, got, want)

@@ -57,9 +57,13 @@ func IdentityOf(who *apitype.WhoIsResponse) (Identity, error) {
 	switch {
 	case who.Node.IsTagged():
 		id.User = strings.TrimSuffix(who.Node.Name, ".")
-	case who.UserProfile != nil && who.UserProfile.LoginName != "":
+	case who.UserProfile != nil:
 		id.User = who.UserProfile.LoginName
-	default:
+	}
+	// An empty user would be impersonated as the empty user (whatever RBAC
+	// grants ""); a "system:" one as Kubernetes' own accounts, which no
+	// tailnet name or login should ever be.
+	if strings.TrimSpace(id.User) == "" || strings.HasPrefix(id.User, "system:") {
 		return Identity{}, ErrUnknownCaller
 	}
 	seen := map[string]bool{}
@@ -104,12 +108,17 @@ func setIdentity(h http.Header, id Identity) {
 
 // isSession reports whether path opens an interactive session that
 // Tailscale's operator would record: exec into or attach to a pod
-// (kubectl exec, attach, run -it and debug).
+// (kubectl exec, attach, run -it and debug), or anything through a node's
+// kubelet (nodes/NAME/proxy reaches the kubelet's own exec, attach and
+// run endpoints for every pod on the node).
 func isSession(path string) bool {
 	// Empty segments are dropped: matching too much only refuses more.
 	p := strings.FieldsFunc(path, func(r rune) bool { return r == '/' })
 	// api/v1/namespaces/NS/pods/NAME/exec
-	return len(p) == 7 && p[0] == "api" && p[1] == "v1" && p[2] == "namespaces" && p[4] == "pods" && (p[6] == "exec" || p[6] == "attach")
+	podSession := len(p) == 7 && p[0] == "api" && p[1] == "v1" && p[2] == "namespaces" && p[4] == "pods" && (p[6] == "exec" || p[6] == "attach")
+	// api/v1/nodes/NAME/proxy[/...]
+	kubelet := len(p) >= 5 && p[0] == "api" && p[1] == "v1" && p[2] == "nodes" && p[4] == "proxy"
+	return podSession || kubelet
 }
 
 // errRecordingRequired refuses a session whose grant requires recording.

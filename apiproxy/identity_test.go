@@ -40,6 +40,12 @@ func TestIdentityOf(t *testing.T) {
 		{"bad grant JSON", who(nil, "dave@example.com", `{"impersonate":`), "", nil, true},
 		{"no node", &apitype.WhoIsResponse{}, "", nil, true},
 		{"no login", who(nil, ""), "", nil, true},
+		{"tagged node without a name", func() *apitype.WhoIsResponse {
+			w := who([]string{"tag:ci"}, "tagged-devices")
+			w.Node.Name = "."
+			return w
+		}(), "", nil, true},
+		{"a login in Kubernetes' own namespace of names", who(nil, "system:admin"), "", nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

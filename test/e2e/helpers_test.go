@@ -46,11 +46,17 @@ func namespaceWith(t *testing.T, name string, annotations map[string]string) str
 	// identity, which the tailnet trusts for its ServiceAccounts alone with
 	// that tag, as an admin sets one up per namespace (docs/credentials.md).
 	id := "e2e-ns-" + name
-	env.api.AddCredential(tsapi.Credential{ClientID: id, Issuer: env.issuer, Audience: credential.DefaultAudience,
-		Subject: "system:serviceaccount:" + name + ":*", Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s"}})
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"tsinject.dev/injection": "enabled"},
 		Annotations: map[string]string{"tsinject.dev/default-tags": "tag:k8s", credential.AnnotationClientID: id}}}
 	maps.Copy(ns.Annotations, annotations)
+	// The identity may create keys with exactly the tags the namespace's
+	// policy allows.
+	tags := strings.Split(ns.Annotations["tsinject.dev/default-tags"], ",")
+	if allowed := ns.Annotations["tsinject.dev/allowed-tags"]; allowed != "" {
+		tags = append(tags, strings.Split(allowed, ",")...)
+	}
+	env.api.AddCredential(tsapi.Credential{ClientID: id, Issuer: env.issuer, Audience: credential.DefaultAudience,
+		Subject: "system:serviceaccount:" + name + ":*", Scopes: []string{tsapi.ScopeAuthKeys}, Tags: tags})
 	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/tsapi"
 )
@@ -177,4 +179,80 @@ patches:
     - {op: replace, path: /data/controlURL, value: "%s"}
 `, base, repo, tag, env.tn.ControlURL(), proxyImage, proxyImage, env.tn.ControlURL())
 	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
+}
+
+// After the reinstall the manager's key broker mints keys (OAuth client).
+// A namespace admin of a namespace where tsinject is disabled copies what
+// tsinject injects elsewhere (the sidecar with the broker's URL and CA,
+// the status annotation, the label, a token projected for the broker) into
+// a pod of their own, asking for the cluster's default tags: the broker
+// refuses it, because the injection truth table would not inject that pod,
+// and says so on the pod; nothing is minted for it.
+func TestKeyBrokerRefusesForgedPods(t *testing.T) {
+	ctx := testCtx(t, podDeadline)
+	// The template: what the webhook gives a pod in an enabled namespace
+	// (a dry run, so nothing runs).
+	enabled := namespace(t, "forge-source")
+	tmpl := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "tmpl"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: appImage, ImagePullPolicy: corev1.PullNever, Command: []string{"/bin/busybox", "sleep", "3600"}}}}}
+	var injected *corev1.Pod
+	if err := waitFor(ctx, func(ctx context.Context) error { // the default ServiceAccount appears moments after the namespace
+		p, err := env.node.Client.CoreV1().Pods(enabled).Create(ctx, tmpl, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		injected = p
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	off := "forge-off"
+	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: off,
+		Labels: map[string]string{"tsinject.dev/injection": "disabled"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		env.node.Client.CoreV1().Namespaces().Delete(context.Background(), off, metav1.DeleteOptions{})
+	})
+	user := "mallory@forge-off.example"
+	tenantAdmin(t, off, user)
+	forged := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "forged", Namespace: off, Labels: injected.Labels, Annotations: injected.Annotations},
+		Spec:       corev1.PodSpec{InitContainers: injected.Spec.InitContainers, Containers: injected.Spec.Containers, Volumes: injected.Spec.Volumes}}
+	for _, c := range forged.Spec.InitContainers {
+		if c.Name == contract.SidecarContainer && !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == contract.EnvKeyBrokerURL }) {
+			t.Fatalf("the injected sidecar has no key broker to ask: %+v", c.Env)
+		}
+	}
+	b, _ := json.Marshal(forged)
+	if out, err := as(ctx, user, string(b), "apply", "-f", "-"); err != nil {
+		t.Fatalf("the namespace admin creates the forged pod: %v: %s", err, out)
+	}
+	var pod *corev1.Pod
+	err := waitFor(ctx, func(ctx context.Context) error {
+		p, err := env.node.Client.CoreV1().Pods(off).Get(ctx, "forged", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		pod = p
+		evs, err := env.node.Client.EventsV1().Events(off).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs.Items {
+			if ev.Regarding.Name == "forged" && ev.Reason == "TailnetKeyRefused" {
+				if !strings.Contains(ev.Note, "would not be injected by tsinject (namespace-disabled") {
+					return permanentErr{fmt.Errorf("refused, but not for its namespace: %s", ev.Note)}
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no TailnetKeyRefused Event on forge-off/forged yet")
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, describe(off, "forged"))
+	}
+	for _, m := range env.api.Mints() {
+		if m.PodUID == string(pod.UID) || strings.Contains(m.Description, off+"/forged") {
+			t.Errorf("a key was minted for the forged pod: %+v", m)
+		}
+	}
+	figure(t, "a forged pod in a disabled namespace was refused a key by the broker, and told why on the pod")
 }

@@ -1,0 +1,263 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tsinject/tsinject/internal/credential"
+	"github.com/tsinject/tsinject/internal/federation"
+	"github.com/tsinject/tsinject/test/tsapi"
+)
+
+// The attackers of docs/security.md, each on the real node: a namespace
+// admin (the built-in admin role in one namespace, no cluster rights) and
+// whoever took over the manager's ServiceAccount. Each attempt is refused
+// with the reason a user would read, and nothing is minted or bound.
+
+// as runs kubectl as user (impersonated by the cluster admin's kubeconfig).
+func as(ctx context.Context, user, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.node.Kubeconfig, "--as=" + user}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// tenantAdmin makes user the admin of namespace ns and nothing more, as a
+// platform team hands a namespace to a tenant.
+func tenantAdmin(t *testing.T, ns, user string) {
+	t.Helper()
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-admin"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "admin"},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}}}
+	if _, err := env.node.Client.RbacV1().RoleBindings(ns).Create(testCtx(t, stepDeadline), rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mintDirectly is what a tenant holding a token does without tsinject: the
+// two documented API calls, asking for the most a key can be (reusable,
+// not ephemeral, 90 days).
+func mintDirectly(ctx context.Context, clientID, token string, tags []string) error {
+	access, err := federation.Exchange(ctx, nil, env.tn.ControlURL(), clientID, token)
+	if err != nil {
+		return err
+	}
+	var kr federation.KeyRequest
+	kr.Capabilities.Devices.Create = federation.KeyCreate{Reusable: true, Preauthorized: true, Tags: tags}
+	kr.ExpirySeconds = int64(tsapi.MaxKeyExpiry / time.Second)
+	body, _ := json.Marshal(kr)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, env.tn.ControlURL()+federation.KeysPath, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+access)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		var msg struct{ Message string }
+		json.NewDecoder(res.Body).Decode(&msg)
+		return fmt.Errorf("key creation: HTTP %d: %s", res.StatusCode, msg.Message)
+	}
+	return nil
+}
+
+// identityTags are the tags the federated identity of namespace ns may
+// create keys with (the system's for tsinject's namespace).
+func identityTags(ns string) []string {
+	want := "e2e-ns-" + ns
+	if ns == system {
+		want = clientID
+	}
+	for _, c := range env.api.Credentials {
+		if c.ClientID == want {
+			return c.Tags
+		}
+	}
+	return nil
+}
+
+// A namespace admin with a token of their own namespace (kubectl create
+// token) can create keys only through their namespace's own identity, only
+// with its tags; another namespace's identity and the system's refuse the
+// token, and no key anyone minted carries tags beyond the identity of the
+// namespace that minted it. What they can still do, within their own
+// identity, is create a reusable key for 90 days: the docs say so.
+func TestTenantCannotMintAnotherNamespacesKeys(t *testing.T) {
+	a := namespaceWith(t, "tenant-a", map[string]string{"tsinject.dev/default-tags": "tag:tenant-a"})
+	namespaceWith(t, "tenant-b", map[string]string{"tsinject.dev/default-tags": "tag:tenant-b"})
+	user := "alice@tenant-a.example"
+	tenantAdmin(t, a, user)
+	ctx := testCtx(t, stepDeadline)
+	var token string
+	if err := waitFor(ctx, func(ctx context.Context) error { // the default ServiceAccount appears moments after the namespace
+		out, err := as(ctx, user, "", "-n", a, "create", "token", "default", "--audience", credential.DefaultAudience, "--duration", "10m")
+		token = strings.TrimSpace(out)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("a namespace admin creates a token of their ServiceAccount: %v", err)
+	}
+	own := []string{"tag:tenant-a"}
+	for _, tc := range []struct {
+		name, clientID string
+		tags           []string
+		refused        string // "" if allowed
+	}{
+		{"own identity, own tags", "e2e-ns-tenant-a", own, ""},
+		{"own identity, another namespace's tags", "e2e-ns-tenant-a", []string{"tag:tenant-b"}, `may not create keys with tag "tag:tenant-b"`},
+		{"own identity, the proxies' tags", "e2e-ns-tenant-a", []string{"tag:k8s-operator"}, `may not create keys with tag "tag:k8s-operator"`},
+		{"another namespace's identity", "e2e-ns-tenant-b", []string{"tag:tenant-b"}, `does not match "system:serviceaccount:tenant-b:*"`},
+		{"the system's identity", clientID, []string{"tag:k8s-operator"}, `does not match "system:serviceaccount:tsinject-system:*"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := mintDirectly(ctx, tc.clientID, token, tc.tags)
+			switch {
+			case tc.refused == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.refused != "" && (err == nil || !strings.Contains(err.Error(), tc.refused)):
+				t.Errorf("got %v, want a refusal saying %s", err, tc.refused)
+			}
+		})
+	}
+	var beyond []string
+	for _, m := range env.api.Mints() {
+		ns, _, _ := strings.Cut(strings.TrimPrefix(m.Subject, "system:serviceaccount:"), ":")
+		for _, tag := range m.Tags {
+			if !slices.Contains(identityTags(ns), tag) {
+				beyond = append(beyond, fmt.Sprintf("%s (by %s) carries %s", m.Key, m.Subject, tag))
+			}
+		}
+	}
+	if len(beyond) > 0 {
+		t.Errorf("keys with tags beyond their namespace's identity: %v", beyond)
+	}
+	figure(t, "a namespace admin's token minted only within its own identity (a reusable 90-day key with tag:tenant-a, as documented); %d keys in the tailnet's API, none beyond its namespace's tags", len(env.api.Mints()))
+}
+
+// A namespace a cluster admin enabled without naming its federated
+// identity: the tenant's pods are denied with their own reason, never
+// given another namespace's identity or the system's.
+func TestNamespaceWithoutIdentityIsDenied(t *testing.T) {
+	ctx := testCtx(t, stepDeadline)
+	name := "no-identity"
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"tsinject.dev/injection": "enabled"},
+		Annotations: map[string]string{"tsinject.dev/default-tags": "tag:k8s"}}}
+	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		env.node.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	user := "bob@no-identity.example"
+	tenantAdmin(t, name, user)
+	out, err := as(ctx, user, appPod("app", nil, "true"), "-n", name, "apply", "-f", "-")
+	if err == nil || !strings.Contains(out, "tsinject (no-credential): namespace no-identity names no federated identity") {
+		t.Fatalf("a pod in a namespace without an identity: %v: %s; want a no-credential denial", err, out)
+	}
+	figure(t, "denied: %s", firstLine(out))
+}
+
+// A namespace admin's app container that mounts the sidecar's token, or its
+// node state, by name is denied at admission: once injected, the pod would
+// have those volumes.
+func TestAppCannotMountTheSidecarsVolumes(t *testing.T) {
+	ns := namespace(t, "mount-steal")
+	user := "carol@mount-steal.example"
+	tenantAdmin(t, ns, user)
+	ctx := testCtx(t, stepDeadline)
+	for _, vol := range []string{"tsinject-token", "tsinject-state"} {
+		pod := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: steal}
+spec:
+  containers:
+  - name: app
+    image: %s
+    imagePullPolicy: Never
+    command: [/bin/busybox, cat, /steal/token]
+    volumeMounts: [{name: %s, mountPath: /steal}]
+`, appImage, vol)
+		out, err := as(ctx, user, pod, "-n", ns, "apply", "-f", "-")
+		if err == nil || !strings.Contains(out, `container "app" mounts volume "`+vol+`", which is reserved for tsinject's sidecar`) {
+			t.Errorf("an app mounting %s: %v: %s; want a container-name-clash denial", vol, err, out)
+		}
+	}
+	figure(t, "an app mounting tsinject-token or tsinject-state by name is denied at admission")
+}
+
+// Whoever takes over the manager's ServiceAccount, on the real node, with
+// real writes: it cannot bind cluster-admin or the impersonation role to
+// itself, rewrite its webhook, make a token Secret or run a shell as an
+// API proxy's account; afterwards nothing of it exists.
+func TestManagerCannotEscalate(t *testing.T) {
+	ctx := testCtx(t, stepDeadline)
+	manager := "system:serviceaccount:" + system + ":tsinject-manager"
+	before, err := env.node.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, stdin, want string
+		args              []string
+	}{
+		{"bind cluster-admin to itself", "", "forbidden", []string{"create", "clusterrolebinding", "attack-admin", "--clusterrole=cluster-admin", "--serviceaccount=" + system + ":tsinject-manager"}},
+		{"bind the impersonation role to itself", "", "never to itself or anyone else", []string{"create", "clusterrolebinding", "attack-impersonate", "--clusterrole=tsinject-apiserver-proxy", "--serviceaccount=" + system + ":tsinject-manager"}},
+		{"widen its webhook to every namespace", "", "but each webhook's caBundle", []string{"patch", "mutatingwebhookconfiguration", "tsinject", "--type=json", "-p", `[{"op":"replace","path":"/webhooks/0/namespaceSelector","value":{}}]`}},
+		{"create a token Secret for an API proxy's account", `{"apiVersion":"v1","kind":"Secret","type":"kubernetes.io/service-account-token","metadata":{"name":"attack-token","namespace":"` + system + `","annotations":{"kubernetes.io/service-account.name":"ts-apiserver-proxy-k8s"}}}`, "token Secrets", []string{"create", "-f", "-"}},
+		{"run a shell as an API proxy's account", `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"ts-apiserver-proxy-attack","namespace":"` + system + `"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"serviceAccountName":"ts-apiserver-proxy-attack","containers":[{"name":"sh","image":"` + appImage + `"}]}}}}`, "only the images", []string{"create", "-f", "-"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := as(ctx, manager, tc.stdin, tc.args...)
+			if err == nil || !strings.Contains(out, tc.want) {
+				t.Errorf("as the manager: %v: %s; want a refusal saying %q", err, out, tc.want)
+			}
+		})
+	}
+	for _, name := range []string{"attack-admin", "attack-impersonate"} {
+		if _, err := env.node.Client.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("ClusterRoleBinding %s: %v, want none", name, err)
+		}
+	}
+	if _, err := env.node.Client.CoreV1().Secrets(system).Get(ctx, "attack-token", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("token Secret: %v, want none", err)
+	}
+	after, err := env.node.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range after.Webhooks {
+		if fmt.Sprint(after.Webhooks[i].NamespaceSelector) != fmt.Sprint(before.Webhooks[i].NamespaceSelector) {
+			t.Errorf("webhook %s's namespaceSelector changed", after.Webhooks[i].Name)
+		}
+	}
+	if out, _ := kubectl(ctx, "auth", "can-i", "--as="+manager, "bind", "clusterroles/cluster-admin"); strings.TrimSpace(out) != "no" {
+		t.Errorf("kubectl auth can-i --as %s bind clusterroles/cluster-admin: %s", manager, out)
+	}
+	figure(t, "as the manager's account: 5 escalations refused by RBAC or tsinject's admission policies; nothing bound, no token Secret, the webhook as it was")
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
