@@ -242,10 +242,8 @@ func (b *Base) proxySet(svc *corev1.Service, component string, replicas int32, e
 // apply adds the finalizer, then applies the set and retires replicas
 // scaled away.
 func (b *Base) apply(ctx context.Context, svc *corev1.Service, finalizer string, s *proxyset.Set) error {
-	if controllerutil.AddFinalizer(svc, finalizer) {
-		if err := b.Client.Update(ctx, svc); err != nil {
-			return err
-		}
+	if err := b.patchFinalizers(ctx, svc, func() bool { return controllerutil.AddFinalizer(svc, finalizer) }); err != nil {
+		return err
 	}
 	if err := proxyset.Apply(ctx, b.Client, s); err != nil {
 		return err
@@ -311,9 +309,20 @@ func (b *Base) finalize(ctx context.Context, svc *corev1.Service, finalizer stri
 			}
 		}
 	}
-	controllerutil.RemoveFinalizer(svc, finalizer)
-	if err := b.Client.Update(ctx, svc); err != nil && !apierrors.IsNotFound(err) {
+	if err := b.patchFinalizers(ctx, svc, func() bool { return controllerutil.RemoveFinalizer(svc, finalizer) }); err != nil && !apierrors.IsNotFound(err) {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
+}
+
+// patchFinalizers writes svc's finalizers as change leaves them, and
+// nothing else: the manager's cache holds Services trimmed to what it
+// reads (no tenant annotations, no selector), and an update of the
+// trimmed object would take those away from the tenant.
+func (b *Base) patchFinalizers(ctx context.Context, svc *corev1.Service, change func() bool) error {
+	orig := svc.DeepCopy()
+	if !change() {
+		return nil
+	}
+	return b.Client.Patch(ctx, svc, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }

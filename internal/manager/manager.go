@@ -411,7 +411,10 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			// Their metadata only (the controllers watch them so), without
 			// managed fields: injected pods carry the label, and a cluster
 			// may run thousands.
-			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"}), Transform: cache.TransformStripManagedFields()},
+			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"}), Transform: trimPod()},
+			// Every Service, so trimmed to what the Services' controllers
+			// read (cachetrim.go): a tenant's annotations cannot grow it.
+			&corev1.Service{}: {Transform: trimService()},
 			// Proxy sets live in our namespace only.
 			&appsv1.StatefulSet{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&corev1.ServiceAccount{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},

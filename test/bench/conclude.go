@@ -66,6 +66,12 @@ func Conclude(r *Report) []string {
 		}
 	}
 	out = append(out, concludeMemory(r.Memory)...)
+	for _, m := range r.Manager {
+		if m.Manager == "this tree" {
+			f := m.PeakMiB.Median() / (ManagerLimit >> 20)
+			out = append(out, fmt.Sprintf("The manager among hostile objects (%s): peak %.0f MiB, %.2f of its %d MiB limit (target < 0.8): %s.", r.ManagerLoad, m.PeakMiB.Median(), f, ManagerLimit>>20, verdict(f < 0.8)))
+		}
+	}
 	if e, b := findPath(r.Services, PathEgressProxy), findPath(r.Services, PathEgressBaseline); e > 0 && b > 0 {
 		out = append(out, fmt.Sprintf("Egress Service proxy throughput: %.2fx tailscaled's SOCKS5 proxy (no target; the issue asks for the figure beside it).", e/b))
 	}

@@ -25,9 +25,13 @@ type Report struct {
 	ServicesSkipped []string
 	API             []APIResult
 	Memory          []MemoryRow
-	Burst           []BurstResult
-	Errors          []string
-	Conclusion      []string // targets, met or missed, with what limits them
+	// Manager is the manager's peak RSS among hostile objects, and what
+	// they were.
+	Manager     []ManagerMemoryRow
+	ManagerLoad string
+	Burst       []BurstResult
+	Errors      []string
+	Conclusion  []string // targets, met or missed, with what limits them
 }
 
 // Machine describes where the run happened.
@@ -118,6 +122,13 @@ func (r *Report) Write(w io.Writer) {
 	}
 	if len(r.Memory) > 0 {
 		writeMemory(p, r.Memory)
+	}
+	if len(r.Manager) > 0 {
+		p("\n## The manager among hostile objects\n\nWhat tenants can write into objects the manager caches: %s. The manager runs as a process against a real API server, with the %d MiB limit the manifests ship in its environment (the runtime's soft limit follows it); peak RSS is the kernel's VmHWM from start until its controllers have synced their caches and a tenth of the Services have been edited twice while it watches. Beside it, in the same run, the manager as it was before its caches were trimmed.\n\n", r.ManagerLoad, ManagerLimit>>20)
+		p("| Manager | Peak RSS | Of its limit |\n|---|---|---|\n")
+		for _, m := range r.Manager {
+			p("| %s | %s | %.2f |\n", m.Manager, pm(m.PeakMiB, " MiB", 0), m.PeakMiB.Median()/(ManagerLimit>>20))
+		}
 	}
 	if len(r.Connector) > 0 {
 		p("\n## Connector versus tailscaled as a subnet router\n\nA test host in a network namespace; a tailnet peer with routes accepted downloads from it through the approved router.\n\n")

@@ -30,7 +30,8 @@ func main() {
 	repeats := flag.Int("repeats", 3, "repetitions of each figure")
 	dur := flag.Duration("duration", 2*time.Second, "length of each load run")
 	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
-	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, connector, services, api, memory (default all)")
+	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, connector, services, api, memory, manager (default all)")
+	managerBaseline := flag.String("manager-baseline", "ec04815", "manager: the git revision measured beside this tree (the last before the manager's caches were trimmed)")
 	roles := flag.String("roles", "", "memory: comma-separated subset of sidecar, connector, API proxy (default all)")
 	profile := flag.String("profile", "", "directory for heap and CPU profiles of tsinject's processes under each memory load")
 	proxyEnv := flag.String("proxy-env", "", "memory: comma-separated KEY=VALUE added to tsinject's processes' environment, to try a setting")
@@ -58,6 +59,7 @@ func main() {
 	if *roles != "" {
 		memoryRoles = strings.Split(*roles, ",")
 	}
+	managerBaselineRev = *managerBaseline
 	if err := run(ctx, *out, *repeats, *dur, int64(*sizeMiB)<<20); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -66,10 +68,11 @@ func main() {
 }
 
 var (
-	want           func(string) bool
-	profileDir     string
-	memoryRoles    []string
-	memoryProxyEnv []string
+	want               func(string) bool
+	profileDir         string
+	memoryRoles        []string
+	memoryProxyEnv     []string
+	managerBaselineRev string
 )
 
 func step(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
@@ -134,6 +137,16 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 			Repeats: repeats, ProfileDir: profileDir, Log: step, Roles: memoryRoles, ProxyEnv: memoryProxyEnv})
 		if err != nil {
 			r.Errors = append(r.Errors, "memory under load: "+err.Error())
+		}
+	}
+	if want("manager") {
+		step("the manager among hostile objects")
+		o := bench.ManagerMemoryOptions{Services: 1000, ServiceAnnotation: 200 << 10, Pods: 10000, PodAnnotation: 16 << 10,
+			BaselineRev: managerBaselineRev, Repeats: repeats, Log: step}
+		r.ManagerLoad = fmt.Sprintf("%d Services with %d KiB of annotations each, %d opted-in pods with %d KiB of annotations each (half of it in tsinject's status annotation)",
+			o.Services, o.ServiceAnnotation>>10, o.Pods, o.PodAnnotation>>10)
+		if r.Manager, err = bench.ManagerMemory(ctx, o); err != nil {
+			r.Errors = append(r.Errors, "the manager among hostile objects: "+err.Error())
 		}
 	}
 	if want("api") {

@@ -1,0 +1,86 @@
+package manager
+
+import (
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/injector"
+)
+
+// The manager caches objects tenants write (every Service in the cluster,
+// opted-in pods): what it holds of each must not grow with what a tenant
+// puts in them, or a thousand Services with 200 KiB of annotations each
+// take the manager (and with it every admission) past its memory limit.
+// The cache keeps only what the controllers read; writes go through
+// patches of the fields the manager owns, never an update of a trimmed
+// object.
+
+// maxAnnotation bounds one tsinject annotation kept in the cache; a
+// longer value is replaced by a note the controllers report as invalid.
+const maxAnnotation = 4096
+
+// keptLabels are the labels the manager reads on cached objects.
+var keptLabels = []string{proxyset.LabelManagedBy, proxyset.LabelComponent, proxyset.LabelOwner, proxyset.LabelOwnerNamespace, injector.LabelInject}
+
+// trimMeta keeps, of an object's metadata, tsinject's annotations (each
+// bounded) and the labels the manager reads; managed fields go.
+func trimMeta(o metav1.Object) {
+	o.SetManagedFields(nil)
+	var ann map[string]string
+	for k, v := range o.GetAnnotations() {
+		if !strings.HasPrefix(k, injector.AnnotationPrefix) {
+			continue
+		}
+		if len(v) > maxAnnotation {
+			v = fmt.Sprintf("(%d bytes: longer than the %d tsinject reads)", len(v), maxAnnotation)
+		}
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann[k] = v
+	}
+	o.SetAnnotations(ann)
+	var labels map[string]string
+	for _, k := range keptLabels {
+		if v, ok := o.GetLabels()[k]; ok {
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[k] = v
+		}
+	}
+	o.SetLabels(labels)
+}
+
+// trimService is the cache's transform for Services (typed or metadata).
+func trimService() toolscache.TransformFunc {
+	return func(in any) (any, error) {
+		if o, err := meta.Accessor(in); err == nil {
+			trimMeta(o)
+		}
+		if svc, ok := in.(*corev1.Service); ok {
+			svc.Spec.Selector = nil // the proxies dial the ClusterIP, never the pods
+		}
+		return in, nil
+	}
+}
+
+// trimPod is the cache's transform for opted-in pods: their metadata only
+// (the Injected Event reads the status annotation and creation time).
+func trimPod() toolscache.TransformFunc {
+	return func(in any) (any, error) {
+		if o, err := meta.Accessor(in); err == nil {
+			trimMeta(o)
+		}
+		if p, ok := in.(*corev1.Pod); ok {
+			p.Spec, p.Status = corev1.PodSpec{}, corev1.PodStatus{}
+		}
+		return in, nil
+	}
+}
