@@ -37,8 +37,11 @@ type Config struct {
 	ExitNode bool
 	// ExitDeny are destinations an exit node refuses unless Routes lists
 	// them: the cluster's own addresses (see exitDenied).
-	ExitDeny   []netip.Prefix
-	HealthAddr string
+	ExitDeny []netip.Prefix
+	// ExitDenyFile, if set, is a file of more such ranges, re-read while
+	// the connector runs.
+	ExitDenyFile string
+	HealthAddr   string
 }
 
 // Settings is `tsinject-proxy connector`'s table of flags and TSINJECT_*
@@ -50,6 +53,7 @@ func (cfg *Config) Settings() []cli.Setting {
 			return err
 		}},
 		cli.Setting{Flag: "exit-node", Env: contract.EnvExitNode, Help: "offer this device as an exit node", Default: "false", Set: cli.Bool(&cfg.ExitNode), Switch: true},
+		cli.Setting{Flag: "exit-deny-file", Env: contract.EnvExitDenyFile, Help: "exit node: a file of more CIDRs to refuse, re-read while running", Set: cli.String(&cfg.ExitDenyFile)},
 	)
 }
 
@@ -64,6 +68,11 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		}
 	}
 	c := &connector{cfg: cfg, logf: logf}
+	if cfg.ExitNode && cfg.ExitDenyFile != "" {
+		c.denyFile = &denyFile{path: cfg.ExitDenyFile, logf: logf}
+		c.denyFile.load()
+		go c.denyFile.run(ctx, 10*time.Second)
+	}
 	reg := c.registry()
 	health, err := tsnode.ServeHealth(cfg.HealthAddr, c.readyz, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if err != nil {
@@ -107,11 +116,13 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 }
 
 type connector struct {
-	cfg   Config
-	logf  logger.Logf
-	node  *tsnode.Node
-	ready atomic.Bool
-	flows struct{ tcp, udp, denied atomic.Int64 }
+	cfg  Config
+	logf logger.Logf
+	// denyFile is the exit node's deny list the manager keeps current.
+	denyFile *denyFile
+	node     *tsnode.Node
+	ready    atomic.Bool
+	flows    struct{ tcp, udp, denied atomic.Int64 }
 }
 
 // hook hands flows to advertised destinations to netstack's own
@@ -152,7 +163,7 @@ func (c *connector) routed(dst netip.Addr) bool {
 		}
 	}
 	if c.cfg.ExitNode {
-		if exitDenied(dst, c.cfg.Routes, c.cfg.ExitDeny) {
+		if exitDenied(dst, c.cfg.Routes, c.cfg.ExitDeny) || exitDenied(dst, c.cfg.Routes, c.denyFile.current()) {
 			c.flows.denied.Add(1)
 			return false
 		}

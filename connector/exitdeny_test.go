@@ -1,7 +1,10 @@
 package connector
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -17,6 +20,9 @@ func TestExitDenied(t *testing.T) {
 	}{
 		{"198.18.64.9", nil, false},                         // the world: forwarded
 		{"169.254.169.254", nil, true},                      // cloud metadata
+		{"fd00:ec2::254", nil, true},                        // AWS's metadata over IPv6
+		{"fd20:ce::254", nil, true},                         // Google's over IPv6
+		{"168.63.129.16", nil, true},                        // Azure's wire server
 		{"fe80::1", nil, true},                              // link-local
 		{"127.0.0.1", nil, true},                            // the pod itself
 		{"::1", nil, true},                                  // the pod itself
@@ -41,6 +47,7 @@ func TestExitDenied(t *testing.T) {
 func TestExitDenyFromEnv(t *testing.T) {
 	env := map[string]string{
 		contract.EnvHostIP: "198.19.0.1", contract.EnvPodIP: "198.19.0.9", "KUBERNETES_SERVICE_HOST": "198.19.16.1",
+		contract.EnvHostIPs: "198.19.0.1,fd00:19::1", contract.EnvPodIPs: "198.19.0.9,fd00:19::9",
 		contract.EnvExitDeny: "198.19.16.0/24, 198.19.0.0/24",
 	}
 	got, err := ExitDenyFromEnv(func(k string) string { return env[k] })
@@ -51,11 +58,44 @@ func TestExitDenyFromEnv(t *testing.T) {
 	for _, p := range got {
 		s = append(s, p.String())
 	}
-	if want := "198.19.0.1/32 198.19.0.9/32 198.19.16.1/32 198.19.16.0/24 198.19.0.0/24"; strings.Join(s, " ") != want {
+	if want := "198.19.0.1/32 198.19.0.9/32 198.19.0.1/32 fd00:19::1/128 198.19.0.9/32 fd00:19::9/128 198.19.16.1/32 198.19.16.0/24 198.19.0.0/24"; strings.Join(s, " ") != want {
 		t.Errorf("got %v, want %s", s, want)
 	}
 	env[contract.EnvExitDeny] = "10.96.0.0"
 	if _, err := ExitDenyFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), contract.EnvExitDeny) {
 		t.Errorf("a bad CIDR: %v", err)
+	}
+}
+
+// The manager's deny list reaches a running exit node through its file:
+// read at start, re-read when it changes, kept when it breaks.
+func TestDenyFileFollowsChanges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "deny")
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logged []string
+	d := &denyFile{path: path, logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }}
+	denied := func(ip string) bool { return exitDenied(netip.MustParseAddr(ip), nil, d.current()) }
+	d.load()
+	if denied("198.18.7.7") || len(logged) != 1 {
+		t.Fatalf("no file yet: denied %v, logged %q", denied("198.18.7.7"), logged)
+	}
+	write("198.18.7.7/32\n198.18.8.0/24\n")
+	d.load()
+	if !denied("198.18.7.7") || !denied("198.18.8.9") || denied("198.18.9.1") {
+		t.Errorf("after the first list: %v", d.current())
+	}
+	write("198.18.9.0/24")
+	d.load()
+	if denied("198.18.7.7") || !denied("198.18.9.1") {
+		t.Errorf("after a new node: %v", d.current())
+	}
+	write("not a cidr")
+	d.load()
+	if !denied("198.18.9.1") || !strings.Contains(logged[len(logged)-1], "keeping the previous one") {
+		t.Errorf("a broken list replaced the good one: %v, %q", d.current(), logged)
 	}
 }

@@ -69,8 +69,10 @@ func TestProxyReadsWhatTheControllerWrites(t *testing.T) {
 					return "hostname prefix"
 				case !slices.Equal(c.Node.Tags, []string{"tag:k8s"}):
 					return "default tags"
-				case !slices.Contains(c.ExitDeny, netip.MustParsePrefix("198.18.0.3/32")):
-					return "exit deny (the pod's own address)"
+				case !slices.Contains(c.ExitDeny, netip.MustParsePrefix("198.18.0.3/32")) || !slices.Contains(c.ExitDeny, netip.MustParsePrefix("fd00:18::3/128")):
+					return "exit deny (the pod's own addresses)"
+				case c.ExitDenyFile != contract.ExitDenyFile:
+					return "exit deny file"
 				}
 				return ""
 			}},
@@ -87,7 +89,7 @@ func TestProxyReadsWhatTheControllerWrites(t *testing.T) {
 			cn := &v1alpha1.Connector{ObjectMeta: metav1.ObjectMeta{Name: "edge", UID: "0f0f"}, Spec: tc.spec}
 			cl := fake.NewClientBuilder().WithScheme(scheme).Build()
 			r := &Reconciler{Namespace: "tsinject-system", ProxyImage: "tsinject-proxy:test", ControlURL: "https://headscale.example", Credential: tc.creds.ForProxies}
-			set := r.set(cn, []string{"198.19.16.0/24"}, nil)
+			set := r.set(cn, []string{"198.19.16.0/24"}, nil, nil)
 			if err := proxyset.Apply(context.Background(), cl, set); err != nil {
 				t.Fatal(err)
 			}
@@ -134,7 +136,7 @@ func TestProxyReadsWhatTheControllerWrites(t *testing.T) {
 			}
 
 			// Every variable the controller sets is read by the proxy.
-			read := map[string]bool{contract.EnvExitDeny: true, contract.EnvHostIP: true, contract.EnvPodIP: true, contract.EnvMemoryLimit: true}
+			read := map[string]bool{contract.EnvExitDeny: true, contract.EnvHostIP: true, contract.EnvPodIP: true, contract.EnvHostIPs: true, contract.EnvPodIPs: true, contract.EnvMemoryLimit: true}
 			for _, s := range table {
 				read[s.Env] = true
 			}
@@ -154,7 +156,8 @@ func resolve(t *testing.T, e corev1.EnvVar, pod string) string {
 	case e.ValueFrom == nil:
 		return e.Value
 	case e.ValueFrom.FieldRef != nil:
-		v, ok := map[string]string{"metadata.name": pod, "metadata.namespace": "tsinject-system", "status.hostIP": "198.18.0.2", "status.podIP": "198.18.0.3"}[e.ValueFrom.FieldRef.FieldPath]
+		v, ok := map[string]string{"metadata.name": pod, "metadata.namespace": "tsinject-system", "status.hostIP": "198.18.0.2", "status.podIP": "198.18.0.3",
+			"status.hostIPs": "198.18.0.2,fd00:18::2", "status.podIPs": "198.18.0.3,fd00:18::3"}[e.ValueFrom.FieldRef.FieldPath]
 		if !ok {
 			t.Fatalf("%s: unexpected field %s", e.Name, e.ValueFrom.FieldRef.FieldPath)
 		}

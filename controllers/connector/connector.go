@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -39,6 +40,16 @@ const (
 	ReasonProxyNotReady         = "ProxyNotReady"
 	ReasonAwaitingRouteApproval = "AwaitingRouteApproval"
 	ReasonScaledToZero          = "ScaledToZero"
+)
+
+// ConditionPodRanges says whether an exit node knows the cluster's pod
+// ranges to refuse them (the manager's --pod-cidrs): pod ranges are not
+// discoverable from the API, and without them pods are reachable through
+// the exit node.
+const (
+	ConditionPodRanges   = "PodRangesRefused"
+	ReasonPodRangesKnown = "PodCIDRsConfigured"
+	ReasonPodRangesUnset = "PodCIDRsNotConfigured"
 )
 
 // Reconciler reconciles Connectors.
@@ -72,6 +83,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.Connector{}).
 		Watches(&appsv1.StatefulSet{}, owned, ours).
 		Watches(&corev1.Secret{}, owned, ours).
+		Watches(&corev1.Node{}, r.exitNodes()).
+		Watches(&discoveryv1.EndpointSlice{}, r.exitNodes()).
 		Watches(&v1alpha1.SidecarProfile{}, proxyset.ProfileUsers(mgr.GetClient(),
 			func() client.ObjectList { return &v1alpha1.ConnectorList{} },
 			func(o client.Object) string { return o.(*v1alpha1.Connector).Spec.Profile })).
@@ -109,7 +122,7 @@ func (r *Reconciler) clusterCIDRs(ctx context.Context) ([]string, error) {
 	return slices.Compact(cidrs), nil
 }
 
-func (r *Reconciler) set(cn *v1alpha1.Connector, clusterCIDRs []string, proxy *v1alpha1.ProxyConfig) *proxyset.Set {
+func (r *Reconciler) set(cn *v1alpha1.Connector, clusterCIDRs, clusterAddrs []string, proxy *v1alpha1.ProxyConfig) *proxyset.Set {
 	replicas := int32(1)
 	if cn.Spec.Replicas != nil {
 		replicas = *cn.Spec.Replicas
@@ -135,21 +148,28 @@ func (r *Reconciler) set(cn *v1alpha1.Connector, clusterCIDRs []string, proxy *v
 		}
 		env = append(env, corev1.EnvVar{Name: contract.EnvRoutes, Value: strings.Join(routes, ",")})
 	}
+	var files map[string]string
 	if cn.Spec.ExitNode {
-		// The exit node refuses the node's and its own addresses, and
-		// the cluster's Service and pod ranges.
+		// The exit node refuses the node's and its own addresses, the
+		// cluster's Service and pod ranges (in its environment), and every
+		// node's and the API server's addresses (in a file kept current).
+		field := func(name, path string) corev1.EnvVar {
+			return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+		}
 		env = append(env, corev1.EnvVar{Name: contract.EnvExitNode, Value: "true"},
-			corev1.EnvVar{Name: contract.EnvHostIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
-			corev1.EnvVar{Name: contract.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}})
+			field(contract.EnvHostIP, "status.hostIP"), field(contract.EnvPodIP, "status.podIP"),
+			field(contract.EnvHostIPs, "status.hostIPs"), field(contract.EnvPodIPs, "status.podIPs"),
+			corev1.EnvVar{Name: contract.EnvExitDenyFile, Value: contract.ExitDenyFile})
 		if len(clusterCIDRs) > 0 {
 			env = append(env, corev1.EnvVar{Name: contract.EnvExitDeny, Value: strings.Join(clusterCIDRs, ",")})
 		}
+		files = map[string]string{contract.ExitDenyKey: denyFile(clusterAddrs)}
 	}
 	cn.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("Connector"))
 	return &proxyset.Set{
 		Owner: cn, Component: "connector", Namespace: r.Namespace, Replicas: replicas,
 		Image: r.ProxyImage, Args: []string{"connector"}, Env: env, Proxy: proxy,
-		Credential: r.Credential(),
+		Credential: r.Credential(), Files: files, FilesDir: contract.ExitDenyDir,
 	}
 }
 
@@ -170,10 +190,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, &cn); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	var cidrs []string
+	var cidrs, addrs []string
 	if cn.Spec.ExitNode && cn.DeletionTimestamp.IsZero() {
 		var err error
 		if cidrs, err = r.clusterCIDRs(ctx); err != nil {
+			return reconcile.Result{}, err
+		}
+		if addrs, err = r.clusterAddresses(ctx); err != nil {
 			return reconcile.Result{}, err
 		}
 	}
@@ -181,7 +204,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if !ok {
 		return reconcile.Result{}, err
 	}
-	s := r.set(&cn, cidrs, proxy)
+	s := r.set(&cn, cidrs, addrs, proxy)
 	if !cn.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &cn, s)
 	}
@@ -189,7 +212,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if err := r.Client.Update(ctx, &cn); err != nil {
 			return reconcile.Result{}, err
 		}
-		s = r.set(&cn, cidrs, proxy)
+		s = r.set(&cn, cidrs, addrs, proxy)
 	}
 	if err := proxyset.Apply(ctx, r.Client, s); err != nil {
 		return reconcile.Result{}, err
@@ -261,6 +284,11 @@ func (r *Reconciler) updateStatus(ctx context.Context, cn *v1alpha1.Connector, s
 	cn.Status.Devices = devices
 	cn.Status.ObservedGeneration = cn.Generation
 	meta.SetStatusCondition(&cn.Status.Conditions, cond)
+	if cn.Spec.ExitNode {
+		meta.SetStatusCondition(&cn.Status.Conditions, r.podRanges(cn.Generation))
+	} else {
+		meta.RemoveStatusCondition(&cn.Status.Conditions, ConditionPodRanges)
+	}
 	if !statusEqual(before, &cn.Status) {
 		if err := r.Client.Status().Update(ctx, cn); err != nil {
 			return reconcile.Result{}, err
@@ -271,6 +299,16 @@ func (r *Reconciler) updateStatus(ctx context.Context, cn *v1alpha1.Connector, s
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 	}
 	return reconcile.Result{RequeueAfter: time.Minute}, nil
+}
+
+// podRanges is an exit node's ConditionPodRanges.
+func (r *Reconciler) podRanges(generation int64) metav1.Condition {
+	if len(r.PodCIDRs) == 0 {
+		return metav1.Condition{Type: ConditionPodRanges, Status: metav1.ConditionFalse, Reason: ReasonPodRangesUnset, ObservedGeneration: generation,
+			Message: "the manager has no --pod-cidrs (Helm podCIDRs), and pod ranges cannot be read from the cluster: pods are reachable through this exit node unless a NetworkPolicy refuses its traffic; set them (docs/connector.md)"}
+	}
+	return metav1.Condition{Type: ConditionPodRanges, Status: metav1.ConditionTrue, Reason: ReasonPodRangesKnown, ObservedGeneration: generation,
+		Message: "refuses the pod ranges " + strings.Join(r.PodCIDRs, ", ")}
 }
 
 // wantedRoutes are the routes the control server must approve.

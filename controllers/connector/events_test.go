@@ -30,7 +30,7 @@ func TestReadyTransitionsLeaveEvents(t *testing.T) {
 	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cn).WithStatusSubresource(cn).Build()
 	rec := events.NewFakeRecorder(16)
 	r := &Reconciler{Client: cl, Namespace: "tsinject-system", Events: rec, Log: logr.Discard(), Credential: testCredential}
-	s := r.set(cn, nil, nil)
+	s := r.set(cn, nil, nil, nil)
 	ctx := context.Background()
 	report := func(approved []string) {
 		t.Helper()

@@ -67,6 +67,12 @@ type Set struct {
 	Proxy     *v1alpha1.ProxyConfig
 	// Credential is what the replicas log in with (package credential).
 	Credential credential.Wiring
+	// Files, if any, are kept in the set's Secret FilesName() and mounted
+	// read-only at FilesDir in the replicas: the manager updates them
+	// while the replicas run (the kubelet refreshes a mounted Secret), for
+	// what changes more often than a replica should restart.
+	Files    map[string]string
+	FilesDir string
 	// Ports, if any, are served by the replicas on their pod addresses and
 	// by a ClusterIP Service of the set's name.
 	Ports []corev1.ServicePort
@@ -103,6 +109,9 @@ func Name(component, owner string) string {
 
 // SecretName is the state Secret of replica i (named like its pod).
 func (s *Set) SecretName(i int) string { return s.Name() + "-" + strconv.Itoa(i) }
+
+// FilesName is the Secret holding the set's Files.
+func (s *Set) FilesName() string { return s.Name() + "-files" }
 
 func (s *Set) labels() map[string]string {
 	l := s.selector()
@@ -142,6 +151,17 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 		secrets = append(secrets, s.SecretName(i))
 		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.SecretName(i), Namespace: s.Namespace}}
 		if err := apply(ctx, c, sec, owner, s.labels(), func() {}); err != nil {
+			return err
+		}
+	}
+	if len(s.Files) > 0 {
+		files := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.FilesName(), Namespace: s.Namespace}}
+		if err := apply(ctx, c, files, owner, s.labels(), func() {
+			files.Data = map[string][]byte{}
+			for k, v := range s.Files {
+				files.Data[k] = []byte(v)
+			}
+		}); err != nil {
 			return err
 		}
 	}
@@ -245,6 +265,12 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 	}
 	uid := int64(contract.ProxyUID)
 	credVolume, credMount, credEnv := s.Credential.Volume, s.Credential.Mount, s.Credential.Env
+	mounts := []corev1.VolumeMount{{Name: "state", MountPath: contract.StateDir}, credMount}
+	volumes := []corev1.Volume{{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}, credVolume}
+	if len(s.Files) > 0 {
+		mounts = append(mounts, corev1.VolumeMount{Name: "files", MountPath: s.FilesDir, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: "files", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: s.FilesName()}}})
+	}
 	env := append([]corev1.EnvVar{
 		{Name: contract.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 		{Name: contract.EnvState, Value: contract.StateSecret},
@@ -300,15 +326,9 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 						AllowPrivilegeEscalation: ptr(false), ReadOnlyRootFilesystem: ptr(true),
 						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 					},
-					VolumeMounts: []corev1.VolumeMount{
-						{Name: "state", MountPath: contract.StateDir},
-						credMount,
-					},
+					VolumeMounts: mounts,
 				}},
-				Volumes: []corev1.Volume{
-					{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-					credVolume,
-				},
+				Volumes: volumes,
 			},
 		},
 	}
@@ -422,9 +442,12 @@ func Delete(ctx context.Context, c client.Client, live client.Reader, s *Set, lo
 	if err := Retire(ctx, c, live, &all, logout, log); err != nil {
 		return false, err
 	}
-	for _, obj := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
+	for _, obj := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &corev1.Secret{}} {
 		obj.SetNamespace(s.Namespace)
 		obj.SetName(name)
+		if _, ok := obj.(*corev1.Secret); ok {
+			obj.SetName(s.FilesName())
+		}
 		if err := client.IgnoreNotFound(c.Delete(ctx, obj)); err != nil {
 			return false, err
 		}

@@ -38,7 +38,11 @@ const (
 	AuthDir     = "/var/run/tsinject/auth"
 	AuthKeyFile = AuthDir + "/" + AuthSecretKey
 	TokenDir    = "/var/run/tsinject/token"
-	TokenFile   = TokenDir + "/" + TokenKey
+	// ExitDenyDir holds an exit node's deny list (ExitDenyKey).
+	ExitDenyDir  = "/var/run/tsinject/exit-deny"
+	ExitDenyKey  = "deny"
+	ExitDenyFile = ExitDenyDir + "/" + ExitDenyKey
+	TokenFile    = TokenDir + "/" + TokenKey
 	// ServiceAccountDir is where the sidecar finds its API credentials
 	// (state in a Secret).
 	ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -103,6 +107,16 @@ const (
 	// connector refuses it, as it does the ranges in EnvExitDeny.
 	EnvHostIP   = "TSINJECT_HOST_IP"
 	EnvExitDeny = "TSINJECT_EXIT_DENY"
+	// EnvHostIPs and EnvPodIPs are every address of the node and the pod
+	// (downward API status.hostIPs, status.podIPs; comma-separated), which
+	// an exit node refuses too.
+	EnvHostIPs = "TSINJECT_HOST_IPS"
+	EnvPodIPs  = "TSINJECT_POD_IPS"
+	// EnvExitDenyFile names a file of CIDRs (comma- or line-separated) an
+	// exit node also refuses, re-read while it runs: the cluster's node and
+	// API server addresses, which the manager keeps current in a Secret
+	// mounted there (ExitDenyFile).
+	EnvExitDenyFile = "TSINJECT_EXIT_DENY_FILE"
 	// EnvMemoryLimit is the container's memory limit in bytes (the downward
 	// API's limits.memory); the Go runtime keeps its heap under a fraction
 	// of it (package memlimit). Both binaries read it.

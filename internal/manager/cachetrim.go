@@ -84,3 +84,15 @@ func trimPod() toolscache.TransformFunc {
 		return in, nil
 	}
 }
+
+// trimNode keeps a node's name and addresses: what an exit node refuses.
+// The rest (its images, conditions, capacity) is most of a Node's size.
+func trimNode() toolscache.TransformFunc {
+	return func(in any) (any, error) {
+		if n, ok := in.(*corev1.Node); ok {
+			*n = corev1.Node{TypeMeta: n.TypeMeta, ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
+				Status: corev1.NodeStatus{Addresses: n.Status.Addresses}}
+		}
+		return in, nil
+	}
+}

@@ -22,6 +22,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -415,6 +416,10 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			// Every Service, so trimmed to what the Services' controllers
 			// read (cachetrim.go): a tenant's annotations cannot grow it.
 			&corev1.Service{}: {Transform: trimService()},
+			// Exit nodes refuse every node's addresses and the API server's.
+			&corev1.Node{}: {Transform: trimNode()},
+			&discoveryv1.EndpointSlice{}: {Namespaces: map[string]cache.Config{connector.APIServerNamespace: {}},
+				Label: labels.SelectorFromSet(labels.Set{connector.LabelServiceName: connector.APIServerService})},
 			// Proxy sets live in our namespace only.
 			&appsv1.StatefulSet{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&corev1.ServiceAccount{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
