@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -59,6 +60,15 @@ func TestApplyKeepsWhatOthersSet(t *testing.T) {
 	}
 	if *after.Spec.Replicas != 2 {
 		t.Errorf("replicas %d, want 2", *after.Spec.Replicas)
+	}
+	// A set with ports that one namespace alone may reach.
+	s.Ports, s.AllowFrom = []corev1.ServicePort{{Name: "pg", Port: 5432, Protocol: corev1.ProtocolTCP}}, "shop"
+	if err := proxyset.Apply(ctx, cl, s); err != nil {
+		t.Fatal(err)
+	}
+	var np networkingv1.NetworkPolicy
+	if err := cl.Get(ctx, key, &np); err != nil || len(np.Spec.Ingress) != 2 || np.Spec.Ingress[0].Ports[0].Port.IntVal != 5432 {
+		t.Errorf("NetworkPolicy %+v, %v", np.Spec, err)
 	}
 	managers := map[string]bool{}
 	for _, f := range after.ManagedFields {

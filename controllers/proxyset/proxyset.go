@@ -19,6 +19,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -76,6 +77,12 @@ type Set struct {
 	// Ports, if any, are served by the replicas on their pod addresses and
 	// by a ClusterIP Service of the set's name.
 	Ports []corev1.ServicePort
+	// AllowFrom, if set with Ports, is the only namespace whose pods may
+	// reach those ports (a NetworkPolicy of the set's name): an egress
+	// Service's proxies act with its namespace's tailnet identity, which
+	// no other tenant's pods should borrow. The health port stays open to
+	// the kubelet and monitoring.
+	AllowFrom string
 }
 
 // Name is the base name of the set's objects: <component>-<owner>,
@@ -185,6 +192,12 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 		rb.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: s.Namespace}}
 	}); err != nil {
 		return err
+	}
+	if len(s.Ports) > 0 && s.AllowFrom != "" {
+		np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
+		if err := apply(ctx, c, np, owner, s.labels(), func() { s.networkPolicy(np) }); err != nil {
+			return err
+		}
 	}
 	if len(s.Ports) > 0 {
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
@@ -334,6 +347,25 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 	}
 }
 
+// networkPolicy lets only AllowFrom's pods reach the set's ports, and
+// anyone its health port.
+func (s *Set) networkPolicy(np *networkingv1.NetworkPolicy) {
+	var ports []networkingv1.NetworkPolicyPort
+	for _, p := range s.Ports {
+		ports = append(ports, networkingv1.NetworkPolicyPort{Protocol: &p.Protocol, Port: ptr(intstr.FromInt32(p.Port))})
+	}
+	health := intstr.FromInt32(contract.HealthPort)
+	np.Spec = networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: s.selector()},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{
+			{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{corev1.LabelMetadataName: s.AllowFrom}}}}, Ports: ports},
+			{Ports: []networkingv1.NetworkPolicyPort{{Port: &health}}},
+		},
+	}
+}
+
 // Devices reads what the replicas reported into their Secrets; a replica
 // that has not reported yet is absent.
 func Devices(ctx context.Context, c client.Reader, s *Set) ([]v1alpha1.Device, error) {
@@ -442,7 +474,7 @@ func Delete(ctx context.Context, c client.Client, live client.Reader, s *Set, lo
 	if err := Retire(ctx, c, live, &all, logout, log); err != nil {
 		return false, err
 	}
-	for _, obj := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &corev1.Secret{}} {
+	for _, obj := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &corev1.Secret{}, &networkingv1.NetworkPolicy{}} {
 		obj.SetNamespace(s.Namespace)
 		obj.SetName(name)
 		if _, ok := obj.(*corev1.Secret); ok {

@@ -139,6 +139,9 @@ func (r *EgressReconciler) set(svc *corev1.Service, sp egressSpec) *proxyset.Set
 	}
 	s := r.proxySet(svc, EgressComponent, sp.replicas, env, sp.proxy)
 	s.Ports = sp.svcPorts
+	// Only the Service's namespace may use its proxies: they reach the
+	// tailnet with that namespace's tags.
+	s.AllowFrom = svc.Namespace
 	return s
 }
 

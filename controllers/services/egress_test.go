@@ -9,11 +9,13 @@ import (
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/managedfields"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -49,7 +51,7 @@ func (n namespaces) Namespace(ctx context.Context, name string) (injector.Namesp
 func newBase(t *testing.T, objs ...client.Object) (Base, client.Client) {
 	t.Helper()
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme, v1alpha1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme, networkingv1.AddToScheme, v1alpha1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +60,13 @@ func newBase(t *testing.T, objs ...client.Object) (Base, client.Client) {
 		Labels:      map[string]string{injector.LabelInjection: "enabled"},
 		Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:shop", injector.AnnotationAllowedTags: "tag:shop-db"}}}
 	plain := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}}
+	// client-go's own schema fails the fake client's server-side apply of
+	// NetworkPolicies ("expected objects with types from the same
+	// schema"); the deduced one merges them as the API server does here
+	// (controllers/proxyset TestApplyKeepsWhatOthersSet applies one to the
+	// real API server).
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append(objs, shop, plain)...).
+		WithTypeConverters(managedfields.NewDeducedTypeConverter()).
 		WithStatusSubresource(&corev1.Service{}).Build()
 	cfg := injector.DefaultConfig()
 	cred := credential.Config{Mode: credential.Copy, Secret: "tsinject-authkey", SecretKey: "authkey"}
@@ -183,6 +191,18 @@ func TestEgressServiceLifecycle(t *testing.T) {
 	if len(proxySvc.Spec.Ports) != 2 || proxySvc.Spec.Ports[1].Protocol != corev1.ProtocolUDP || proxySvc.Spec.Ports[1].TargetPort.IntVal != 53 ||
 		proxySvc.Spec.Selector[proxyset.LabelOwnerNamespace] != "shop" {
 		t.Errorf("proxy Service %+v", proxySvc.Spec)
+	}
+	// Only the Service's namespace may reach its proxies' ports (they act
+	// with its tailnet identity); their health port stays open.
+	var np networkingv1.NetworkPolicy
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: name}, &np); err != nil {
+		t.Fatalf("no NetworkPolicy for the proxies: %v", err)
+	}
+	if in := np.Spec.Ingress; len(in) != 2 || len(in[0].From) != 1 || in[0].From[0].NamespaceSelector == nil ||
+		in[0].From[0].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "shop" || len(in[0].Ports) != 2 ||
+		len(in[1].From) != 0 || in[1].Ports[0].Port.IntVal != contract.HealthPort ||
+		np.Spec.PodSelector.MatchLabels[proxyset.LabelOwnerNamespace] != "shop" {
+		t.Errorf("NetworkPolicy %+v: want the proxy ports open to namespace shop only, the health port to all", np.Spec)
 	}
 	if cond := condition(t, c); cond == nil || cond.Reason != ReasonProxyNotReady {
 		t.Fatalf("before the replicas report: %+v", cond)
