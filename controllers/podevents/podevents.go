@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -34,14 +35,33 @@ const ReasonInjected = "Injected"
 // ago need no new Event.
 const Recent = 2 * time.Minute
 
+// EventsPerSecond and EventBurst bound the Events the controller
+// records: the events library starts a goroutine for every Event it has
+// not sent yet, so ten thousand pods created at once (a rollout, or a
+// tenant's pods with a forged status annotation) left the manager holding
+// as many goroutines and Events; measured, the manager's memory rose by
+// more than its limit's tenth. A backlog waits in the work queue instead,
+// and a pod that waited past Recent gets no Event.
+const (
+	EventsPerSecond = 20
+	EventBurst      = 100
+)
+
 // Reconciler records the Events.
 type Reconciler struct {
 	Client client.Reader
 	Events events.EventRecorder
+	// Limiter paces the Events (default EventsPerSecond, EventBurst).
+	Limiter *rate.Limiter
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // SetupWithManager watches pod creations only.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Limiter == nil {
+		r.Limiter = rate.NewLimiter(EventsPerSecond, EventBurst)
+	}
 	created := predicate.Funcs{
 		CreateFunc: func(e event.CreateEvent) bool {
 			_, injected := e.Object.GetAnnotations()[injector.AnnotationStatus]
@@ -69,6 +89,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	msg, ok := Message(pod.Annotations)
 	if !ok {
 		return reconcile.Result{}, nil
+	}
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	if now().Sub(pod.CreationTimestamp.Time) > Recent {
+		return reconcile.Result{}, nil // waited too long: old news
+	}
+	if r.Limiter != nil {
+		if err := r.Limiter.Wait(ctx); err != nil {
+			return reconcile.Result{}, nil // stopping, or never within the deadline
+		}
 	}
 	r.Events.Eventf(pod, nil, corev1.EventTypeNormal, ReasonInjected, "Inject", "%s", msg)
 	return reconcile.Result{}, nil
