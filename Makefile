@@ -8,14 +8,19 @@ LDFLAGS   := -s -w -X github.com/tsinject/tsinject/internal/version.Version=$(VE
 BIN       := bin
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build test testbins nodebins e2e generate lint bench demo clean
+.PHONY: all build unit test testbins apiserverbins nodebins e2e generate lint bench demo clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-## testbins: build (once, cached outside the tree) kube-apiserver, etcd and helm for tests.
+## apiserverbins: build (once, cached outside the tree) kube-apiserver and
+## etcd: what make demo and make bench run.
+apiserverbins:
+	$(GO) run ./test/testbins/cmd/testbins >/dev/null
+
+## testbins: apiserverbins and helm, for make test.
 testbins:
 	$(GO) run ./test/testbins/cmd/testbins --helm >/dev/null
 
@@ -29,7 +34,14 @@ E2E_TIMEOUT ?= 45m
 e2e: nodebins
 	$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/ $(E2E_FLAGS)
 
-## test: unit and integration tests against a real API server and tailnet.
+## unit: the tests that need nothing but Go (go test -short): pure
+## functions, fake clients, golden files. No root, no API server, no
+## tailnet, no cluster binary built; the others skip, saying what they need.
+unit:
+	$(GO) test -short -timeout 10m ./...
+
+## test: every test, against a real API server, tailnet and network
+## namespaces (root for those).
 test: testbins
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
 
@@ -54,13 +66,13 @@ lint:
 	if [ -n "$$(git status --porcelain -- api manifests charts)" ]; then git status --porcelain -- api manifests charts; git diff -- api manifests charts | head -50; echo "generated files are stale (or uncommitted): run make generate and commit"; exit 1; fi
 
 ## demo: the whole story on this machine (no cluster, no Tailscale account).
-demo: build testbins
+demo: build apiserverbins
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/tsinject-demo ./test/demo/cmd/demo
 	$(BIN)/tsinject-demo run --proxy-bin $(BIN)/tsinject-proxy $(DEMO_FLAGS)
 
 ## bench: tsinject beside tailscaled and a no-op webhook; writes docs/benchmarks.md.
 ## BENCH_FLAGS='-only memory -profile DIR' saves heap profiles (docs/performance.md).
-bench: testbins
+bench: apiserverbins
 	$(GO) run ./test/bench/cmd/bench -o docs/benchmarks.md $(BENCH_FLAGS)
 
 clean:

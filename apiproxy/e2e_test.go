@@ -29,6 +29,7 @@ import (
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 func must(t *testing.T, err error) {
@@ -65,11 +66,19 @@ func saToken(t *testing.T, cs kubernetes.Interface, ns, name string, rules []rba
 // in-process tailnet, against the real API server: what it may do follows
 // the tailnet grant, and nothing the client sends changes who it is.
 func TestKubectlThroughProxy(t *testing.T) {
+	// Set-up first, each step at its own pace (a cold build of the CLI on
+	// a busy machine takes minutes): the deadline measures the behaviour.
+	tier.Needs(t, tier.Processes, tier.Tailnet)
+	tsinject, err := gobuild.Binary("./cmd/tsinject")
+	must(t, err)
+	c := clustertest.Start(t, cluster.Options{})
+	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-k8s"})
+	must(t, err)
+	defer tn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := clustertest.Start(t, cluster.Options{})
 	cs := kubernetes.NewForConfigOrDie(c.Config)
-	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tsinject-system"}}, metav1.CreateOptions{})
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tsinject-system"}}, metav1.CreateOptions{})
 	must(t, err)
 	// The seed's RBAC: tailnet readers view. "view" aggregates its rules
 	// from roles labelled for it, which kube-controller-manager's
@@ -93,9 +102,6 @@ func TestKubectlThroughProxy(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "ca.crt"), c.Config.CAData, 0o600)
 	os.WriteFile(filepath.Join(dir, "authkey"), []byte("tskey-auth-k8s"), 0o600)
 
-	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-k8s"})
-	must(t, err)
-	defer tn.Close()
 	upstream, _ := url.Parse(c.Config.Host)
 	logs := &syncBuf{}
 	runCtx, stopProxy := context.WithCancel(ctx)
@@ -124,8 +130,6 @@ func TestKubectlThroughProxy(t *testing.T) {
 	socks, err := laptop.SOCKS5(fwdCtx)
 	must(t, err)
 
-	tsinject, err := gobuild.Binary("./cmd/tsinject")
-	must(t, err)
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", "--proxy-url", "socks5://"+socks, tn.FQDN("k8s")).CombinedOutput()
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/testbins"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 func run(t *testing.T, stdin []byte, name string, args ...string) []byte {
@@ -67,6 +68,7 @@ func objects(t *testing.T, b []byte) map[string]map[string]any {
 // cert-manager mode or with monitoring, as that overlay), save the Namespace,
 // which Helm leaves to --create-namespace; both apply to the API server.
 func TestChartMatchesKustomize(t *testing.T) {
+	tier.Needs(t, tier.Helm)
 	helm, err := testbins.EnsureHelm(context.Background(), testWriter{t})
 	if err != nil {
 		t.Fatalf("helm: %v", err)

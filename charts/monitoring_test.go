@@ -12,6 +12,7 @@ import (
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/testbins"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 // prometheusOperator is the Prometheus Operator release whose CRDs the
@@ -49,6 +50,7 @@ func prometheusOperatorCRDs(t *testing.T) string {
 // the Prometheus Operator's own CRDs accept: a server-side dry-run against
 // the real API server with them installed.
 func TestMonitoringObjectsAccepted(t *testing.T) {
+	tier.Needs(t, tier.Helm)
 	helm, err := testbins.EnsureHelm(context.Background(), testWriter{t})
 	if err != nil {
 		t.Fatalf("helm: %v", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 func TestResolve(t *testing.T) {
@@ -184,6 +185,7 @@ func echo(port uint16, msg string) (string, error) {
 func TestEgressTCPAndUDP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-egress"})
 	if err != nil {
 		t.Fatal(err)
@@ -264,6 +266,7 @@ func TestEgressTCPAndUDP(t *testing.T) {
 // host's loopback, standing for the cluster's own network): the proxy
 // refuses to dial it, and says the target is unknown.
 func TestEgressRefusesNonTailnetTargets(t *testing.T) {
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-egress"})
 	if err != nil {
 		t.Fatal(err)

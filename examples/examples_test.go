@@ -18,6 +18,7 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/test/managertest"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/gobuild"
@@ -33,7 +34,7 @@ func TestExamplesApply(t *testing.T) {
 	o.LeaderElection = false
 	o.Injector.Credential = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "examples-system", Audience: credential.DefaultAudience}}
 	o.Log = logr.Discard()
-	l, err := manager.StartLocal(context.Background(), c.Config, o)
+	l, err := managertest.StartLocal(context.Background(), c.Config, o)
 	if err != nil {
 		t.Fatal(err)
 	}

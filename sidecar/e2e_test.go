@@ -22,6 +22,7 @@ import (
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/netns"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 // TestMain lets the test binary double as a plain app server inside a
@@ -51,18 +52,22 @@ type pod struct {
 
 func newPod(t *testing.T) *pod {
 	t.Helper()
+	tier.Needs(t, tier.Root)
 	if err := netns.Check(); err != nil {
 		t.Fatalf("this test needs network namespaces: %v", err)
 	}
+	tier.Needs(t, tier.Processes)
 	bin, err := gobuild.Binary("./cmd/tsinject-proxy")
 	if err != nil {
 		t.Fatal(err)
 	}
+	tier.Needs(t, tier.Root)
 	ns, err := netns.New("tsi-pod")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{Addr: ns.HostIP, AuthKey: "tskey-auth-e2e"})
 	if err != nil {
 		t.Fatal(err)
@@ -193,9 +198,9 @@ func (p *pod) peer(t *testing.T, ctx context.Context, name string) *tailnet.Node
 // IP, MagicDNS name and short name; cluster DNS still answers other names;
 // a tailnet peer reaches the pod's server through expose.
 func TestTransparentEgressInNamespace(t *testing.T) {
+	p := newPod(t) // builds the proxy, makes the namespace: before the deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	p := newPod(t)
 	db := p.peer(t, ctx, "db")
 
 	// The pod's "cluster DNS", outside the tailnet, on the host end of the veth.
@@ -255,9 +260,9 @@ func TestTransparentEgressInNamespace(t *testing.T) {
 // uses the local forward, the HTTP proxy and SOCKS5; a non-tailnet
 // destination is refused through both proxies.
 func TestExplicitEgressInNamespace(t *testing.T) {
+	p := newPod(t) // builds the proxy, makes the namespace: before the deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	p := newPod(t)
 	p.peer(t, ctx, "db")
 	p.sidecar(t, contract.EnvEgress+"=5432=db:80")
 

@@ -26,6 +26,7 @@ import (
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 	"github.com/tsinject/tsinject/test/tsapi"
 )
 
@@ -57,6 +58,7 @@ func startFederation(t *testing.T) *federationSetup {
 		ClientID: shopClient, Issuer: issuer, Audience: testAudience,
 		Subject: "system:serviceaccount:shop:*", Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:shop"},
 	}}}
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{API: api})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 // With state: secret, the node's identity lives in a Secret through the
@@ -64,6 +65,7 @@ func TestStateSecretKeepsIdentity(t *testing.T) {
 
 	// No required key: testcontrol, unlike a real control server, demands
 	// the auth key on every registration, even of a node key it knows.
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,8 @@ import (
 // The shipped control plane links no test rig: controller-runtime's envtest
 // (whose package init needs a writable /tmp and crash-looped the manager
 // under a read-only root filesystem), the test control server, a DERP
-// server, or anything under test/.
+// server, or anything under test/ (the in-process manager harness,
+// test/managertest, among them).
 func TestControlPlaneLinksNoTestRig(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").Output()
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/manifests"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 // An APIServerProxy gets its StatefulSet, ServiceAccount and, in auth mode
@@ -34,6 +35,7 @@ import (
 // says what to install); a replica run with that ServiceAccount reports its
 // URL into status; deletion removes it all.
 func TestAPIServerProxyController(t *testing.T) {
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{})
 	if err != nil {
 		t.Fatal(err)

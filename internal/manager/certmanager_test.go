@@ -17,6 +17,7 @@ import (
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
+	"github.com/tsinject/tsinject/test/managertest"
 )
 
 // In cert-manager mode the manager serves whatever the Secret holds, picks
@@ -69,7 +70,7 @@ func TestCertManagerMode(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	l, err := manager.StartLocal(ctx, c.Config, func() manager.Options {
+	l, err := managertest.StartLocal(ctx, c.Config, func() manager.Options {
 		o := manager.DefaultOptions()
 		o.CertMode = manager.CertModeCertManager
 		o.LeaderElection = false

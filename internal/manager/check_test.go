@@ -27,6 +27,7 @@ import (
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 	"github.com/tsinject/tsinject/test/tsapi"
 )
 
@@ -188,6 +189,7 @@ func TestCheckTriesTheCredential(t *testing.T) {
 // whether it answered; tsinject check reads it. A control server that
 // does not answer (here a closed port on loopback) fails the check.
 func TestCheckControlServerFromTheManager(t *testing.T) {
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{})
 	if err != nil {
 		t.Fatal(err)

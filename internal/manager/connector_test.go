@@ -28,6 +28,7 @@ import (
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 	"tailscale.com/types/key"
 )
 
@@ -76,6 +77,7 @@ func TestConnectorValidation(t *testing.T) {
 // through the ServiceAccount the controller made, reports its device and
 // the Ready condition follows route approval on the control server.
 func TestConnectorLifecycle(t *testing.T) {
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{})
 	if err != nil {
 		t.Fatal(err)

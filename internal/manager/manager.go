@@ -120,9 +120,10 @@ type Options struct {
 	// closes (see Start).
 	ShutdownDelay time.Duration
 	Log           logr.Logger
-	// inProcess allows several managers in one process (tests, sandbox):
-	// controller names are otherwise process-wide unique.
-	inProcess bool
+	// InProcess allows several managers in one process (tests and the
+	// sandbox, test/managertest): controller names are otherwise
+	// process-wide unique.
+	InProcess bool
 }
 
 // mayCopyAuthKey checks, before any informer would fail on it, that the
@@ -395,7 +396,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		LeaderElectionNamespace: o.Namespace,
 		// Hand leadership over at once on a clean stop (rolling restarts).
 		LeaderElectionReleaseOnCancel: true,
-		Controller:                    config.Controller{SkipNameValidation: ptr(o.inProcess)},
+		Controller:                    config.Controller{SkipNameValidation: ptr(o.InProcess)},
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{
 			Host: o.WebhookHost,
 			Port: o.WebhookPort,

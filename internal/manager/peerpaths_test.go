@@ -28,6 +28,7 @@ import (
 	"github.com/tsinject/tsinject/test/netns"
 	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 // Environment of the test binary run as a tailnet peer (peerMain).
@@ -74,6 +75,7 @@ func peerMain() int {
 // dropped, which it reaches only through DERP. Its metrics and the
 // Connector's status both say so.
 func TestPeerPathsDirectAndRelayed(t *testing.T) {
+	tier.Needs(t, tier.Root)
 	ns, err := netns.New("tsi-relay")
 	if err != nil {
 		t.Fatalf("this test needs network namespaces: %v", err)
@@ -89,6 +91,7 @@ func TestPeerPathsDirectAndRelayed(t *testing.T) {
 	}
 	// The tailnet's servers on the host end of the namespace's link: both
 	// peers reach them.
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{Addr: ns.HostIP})
 	if err != nil {
 		t.Fatal(err)

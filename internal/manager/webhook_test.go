@@ -26,12 +26,13 @@ import (
 	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
+	"github.com/tsinject/tsinject/test/managertest"
 )
 
 // env is one API server and manager shared by the webhook tests.
 type env struct {
 	c     *cluster.Cluster
-	mgr   *manager.Local
+	mgr   *managertest.Local
 	cl    client.Client
 	warns *warnings
 }
@@ -87,7 +88,7 @@ func start(t *testing.T, mutate func(*manager.Options), crdDirs ...string) *env 
 		mutate(&o)
 	}
 	ctx := context.Background()
-	l, err := manager.StartLocal(ctx, c.Config, o)
+	l, err := managertest.StartLocal(ctx, c.Config, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +329,7 @@ func TestManagerNeedsCRDs(t *testing.T) {
 	o.Injector = injectortest.Config()
 	o.Injector.Credential = copyMode
 	o.LeaderElection, o.Log = false, logr.Discard()
-	l, err := manager.StartLocal(context.Background(), c.Config, o)
+	l, err := managertest.StartLocal(context.Background(), c.Config, o)
 	if err == nil {
 		l.Stop()
 		t.Fatal("the manager started without its CRDs")
@@ -351,7 +352,7 @@ func TestManagerNeedsCRDs(t *testing.T) {
 		}
 	}
 	old := clustertest.Start(t, cluster.Options{Scheme: manager.Scheme(), CRDDirs: []string{dir}})
-	if l, err = manager.StartLocal(context.Background(), old.Config, o); err == nil {
+	if l, err = managertest.StartLocal(context.Background(), old.Config, o); err == nil {
 		l.Stop()
 		t.Fatal("the manager started without the SidecarProfile CRD")
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/tsinject/tsinject/sidecar"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/netns"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 // Both backends install the same redirection in a fresh namespace, and
@@ -181,9 +182,11 @@ func TestInitWithoutIPv6(t *testing.T) {
 // namespaces can be made.
 func proxyBinary(t *testing.T) string {
 	t.Helper()
+	tier.Needs(t, tier.Root)
 	if err := netns.Check(); err != nil {
 		t.Fatalf("this test needs network namespaces: %v", err)
 	}
+	tier.Needs(t, tier.Processes)
 	bin, err := gobuild.Binary("./cmd/tsinject-proxy")
 	if err != nil {
 		t.Fatal(err)
@@ -194,6 +197,7 @@ func proxyBinary(t *testing.T) string {
 // namespace is a fresh network namespace for this test.
 func namespace(t *testing.T, prefix string) *netns.NS {
 	t.Helper()
+	tier.Needs(t, tier.Root)
 	ns, err := netns.New(prefix)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/test/managertest"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/gobuild"
 )
@@ -95,7 +96,7 @@ func Burst(ctx context.Context, sizes [][2]int, repeats int, log func(string, ..
 		NamespaceDefault: &credential.Identity{ClientID: "bench", Audience: credential.DefaultAudience}}
 	o.LeaderElection = false
 	o.Log = logr.Discard()
-	m, err := manager.StartLocal(ctx, c.Config, o)
+	m, err := managertest.StartLocal(ctx, c.Config, o)
 	if err != nil {
 		return nil, err
 	}

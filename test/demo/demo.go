@@ -48,6 +48,7 @@ import (
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/kubeconfig"
 	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/test/managertest"
 	"github.com/tsinject/tsinject/manifests"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/dnsstub"
@@ -78,7 +79,7 @@ type demo struct {
 	cs      kubernetes.Interface
 	tn      *tailnet.Tailnet
 	api     *tsapi.Server
-	mgr     *manager.Local
+	mgr     *managertest.Local
 	cleanup []func()
 	laptop  *tailnet.Node
 	podNS   *netns.NS
@@ -204,7 +205,7 @@ func (d *demo) start() error {
 	o.LeaderElection = false
 	o.ControlProbeEvery = 5 * time.Second
 	o.Log = logr.Discard()
-	if d.mgr, err = manager.StartLocal(d.ctx, c.Config, o); err != nil {
+	if d.mgr, err = managertest.StartLocal(d.ctx, c.Config, o); err != nil {
 		return err
 	}
 	d.cleanup = append(d.cleanup, func() { d.mgr.Stop() })

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tsinject/tsinject/test/egresscheck"
 	"github.com/tsinject/tsinject/test/tailnet"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 const testCap tailcfg.PeerCapability = "tsinject.dev/cap/test"
@@ -26,6 +27,7 @@ const testCap tailcfg.PeerCapability = "tsinject.dev/cap/test"
 func TestTwoNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	tier.Needs(t, tier.Tailnet)
 	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-test"})
 	if err != nil {
 		t.Fatal(err)

@@ -6,14 +6,17 @@ import (
 	"testing"
 
 	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 // Start starts a control plane for t and stops it when t ends. If the
 // binaries are not built yet it builds them (minutes, once per machine;
-// `make testbins` does the same ahead of time). It never skips: a failure
-// to build or start fails the test with the reason.
+// `make testbins` does the same ahead of time). In the unit tier (go test
+// -short) it skips the test (tier.APIServer); otherwise it never skips: a
+// failure to build or start fails the test with the reason.
 func Start(t testing.TB, opts cluster.Options) *cluster.Cluster {
 	t.Helper()
+	tier.Needs(t, tier.APIServer)
 	if opts.Log == nil {
 		opts.Log = testWriter{t}
 	}

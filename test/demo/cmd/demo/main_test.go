@@ -8,18 +8,22 @@ import (
 	"time"
 
 	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/tier"
 )
 
 // make demo's sandbox runs every step and cleans up (demo run --once).
 func TestDemoOnce(t *testing.T) {
+	tier.Needs(t, tier.Processes)
 	sandbox, err := gobuild.Binary("./test/demo/cmd/demo")
 	if err != nil {
 		t.Fatal(err)
 	}
+	tier.Needs(t, tier.Processes)
 	proxy, err := gobuild.Binary("./cmd/tsinject-proxy")
 	if err != nil {
 		t.Fatal(err)
 	}
+	tier.Needs(t, tier.Processes)
 	tsinject, err := gobuild.Binary("./cmd/tsinject")
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,8 @@
-package manager
+// Package managertest runs tsinject's manager in the test's (or the
+// sandbox's) own process, against an API server on the same host: the
+// harness that tests and make demo share, which no shipped binary links
+// (cmd/tsinject's dependency test checks).
+package managertest
 
 import (
 	"context"
@@ -19,6 +23,7 @@ import (
 
 	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/manifests"
 )
 
@@ -26,7 +31,7 @@ import (
 // same host, with the webhook registered by URL on 127.0.0.1 over real TLS
 // (the API server verifies the self-managed CA like in a cluster).
 type Local struct {
-	*Manager
+	*manager.Manager
 	URL  string // the webhook's URL
 	Addr string // host:port the webhook listens on
 	done chan error
@@ -35,19 +40,19 @@ type Local struct {
 
 // StartLocal installs the namespace and webhook configuration, starts the
 // manager and waits until the API server can call the webhook.
-func StartLocal(ctx context.Context, cfg *rest.Config, o Options) (*Local, error) {
+func StartLocal(ctx context.Context, cfg *rest.Config, o manager.Options) (*Local, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	o.WebhookHost, o.WebhookPort = "127.0.0.1", port
-	o.inProcess = true
+	o.InProcess = true
 	o.ShutdownDelay = 0 // nothing routes to it through a Service
 	o.CertIPs = append(o.CertIPs, net.ParseIP("127.0.0.1"))
-	if o.MetricsAddr == DefaultOptions().MetricsAddr {
+	if o.MetricsAddr == manager.DefaultOptions().MetricsAddr {
 		o.MetricsAddr = "0"
 	}
-	if o.HealthAddr == DefaultOptions().HealthAddr {
+	if o.HealthAddr == manager.DefaultOptions().HealthAddr {
 		o.HealthAddr = "0"
 	}
 	url := fmt.Sprintf("https://127.0.0.1:%d/inject-pod", port)
@@ -55,7 +60,7 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o Options) (*Local, error
 		o.Injector.Credential.BrokerURL = fmt.Sprintf("https://127.0.0.1:%d%s", port, contract.KeyBrokerPath)
 	}
 
-	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +77,7 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o Options) (*Local, error
 		return nil, err
 	}
 
-	m, err := New(cfg, o)
+	m, err := manager.New(cfg, o)
 	if err != nil {
 		return nil, err
 	}
