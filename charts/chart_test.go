@@ -225,7 +225,7 @@ func TestDashboardQueriesExportedMetrics(t *testing.T) {
 		t.Fatalf("dashboard JSON: %v", err)
 	}
 	var src strings.Builder
-	for _, dir := range []string{"injector", "sidecar", "connector", "apiproxy", "controllers", "internal"} {
+	for _, dir := range []string{"injector", "sidecar", "proxy", "controllers", "manager", "internal"} {
 		filepath.WalkDir(filepath.Join(gobuild.Root(), dir), func(p string, e os.DirEntry, err error) error {
 			if err == nil && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
 				b, _ := os.ReadFile(p)

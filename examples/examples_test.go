@@ -17,11 +17,11 @@ import (
 	"github.com/tsinject/tsinject/examples"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/credential"
-	"github.com/tsinject/tsinject/internal/manager"
-	"github.com/tsinject/tsinject/test/managertest"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/managertest"
 )
 
 // Every example applies to the real API server with the manager running:

@@ -16,9 +16,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
+	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiserverproxies"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/manifests"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"

@@ -9,9 +9,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/tsinject/tsinject/apiproxy"
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/proxy/apiproxy"
 )
 
 func apiserverCommand() *cli.Command {

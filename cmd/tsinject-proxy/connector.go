@@ -6,9 +6,9 @@ import (
 	"flag"
 	"os"
 
-	"github.com/tsinject/tsinject/connector"
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/proxy/connector"
 )
 
 // finishNode reports bad settings and names the state Secret after the pod.

@@ -4,10 +4,10 @@ import (
 	"context"
 	"flag"
 
-	"github.com/tsinject/tsinject/egress"
-	"github.com/tsinject/tsinject/ingress"
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/proxy/egress"
+	"github.com/tsinject/tsinject/proxy/ingress"
 )
 
 // proxyCommand is a proxy replica's command: bind its settings table,

@@ -12,9 +12,9 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/tsinject/tsinject/internal/check"
 	"github.com/tsinject/tsinject/internal/cli"
-	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/manager"
+	"github.com/tsinject/tsinject/manager/check"
 )
 
 func checkCommand() *cli.Command {

@@ -59,3 +59,39 @@ func TestArchitectureNamesEveryPackage(t *testing.T) {
 		}
 	}
 }
+
+// The paths show the layers (docs/architecture.md): internal/ is shared by
+// both planes and imports neither; no two product packages share a name,
+// so no file needs an import alias to tell them apart.
+func TestLayers(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{.Name}} {{join .Imports \",\"}}", "../../...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	const mod = "github.com/tsinject/tsinject/"
+	names := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		path, name := strings.TrimPrefix(f[0], mod), f[1]
+		if strings.HasPrefix(path, "test/") || name == "main" {
+			continue
+		}
+		if other, ok := names[name]; ok {
+			t.Errorf("packages %s and %s are both named %s", other, path, name)
+		}
+		names[name] = path
+		if !strings.HasPrefix(path, "internal/") || len(f) < 3 {
+			continue
+		}
+		for _, imp := range strings.Split(f[2], ",") {
+			for _, upper := range []string{"manager", "controllers", "injector", "sidecar", "proxy", "certs"} {
+				if imp == mod+upper || strings.HasPrefix(imp, mod+upper+"/") {
+					t.Errorf("%s (shared) imports %s", path, strings.TrimPrefix(imp, mod))
+				}
+			}
+		}
+	}
+	if len(names) < 30 {
+		t.Fatalf("only %d product packages", len(names))
+	}
+}

@@ -17,8 +17,8 @@ import (
 
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/credential"
-	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/memlimit"
+	"github.com/tsinject/tsinject/manager"
 )
 
 func managerCommand() *cli.Command {

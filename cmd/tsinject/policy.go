@@ -20,8 +20,8 @@ import (
 	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/policy"
+	"github.com/tsinject/tsinject/manager"
 )
 
 type grantFlag map[string][]string

@@ -14,7 +14,7 @@ import (
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/internal/credential"
-	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 )

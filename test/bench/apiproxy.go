@@ -21,10 +21,10 @@ import (
 	"k8s.io/client-go/rest"
 	"tailscale.com/tailcfg"
 
-	"github.com/tsinject/tsinject/apiproxy"
-	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
+	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiserverproxies"
 	"github.com/tsinject/tsinject/internal/copybuf"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/proxy/apiproxy"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/tailnet"
 )

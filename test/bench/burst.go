@@ -24,10 +24,10 @@ import (
 
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/credential"
-	"github.com/tsinject/tsinject/internal/manager"
-	"github.com/tsinject/tsinject/test/managertest"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/managertest"
 )
 
 // BurstResult is one row: N pods from C clients, with and without

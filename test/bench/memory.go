@@ -22,10 +22,10 @@ import (
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 
-	"github.com/tsinject/tsinject/apiproxy"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/proxy/apiproxy"
 	"github.com/tsinject/tsinject/test/netns"
 	"github.com/tsinject/tsinject/test/tailnet"
 )

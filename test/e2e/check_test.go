@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/tsinject/tsinject/internal/check"
+	"github.com/tsinject/tsinject/manager/check"
 	"github.com/tsinject/tsinject/test/gobuild"
 )
 

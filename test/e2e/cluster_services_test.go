@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"tailscale.com/tailcfg"
 
-	"github.com/tsinject/tsinject/apiproxy"
+	"github.com/tsinject/tsinject/proxy/apiproxy"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/node"
 	"github.com/tsinject/tsinject/test/tailnet"
@@ -144,7 +144,7 @@ spec:
 	// test control server refuses the re-registration that logging out from
 	// stored state starts with unless it carries the auth key (its tsnet log:
 	// "TryLogin: invalid authkey"), where Tailscale and Headscale accept a
-	// known node key. internal/manager's Connector test covers it against a
+	// known node key. manager's Connector test covers it against a
 	// control server without that requirement.
 }
 

@@ -23,7 +23,7 @@ import (
 
 	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/manifests"
 )
 

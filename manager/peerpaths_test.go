@@ -23,8 +23,8 @@ import (
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
-	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/test/netns"
 	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"

@@ -23,7 +23,7 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/injectortest"
 	"github.com/tsinject/tsinject/internal/credential"
-	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/managertest"

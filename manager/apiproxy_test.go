@@ -20,12 +20,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
-	"github.com/tsinject/tsinject/apiproxy"
-	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
+	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiserverproxies"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/internal/manager"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/manifests"
+	"github.com/tsinject/tsinject/proxy/apiproxy"
 	"github.com/tsinject/tsinject/test/tailnet"
 	"github.com/tsinject/tsinject/test/tier"
 )

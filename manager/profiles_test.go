@@ -25,7 +25,7 @@ import (
 	"github.com/tsinject/tsinject/injector/injectortest"
 	"github.com/tsinject/tsinject/injector/offline"
 	"github.com/tsinject/tsinject/injector/webhook"
-	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/test/poll"
 )
 

@@ -1,4 +1,4 @@
-package connector
+package connectors
 
 import (
 	"context"
@@ -17,12 +17,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
-	proxy "github.com/tsinject/tsinject/connector"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	proxy "github.com/tsinject/tsinject/proxy/connector"
 )
 
 // The controller→proxy boundary: the environment the Connector controller

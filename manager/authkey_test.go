@@ -18,7 +18,7 @@ import (
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/credential"
-	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/manager"
 )
 
 // The manager copies the auth key into namespaces labelled enabled, keeps

@@ -22,9 +22,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"tailscale.com/tailcfg"
 
-	"github.com/tsinject/tsinject/apiproxy"
-	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiproxy"
+	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiserverproxies"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/proxy/apiproxy"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/gobuild"

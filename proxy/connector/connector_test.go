@@ -18,8 +18,8 @@ import (
 	"tailscale.com/ipn"
 	"tailscale.com/types/key"
 
-	"github.com/tsinject/tsinject/connector"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/proxy/connector"
 	"github.com/tsinject/tsinject/test/netns"
 	"github.com/tsinject/tsinject/test/tailnet"
 	"github.com/tsinject/tsinject/test/tier"

@@ -12,7 +12,7 @@ import (
 
 	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/injector"
-	"github.com/tsinject/tsinject/internal/manager"
+	"github.com/tsinject/tsinject/manager"
 )
 
 // With lifetimes of seconds, the CA and serving certificate rotate several

@@ -1,6 +1,6 @@
-// Package connector reconciles Connectors into proxy sets running
+// Package connectors reconciles Connectors into proxy sets running
 // `tsinject-proxy connector`, and reports their devices in status.
-package connector
+package connectors
 
 import (
 	"context"

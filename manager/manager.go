@@ -48,9 +48,9 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/certs"
-	"github.com/tsinject/tsinject/controllers/apiproxy"
+	"github.com/tsinject/tsinject/controllers/apiserverproxies"
 	"github.com/tsinject/tsinject/controllers/authkey"
-	"github.com/tsinject/tsinject/controllers/connector"
+	"github.com/tsinject/tsinject/controllers/connectors"
 	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/controllers/podevents"
 	"github.com/tsinject/tsinject/controllers/proxyset"
@@ -60,8 +60,8 @@ import (
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/federation"
-	"github.com/tsinject/tsinject/internal/keybroker"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/manager/keybroker"
 )
 
 // Certificate modes.
@@ -419,8 +419,8 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 			&corev1.Service{}: {Transform: trimService()},
 			// Exit nodes refuse every node's addresses and the API server's.
 			&corev1.Node{}: {Transform: trimNode()},
-			&discoveryv1.EndpointSlice{}: {Namespaces: map[string]cache.Config{connector.APIServerNamespace: {}},
-				Label: labels.SelectorFromSet(labels.Set{connector.LabelServiceName: connector.APIServerService})},
+			&discoveryv1.EndpointSlice{}: {Namespaces: map[string]cache.Config{connectors.APIServerNamespace: {}},
+				Label: labels.SelectorFromSet(labels.Set{connectors.LabelServiceName: connectors.APIServerService})},
 			// Proxy sets live in our namespace only.
 			&appsv1.StatefulSet{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&corev1.ServiceAccount{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
@@ -543,7 +543,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	logout := func(ctx context.Context, state map[string][]byte) error {
 		return proxyset.Logout(ctx, o.Injector.ControlURL, state, func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) })
 	}
-	if err := (&connector.Reconciler{
+	if err := (&connectors.Reconciler{
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 		Credential: o.proxyCredential(src.CABundle), Logout: logout,
@@ -579,7 +579,7 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 		return nil, err
 	}
 
-	if err := (&apiproxy.Reconciler{
+	if err := (&apiserverproxies.Reconciler{
 		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 		Credential: o.proxyCredential(src.CABundle), Logout: logout,

@@ -1,7 +1,7 @@
-// Package apiproxy reconciles APIServerProxies into proxy sets running
+// Package apiserverproxies reconciles APIServerProxies into proxy sets running
 // `tsinject-proxy apiserver`, binding (auth mode) each proxy to the
 // installed ClusterRole that allows exactly impersonating users and groups.
-package apiproxy
+package apiserverproxies
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package apiproxy
+package apiserverproxies
 
 import (
 	"context"
