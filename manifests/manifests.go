@@ -9,6 +9,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
 
@@ -52,4 +53,26 @@ func WebhookConfiguration(url string) (*admissionregistrationv1.MutatingWebhookC
 		}
 	}
 	return &wh, nil
+}
+
+// AdmissionPolicy returns the objects of the base's admission policies
+// (manifests/base/admission-policy.yaml): their params ConfigMap, set to
+// allow proxyImages and controlURL, then the policies and bindings.
+func AdmissionPolicy(proxyImages, controlURL string) ([]*unstructured.Unstructured, error) {
+	b, err := FS.ReadFile("base/admission-policy.yaml")
+	if err != nil {
+		return nil, err
+	}
+	var out []*unstructured.Unstructured
+	for _, doc := range bytes.Split(b, []byte("\n---\n")) {
+		var u unstructured.Unstructured
+		if err := yaml.Unmarshal(doc, &u.Object); err != nil {
+			return nil, fmt.Errorf("base/admission-policy.yaml: %w", err)
+		}
+		if u.GetKind() == "ConfigMap" {
+			u.Object["data"] = map[string]any{"proxyImages": proxyImages, "controlURL": controlURL}
+		}
+		out = append(out, &u)
+	}
+	return out, nil
 }

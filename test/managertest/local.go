@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -64,9 +65,26 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o manager.Options) (*Loca
 	if err != nil {
 		return nil, err
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.Namespace}}
+	// The namespace and admission policies as the manifests install them
+	// (the policies bind only the manager's ServiceAccount, which this
+	// in-process manager does not run as: they are here for tsinject check).
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.Namespace,
+		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted", "tsinject.dev/injection": "disabled"}}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
+	}
+	images := strings.Join(append([]string{o.Injector.ProxyImage}, o.Injector.AllowedProxyImages...), ",")
+	policy, err := manifests.AdmissionPolicy(images, o.Injector.ControlURL)
+	if err != nil {
+		return nil, err
+	}
+	for _, obj := range policy {
+		if obj.GetKind() == "ConfigMap" {
+			obj.SetNamespace(o.Namespace)
+		}
+		if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("%s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
 	}
 	wh, err := manifests.WebhookConfiguration(url)
 	if err != nil {
