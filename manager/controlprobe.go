@@ -10,44 +10,30 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-logr/logr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"tailscale.com/tailcfg"
 
 	"github.com/tsinject/tsinject/internal/contract"
 )
 
 // controlProber asks the control server for its public keys (/key, which
-// every Tailscale-compatible control server serves) every minute, and
-// publishes the verdict when it changes. It runs on the leader.
+// every Tailscale-compatible control server serves) each time it is asked
+// for its value; a statusPublisher asks every minute and publishes the
+// verdict (contract.StatusControlReachable) when it changes.
 type controlProber struct {
-	client    client.Client
-	namespace string
-	url       string
-	http      *http.Client
-	every     time.Duration
-	log       logr.Logger
+	url  string
+	http *http.Client
+	last *contract.ControlProbe
 }
 
-func (p *controlProber) Start(ctx context.Context) error {
-	var last *contract.ControlProbe
-	t := time.NewTicker(p.every)
-	defer t.Stop()
-	for {
-		now := p.probe(ctx)
-		if last == nil || now.OK != last.OK || now.Detail != last.Detail {
-			if err := p.publish(ctx, now); err != nil {
-				p.log.Error(err, "publishing the control server's reachability")
-			} else {
-				last = &now
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+// value is the verdict as JSON: the last one, with its Since, while the
+// verdict stays the same.
+func (p *controlProber) value(ctx context.Context) string {
+	now := p.probe(ctx)
+	if p.last == nil || now.OK != p.last.OK || now.Detail != p.last.Detail {
+		p.last = &now
 	}
+	b, _ := json.Marshal(p.last)
+	return string(b)
 }
 
 func (p *controlProber) probe(ctx context.Context) contract.ControlProbe {
@@ -77,9 +63,4 @@ func (p *controlProber) probe(ctx context.Context) contract.ControlProbe {
 	}
 	r.OK, r.Detail = true, "the control server's /key answered"
 	return r
-}
-
-func (p *controlProber) publish(ctx context.Context, r contract.ControlProbe) error {
-	v, _ := json.Marshal(r)
-	return publishStatus(ctx, p.client, p.namespace, contract.StatusControlReachable, string(v))
 }

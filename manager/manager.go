@@ -5,7 +5,6 @@ package manager
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -18,17 +17,11 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -38,29 +31,14 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/certs"
-	"github.com/tsinject/tsinject/controllers/apiserverproxies"
-	"github.com/tsinject/tsinject/controllers/authkey"
-	"github.com/tsinject/tsinject/controllers/connectors"
-	"github.com/tsinject/tsinject/controllers/expiry"
-	"github.com/tsinject/tsinject/controllers/podevents"
-	"github.com/tsinject/tsinject/controllers/proxyset"
-	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/injector/webhook"
-	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/federation"
-	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/manager/keybroker"
 )
 
@@ -338,304 +316,44 @@ func (m *Manager) closeWhileDraining(h http.Handler) http.Handler {
 	})
 }
 
-// New builds the manager.
+// New builds the manager: each part in its own step below, in the order
+// a reader meets them at run time.
 func New(cfg *rest.Config, o Options) (*Manager, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	log := o.Log
 	native, err := nativeSidecars(cfg, o.NativeSidecar)
 	if err != nil {
 		return nil, err
 	}
 	o.Injector.NativeSidecar = native
 	o.Injector.SystemNamespace = o.Namespace
-	log.Info("injection configured", "nativeSidecar", native, "proxyImage", o.Injector.ProxyImage, "controlURL", o.Injector.ControlURL)
-
+	o.Log.Info("injection configured", "nativeSidecar", native, "proxyImage", o.Injector.ProxyImage, "controlURL", o.Injector.ControlURL)
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	src := &certs.Source{Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret}, Clientset: cs, Log: log.WithName("certs")}
-
-	cred := o.Injector.Credential
-	brokered := cred.Brokered()
-	switch cred.Mode {
-	case credential.Register:
-		log.Info("credentials: the key broker registers each pod's node with the auth key and hands it the node's state; the key stays in the manager", "secret", cred.Secret, "broker", cred.BrokerURL)
-	case credential.OAuth:
-		log.Info("credentials: the key broker mints each pod a one-off key with the OAuth client; no auth key is distributed", "secret", cred.Secret, "api", o.apiURL(), "broker", cred.BrokerURL)
-	case credential.Federation:
-		log.Info("credentials: workload identity federation, each namespace with its own identity; no auth key is distributed", "system", cred.System, "namespaceDefault", cred.NamespaceDefault)
-	case credential.Copy:
-		if err := mayCopyAuthKey(context.Background(), cs); err != nil {
-			return nil, err
-		}
-		log.Info("credentials: auth key copied into injected namespaces (readable by their pods; prefer --federation-client-id)", "secret", cred.Secret)
+	if err := o.announceCredential(cs); err != nil {
+		return nil, err
 	}
-	for _, w := range cred.Warnings() {
-		log.Info("credentials: warning: " + w)
-	}
-	secrets := map[string]cache.Config{o.Namespace: {}}
-	if cred.Mode == credential.Copy {
-		// Elsewhere only the auth-key copies, by name as well as label:
-		// tenants can label their own Secrets like ours, and a cache that
-		// held them could be grown without bound from any namespace.
-		secrets[cache.AllNamespaces] = cache.Config{
-			LabelSelector: labels.SelectorFromSet(labels.Set{authkey.LabelManagedBy: authkey.ManagedBy}),
-			FieldSelector: fields.OneTermEqualSelector("metadata.name", contract.AuthSecret),
-		}
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  Scheme(),
-		Logger:                  log,
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
-		HealthProbeBindAddress:  o.HealthAddr,
-		LeaderElection:          o.LeaderElection,
-		LeaderElectionID:        "tsinject-manager",
-		LeaderElectionNamespace: o.Namespace,
-		// Hand leadership over at once on a clean stop (rolling restarts).
-		LeaderElectionReleaseOnCancel: true,
-		Controller:                    config.Controller{SkipNameValidation: ptr(o.InProcess)},
-		WebhookServer: crwebhook.NewServer(crwebhook.Options{
-			Host: o.WebhookHost,
-			Port: o.WebhookPort,
-			TLSOpts: []func(*tls.Config){func(c *tls.Config) {
-				c.GetCertificate = src.GetCertificate
-				c.MinVersion = tls.VersionTLS12
-			}},
-		}),
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// All Secrets of our namespace; the auth-key copies elsewhere.
-			&corev1.Secret{}: {Namespaces: secrets},
-			// Only opted-in pods: the auth-key copies follow them, and
-			// the webhook labels the pods it injects (their Events).
-			// Their metadata only (the controllers watch them so), without
-			// managed fields: injected pods carry the label, and a cluster
-			// may run thousands.
-			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"}), Transform: trimPod()},
-			// Every Service, so trimmed to what the Services' controllers
-			// read (cachetrim.go): a tenant's annotations cannot grow it.
-			&corev1.Service{}: {Transform: trimService()},
-			// Exit nodes refuse every node's addresses and the API server's.
-			&corev1.Node{}: {Transform: trimNode()},
-			&discoveryv1.EndpointSlice{}: {Namespaces: map[string]cache.Config{connectors.APIServerNamespace: {}},
-				Label: labels.SelectorFromSet(labels.Set{connectors.LabelServiceName: connectors.APIServerService})},
-			// Proxy sets live in our namespace only.
-			&appsv1.StatefulSet{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-			&corev1.ServiceAccount{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-			&rbacv1.Role{}:           {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-			&rbacv1.RoleBinding{}:    {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-			// Only the bindings of our API server proxies.
-			&rbacv1.ClusterRoleBinding{}: {Label: labels.SelectorFromSet(labels.Set{proxyset.LabelManagedBy: proxyset.ManagedBy})},
-		}},
-	})
+	a := &assembly{o: o, cs: cs, log: o.Log}
+	a.src = &certs.Source{Secret: types.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret}, Clientset: cs, Log: o.Log.WithName("certs")}
+	mgr, err := ctrl.NewManager(cfg, o.managerOptions(a.src))
 	if err != nil {
 		return nil, err
 	}
 	if err := crdsInstalled(mgr.GetRESTMapper()); err != nil {
 		return nil, err
 	}
-	m := &Manager{Manager: mgr, Options: o, Source: src, Metrics: webhook.DefaultMetrics()}
-
-	if err := mgr.Add(src); err != nil {
-		return nil, err
-	}
-	if o.CertMode == CertModeSelf {
-		rot := &certs.Rotator{
-			Client:           mgr.GetClient(),
-			Secret:           src.Secret,
-			WebhookConfig:    o.WebhookConfigName,
-			DNSNames:         append(serviceNames(o.ServiceName, o.Namespace), o.CertDNSNames...),
-			IPs:              o.CertIPs,
-			CAValidity:       o.CAValidity,
-			CertValidity:     o.CertValidity,
-			PropagationDelay: o.PropagationDelay,
-			Log:              log.WithName("certs"),
-		}
-		if err := rot.SetupWithManager(mgr); err != nil {
+	a.mgr = mgr
+	a.m = &Manager{Manager: mgr, Options: o, Source: a.src, Metrics: webhook.DefaultMetrics()}
+	a.namespaces = Namespaces{Cached: mgr.GetClient(), Direct: mgr.GetAPIReader()}
+	for _, step := range []func() error{a.certificates, a.webhook, a.status, a.keyBroker, a.credentialControllers, a.proxyControllers, a.checks} {
+		if err := step(); err != nil {
 			return nil, err
 		}
 	}
-
-	namespaces := Namespaces{Cached: mgr.GetClient(), Direct: mgr.GetAPIReader()}
-	handler := &webhook.Handler{
-		Injector:   injector.New(o.Injector),
-		Namespaces: namespaces,
-		Metrics:    m.Metrics,
-		Log:        log.WithName("inject"),
-	}
-	for key, value := range map[string]func() string{
-		contract.StatusConfigVersion: handler.ConfigVersion,
-		contract.StatusCredential:    func() string { return string(o.Injector.Credential.Published()) },
-		contract.StatusControlURL:    func() string { return o.Injector.ControlURL },
-		contract.StatusProxyImage:    func() string { return o.Injector.ProxyImage },
-	} {
-		if err := mgr.Add(&statusPublisher{client: mgr.GetClient(), namespace: o.Namespace, key: key, value: value, log: log.WithName("status")}); err != nil {
-			return nil, err
-		}
-	}
-	if o.ControlProbeEvery > 0 {
-		control := o.Injector.ControlURL
-		if control == "" {
-			control = tsnode.DefaultControlURL
-		}
-		if err := mgr.Add(&controlProber{client: mgr.GetClient(), namespace: o.Namespace, url: control,
-			http: &http.Client{Timeout: 15 * time.Second}, every: o.ControlProbeEvery, log: log.WithName("control-probe")}); err != nil {
-			return nil, err
-		}
-	}
-	mgr.GetWebhookServer().Register(webhook.Path, m.closeWhileDraining(&admission.Webhook{
-		Handler:      handler,
-		RecoverPanic: ptr(true),
-	}))
-	if brokered {
-		// Sidecars verify the broker with the webhook's CA bundle, which
-		// they carry in their environment: inject the one served now.
-		src.OnCABundle = func(bundle []byte) {
-			cfg := o.Injector
-			cfg.Credential.BrokerCA = string(bundle)
-			handler.SetInjector(injector.New(cfg))
-		}
-		broker := &keybroker.Broker{
-			TokenReviews:    cs.AuthenticationV1().TokenReviews(),
-			Pods:            mgr.GetAPIReader(),
-			Namespaces:      namespaces,
-			Injector:        injector.New(o.Injector),
-			SystemNamespace: o.Namespace,
-			Events:          mgr.GetEventRecorder("tsinject-key-broker"),
-			Log:             log.WithName("key-broker"),
-			Limits: &keybroker.Limits{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: o.Namespace,
-				PerPod: keybroker.DefaultPerPod, PerNamespace: o.KeysPerNamespace, Window: keybroker.DefaultWindow, Now: time.Now},
-		}
-		if cred.Mode == credential.Register {
-			broker.Registrar = keybroker.NewAuthKeyRegistrar(keybroker.AuthKeyRegistrar{
-				Client: mgr.GetClient(), Secret: types.NamespacedName{Namespace: o.Namespace, Name: cred.Secret}, Key: cred.SecretKey,
-				ControlURL: o.Injector.ControlURL, Logf: func(f string, a ...any) { log.V(1).Info(fmt.Sprintf(f, a...)) },
-			})
-		} else {
-			broker.Minter = &secretMinter{client: mgr.GetClient(), secret: types.NamespacedName{Namespace: o.Namespace, Name: cred.Secret}, apiURL: o.apiURL()}
-		}
-		mgr.GetWebhookServer().Register(contract.KeyBrokerPath, broker)
-	}
-
-	if cred.Mode == credential.Copy {
-		if err := (&authkey.Syncer{
-			Client:          mgr.GetClient(),
-			Source:          types.NamespacedName{Namespace: o.Namespace, Name: cred.Secret},
-			Key:             cred.SecretKey,
-			SystemNamespace: o.Namespace,
-			Log:             log.WithName("auth-key"),
-		}).SetupWithManager(mgr); err != nil {
-			return nil, err
-		}
-	}
-
-	if held := o.heldCredentials(); len(held) > 0 {
-		if err := (&expiry.Reconciler{
-			Client: mgr.GetClient(), Events: mgr.GetEventRecorder("tsinject-credentials"), Secrets: held,
-			Log: log.WithName("credential-expiry"),
-		}).SetupWithManager(mgr); err != nil {
-			return nil, err
-		}
-	}
-
-	logout := func(ctx context.Context, state map[string][]byte) error {
-		return proxyset.Logout(ctx, o.Injector.ControlURL, state, func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) })
-	}
-	if err := (&connectors.Reconciler{
-		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
-		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-		Credential: o.proxyCredential(src.CABundle), Logout: logout,
-		PodCIDRs: prefixStrings(o.PodCIDRs),
-		Events:   mgr.GetEventRecorder("tsinject-connector"),
-		Log:      log.WithName("connector"),
-	}).SetupWithManager(mgr); err != nil {
-		return nil, err
-	}
-
-	if err := (&podevents.Reconciler{Client: mgr.GetClient(), Events: mgr.GetEventRecorder("tsinject-injector")}).SetupWithManager(mgr); err != nil {
-		return nil, err
-	}
-
-	clusterDomain := o.ClusterDomain
-	if clusterDomain == "" {
-		clusterDomain = "cluster.local"
-	}
-	servicesBase := func(name string) services.Base {
-		return services.Base{
-			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
-			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-			Credential: o.proxyCredential(src.CABundle), Logout: logout,
-			Namespaces: namespaces, Injector: injector.New(o.Injector),
-			Events: mgr.GetEventRecorder("tsinject-" + name),
-			Log:    log.WithName(name),
-		}
-	}
-	if err := (&services.EgressReconciler{Base: servicesBase("egress"), ClusterDomain: clusterDomain}).SetupWithManager(mgr); err != nil {
-		return nil, err
-	}
-	if err := (&services.IngressReconciler{Base: servicesBase("ingress")}).SetupWithManager(mgr); err != nil {
-		return nil, err
-	}
-
-	if err := (&apiserverproxies.Reconciler{
-		Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
-		Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
-		Credential: o.proxyCredential(src.CABundle), Logout: logout,
-		Events: mgr.GetEventRecorder("tsinject-apiserverproxy"),
-		Log:    log.WithName("apiserverproxy"),
-	}).SetupWithManager(mgr); err != nil {
-		return nil, err
-	}
-
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, err
-	}
-	if err := mgr.AddReadyzCheck("webhook-cert", func(*http.Request) error { return src.Loaded() }); err != nil {
-		return nil, err
-	}
-	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
-		return nil, err
-	}
-	// Ready only once the API server can verify what this replica serves:
-	// after a fresh install the leader publishes the CA bundle moments
-	// later, and a pod created in between was refused ("certificate signed
-	// by unknown authority") although every replica looked ready.
-	// Once trusted, a certificate stays trusted (the rotator keeps old CAs
-	// in the bundle), so the check reads the configuration only until then:
-	// a busy or briefly unreachable API server must not take every replica
-	// out of the webhook's endpoints.
-	live := mgr.GetAPIReader()
-	var trusted atomic.Pointer[tls.Certificate]
-	if err := mgr.AddReadyzCheck("webhook-ca-trusted", func(r *http.Request) error {
-		cur := src.Current()
-		if cur != nil && trusted.Load() == cur {
-			return nil
-		}
-		var wh admissionregistrationv1.MutatingWebhookConfiguration
-		if err := live.Get(r.Context(), client.ObjectKey{Name: o.WebhookConfigName}, &wh); err != nil {
-			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", o.WebhookConfigName, err)
-		}
-		for _, w := range wh.Webhooks {
-			if err := src.TrustedBy(w.ClientConfig.CABundle); err != nil {
-				return fmt.Errorf("webhook %s: %w", w.Name, err)
-			}
-		}
-		trusted.Store(cur)
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	if err := mgr.AddReadyzCheck("not-draining", func(*http.Request) error {
-		if m.draining.Load() {
-			return errors.New("stopping")
-		}
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return a.m, nil
 }
 
 // serviceNames are the DNS names the API server may use for the Service.

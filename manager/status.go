@@ -35,21 +35,26 @@ func publishStatus(ctx context.Context, c client.Client, namespace, key, value s
 }
 
 // statusPublisher keeps one key of the status ConfigMap current with
-// value(), checking every 10 s. It runs on the leader.
+// value(), asking every interval (default 10 s). It runs on the leader.
 type statusPublisher struct {
 	client    client.Client
 	namespace string
 	key       string
-	value     func() string
+	value     func(context.Context) string
+	every     time.Duration
 	log       logr.Logger
 }
 
 func (p *statusPublisher) Start(ctx context.Context) error {
 	var published *string
-	t := time.NewTicker(10 * time.Second)
+	every := p.every
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if v := p.value(); published == nil || v != *published {
+		if v := p.value(ctx); published == nil || v != *published {
 			if err := publishStatus(ctx, p.client, p.namespace, p.key, v); err != nil {
 				p.log.Error(err, "publishing the manager's status", "configMap", contract.StatusConfigMap, "key", p.key)
 			} else {

@@ -23,6 +23,7 @@ import (
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/gobuild"
+	"github.com/tsinject/tsinject/test/poll"
 )
 
 // ManagerLimit is the memory limit the manifests ship for the manager.
@@ -139,13 +140,10 @@ func hostileObjects(ctx context.Context, cs kubernetes.Interface, o ManagerMemor
 // (caches synced) and a tenth of the Services have been edited twice
 // while it watches, and returns its peak RSS in MiB.
 func managerPeak(ctx context.Context, bin, kubeconfig string, cs kubernetes.Interface, services int) (float64, error) {
-	port, err := freePort()
-	if err != nil {
-		return 0, err
-	}
+	_, port, _ := net.SplitHostPort(poll.FreeAddr())
 	cmd := exec.CommandContext(ctx, bin, "manager", "--kubeconfig", kubeconfig, "--namespace", "tsinject-system",
 		"--leader-elect=false", "--federation-client-id=bench", "--metrics-addr=0", "--health-addr=0",
-		"--webhook-host=127.0.0.1", "--webhook-port="+strconv.Itoa(port), "--control-probe-every=0", "--native-sidecar=always", "--shutdown-delay=0s")
+		"--webhook-host=127.0.0.1", "--webhook-port="+port, "--control-probe-every=0", "--native-sidecar=always", "--shutdown-delay=0s")
 	cmd.Env = append(os.Environ(), contract.EnvMemoryLimit+"="+strconv.Itoa(ManagerLimit))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -222,13 +220,4 @@ func buildAt(ctx context.Context, rev, pkg string) (string, error) {
 		return "", fmt.Errorf("go build: %v: %s", err, out)
 	}
 	return bin, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

@@ -140,7 +140,7 @@ func TestKeyBroker(t *testing.T) {
 		p.Spec.InitContainers = []corev1.Container{{Name: contract.SidecarContainer, Image: "x",
 			Env: []corev1.EnvVar{{Name: contract.EnvTags, Value: "tag:k8s"}}}}
 	}))
-	sys := create(pod("tsinject-system", "impostor", func(p *corev1.Pod) {
+	sys := create(pod("tsinject-system", "impostor", restricted, func(p *corev1.Pod) {
 		p.Labels = map[string]string{"app.kubernetes.io/managed-by": "tsinject"}
 		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: contract.EnvTags, Value: "tag:admin"}}
 	}))
@@ -181,7 +181,7 @@ func TestKeyBroker(t *testing.T) {
 	// A replica of one of tsinject's proxy StatefulSets gets its key: its
 	// tags come from its Connector or APIServerProxy (cluster-scoped,
 	// admins only), and its node keeps state, so the key is not ephemeral.
-	replica := create(pod("tsinject-system", "ts-connector-x-0", func(p *corev1.Pod) {
+	replica := create(pod("tsinject-system", "ts-connector-x-0", restricted, func(p *corev1.Pod) {
 		p.Labels = map[string]string{"app.kubernetes.io/managed-by": "tsinject"}
 		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "ts-connector-x", UID: "0f0f", Controller: ptrTo(true)}}
 		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: contract.EnvTags, Value: "tag:shop"}, {Name: contract.EnvState, Value: contract.StateSecret}}
@@ -347,3 +347,13 @@ func TestKeyBrokerRegisters(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// restricted makes p pass the restricted Pod Security Standard, which
+// tsinject's namespace enforces.
+func restricted(p *corev1.Pod) {
+	no, yes := false, true
+	p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsNonRoot: &yes, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+	for i := range p.Spec.Containers {
+		p.Spec.Containers[i].SecurityContext = &corev1.SecurityContext{AllowPrivilegeEscalation: &no, Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
+	}
+}
