@@ -280,8 +280,9 @@ func (b *Base) setCondition(ctx context.Context, svc *corev1.Service, cond metav
 	if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message && old.ObservedGeneration == cond.ObservedGeneration {
 		return nil
 	}
+	orig := svc.DeepCopy()
 	meta.SetStatusCondition(&svc.Status.Conditions, cond)
-	return b.Client.Status().Update(ctx, svc)
+	return b.patchStatus(ctx, svc, orig)
 }
 
 // finalize logs every proxy out, deletes the set and lets the Service go
@@ -299,12 +300,13 @@ func (b *Base) finalize(ctx context.Context, svc *corev1.Service, finalizer stri
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	if svc.DeletionTimestamp.IsZero() {
+		orig := svc.DeepCopy()
 		changed := meta.RemoveStatusCondition(&svc.Status.Conditions, condType)
 		if clear != nil && clear(&svc.Status) {
 			changed = true
 		}
 		if changed {
-			if err := b.Client.Status().Update(ctx, svc); err != nil && !apierrors.IsNotFound(err) {
+			if err := b.patchStatus(ctx, svc, orig); err != nil && !apierrors.IsNotFound(err) {
 				return reconcile.Result{}, err
 			}
 		}
@@ -313,6 +315,14 @@ func (b *Base) finalize(ctx context.Context, svc *corev1.Service, finalizer stri
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
+}
+
+// patchStatus writes what changed in svc's status since orig, and nothing
+// else. A Service's status update replaces its labels and annotations too
+// (the status strategy keeps only the spec), and the cached Service is
+// trimmed: an update of it would take the tenant's away.
+func (b *Base) patchStatus(ctx context.Context, svc, orig *corev1.Service) error {
+	return b.Client.Status().Patch(ctx, svc, client.MergeFrom(orig))
 }
 
 // patchFinalizers writes svc's finalizers as change leaves them, and

@@ -173,8 +173,9 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	if !slices.EqualFunc(svc.Status.LoadBalancer.Ingress, ingress, func(a, b corev1.LoadBalancerIngress) bool {
 		return a.IP == b.IP && a.Hostname == b.Hostname
 	}) {
+		orig := svc.DeepCopy()
 		svc.Status.LoadBalancer.Ingress = ingress
-		if err := r.Client.Status().Update(ctx, &svc); err != nil {
+		if err := r.patchStatus(ctx, &svc, orig); err != nil {
 			return reconcile.Result{}, err
 		}
 	}

@@ -3,12 +3,15 @@ package integration_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -46,6 +49,22 @@ func TestServicesCachedTrimmed(t *testing.T) {
 		}
 		return nil
 	})
+	// A later status write, from the trimmed Service in the cache (the
+	// finalizer is there already): an invalid target.
+	patch := []byte(`{"metadata":{"annotations":{"` + services.AnnotationTailnetFQDN + `":"not a name"}}}`)
+	if err := e.cl.Patch(ctx, svc, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() error {
+		var live corev1.Service
+		if err := e.cl.Get(ctx, client.ObjectKeyFromObject(svc), &live); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(live.Status.Conditions, services.EgressReady); c == nil || c.Reason != services.ReasonInvalidEgress {
+			return fmt.Errorf("condition %+v: the controller has not judged the new target yet", c)
+		}
+		return nil
+	})
 	var live corev1.Service
 	if err := e.cl.Get(ctx, client.ObjectKeyFromObject(svc), &live); err != nil {
 		t.Fatal(err)
@@ -63,7 +82,7 @@ func TestServicesCachedTrimmed(t *testing.T) {
 			t.Errorf("the cache holds annotation %s (%d bytes)", k, len(v))
 		}
 	}
-	if cached.Annotations[services.AnnotationTailnetFQDN] != "db.example.ts.net" {
+	if cached.Annotations[services.AnnotationTailnetFQDN] != "not a name" {
 		t.Errorf("the cache lost tsinject's own annotation: %v", cached.Annotations)
 	}
 	if len(cached.Spec.Selector) > 0 || len(cached.Labels) > 0 || len(cached.ManagedFields) > 0 {
