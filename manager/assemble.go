@@ -122,7 +122,7 @@ func (o *Options) managerOptions(src *certs.Source) ctrl.Options {
 			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{injector.LabelInject: "true"}), Transform: trimPod()},
 			// Every Service, so trimmed to what the Services' controllers
 			// read: a tenant's annotations cannot grow it.
-			&corev1.Service{}: {Transform: trimService()},
+			&corev1.Service{}: {Transform: trimService(o.Namespace)},
 			// Exit nodes refuse every node's addresses and the API server's.
 			&corev1.Node{}: {Transform: trimNode()},
 			&discoveryv1.EndpointSlice{}: {Namespaces: map[string]cache.Config{connectors.APIServerNamespace: {}},

@@ -2,7 +2,6 @@ package manager
 
 import (
 	"fmt"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -10,6 +9,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
 )
 
@@ -21,20 +21,22 @@ import (
 // patches of the fields the manager owns, never an update of a trimmed
 // object.
 
-// maxAnnotation bounds one tsinject annotation kept in the cache; a
-// longer value is replaced by a note the controllers report as invalid.
+// maxAnnotation bounds one annotation kept in the cache; a longer value
+// is replaced by a note the controllers report as an invalid value.
 const maxAnnotation = 4096
 
 // keptLabels are the labels the manager reads on cached objects.
 var keptLabels = []string{proxyset.LabelManagedBy, proxyset.LabelComponent, proxyset.LabelOwner, proxyset.LabelOwnerNamespace, injector.LabelInject}
 
-// trimMeta keeps, of an object's metadata, tsinject's annotations (each
-// bounded) and the labels the manager reads; managed fields go.
-func trimMeta(o metav1.Object) {
+// trimMeta keeps, of an object's metadata, the annotations named (each
+// bounded: a fixed number of bounded values) and the labels the manager
+// reads; managed fields go.
+func trimMeta(o metav1.Object, annotations []string) {
 	o.SetManagedFields(nil)
 	var ann map[string]string
-	for k, v := range o.GetAnnotations() {
-		if !strings.HasPrefix(k, injector.AnnotationPrefix) {
+	for _, k := range annotations {
+		v, ok := o.GetAnnotations()[k]
+		if !ok {
 			continue
 		}
 		if len(v) > maxAnnotation {
@@ -58,25 +60,37 @@ func trimMeta(o metav1.Object) {
 	o.SetLabels(labels)
 }
 
-// trimService is the cache's transform for Services (typed or metadata).
-func trimService() toolscache.TransformFunc {
+// trimService is the cache's transform for Services. Of a Service the
+// Services controllers take on, they read its annotations, spec (but the
+// selector: the proxies dial the ClusterIP) and status; of any other, only
+// that it exists (an edit that asks for tsinject brings the rest in the
+// next event). tsinject's own Services, in namespace, are its proxy sets'.
+func trimService(namespace string) toolscache.TransformFunc {
 	return func(in any) (any, error) {
-		if o, err := meta.Accessor(in); err == nil {
-			trimMeta(o)
+		svc, ok := in.(*corev1.Service)
+		if !ok {
+			if o, err := meta.Accessor(in); err == nil {
+				trimMeta(o, services.Annotations)
+			}
+			return in, nil
 		}
-		if svc, ok := in.(*corev1.Service); ok {
-			svc.Spec.Selector = nil // the proxies dial the ClusterIP, never the pods
+		handled := services.Handled(svc) || svc.Namespace == namespace
+		trimMeta(svc, services.Annotations)
+		svc.Spec.Selector, svc.Spec.ExternalIPs = nil, nil
+		if !handled {
+			svc.Spec, svc.Status = corev1.ServiceSpec{Type: svc.Spec.Type, LoadBalancerClass: svc.Spec.LoadBalancerClass}, corev1.ServiceStatus{}
 		}
 		return in, nil
 	}
 }
 
-// trimPod is the cache's transform for opted-in pods: their metadata only
-// (the Injected Event reads the status annotation and creation time).
+// trimPod is the cache's transform for opted-in pods: their metadata only,
+// of their annotations only the status one (the Injected Event reads it
+// and the creation time).
 func trimPod() toolscache.TransformFunc {
 	return func(in any) (any, error) {
 		if o, err := meta.Accessor(in); err == nil {
-			trimMeta(o)
+			trimMeta(o, []string{injector.AnnotationStatus})
 		}
 		if p, ok := in.(*corev1.Pod); ok {
 			p.Spec, p.Status = corev1.PodSpec{}, corev1.PodStatus{}

@@ -336,3 +336,15 @@ func (b *Base) patchFinalizers(ctx context.Context, svc *corev1.Service, change 
 	}
 	return b.Client.Patch(ctx, svc, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
+
+// Annotations are the Service annotations these controllers read: the
+// manager's cache keeps these and no other.
+var Annotations = []string{AnnotationTailnetFQDN, AnnotationTailnetIP, AnnotationReplicas, AnnotationTags, AnnotationHostname}
+
+// Handled reports whether a controller of this package takes svc on (or
+// still has its finalizer on it): the manager's cache keeps the spec of
+// these Services only.
+func Handled(svc *corev1.Service) bool {
+	return WantsEgress(svc) || WantsIngress(svc) ||
+		controllerutil.ContainsFinalizer(svc, EgressFinalizer) || controllerutil.ContainsFinalizer(svc, IngressFinalizer)
+}

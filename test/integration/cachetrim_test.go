@@ -88,4 +88,24 @@ func TestServicesCachedTrimmed(t *testing.T) {
 	if len(cached.Spec.Selector) > 0 || len(cached.Labels) > 0 || len(cached.ManagedFields) > 0 {
 		t.Errorf("the cache holds the selector %v, labels %v, %d managed fields", cached.Spec.Selector, cached.Labels, len(cached.ManagedFields))
 	}
+	// A Service no controller takes on, with tsinject-looking annotations
+	// up to the API server's limit: the cache keeps that it exists.
+	junk := map[string]string{}
+	for i := range 60 {
+		junk[fmt.Sprintf("tsinject.dev/junk-%d", i)] = strings.Repeat("z", 4000)
+	}
+	other := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "bulky", Name: "other", Annotations: junk},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "x"}, Ports: []corev1.ServicePort{{Name: "a", Port: 80}}}}
+	if err := e.cl.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() error {
+		var c corev1.Service
+		return e.mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(other), &c)
+	})
+	var c corev1.Service
+	e.mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(other), &c)
+	if len(c.Annotations) > 0 || len(c.Spec.Ports) > 0 || c.Spec.ClusterIP != "" {
+		t.Errorf("the cache holds %d annotations and the spec %+v of a Service tsinject does not handle", len(c.Annotations), c.Spec)
+	}
 }
