@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -79,29 +81,34 @@ func TestChartMatchesKustomize(t *testing.T) {
 	// Federated rows add the client ID as docs/install.md does: an
 	// overlay on the row's kustomization, and the chart's value.
 	const clientID = "kC8Hsk3CNTRL"
+	broker := func(secret string) map[string]string {
+		return map[string]string{"tokenAudience": "tsinject.dev/key-broker", "brokerURL": "https://tsinject-webhook.tsinject-system.svc/v1/key", "credentialSecrets": secret}
+	}
 	for _, tc := range []struct {
 		name      string
 		kustomize string
 		federated bool
-		args      []string // added to the manager's by an overlay
+		args      []string          // added to the manager's by an overlay
+		params    map[string]string // set in the admission params by it
 		set       []string
 	}{
-		{"default", "manifests/base", true, nil, nil},
-		{"cert-manager", "manifests/overlays/cert-manager", true, nil, []string{"--set", "certificates.mode=cert-manager"}},
-		{"apiserver-proxy", "manifests/overlays/apiserver-proxy", true, nil, []string{"--set", "apiServerProxy.enabled=true"}},
-		{"key-broker", "manifests/base", false, []string{"--oauth-secret=tsinject-oauth"}, []string{"--set", "oauth.secretName=tsinject-oauth"}},
-		{"auth-key-register", "manifests/base", false, []string{"--register-nodes"}, []string{"--set", "authKey.enabled=true"}},
-		{"auth-key-copy", "manifests/overlays/auth-key", false, nil, []string{"--set", "authKey.enabled=true", "--set", "authKey.mode=copy"}},
-		{"monitoring", "manifests/overlays/monitoring", true, nil, []string{"--set", "metrics.podMonitor.enabled=true", "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboard.enabled=true"}},
+		{"default", "manifests/base", true, nil, nil, nil},
+		{"cert-manager", "manifests/overlays/cert-manager", true, nil, nil, []string{"--set", "certificates.mode=cert-manager"}},
+		{"apiserver-proxy", "manifests/overlays/apiserver-proxy", true, nil, nil, []string{"--set", "apiServerProxy.enabled=true"}},
+		{"key-broker", "manifests/base", false, []string{"--oauth-secret=tsinject-oauth"}, broker("tsinject-oauth"), []string{"--set", "oauth.secretName=tsinject-oauth"}},
+		{"auth-key-register", "manifests/base", false, []string{"--register-nodes"}, broker("tsinject-authkey"), []string{"--set", "authKey.enabled=true"}},
+		{"auth-key-copy", "manifests/overlays/auth-key", false, nil, nil, []string{"--set", "authKey.enabled=true", "--set", "authKey.mode=copy"}},
+		{"monitoring", "manifests/overlays/monitoring", true, nil, nil, []string{"--set", "metrics.podMonitor.enabled=true", "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboard.enabled=true"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.federated {
 				tc.args = append(tc.args, "--federation-client-id="+clientID)
+				tc.params = map[string]string{"clientID": clientID}
 				tc.set = append(tc.set, "--set", "federation.clientID="+clientID)
 			}
 			dir := tc.kustomize
-			if len(tc.args) > 0 {
-				dir = argsOverlay(t, tc.kustomize, tc.args...)
+			if len(tc.args) > 0 || len(tc.params) > 0 {
+				dir = argsOverlay(t, tc.kustomize, tc.args, tc.params)
 			}
 			kust := run(t, nil, "kubectl", "kustomize", dir)
 			args := append([]string{"template", "tsinject", "charts/tsinject", "--namespace", "tsinject-system"}, tc.set...)
@@ -169,16 +176,19 @@ func TestChartMatchesKustomize(t *testing.T) {
 }
 
 // argsOverlay writes an overlay like docs/install.md's on base, adding
-// args to the manager's.
-func argsOverlay(t *testing.T, base string, args ...string) string {
+// args to the manager's and setting params in its admission params.
+func argsOverlay(t *testing.T, base string, args []string, params map[string]string) string {
 	dir := t.TempDir()
 	rel, err := filepath.Rel(dir, filepath.Join(gobuild.Root(), base))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ops strings.Builder
+	var ops, data strings.Builder
 	for _, a := range args {
 		fmt.Fprintf(&ops, "    - {op: add, path: /spec/template/spec/containers/0/args/-, value: %q}\n", a)
+	}
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		fmt.Fprintf(&data, "    - {op: replace, path: /data/%s, value: %q}\n", k, params[k])
 	}
 	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -186,7 +196,11 @@ resources: [%s]
 patches:
 - target: {kind: Deployment, name: tsinject-manager}
   patch: |-
-%s`, rel, ops.String())
+    - {op: test, path: /kind, value: Deployment}
+%s- target: {kind: ConfigMap, name: tsinject-admission}
+  patch: |-
+    - {op: test, path: /kind, value: ConfigMap}
+%s`, rel, ops.String(), data.String())
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}

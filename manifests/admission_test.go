@@ -3,6 +3,7 @@ package manifests_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -21,18 +22,32 @@ import (
 // admission policies judge like real writes): it cannot bind cluster-admin
 // or the impersonation role to itself or to anyone but an API server
 // proxy's account, cannot change its webhook configuration but for the
-// caBundle, cannot make a token Secret, and cannot run anything but the
-// proxy image, against another control server, as a proxy's account.
-// What it needs for its work still passes.
+// caBundle, cannot make a token Secret, cannot run anything but the proxy
+// as a proxy's account (no other image, command, program's variables or
+// token the API server accepts), cannot join a proxy to another tailnet
+// (control server, client ID, broker, auth key, planted state), and cannot
+// take over tenants' Services or traffic. What its work needs still passes.
 func TestManagerCannotEscalate(t *testing.T) {
 	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
 	rendered := kubectl(t, c.Kubeconfig, nil, "kustomize", "overlays/apiserver-proxy")
 	kubectl(t, c.Kubeconfig, rendered, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "-")
-	// A proxy set's Role, as the manager makes it for a Connector.
+	// The credential the proxies join with: a federated identity, and the
+	// Secret an auth-key mode would read.
+	kubectl(t, c.Kubeconfig, nil, "-n", "tsinject-system", "patch", "configmap", "tsinject-admission", "--type=merge",
+		"-p", `{"data":{"clientID":"k8s-proxies","credentialSecrets":"tsinject-authkey"}}`)
+	// A proxy set's Role, as the manager makes it for a Connector, and an
+	// API server proxy's binding.
 	kubectl(t, c.Kubeconfig, nil, "-n", "tsinject-system", "create", "role", "ts-connector-edge", "--verb=get", "--resource=secrets", "--resource-name=ts-connector-edge-0")
+	kubectl(t, c.Kubeconfig, nil, "create", "clusterrolebinding", "ts-apiserver-proxy-k8s", "--clusterrole=tsinject-apiserver-proxy", "--serviceaccount=tsinject-system:ts-apiserver-proxy-k8s")
 	// The webhook's CA as the manager publishes it (self mode).
 	kubectl(t, c.Kubeconfig, nil, "patch", "mutatingwebhookconfiguration", "tsinject", "--type=json",
 		"-p", `[{"op":"add","path":"/webhooks/0/clientConfig/caBundle","value":"`+pemBase64("old")+`"}]`)
+	// A tenant's Services: a plain one, an egress one and a tailnet
+	// ingress (LoadBalancer) one.
+	kubectl(t, c.Kubeconfig, nil, "create", "namespace", "shop")
+	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "clusterip", "web", "--tcp=80:8080")
+	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "externalname", "db", "--external-name=placeholder.invalid")
+	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "loadbalancer", "front", "--tcp=443:8443")
 
 	asManager := func(stdin string, args ...string) error {
 		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.Kubeconfig, "--as=system:serviceaccount:tsinject-system:tsinject-manager"}, args...)...)
@@ -43,51 +58,83 @@ func TestManagerCannotEscalate(t *testing.T) {
 		}
 		return nil
 	}
-	binding := func(role, ns, sa string) string {
-		return fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"attack"},
+	binding := func(name, role, ns, sa string) string {
+		return fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":%q},
 			"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":%q},
-			"subjects":[{"kind":"ServiceAccount","namespace":%q,"name":%q}]}`, role, ns, sa)
+			"subjects":[{"kind":"ServiceAccount","namespace":%q,"name":%q}]}`, name, role, ns, sa)
 	}
-	roleBinding := func(role, ns, sa string) string {
-		return fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"attack","namespace":"tsinject-system"},
+	roleBinding := func(name, role, ns, sa string) string {
+		return fmt.Sprintf(`{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":%q,"namespace":"tsinject-system"},
 			"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":%q},
-			"subjects":[{"kind":"ServiceAccount","namespace":%q,"name":%q}]}`, role, ns, sa)
+			"subjects":[{"kind":"ServiceAccount","namespace":%q,"name":%q}]}`, name, role, ns, sa)
 	}
-	statefulSet := func(name, sa, image, controlURL string) string {
-		env := ""
-		if controlURL != "" {
-			env = fmt.Sprintf(`,"env":[{"name":"TSINJECT_CONTROL_URL","value":%q}]`, controlURL)
-		}
-		return fmt.Sprintf(`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":%q,"namespace":"tsinject-system"},
-			"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},
-			"spec":{"serviceAccountName":%q,"containers":[{"name":"proxy","image":%q,"args":["apiserver"]%s}]}}}}`, name, sa, image, env)
+	role := func(name, rules string) string {
+		return `{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role","metadata":{"name":"` + name + `","namespace":"tsinject-system"},"rules":` + rules + `}`
 	}
-	secret := func(typ string) string {
-		return fmt.Sprintf(`{"apiVersion":"v1","kind":"Secret","type":%q,"metadata":{"name":"attack","namespace":"tsinject-system",
-			"annotations":{"kubernetes.io/service-account.name":"ts-apiserver-proxy-k8s"}}}`, typ)
+	secret := func(name, typ, data string) string {
+		return fmt.Sprintf(`{"apiVersion":"v1","kind":"Secret","type":%q,"metadata":{"name":%q,"namespace":"tsinject-system",
+			"annotations":{"kubernetes.io/service-account.name":"ts-apiserver-proxy-k8s"}},"data":%s}`, typ, name, data)
 	}
 	create := func(obj string) error { return asManager(obj, "create", "--dry-run=server", "-f", "-") }
+	patch := func(ns, obj, patch string, more ...string) error {
+		return asManager("", append([]string{"-n", ns, "patch", obj, "--dry-run=server", "--type=merge", "-p", patch}, more...)...)
+	}
+	// The manager may write a Service's status but not read it by itself
+	// (kubectl patch would): put the Service as read by the admin.
+	putStatus := func(ingress string) error {
+		var svc map[string]any
+		if err := json.Unmarshal(kubectl(t, c.Kubeconfig, nil, "-n", "shop", "get", "service", "front", "-o", "json"), &svc); err != nil {
+			return err
+		}
+		var lb []any
+		if err := json.Unmarshal([]byte(ingress), &lb); err != nil {
+			return err
+		}
+		svc["status"] = map[string]any{"loadBalancer": map[string]any{"ingress": lb}}
+		b, _ := json.Marshal(svc)
+		return asManager(string(b), "replace", "--raw", "/api/v1/namespaces/shop/services/front/status?dryRun=All", "-f", "-")
+	}
 	webhookPatch := func(patch string) error {
 		return asManager("", "patch", "mutatingwebhookconfiguration", "tsinject", "--dry-run=server", "--type=json", "-p", patch)
 	}
 	const proxyImage = "ghcr.io/tsinject/tsinject-proxy:v1.2.3" // the params allow ghcr.io/tsinject/tsinject-proxy:*
+	set := func(change func(sts *proxySet)) func() error {
+		return func() error {
+			sts := newProxySet("ts-apiserver-proxy-k8s", proxyImage)
+			change(sts)
+			return create(sts.json(t))
+		}
+	}
+	setEnv := func(name, value string) func(*proxySet) { return func(s *proxySet) { s.env(name, value) } }
 
 	refused := []struct {
 		name, want string
 		try        func() error
 	}{
-		{"bind cluster-admin to itself", "", func() error { return create(binding("cluster-admin", "tsinject-system", "tsinject-manager")) }},
+		{"bind cluster-admin to itself", "", func() error { return create(binding("attack", "cluster-admin", "tsinject-system", "tsinject-manager")) }},
 		{"bind the impersonation role to itself", "never to itself or anyone else", func() error {
-			return create(binding("tsinject-apiserver-proxy", "tsinject-system", "tsinject-manager"))
+			return create(binding("tsinject-manager", "tsinject-apiserver-proxy", "tsinject-system", "tsinject-manager"))
 		}},
 		{"bind the impersonation role to a tenant's account", "never to itself or anyone else", func() error {
-			return create(binding("tsinject-apiserver-proxy", "shop", "default"))
+			return create(binding("default", "tsinject-apiserver-proxy", "shop", "default"))
 		}},
 		{"bind the impersonation role to a Connector's account", "ts-apiserver-proxy-*", func() error {
-			return create(binding("tsinject-apiserver-proxy", "tsinject-system", "ts-connector-edge"))
+			return create(binding("ts-connector-edge", "tsinject-apiserver-proxy", "tsinject-system", "ts-connector-edge"))
+		}},
+		{"bind the impersonation role to a second account", "one proxy set's own", func() error {
+			return create(binding("ts-apiserver-proxy-k8s", "tsinject-apiserver-proxy", "tsinject-system", "ts-apiserver-proxy-other"))
 		}},
 		{"give its own Role to a tenant", "never to itself or anyone else", func() error {
-			return create(roleBinding("tsinject-manager", "shop", "default"))
+			return create(roleBinding("attack", "tsinject-manager", "shop", "default"))
+		}},
+		{"give its own Role to a proxy set", "one proxy set's own", func() error {
+			return create(roleBinding("ts-connector-edge", "tsinject-manager", "tsinject-system", "ts-connector-edge"))
+		}},
+		{"widen a proxy set's Role to every Secret", "a Role the manager writes", func() error {
+			return create(role("ts-connector-new", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","list"]}]`))
+		}},
+		{"delete the cluster's bindings", "may delete no ClusterRoleBinding", func() error {
+			return asManager("", "delete", "clusterrolebinding", "cluster-admin", "--dry-run=server")
 		}},
 		{"widen its webhook's namespaceSelector", "but each webhook's caBundle", func() error {
 			return webhookPatch(`[{"op":"replace","path":"/webhooks/0/namespaceSelector","value":{}}]`)
@@ -101,18 +148,73 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"hand its webhook to cert-manager's cainjector", "labels or annotations", func() error {
 			return webhookPatch(`[{"op":"add","path":"/metadata/annotations","value":{"cert-manager.io/inject-ca-from":"shop/evil"}}]`)
 		}},
-		{"create a token Secret for a proxy's account", "token Secrets", func() error { return create(secret("kubernetes.io/service-account-token")) }},
-		{"run a shell as an API proxy's account", "only the images", func() error {
-			return create(statefulSet("ts-apiserver-proxy-k8s", "ts-apiserver-proxy-k8s", "busybox", ""))
+		{"create a token Secret for a proxy's account", "token Secrets", func() error {
+			return create(secret("attack", "kubernetes.io/service-account-token", "{}"))
 		}},
-		{"run the proxy against its own control server", "only the control server", func() error {
-			return create(statefulSet("ts-apiserver-proxy-k8s", "ts-apiserver-proxy-k8s", proxyImage, "https://control.attacker.example"))
+		{"swap the auth key for its own tailnet's", "only reads the tailnet credential's Secrets", func() error {
+			return create(secret("tsinject-authkey", "Opaque", `{"authkey":"dHNrZXktYXR0YWNrZXI="}`))
 		}},
-		{"run a proxy set as another set's account", "running as its own ServiceAccount", func() error {
-			return create(statefulSet("ts-connector-edge", "ts-apiserver-proxy-k8s", proxyImage, ""))
+		{"plant another tailnet's node state", "state Secret", func() error {
+			return create(secret("ts-apiserver-proxy-k8s-0", "Opaque", `{"profile":"YXR0YWNrZXI="}`))
 		}},
-		{"run a proxy set as itself", "running as its own ServiceAccount", func() error {
-			return create(statefulSet("ts-connector-edge", "tsinject-manager", proxyImage, ""))
+		{"overwrite its admission params", "only ConfigMap the manager writes", func() error {
+			return create(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"tsinject-admission-2","namespace":"tsinject-system"}}`)
+		}},
+		{"run a shell as an API proxy's account", "only the images", set(func(s *proxySet) { s.container()["image"] = "busybox" })},
+		{"run its own command in the proxy image", "own entrypoint", set(func(s *proxySet) { s.container()["command"] = []string{"/bin/sh"} })},
+		{"pass the proxy flags of its own", "own entrypoint", set(func(s *proxySet) {
+			s.container()["args"] = []string{"apiserver", "--control-url=https://control.attacker.example"}
+		})},
+		{"run a command in a lifecycle hook", "own entrypoint", set(func(s *proxySet) {
+			s.container()["lifecycle"] = map[string]any{"postStart": map[string]any{"exec": map[string]any{"command": []string{"sh"}}}}
+		})},
+		{"add a second container", "one container", set(func(s *proxySet) {
+			s.pod["containers"] = append(s.pod["containers"].([]any), map[string]any{"name": "x", "image": proxyImage, "args": []string{"connector"}})
+		})},
+		{"send the proxy's API token elsewhere", "only tsinject's own variables", set(setEnv("KUBERNETES_SERVICE_HOST", "198.18.0.66"))},
+		{"move the proxy's service account directory", "only tsinject's own variables", set(setEnv("TSINJECT_KUBE_ROOT", "/var/run/tsinject/exit-deny"))},
+		{"set variables from a Secret", "only tsinject's own variables", set(func(s *proxySet) {
+			s.container()["envFrom"] = []any{map[string]any{"secretRef": map[string]any{"name": "evil"}}}
+		})},
+		{"run the proxy against its own control server", "only the control server", set(setEnv("TSINJECT_CONTROL_URL", "https://control.attacker.example"))},
+		{"join with its own tailnet's identity", "only with the credential", set(setEnv("TSINJECT_CLIENT_ID", "attacker-client"))},
+		{"fetch the key from its own broker", "only with the credential", set(setEnv("TSINJECT_KEY_BROKER_URL", "https://broker.attacker.example/v1/key"))},
+		{"send the API token as the ID token", "only with the credential", set(setEnv("TSINJECT_ID_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token"))},
+		{"keep state in files it wrote", "only with the credential", set(setEnv("TSINJECT_STATE", "dir"))},
+		{"mount a token the API server accepts", "never the node's files or a token the API server accepts", set(func(s *proxySet) {
+			s.volume("tsinject-token")["projected"] = map[string]any{"sources": []any{map[string]any{"serviceAccountToken": map[string]any{"path": "token"}}}}
+		})},
+		{"mount the node's files", "never the node's files", set(func(s *proxySet) {
+			delete(s.volume("state"), "emptyDir")
+			s.volume("state")["hostPath"] = map[string]any{"path": "/"}
+		})},
+		{"mount a Secret it wrote as the auth key", "mounted only at /var/run/tsinject/exit-deny", set(func(s *proxySet) {
+			s.mount("files")["mountPath"] = "/var/run/tsinject/auth"
+		})},
+		{"mount another Secret", "the credential's Secrets", set(func(s *proxySet) {
+			s.volume("files")["secret"] = map[string]any{"secretName": "tsinject-webhook-tls"}
+		})},
+		{"run on the node's network", "share nothing of the node", set(func(s *proxySet) { s.pod["hostNetwork"] = true })},
+		{"run a proxy set as another set's account", "running as its own ServiceAccount", set(func(s *proxySet) { s.pod["serviceAccountName"] = "ts-connector-edge" })},
+		{"run a proxy set as itself", "running as its own ServiceAccount", set(func(s *proxySet) { s.pod["serviceAccountName"] = "tsinject-manager" })},
+		{"repoint a tenant's Service", "only an egress Service's externalName", func() error {
+			return patch("shop", "service/web", `{"spec":{"selector":{"app":"attacker"}}}`)
+		}},
+		{"turn a tenant's Service into an ExternalName", "only an egress Service's externalName", func() error {
+			return patch("shop", "service/web", `{"spec":{"type":"ExternalName","externalName":"ts-x.tsinject-system.svc.cluster.local","clusterIP":"","clusterIPs":null,"ports":null}}`)
+		}},
+		{"point an egress Service outside the cluster", "only an egress Service's externalName", func() error {
+			return patch("shop", "service/db", `{"spec":{"externalName":"db.attacker.example"}}`)
+		}},
+		{"relabel a tenant's Service", "no labels, annotations, owners or finalizers", func() error {
+			return patch("shop", "service/web", `{"metadata":{"labels":{"app":"attacker"}}}`)
+		}},
+		{"take traffic to an outside address", "ipMode Proxy", func() error {
+			return putStatus(`[{"ip":"198.18.0.66"}]`)
+		}},
+		{"take traffic to external IPs", "without externalIPs", func() error {
+			return create(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"ts-attack","namespace":"tsinject-system"},
+				"spec":{"ports":[{"port":53}],"externalIPs":["198.18.0.66"]}}`)
 		}},
 	}
 	// Policies take effect moments after they are created: wait until the
@@ -141,17 +243,47 @@ func TestManagerCannotEscalate(t *testing.T) {
 		try  func() error
 	}{
 		{"bind the impersonation role to an API proxy's account", func() error {
-			return create(binding("tsinject-apiserver-proxy", "tsinject-system", "ts-apiserver-proxy-k8s"))
+			return create(binding("ts-apiserver-proxy-web", "tsinject-apiserver-proxy", "tsinject-system", "ts-apiserver-proxy-web"))
+		}},
+		{"remove an API proxy's binding", func() error {
+			return asManager("", "delete", "clusterrolebinding", "ts-apiserver-proxy-k8s", "--dry-run=server")
 		}},
 		{"bind a proxy set's Role to its account", func() error {
-			return create(roleBinding("ts-connector-edge", "tsinject-system", "ts-connector-edge"))
+			return create(roleBinding("ts-connector-edge", "ts-connector-edge", "tsinject-system", "ts-connector-edge"))
+		}},
+		{"write a proxy set's Role", func() error {
+			return create(role("ts-connector-new", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","update","patch"],"resourceNames":["ts-connector-new-0"]},
+				{"apiGroups":[""],"resources":["events"],"verbs":["create","patch","get"]}]`))
 		}},
 		{"publish a new CA", func() error {
 			return webhookPatch(`[{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"` + pemBase64("new") + `"}]`)
 		}},
-		{"keep a proxy's state", func() error { return create(secret("Opaque")) }},
-		{"run a proxy set", func() error {
-			return create(statefulSet("ts-apiserver-proxy-k8s", "ts-apiserver-proxy-k8s", proxyImage, ""))
+		{"make a proxy's state Secret", func() error { return create(secret("ts-apiserver-proxy-k8s-0", "Opaque", "{}")) }},
+		{"write a proxy set's files", func() error {
+			return create(secret("ts-connector-edge-files", "Opaque", `{"deny":"MTAuMC4wLjAvOA=="}`))
+		}},
+		{"publish its status", func() error {
+			return create(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"tsinject-manager-status","namespace":"tsinject-system"}}`)
+		}},
+		{"run a proxy set", set(func(*proxySet) {})},
+		{"run a Connector exit node with its files", func() error {
+			sts := newProxySet("ts-connector-edge", proxyImage)
+			sts.container()["args"] = []string{"connector"}
+			sts.pod["serviceAccountName"] = "ts-connector-edge"
+			sts.volume("files")["secret"] = map[string]any{"secretName": "ts-connector-edge-files"}
+			return create(sts.json(t))
+		}},
+		{"give a proxy set its Service", func() error {
+			return create(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"ts-egress-db","namespace":"tsinject-system"},"spec":{"ports":[{"port":5432}]}}`)
+		}},
+		{"point an egress Service at its proxies", func() error {
+			return patch("shop", "service/db", `{"spec":{"externalName":"ts-egress-db.tsinject-system.svc.cluster.local"}}`)
+		}},
+		{"hold a tenant's Service with its finalizer", func() error {
+			return patch("shop", "service/db", `{"metadata":{"finalizers":["tsinject.dev/egress"]}}`)
+		}},
+		{"publish an ingress Service's tailnet addresses", func() error {
+			return putStatus(`[{"hostname":"front.tailnet.ts.net"},{"ip":"100.64.0.7","ipMode":"Proxy"}]`)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,6 +292,80 @@ func TestManagerCannotEscalate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// proxySet is a StatefulSet as the manager writes one for an API server
+// proxy in federation mode, for a test to change one thing of.
+type proxySet struct {
+	obj map[string]any
+	pod map[string]any
+}
+
+func newProxySet(name, image string) *proxySet {
+	env := []any{
+		map[string]any{"name": "TSINJECT_POD_NAME", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.name"}}},
+		map[string]any{"name": "TSINJECT_STATE", "value": "secret"},
+		map[string]any{"name": "TSINJECT_STATE_DIR", "value": "/var/lib/tsinject"},
+		map[string]any{"name": "TSINJECT_CLIENT_ID", "value": "k8s-proxies"},
+		map[string]any{"name": "TSINJECT_ID_TOKEN_FILE", "value": "/var/run/tsinject/token/token"},
+		map[string]any{"name": "TSINJECT_TAGS", "value": "tag:k8s-api"},
+	}
+	pod := map[string]any{
+		"serviceAccountName": name,
+		"containers": []any{map[string]any{
+			"name": "apiserver", "image": image, "args": []string{"apiserver"}, "env": env,
+			"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": 9002}},
+			"volumeMounts": []any{
+				map[string]any{"name": "state", "mountPath": "/var/lib/tsinject"},
+				map[string]any{"name": "tsinject-token", "mountPath": "/var/run/tsinject/token", "readOnly": true},
+				map[string]any{"name": "files", "mountPath": "/var/run/tsinject/exit-deny", "readOnly": true},
+			},
+		}},
+		"volumes": []any{
+			map[string]any{"name": "state", "emptyDir": map[string]any{}},
+			map[string]any{"name": "tsinject-token", "projected": map[string]any{"sources": []any{
+				map[string]any{"serviceAccountToken": map[string]any{"audience": "tsinject.dev/tailnet", "expirationSeconds": 600, "path": "token"}}}}},
+			map[string]any{"name": "files", "secret": map[string]any{"secretName": name + "-files"}},
+		},
+	}
+	return &proxySet{pod: pod, obj: map[string]any{
+		"apiVersion": "apps/v1", "kind": "StatefulSet",
+		"metadata": map[string]any{"name": name, "namespace": "tsinject-system"},
+		"spec": map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"a": "b"}},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"a": "b"}}, "spec": pod},
+		},
+	}}
+}
+
+func (s *proxySet) container() map[string]any { return s.pod["containers"].([]any)[0].(map[string]any) }
+
+func (s *proxySet) env(name, value string) {
+	c := s.container()
+	c["env"] = append(c["env"].([]any), map[string]any{"name": name, "value": value})
+}
+
+func (s *proxySet) volume(name string) map[string]any { return find(s.pod["volumes"], name) }
+
+func (s *proxySet) mount(name string) map[string]any {
+	return find(s.container()["volumeMounts"], name)
+}
+
+func find(list any, name string) map[string]any {
+	for _, v := range list.([]any) {
+		if m := v.(map[string]any); m["name"] == name {
+			return m
+		}
+	}
+	panic("no " + name)
+}
+
+func (s *proxySet) json(t *testing.T) string {
+	b, err := json.Marshal(s.obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // pemBase64 is a caBundle value: base64 of some PEM-looking text.

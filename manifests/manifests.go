@@ -56,9 +56,10 @@ func WebhookConfiguration(url string) (*admissionregistrationv1.MutatingWebhookC
 }
 
 // AdmissionPolicy returns the objects of the base's admission policies
-// (manifests/base/admission-policy.yaml): their params ConfigMap, set to
-// allow proxyImages and controlURL, then the policies and bindings.
-func AdmissionPolicy(proxyImages, controlURL string) ([]*unstructured.Unstructured, error) {
+// (manifests/base/admission-policy.yaml): their params ConfigMap, with
+// params (contract.Admission* keys) replacing the base's values, then the
+// policies and bindings.
+func AdmissionPolicy(params map[string]string) ([]*unstructured.Unstructured, error) {
 	b, err := FS.ReadFile("base/admission-policy.yaml")
 	if err != nil {
 		return nil, err
@@ -70,7 +71,13 @@ func AdmissionPolicy(proxyImages, controlURL string) ([]*unstructured.Unstructur
 			return nil, fmt.Errorf("base/admission-policy.yaml: %w", err)
 		}
 		if u.GetKind() == "ConfigMap" {
-			u.Object["data"] = map[string]any{"proxyImages": proxyImages, "controlURL": controlURL}
+			data, _ := u.Object["data"].(map[string]any)
+			for k, v := range params {
+				if _, ok := data[k]; !ok {
+					return nil, fmt.Errorf("admission param %q: the base has no such key", k)
+				}
+				data[k] = v
+			}
 		}
 		out = append(out, &u)
 	}

@@ -42,16 +42,25 @@ const StatusProxyImage = "proxy-image"
 // /admission-policy.yaml, the chart's admission-policy.yaml), and the
 // ConfigMap of their params: the images (key AdmissionProxyImages,
 // comma-separated, a trailing * a prefix) and control server
-// (AdmissionControlURL) the manager's proxy sets may use.
+// (AdmissionControlURL) the manager's proxy sets may use, and the tailnet
+// credential they join with (credential.Config.AdmissionParams): the
+// federated client ID, the audience of the one ServiceAccount token they
+// may mount, the key broker's URL, and the Secrets holding the OAuth
+// client or auth key (comma-separated), which the manager may only read.
 const (
-	AdmissionParams      = "tsinject-admission"
-	AdmissionProxyImages = "proxyImages"
-	AdmissionControlURL  = "controlURL"
+	AdmissionParams            = "tsinject-admission"
+	AdmissionProxyImages       = "proxyImages"
+	AdmissionControlURL        = "controlURL"
+	AdmissionClientID          = "clientID"
+	AdmissionTokenAudience     = "tokenAudience"
+	AdmissionBrokerURL         = "brokerURL"
+	AdmissionCredentialSecrets = "credentialSecrets"
 )
 
 // AdmissionPolicies are the policies' names (each has a binding of the
 // same name).
-var AdmissionPolicies = []string{"tsinject-manager-webhook", "tsinject-manager-bindings", "tsinject-manager-secrets", "tsinject-manager-workloads"}
+var AdmissionPolicies = []string{"tsinject-manager-webhook", "tsinject-manager-bindings", "tsinject-manager-secrets",
+	"tsinject-manager-workloads", "tsinject-manager-services", "tsinject-manager-configmaps"}
 
 // ImageAllowed reports whether image is one of patterns (comma-separated;
 // a trailing * matches a prefix), as the admission policy reads them.

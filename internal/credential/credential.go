@@ -297,6 +297,24 @@ func secretWiring(secret, key string) Wiring {
 	}
 }
 
+// AdmissionParams are the admission params (contract.Admission*) that pin
+// the proxy sets of the manager's namespace to this credential: a manager
+// taken over can then neither point a proxy, the API server proxy with its
+// impersonation right above all, at a tailnet of its own (another client
+// ID, broker or auth key) nor swap the Secrets it reads the credential from.
+func (c *Config) AdmissionParams() map[string]string {
+	p := map[string]string{contract.AdmissionClientID: "", contract.AdmissionTokenAudience: "",
+		contract.AdmissionBrokerURL: "", contract.AdmissionCredentialSecrets: ""}
+	switch c.Mode {
+	case Federation:
+		p[contract.AdmissionClientID], p[contract.AdmissionTokenAudience] = c.System.ClientID, c.System.Audience
+	case OAuth, Register:
+		p[contract.AdmissionTokenAudience], p[contract.AdmissionBrokerURL] = contract.KeyBrokerAudience, c.BrokerURL
+	}
+	p[contract.AdmissionCredentialSecrets] = strings.Join(c.HeldSecrets(), ",")
+	return p
+}
+
 // HeldSecrets are the Secrets of the manager's namespace holding a tailnet
 // credential the manager uses (none with federation): their expiry is
 // watched.

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -105,5 +106,36 @@ func TestWiring(t *testing.T) {
 	}
 	if w := (&Config{Mode: Federation, System: c.System, NamespaceDefault: &Identity{ClientID: "all", Audience: "a"}}).Warnings(); len(w) != 1 || !strings.Contains(w[0], "every tag") {
 		t.Errorf("a default identity for namespaces: warnings %q", w)
+	}
+}
+
+// The admission params of each mode admit exactly that mode's proxy
+// wiring (the policy tsinject-manager-workloads compares the two).
+func TestAdmissionParamsAdmitTheProxies(t *testing.T) {
+	for _, c := range []Config{
+		{Mode: Federation, System: Identity{ClientID: "sys", Audience: "aud-sys"}},
+		{Mode: OAuth, Secret: "oauth", BrokerURL: "https://tsinject-webhook.tsinject-system.svc/v1/key"},
+		{Mode: Register, Secret: "authkey", SecretKey: "key", BrokerURL: "https://b/v1/key"},
+		{Mode: Copy, Secret: "authkey", SecretKey: "key"},
+	} {
+		p, w := c.AdmissionParams(), c.ForProxies()
+		for _, e := range w.Env {
+			if want, pinned := map[string]string{contract.EnvClientID: p[contract.AdmissionClientID], contract.EnvKeyBrokerURL: p[contract.AdmissionBrokerURL]}[e.Name]; pinned && e.Value != want {
+				t.Errorf("%s: proxies set %s=%q, params pin %q", c.Mode, e.Name, e.Value, want)
+			}
+		}
+		switch v := w.Volume.VolumeSource; {
+		case v.Projected != nil:
+			if aud := v.Projected.Sources[0].ServiceAccountToken.Audience; aud == "" || aud != p[contract.AdmissionTokenAudience] {
+				t.Errorf("%s: proxies' token audience %q, params %q", c.Mode, aud, p[contract.AdmissionTokenAudience])
+			}
+		case v.Secret != nil:
+			if !slices.Contains(strings.Split(p[contract.AdmissionCredentialSecrets], ","), v.Secret.SecretName) {
+				t.Errorf("%s: proxies mount Secret %s, params allow %q", c.Mode, v.Secret.SecretName, p[contract.AdmissionCredentialSecrets])
+			}
+		}
+		if c.Mode != Federation && p[contract.AdmissionCredentialSecrets] != c.Secret {
+			t.Errorf("%s: the manager may write its credential Secret %s (params %q)", c.Mode, c.Secret, p[contract.AdmissionCredentialSecrets])
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -470,6 +471,25 @@ func guardrails(ctx context.Context, c client.Client, o Options, st map[string]s
 	if url, ok := st[contract.StatusControlURL]; ok && url != control {
 		return fail(name, fmt.Sprintf("ConfigMap %s %s is %q, the manager's --control-url %q: its proxy sets are refused", contract.AdmissionParams, contract.AdmissionControlURL, control, url),
 			fmt.Sprintf("set %s in ConfigMap %s/%s to the manager's --control-url (Helm: controlURL sets both)", contract.AdmissionControlURL, o.Namespace, contract.AdmissionParams))
+	}
+	if raw, ok := st[contract.StatusCredential]; ok {
+		cfg, err := credential.ParsePublished([]byte(raw))
+		if err != nil {
+			return fail(name, err.Error(), "")
+		}
+		want := cfg.AdmissionParams()
+		var wrong, fix []string
+		for _, k := range slices.Sorted(maps.Keys(want)) {
+			if got := params.Data[k]; got != want[k] {
+				wrong = append(wrong, fmt.Sprintf("%s is %q", k, got))
+				fix = append(fix, fmt.Sprintf("%q:%q", k, want[k]))
+			}
+		}
+		if len(wrong) > 0 {
+			return fail(name, fmt.Sprintf("ConfigMap %s pins the proxy sets to another credential than the manager's (%s): %s; its Connectors, API proxies and Services' proxies are refused",
+				contract.AdmissionParams, cfg.Mode, strings.Join(wrong, ", ")),
+				fmt.Sprintf(`kubectl -n %s patch configmap %s --type=merge -p '{"data":{%s}}' (Helm sets them from the credential values)`, o.Namespace, contract.AdmissionParams, strings.Join(fix, ",")))
+		}
 	}
 	return pass(name, fmt.Sprintf("namespace %s enforces restricted Pod Security; %d admission policies hold the manager to its job (proxy images %s)", o.Namespace, len(contract.AdmissionPolicies), images))
 }

@@ -122,10 +122,11 @@ func TestChecks(t *testing.T) {
 		{"OAuth client incomplete", credentialCheck, []client.Object{statusMap(oauth, ""),
 			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "oauth"}, Data: map[string][]byte{"client_id": []byte("x")}}}, false, false, `has no "client_secret"`},
 		{"not published", credentialCheck, nil, false, false, "ConfigMap tsinject-system/tsinject-manager-status"},
-		{"guardrails", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), true, false, "4 admission policies hold the manager"},
+		{"guardrails", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), true, false, "6 admission policies hold the manager"},
 		{"guardrails, namespace not restricted", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", map[string]string{"pod-security.kubernetes.io/enforce": "baseline"}), false, false, "does not enforce the restricted Pod Security Standard"},
 		{"guardrails, a policy missing", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil)[1:], false, false, "missing: ValidatingAdmissionPolicy tsinject-manager-webhook"},
 		{"guardrails, the proxy image not allowed", guardrailsCheck, guardrailObjects("registry.example/other:*", "", nil), false, false, "does not allow the manager's --proxy-image ghcr.io/tsinject/tsinject-proxy:v1"},
+		{"guardrails, another tailnet credential", guardrailsCheck, withParam(guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), contract.AdmissionClientID, "other"), false, false, `clientID is "other"`},
 		{"guardrails, another control server", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "https://headscale.example", nil), false, false, `the manager's --control-url ""`},
 		{"policies parse", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:shop"}}}}, true, false, "1 namespaces set a policy"},
 		{"bad policy", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationAllowUntagged: "maybe"}}}}, false, false, "namespace shop: annotation tsinject.dev/allow-untagged"},
@@ -191,10 +192,18 @@ func guardrailObjects(images, control string, labels map[string]string) []client
 	st := statusMap(federated, "v1")
 	st.Data[contract.StatusProxyImage] = "ghcr.io/tsinject/tsinject-proxy:v1"
 	st.Data[contract.StatusControlURL] = ""
+	params := federated.AdmissionParams()
+	params[contract.AdmissionProxyImages], params[contract.AdmissionControlURL] = images, control
 	return append(objs, st,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tsinject-system", Labels: labels}},
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: contract.AdmissionParams},
-			Data: map[string]string{contract.AdmissionProxyImages: images, contract.AdmissionControlURL: control}})
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: contract.AdmissionParams}, Data: params})
+}
+
+// withParam sets one admission param of guardrailObjects' installation.
+func withParam(objs []client.Object, key, value string) []client.Object {
+	params := objs[len(objs)-1].(*corev1.ConfigMap)
+	params.Data[key] = value
+	return objs
 }
 
 func guardrailsCheck(c client.Client) Result {

@@ -15,6 +15,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/credential"
@@ -152,6 +153,15 @@ func TestLimits(t *testing.T) {
 	other.Namespace = "other"
 	if err := a.Take(ctx, other); err != nil {
 		t.Fatal(err)
+	}
+	// The proxies of shop's Services, in the manager's namespace, spend
+	// shop's share; the Connectors' share is left whole.
+	egress := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "ts-egress-db-0", UID: "uid-egress",
+		Labels: map[string]string{proxyset.LabelOwnerNamespace: "shop"}}}
+	limited(a.Take(ctx, egress), "namespace shop already obtained 5 keys")
+	connector := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "ts-connector-edge-0", UID: "uid-connector"}}
+	if err := a.Take(ctx, connector); err != nil {
+		t.Fatalf("a Connector's proxy: %v", err)
 	}
 	// A new window starts over.
 	now = now.Add(time.Hour)

@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tsinject/tsinject/controllers/proxyset"
 )
 
 // Default limits: a pod's sidecar restarts, not a tenant's loop; a
@@ -51,18 +53,31 @@ type counts struct {
 // LeaseName is the Lease holding namespace's counts.
 func LeaseName(namespace string) string { return "tsinject-keys-" + namespace }
 
+// budget is the namespace whose share pod's keys count against: its own,
+// or, for the proxies of a tenant's Service in the manager's namespace,
+// that tenant's (the label is the manager's: tenants create no pods
+// there), so that a tenant's many Services spend the tenant's share, not
+// the Connectors' and API server proxies'.
+func (l *Limits) budget(pod *corev1.Pod) string {
+	if owner := pod.Labels[proxyset.LabelOwnerNamespace]; pod.Namespace == l.Namespace && owner != "" {
+		return owner
+	}
+	return pod.Namespace
+}
+
 // Take counts one key for pod, or refuses it (HTTP 429) when the pod or
 // its namespace has had its share of this window.
 func (l *Limits) Take(ctx context.Context, pod *corev1.Pod) error {
 	now := l.Now()
-	key := client.ObjectKey{Namespace: l.Namespace, Name: LeaseName(pod.Namespace)}
+	ns := l.budget(pod)
+	key := client.ObjectKey{Namespace: l.Namespace, Name: LeaseName(ns)}
 	var last error
 	for range 8 { // optimistic concurrency: another replica may write between
 		var lease coordinationv1.Lease
 		err := l.Reader.Get(ctx, key, &lease)
 		exists := err == nil
 		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("reading the key counts of namespace %s: %w", pod.Namespace, err)
+			return fmt.Errorf("reading the key counts of namespace %s: %w", ns, err)
 		}
 		var c counts
 		if raw := lease.Annotations[annotationCounts]; raw != "" {
@@ -78,7 +93,7 @@ func (l *Limits) Take(ctx context.Context, pod *corev1.Pod) error {
 				pod.Namespace, pod.Name, c.Pods[pod.UID], c.Since.Format(time.RFC3339), resets)
 		case c.Total >= l.PerNamespace:
 			return refuse(http.StatusTooManyRequests, "namespace %s already obtained %d keys since %s (the limit per namespace); more after %s",
-				pod.Namespace, c.Total, c.Since.Format(time.RFC3339), resets)
+				ns, c.Total, c.Since.Format(time.RFC3339), resets)
 		}
 		c.Pods[pod.UID]++
 		c.Total++
@@ -101,5 +116,5 @@ func (l *Limits) Take(ctx context.Context, pod *corev1.Pod) error {
 			break
 		}
 	}
-	return fmt.Errorf("counting a key for namespace %s: %w", pod.Namespace, last)
+	return fmt.Errorf("counting a key for namespace %s: %w", ns, last)
 }

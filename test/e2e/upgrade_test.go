@@ -177,6 +177,10 @@ patches:
   patch: |-
     - {op: replace, path: /data/proxyImages, value: "%s"}
     - {op: replace, path: /data/controlURL, value: "%s"}
+    - {op: replace, path: /data/clientID, value: ""}
+    - {op: replace, path: /data/tokenAudience, value: tsinject.dev/key-broker}
+    - {op: replace, path: /data/brokerURL, value: "https://tsinject-webhook.tsinject-system.svc/v1/key"}
+    - {op: replace, path: /data/credentialSecrets, value: tsinject-oauth}
 `, base, repo, tag, env.tn.ControlURL(), proxyImage, proxyImage, env.tn.ControlURL())
 	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
 }

@@ -73,8 +73,10 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o manager.Options) (*Loca
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
-	images := strings.Join(append([]string{o.Injector.ProxyImage}, o.Injector.AllowedProxyImages...), ",")
-	policy, err := manifests.AdmissionPolicy(images, o.Injector.ControlURL)
+	params := o.Injector.Credential.AdmissionParams()
+	params[contract.AdmissionProxyImages] = strings.Join(append([]string{o.Injector.ProxyImage}, o.Injector.AllowedProxyImages...), ",")
+	params[contract.AdmissionControlURL] = o.Injector.ControlURL
+	policy, err := manifests.AdmissionPolicy(params)
 	if err != nil {
 		return nil, err
 	}
