@@ -185,6 +185,7 @@ func (a *assembly) status() error {
 		contract.StatusCredential:    static(func() string { return string(o.Injector.Credential.Published()) }),
 		contract.StatusControlURL:    static(func() string { return o.Injector.ControlURL }),
 		contract.StatusProxyImage:    static(func() string { return o.Injector.ProxyImage }),
+		contract.StatusClusterDomain: static(o.clusterDomain),
 	} {
 		if err := a.mgr.Add(&statusPublisher{client: a.mgr.GetClient(), namespace: o.Namespace, key: key, value: value, log: a.log.WithName("status")}); err != nil {
 			return err
@@ -271,10 +272,6 @@ func (a *assembly) proxyControllers() error {
 		return proxyset.Logout(ctx, o.Injector.ControlURL, state, func(f string, args ...any) { a.log.Info(fmt.Sprintf(f, args...)) })
 	}
 	cred := o.proxyCredential(a.src.CABundle)
-	clusterDomain := o.ClusterDomain
-	if clusterDomain == "" {
-		clusterDomain = "cluster.local"
-	}
 	servicesBase := func(name string) services.Base {
 		return services.Base{
 			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
@@ -293,7 +290,7 @@ func (a *assembly) proxyControllers() error {
 			Events: mgr.GetEventRecorder("tsinject-connector"), Log: a.log.WithName("connector"),
 		},
 		&podevents.Reconciler{Client: mgr.GetClient(), Events: mgr.GetEventRecorder("tsinject-injector")},
-		&services.EgressReconciler{Base: servicesBase("egress"), ClusterDomain: clusterDomain},
+		&services.EgressReconciler{Base: servicesBase("egress"), ClusterDomain: o.clusterDomain()},
 		&services.IngressReconciler{Base: servicesBase("ingress")},
 		&apiserverproxies.Reconciler{
 			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),

@@ -172,6 +172,15 @@ func prefixStrings(ps []netip.Prefix) []string {
 	return out
 }
 
+// clusterDomain is ClusterDomain (default cluster.local) without its final
+// dot, as egress Services' externalNames end.
+func (o *Options) clusterDomain() string {
+	if o.ClusterDomain == "" {
+		return "cluster.local"
+	}
+	return strings.TrimSuffix(o.ClusterDomain, ".")
+}
+
 // proxyCredential is the wiring of the proxies in the manager's namespace,
 // with the key broker's CA bundle as it is now.
 func (o *Options) proxyCredential(caBundle func() []byte) func() credential.Wiring {

@@ -47,7 +47,11 @@ func TestManagerCannotEscalate(t *testing.T) {
 	kubectl(t, c.Kubeconfig, nil, "create", "namespace", "shop")
 	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "clusterip", "web", "--tcp=80:8080")
 	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "externalname", "db", "--external-name=placeholder.invalid")
-	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "loadbalancer", "front", "--tcp=443:8443")
+	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "annotate", "service", "db", "tsinject.dev/tailnet-fqdn=db.tailnet.ts.net")
+	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "externalname", "partner", "--external-name=api.partner.example")
+	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "loadbalancer", "cloud", "--tcp=443:8443")
+	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"front","namespace":"shop"},
+		"spec":{"type":"LoadBalancer","loadBalancerClass":"tsinject.dev/tailnet","ports":[{"port":443}]}}`), "create", "-f", "-")
 
 	asManager := func(stdin string, args ...string) error {
 		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.Kubeconfig, "--as=system:serviceaccount:tsinject-system:tsinject-manager"}, args...)...)
@@ -81,9 +85,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 	}
 	// The manager may write a Service's status but not read it by itself
 	// (kubectl patch would): put the Service as read by the admin.
-	putStatus := func(ingress string) error {
+	putStatus := func(name, ingress string) error {
 		var svc map[string]any
-		if err := json.Unmarshal(kubectl(t, c.Kubeconfig, nil, "-n", "shop", "get", "service", "front", "-o", "json"), &svc); err != nil {
+		if err := json.Unmarshal(kubectl(t, c.Kubeconfig, nil, "-n", "shop", "get", "service", name, "-o", "json"), &svc); err != nil {
 			return err
 		}
 		var lb []any
@@ -92,7 +96,7 @@ func TestManagerCannotEscalate(t *testing.T) {
 		}
 		svc["status"] = map[string]any{"loadBalancer": map[string]any{"ingress": lb}}
 		b, _ := json.Marshal(svc)
-		return asManager(string(b), "replace", "--raw", "/api/v1/namespaces/shop/services/front/status?dryRun=All", "-f", "-")
+		return asManager(string(b), "replace", "--raw", "/api/v1/namespaces/shop/services/"+name+"/status?dryRun=All", "-f", "-")
 	}
 	webhookPatch := func(patch string) error {
 		return asManager("", "patch", "mutatingwebhookconfiguration", "tsinject", "--dry-run=server", "--type=json", "-p", patch)
@@ -154,8 +158,14 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"swap the auth key for its own tailnet's", "only reads the tailnet credential's Secrets", func() error {
 			return create(secret("tsinject-authkey", "Opaque", `{"authkey":"dHNrZXktYXR0YWNrZXI="}`))
 		}},
-		{"plant another tailnet's node state", "state Secret", func() error {
+		{"plant another tailnet's node state", "the proxy's own to write", func() error {
 			return create(secret("ts-apiserver-proxy-k8s-0", "Opaque", `{"profile":"YXR0YWNrZXI="}`))
+		}},
+		{"plant a node state under another name", "the proxy's own to write", func() error {
+			return create(secret("ts-apiserver-proxy-k8s-evil", "Opaque", `{"profile":"YXR0YWNrZXI="}`))
+		}},
+		{"let a proxy set read a Secret it planted", "a Role the manager writes", func() error {
+			return create(role("ts-connector-new", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","update"],"resourceNames":["ts-connector-new-evil"]}]`))
 		}},
 		{"overwrite its admission params", "only ConfigMap the manager writes", func() error {
 			return create(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"tsinject-admission-2","namespace":"tsinject-system"}}`)
@@ -181,6 +191,21 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"fetch the key from its own broker", "only with the credential", set(setEnv("TSINJECT_KEY_BROKER_URL", "https://broker.attacker.example/v1/key"))},
 		{"send the API token as the ID token", "only with the credential", set(setEnv("TSINJECT_ID_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token"))},
 		{"keep state in files it wrote", "only with the credential", set(setEnv("TSINJECT_STATE", "dir"))},
+		{"name the state Secret itself", "take their pod's name", set(func(s *proxySet) {
+			s.container()["env"].([]any)[0] = map[string]any{"name": "TSINJECT_POD_NAME", "value": "ts-apiserver-proxy-k8s-evil"}
+		})},
+		{"leave out the client ID", "name their control server and credential", set(func(s *proxySet) {
+			env := s.container()["env"].([]any)
+			s.container()["env"] = append(env[:3:3], env[4:]...)
+		})},
+		{"resolve the broker's name to its own server", "only through the cluster's DNS", set(func(s *proxySet) {
+			s.pod["hostAliases"] = []any{map[string]any{"ip": "198.18.0.66", "hostnames": []string{"tsinject-webhook.tsinject-system.svc"}}}
+		})},
+		{"use its own DNS server", "only through the cluster's DNS", set(func(s *proxySet) {
+			s.pod["dnsPolicy"] = "None"
+			s.pod["dnsConfig"] = map[string]any{"nameservers": []string{"198.18.0.66"}}
+		})},
+		{"put Service links in the environment", "enableServiceLinks false", set(func(s *proxySet) { delete(s.pod, "enableServiceLinks") })},
 		{"mount a token the API server accepts", "never the node's files or a token the API server accepts", set(func(s *proxySet) {
 			s.volume("tsinject-token")["projected"] = map[string]any{"sources": []any{map[string]any{"serviceAccountToken": map[string]any{"path": "token"}}}}
 		})},
@@ -206,11 +231,23 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"point an egress Service outside the cluster", "only an egress Service's externalName", func() error {
 			return patch("shop", "service/db", `{"spec":{"externalName":"db.attacker.example"}}`)
 		}},
+		{"point an egress Service at a look-alike name", "only an egress Service's externalName", func() error {
+			return patch("shop", "service/db", `{"spec":{"externalName":"ts-x.tsinject-system.svc.attacker.example"}}`)
+		}},
+		{"repoint a tenant's own ExternalName Service", "only an egress Service's externalName", func() error {
+			return patch("shop", "service/partner", `{"spec":{"externalName":"ts-x.tsinject-system.svc.cluster.local"}}`)
+		}},
+		{"publish addresses on a Service tsinject does not serve", "only of Services tsinject takes on", func() error {
+			return putStatus("cloud", `[{"hostname":"cloud.attacker.example"}]`)
+		}},
+		{"repoint its own webhook's Service", "never its webhook's", func() error {
+			return patch("tsinject-system", "service/tsinject-webhook", `{"spec":{"selector":{"app":"ts-egress-attack"}}}`)
+		}},
 		{"relabel a tenant's Service", "no labels, annotations, owners or finalizers", func() error {
 			return patch("shop", "service/web", `{"metadata":{"labels":{"app":"attacker"}}}`)
 		}},
 		{"take traffic to an outside address", "ipMode Proxy", func() error {
-			return putStatus(`[{"ip":"198.18.0.66"}]`)
+			return putStatus("front", `[{"ip":"198.18.0.66"}]`)
 		}},
 		{"take traffic to external IPs", "without externalIPs", func() error {
 			return create(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"ts-attack","namespace":"tsinject-system"},
@@ -283,7 +320,7 @@ func TestManagerCannotEscalate(t *testing.T) {
 			return patch("shop", "service/db", `{"metadata":{"finalizers":["tsinject.dev/egress"]}}`)
 		}},
 		{"publish an ingress Service's tailnet addresses", func() error {
-			return putStatus(`[{"hostname":"front.tailnet.ts.net"},{"ip":"100.64.0.7","ipMode":"Proxy"}]`)
+			return putStatus("front", `[{"hostname":"front.tailnet.ts.net"},{"ip":"100.64.0.7","ipMode":"Proxy"}]`)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -312,6 +349,7 @@ func newProxySet(name, image string) *proxySet {
 	}
 	pod := map[string]any{
 		"serviceAccountName": name,
+		"enableServiceLinks": false,
 		"containers": []any{map[string]any{
 			"name": "apiserver", "image": image, "args": []string{"apiserver"}, "env": env,
 			"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": 9002}},
@@ -393,5 +431,49 @@ func TestCertManagerModeLeavesTheWebhookAlone(t *testing.T) {
 				t.Errorf("%s: the manager may %s its webhook configuration: %v, want %v", step.dir, verb, got, step.want)
 			}
 		}
+	}
+}
+
+// Without the params ConfigMap (an uninstall deletes it before the rest)
+// the policies that read params block no one: the API server reads params
+// before it evaluates the match conditions, so Deny would refuse every
+// Secret, Service and StatefulSet write they match, anyone's, and leave an
+// uninstall or a namespace deletion stuck. (They then hold the manager to
+// nothing either, which tsinject check reports.)
+func TestMissingParamsBlockNoOne(t *testing.T) {
+	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
+	rendered := kubectl(t, c.Kubeconfig, nil, "kustomize", "base")
+	kubectl(t, c.Kubeconfig, rendered, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "-")
+	kubectl(t, c.Kubeconfig, nil, "-n", "tsinject-system", "create", "secret", "generic", "sh.helm.release.v1.tsinject.v1")
+	try := func(as string, args ...string) error {
+		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.Kubeconfig, "-n", "tsinject-system"}, args...)...)
+		if as != "" {
+			cmd.Args = append(cmd.Args, "--as="+as)
+		}
+		cmd.Stdin = strings.NewReader(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"ts-x-0"},"data":{"k":"dg=="}}`)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	const manager = "system:serviceaccount:tsinject-system:tsinject-manager"
+	plant := []string{"create", "--dry-run=server", "-f", "-"}
+	ctx := context.Background()
+	// The policy holds while its params exist...
+	if err := poll.Until(ctx, time.Minute, 200*time.Millisecond, func() error {
+		if try(manager, plant...) == nil {
+			return errors.New("the admission policies are not in effect yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, c.Kubeconfig, nil, "-n", "tsinject-system", "delete", "configmap", "tsinject-admission")
+	// ...and, once the API server sees them gone, lets writes through.
+	if err := poll.Until(ctx, time.Minute, 200*time.Millisecond, func() error { return try(manager, plant...) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := try("", "delete", "secret", "sh.helm.release.v1.tsinject.v1", "--dry-run=server"); err != nil {
+		t.Errorf("an admin deleting a Secret of tsinject-system without the params: %v", err)
 	}
 }

@@ -315,6 +315,9 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 			ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
 			Spec: corev1.PodSpec{
 				ServiceAccountName: name,
+				// Service links would put <SERVICE>_* variables of every
+				// Service here (ts-* ones as TS_*, a prefix tailscale reads).
+				EnableServiceLinks: ptr(false),
 				NodeSelector:       p.NodeSelector,
 				Tolerations:        p.Tolerations,
 				Affinity:           p.Affinity,

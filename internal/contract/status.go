@@ -38,6 +38,10 @@ type ControlProbe struct {
 // sets run, which the admission params must allow.
 const StatusProxyImage = "proxy-image"
 
+// StatusClusterDomain is the manager's --cluster-domain, under which egress
+// Services' externalNames end (admission param AdmissionClusterDomain).
+const StatusClusterDomain = "cluster-domain"
+
 // The admission policies that hold the manager to its job (manifests/base
 // /admission-policy.yaml, the chart's admission-policy.yaml), and the
 // ConfigMap of their params: the images (key AdmissionProxyImages,
@@ -55,6 +59,7 @@ const (
 	AdmissionTokenAudience     = "tokenAudience"
 	AdmissionBrokerURL         = "brokerURL"
 	AdmissionCredentialSecrets = "credentialSecrets"
+	AdmissionClusterDomain     = "clusterDomain"
 )
 
 // AdmissionPolicies are the policies' names (each has a binding of the

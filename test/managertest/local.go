@@ -76,6 +76,9 @@ func StartLocal(ctx context.Context, cfg *rest.Config, o manager.Options) (*Loca
 	params := o.Injector.Credential.AdmissionParams()
 	params[contract.AdmissionProxyImages] = strings.Join(append([]string{o.Injector.ProxyImage}, o.Injector.AllowedProxyImages...), ",")
 	params[contract.AdmissionControlURL] = o.Injector.ControlURL
+	if o.ClusterDomain != "" {
+		params[contract.AdmissionClusterDomain] = strings.TrimSuffix(o.ClusterDomain, ".")
+	}
 	policy, err := manifests.AdmissionPolicy(params)
 	if err != nil {
 		return nil, err
