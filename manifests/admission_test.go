@@ -31,6 +31,8 @@ func TestManagerCannotEscalate(t *testing.T) {
 	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
 	rendered := kubectl(t, c.Kubeconfig, nil, "kustomize", "overlays/apiserver-proxy")
 	kubectl(t, c.Kubeconfig, rendered, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "-")
+	// Auth-key copy mode's rights too: Secrets in every namespace.
+	kubectl(t, c.Kubeconfig, nil, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "components/auth-key/rbac.yaml")
 	// The credential the proxies join with: a federated identity, and the
 	// Secret an auth-key mode would read.
 	kubectl(t, c.Kubeconfig, nil, "-n", "tsinject-system", "patch", "configmap", "tsinject-admission", "--type=merge",
@@ -167,6 +169,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"let a proxy set read a Secret it planted", "a Role the manager writes", func() error {
 			return create(role("ts-connector-new", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","update"],"resourceNames":["ts-connector-new-evil"]}]`))
 		}},
+		{"overwrite a tenant's Secret", "the auth key's copies", func() error {
+			return create(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db-password","namespace":"shop"},"data":{"p":"eA=="}}`)
+		}},
 		{"overwrite its admission params", "only ConfigMap the manager writes", func() error {
 			return create(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"tsinject-admission-2","namespace":"tsinject-system"}}`)
 		}},
@@ -191,6 +196,16 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"fetch the key from its own broker", "only with the credential", set(setEnv("TSINJECT_KEY_BROKER_URL", "https://broker.attacker.example/v1/key"))},
 		{"send the API token as the ID token", "only with the credential", set(setEnv("TSINJECT_ID_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token"))},
 		{"keep state in files it wrote", "only with the credential", set(setEnv("TSINJECT_STATE", "dir"))},
+		{"have the connector quote the API token in its crash", "only with the credential", set(func(s *proxySet) {
+			s.env("TSINJECT_EXIT_DENY_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token")
+		})},
+		{"run the connector as an API proxy's account", "the component their name says", set(func(s *proxySet) { s.container()["args"] = []string{"connector"} })},
+		{"become an endpoint of the webhook's Service", "the component their name says", set(func(s *proxySet) {
+			s.labels()["app.kubernetes.io/component"] = "manager"
+		})},
+		{"serve the webhook's port", "no port names but health", set(func(s *proxySet) {
+			s.container()["ports"] = []any{map[string]any{"name": "webhook", "containerPort": 9443}}
+		})},
 		{"name the state Secret itself", "take their pod's name", set(func(s *proxySet) {
 			s.container()["env"].([]any)[0] = map[string]any{"name": "TSINJECT_POD_NAME", "value": "ts-apiserver-proxy-k8s-evil"}
 		})},
@@ -236,6 +251,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 		}},
 		{"repoint a tenant's own ExternalName Service", "only an egress Service's externalName", func() error {
 			return patch("shop", "service/partner", `{"spec":{"externalName":"ts-x.tsinject-system.svc.cluster.local"}}`)
+		}},
+		{"hold a Service tsinject does not serve", "adds its finalizer only", func() error {
+			return patch("shop", "service/cloud", `{"metadata":{"finalizers":["tsinject.dev/ingress"]}}`)
 		}},
 		{"publish addresses on a Service tsinject does not serve", "only of Services tsinject takes on", func() error {
 			return putStatus("cloud", `[{"hostname":"cloud.attacker.example"}]`)
@@ -299,6 +317,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"write a proxy set's files", func() error {
 			return create(secret("ts-connector-edge-files", "Opaque", `{"deny":"MTAuMC4wLjAvOA=="}`))
 		}},
+		{"copy the auth key into a namespace", func() error {
+			return create(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"tsinject-auth","namespace":"shop"},"data":{"authkey":"eA=="}}`)
+		}},
 		{"publish its status", func() error {
 			return create(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"tsinject-manager-status","namespace":"tsinject-system"}}`)
 		}},
@@ -306,6 +327,8 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"run a Connector exit node with its files", func() error {
 			sts := newProxySet("ts-connector-edge", proxyImage)
 			sts.container()["args"] = []string{"connector"}
+			sts.labels()["app.kubernetes.io/component"] = "connector"
+			sts.env("TSINJECT_EXIT_DENY_FILE", "/var/run/tsinject/exit-deny/deny")
 			sts.pod["serviceAccountName"] = "ts-connector-edge"
 			sts.volume("files")["secret"] = map[string]any{"secretName": "ts-connector-edge-files"}
 			return create(sts.json(t))
@@ -352,6 +375,7 @@ func newProxySet(name, image string) *proxySet {
 		"enableServiceLinks": false,
 		"containers": []any{map[string]any{
 			"name": "apiserver", "image": image, "args": []string{"apiserver"}, "env": env,
+			"ports":          []any{map[string]any{"name": "health", "containerPort": 9002}, map[string]any{"containerPort": 443}},
 			"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": 9002}},
 			"volumeMounts": []any{
 				map[string]any{"name": "state", "mountPath": "/var/lib/tsinject"},
@@ -371,12 +395,16 @@ func newProxySet(name, image string) *proxySet {
 		"metadata": map[string]any{"name": name, "namespace": "tsinject-system"},
 		"spec": map[string]any{
 			"selector": map[string]any{"matchLabels": map[string]any{"a": "b"}},
-			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"a": "b"}}, "spec": pod},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"a": "b", "app.kubernetes.io/component": "apiserver-proxy"}}, "spec": pod},
 		},
 	}}
 }
 
 func (s *proxySet) container() map[string]any { return s.pod["containers"].([]any)[0].(map[string]any) }
+
+func (s *proxySet) labels() map[string]any {
+	return s.obj["spec"].(map[string]any)["template"].(map[string]any)["metadata"].(map[string]any)["labels"].(map[string]any)
+}
 
 func (s *proxySet) env(name, value string) {
 	c := s.container()

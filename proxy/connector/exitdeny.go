@@ -77,6 +77,9 @@ func parseDeny(s string) ([]netip.Prefix, error) {
 	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
 		p, err := netip.ParsePrefix(f)
 		if err != nil {
+			if len(f) > 45 { // a deny list, not whatever file it was pointed at, belongs in a log
+				f = f[:45] + "…"
+			}
 			return nil, fmt.Errorf("%q is not a CIDR such as 10.96.0.0/12", f)
 		}
 		out = append(out, p.Masked())

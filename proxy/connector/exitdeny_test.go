@@ -99,3 +99,13 @@ func TestDenyFileFollowsChanges(t *testing.T) {
 		t.Errorf("a broken list replaced the good one: %v, %q", d.current(), logged)
 	}
 }
+
+// A deny file that is no deny list (a token, say) is named in the error by
+// its first characters only: errors reach logs and the pod's status.
+func TestBadDenyFileIsNotEchoed(t *testing.T) {
+	secret := "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ." + strings.Repeat("s3cr3t", 20)
+	_, err := parseDeny("198.19.0.0/16\n" + secret)
+	if err == nil || strings.Contains(err.Error(), strings.Repeat("s3cr3t", 3)) {
+		t.Errorf("got %v, want an error without the file's contents", err)
+	}
+}
