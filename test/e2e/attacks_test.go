@@ -220,7 +220,7 @@ func TestManagerCannotEscalate(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 	proxySet := func(env string) string {
-		return `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"ts-apiserver-proxy-attack","namespace":"` + system + `"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"serviceAccountName":"ts-apiserver-proxy-attack","containers":[{"name":"apiserver","image":"` + proxyImage + `","args":["apiserver"],"env":[` + env + `]}]}}}}`
+		return `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"ts-apiserver-proxy-attack","namespace":"` + system + `"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b","app.kubernetes.io/component":"apiserver-proxy"}},"spec":{"serviceAccountName":"ts-apiserver-proxy-attack","enableServiceLinks":false,"containers":[{"name":"apiserver","image":"` + proxyImage + `","args":["apiserver"],"env":[` + env + `]}]}}}}`
 	}
 	before, err := env.node.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
 	if err != nil {
