@@ -85,6 +85,11 @@ func run(m *testing.M) (code int) {
 	if os.Geteuid() != 0 {
 		return fail("make e2e runs a real node and needs root")
 	}
+	// A node whose run was killed is undone first, so the teardown
+	// check compares with the host as it was before that node.
+	if err := node.Reclaim(os.Stderr); err != nil {
+		return fail("node: %v", err)
+	}
 	before, err := node.ReadHostState()
 	if err != nil {
 		return fail("%v", err)
@@ -123,7 +128,7 @@ func run(m *testing.M) (code int) {
 			fmt.Println("--- FAIL: teardown")
 			code = 1
 		} else {
-			fmt.Println("--- PASS: teardown (interfaces, nftables tables, mounts, netns, sysctls as before)")
+			fmt.Println("--- PASS: teardown (interfaces, addresses, nftables tables, mounts, netns, sysctls as before)")
 		}
 	}()
 	fmt.Printf("e2e: node Ready %s after start\n", time.Since(start).Round(100*time.Millisecond))

@@ -21,9 +21,10 @@ var sysctls = []string{
 }
 
 // HostState is what a node may change on the host and must put back:
-// interfaces, nftables tables, mounts, network namespaces and sysctls.
+// interfaces, addresses, nftables tables, mounts, network namespaces and
+// sysctls.
 type HostState struct {
-	Links, Tables, Mounts, Netns []string
+	Links, Addrs, Tables, Mounts, Netns []string
 	Sysctls                      map[string]string
 }
 
@@ -38,6 +39,14 @@ func ReadHostState() (HostState, error) {
 		f := strings.Fields(l)
 		if len(f) > 1 {
 			s.Links[i] = strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":")
+		}
+	}
+	if s.Addrs, err = lines("ip", "-o", "addr", "show"); err != nil {
+		return s, err
+	}
+	for i, l := range s.Addrs { // "1: lo    inet 127.0.0.1/8 scope host lo ..." -> "lo 127.0.0.1/8"
+		if f := strings.Fields(l); len(f) > 3 {
+			s.Addrs[i] = f[1] + " " + f[3]
 		}
 	}
 	if s.Tables, err = lines("nft", "list", "tables"); err != nil {
@@ -63,7 +72,7 @@ func ReadHostState() (HostState, error) {
 			s.Sysctls[k] = strings.TrimSpace(string(b))
 		}
 	}
-	for _, l := range [][]string{s.Links, s.Tables, s.Mounts, s.Netns} {
+	for _, l := range [][]string{s.Links, s.Addrs, s.Tables, s.Mounts, s.Netns} {
 		slices.Sort(l)
 	}
 	return s, nil
@@ -85,6 +94,7 @@ func (before HostState) Diff(after HostState) string {
 		}
 	}
 	diff("interface", before.Links, after.Links)
+	diff("address", before.Addrs, after.Addrs)
 	diff("nftables table", before.Tables, after.Tables)
 	diff("mount", before.Mounts, after.Mounts)
 	diff("network namespace", before.Netns, after.Netns)

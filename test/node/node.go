@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,12 +94,12 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := Reclaim(o.Log); err != nil {
+		return nil, err
+	}
 	before, err := ReadHostState()
 	if err != nil {
 		return nil, err
-	}
-	if slices.Contains(before.Links, Bridge) {
-		return nil, fmt.Errorf("interface %s exists: another node is running, or one was killed before it could clean up (ip link del %s)", Bridge, Bridge)
 	}
 	dir, err := os.MkdirTemp("/var/lib", "tsinject-e2e-")
 	if err != nil {
@@ -117,6 +116,9 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err
 		}
+	}
+	if err := n.writeRecord(); err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	if err := n.network(); err != nil {

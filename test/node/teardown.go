@@ -27,6 +27,7 @@ func (n *Node) Close() error {
 		n.stop(n.procs[i].name)
 	}
 	n.killByArg(n.sock) // shims outlive containerd
+	n.killByArg(n.Dir)  // a killed node's components, when reclaiming
 	if err := n.unmountAll(); err != nil {
 		errs = append(errs, err)
 	}
@@ -43,6 +44,9 @@ func (n *Node) Close() error {
 				errs = append(errs, err)
 			}
 		}
+	}
+	if len(errs) == 0 {
+		os.Remove(recordFile)
 	}
 	if n.Dir != "" && os.Getenv("TSINJECT_E2E_KEEP") == "" {
 		if err := os.RemoveAll(n.Dir); err != nil {
