@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"tailscale.com/ipn"
 	"tailscale.com/tailcfg"
 
 	"github.com/tsinject/tsinject/proxy/apiproxy"
@@ -283,4 +285,129 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-read
 	if err != nil {
 		t.Errorf("deleting the APIServerProxy: %v", err)
 	}
+}
+
+// outsideHost is an address outside the cluster that pods reach through
+// the node (a /32 on the node's bridge, so it goes with the bridge even
+// when a killed run cannot clean up) and
+// no Node, endpoint or Service range covers: where an exit node's users
+// may go.
+const outsideHost = "198.19.200.9"
+
+// An exit-node Connector, seen from a tailnet laptop that chose it: the
+// laptop reaches a host outside the cluster through it, and is refused the
+// node's kubelet (:10250) and API server (:6443, its endpoint) and the
+// kubernetes Service's ClusterIP: the cluster is not on the exit node's
+// way out (docs/security.md, exit-node Connectors).
+func TestExitNodeRefusesTheCluster(t *testing.T) {
+	ctx := testCtx(t, podDeadline)
+	if out, err := exec.Command("ip", "addr", "add", outsideHost+"/32", "dev", node.Bridge).CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "addr", "del", outsideHost+"/32", "dev", node.Bridge).Run() })
+	ln, err := net.Listen("tcp", net.JoinHostPort(outsideHost, "8080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hello from outside") })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
+kind: Connector
+metadata: {name: exit}
+spec:
+  hostname: e2e-exit
+  tags: [tag:k8s-subnet]
+  exitNode: true
+`)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		kubectl(ctx, "delete", "connector", "exit", "--wait=true", "--timeout=2m")
+	})
+	exitRoutes := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	err = waitFor(ctx, func(ctx context.Context) error {
+		for _, n := range env.tn.Control.AllNodes() {
+			if n.Hostinfo.Hostname() == "e2e-exit" {
+				env.tn.ApproveRoutes(n.Key, exitRoutes...)
+			}
+		}
+		out, err := kubectl(ctx, "get", "connector", "exit", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil || strings.TrimSpace(out) != "True" {
+			return fmt.Errorf("Connector not Ready (%v): %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulset,pods", "-l", "app.kubernetes.io/instance=exit")
+		st, _ := kubectl(ctx, "get", "connector", "exit", "-o", "yaml")
+		t.Fatalf("%v\n%s\n%s", err, st, out)
+	}
+
+	laptop, err := env.tn.NewNode(ctx, "laptop-exit", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	lc, err := laptop.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exitIP netip.Addr
+	err = waitFor(ctx, func(ctx context.Context) error {
+		st, err := lc.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Peer {
+			if p.HostName == "e2e-exit" && p.ExitNodeOption {
+				exitIP = p.TailscaleIPs[0]
+				return nil
+			}
+		}
+		return errors.New("the Connector is not offered as an exit node yet")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lc.EditPrefs(ctx, &ipn.MaskedPrefs{Prefs: ipn.Prefs{ExitNodeIP: exitIP}, ExitNodeIPSet: true}); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: laptop.Dial}, Timeout: 10 * time.Second}
+	err = waitFor(ctx, func(context.Context) error {
+		res, err := hc.Get("http://" + net.JoinHostPort(outsideHost, "8080") + "/")
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		if b, _ := io.ReadAll(res.Body); !strings.Contains(string(b), "hello from outside") {
+			return fmt.Errorf("got %q", b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("laptop → %s through the exit node: %v", outsideHost, err)
+	}
+	// The same way out, to the cluster: each refused. A direct dial from
+	// here (the test host) shows each is listening, so a refusal is the
+	// exit node's.
+	var refused []string
+	for _, target := range []string{net.JoinHostPort(node.BridgeIP, "10250"), net.JoinHostPort(node.BridgeIP, "6443"), "198.19.16.1:443"} {
+		if c, err := net.DialTimeout("tcp", target, 5*time.Second); err != nil {
+			t.Fatalf("%s does not answer the test host either (%v): no proof of a refusal", target, err)
+		} else {
+			c.Close()
+		}
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := laptop.Dial(dctx, "tcp", target)
+		cancel()
+		if err == nil {
+			c.Close()
+			t.Errorf("the exit node carried the laptop to %s, a cluster address it must refuse", target)
+			continue
+		}
+		refused = append(refused, target)
+	}
+	figure(t, "laptop reached %s through the exit node; refused %s", outsideHost, strings.Join(refused, ", "))
 }
