@@ -28,7 +28,7 @@ func TestOneWebhookCallPerPod(t *testing.T) {
 	// The webhook's Service may still be settling after the install (this
 	// story can run first): wait until a dry-run creation goes through.
 	err := waitFor(ctx, func(ctx context.Context) error {
-		_, err := env.node.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		_, err := env.cluster.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "warm-up"},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: appImage}}},
 		}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
@@ -51,7 +51,7 @@ func TestOneWebhookCallPerPod(t *testing.T) {
 				Containers:   []corev1.Container{{Name: "app", Image: appImage}},
 			},
 		}
-		created, err := env.node.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		created, err := env.cluster.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +92,7 @@ func hasTokenPathMount(c corev1.Container) bool {
 // webhookCalls sums the API server's count of admission calls to
 // tsinject's webhooks (apiserver_admission_webhook_admission_duration_seconds).
 func webhookCalls(ctx context.Context) (int, error) {
-	raw, err := env.node.Client.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	raw, err := env.cluster.Client.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -31,7 +31,7 @@ import (
 
 // as runs kubectl as user (impersonated by the cluster admin's kubeconfig).
 func as(ctx context.Context, user, stdin string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.node.Kubeconfig, "--as=" + user}, args...)...)
+	cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.cluster.Kubeconfig, "--as=" + user}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -44,7 +44,7 @@ func tenantAdmin(t *testing.T, ns, user string) {
 	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-admin"},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "admin"},
 		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}}}
-	if _, err := env.node.Client.RbacV1().RoleBindings(ns).Create(testCtx(t, stepDeadline), rb, metav1.CreateOptions{}); err != nil {
+	if _, err := env.cluster.Client.RbacV1().RoleBindings(ns).Create(testCtx(t, stepDeadline), rb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -163,11 +163,11 @@ func TestNamespaceWithoutIdentityIsDenied(t *testing.T) {
 	name := "no-identity"
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"tsinject.dev/injection": "enabled"},
 		Annotations: map[string]string{"tsinject.dev/default-tags": "tag:k8s"}}}
-	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+	if _, err := env.cluster.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		env.node.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+		env.cluster.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
 	user := "bob@no-identity.example"
 	tenantAdmin(t, name, user)
@@ -222,7 +222,7 @@ func TestManagerCannotEscalate(t *testing.T) {
 	proxySet := func(env string) string {
 		return `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"ts-apiserver-proxy-attack","namespace":"` + system + `"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b","app.kubernetes.io/component":"apiserver-proxy"}},"spec":{"serviceAccountName":"ts-apiserver-proxy-attack","enableServiceLinks":false,"containers":[{"name":"apiserver","image":"` + proxyImage + `","args":["apiserver"],"env":[` + env + `]}]}}}}`
 	}
-	before, err := env.node.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
+	before, err := env.cluster.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,22 +247,22 @@ func TestManagerCannotEscalate(t *testing.T) {
 		})
 	}
 	for _, name := range []string{"attack-admin", "attack-impersonate"} {
-		if _, err := env.node.Client.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		if _, err := env.cluster.Client.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("ClusterRoleBinding %s: %v, want none", name, err)
 		}
 	}
-	if _, err := env.node.Client.CoreV1().Secrets(system).Get(ctx, "attack-token", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := env.cluster.Client.CoreV1().Secrets(system).Get(ctx, "attack-token", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("token Secret: %v, want none", err)
 	}
-	if _, err := env.node.Client.AppsV1().StatefulSets(system).Get(ctx, "ts-apiserver-proxy-attack", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := env.cluster.Client.AppsV1().StatefulSets(system).Get(ctx, "ts-apiserver-proxy-attack", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("StatefulSet ts-apiserver-proxy-attack: %v, want none", err)
 	}
-	if svc, err := env.node.Client.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{}); err != nil {
+	if svc, err := env.cluster.Client.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{}); err != nil {
 		t.Error(err)
 	} else if svc.Spec.Selector["app"] == "attacker" {
 		t.Errorf("the tenant's Service selects %v", svc.Spec.Selector)
 	}
-	after, err := env.node.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
+	after, err := env.cluster.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

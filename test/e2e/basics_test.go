@@ -18,7 +18,7 @@ import (
 // restarts (it crash-looped when the binary linked envtest).
 func TestManagerRunsReadOnly(t *testing.T) {
 	ctx := testCtx(t, stepDeadline)
-	pods, err := env.node.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"})
+	pods, err := env.cluster.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ spec:
 	ctx := testCtx(t, podDeadline)
 	start := time.Now()
 	err := waitFor(ctx, func(ctx context.Context) error {
-		j, err := env.node.Client.BatchV1().Jobs(ns).Get(ctx, "report", metav1.GetOptions{})
+		j, err := env.cluster.Client.BatchV1().Jobs(ns).Get(ctx, "report", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -211,7 +211,7 @@ spec:
 		t.Fatalf("rollout: %v: %s\n%s", err, out, d)
 	}
 	took := time.Since(start)
-	pods, err := env.node.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	pods, err := env.cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 	if err != nil {
 		t.Fatal(err)
 	}

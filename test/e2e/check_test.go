@@ -31,7 +31,7 @@ func TestCheck(t *testing.T) {
 	run := func() ([]check.Result, int) {
 		t.Helper()
 		ctx := testCtx(t, stepDeadline)
-		out, err := exec.CommandContext(ctx, tsinject, "check", "--kubeconfig", env.node.Kubeconfig, "--proxy", "-o", "json").Output()
+		out, err := exec.CommandContext(ctx, tsinject, "check", "--kubeconfig", env.cluster.Kubeconfig, "--proxy", "-o", "json").Output()
 		code := 0
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
@@ -76,7 +76,7 @@ func TestCheck(t *testing.T) {
 	patch := func(v string) {
 		t.Helper()
 		body := `{"metadata":{"annotations":{"tsinject.dev/allow-untagged":` + v + `}}}`
-		if _, err := env.node.Client.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(body), metav1.PatchOptions{}); err != nil {
+		if _, err := env.cluster.Client.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(body), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,15 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"tailscale.com/ipn"
 	"tailscale.com/tailcfg"
@@ -26,26 +29,34 @@ import (
 	"github.com/tsinject/tsinject/test/tailnet"
 )
 
-// A Connector with two replicas advertises the cluster's Service network;
-// once the routes are approved it is Ready and a tailnet laptop reaches a
-// ClusterIP Service through it. Deleting it removes its StatefulSet and
+// A Connector with two replicas, one on each node, advertises the
+// cluster's Service network; once the routes are approved it is Ready and
+// a tailnet laptop reaches a ClusterIP Service of a pod on each node
+// through it. Deleting it removes its StatefulSet and
 // state.
 func TestConnector(t *testing.T) {
 	ns := namespace(t, "subnet")
-	apply(t, ns, webPod+`---
+	// A web pod and Service per node: whichever node the serving replica
+	// is on, one of them is across nodes.
+	var svcs []*corev1.Service
+	for i, n := range env.cluster.Nodes {
+		name := fmt.Sprintf("web-%d", i+1)
+		apply(t, ns, onNode(strings.Replace(strings.ReplaceAll(webPod, "app: web", "app: "+name), "name: web\n", "name: "+name+"\n", 1), n.Name)+fmt.Sprintf(`---
 apiVersion: v1
 kind: Service
-metadata: {name: web}
+metadata: {name: %s}
 spec:
-  selector: {app: web}
+  selector: {app: %s}
   ports: [{port: 80, targetPort: 8080}]
-`)
-	waitPod(t, ns, "web", "Ready", ready)
-	ctx := testCtx(t, podDeadline)
-	svc, err := env.node.Client.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+`, name, name))
+		waitPod(t, ns, name, "Ready", ready)
+		svc, err := env.cluster.Client.CoreV1().Services(ns).Get(testCtx(t, stepDeadline), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcs = append(svcs, svc)
 	}
+	ctx := testCtx(t, podDeadline)
 	start := time.Now()
 	apply(t, ns, fmt.Sprintf(`apiVersion: tsinject.dev/v1alpha1
 kind: Connector
@@ -60,7 +71,7 @@ spec:
 	// or an admin would do).
 	route := netip.MustParsePrefix(node.ServiceCIDR)
 	approved := map[string]bool{}
-	err = waitFor(ctx, func(ctx context.Context) error {
+	err := waitFor(ctx, func(ctx context.Context) error {
 		for _, n := range env.tn.Control.AllNodes() {
 			h := n.Hostinfo.Hostname()
 			if strings.HasPrefix(h, "e2e-subnet-") && !approved[h] {
@@ -77,7 +88,7 @@ spec:
 		return nil
 	})
 	if err != nil {
-		out, _ := kubectl(ctx, "-n", system, "describe", "statefulset,pods", "-l", "app.kubernetes.io/instance=services")
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulset,pods", "-l", "app.kubernetes.io/component=connector,tsinject.dev/owner=services")
 		st, _ := kubectl(ctx, "get", "connector", "services", "-o", "yaml")
 		t.Fatalf("%v\n%s\n%s", err, st, out)
 	}
@@ -90,26 +101,40 @@ spec:
 		t.Fatal(err)
 	}
 	defer laptop.Close()
-	hc := &http.Client{Transport: &http.Transport{DialContext: laptop.Dial}, Timeout: 10 * time.Second}
-	target := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "80") + "/"
-	var body string
-	err = waitFor(ctx, func(context.Context) error {
-		res, err := hc.Get(target)
-		if err != nil {
-			return err
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		body = string(b)
-		if !strings.Contains(body, "hello from the cluster") {
-			return fmt.Errorf("%s: %q", target, body)
-		}
-		return nil
-	})
+	// The replicas spread over the nodes (the laptop's route survives a
+	// node's loss).
+	pods, err := env.cluster.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=connector,tsinject.dev/owner=services"})
 	if err != nil {
-		t.Fatalf("laptop → ClusterIP through the Connector: %v", err)
+		t.Fatal(err)
 	}
-	figure(t, "2 replicas Ready (routes approved) %.1fs after apply; laptop reached ClusterIP %s", ready.Seconds(), svc.Spec.ClusterIP)
+	nodes := map[string]bool{}
+	for _, p := range pods.Items {
+		nodes[p.Spec.NodeName] = true
+	}
+	if len(pods.Items) != 2 || len(nodes) != 2 {
+		t.Errorf("Connector replicas on nodes %v (%d pods), want one on each of 2", nodes, len(pods.Items))
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: laptop.Dial}, Timeout: 10 * time.Second}
+	var target string
+	for _, svc := range svcs {
+		target = "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "80") + "/"
+		err = waitFor(ctx, func(context.Context) error {
+			res, err := hc.Get(target)
+			if err != nil {
+				return err
+			}
+			defer res.Body.Close()
+			b, _ := io.ReadAll(res.Body)
+			if body := string(b); !strings.Contains(body, "hello from the cluster") {
+				return fmt.Errorf("%s: %q", target, body)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("laptop → %s ClusterIP through the Connector: %v", svc.Name, err)
+		}
+	}
+	figure(t, "2 replicas Ready (routes approved) on nodes %v %.1fs after apply; laptop reached a web pod on every node", slices.Sorted(maps.Keys(nodes)), ready.Seconds())
 	// The replica that carried it reports the laptop's path in status.
 	var paths string
 	err = waitFor(ctx, func(ctx context.Context) error {
@@ -148,6 +173,11 @@ spec:
 	// "TryLogin: invalid authkey"), where Tailscale and Headscale accept a
 	// known node key. manager's Connector test covers it against a
 	// control server without that requirement.
+}
+
+// onNode pins a pod manifest to the named node.
+func onNode(manifest, node string) string {
+	return strings.Replace(manifest, "\nspec:\n", "\nspec:\n  nodeSelector: {kubernetes.io/hostname: "+node+"}\n", 1)
 }
 
 // webPod is an uninjected cluster workload: busybox httpd on :8080,
@@ -393,7 +423,11 @@ spec:
 	// here (the test host) shows each is listening, so a refusal is the
 	// exit node's.
 	var refused []string
-	for _, target := range []string{net.JoinHostPort(node.BridgeIP, "10250"), net.JoinHostPort(node.BridgeIP, "6443"), "198.19.16.1:443"} {
+	targets := []string{net.JoinHostPort(node.BridgeIP, "6443"), "198.19.16.1:443"}
+	for _, n := range env.cluster.Nodes { // every node's kubelet, wherever the exit node runs
+		targets = append(targets, net.JoinHostPort(n.IP, "10250"))
+	}
+	for _, target := range targets {
 		if c, err := net.DialTimeout("tcp", target, 5*time.Second); err != nil {
 			t.Fatalf("%s does not answer the test host either (%v): no proof of a refusal", target, err)
 		} else {

@@ -46,7 +46,7 @@ func TestFederatedCredentials(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
 	defer cancel()
-	secrets, err := env.node.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+	secrets, err := env.cluster.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestRefusedCredentialIsExplained(t *testing.T) {
 	ns := namespace(t, "refused-credential")
 	ctx := testCtx(t, stepDeadline)
 	patch := `{"metadata":{"annotations":{"tsinject.dev/default-tags":"tag:payments"}}}`
-	if _, err := env.node.Client.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	if _, err := env.cluster.Client.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	apply(t, ns, appPod("app", map[string]string{"egress": "8080=db:80"}, fetch("http://127.0.0.1:8080/")))

@@ -57,17 +57,17 @@ func namespaceWith(t *testing.T, name string, annotations map[string]string) str
 	}
 	env.api.AddCredential(tsapi.Credential{ClientID: id, Issuer: env.issuer, Audience: credential.DefaultAudience,
 		Subject: "system:serviceaccount:" + name + ":*", Scopes: []string{tsapi.ScopeAuthKeys}, Tags: tags})
-	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+	if _, err := env.cluster.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), podDeadline)
 		defer cancel()
-		env.node.Client.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
+		env.cluster.Client.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
 		// Wait, so pods are gone (and their nodes logged out) before the
 		// next story measures anything.
 		waitFor(ctx, func(ctx context.Context) error {
-			_, err := env.node.Client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+			_, err := env.cluster.Client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
@@ -113,7 +113,7 @@ func waitPod(t *testing.T, ns, name string, what string, cond func(*corev1.Pod) 
 	ctx := testCtx(t, podDeadline)
 	var pod *corev1.Pod
 	err := waitFor(ctx, func(ctx context.Context) error {
-		p, err := env.node.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		p, err := env.cluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}

@@ -55,7 +55,7 @@ subjects:
 		t.Fatalf("no tailnet node %s", host)
 	}
 	ctx := testCtx(t, podDeadline)
-	if _, err := env.node.Client.CoreV1().Secrets(ns).Get(ctx, "tsinject-state-db-0", metav1.GetOptions{}); err != nil {
+	if _, err := env.cluster.Client.CoreV1().Secrets(ns).Get(ctx, "tsinject-state-db-0", metav1.GetOptions{}); err != nil {
 		t.Fatalf("state Secret: %v", err)
 	}
 	if l := logs(t, ns, "db-0", "tailscale"); strings.Contains(l, "not able to write tailscaled Events") {

@@ -15,6 +15,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tsinject/tsinject/test/node"
 )
 
 // Concurrent bulk downloads through one sidecar at its injected memory
@@ -88,7 +90,7 @@ func watchPeaks(ctx context.Context) {
 	env.peaksMu = &mu
 	go func() {
 		for {
-			pods, err := env.node.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+			pods, err := env.cluster.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 			if err == nil {
 				for _, p := range pods.Items {
 					for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
@@ -96,7 +98,11 @@ func watchPeaks(ctx context.Context) {
 						if id == "" {
 							continue
 						}
-						b, err := os.ReadFile(cgroupFile(p, id))
+						n := env.cluster.Node(p.Spec.NodeName)
+						if n == nil {
+							continue
+						}
+						b, err := os.ReadFile(cgroupFile(n, p, id))
 						if err != nil {
 							continue
 						}
@@ -127,8 +133,8 @@ func peakOf(key string) int64 {
 }
 
 // cgroupFile is a container's memory.max_usage_in_bytes with the kubelet's
-// cgroupfs layout: kubepods[/burstable|/besteffort]/pod<uid>/<id>.
-func cgroupFile(p corev1.Pod, id string) string {
+// cgroupfs layout under its node's pod cgroups.
+func cgroupFile(n *node.Node, p corev1.Pod, id string) string {
 	qos := ""
 	switch p.Status.QOSClass {
 	case corev1.PodQOSBurstable:
@@ -136,5 +142,5 @@ func cgroupFile(p corev1.Pod, id string) string {
 	case corev1.PodQOSBestEffort:
 		qos = "besteffort"
 	}
-	return filepath.Join("/sys/fs/cgroup/memory/kubepods", qos, "pod"+string(p.UID), id, "memory.max_usage_in_bytes")
+	return filepath.Join("/sys/fs/cgroup/memory", n.PodCgroups(), qos, "pod"+string(p.UID), id, "memory.max_usage_in_bytes")
 }

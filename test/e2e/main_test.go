@@ -55,7 +55,7 @@ const (
 
 // env is what every story shares.
 var env struct {
-	node    *node.Node
+	cluster *node.Cluster
 	tn      *tailnet.Tailnet
 	api     *tsapi.Server // the tailnet's API: every key minted
 	db      *tailnet.Node // a service on the tailnet: "hello from db", /bulk
@@ -111,11 +111,11 @@ func run(m *testing.M) (code int) {
 		return fail("images: %v", err)
 	}
 	start := time.Now()
-	if env.node, err = node.Start(ctx, node.Options{Images: tarballs, Log: os.Stderr}); err != nil {
+	if env.cluster, err = node.Start(ctx, node.Options{Images: tarballs, Log: os.Stderr}); err != nil {
 		return fail("node: %v", err)
 	}
 	defer func() {
-		if err := env.node.Close(); err != nil {
+		if err := env.cluster.Close(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e teardown: %v\n", err)
 			code = 1
 		}
@@ -137,7 +137,7 @@ func run(m *testing.M) (code int) {
 	// admin sets up a federated identity (docs/credentials.md), with the
 	// tags the stories use. Its servers listen on the node's bridge, where
 	// pods reach them.
-	issuer, issuerClient, err := cluster.OpenIssuerDiscovery(ctx, env.node.Config)
+	issuer, issuerClient, err := cluster.OpenIssuerDiscovery(ctx, env.cluster.Config)
 	if err != nil {
 		return fail("issuer discovery: %v", err)
 	}
@@ -289,20 +289,20 @@ func installHelm(ctx context.Context) error {
 }
 
 func helm(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, env.helm, append([]string{"--kubeconfig", env.node.Kubeconfig}, args...)...)
+	cmd := exec.CommandContext(ctx, env.helm, append([]string{"--kubeconfig", env.cluster.Kubeconfig}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
 func kubectl(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.node.Kubeconfig}, args...)...)
+	cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.cluster.Kubeconfig}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
 // kubectlIn runs kubectl with stdin.
 func kubectlIn(ctx context.Context, stdin string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.node.Kubeconfig}, args...)...)
+	cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.cluster.Kubeconfig}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err

@@ -66,7 +66,7 @@ spec:
 		t.Fatalf("%v\n%s", err, out)
 	}
 	figure(t, "egress Service ready (2 replicas, target known) %.1fs after apply", time.Since(start).Seconds())
-	svc, err := env.node.Client.CoreV1().Services(ns).Get(ctx, "db-tailnet", metav1.GetOptions{})
+	svc, err := env.cluster.Client.CoreV1().Services(ns).Get(ctx, "db-tailnet", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +78,13 @@ spec:
 	// The client: a pod in a namespace tsinject does not touch, probing
 	// both ports twice a second (bounded), each line stamped.
 	client := "egress-client"
-	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: client}}, metav1.CreateOptions{}); err != nil {
+	if _, err := env.cluster.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: client}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), podDeadline)
 		defer cancel()
-		env.node.Client.CoreV1().Namespaces().Delete(ctx, client, metav1.DeleteOptions{})
+		env.cluster.Client.CoreV1().Namespaces().Delete(ctx, client, metav1.DeleteOptions{})
 	})
 	host := "db-tailnet." + ns + ".svc.cluster.local"
 	script := fmt.Sprintf(`B=/bin/busybox
@@ -126,7 +126,7 @@ done
 		}
 		deleted = time.Now().Unix()
 		err = waitFor(ctx, func(ctx context.Context) error {
-			p, err := env.node.Client.CoreV1().Pods(system).Get(ctx, proxySet+"-0", metav1.GetOptions{})
+			p, err := env.cluster.Client.CoreV1().Pods(system).Get(ctx, proxySet+"-0", metav1.GetOptions{})
 			if err != nil {
 				return err
 			}

@@ -49,7 +49,7 @@ func TestManagerRollingRestart(t *testing.T) {
 					Containers:   []corev1.Container{{Name: "app", Image: appImage, ImagePullPolicy: corev1.PullNever}},
 				},
 			}
-			if _, err := env.node.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			if _, err := env.cluster.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 				failed.Add(1)
 				errs.Store(pod.Name, err.Error())
 			} else {
@@ -67,7 +67,7 @@ func TestManagerRollingRestart(t *testing.T) {
 	}
 	// Keep creating until the old replicas, draining, are gone.
 	err := waitFor(ctx, func(ctx context.Context) error {
-		pods, err := env.node.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"})
+		pods, err := env.cluster.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"})
 		if err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ func TestManagerRollingRestart(t *testing.T) {
 		t.Errorf("pod %s refused during the rollout: %s", k, v)
 		return true
 	})
-	pods, err := env.node.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	pods, err := env.cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestReinstallWithKustomize(t *testing.T) {
 		t.Fatalf("helm uninstall: %v: %s", err, out)
 	}
 	err := waitFor(ctx, func(ctx context.Context) error {
-		pods, err := env.node.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"})
+		pods, err := env.cluster.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"})
 		if err != nil {
 			return err
 		}
@@ -201,19 +201,19 @@ func TestKeyBrokerRefusesForgedPods(t *testing.T) {
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: appImage, ImagePullPolicy: corev1.PullNever, Command: []string{"/bin/busybox", "sleep", "3600"}}}}}
 	var injected *corev1.Pod
 	if err := waitFor(ctx, func(ctx context.Context) error { // the default ServiceAccount appears moments after the namespace
-		p, err := env.node.Client.CoreV1().Pods(enabled).Create(ctx, tmpl, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		p, err := env.cluster.Client.CoreV1().Pods(enabled).Create(ctx, tmpl, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		injected = p
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	off := "forge-off"
-	if _, err := env.node.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: off,
+	if _, err := env.cluster.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: off,
 		Labels: map[string]string{"tsinject.dev/injection": "disabled"}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		env.node.Client.CoreV1().Namespaces().Delete(context.Background(), off, metav1.DeleteOptions{})
+		env.cluster.Client.CoreV1().Namespaces().Delete(context.Background(), off, metav1.DeleteOptions{})
 	})
 	user := "mallory@forge-off.example"
 	tenantAdmin(t, off, user)
@@ -231,12 +231,12 @@ func TestKeyBrokerRefusesForgedPods(t *testing.T) {
 	}
 	var pod *corev1.Pod
 	err := waitFor(ctx, func(ctx context.Context) error {
-		p, err := env.node.Client.CoreV1().Pods(off).Get(ctx, "forged", metav1.GetOptions{})
+		p, err := env.cluster.Client.CoreV1().Pods(off).Get(ctx, "forged", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		pod = p
-		evs, err := env.node.Client.EventsV1().Events(off).List(ctx, metav1.ListOptions{})
+		evs, err := env.cluster.Client.EventsV1().Events(off).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return err
 		}

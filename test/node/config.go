@@ -2,20 +2,52 @@ package node
 
 import "fmt"
 
-// The node's addresses, all in 198.19.0.0/16 (RFC 2544; test/netns uses
-// 198.18.128.0/17 and the tests' own subnets the rest of 198.18.0.0/16).
+// The cluster's addresses, all in 198.19.0.0/16 (RFC 2544; test/netns
+// uses 198.18.128.0/17 and the tests' own subnets the rest of
+// 198.18.0.0/16).
 const (
 	Bridge      = "tsie2e0"
-	BridgeIP    = "198.19.0.1" // the node's IP: API server, DNS, and the tailnet's servers
-	PodCIDR     = "198.19.0.0/24"
+	BridgeIP    = "198.19.0.1" // the host's: node 1, API server, DNS, and the tailnet's servers
 	ServiceCIDR = "198.19.16.0/24"
-	// ClusterDNS is the node's CoreDNS (on the host, serving cluster.local).
+	// PodCIDRs covers every node's pod range.
+	PodCIDRs = "198.19.0.0/22"
+	// ClusterDNS is the cluster's CoreDNS (on the host, serving cluster.local).
 	ClusterDNS = BridgeIP
-	NodeName   = "tsinject-e2e"
 	apiPort    = 6443
-	// nftTable holds the node's isolation rules.
+	// nftTable holds the host's isolation rules.
 	nftTable = "tsinject-e2e"
 )
+
+// nodeSpec is where a node lives. Node 1 is the host: its pods are on the
+// bridge itself. Node 2 is a network namespace with a leg on the bridge
+// and a pod bridge of its own; the host routes its pod range to it.
+type nodeSpec struct {
+	Name, IP string
+	// Netns is the node's network namespace ("" for the host's).
+	Netns string
+	// PodBridge, PodGateway, PodCIDR and the range give the node's pods
+	// their addresses.
+	PodBridge, PodGateway, PodCIDR, RangeStart, RangeEnd string
+	// CgroupRoot holds the node's pods (kubepods under it), so two
+	// kubelets on one host do not share one tree.
+	CgroupRoot string
+}
+
+var nodeSpecs = []nodeSpec{
+	{Name: "tsinject-e2e", IP: BridgeIP, PodBridge: Bridge, PodGateway: BridgeIP, PodCIDR: "198.19.0.0/24",
+		RangeStart: "198.19.0.10", RangeEnd: "198.19.0.250", CgroupRoot: "/"},
+	{Name: "tsinject-e2e-2", IP: "198.19.0.2", Netns: "tsie2e-n2", PodBridge: "tsie2e2", PodGateway: "198.19.2.1", PodCIDR: "198.19.2.0/24",
+		RangeStart: "198.19.2.10", RangeEnd: "198.19.2.250", CgroupRoot: "/tsie2e-n2"},
+}
+
+// NodeNames are the nodes' names, node 1 (the host) first.
+func NodeNames() []string {
+	var ns []string
+	for _, s := range nodeSpecs {
+		ns = append(ns, s.Name)
+	}
+	return ns
+}
 
 // PauseImage is every pod's sandbox image, built here.
 const PauseImage = "tsinject.local/pause:e2e"
@@ -49,11 +81,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 `, root, state, sock, PauseImage, runcRoot, cniConf)
 }
 
-// cniConfig: the bridge plugin on Bridge with addresses from PodCIDR and
+// cniConfig: the bridge plugin on the node's pod bridge with addresses from its range and
 // routes only to the test ranges and the tailnet's (no default route, so
 // a pod can reach nothing else; the tailnet route lets an app's connect()
 // to a tailnet IP reach transparent egress instead of failing).
-func cniConfig(ipamDir string) string {
+func cniConfig(ipamDir string, s nodeSpec) string {
 	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
   "name": "tsinject-e2e",
@@ -66,17 +98,17 @@ func cniConfig(ipamDir string) string {
       "ipam": {
         "type": "host-local",
         "dataDir": %q,
-        "ranges": [[{"subnet": %q, "rangeStart": "198.19.0.10", "rangeEnd": "198.19.0.250", "gateway": %q}]],
+        "ranges": [[{"subnet": %q, "rangeStart": %q, "rangeEnd": %q, "gateway": %q}]],
         "routes": [{"dst": "198.18.0.0/15"}, {"dst": "100.64.0.0/10"}]
       }
     },
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, Bridge, ipamDir, PodCIDR, BridgeIP)
+`, s.PodBridge, ipamDir, s.PodCIDR, s.RangeStart, s.RangeEnd, s.PodGateway)
 }
 
-func kubeletConfig(caFile, sock, resolv string) string {
+func kubeletConfig(s nodeSpec, caFile, sock, resolv string) string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %s
@@ -91,6 +123,7 @@ authentication:
 authorization: {mode: AlwaysAllow}
 containerRuntimeEndpoint: unix://%s
 cgroupDriver: cgroupfs
+cgroupRoot: %s
 failCgroupV1: false
 failSwapOn: false
 protectKernelDefaults: false
@@ -103,10 +136,10 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 maxPods: 110
-`, BridgeIP, caFile, sock, ClusterDNS, resolv)
+`, s.IP, caFile, sock, s.CgroupRoot, ClusterDNS, resolv)
 }
 
-func kubeProxyConfig(kubeconfig string, healthzPort, metricsPort int) string {
+func kubeProxyConfig(s nodeSpec, kubeconfig string, healthzPort, metricsPort int) string {
 	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: nftables
@@ -122,7 +155,7 @@ nodePortAddresses: ["%s/32"]
 nftables: {masqueradeAll: true}
 # Leave the host's conntrack settings alone.
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-`, kubeconfig, NodeName, BridgeIP, PodCIDR, healthzPort, metricsPort, BridgeIP)
+`, kubeconfig, s.Name, s.IP, PodCIDRs, healthzPort, metricsPort, s.IP)
 }
 
 // corefile serves cluster.local from the API server and nothing else:

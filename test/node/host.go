@@ -25,7 +25,7 @@ var sysctls = []string{
 // sysctls.
 type HostState struct {
 	Links, Addrs, Tables, Mounts, Netns []string
-	Sysctls                      map[string]string
+	Sysctls                             map[string]string
 }
 
 // ReadHostState reads the host's state now.

@@ -25,8 +25,8 @@ type record struct {
 	Before HostState
 }
 
-func (n *Node) writeRecord() error {
-	b, err := json.Marshal(record{Pid: os.Getpid(), Dir: n.Dir, Before: n.before})
+func (c *Cluster) writeRecord() error {
+	b, err := json.Marshal(record{Pid: os.Getpid(), Dir: c.Dir, Before: c.before})
 	if err != nil {
 		return err
 	}
@@ -59,8 +59,11 @@ func Reclaim(log io.Writer) error {
 		return fmt.Errorf("%s names %q, not a node directory", recordFile, r.Dir)
 	}
 	fmt.Fprintf(log, "node: undoing a node whose process %d died before it could (%s)\n", r.Pid, r.Dir)
-	old := &Node{Dir: r.Dir, log: log, before: r.Before, sysctlSet: r.Before.Sysctls,
-		sock: filepath.Join(r.Dir, "containerd", "containerd.sock")}
+	old := &Cluster{Dir: r.Dir, log: log, before: r.Before, sysctlSet: r.Before.Sysctls}
+	for _, s := range nodeSpecs {
+		old.Nodes = append(old.Nodes, &Node{Name: s.Name, IP: s.IP, spec: s, c: old, netns: s.Netns,
+			sock: filepath.Join(r.Dir, s.Name, "containerd", "containerd.sock")})
+	}
 	return old.Close()
 }
 

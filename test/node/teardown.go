@@ -16,29 +16,31 @@ import (
 	"github.com/tsinject/tsinject/test/images"
 )
 
-// Close stops the node and puts the host back as Start found it. It
+// Close stops the cluster and puts the host back as Start found it. It
 // returns what it could not undo.
-func (n *Node) Close() error {
+func (c *Cluster) Close() error {
 	var errs []error
-	// The kubelet first, so it restarts nothing; then every container.
-	n.stop("kubelet")
-	n.killContainers()
-	for i := len(n.procs) - 1; i >= 0; i-- {
-		n.stop(n.procs[i].name)
+	// The nodes first (their kubelets restart nothing once stopped); a
+	// killed one is cleaned up the same way.
+	for i := len(c.Nodes) - 1; i >= 0; i-- {
+		if err := c.Nodes[i].close(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.Nodes[i].Name, err))
+		}
 	}
-	n.killByArg(n.sock) // shims outlive containerd
-	n.killByArg(n.Dir)  // a killed node's components, when reclaiming
-	if err := n.unmountAll(); err != nil {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		c.stop(c.procs[i].name)
+	}
+	c.killByArg(c.Dir) // a killed run's components, when reclaiming
+	if err := c.unmountAll(); err != nil {
 		errs = append(errs, err)
 	}
-	removeCgroups("kubepods")
-	if err := n.removeTables(); err != nil {
+	if err := c.removeTables(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := run("ip", "link", "del", Bridge); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
 		errs = append(errs, err)
 	}
-	for k, v := range n.sysctlSet {
+	for k, v := range c.sysctlSet {
 		if v != "" {
 			if err := setSysctl(k, v); err != nil {
 				errs = append(errs, err)
@@ -48,8 +50,8 @@ func (n *Node) Close() error {
 	if len(errs) == 0 {
 		os.Remove(recordFile)
 	}
-	if n.Dir != "" && os.Getenv("TSINJECT_E2E_KEEP") == "" {
-		if err := os.RemoveAll(n.Dir); err != nil {
+	if c.Dir != "" && os.Getenv("TSINJECT_E2E_KEEP") == "" {
+		if err := os.RemoveAll(c.Dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -57,8 +59,8 @@ func (n *Node) Close() error {
 }
 
 // stop sends SIGTERM to the component, then SIGKILL after 10 s.
-func (n *Node) stop(name string) {
-	for _, p := range n.procs {
+func (c *Cluster) stop(name string) {
+	for _, p := range c.procs {
 		if p.name != name {
 			continue
 		}
@@ -71,27 +73,37 @@ func (n *Node) stop(name string) {
 		select {
 		case <-p.done:
 		case <-time.After(10 * time.Second):
-			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
+			killGroup(p)
 		}
 	}
 }
 
-// killContainers kills every process in the pods' cgroups and waits for
-// them to go.
-func (n *Node) killContainers() {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		pids := cgroupPids(filepath.Join("/sys/fs/cgroup/pids", "kubepods"))
+// killGroup kills a component and whatever it started, and waits for it.
+func killGroup(p *proc) {
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// killCgroup kills every process in the pods' cgroups (a path under each
+// hierarchy) and waits up to timeout for them to go.
+func killCgroup(path string, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		pids := cgroupPids(filepath.Join("/sys/fs/cgroup/pids", path))
 		if len(pids) == 0 {
 			return
 		}
 		for _, pid := range pids {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
+		if time.Now().After(deadline) {
+			if timeout > 0 {
+				fmt.Fprintf(os.Stderr, "node: processes still running in %s after %s\n", path, timeout)
+			}
+			return
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	fmt.Fprintf(n.log, "node: container processes still running after 30 s\n")
 }
 
 func cgroupPids(dir string) []int {
@@ -112,7 +124,7 @@ func cgroupPids(dir string) []int {
 }
 
 // killByArg kills processes whose command line contains arg.
-func (n *Node) killByArg(arg string) {
+func (c *Cluster) killByArg(arg string) {
 	if arg == "" {
 		return
 	}
@@ -129,10 +141,10 @@ func (n *Node) killByArg(arg string) {
 	}
 }
 
-// unmountAll unmounts, innermost first, every mount under the node's
+// unmountAll unmounts, innermost first, every mount under the cluster's
 // directory, and the network namespaces and containerd run directories
 // that appeared while it ran.
-func (n *Node) unmountAll() error {
+func (c *Cluster) unmountAll() error {
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return err
@@ -144,10 +156,10 @@ func (n *Node) unmountAll() error {
 			continue
 		}
 		mp := f[4]
-		if slices.Contains(n.before.Mounts, mp) {
+		if slices.Contains(c.before.Mounts, mp) {
 			continue
 		}
-		if (n.Dir != "" && strings.HasPrefix(mp, n.Dir+"/")) || strings.HasPrefix(mp, "/run/netns/cni-") || strings.HasPrefix(mp, "/run/containerd/") {
+		if (c.Dir != "" && strings.HasPrefix(mp, c.Dir+"/")) || strings.HasPrefix(mp, "/run/netns/cni-") || strings.HasPrefix(mp, "/run/containerd/") {
 			mps = append(mps, mp)
 		}
 	}
@@ -160,7 +172,7 @@ func (n *Node) unmountAll() error {
 	}
 	if ents, err := os.ReadDir("/run/netns"); err == nil {
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), "cni-") && !slices.Contains(n.before.Netns, e.Name()) {
+			if strings.HasPrefix(e.Name(), "cni-") && !slices.Contains(c.before.Netns, e.Name()) {
 				os.Remove(filepath.Join("/run/netns", e.Name()))
 			}
 		}
@@ -188,14 +200,14 @@ func removeCgroups(name string) {
 
 // removeTables deletes the nftables tables that appeared while the node
 // ran (its own, kube-proxy's, and the kubelet's iptables-nft ones).
-func (n *Node) removeTables() error {
+func (c *Cluster) removeTables() error {
 	now, err := lines("nft", "list", "tables")
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, t := range now {
-		if slices.Contains(n.before.Tables, t) {
+		if slices.Contains(c.before.Tables, t) {
 			continue
 		}
 		f := strings.Fields(t) // "table inet name"
