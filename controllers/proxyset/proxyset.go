@@ -317,11 +317,12 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 				ServiceAccountName: name,
 				// Service links would put <SERVICE>_* variables of every
 				// Service here (ts-* ones as TS_*, a prefix tailscale reads).
-				EnableServiceLinks: ptr(false),
-				NodeSelector:       p.NodeSelector,
-				Tolerations:        p.Tolerations,
-				Affinity:           p.Affinity,
-				PriorityClassName:  p.PriorityClassName,
+				EnableServiceLinks:        ptr(false),
+				NodeSelector:              p.NodeSelector,
+				Tolerations:               p.Tolerations,
+				Affinity:                  p.Affinity,
+				TopologySpreadConstraints: s.spread(p.Affinity),
+				PriorityClassName:         p.PriorityClassName,
 				SecurityContext: &corev1.PodSecurityContext{
 					RunAsNonRoot: ptr(true), RunAsUser: &uid, RunAsGroup: &uid, FSGroup: &uid,
 					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
@@ -348,6 +349,23 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 			},
 		},
 	}
+}
+
+// spread puts the replicas on different nodes where it can, so losing a
+// node loses one replica, unless the profile placed them itself (an
+// affinity of its own). It is a preference: with fewer schedulable nodes
+// than replicas, or a node gone, a replica runs beside another rather than
+// staying Pending.
+func (s *Set) spread(profileAffinity *corev1.Affinity) []corev1.TopologySpreadConstraint {
+	if profileAffinity != nil || s.Replicas < 2 {
+		return nil
+	}
+	return []corev1.TopologySpreadConstraint{{
+		MaxSkew:           1,
+		TopologyKey:       corev1.LabelHostname,
+		WhenUnsatisfiable: corev1.ScheduleAnyway,
+		LabelSelector:     &metav1.LabelSelector{MatchLabels: s.selector()},
+	}}
 }
 
 // networkPolicy lets only AllowFrom's pods reach the set's ports, and
