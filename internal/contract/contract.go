@@ -4,6 +4,11 @@
 // of each other, so the data plane stays free of the injector.
 package contract
 
+import (
+	"strings"
+	"time"
+)
+
 // Names of what the injector adds to a pod.
 const (
 	SidecarContainer = "tailscale"
@@ -148,7 +153,36 @@ const (
 	// EnvListenAddr narrows the address an egress proxy's ports listen on
 	// (default all of the pod's; the sandbox uses loopback).
 	EnvListenAddr = "TSINJECT_LISTEN_ADDR"
+	// EnvOneName ("true") makes a proxy set's replicas share one tailnet
+	// identity, kept in the set's first state Secret (OneNameSecret): one
+	// replica serves it, the others stand by to take it over.
+	EnvOneName = "TSINJECT_ONE_NAME"
 )
+
+// AnnotationServing, on a one-name set's state Secret, says which replica
+// serves the name and when it last said so: a ServingRecord as JSON. The
+// replicas take and keep the name by writing it with the Secret's
+// resourceVersion (whoever writes first wins).
+const AnnotationServing = "tsinject.dev/serving"
+
+// ServingRecord is AnnotationServing's value.
+type ServingRecord struct {
+	// Pod is the replica serving the name; empty when none does (the last
+	// one let go of it).
+	Pod string `json:"pod"`
+	// Renewed is when it last renewed its hold, by its own clock.
+	Renewed time.Time `json:"renewed"`
+}
+
+// OneNameSecret is the state Secret a one-name set's replicas share: the
+// first replica's, named after the pod (<set>-0) like every set's, so the
+// replica's Role and the admission policies name it the same way.
+func OneNameSecret(pod string) string {
+	if i := strings.LastIndexByte(pod, '-'); i > 0 {
+		return pod[:i] + "-0"
+	}
+	return pod
+}
 
 // Hostname template placeholders, filled in by the sidecar at run time from
 // the downward API (a pod may have only generateName at admission).
