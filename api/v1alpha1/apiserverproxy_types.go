@@ -42,8 +42,9 @@ type APIServerProxySpec struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	Tags []Tag `json:"tags,omitempty"`
-	// Replicas of the proxy; replicas beyond the first are named
-	// <hostname>-<ordinal>. Default 1.
+	// Replicas of the proxy. They share one tailnet name (hostname): one
+	// serves it, the others stand by and take it over within seconds when
+	// the serving one goes (its pod deleted, its node lost). Default 1.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10
 	// +optional
@@ -76,6 +77,12 @@ type APIServerProxyStatus struct {
 	URLs []string `json:"urls,omitempty"`
 	// +optional
 	Devices []Device `json:"devices,omitempty"`
+	// ServedBy is the replica (pod) serving the name.
+	// +optional
+	ServedBy string `json:"servedBy,omitempty"`
+	// StandbysReady counts the other replicas ready to take the name over.
+	// +optional
+	StandbysReady int32 `json:"standbysReady,omitempty"`
 }
 
 // APIServerProxy runs a kubectl endpoint on the tailnet that maps tailnet
@@ -86,6 +93,8 @@ type APIServerProxyStatus struct {
 // +kubebuilder:resource:scope=Cluster,shortName=asp
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.urls[0]`
+// +kubebuilder:printcolumn:name="Served by",type=string,JSONPath=`.status.servedBy`
+// +kubebuilder:printcolumn:name="Standbys",type=integer,JSONPath=`.status.standbysReady`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 type APIServerProxy struct {
 	metav1.TypeMeta   `json:",inline"`

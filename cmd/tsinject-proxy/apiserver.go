@@ -36,7 +36,7 @@ func apiserverCommand() *cli.Command {
 			if len(args) > 0 {
 				return cli.ErrUsage
 			}
-			if err := finishNode(settings, &cfg.Node); err != nil {
+			if err := finishNode(settings, &cfg.Node, true); err != nil {
 				return err
 			}
 			u, err := url.Parse(upstream)

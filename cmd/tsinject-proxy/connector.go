@@ -7,16 +7,26 @@ import (
 	"os"
 
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/proxy/connector"
 )
 
-// finishNode reports bad settings and names the state Secret after the pod.
-func finishNode(s *cli.Settings, o *tsnode.Options) error {
+// finishNode reports bad settings and names the state Secret after the
+// pod (a one-name set's replicas share the first one's). Only commands
+// that fail over (oneName) may share a name: two replicas of any other
+// would log in as one device at once.
+func finishNode(s *cli.Settings, o *tsnode.Options, oneName bool) error {
 	if err := errors.Join(s.Err(), o.Validate()); err != nil {
 		return err
 	}
-	if o.State == tsnode.StateSecret {
+	if o.OneName && !oneName {
+		return errors.New("--one-name: this proxy cannot share one name between replicas (the API server proxy can)")
+	}
+	switch {
+	case o.OneName:
+		o.Secret = contract.OneNameSecret(o.PodName)
+	case o.State == tsnode.StateSecret:
 		o.Secret = o.PodName
 	}
 	return nil
@@ -36,7 +46,7 @@ func connectorCommand() *cli.Command {
 			if len(args) > 0 {
 				return cli.ErrUsage
 			}
-			if err := finishNode(settings, &cfg.Node); err != nil {
+			if err := finishNode(settings, &cfg.Node, false); err != nil {
 				return err
 			}
 			var err error

@@ -24,7 +24,7 @@ func proxyCommand(name, short string, table func() []cli.Setting, node *tsnode.O
 			if len(args) > 0 {
 				return cli.ErrUsage
 			}
-			if err := finishNode(settings, node); err != nil {
+			if err := finishNode(settings, node, false); err != nil {
 				return err
 			}
 			logf, err := startProcess()

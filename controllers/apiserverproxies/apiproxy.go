@@ -112,22 +112,21 @@ func (r *Reconciler) set(p *v1alpha1.APIServerProxy, proxy *v1alpha1.ProxyConfig
 	if tls == "" {
 		tls = string(v1alpha1.TLSAuto)
 	}
+	// One name for every replica, so a kubeconfig survives the loss of
+	// any of them (package failover).
 	env := []corev1.EnvVar{
 		{Name: contract.EnvTags, Value: strings.Join(tags, ",")},
 		{Name: contract.EnvAPIProxyMode, Value: mode(p)},
 		{Name: contract.EnvAPIProxyTLS, Value: tls},
-	}
-	if replicas > 1 {
-		env = append(env, corev1.EnvVar{Name: contract.EnvHostnamePrefix, Value: host})
-	} else {
-		env = append(env, corev1.EnvVar{Name: contract.EnvHostname, Value: host})
+		{Name: contract.EnvHostname, Value: host},
+		{Name: contract.EnvOneName, Value: "true"},
 	}
 	if r.ControlURL != "" {
 		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: r.ControlURL})
 	}
 	p.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("APIServerProxy"))
 	return &proxyset.Set{
-		Owner: p, Component: component, Namespace: r.Namespace, Replicas: replicas,
+		Owner: p, Component: component, Namespace: r.Namespace, Replicas: replicas, OneName: true,
 		Image: r.ProxyImage, Args: []string{"apiserver"}, Env: env, Proxy: proxy,
 		Credential: r.Credential(),
 	}
@@ -232,25 +231,37 @@ func (r *Reconciler) updateStatus(ctx context.Context, p *v1alpha1.APIServerProx
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	// The replicas share one state Secret: its device is the name's, its
+	// serving record says which replica serves it.
 	var urls []string
-	for i := 0; i < int(s.Replicas); i++ {
-		var sec corev1.Secret
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.SecretName(i)}, &sec); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
-			}
-			return reconcile.Result{}, err
-		}
+	var servedBy string
+	var sec corev1.Secret
+	switch err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.SecretName(0)}, &sec); {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return reconcile.Result{}, err
+	default:
 		var u string
 		if json.Unmarshal(sec.Data[contract.DeviceURL], &u) == nil && u != "" {
 			urls = append(urls, u)
 		}
+		servedBy = contract.ParseServing(sec.Annotations[contract.AnnotationServing]).Pod
+	}
+	var standbys int32
+	var sts appsv1.StatefulSet
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.Name()}, &sts); client.IgnoreNotFound(err) != nil {
+		return reconcile.Result{}, err
+	} else if servedBy != "" && sts.Status.ReadyReplicas > 0 {
+		standbys = sts.Status.ReadyReplicas - 1 // every ready replica but the serving one
 	}
 	cond := metav1.Condition{Type: "Ready", ObservedGeneration: p.Generation}
-	if len(urls) < int(s.Replicas) || s.Replicas == 0 {
+	switch {
+	case s.Replicas == 0:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, "ProxyNotReady", "0 replicas"
+	case len(urls) == 0 || servedBy == "":
 		cond.Status, cond.Reason = metav1.ConditionFalse, "ProxyNotReady"
-		cond.Message = fmt.Sprintf("%d of %d replicas serve on the tailnet", len(urls), s.Replicas)
-	} else {
+		cond.Message = fmt.Sprintf("no replica of %d serves the name on the tailnet yet", s.Replicas)
+	default:
 		cond.Status, cond.Reason = metav1.ConditionTrue, "ProxyReady"
 		cond.Message = "kubectl: tsinject kubeconfig " + strings.TrimPrefix(strings.TrimPrefix(urls[0], "https://"), "http://")
 		if strings.HasPrefix(urls[0], "http://") {
@@ -259,13 +270,15 @@ func (r *Reconciler) updateStatus(ctx context.Context, p *v1alpha1.APIServerProx
 	}
 	// Semantic equality: a replica's new IP or name must reach status,
 	// not only a change in how many there are.
-	changed := !slices.Equal(p.Status.URLs, urls) || !equality.Semantic.DeepEqual(p.Status.Devices, devices) || p.Status.ObservedGeneration != p.Generation
+	changed := !slices.Equal(p.Status.URLs, urls) || !equality.Semantic.DeepEqual(p.Status.Devices, devices) || p.Status.ObservedGeneration != p.Generation ||
+		p.Status.ServedBy != servedBy || p.Status.StandbysReady != standbys
 	if c := meta.FindStatusCondition(p.Status.Conditions, "Ready"); c == nil || c.Status != cond.Status || c.Reason != cond.Reason || c.Message != cond.Message {
 		changed = true
 	}
 	if changed {
 		proxyset.RecordReady(r.Events, p, p.Status.Conditions, cond)
 		p.Status.URLs, p.Status.Devices, p.Status.ObservedGeneration = urls, devices, p.Generation
+		p.Status.ServedBy, p.Status.StandbysReady = servedBy, standbys
 		meta.SetStatusCondition(&p.Status.Conditions, cond)
 		if err := r.Client.Status().Update(ctx, p); err != nil {
 			return reconcile.Result{}, err

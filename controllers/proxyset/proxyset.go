@@ -77,6 +77,10 @@ type Set struct {
 	// Ports, if any, are served by the replicas on their pod addresses and
 	// by a ClusterIP Service of the set's name.
 	Ports []corev1.ServicePort
+	// OneName makes the replicas share one tailnet identity and name
+	// (package failover): one state Secret, SecretName(0), for them all;
+	// one serves, the others stand by.
+	OneName bool
 	// AllowFrom, if set with Ports, is the only namespace whose pods may
 	// reach those ports (a NetworkPolicy of the set's name): an egress
 	// Service's proxies act with its namespace's tailnet identity, which
@@ -117,6 +121,15 @@ func Name(component, owner string) string {
 // SecretName is the state Secret of replica i (named like its pod).
 func (s *Set) SecretName(i int) string { return s.Name() + "-" + strconv.Itoa(i) }
 
+// States is how many state Secrets the set has: one per replica, or one
+// for them all with OneName.
+func (s *Set) States() int {
+	if s.OneName && s.Replicas > 0 {
+		return 1
+	}
+	return int(s.Replicas)
+}
+
 // FilesName is the Secret holding the set's Files.
 func (s *Set) FilesName() string { return s.Name() + "-files" }
 
@@ -153,10 +166,9 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 	if err := apply(ctx, c, sa, owner, s.labels(), func() {}); err != nil {
 		return err
 	}
-	var secrets []string
-	for i := 0; i < int(s.Replicas); i++ {
-		secrets = append(secrets, s.SecretName(i))
-		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.SecretName(i), Namespace: s.Namespace}}
+	secrets := s.stateSecrets()
+	for _, name := range secrets {
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
 		if err := apply(ctx, c, sec, owner, s.labels(), func() {}); err != nil {
 			return err
 		}
@@ -173,17 +185,7 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 		}
 	}
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
-	if err := apply(ctx, c, role, owner, s.labels(), func() {
-		role.Rules = []rbacv1.PolicyRule{{
-			APIGroups: []string{""}, Resources: []string{"secrets"},
-			Verbs: []string{"get", "update", "patch"}, ResourceNames: secrets,
-		}, {
-			APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "get"},
-		}}
-		if len(secrets) == 0 {
-			role.Rules = role.Rules[1:]
-		}
-	}); err != nil {
+	if err := apply(ctx, c, role, owner, s.labels(), func() { s.role(role, secrets) }); err != nil {
 		return err
 	}
 	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
@@ -215,6 +217,29 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 	}
 	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
 	return apply(ctx, c, sts, owner, s.labels(), func() { s.statefulSet(sts) })
+}
+
+// stateSecrets names the set's state Secrets.
+func (s *Set) stateSecrets() []string {
+	var out []string
+	for i := range s.States() {
+		out = append(out, s.SecretName(i))
+	}
+	return out
+}
+
+// role lets the replicas read and write their state Secrets, by name, and
+// report Events.
+func (s *Set) role(role *rbacv1.Role, secrets []string) {
+	role.Rules = []rbacv1.PolicyRule{{
+		APIGroups: []string{""}, Resources: []string{"secrets"},
+		Verbs: []string{"get", "update", "patch"}, ResourceNames: secrets,
+	}, {
+		APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "get"},
+	}}
+	if len(secrets) == 0 {
+		role.Rules = role.Rules[1:]
+	}
 }
 
 // FieldOwner is the field manager of everything the controllers apply.
@@ -391,7 +416,7 @@ func (s *Set) networkPolicy(np *networkingv1.NetworkPolicy) {
 // that has not reported yet is absent.
 func Devices(ctx context.Context, c client.Reader, s *Set) ([]v1alpha1.Device, error) {
 	var out []v1alpha1.Device
-	for i := 0; i < int(s.Replicas); i++ {
+	for i := 0; i < s.States(); i++ {
 		var sec corev1.Secret
 		err := c.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.SecretName(i)}, &sec)
 		if apierrors.IsNotFound(err) {
@@ -417,7 +442,8 @@ func Devices(ctx context.Context, c client.Reader, s *Set) ([]v1alpha1.Device, e
 }
 
 // Stale lists state Secrets of replicas beyond s.Replicas (after a scale
-// down) whose pods are gone, so their devices can be logged out. live
+// down) whose pods are gone, and with OneName every replica's own but the
+// shared one, so their devices can be logged out. live
 // reads pods from the API server (the manager's cache holds only some).
 func Stale(ctx context.Context, c, live client.Reader, s *Set) ([]corev1.Secret, error) {
 	var list corev1.SecretList
@@ -427,7 +453,14 @@ func Stale(ctx context.Context, c, live client.Reader, s *Set) ([]corev1.Secret,
 	var out []corev1.Secret
 	for _, sec := range list.Items {
 		i, ok := replicaOf(s.Name(), sec.Name)
-		if !ok || i < int(s.Replicas) {
+		if !ok || i < s.States() {
+			continue
+		}
+		if s.OneName && i < int(s.Replicas) {
+			// A running replica's own state from before the set shared one
+			// name: its Role no longer names it, and the replica uses the
+			// shared one.
+			out = append(out, sec)
 			continue
 		}
 		var pod corev1.Pod

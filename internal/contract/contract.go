@@ -5,6 +5,7 @@
 package contract
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 )
@@ -172,6 +173,22 @@ type ServingRecord struct {
 	Pod string `json:"pod"`
 	// Renewed is when it last renewed its hold, by its own clock.
 	Renewed time.Time `json:"renewed"`
+}
+
+// ParseServing reads AnnotationServing's value; a missing or malformed
+// one is an empty record.
+func ParseServing(s string) ServingRecord {
+	var rec ServingRecord
+	if s != "" {
+		_ = json.Unmarshal([]byte(s), &rec)
+	}
+	return rec
+}
+
+// String is the record as AnnotationServing holds it.
+func (r ServingRecord) String() string {
+	b, _ := json.Marshal(r)
+	return string(b)
 }
 
 // OneNameSecret is the state Secret a one-name set's replicas share: the

@@ -17,7 +17,6 @@ package failover
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -141,8 +140,8 @@ func (r *Replica) acquire(ctx context.Context) error {
 			if free {
 				err = r.Store.Put(ctx, contract.ServingRecord{Pod: r.Self, Renewed: now}, version)
 				if err == nil {
-					switch {
-					case rec.Pod == "" || rec.Pod == r.Self:
+					switch rec.Pod {
+					case "", r.Self:
 						r.Logf("failover: serving the name")
 					default:
 						r.Logf("failover: serving the name, taken over from %s (silent for %s)", rec.Pod, now.Sub(seenAt).Round(100*time.Millisecond))
@@ -239,21 +238,4 @@ func (r *Replica) release() {
 			return
 		}
 	}
-}
-
-// Decode reads a record as AnnotationServing holds it; a missing or
-// malformed one is an empty record (the name is free once it has not
-// changed for LeaseDuration).
-func Decode(s string) contract.ServingRecord {
-	var rec contract.ServingRecord
-	if s != "" {
-		_ = json.Unmarshal([]byte(s), &rec)
-	}
-	return rec
-}
-
-// Encode is the annotation's value for rec.
-func Encode(rec contract.ServingRecord) string {
-	b, _ := json.Marshal(rec)
-	return string(b)
 }

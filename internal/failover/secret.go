@@ -27,7 +27,7 @@ func (s *SecretStore) Get(ctx context.Context) (contract.ServingRecord, string, 
 		return contract.ServingRecord{}, "", err
 	}
 	s.last = sec
-	return Decode(sec.Annotations[contract.AnnotationServing]), sec.ResourceVersion, nil
+	return contract.ParseServing(sec.Annotations[contract.AnnotationServing]), sec.ResourceVersion, nil
 }
 
 // Put writes the Secret as read, with rec, at version: the API server
@@ -41,7 +41,7 @@ func (s *SecretStore) Put(ctx context.Context, rec contract.ServingRecord, versi
 	if sec.Annotations == nil {
 		sec.Annotations = map[string]string{}
 	}
-	sec.Annotations[contract.AnnotationServing] = Encode(rec)
+	sec.Annotations[contract.AnnotationServing] = rec.String()
 	err := s.Client.UpdateSecret(ctx, &sec)
 	var st *kubeapi.Status
 	if errors.As(err, &st) && st.Code == 409 {

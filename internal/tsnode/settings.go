@@ -2,6 +2,7 @@ package tsnode
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/tsinject/tsinject/internal/cli"
@@ -47,6 +48,7 @@ func (o *Options) ProxySettings(healthAddr *string) []cli.Setting {
 	return append(o.Settings(StateSecret),
 		cli.Setting{Flag: "hostname", Env: contract.EnvHostname, Help: "tailnet hostname", Set: cli.String(&o.Hostname)},
 		cli.Setting{Flag: "hostname-prefix", Env: contract.EnvHostnamePrefix, Help: "name the replica PREFIX-<ordinal of the pod>", Set: cli.String(&o.HostnamePrefix)},
+		cli.Setting{Flag: "one-name", Env: contract.EnvOneName, Help: "share one tailnet identity (state in the set's first Secret) with the set's other replicas: one serves it, the others stand by to take over", Default: "false", Set: cli.Bool(&o.OneName), Switch: true},
 		cli.Setting{Flag: "health-addr", Env: contract.EnvHealthAddr, Help: "address of /healthz, /readyz and /metrics", Default: ":" + strconv.Itoa(contract.HealthPort), Set: cli.String(healthAddr)},
 	)
 }
@@ -62,6 +64,12 @@ func (o *Options) Validate() error {
 	}
 	if o.State == StateSecret && o.PodName == "" {
 		errs = append(errs, errors.New("--state=secret needs --pod-name (the downward API sets it in a pod)"))
+	}
+	if o.OneName && o.State != StateSecret {
+		errs = append(errs, fmt.Errorf("--one-name needs --state=%s: the replicas share their identity through it, not %q", StateSecret, o.State))
+	}
+	if o.OneName && o.HostnamePrefix != "" {
+		errs = append(errs, errors.New("--one-name and --hostname-prefix: the replicas share one name, set it with --hostname"))
 	}
 	return errors.Join(errs...)
 }

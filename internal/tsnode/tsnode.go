@@ -81,6 +81,9 @@ type Options struct {
 	// Started, if set, runs once the server has started and before it
 	// logs in: the moment to adjust its netstack before traffic arrives.
 	Started func(*tsnet.Server) error
+	// OneName makes the node one of a set's replicas sharing one tailnet
+	// identity (package failover); Secret is then the shared one.
+	OneName bool
 	// WindowShare is the fraction of the container's memory limit (1 in
 	// WindowShare) each tailnet TCP connection's window may take; 0 means
 	// WindowShareApp. Proxies that carry many clients' connections take a
@@ -459,12 +462,9 @@ func (n *Node) Report(ctx context.Context, fields map[string]any) error {
 	if n.opts.State != StateSecret {
 		return nil
 	}
-	c, err := kubeclient.New("tsinject-report")
+	c, err := n.opts.KubeClient("tsinject-report")
 	if err != nil {
 		return err
-	}
-	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
-		c.SetURL(fmt.Sprintf("https://%s:%s", os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT_HTTPS")))
 	}
 	data := map[string][]byte{}
 	for k, v := range fields {
@@ -477,6 +477,22 @@ func (n *Node) Report(ctx context.Context, fields map[string]any) error {
 	s := &kubeapi.Secret{Data: data}
 	s.Name = n.opts.Secret
 	return c.StrategicMergePatchSecret(ctx, n.opts.Secret, s, "tsinject-proxy")
+}
+
+// KubeClient is a client of the pod's own API server as its service
+// account (under KubeRoot outside a pod), for the state Secret.
+func (o Options) KubeClient(name string) (kubeclient.Client, error) {
+	if o.KubeRoot != "" {
+		kubeclient.SetRootPathForTesting(o.KubeRoot)
+	}
+	c, err := kubeclient.New(name)
+	if err != nil {
+		return nil, err
+	}
+	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		c.SetURL(fmt.Sprintf("https://%s:%s", os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT_HTTPS")))
+	}
+	return c, nil
 }
 
 // ordinal is the StatefulSet ordinal at the end of a pod name.

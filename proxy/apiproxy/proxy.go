@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,7 @@ import (
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/copybuf"
+	"github.com/tsinject/tsinject/internal/failover"
 	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
@@ -354,7 +356,11 @@ func (cfg *Config) Settings() []cli.Setting {
 	)
 }
 
-// Run serves the proxy on the tailnet until ctx ends.
+// Run serves the proxy on the tailnet until ctx ends. A one-name
+// replica (cfg.Node.OneName) stands by until it holds the set's name,
+// answering probes (ready: able to take over), and serves it until the
+// name is lost (then it returns, and its container starts again as a
+// standby).
 func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	switch cfg.Mode {
 	case ModeAuth, ModeNoAuth:
@@ -372,15 +378,59 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if cfg.Node.WindowShare == 0 {
 		cfg.Node.WindowShare = tsnode.WindowShareShared
 	}
+	var node atomic.Pointer[tsnode.Node]
+	h := &Handler{Mode: cfg.Mode, Upstream: cfg.Upstream, Transport: tr, Token: TokenFile(cfg.TokenFile), Logf: logf,
+		WhoIs: func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) {
+			n := node.Load()
+			if n == nil {
+				return nil, errors.New("not on the tailnet")
+			}
+			return n.LC.WhoIs(ctx, addr)
+		}}
+	reg := prometheus.NewRegistry()
+	h.Register(reg)
+	nodeReady := func(ctx context.Context) error {
+		n := node.Load()
+		if n == nil {
+			return errors.New("joining the tailnet")
+		}
+		return n.Ready(ctx)
+	}
+	ready := nodeReady
+	var replica *failover.Replica
+	if cfg.Node.OneName {
+		kc, err := cfg.Node.KubeClient("tsinject-failover")
+		if err != nil {
+			return err
+		}
+		replica = &failover.Replica{Self: cfg.Node.PodName, Store: &failover.SecretStore{Client: kc, Name: cfg.Node.Secret},
+			Timings: failover.DefaultTimings, Logf: logf}
+		ready = func(ctx context.Context) error {
+			if replica.Serving() {
+				return nodeReady(ctx)
+			}
+			return replica.Standby()
+		}
+	}
+	health, err := tsnode.ServeHealth(cfg.HealthAddr, ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if err != nil {
+		return err
+	}
+	defer health.Close()
+	serve := func(ctx context.Context) error { return serveNode(ctx, cfg, h, reg, &node, logf) }
+	if replica == nil {
+		return serve(ctx)
+	}
+	return replica.Run(ctx, serve)
+}
+
+// serveNode joins the tailnet and serves h there until ctx ends.
+func serveNode(ctx context.Context, cfg Config, h *Handler, reg *prometheus.Registry, node *atomic.Pointer[tsnode.Node], logf logger.Logf) error {
 	n, err := tsnode.Start(ctx, cfg.Node, logf)
 	if err != nil {
 		return err
 	}
 	defer n.Close(context.Background(), logf)
-	h := &Handler{Mode: cfg.Mode, Upstream: cfg.Upstream, Transport: tr, Token: TokenFile(cfg.TokenFile), Logf: logf,
-		WhoIs: func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) { return n.LC.WhoIs(ctx, addr) }}
-	reg := prometheus.NewRegistry()
-	h.Register(reg)
 	reg.MustRegister(tsnode.NewPeerCollector(n))
 
 	st, err := n.LC.StatusWithoutPeers(ctx)
@@ -412,6 +462,8 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 			logf("API server proxy stopped serving: %v", err)
 		}
 	}()
+	node.Store(n)
+	defer node.Store(nil)
 
 	u := scheme + "://" + fqdn
 	logf("API server proxy (%s mode) serving %s -> %s", cfg.Mode, u, cfg.Upstream)
@@ -421,13 +473,21 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		return map[string]any{contract.DeviceFQDN: fqdn, contract.DeviceURL: u}, nil
 	}, logf)
 
-	health, err := tsnode.ServeHealth(cfg.HealthAddr, n.Ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	if err != nil {
-		return err
-	}
-	defer health.Close()
 	<-ctx.Done()
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Requests in flight may finish, unless the name is lost: then another
+	// replica may serve it any moment, and this one must be gone first. A
+	// one-name replica drains briefly: its standby waits for the name.
+	drain := 10 * time.Second
+	switch {
+	case errors.Is(context.Cause(ctx), failover.ErrLost):
+		drain = 0
+	case cfg.Node.OneName:
+		drain = 2 * time.Second
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	return srv.Shutdown(shutdown)
+	if err := srv.Shutdown(shutdown); err != nil {
+		srv.Close() // watches and the like, cut (the node closes next)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -94,30 +95,59 @@ func TestAPIServerProxyController(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	u, _ := url.Parse(e.c.Config.Host)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- apiproxy.Run(runCtx, apiproxy.Config{
-			Node: tsnode.Options{ControlURL: envOf(c, contract.EnvControlURL), AuthKeyFile: filepath.Join(root, "authkey"), AuthKeyWait: 5 * time.Second,
-				Hostname: envOf(c, contract.EnvHostname), State: tsnode.StateSecret, Dir: filepath.Join(root, "state"),
-				Secret: base + "-0", PodName: base + "-0", KubeRoot: root},
-			Mode: envOf(c, "TSINJECT_APIPROXY_MODE"), TLS: envOf(c, "TSINJECT_APIPROXY_TLS"), Upstream: u,
-			TokenFile: filepath.Join(sa, "token"), CAFile: filepath.Join(sa, "ca.crt"),
-		}, t.Logf)
-	}()
-	waitFor(t, 30*time.Second, func() error {
-		var cur v1alpha1.APIServerProxy
-		if err := e.cl.Get(ctx, client.ObjectKey{Name: "k8s"}, &cur); err != nil {
-			return err
-		}
-		cond := meta.FindStatusCondition(cur.Status.Conditions, "Ready")
-		if cond == nil || cond.Status != metav1.ConditionTrue || !slices.Equal(cur.Status.URLs, []string{"http://" + tn.FQDN("k8s")}) {
-			return fmt.Errorf("status %+v", cur.Status)
-		}
-		return nil
-	})
-	stop()
-	<-done
+	// Two replicas, as the StatefulSet's pods would run: one serves the
+	// name, the other stands by; stopping the serving one hands the name
+	// over, the same URL in status, the state Secret (and with it the
+	// device) the same.
+	if envOf(c, contract.EnvOneName) != "true" {
+		t.Fatalf("proxy container without %s: replicas would not share the name", contract.EnvOneName)
+	}
+	type replica struct {
+		stop context.CancelFunc
+		done chan error
+	}
+	replicas := map[string]*replica{}
+	for _, pod := range []string{base + "-0", base + "-1"} {
+		runCtx, stop := context.WithCancel(ctx)
+		r := &replica{stop: stop, done: make(chan error, 1)}
+		replicas[pod] = r
+		go func() {
+			r.done <- apiproxy.Run(runCtx, apiproxy.Config{
+				Node: tsnode.Options{ControlURL: envOf(c, contract.EnvControlURL), AuthKeyFile: filepath.Join(root, "authkey"), AuthKeyWait: 5 * time.Second,
+					Hostname: envOf(c, contract.EnvHostname), State: tsnode.StateSecret, Dir: filepath.Join(root, pod),
+					OneName: true, Secret: contract.OneNameSecret(pod), PodName: pod, KubeRoot: root},
+				Mode: envOf(c, "TSINJECT_APIPROXY_MODE"), TLS: envOf(c, "TSINJECT_APIPROXY_TLS"), Upstream: u,
+				TokenFile: filepath.Join(sa, "token"), CAFile: filepath.Join(sa, "ca.crt"),
+			}, func(f string, a ...any) { t.Logf(pod+": "+f, a...) })
+		}()
+	}
+	servedBy := func(not string) string {
+		t.Helper()
+		var by string
+		waitFor(t, 60*time.Second, func() error {
+			var cur v1alpha1.APIServerProxy
+			if err := e.cl.Get(ctx, client.ObjectKey{Name: "k8s"}, &cur); err != nil {
+				return err
+			}
+			cond := meta.FindStatusCondition(cur.Status.Conditions, "Ready")
+			if cond == nil || cond.Status != metav1.ConditionTrue || !slices.Equal(cur.Status.URLs, []string{"http://" + tn.FQDN("k8s")}) ||
+				cur.Status.ServedBy == "" || cur.Status.ServedBy == not {
+				return fmt.Errorf("status %+v", cur.Status)
+			}
+			by = cur.Status.ServedBy
+			return nil
+		})
+		return by
+	}
+	first := servedBy("")
+	replicas[first].stop()
+	if err := <-replicas[first].done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("%s stopped with %v", first, err)
+	}
+	second := servedBy(first)
+	t.Logf("the name moved from %s to %s", first, second)
+	replicas[second].stop()
+	<-replicas[second].done
 
 	// noauth needs no impersonation rights.
 	waitFor(t, 10*time.Second, func() error {
