@@ -175,6 +175,37 @@ spec:
 	// control server without that requirement.
 }
 
+// tailnetKubectl runs kubectl on a new tailnet laptop, through the kubeconfig
+// `tsinject kubeconfig HOST` writes for the API server proxy named host,
+// each call bounded by timeout; and the kubeconfig.
+func tailnetKubectl(t *testing.T, ctx context.Context, laptopName, host string, timeout time.Duration) (func(args ...string) (string, error), string) {
+	t.Helper()
+	laptop, err := env.tn.NewNode(ctx, laptopName, tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { laptop.Close() })
+	fwdCtx, stopFwd := context.WithCancel(ctx)
+	t.Cleanup(stopFwd)
+	socks, err := laptop.SOCKS5(fwdCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsinject, err := gobuild.Binary("./cmd/tsinject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", "--proxy-url", "socks5://"+socks, env.tn.FQDN(host)).CombinedOutput(); err != nil {
+		t.Fatalf("tsinject kubeconfig: %v\n%s", err, out)
+	}
+	return func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", kubeconfig, "--request-timeout=" + timeout.String()}, args...)...)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}, kubeconfig
+}
+
 // onNode pins a pod manifest to the named node.
 func onNode(manifest, node string) string {
 	return strings.Replace(manifest, "\nspec:\n", "\nspec:\n  nodeSelector: {kubernetes.io/hostname: "+node+"}\n", 1)
@@ -233,30 +264,7 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-read
 		t.Fatalf("%v\n%s\n%s", err, st, out)
 	}
 	ready := time.Since(start)
-	laptop, err := env.tn.NewNode(ctx, "laptop-kubectl", tailnet.NodeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer laptop.Close()
-	fwdCtx, stopFwd := context.WithCancel(ctx)
-	defer stopFwd()
-	socks, err := laptop.SOCKS5(fwdCtx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tsinject, err := gobuild.Binary("./cmd/tsinject")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if out, err := exec.Command(tsinject, "kubeconfig", "--kubeconfig", kubeconfig, "--http", "--context", "tailnet", "--proxy-url", "socks5://"+socks, env.tn.FQDN("k8s-e2e")).CombinedOutput(); err != nil {
-		t.Fatalf("tsinject kubeconfig: %v\n%s", err, out)
-	}
-	remote := func(args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", kubeconfig, "--request-timeout=30s"}, args...)...)
-		b, err := cmd.CombinedOutput()
-		return string(b), err
-	}
+	remote, _ := tailnetKubectl(t, ctx, "laptop-kubectl", "k8s-e2e", 30*time.Second)
 	grant := func(group string) {
 		env.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(fmt.Sprintf(`{"impersonate":{"groups":[%q]}}`, group))}})
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,13 @@ type Node struct {
 	dir    string
 	sock   string // containerd's
 	killed atomic.Bool
+	// components are how to start the node's processes again (Restart).
+	components []component
+}
+
+type component struct {
+	name, bin string
+	args      []string
 }
 
 // startNode starts a node's network, containerd (importing images), kube-proxy
@@ -62,12 +70,7 @@ func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki
 	if err := os.WriteFile(filepath.Join(n.dir, "cni/net.d/10-tsinject-e2e.conflist"), []byte(cniConfig(filepath.Join(n.dir, "cni/ipam"), s)), 0o644); err != nil {
 		return nil, err
 	}
-	if err := c.spawn(n, n.proc("containerd"), "containerd", "--config", cfg); err != nil {
-		return nil, err
-	}
-	if err := c.waitFor(ctx, n.Name+"'s containerd", time.Minute, func(ctx context.Context) error {
-		return exec.CommandContext(ctx, "ctr", "--address", n.sock, "version").Run()
-	}); err != nil {
+	if err := n.start(ctx, component{n.proc("containerd"), "containerd", []string{"--config", cfg}}); err != nil {
 		return nil, err
 	}
 	for _, img := range images {
@@ -84,7 +87,7 @@ func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki
 	if err := os.WriteFile(kpCfg, []byte(kubeProxyConfig(s, kubeProxyKC, hp, mp)), 0o644); err != nil {
 		return nil, err
 	}
-	if err := c.spawn(n, n.proc("kube-proxy"), filepath.Join(bins, "kube-proxy"), "--config", kpCfg); err != nil {
+	if err := n.start(ctx, component{n.proc("kube-proxy"), filepath.Join(bins, "kube-proxy"), []string{"--config", kpCfg}}); err != nil {
 		return nil, err
 	}
 	resolv := filepath.Join(n.dir, "resolv.conf")
@@ -95,14 +98,58 @@ func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki
 	if err := os.WriteFile(kubeletCfg, []byte(kubeletConfig(s, p.path("ca.crt"), n.sock, resolv)), 0o644); err != nil {
 		return nil, err
 	}
-	if err := c.spawn(n, n.proc("kubelet"), filepath.Join(bins, "kubelet"),
+	if err := n.start(ctx, component{n.proc("kubelet"), filepath.Join(bins, "kubelet"), []string{
 		"--config", kubeletCfg, "--kubeconfig", kubeletKC,
 		"--hostname-override", s.Name, "--node-ip", s.IP,
-		"--root-dir", filepath.Join(n.dir, "kubelet"), "--cert-dir", filepath.Join(n.dir, "kubelet", "pki")); err != nil {
+		"--root-dir", filepath.Join(n.dir, "kubelet"), "--cert-dir", filepath.Join(n.dir, "kubelet", "pki")}}); err != nil {
 		return nil, err
 	}
 	return n, nil
 }
+
+// start starts one of the node's components and remembers it for
+// Restart; containerd is waited for (images are imported next).
+func (n *Node) start(ctx context.Context, cmp component) error {
+	if err := n.c.spawn(n, cmp.name, cmp.bin, cmp.args...); err != nil {
+		return err
+	}
+	n.components = append(n.components, cmp)
+	if cmp.bin != "containerd" {
+		return nil
+	}
+	return n.c.waitFor(ctx, n.Name+"'s containerd", time.Minute, func(ctx context.Context) error {
+		return exec.CommandContext(ctx, "ctr", "--address", n.sock, "version").Run()
+	})
+}
+
+// Restart brings a killed node back, as a machine that boots again: its
+// leg up, containerd (its images still there), kube-proxy and the
+// kubelet, which finds its pods' containers gone and starts them again.
+// It returns when the node is Ready.
+func (n *Node) Restart(ctx context.Context) error {
+	if !n.killed.Load() {
+		return fmt.Errorf("%s is not dead", n.Name)
+	}
+	if n.netns != "" {
+		if err := run("ip", "link", "set", n.leg(), "up"); err != nil {
+			return err
+		}
+	}
+	// Its dead processes are history: waitFor must not see them exit.
+	n.c.procs = slices.DeleteFunc(n.c.procs, func(p *proc) bool { return p.node == n })
+	n.killed.Store(false)
+	cmps := n.components
+	n.components = nil
+	for _, cmp := range cmps {
+		if err := n.start(ctx, cmp); err != nil {
+			return err
+		}
+	}
+	return n.c.waitFor(ctx, n.Name+" Ready again", 3*time.Minute, n.ready)
+}
+
+// leg is the host end of the node's leg on the bridge.
+func (n *Node) leg() string { return "tsie2e-" + strings.TrimPrefix(n.netns, "tsie2e-") }
 
 // proc names a component of this node: node 1's keep their plain names.
 func (n *Node) proc(component string) string {
@@ -120,7 +167,7 @@ func (n *Node) network() error {
 	if n.netns == "" {
 		return nil
 	}
-	host := "tsie2e-" + strings.TrimPrefix(s.Netns, "tsie2e-") // the bridge leg's host end, named for the namespace
+	host := n.leg()
 	in := func(args ...string) error { return run("ip", append([]string{"-n", s.Netns}, args...)...) }
 	for _, step := range [][]string{
 		{"netns", "add", s.Netns},
@@ -223,12 +270,12 @@ func (n *Node) ImportImage(ctx context.Context, tarball string) error {
 // Kill is the node's death: its kubelet, kube-proxy and containerd are
 // killed and every container on it with them, and its leg on the bridge
 // goes down, all at once, as when a machine loses power. Nothing is told;
-// the cluster finds out as a real one would. The node stays dead; Close
-// still cleans up after it.
+// the cluster finds out as a real one would. The node stays dead until
+// Restart; Close cleans up after it either way.
 func (n *Node) Kill() {
 	n.killed.Store(true)
 	if n.netns != "" {
-		run("ip", "link", "set", "tsie2e-"+strings.TrimPrefix(n.netns, "tsie2e-"), "down")
+		run("ip", "link", "set", n.leg(), "down")
 	}
 	for _, p := range n.c.procs {
 		if p.node == n {
