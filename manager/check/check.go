@@ -81,7 +81,7 @@ func Run(ctx context.Context, c client.Client, o Options) []Result {
 	var sps v1alpha1.SidecarProfileList
 	profilesErr := c.List(ctx, &sps)
 	st, stErr := status(ctx, c, o)
-	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr)}
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr), apiServerProxies(ctx, c, o)}
 	if o.Proxies {
 		out = append(out, proxies(ctx, c, st, sps.Items, profilesErr)...)
 	}
@@ -533,6 +533,57 @@ func policies(ctx context.Context, c client.Client, sps []v1alpha1.SidecarProfil
 		return fail(name, strings.Join(problems, "; "), "fix the namespace annotations or create the SidecarProfiles they name (docs/injection.md lists the policy, docs/profiles.md the profiles); until then pods there are denied")
 	}
 	return pass(name, fmt.Sprintf("%d namespaces set a policy; all parse", n))
+}
+
+// apiServerProxies: which replica serves each API server proxy's name, on
+// which node, and whether another is ready to take it over.
+func apiServerProxies(ctx context.Context, c client.Client, o Options) Result {
+	const name = "API server proxies"
+	var ps v1alpha1.APIServerProxyList
+	if err := c.List(ctx, &ps); err != nil {
+		return fail(name, "listing APIServerProxies: "+err.Error(), "apply this release's CRDs (manifests/base/crd)")
+	}
+	if len(ps.Items) == 0 {
+		return pass(name, "none")
+	}
+	var served, dark, alone []string
+	for _, p := range ps.Items {
+		replicas := int32(1)
+		if p.Spec.Replicas != nil {
+			replicas = *p.Spec.Replicas
+		}
+		host := p.Name
+		if len(p.Status.URLs) > 0 {
+			host = p.Status.URLs[0]
+		}
+		switch {
+		case replicas == 0:
+			served = append(served, host+": 0 replicas")
+		case p.Status.ServedBy == "":
+			dark = append(dark, host)
+		default:
+			node := "an unknown node"
+			var pod corev1.Pod
+			if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: p.Status.ServedBy}, &pod); err == nil && pod.Spec.NodeName != "" {
+				node = pod.Spec.NodeName
+			}
+			served = append(served, fmt.Sprintf("%s served by %s on %s, %d of %d standbys ready", host, p.Status.ServedBy, node, p.Status.StandbysReady, replicas-1))
+			if p.Status.StandbysReady < 1 {
+				alone = append(alone, host)
+			}
+		}
+	}
+	detail := strings.Join(served, "; ")
+	if len(dark) > 0 {
+		return fail(name, fmt.Sprintf("no replica serves %s; %s", strings.Join(dark, ", "), detail),
+			"kubectl describe apiserverproxy and the proxy pods' logs (docs/apiserver-proxy.md)")
+	}
+	r := pass(name, detail)
+	if len(alone) > 0 {
+		r.Warning = true
+		r.Fix = "no replica stands by for " + strings.Join(alone, ", ") + ": losing the serving one's node takes the name down until its pod runs again; set spec.replicas: 2 or more (docs/apiserver-proxy.md)"
+	}
+	return r
 }
 
 // proxies: injected pods whose sidecar is not ready, or was injected with

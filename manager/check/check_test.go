@@ -122,6 +122,10 @@ func TestChecks(t *testing.T) {
 		{"OAuth client incomplete", credentialCheck, []client.Object{statusMap(oauth, ""),
 			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "oauth"}, Data: map[string][]byte{"client_id": []byte("x")}}}, false, false, `has no "client_secret"`},
 		{"not published", credentialCheck, nil, false, false, "ConfigMap tsinject-system/tsinject-manager-status"},
+		{"API proxy served, a standby ready", apiProxiesCheck, apiProxy(2, "ts-apiserver-proxy-k8s-1", 1), true, false, "http://k8s.ts.net served by ts-apiserver-proxy-k8s-1 on node-b, 1 of 1 standbys ready"},
+		{"API proxy served alone", apiProxiesCheck, apiProxy(1, "ts-apiserver-proxy-k8s-0", 0), true, true, "0 of 0 standbys ready"},
+		{"API proxy standby down", apiProxiesCheck, apiProxy(3, "ts-apiserver-proxy-k8s-1", 0), true, true, "0 of 2 standbys ready"},
+		{"API proxy dark", apiProxiesCheck, apiProxy(2, "", 0), false, false, "no replica serves http://k8s.ts.net"},
 		{"guardrails", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), true, false, "6 admission policies hold the manager"},
 		{"guardrails, namespace not restricted", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", map[string]string{"pod-security.kubernetes.io/enforce": "baseline"}), false, false, "does not enforce the restricted Pod Security Standard"},
 		{"guardrails, a policy missing", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil)[1:], false, false, "missing: ValidatingAdmissionPolicy tsinject-manager-webhook"},
@@ -162,6 +166,20 @@ func TestChecks(t *testing.T) {
 			t.Errorf("sidecar versions: %+v", r)
 		}
 	})
+}
+
+func apiProxiesCheck(c client.Client) Result { return apiServerProxies(context.Background(), c, opts) }
+
+// apiProxy is an APIServerProxy of replicas, served by the named replica
+// (on node-b) with standbys ready.
+func apiProxy(replicas int32, servedBy string, standbys int32) []client.Object {
+	p := &v1alpha1.APIServerProxy{ObjectMeta: metav1.ObjectMeta{Name: "k8s"}, Spec: v1alpha1.APIServerProxySpec{Replicas: &replicas},
+		Status: v1alpha1.APIServerProxyStatus{URLs: []string{"http://k8s.ts.net"}, ServedBy: servedBy, StandbysReady: standbys}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: servedBy}, Spec: corev1.PodSpec{NodeName: "node-b"}}
+	if servedBy == "" {
+		return []client.Object{p}
+	}
+	return []client.Object{p, pod}
 }
 
 // listedPolicies is policies with the profiles listed, as Run does.
