@@ -21,7 +21,7 @@ func finishNode(s *cli.Settings, o *tsnode.Options, oneName bool) error {
 		return err
 	}
 	if o.OneName && !oneName {
-		return errors.New("--one-name: this proxy cannot share one name between replicas (the API server proxy can)")
+		return errors.New("--one-name: this proxy cannot share one name between replicas (the API server proxy and ingress can)")
 	}
 	switch {
 	case o.OneName:

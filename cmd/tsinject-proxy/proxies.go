@@ -12,7 +12,7 @@ import (
 
 // proxyCommand is a proxy replica's command: bind its settings table,
 // check them, start the process and run.
-func proxyCommand(name, short string, table func() []cli.Setting, node *tsnode.Options, run func(context.Context, func(string, ...any)) error) *cli.Command {
+func proxyCommand(name, short string, table func() []cli.Setting, node *tsnode.Options, oneName bool, run func(context.Context, func(string, ...any)) error) *cli.Command {
 	var settings *cli.Settings
 	return &cli.Command{
 		Name:  name,
@@ -24,7 +24,7 @@ func proxyCommand(name, short string, table func() []cli.Setting, node *tsnode.O
 			if len(args) > 0 {
 				return cli.ErrUsage
 			}
-			if err := finishNode(settings, node, false); err != nil {
+			if err := finishNode(settings, node, oneName); err != nil {
 				return err
 			}
 			logf, err := startProcess()
@@ -38,12 +38,12 @@ func proxyCommand(name, short string, table func() []cli.Setting, node *tsnode.O
 
 func egressCommand() *cli.Command {
 	var cfg egress.Config
-	return proxyCommand("egress", "forward a Service's TCP and UDP ports to one tailnet target, unprivileged", cfg.Settings, &cfg.Node,
+	return proxyCommand("egress", "forward a Service's TCP and UDP ports to one tailnet target, unprivileged", cfg.Settings, &cfg.Node, false,
 		func(ctx context.Context, logf func(string, ...any)) error { return egress.Run(ctx, cfg, logf) })
 }
 
 func ingressCommand() *cli.Command {
 	var cfg ingress.Config
-	return proxyCommand("ingress", "offer a Service's TCP and UDP ports on the tailnet, unprivileged", cfg.Settings, &cfg.Node,
+	return proxyCommand("ingress", "offer a Service's TCP and UDP ports on the tailnet, unprivileged", cfg.Settings, &cfg.Node, true,
 		func(ctx context.Context, logf func(string, ...any)) error { return ingress.Run(ctx, cfg, logf) })
 }

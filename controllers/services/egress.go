@@ -37,6 +37,20 @@ const (
 // MaxReplicas bounds tsinject.dev/replicas.
 const MaxReplicas = 16
 
+// replicasOf is a Service's tsinject.dev/replicas (default 1), or what is
+// wrong with it.
+func replicasOf(svc *corev1.Service) (int32, string) {
+	v, ok := svc.Annotations[AnnotationReplicas]
+	if !ok {
+		return 1, ""
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > MaxReplicas {
+		return 1, fmt.Sprintf("annotation %s: %q is not allowed (allowed: 1 to %d)", AnnotationReplicas, v, MaxReplicas)
+	}
+	return int32(n), ""
+}
+
 // EgressFinalizer lets the controller log the proxies out before the
 // Service goes.
 const EgressFinalizer = "tsinject.dev/egress"
@@ -109,14 +123,9 @@ func (r *EgressReconciler) parse(ctx context.Context, svc *corev1.Service) (egre
 	ports, svcPorts, portProblems := servicePorts(svc, true)
 	sp.ports, sp.svcPorts = ports, svcPorts
 	problems = append(problems, portProblems...)
-	sp.replicas = 1
-	if v, ok := a[AnnotationReplicas]; ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxReplicas {
-			bad("annotation %s: %q is not allowed (allowed: 1 to %d)", AnnotationReplicas, v, MaxReplicas)
-		} else {
-			sp.replicas = int32(n)
-		}
+	var problem string
+	if sp.replicas, problem = replicasOf(svc); problem != "" {
+		problems = append(problems, problem)
 	}
 	ns, tags, policyProblems := r.namespacePolicy(ctx, svc)
 	sp.tags, sp.proxy = tags, profileProxy(ns)

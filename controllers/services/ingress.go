@@ -66,11 +66,12 @@ func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // ingressSpec is an ingress Service's request, validated.
 type ingressSpec struct {
-	host   string
-	target string
-	ports  []contract.PortMap
-	tags   []string
-	proxy  *v1alpha1.ProxyConfig // from the namespace's SidecarProfiles
+	host     string
+	replicas int32
+	target   string
+	ports    []contract.PortMap
+	tags     []string
+	proxy    *v1alpha1.ProxyConfig // from the namespace's SidecarProfiles
 }
 
 func (r *IngressReconciler) parse(ctx context.Context, svc *corev1.Service) (ingressSpec, []string) {
@@ -84,6 +85,10 @@ func (r *IngressReconciler) parse(ctx context.Context, svc *corev1.Service) (ing
 	ns, tags, policyProblems := r.namespacePolicy(ctx, svc)
 	sp.tags, sp.proxy = tags, profileProxy(ns)
 	problems = append(problems, policyProblems...)
+	var problem string
+	if sp.replicas, problem = replicasOf(svc); problem != "" {
+		problems = append(problems, problem)
+	}
 	sp.host = contract.RenderName(contract.PlaceholderNamespace+"-"+contract.PlaceholderName, svc.Name, svc.Namespace)
 	if v, ok := svc.Annotations[AnnotationHostname]; ok {
 		if !contract.IsDNSLabel(v) || strings.ToLower(v) != v {
@@ -122,13 +127,19 @@ func clusterIP(svc *corev1.Service) string {
 	return first
 }
 
+// set is the Service's proxies: replicas sharing one name, so the name
+// outlives any one of them (package failover).
 func (r *IngressReconciler) set(svc *corev1.Service, sp ingressSpec) *proxyset.Set {
-	return r.proxySet(svc, IngressComponent, 1, []corev1.EnvVar{
+	replicas := max(sp.replicas, 1)
+	s := r.proxySet(svc, IngressComponent, replicas, []corev1.EnvVar{
 		{Name: contract.EnvTags, Value: strings.Join(sp.tags, ",")},
 		{Name: contract.EnvHostname, Value: sp.host},
 		{Name: contract.EnvTarget, Value: sp.target},
 		{Name: contract.EnvPorts, Value: contract.FormatPortMaps(sp.ports)},
+		{Name: contract.EnvOneName, Value: "true"},
 	}, sp.proxy)
+	s.OneName = true
+	return s
 }
 
 // Reconcile brings one ingress Service's proxy and status in line.

@@ -164,3 +164,39 @@ func TestIngressServiceInvalid(t *testing.T) {
 		})
 	}
 }
+
+// An ingress Service's replicas (tsinject.dev/replicas) share its one
+// tailnet name and one state Secret; a bad count is refused by name.
+func TestIngressReplicasShareOneName(t *testing.T) {
+	ctx := context.Background()
+	svc := ingressService()
+	svc.Annotations = map[string]string{AnnotationReplicas: "3"}
+	b, c := newBase(t, svc)
+	r := &IngressReconciler{Base: b}
+	key := client.ObjectKeyFromObject(svc)
+	reconcileIngress(t, r, key)
+	s := r.set(svc, ingressSpec{replicas: 3})
+	var sts appsv1.StatefulSet
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.Name()}, &sts); err != nil {
+		t.Fatal(err)
+	}
+	env := envOf(&sts)
+	if *sts.Spec.Replicas != 3 || env[contract.EnvOneName] != "true" || env[contract.EnvHostname] != "shop-web" || env[contract.EnvHostnamePrefix] != "" {
+		t.Errorf("%d replicas, env %v: want 3 sharing the name shop-web", *sts.Spec.Replicas, env)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.SecretName(1)}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a second state Secret exists (%v): the replicas must share the first", err)
+	}
+
+	if err := c.Get(ctx, key, svc); err != nil {
+		t.Fatal(err)
+	}
+	svc.Annotations[AnnotationReplicas] = "17"
+	if err := c.Update(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	reconcileIngress(t, r, key)
+	if cond := conditionOf(t, c, key, IngressReady); cond == nil || cond.Reason != ReasonInvalidIngress || !strings.Contains(cond.Message, `annotation tsinject.dev/replicas: "17" is not allowed (allowed: 1 to 16)`) {
+		t.Errorf("17 replicas: %+v", cond)
+	}
+}

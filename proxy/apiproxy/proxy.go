@@ -396,32 +396,16 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		}
 		return n.Ready(ctx)
 	}
-	ready := nodeReady
-	var replica *failover.Replica
-	if cfg.Node.OneName {
-		kc, err := cfg.Node.KubeClient("tsinject-failover")
-		if err != nil {
-			return err
-		}
-		replica = &failover.Replica{Self: cfg.Node.PodName, Store: &failover.SecretStore{Client: kc, Name: cfg.Node.Secret},
-			Timings: failover.DefaultTimings, Logf: logf}
-		ready = func(ctx context.Context) error {
-			if replica.Serving() {
-				return nodeReady(ctx)
-			}
-			return replica.Standby()
-		}
+	guard, err := failover.NewGuard(cfg.Node, logf)
+	if err != nil {
+		return err
 	}
-	health, err := tsnode.ServeHealth(cfg.HealthAddr, ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	health, err := tsnode.ServeHealth(cfg.HealthAddr, guard.Ready(nodeReady), promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if err != nil {
 		return err
 	}
 	defer health.Close()
-	serve := func(ctx context.Context) error { return serveNode(ctx, cfg, h, reg, &node, logf) }
-	if replica == nil {
-		return serve(ctx)
-	}
-	return replica.Run(ctx, serve)
+	return guard.Run(ctx, func(ctx context.Context) error { return serveNode(ctx, cfg, h, reg, &node, logf) })
 }
 
 // serveNode joins the tailnet and serves h there until ctx ends.
@@ -479,7 +463,7 @@ func serveNode(ctx context.Context, cfg Config, h *Handler, reg *prometheus.Regi
 	// one-name replica drains briefly: its standby waits for the name.
 	drain := 10 * time.Second
 	switch {
-	case errors.Is(context.Cause(ctx), failover.ErrLost):
+	case failover.Lost(ctx):
 		drain = 0
 	case cfg.Node.OneName:
 		drain = 2 * time.Second

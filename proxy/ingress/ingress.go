@@ -21,6 +21,7 @@ import (
 
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/failover"
 	"github.com/tsinject/tsinject/internal/portfwd"
 	"github.com/tsinject/tsinject/internal/tsnode"
 )
@@ -64,7 +65,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		return errors.New("nothing to do: give --target and --ports")
 	}
 	var ready atomic.Bool
-	var node *tsnode.Node
+	var node atomic.Pointer[tsnode.Node]
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	fwd := &portfwd.Forwarder{
 		Dial: func(ctx context.Context, network string, port uint16) (net.Conn, error) {
@@ -75,12 +76,17 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	}
 	reg := prometheus.NewRegistry()
 	fwd.Stats.Register(reg, "tsinject_ingress", "Connections to the Service that failed.")
-	health, err := tsnode.ServeHealth(cfg.HealthAddr, func(ctx context.Context) error {
-		if !ready.Load() {
+	guard, err := failover.NewGuard(cfg.Node, logf)
+	if err != nil {
+		return err
+	}
+	health, err := tsnode.ServeHealth(cfg.HealthAddr, guard.Ready(func(ctx context.Context) error {
+		n := node.Load()
+		if !ready.Load() || n == nil {
 			return errors.New("not ready: joining the tailnet or stopping")
 		}
-		return node.Ready(ctx)
-	}, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		return n.Ready(ctx)
+	}), promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if err != nil {
 		return err
 	}
@@ -90,55 +96,58 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if cfg.Node.WindowShare == 0 {
 		cfg.Node.WindowShare = tsnode.WindowShareShared
 	}
-	node, err = tsnode.Start(ctx, cfg.Node, logf)
-	if err != nil {
-		return err
-	}
-	closeNode := func() {
-		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		node.Close(closeCtx, logf)
-	}
-	reg.MustRegister(tsnode.NewPeerCollector(node))
-	v4, v6 := node.Server.TailscaleIPs()
-	var listeners []interface{ Close() error }
-	defer func() {
-		for _, l := range listeners {
-			_ = l.Close()
+	return guard.Run(ctx, func(ctx context.Context) error {
+		n, err := tsnode.Start(ctx, cfg.Node, logf)
+		if err != nil {
+			return err
 		}
-	}()
-	for _, m := range cfg.Ports {
-		if m.Proto == "tcp" {
-			ln, err := node.Server.Listen("tcp", ":"+strconv.Itoa(int(m.Port)))
-			if err != nil {
-				closeNode()
-				return fmt.Errorf("port %s: %w", m, err)
+		node.Store(n)
+		defer node.Store(nil)
+		// Closed at once on the way out: connections end with the replica
+		// (a one-name standby takes the name as soon as it is let go).
+		defer func() {
+			ready.Store(false)
+			closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			n.Close(closeCtx, logf)
+		}()
+		reg.MustRegister(tsnode.NewPeerCollector(n))
+		v4, v6 := n.Server.TailscaleIPs()
+		var listeners []interface{ Close() error }
+		defer func() {
+			for _, l := range listeners {
+				_ = l.Close()
 			}
-			listeners = append(listeners, ln)
-			go fwd.ServeTCP(ctx, ln, m)
-			continue
-		}
-		// tsnet listens for UDP on one address at a time.
-		for _, ip := range []netip.Addr{v4, v6} {
-			if !ip.IsValid() {
+		}()
+		for _, m := range cfg.Ports {
+			if m.Proto == "tcp" {
+				ln, err := n.Server.Listen("tcp", ":"+strconv.Itoa(int(m.Port)))
+				if err != nil {
+					return fmt.Errorf("port %s: %w", m, err)
+				}
+				listeners = append(listeners, ln)
+				go fwd.ServeTCP(ctx, ln, m)
 				continue
 			}
-			pc, err := node.Server.ListenPacket("udp", netip.AddrPortFrom(ip, m.Port).String())
-			if err != nil {
-				closeNode()
-				return fmt.Errorf("port %s on %s: %w", m, ip, err)
+			// tsnet listens for UDP on one address at a time.
+			for _, ip := range []netip.Addr{v4, v6} {
+				if !ip.IsValid() {
+					continue
+				}
+				pc, err := n.Server.ListenPacket("udp", netip.AddrPortFrom(ip, m.Port).String())
+				if err != nil {
+					return fmt.Errorf("port %s on %s: %w", m, ip, err)
+				}
+				listeners = append(listeners, pc)
+				go fwd.ServeUDP(ctx, pc, m)
 			}
-			listeners = append(listeners, pc)
-			go fwd.ServeUDP(ctx, pc, m)
 		}
-	}
-	ready.Store(true)
-	logf("ingress up: tailnet %s to %s", contract.FormatPortMaps(cfg.Ports), cfg.Target)
+		ready.Store(true)
+		logf("ingress up: tailnet %s to %s", contract.FormatPortMaps(cfg.Ports), cfg.Target)
 
-	go node.ReportLoop(ctx, nil, logf)
-	<-ctx.Done()
-	ready.Store(false)
-	closeNode()
-	logf("ingress stopped")
-	return nil
+		go n.ReportLoop(ctx, nil, logf)
+		<-ctx.Done()
+		logf("ingress stopped")
+		return nil
+	})
 }

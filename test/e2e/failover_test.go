@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
@@ -18,7 +20,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"tailscale.com/tailcfg"
 
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/proxy/apiproxy"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // failoverRounds is how many times the serving replica's node dies.
@@ -43,7 +47,7 @@ spec: {mode: auth, tls: http, hostname: k8s-ha, replicas: 2}
 		defer cancel()
 		kubectl(ctx, "delete", "apiserverproxy", "ha", "--wait=true", "--timeout=2m")
 	})
-	standby := waitServed(t, ctx, "")
+	waitServed(t, ctx, "")
 	dead := env.cluster.Nodes[len(env.cluster.Nodes)-1] // node 2: the host's node runs the control plane
 	replicas := proxyPods(t, ctx)
 	if len(replicas) != 2 || replicas[0].Spec.NodeName == replicas[1].Spec.NodeName {
@@ -76,24 +80,11 @@ spec: {mode: auth, tls: http, hostname: k8s-ha, replicas: 2}
 	configMap(t, ctx, "before-loss")
 	w.saw(t, ctx, "before-loss")
 
+	const state, selector = "ts-apiserver-proxy-ha-0", "app.kubernetes.io/component=apiserver-proxy,tsinject.dev/owner=ha"
 	var handovers, takeovers []time.Duration
 	for round := 1; round <= failoverRounds; round++ {
-		serving := servingPod(t, ctx, standby)
-		if serving.Spec.NodeName != dead.Name {
-			// The name is on the surviving node: hand it over by deleting
-			// that replica, so the node about to die serves it.
-			start := time.Now()
-			if out, err := kubectl(ctx, "-n", system, "delete", "pod", serving.Name, "--wait=false"); err != nil {
-				t.Fatalf("delete %s: %v: %s", serving.Name, err, out)
-			}
-			untilServed()
-			handovers = append(handovers, time.Since(start))
-			standby = waitServed(t, ctx, serving.Name)
-			serving = servingPod(t, ctx, standby)
-			if serving.Spec.NodeName != dead.Name {
-				t.Fatalf("round %d: after the handover the name is served from %s, want %s", round, serving.Spec.NodeName, dead.Name)
-			}
-		}
+		// The name onto the node about to die.
+		handovers = append(handovers, handTo(t, ctx, state, selector, dead.Name, func() { untilServed() })...)
 		start := time.Now()
 		dead.Kill()
 		configMap(t, ctx, fmt.Sprintf("during-loss-%d", round)) // while no replica serves
@@ -107,14 +98,77 @@ spec: {mode: auth, tls: http, hostname: k8s-ha, replicas: 2}
 		if err := dead.Restart(ctx); err != nil {
 			t.Fatalf("restarting %s: %v", dead.Name, err)
 		}
-		standby = waitServed(t, ctx, serving.Name)
+		waitServed(t, ctx, "")
 	}
 	figure(t, "the name k8s-ha after its serving replica's node died, first kubectl success (of %d): median %s, worst %s; after its pod was deleted (handover): median %s, worst %s; the watch delivered every event",
 		len(takeovers), median(takeovers), maxOf(takeovers), median(handovers), maxOf(handovers))
 }
 
+// holder is the replica serving a one-name set's name, as the record on
+// its shared state Secret says, once that pod is Ready.
+func holder(t *testing.T, ctx context.Context, state, selector string) corev1.Pod {
+	t.Helper()
+	var pod corev1.Pod
+	err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", system, "get", "secret", state, "-o", `jsonpath={.metadata.annotations.tsinject\.dev/serving}`)
+		by := contract.ParseServing(out).Pod
+		if err != nil || by == "" {
+			return fmt.Errorf("no replica serves (%v)", err)
+		}
+		pods, err := env.cluster.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if ok, _ := ready(&p); p.Name == by && ok && p.DeletionTimestamp == nil {
+				pod = p
+				return nil
+			}
+		}
+		return fmt.Errorf("%s serves, but is not a Ready replica (yet)", by)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
+// handTo moves a one-name set's name onto node by deleting the replica
+// serving it, as often as needed: the StatefulSet re-creates a deleted
+// replica under its name at once, and that one may take the name back
+// before the standby does. It returns, per deletion, how long until
+// answered() (the name answering again) returned.
+func handTo(t *testing.T, ctx context.Context, state, selector, node string, answered func()) []time.Duration {
+	t.Helper()
+	var took []time.Duration
+	for range 6 {
+		p := holder(t, ctx, state, selector)
+		if p.Spec.NodeName == node {
+			return took
+		}
+		start := time.Now()
+		if out, err := kubectl(ctx, "-n", system, "delete", "pod", p.Name, "--wait=false"); err != nil {
+			t.Fatalf("delete %s: %v: %s", p.Name, err, out)
+		}
+		// The deleted pod's successor or the standby: another pod.
+		if err := waitFor(ctx, func(ctx context.Context) error {
+			if h := holder(t, ctx, state, selector); h.UID == p.UID {
+				return fmt.Errorf("%s still serves", p.Name)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		answered()
+		took = append(took, time.Since(start))
+	}
+	t.Fatalf("the name stayed off %s through 6 handovers", node)
+	return nil
+}
+
 // waitServed waits until the proxy ha is Ready, served by a replica other
-// than not, with a standby ready, and returns that replica's name.
+// than not, with a standby ready (as its status says), and returns that
+// replica's name.
 func waitServed(t *testing.T, ctx context.Context, not string) string {
 	t.Helper()
 	var by string
@@ -142,17 +196,6 @@ func proxyPods(t *testing.T, ctx context.Context) []corev1.Pod {
 		t.Fatal(err)
 	}
 	return pods.Items
-}
-
-func servingPod(t *testing.T, ctx context.Context, name string) corev1.Pod {
-	t.Helper()
-	for _, p := range proxyPods(t, ctx) {
-		if p.Name == name {
-			return p
-		}
-	}
-	t.Fatalf("no replica %s", name)
-	return corev1.Pod{}
 }
 
 func podNodes(ps []corev1.Pod) []string {
@@ -283,4 +326,181 @@ func maxOf(ds []time.Duration) time.Duration {
 		return 0
 	}
 	return slices.Max(ds).Round(100 * time.Millisecond)
+}
+
+// An ingress Service with two replicas, one per node, under one tailnet
+// name, in front of a web pod on node 1. A tailnet client fetches through
+// the name once a second while, three times, the name is handed to node
+// 2's replica and node 2 dies; the longest run of errors it sees is the
+// figure (the issue's bound: 10 s).
+func TestIngressSurvivesNodeLoss(t *testing.T) {
+	ns := namespace(t, "ingress-ha")
+	apply(t, ns, onNode(webPod, env.cluster.Nodes[0].Name)+`---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  annotations: {tsinject.dev/replicas: "2"}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: tsinject.dev/tailnet
+  allocateLoadBalancerNodePorts: false
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+`)
+	ctx := testCtx(t, 15*time.Minute)
+	var host string
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "service", "web", "-o", `jsonpath={.status.loadBalancer.ingress[0].hostname}`)
+		if host = strings.TrimSpace(out); err != nil || host == "" {
+			return fmt.Errorf("no tailnet name in status.loadBalancer yet (%v): %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, ns, "web", "Ready", ready)
+	selector := "app.kubernetes.io/component=ingress,tsinject.dev/owner=web,tsinject.dev/owner-namespace=" + ns
+	replicas := func() []corev1.Pod {
+		pods, err := env.cluster.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pods.Items
+	}
+	// Both replicas Ready (one serving, one standing by), on both nodes.
+	bothReady := func() {
+		t.Helper()
+		if err := waitFor(ctx, func(context.Context) error {
+			ps := replicas()
+			nodes := map[string]bool{}
+			for _, p := range ps {
+				if ok, _ := ready(&p); !ok {
+					return fmt.Errorf("%s not Ready", p.Name)
+				}
+				nodes[p.Spec.NodeName] = true
+			}
+			if len(ps) != 2 || len(nodes) != 2 {
+				return fmt.Errorf("replicas %v, want 2 Ready on 2 nodes", podNodes(ps))
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bothReady()
+	state := replicas()[0].OwnerReferences[0].Name + "-0" // the StatefulSet's shared state Secret
+
+	laptop, err := env.tn.NewNode(ctx, "laptop-ingress-ha", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	c := newLooper(ctx, laptop, "http://"+host+"/")
+	dead := env.cluster.Nodes[len(env.cluster.Nodes)-1]
+	const rounds = 3
+	for round := 1; round <= rounds; round++ {
+		c.waitOK(t, ctx)
+		handTo(t, ctx, state, selector, dead.Name, func() { c.waitOK(t, ctx) })
+		dead.Kill()
+		c.waitOKAfter(t, ctx, time.Now())
+		if err := dead.Restart(ctx); err != nil {
+			t.Fatalf("restarting %s: %v", dead.Name, err)
+		}
+		bothReady()
+	}
+	worst, runs := c.stop()
+	figure(t, "a client fetching http://%s/ once a second through %d node deaths and %d handovers: longest run of errors %s (runs: %s)",
+		host, rounds, rounds, worst.Round(100*time.Millisecond), runs)
+}
+
+// looper fetches a URL through a tailnet node once a second and keeps
+// when each fetch began and whether it succeeded.
+type looper struct {
+	mu      sync.Mutex
+	results []result
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+type result struct {
+	at time.Time
+	ok bool
+}
+
+func newLooper(ctx context.Context, n *tailnet.Node, url string) *looper {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &looper{cancel: cancel, done: make(chan struct{})}
+	hc := &http.Client{Transport: &http.Transport{DialContext: n.Dial, DisableKeepAlives: true}, Timeout: time.Second}
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			at := time.Now()
+			ok := false
+			if res, err := hc.Get(url); err == nil {
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				ok = strings.Contains(string(b), "hello from the cluster")
+			}
+			l.mu.Lock()
+			l.results = append(l.results, result{at, ok})
+			l.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return l
+}
+
+// waitOK waits for a success; waitOKAfter for one begun after since.
+func (l *looper) waitOK(t *testing.T, ctx context.Context) { l.waitOKAfter(t, ctx, time.Time{}) }
+
+func (l *looper) waitOKAfter(t *testing.T, ctx context.Context, since time.Time) {
+	t.Helper()
+	if err := waitFor(ctx, func(context.Context) error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for i := len(l.results) - 1; i >= 0 && !l.results[i].at.Before(since); i-- {
+			if l.results[i].ok {
+				return nil
+			}
+		}
+		return errors.New("no successful fetch yet")
+	}); err != nil {
+		t.Fatalf("fetching through the ingress name: %v", err)
+	}
+}
+
+// stop ends the loop and returns the longest run of errors (from its
+// first failed fetch to the next successful one) and every run.
+func (l *looper) stop() (time.Duration, string) {
+	l.cancel()
+	<-l.done
+	var worst time.Duration
+	var runs []string
+	var first time.Time
+	started := false // errors before the first success are the path being set up
+	for _, r := range l.results {
+		if started = started || r.ok; !started {
+			continue
+		}
+		switch {
+		case !r.ok && first.IsZero():
+			first = r.at
+		case r.ok && !first.IsZero():
+			d := r.at.Sub(first)
+			runs = append(runs, d.Round(100*time.Millisecond).String())
+			worst = max(worst, d)
+			first = time.Time{}
+		}
+	}
+	if len(runs) == 0 {
+		return 0, "none"
+	}
+	return worst, strings.Join(runs, ", ")
 }

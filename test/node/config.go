@@ -108,7 +108,7 @@ func cniConfig(ipamDir string, s nodeSpec) string {
 `, s.PodBridge, ipamDir, s.PodCIDR, s.RangeStart, s.RangeEnd, s.PodGateway)
 }
 
-func kubeletConfig(s nodeSpec, caFile, sock, resolv string) string {
+func kubeletConfig(s nodeSpec, caFile, sock, resolv, podLogs string) string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %s
@@ -130,13 +130,16 @@ protectKernelDefaults: false
 clusterDomain: cluster.local
 clusterDNS: [%s]
 resolvConf: %q
+# Each node's own: a kubelet removes the log directories of pods it does
+# not run, which would take the other node's.
+podLogsDir: %q
 # Never evict or collect images here: the images are imported, not pulled.
 evictionHard: {memory.available: "50Mi", nodefs.available: "1%%", imagefs.available: "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 maxPods: 110
-`, s.IP, caFile, sock, s.CgroupRoot, ClusterDNS, resolv)
+`, s.IP, caFile, sock, s.CgroupRoot, ClusterDNS, resolv, podLogs)
 }
 
 func kubeProxyConfig(s nodeSpec, kubeconfig string, healthzPort, metricsPort int) string {

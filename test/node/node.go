@@ -42,7 +42,7 @@ type component struct {
 // and kubelet; Start waits for it to be Ready.
 func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki, server, kubeProxyKC string, images []string) (*Node, error) {
 	n := &Node{Name: s.Name, IP: s.IP, spec: s, c: c, netns: s.Netns, dir: filepath.Join(c.Dir, s.Name)}
-	for _, d := range []string{"containerd/root", "containerd/state", "cni/net.d", "cni/ipam", "kubelet"} {
+	for _, d := range []string{"containerd/root", "containerd/state", "cni/net.d", "cni/ipam", "kubelet", "pod-logs"} {
 		if err := os.MkdirAll(filepath.Join(n.dir, d), 0o755); err != nil {
 			return nil, err
 		}
@@ -95,7 +95,7 @@ func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki
 		return nil, err
 	}
 	kubeletCfg := filepath.Join(n.dir, "kubelet.yaml")
-	if err := os.WriteFile(kubeletCfg, []byte(kubeletConfig(s, p.path("ca.crt"), n.sock, resolv)), 0o644); err != nil {
+	if err := os.WriteFile(kubeletCfg, []byte(kubeletConfig(s, p.path("ca.crt"), n.sock, resolv, filepath.Join(n.dir, "pod-logs"))), 0o644); err != nil {
 		return nil, err
 	}
 	if err := n.start(ctx, component{n.proc("kubelet"), filepath.Join(bins, "kubelet"), []string{
