@@ -390,8 +390,14 @@ func HomeDERPReady(ctx context.Context, s *tsnet.Server) error {
 	return nil
 }
 
+// CloseWait bounds how long Close waits for tsnet to shut down.
+const CloseWait = 10 * time.Second
+
 // Close leaves the tailnet; an ephemeral node logs out first, so the
-// control server removes it at once.
+// control server removes it at once. It waits at most CloseWait for the
+// node to shut down: wireguard-go can deadlock closing a device whose peer
+// became active meanwhile (tailscale#8059, seen here in a test), and a
+// replica must not hang on its way out (its process exits next).
 func (n *Node) Close(ctx context.Context, logf logger.Logf) {
 	if n.Server.Ephemeral {
 		if err := n.LC.Logout(ctx); err != nil {
@@ -400,7 +406,16 @@ func (n *Node) Close(ctx context.Context, logf logger.Logf) {
 			logf("logged out: the control server removes this ephemeral node")
 		}
 	}
-	n.Server.Close()
+	closed := make(chan struct{})
+	go func() {
+		n.Server.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(CloseWait):
+		logf("leaving the tailnet: the node did not shut down within %s (tailscale#8059); going on", CloseWait)
+	}
 }
 
 // ReportLoop writes the device into the state Secret (Report) every few
