@@ -113,6 +113,16 @@ func start(t *testing.T, st *memStore, name string, serving *atomic.Int32, maxSe
 	return rp
 }
 
+// servingAndStandby starts p-0, serving, then p-1, standing by.
+func servingAndStandby(t *testing.T, st *memStore, serving, most *atomic.Int32) (*replica, *replica) {
+	t.Helper()
+	a := start(t, st, "p-0", serving, most)
+	waitUntil(t, "p-0 serving", func() bool { return a.r.Serving() })
+	b := start(t, st, "p-1", serving, most)
+	waitUntil(t, "p-1 standing by", func() bool { return b.r.Standby() == nil })
+	return a, b
+}
+
 // result is what a replica's Run returned.
 func result(t *testing.T, rp *replica) error {
 	t.Helper()
@@ -167,10 +177,7 @@ func TestOneServes(t *testing.T) {
 func TestStopHandsOver(t *testing.T) {
 	st := &memStore{}
 	var serving, most atomic.Int32
-	a := start(t, st, "p-0", &serving, &most)
-	waitUntil(t, "p-0 serving", func() bool { return a.r.Serving() })
-	b := start(t, st, "p-1", &serving, &most)
-	waitUntil(t, "p-1 standing by", func() bool { return b.r.Standby() == nil })
+	a, b := servingAndStandby(t, st, &serving, &most)
 	a.cancel()
 	if err := result(t, a); !errors.Is(err, context.Canceled) {
 		t.Errorf("stopped replica returned %v", err)
@@ -192,10 +199,7 @@ func TestStopHandsOver(t *testing.T) {
 func TestSilentReplicaIsReplaced(t *testing.T) {
 	st := &memStore{}
 	var serving, most atomic.Int32
-	a := start(t, st, "p-0", &serving, &most)
-	waitUntil(t, "p-0 serving", func() bool { return a.r.Serving() })
-	b := start(t, st, "p-1", &serving, &most)
-	waitUntil(t, "p-1 standing by", func() bool { return b.r.Standby() == nil })
+	a, b := servingAndStandby(t, st, &serving, &most)
 	a.view.down.Store(true) // p-0 cannot reach the API server
 	if err := result(t, a); !errors.Is(err, ErrLost) {
 		t.Errorf("partitioned replica returned %v, want ErrLost", err)

@@ -378,15 +378,10 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if cfg.Node.WindowShare == 0 {
 		cfg.Node.WindowShare = tsnode.WindowShareShared
 	}
+	// The node is set once it serves (readiness), the handler's WhoIs
+	// before it does.
 	var node atomic.Pointer[tsnode.Node]
-	h := &Handler{Mode: cfg.Mode, Upstream: cfg.Upstream, Transport: tr, Token: TokenFile(cfg.TokenFile), Logf: logf,
-		WhoIs: func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) {
-			n := node.Load()
-			if n == nil {
-				return nil, errors.New("not on the tailnet")
-			}
-			return n.LC.WhoIs(ctx, addr)
-		}}
+	h := &Handler{Mode: cfg.Mode, Upstream: cfg.Upstream, Transport: tr, Token: TokenFile(cfg.TokenFile), Logf: logf}
 	reg := prometheus.NewRegistry()
 	h.Register(reg)
 	nodeReady := func(ctx context.Context) error {
@@ -423,6 +418,7 @@ func serveNode(ctx context.Context, cfg Config, h *Handler, reg *prometheus.Regi
 	}
 	fqdn := strings.TrimSuffix(st.Self.DNSName, ".")
 	h.Names, h.Addrs = hostNames(fqdn), st.Self.TailscaleIPs
+	h.WhoIs = func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) { return n.LC.WhoIs(ctx, addr) }
 
 	var ln net.Listener
 	scheme := "http"

@@ -38,10 +38,16 @@ type component struct {
 	args      []string
 }
 
+// newNode is node s of cluster c, its files under c's directory.
+func (c *Cluster) newNode(s nodeSpec) *Node {
+	dir := filepath.Join(c.Dir, s.Name)
+	return &Node{Name: s.Name, IP: s.IP, spec: s, c: c, netns: s.Netns, dir: dir, sock: filepath.Join(dir, "containerd", "containerd.sock")}
+}
+
 // startNode starts a node's network, containerd (importing images), kube-proxy
 // and kubelet; Start waits for it to be Ready.
 func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki, server, kubeProxyKC string, images []string) (*Node, error) {
-	n := &Node{Name: s.Name, IP: s.IP, spec: s, c: c, netns: s.Netns, dir: filepath.Join(c.Dir, s.Name)}
+	n := c.newNode(s)
 	for _, d := range []string{"containerd/root", "containerd/state", "cni/net.d", "cni/ipam", "kubelet", "pod-logs"} {
 		if err := os.MkdirAll(filepath.Join(n.dir, d), 0o755); err != nil {
 			return nil, err
@@ -62,7 +68,6 @@ func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki
 	}
 
 	// containerd, and the images pods use, before the kubelet asks.
-	n.sock = filepath.Join(n.dir, "containerd", "containerd.sock")
 	cfg := filepath.Join(n.dir, "containerd", "config.toml")
 	if err := os.WriteFile(cfg, []byte(containerdConfig(filepath.Join(n.dir, "containerd/root"), filepath.Join(n.dir, "containerd/state"), n.sock, filepath.Join(n.dir, "cni/net.d"), filepath.Join(n.dir, "containerd/runc"))), 0o644); err != nil {
 		return nil, err
@@ -148,8 +153,9 @@ func (n *Node) Restart(ctx context.Context) error {
 	return n.c.waitFor(ctx, n.Name+" Ready again", 3*time.Minute, n.ready)
 }
 
-// leg is the host end of the node's leg on the bridge.
-func (n *Node) leg() string { return "tsie2e-" + strings.TrimPrefix(n.netns, "tsie2e-") }
+// leg is the host end of the node's leg on the bridge, named like its
+// namespace.
+func (n *Node) leg() string { return n.netns }
 
 // proc names a component of this node: node 1's keep their plain names.
 func (n *Node) proc(component string) string {

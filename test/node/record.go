@@ -61,8 +61,7 @@ func Reclaim(log io.Writer) error {
 	fmt.Fprintf(log, "node: undoing a node whose process %d died before it could (%s)\n", r.Pid, r.Dir)
 	old := &Cluster{Dir: r.Dir, log: log, before: r.Before, sysctlSet: r.Before.Sysctls}
 	for _, s := range nodeSpecs {
-		old.Nodes = append(old.Nodes, &Node{Name: s.Name, IP: s.IP, spec: s, c: old, netns: s.Netns,
-			sock: filepath.Join(r.Dir, s.Name, "containerd", "containerd.sock")})
+		old.Nodes = append(old.Nodes, old.newNode(s))
 	}
 	return old.Close()
 }
