@@ -128,7 +128,7 @@ func run(m *testing.M) (code int) {
 			fmt.Println("--- FAIL: teardown")
 			code = 1
 		} else {
-			fmt.Println("--- PASS: teardown (interfaces, addresses, nftables tables, mounts, netns, sysctls as before)")
+			fmt.Println("--- PASS: teardown (interfaces, addresses, nftables tables, ipsets, mounts, netns, sysctls as before)")
 		}
 	}()
 	fmt.Printf("e2e: node Ready %s after start\n", time.Since(start).Round(100*time.Millisecond))

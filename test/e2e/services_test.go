@@ -21,11 +21,14 @@ import (
 )
 
 // An egress Service: an ExternalName Service annotated with a tailnet
-// name gets two proxy replicas. A pod in another namespace, uninjected,
-// reaches the tailnet peer's HTTP server and its DNS server (UDP) at the
-// Service's cluster name (CoreDNS follows the externalName to the proxies'
-// ClusterIP; kube-proxy balances), and keeps reaching both while one
-// replica is deleted and comes back. Deleting the Service removes the
+// name gets two proxy replicas. A pod of the Service's namespace,
+// uninjected, reaches the tailnet peer's HTTP server and its DNS server
+// (UDP) at the Service's cluster name (CoreDNS follows the externalName to
+// the proxies' ClusterIP; kube-proxy balances), and keeps reaching both
+// while one replica is deleted and comes back. A pod of another tenant's
+// namespace reaches neither the proxies' Service nor either replica, which
+// reach the tailnet with this namespace's tags (the NetworkPolicy the
+// proxies get, enforced by the nodes). Deleting the Service removes the
 // proxies.
 func TestEgressService(t *testing.T) {
 	ns := namespace(t, "egress")
@@ -75,17 +78,9 @@ spec:
 	}
 	proxySet := strings.Split(svc.Spec.ExternalName, ".")[0]
 
-	// The client: a pod in a namespace tsinject does not touch, probing
+	// The client: an uninjected pod of the Service's namespace, probing
 	// both ports twice a second (bounded), each line stamped.
-	client := "egress-client"
-	if _, err := env.cluster.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: client}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), podDeadline)
-		defer cancel()
-		env.cluster.Client.CoreV1().Namespaces().Delete(ctx, client, metav1.DeleteOptions{})
-	})
+	client := ns
 	host := "db-tailnet." + ns + ".svc.cluster.local"
 	script := fmt.Sprintf(`B=/bin/busybox
 i=0
@@ -96,7 +91,7 @@ while [ $i -lt 240 ]; do
   i=$((i+1)); $B sleep 0.5
 done
 `, host, answer)
-	apply(t, client, pod("probe", nil, "Never", script))
+	apply(t, client, uninjected(pod("probe", nil, "Never", script)))
 	probes := func() []probe {
 		out, _ := kubectl(ctx, "-n", client, "logs", "probe")
 		return parseProbes(out)
@@ -111,6 +106,7 @@ done
 	if err != nil {
 		t.Fatalf("uninjected pod → %s (TCP and UDP): %v\n%s", host, err, describe(client, "probe"))
 	}
+	otherTenantRefused(t, ns, host, proxySet)
 
 	// One replica goes; the other carries on while the StatefulSet brings
 	// it back. On a busy machine replica 0 may be back before a probe ran
@@ -120,6 +116,10 @@ done
 	var gone, back time.Time
 	var deleted, until int64
 	for attempt := 1; ; attempt++ {
+		old, err := env.cluster.Client.CoreV1().Pods(system).Get(ctx, proxySet+"-0", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
 		gone = time.Now()
 		if out, err := kubectl(ctx, "-n", system, "delete", "pod", proxySet+"-0", "--wait=true", "--timeout=2m"); err != nil {
 			t.Fatalf("delete replica 0: %v: %s", err, out)
@@ -130,7 +130,9 @@ done
 			if err != nil {
 				return err
 			}
-			if ok, _ := ready(p); !ok || !p.CreationTimestamp.After(gone) {
+			// Its successor, by UID: creation times have whole seconds,
+			// and a quick replica is back within the second it went.
+			if ok, _ := ready(p); !ok || p.UID == old.UID {
 				return fmt.Errorf("replica 0 not back: %s", podSummary(p))
 			}
 			for _, c := range p.Status.Conditions {
@@ -196,6 +198,60 @@ done
 	if err != nil {
 		t.Errorf("deleting the egress Service: %v", err)
 	}
+}
+
+// otherTenantRefused: a pod of another namespace reaches neither the
+// egress Service's proxies at its name nor either replica's address, where
+// a pod of the Service's namespace reaches all of them.
+func otherTenantRefused(t *testing.T, ns, host, proxySet string) {
+	ctx := testCtx(t, podDeadline)
+	targets := []string{host}
+	for i := range 2 {
+		p, err := env.cluster.Client.CoreV1().Pods(system).Get(ctx, fmt.Sprintf("%s-%d", proxySet, i), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, p.Status.PodIP+" ("+p.Spec.NodeName+")")
+	}
+	var script strings.Builder
+	script.WriteString("B=/bin/busybox\n")
+	for _, tg := range targets {
+		addr, _, _ := strings.Cut(tg, " ")
+		fmt.Fprintf(&script, "if $B timeout 5 $B wget -q -O - http://%s/ | $B grep -q 'hello from db'; then echo 'ok %s'; else echo 'refused %s'; fi\n", addr, tg, tg)
+	}
+	other := "egress-other"
+	if _, err := env.cluster.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), podDeadline)
+		defer cancel()
+		env.cluster.Client.CoreV1().Namespaces().Delete(ctx, other, metav1.DeleteOptions{})
+	})
+	// Both at once; each tries every target once.
+	apply(t, ns, uninjected(pod("reach", nil, "Never", script.String())))
+	apply(t, other, pod("reach", nil, "Never", script.String()))
+	results := map[string]string{}
+	for _, n := range []string{ns, other} {
+		waitPod(t, n, "reach", "done", succeeded)
+		results[n] = logs(t, n, "reach", "app")
+	}
+	for _, tg := range targets {
+		if !strings.Contains(results[ns], "ok "+tg) {
+			t.Errorf("a pod of %s did not reach %s: %s", ns, tg, results[ns])
+		}
+		if !strings.Contains(results[other], "refused "+tg) {
+			t.Errorf("a pod of another namespace reached %s, which carries %s's tags to the tailnet: %s", tg, ns, results[other])
+		}
+	}
+	if !t.Failed() {
+		figure(t, "a pod of %s refused at %s", other, strings.Join(targets, ", "))
+	}
+}
+
+// uninjected labels a pod manifest so the webhook leaves it alone.
+func uninjected(manifest string) string {
+	return strings.Replace(manifest, "metadata:\n", "metadata:\n  labels: {tsinject.dev/inject: \"false\"}\n", 1)
 }
 
 type probe struct {

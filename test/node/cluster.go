@@ -1,6 +1,7 @@
 // Package node runs a real two-node Kubernetes cluster on this machine for
 // make e2e: etcd, kube-apiserver, kube-controller-manager, kube-scheduler
-// and CoreDNS once, and on each node a kubelet, kube-proxy and containerd,
+// and CoreDNS once, and on each node a kubelet, kube-proxy, containerd and
+// kube-router's NetworkPolicy controller,
 // built from the Go module proxy (package testbins) and Debian's packages
 // (containerd, runc, the CNI plugins). Pods run for real, so what the
 // webhook writes is proven on the kubelet that consumes it, replicas
@@ -37,7 +38,7 @@ import (
 )
 
 // Packages are the Debian packages a node needs beyond Go.
-var Packages = []string{"containerd", "runc", "containernetworking-plugins", "conntrack", "nftables", "iproute2", "busybox-static"}
+var Packages = []string{"containerd", "runc", "containernetworking-plugins", "conntrack", "nftables", "iptables", "ipset", "iproute2", "busybox-static"}
 
 // Options configure Start.
 type Options struct {
@@ -83,7 +84,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, errors.New("a real node needs root (mounts, cgroups, a bridge, nftables)")
 	}
 	var missing []string
-	for _, c := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nft", "conntrack", "ip", "/usr/lib/cni/bridge", "/usr/lib/cni/host-local"} {
+	for _, c := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nft", "iptables", "ipset", "conntrack", "ip", "/usr/lib/cni/bridge", "/usr/lib/cni/host-local"} {
 		if _, err := exec.LookPath(c); err != nil {
 			missing = append(missing, c)
 		}
@@ -96,6 +97,10 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	coredns, err := testbins.EnsureCoreDNS(ctx, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	kubeRouter, err := testbins.EnsureKubeRouter(ctx, o.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +151,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		{"scheduler", "system:kube-scheduler", ""},
 		{"kube-proxy", "system:kube-proxy", ""},
 		{"coredns", "tsinject-e2e-coredns", "system:masters"},
+		{"kube-router", "tsinject-e2e-kube-router", "system:masters"},
 	}
 	kc := map[string]string{}
 	for _, cl := range clients {
@@ -241,8 +247,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	images := append([]string{pause}, o.Images...)
+	parts := nodeParts{bins: bins, kubeRouter: kubeRouter, server: server, kubeProxy: kc["kube-proxy"], kubeRouterKC: kc["kube-router"], images: images}
 	for _, spec := range nodeSpecs {
-		n, err := c.startNode(ctx, spec, bins, p, server, kc["kube-proxy"], images)
+		n, err := c.startNode(ctx, spec, parts, p)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", spec.Name, err)
 		}
@@ -250,6 +257,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 	for _, n := range c.Nodes {
 		if err := c.waitFor(ctx, n.Name+" Ready", 3*time.Minute, n.ready); err != nil {
+			return nil, err
+		}
+		if err := n.startPolicies(ctx, parts); err != nil {
 			return nil, err
 		}
 	}
@@ -275,7 +285,9 @@ func (c *Cluster) network() error {
 	if err := run("ip", "link", "set", Bridge, "up"); err != nil {
 		return err
 	}
-	for k, v := range map[string]string{"net/ipv4/ip_forward": "1"} {
+	// Bridged traffic passes netfilter: kube-proxy's replies between pods
+	// on one bridge, and NetworkPolicies between them.
+	for k, v := range map[string]string{"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"} {
 		if err := c.setSysctl(k, v); err != nil {
 			return err
 		}

@@ -153,9 +153,9 @@ clusterCIDR: %s
 healthzBindAddress: 127.0.0.1:%d
 metricsBindAddress: 127.0.0.1:%d
 nodePortAddresses: ["%s/32"]
-# Pods reach a Service backed by a pod on the same bridge: masquerade so
-# the reply comes back through the host (no br_netfilter needed).
-nftables: {masqueradeAll: true}
+# No masqueradeAll: pods keep their addresses to a Service's backends, on
+# any node, as NetworkPolicies need; replies between pods on one bridge
+# pass conntrack through br_netfilter (bridge-nf-call-iptables).
 # Leave the host's conntrack settings alone.
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 `, kubeconfig, s.Name, s.IP, PodCIDRs, healthzPort, metricsPort, s.IP)

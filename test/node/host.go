@@ -21,11 +21,11 @@ var sysctls = []string{
 }
 
 // HostState is what a node may change on the host and must put back:
-// interfaces, addresses, nftables tables, mounts, network namespaces and
-// sysctls.
+// interfaces, addresses, nftables tables, ipsets (kube-router's), mounts,
+// network namespaces and sysctls.
 type HostState struct {
-	Links, Addrs, Tables, Mounts, Netns []string
-	Sysctls                             map[string]string
+	Links, Addrs, Tables, IPSets, Mounts, Netns []string
+	Sysctls                                     map[string]string
 }
 
 // ReadHostState reads the host's state now.
@@ -52,6 +52,9 @@ func ReadHostState() (HostState, error) {
 	if s.Tables, err = lines("nft", "list", "tables"); err != nil {
 		return s, err
 	}
+	if s.IPSets, err = ipsets(); err != nil {
+		return s, err
+	}
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return s, err
@@ -72,7 +75,7 @@ func ReadHostState() (HostState, error) {
 			s.Sysctls[k] = strings.TrimSpace(string(b))
 		}
 	}
-	for _, l := range [][]string{s.Links, s.Addrs, s.Tables, s.Mounts, s.Netns} {
+	for _, l := range [][]string{s.Links, s.Addrs, s.Tables, s.IPSets, s.Mounts, s.Netns} {
 		slices.Sort(l)
 	}
 	return s, nil
@@ -96,6 +99,7 @@ func (before HostState) Diff(after HostState) string {
 	diff("interface", before.Links, after.Links)
 	diff("address", before.Addrs, after.Addrs)
 	diff("nftables table", before.Tables, after.Tables)
+	diff("ipset", before.IPSets, after.IPSets)
 	diff("mount", before.Mounts, after.Mounts)
 	diff("network namespace", before.Netns, after.Netns)
 	for k, v := range before.Sysctls {
@@ -104,6 +108,15 @@ func (before HostState) Diff(after HostState) string {
 		}
 	}
 	return b.String()
+}
+
+// ipsets are the host's ipsets; none where the ipset tool is missing
+// (Start then says to install it).
+func ipsets() ([]string, error) {
+	if _, err := exec.LookPath("ipset"); err != nil {
+		return nil, nil
+	}
+	return lines("ipset", "list", "-n")
 }
 
 func lines(name string, args ...string) ([]string, error) {

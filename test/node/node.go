@@ -16,8 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Node is one of the cluster's nodes: a kubelet, kube-proxy and containerd
-// of its own, in its own network namespace and cgroup tree.
+// Node is one of the cluster's nodes: a kubelet, kube-proxy, containerd
+// and NetworkPolicy enforcement (kube-router) of its own, in its own network namespace and cgroup tree.
 type Node struct {
 	Name string
 	// IP is the node's address on the bridge (its InternalIP).
@@ -44,9 +44,21 @@ func (c *Cluster) newNode(s nodeSpec) *Node {
 	return &Node{Name: s.Name, IP: s.IP, spec: s, c: c, netns: s.Netns, dir: dir, sock: filepath.Join(dir, "containerd", "containerd.sock")}
 }
 
-// startNode starts a node's network, containerd (importing images), kube-proxy
-// and kubelet; Start waits for it to be Ready.
-func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki, server, kubeProxyKC string, images []string) (*Node, error) {
+// nodeParts are what every node runs: binaries, kubeconfigs, images.
+type nodeParts struct {
+	bins       string // the Kubernetes binaries' directory
+	kubeRouter string
+	server     string // the API server's URL
+	// kubeconfigs of kube-proxy and kube-router
+	kubeProxy, kubeRouterKC string
+	images                  []string
+}
+
+// startNode starts a node's network, containerd (importing images),
+// kube-proxy and the kubelet; Start waits for it to be Ready, then starts
+// its NetworkPolicy controller (startPolicies).
+func (c *Cluster) startNode(ctx context.Context, s nodeSpec, parts nodeParts, p *pki) (*Node, error) {
+	bins := parts.bins
 	n := c.newNode(s)
 	for _, d := range []string{"containerd/root", "containerd/state", "cni/net.d", "cni/ipam", "kubelet", "pod-logs"} {
 		if err := os.MkdirAll(filepath.Join(n.dir, d), 0o755); err != nil {
@@ -62,7 +74,7 @@ func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki
 	if err := p.issue(s.Name, "system:node:"+s.Name, []string{"system:nodes"}); err != nil {
 		return nil, err
 	}
-	kubeletKC, err := p.kubeconfig(s.Name, server)
+	kubeletKC, err := p.kubeconfig(s.Name, parts.server)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +90,7 @@ func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki
 	if err := n.start(ctx, component{n.proc("containerd"), "containerd", []string{"--config", cfg}}); err != nil {
 		return nil, err
 	}
-	for _, img := range images {
+	for _, img := range parts.images {
 		if err := n.ImportImage(ctx, img); err != nil {
 			return nil, err
 		}
@@ -89,7 +101,7 @@ func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki
 		return nil, err
 	}
 	kpCfg := filepath.Join(n.dir, "kube-proxy.yaml")
-	if err := os.WriteFile(kpCfg, []byte(kubeProxyConfig(s, kubeProxyKC, hp, mp)), 0o644); err != nil {
+	if err := os.WriteFile(kpCfg, []byte(kubeProxyConfig(s, parts.kubeProxy, hp, mp)), 0o644); err != nil {
 		return nil, err
 	}
 	if err := n.start(ctx, component{n.proc("kube-proxy"), filepath.Join(bins, "kube-proxy"), []string{"--config", kpCfg}}); err != nil {
@@ -110,6 +122,17 @@ func (c *Cluster) startNode(ctx context.Context, s nodeSpec, bins string, p *pki
 		return nil, err
 	}
 	return n, nil
+}
+
+// startPolicies starts kube-router as the node's NetworkPolicy controller
+// alone (iptables and ipsets): no routing, no Service proxy, no CNI
+// config, no ports. It needs the node registered; it runs before the first
+// pod of a story, and Restart starts it again with the others.
+func (n *Node) startPolicies(ctx context.Context, parts nodeParts) error {
+	return n.start(ctx, component{n.proc("kube-router"), parts.kubeRouter, []string{
+		"--kubeconfig", parts.kubeRouterKC, "--hostname-override", n.Name,
+		"--run-firewall=true", "--run-router=false", "--run-service-proxy=false", "--enable-cni=false",
+		"--health-port=0", "--metrics-port=0", "--service-cluster-ip-range", ServiceCIDR}})
 }
 
 // start starts one of the node's components and remembers it for
@@ -201,7 +224,7 @@ func (n *Node) network() error {
 			return err
 		}
 	}
-	if err := run("ip", "netns", "exec", s.Netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+	if err := run("ip", "netns", "exec", s.Netns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1"); err != nil {
 		return err
 	}
 	// The host reaches node 2's pods through node 2 (the route goes with

@@ -37,6 +37,9 @@ func (c *Cluster) Close() error {
 	if err := c.removeTables(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.removeIPSets(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := run("ip", "link", "del", Bridge); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
 		errs = append(errs, err)
 	}
@@ -213,6 +216,24 @@ func (c *Cluster) removeTables() error {
 		f := strings.Fields(t) // "table inet name"
 		if len(f) == 3 {
 			if err := run("nft", "delete", "table", f[1], f[2]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeIPSets destroys the ipsets that appeared while the node ran
+// (kube-router's), once no rule refers to them (removeTables).
+func (c *Cluster) removeIPSets() error {
+	now, err := ipsets()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, set := range now {
+		if !slices.Contains(c.before.IPSets, set) {
+			if err := run("ipset", "destroy", set); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -289,6 +289,21 @@ func EnsureNode(ctx context.Context, log io.Writer) (string, error) {
 // CoreDNSVersion is the cluster DNS a real node runs.
 const CoreDNSVersion = "v1.15.0"
 
+// KubeRouterVersion is the kube-router whose NetworkPolicy controller the
+// e2e nodes run. The newest the module proxy serves here; it has reported
+// security flaws, which matter little on a test node with no route out.
+// SIG Network's kube-network-policies would be preferred, but it queues
+// packets with nftables' queue expression, which this kernel lacks
+// (docs/testing.md).
+const KubeRouterVersion = "v2.1.0"
+
+// EnsureKubeRouter returns the path of kube-router built from its module.
+func EnsureKubeRouter(ctx context.Context, log io.Writer) (string, error) {
+	dir, err := ensureTool(ctx, log, "kube-router", "github.com/cloudnativelabs/kube-router/v2", KubeRouterVersion,
+		map[string]string{"kube-router": "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"})
+	return filepath.Join(dir, "kube-router"), err
+}
+
 // EnsureCoreDNS returns the path of coredns built from its module.
 func EnsureCoreDNS(ctx context.Context, log io.Writer) (string, error) {
 	dir, err := ensureTool(ctx, log, "coredns", "github.com/coredns/coredns", CoreDNSVersion,

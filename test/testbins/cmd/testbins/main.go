@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 
@@ -28,11 +29,16 @@ func main() {
 			var helm string
 			helm, err = testbins.EnsureHelm(ctx, os.Stderr)
 			fmt.Println(helm)
-		case "--node": // a real node: kubelet and friends, and CoreDNS
-			if _, err = testbins.EnsureNode(ctx, os.Stderr); err == nil {
-				var dns string
-				dns, err = testbins.EnsureCoreDNS(ctx, os.Stderr)
-				fmt.Println(dns)
+		case "--node": // a real node: kubelet and friends, CoreDNS, kube-router
+			if _, err = testbins.EnsureNode(ctx, os.Stderr); err != nil {
+				break
+			}
+			for _, ensure := range []func(context.Context, io.Writer) (string, error){testbins.EnsureCoreDNS, testbins.EnsureKubeRouter} {
+				var bin string
+				if bin, err = ensure(ctx, os.Stderr); err != nil {
+					break
+				}
+				fmt.Println(bin)
 			}
 		default:
 			err = fmt.Errorf("unknown flag %q (allowed: --helm, --node)", arg)
