@@ -91,6 +91,9 @@ func TestManagerRights(t *testing.T) {
 		{"create", "services", "-n", "default"}, {"delete", "services", "-n", "default"},
 		// SidecarProfiles are the admins': the manager only reads them.
 		{"create", "sidecarprofiles.tsinject.dev"}, {"update", "sidecarprofiles.tsinject.dev"}, {"delete", "sidecarprofiles.tsinject.dev"},
+		// Disruption budgets for its proxies only: a budget elsewhere
+		// could block every drain of the tenants' pods.
+		{"create", "poddisruptionbudgets.policy", "-n", "default"},
 	}
 	for _, step := range []struct {
 		dir              string
@@ -102,7 +105,8 @@ func TestManagerRights(t *testing.T) {
 			{"create", "services", "-n", "tsinject-system"}, {"delete", "services", "-n", "tsinject-system"},
 			{"list", "sidecarprofiles.tsinject.dev"}, {"watch", "sidecarprofiles.tsinject.dev"},
 			{"watch", "nodes"}, {"list", "endpointslices.discovery.k8s.io", "-n", "default"},
-			{"patch", "configmaps/tsinject-manager-status", "-n", "tsinject-system"}, {"create", "leases.coordination.k8s.io", "-n", "tsinject-system"}},
+			{"patch", "configmaps/tsinject-manager-status", "-n", "tsinject-system"}, {"create", "leases.coordination.k8s.io", "-n", "tsinject-system"},
+			{"create", "poddisruptionbudgets.policy", "-n", "tsinject-system"}, {"delete", "poddisruptionbudgets.policy", "-n", "tsinject-system"}},
 			append([][]string{{"create", "clusterrolebindings"}, {"bind", "clusterroles/tsinject-apiserver-proxy"},
 				{"get", "secrets", "-n", "default"}, {"list", "secrets", "--all-namespaces"}, {"create", "secrets", "-n", "default"},
 				{"list", "endpointslices.discovery.k8s.io", "-n", "shop"}, {"update", "nodes"},

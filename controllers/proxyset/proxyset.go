@@ -20,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -214,6 +215,16 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 		}); err != nil {
 			return err
 		}
+	}
+	// A drain or an upgrade of the nodes evicts one replica at a time: a
+	// second waits until the first is back (for one name: until the
+	// standby it handed to is Ready). One replica it never blocks.
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
+	if err := apply(ctx, c, pdb, owner, s.labels(), func() {
+		pdb.Spec.Selector = &metav1.LabelSelector{MatchLabels: s.selector()}
+		pdb.Spec.MaxUnavailable = ptr(intstr.FromInt32(1))
+	}); err != nil {
+		return err
 	}
 	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
 	return apply(ctx, c, sts, owner, s.labels(), func() { s.statefulSet(sts) })
@@ -528,7 +539,7 @@ func Delete(ctx context.Context, c client.Client, live client.Reader, s *Set, lo
 	if err := Retire(ctx, c, live, &all, logout, log); err != nil {
 		return false, err
 	}
-	for _, obj := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &corev1.Secret{}, &networkingv1.NetworkPolicy{}} {
+	for _, obj := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &corev1.Secret{}, &networkingv1.NetworkPolicy{}, &policyv1.PodDisruptionBudget{}} {
 		obj.SetNamespace(s.Namespace)
 		obj.SetName(name)
 		if _, ok := obj.(*corev1.Secret); ok {

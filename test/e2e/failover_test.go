@@ -47,9 +47,9 @@ spec: {mode: auth, tls: http, hostname: k8s-ha, replicas: 2}
 		defer cancel()
 		kubectl(ctx, "delete", "apiserverproxy", "ha", "--wait=true", "--timeout=2m")
 	})
-	waitServed(t, ctx)
+	waitServed(t, ctx, "ha")
 	dead := env.cluster.Nodes[len(env.cluster.Nodes)-1] // node 2: the host's node runs the control plane
-	replicas := proxyPods(t, ctx)
+	replicas := proxyPods(t, ctx, "ha")
 	if len(replicas) != 2 || replicas[0].Spec.NodeName == replicas[1].Spec.NodeName {
 		t.Fatalf("replicas on %v, want one on each node", podNodes(replicas))
 	}
@@ -80,7 +80,7 @@ spec: {mode: auth, tls: http, hostname: k8s-ha, replicas: 2}
 	configMap(t, ctx, "before-loss")
 	w.saw(t, ctx, "before-loss")
 
-	const state, selector = "ts-apiserver-proxy-ha-0", "app.kubernetes.io/component=apiserver-proxy,tsinject.dev/owner=ha"
+	state, selector := "ts-apiserver-proxy-ha-0", proxySelector("ha")
 	var handovers, takeovers []time.Duration
 	for round := 1; round <= failoverRounds; round++ {
 		// The name onto the node about to die.
@@ -98,10 +98,106 @@ spec: {mode: auth, tls: http, hostname: k8s-ha, replicas: 2}
 		if err := dead.Restart(ctx); err != nil {
 			t.Fatalf("restarting %s: %v", dead.Name, err)
 		}
-		waitServed(t, ctx)
+		waitServed(t, ctx, "ha")
 	}
 	figure(t, "the name k8s-ha after its serving replica's node died, first kubectl success (of %d): median %s, worst %s; after its pod was deleted (handover): median %s, worst %s; the watch delivered every event",
 		len(takeovers), median(takeovers), maxOf(takeovers), median(handovers), maxOf(handovers))
+}
+
+// A node drained for maintenance, as `kubectl drain` does it: its pods are
+// evicted, each API server proxy replica only while the other is
+// available (the set's PodDisruptionBudget), and the name moves to the
+// other node's replica while a tailnet client keeps asking it; an
+// injected pod on the node finishes the transfer it has in flight from a
+// tailnet peer before its sidecar goes. Uncordoned, the node takes pods
+// again.
+func TestNodeDrain(t *testing.T) {
+	ctx := testCtx(t, 10*time.Minute)
+	drained := env.cluster.Nodes[len(env.cluster.Nodes)-1]
+	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
+kind: APIServerProxy
+metadata: {name: drain}
+spec: {mode: auth, tls: http, hostname: k8s-drain, replicas: 2}
+`)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		kubectl(ctx, "uncordon", drained.Name)
+		kubectl(ctx, "delete", "apiserverproxy", "drain", "--wait=true", "--timeout=2m")
+	})
+	waitServed(t, ctx, "drain")
+	if out, err := kubectl(ctx, "-n", system, "get", "poddisruptionbudget", "-l", proxySelector("drain"), "-o", "jsonpath={.items[*].spec.maxUnavailable}"); err != nil || strings.TrimSpace(out) != "1" {
+		t.Fatalf("the proxy's PodDisruptionBudget: %v: %q, want maxUnavailable 1", err, out)
+	}
+	state, selector := "ts-apiserver-proxy-drain-0", proxySelector("drain")
+	laptop, err := env.tn.NewNode(ctx, "laptop-drain", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { laptop.Close() })
+	c := newLooper(ctx, laptop, "http://"+env.tn.FQDN("k8s-drain")+"/version", "gitVersion")
+	c.waitOK(t, ctx)
+	handTo(t, ctx, state, selector, drained.Name, func() { c.waitOKAfter(t, ctx, time.Now()) })
+
+	// The app on the node to be drained has a transfer in flight.
+	ns := namespace(t, "node-drain")
+	apply(t, ns, onNode(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+  annotations: {tsinject.dev/egress: "8080=db:80"}
+spec:
+  terminationGracePeriodSeconds: 60
+  containers:
+  - name: app
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/busybox", "sh", "-c", "trap 'echo app-got-TERM; exit 0' TERM; /bin/busybox sh -c \"/bin/busybox wget -q -O /dev/null 'http://127.0.0.1:8080/slow?seconds=8' && echo transfer-complete\"; /bin/busybox sleep 3600 & wait"]
+`, appImage), drained.Name))
+	waitPod(t, ns, "app", "Ready", ready)
+	appLog := make(chan string, 1)
+	go func() {
+		out, _ := kubectl(ctx, "-n", ns, "logs", "-f", "app", "-c", "app")
+		appLog <- out
+	}()
+	if err := waitFor(ctx, func(context.Context) error {
+		if env.slowInFlight.Load() == 0 {
+			return fmt.Errorf("no transfer in flight yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	if out, err := kubectl(ctx, "drain", drained.Name, "--ignore-daemonsets", "--force", "--delete-emptydir-data", "--timeout=5m"); err != nil {
+		t.Fatalf("kubectl drain: %v\n%s", err, out)
+	}
+	took := time.Since(start)
+	if l := <-appLog; !strings.Contains(l, "transfer-complete") {
+		t.Errorf("the transfer in flight did not complete while the node was drained:\n%s", l)
+	}
+	// Both replicas on the node left, the name served by one, the other
+	// standing by, and the client answered again after the move.
+	waitServed(t, ctx, "drain")
+	for _, p := range proxyPods(t, ctx, "drain") {
+		if p.Spec.NodeName == drained.Name {
+			t.Errorf("replica %s still on the drained node", p.Name)
+		}
+	}
+	if h := holder(t, ctx, state, selector); h.Spec.NodeName == drained.Name {
+		t.Errorf("the name is still served from the drained node by %s", h.Name)
+	}
+	c.waitOKAfter(t, ctx, time.Now())
+	worst, runs := c.stop()
+
+	if out, err := kubectl(ctx, "uncordon", drained.Name); err != nil {
+		t.Fatalf("uncordon: %v: %s", err, out)
+	}
+	probe := "probe-after-drain"
+	apply(t, ns, onNode(uninjected(pod(probe, nil, "Never", "true")), drained.Name))
+	waitPod(t, ns, probe, "done", succeeded)
+	figure(t, "node drained in %.1fs: the transfer in flight completed; the name k8s-drain moved off it, longest run of failed requests (once a second) %s (runs: %s); uncordoned, it runs pods again", took.Seconds(), worst.Round(100*time.Millisecond), runs)
 }
 
 // holder is the replica serving a one-name set's name, as the record on
@@ -166,12 +262,12 @@ func handTo(t *testing.T, ctx context.Context, state, selector, node string, ans
 	return nil
 }
 
-// waitServed waits until the proxy ha is Ready, served with a standby
-// ready (as its status says).
-func waitServed(t *testing.T, ctx context.Context) {
+// waitServed waits until the API server proxy name is Ready, served with
+// a standby ready (as its status says).
+func waitServed(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	err := waitFor(ctx, func(ctx context.Context) error {
-		out, err := kubectl(ctx, "get", "apiserverproxy", "ha", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.servedBy} {.status.standbysReady}`)
+		out, err := kubectl(ctx, "get", "apiserverproxy", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.servedBy} {.status.standbysReady}`)
 		f := strings.Fields(out)
 		if err != nil || len(f) != 3 || f[0] != "True" || f[2] != "1" {
 			return fmt.Errorf("not served with a standby (%v): %q", err, out)
@@ -179,19 +275,25 @@ func waitServed(t *testing.T, ctx context.Context) {
 		return nil
 	})
 	if err != nil {
-		st, _ := kubectl(ctx, "get", "apiserverproxy", "ha", "-o", "yaml")
+		st, _ := kubectl(ctx, "get", "apiserverproxy", name, "-o", "yaml")
 		pods, _ := kubectl(ctx, "-n", system, "get", "pods", "-o", "wide")
 		t.Fatalf("%v\n%s\n%s", err, st, pods)
 	}
 }
 
-func proxyPods(t *testing.T, ctx context.Context) []corev1.Pod {
+// proxyPods are the replicas of the API server proxy name.
+func proxyPods(t *testing.T, ctx context.Context, name string) []corev1.Pod {
 	t.Helper()
-	pods, err := env.cluster.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=apiserver-proxy,tsinject.dev/owner=ha"})
+	pods, err := env.cluster.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: proxySelector(name)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return pods.Items
+}
+
+// proxySelector selects the replicas of the API server proxy name.
+func proxySelector(name string) string {
+	return "app.kubernetes.io/component=apiserver-proxy,tsinject.dev/owner=" + name
 }
 
 func podNodes(ps []corev1.Pod) []string {
@@ -392,7 +494,7 @@ spec:
 		t.Fatal(err)
 	}
 	defer laptop.Close()
-	c := newLooper(ctx, laptop, "http://"+host+"/")
+	c := newLooper(ctx, laptop, "http://"+host+"/", "hello from the cluster")
 	dead := env.cluster.Nodes[len(env.cluster.Nodes)-1]
 	const rounds = 3
 	for round := 1; round <= rounds; round++ {
@@ -424,7 +526,9 @@ type result struct {
 	ok bool
 }
 
-func newLooper(ctx context.Context, n *tailnet.Node, url string) *looper {
+// newLooper fetches url from node n once a second until stopped; a fetch
+// succeeds when the body contains want.
+func newLooper(ctx context.Context, n *tailnet.Node, url, want string) *looper {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &looper{cancel: cancel, done: make(chan struct{})}
 	hc := &http.Client{Transport: &http.Transport{DialContext: n.Dial, DisableKeepAlives: true}, Timeout: time.Second}
@@ -438,7 +542,7 @@ func newLooper(ctx context.Context, n *tailnet.Node, url string) *looper {
 			if res, err := hc.Get(url); err == nil {
 				b, _ := io.ReadAll(res.Body)
 				res.Body.Close()
-				ok = strings.Contains(string(b), "hello from the cluster")
+				ok = strings.Contains(string(b), want)
 			}
 			l.mu.Lock()
 			l.results = append(l.results, result{at, ok})
@@ -468,7 +572,7 @@ func (l *looper) waitOKAfter(t *testing.T, ctx context.Context, since time.Time)
 		}
 		return errors.New("no successful fetch yet")
 	}); err != nil {
-		t.Fatalf("fetching through the ingress name: %v", err)
+		t.Fatalf("fetching through the name: %v", err)
 	}
 }
 

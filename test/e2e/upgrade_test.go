@@ -126,6 +126,13 @@ func TestReinstallWithKustomize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The manager on node 1 only (node 2 cordoned while it starts), so
+	// that node 2's pod must reach the key broker across nodes.
+	node2 := env.cluster.Nodes[len(env.cluster.Nodes)-1].Name
+	if out, err := kubectl(ctx, "cordon", node2); err != nil {
+		t.Fatalf("cordon: %v: %s", err, out)
+	}
+	t.Cleanup(func() { kubectl(context.Background(), "uncordon", node2) })
 	start := time.Now()
 	overlay, err := writeOverlay(t.TempDir())
 	if err != nil {
@@ -143,15 +150,36 @@ func TestReinstallWithKustomize(t *testing.T) {
 		t.Fatalf("manager not ready: %v: %s\n%s", err, out, d)
 	}
 	took := time.Since(start)
-	ns := namespace(t, "kustomized")
-	pod := runApp(t, ns, "app", map[string]string{"egress": "8080=db:80"}, "http://127.0.0.1:8080/")
-	minted := slices.ContainsFunc(env.api.Mints(), func(m tsapi.Mint) bool {
-		return strings.Contains(m.Description, ns+"/app ("+string(pod.UID)+")") && !m.Reusable && slices.Equal(m.Tags, []string{"tag:k8s"})
-	})
-	if !minted {
-		t.Errorf("no one-off key with tag:k8s minted by the broker for pod %s/app (mints: %+v; refusals: %q)", ns, env.api.Mints(), env.api.Refusals())
+	if out, err := kubectl(ctx, "uncordon", node2); err != nil {
+		t.Fatalf("uncordon: %v: %s", err, out)
 	}
-	figure(t, "manager Ready %.1fs after kubectl apply -k; an injected pod reached the tailnet", took.Seconds())
+	managers, err := env.cluster.Client.CoreV1().Pods(system).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range managers.Items {
+		if m.Spec.NodeName == node2 {
+			t.Fatalf("manager %s runs on %s, which was cordoned", m.Name, node2)
+		}
+	}
+	ns := namespace(t, "kustomized")
+	// One injected pod on each node: node 1's beside the broker, node 2's
+	// across the nodes to it.
+	for _, n := range env.cluster.Nodes {
+		name := "app-" + n.Name
+		apply(t, ns, onNode(appPod(name, map[string]string{"egress": "8080=db:80"}, fetch("http://127.0.0.1:8080/")), n.Name))
+		pod, _ := waitPod(t, ns, name, "Succeeded", succeeded)
+		if out := logs(t, ns, name, "app"); !strings.Contains(out, "ok http://127.0.0.1:8080/") {
+			t.Errorf("the app on %s did not reach the tailnet:\n%s", n.Name, out)
+		}
+		minted := slices.ContainsFunc(env.api.Mints(), func(m tsapi.Mint) bool {
+			return strings.Contains(m.Description, ns+"/"+name+" ("+string(pod.UID)+")") && !m.Reusable && slices.Equal(m.Tags, []string{"tag:k8s"})
+		})
+		if !minted {
+			t.Errorf("no one-off key with tag:k8s minted by the broker for pod %s/%s on %s (mints: %+v; refusals: %q)", ns, name, n.Name, env.api.Mints(), env.api.Refusals())
+		}
+	}
+	figure(t, "manager Ready %.1fs after kubectl apply -k, on node 1 only; an injected pod on each node got its key from it and reached the tailnet", took.Seconds())
 }
 
 // writeOverlay writes the overlay docs/install.md shows into dir, with the
