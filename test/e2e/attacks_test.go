@@ -281,3 +281,118 @@ func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return s
 }
+
+// A namespace admin trying everything docs/security.md says a tenant may
+// not do through tsinject: pods asking for a tag the tailnet trusts more
+// (the API proxies'), a name peers already trust, a SidecarProfile their
+// namespace does not list, their own image for the root init container,
+// the sidecar's SOCKS5 port on the tailnet, the sidecar's UID in
+// transparent egress; a SidecarProfile or a namespace policy of their own;
+// egress and ingress Services with the same tag and name, or on the
+// proxies' health port. Each is refused with the reason a user reads (the
+// webhook's denial, RBAC, the Service's condition), and nothing is made:
+// no key minted for the namespace, no proxy.
+func TestNamespaceAdminIsRefused(t *testing.T) {
+	ns := namespaceWith(t, "tenant-c", map[string]string{"tsinject.dev/allowed-profiles": "tenant-c-batch"})
+	user := "dave@tenant-c.example"
+	tenantAdmin(t, ns, user)
+	ctx := testCtx(t, podDeadline)
+	// A profile the cluster admin made for the system's proxies' tag.
+	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
+kind: SidecarProfile
+metadata: {name: trusted}
+spec: {sidecar: {tags: ["tag:k8s-operator"]}}
+`)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		kubectl(ctx, "delete", "sidecarprofile", "trusted", "--ignore-not-found")
+	})
+	pod := func(name, annotations, spec string) string {
+		return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  annotations: {%s}
+spec:
+%s  containers:
+  - {name: app, image: %s, imagePullPolicy: Never, command: [/bin/busybox, sleep, "3600"]}
+`, name, annotations, spec, appImage)
+	}
+	pods := []struct{ what, manifest, want string }{
+		{"the API proxies' tag", pod("climber", `tsinject.dev/tags: "tag:k8s-operator"`, ""),
+			`tsinject (policy-denied): annotation tsinject.dev/tags: tag:k8s-operator is not allowed in namespace tenant-c (allowed: tag:k8s;`},
+		{"a name peers trust", pod("impostor", `tsinject.dev/hostname: db`, ""),
+			`tsinject (policy-denied): annotation tsinject.dev/hostname: "db" is not allowed in namespace tenant-c (allowed: tenant-c-*;`},
+		{"a profile not listed", pod("borrower", `tsinject.dev/profile: trusted`, ""),
+			`tsinject (policy-denied): annotation tsinject.dev/profile: SidecarProfile "trusted" is not allowed in namespace tenant-c (allowed: tenant-c-batch;`},
+		{"their own init image", pod("rootkit", `tsinject.dev/egress-mode: transparent, tsinject.dev/proxy-image: "attacker.example/rootkit:latest"`, ""),
+			`tsinject (invalid-annotation): annotation tsinject.dev/proxy-image: value "attacker.example/rootkit:latest" is not allowed`},
+		{"the sidecar's SOCKS5 port on the tailnet", pod("open-proxy", `tsinject.dev/expose: "1080:1055"`, ""),
+			`pod port 1055 is the sidecar's own SOCKS5 proxy, which must not be offered on the tailnet`},
+		{"the sidecar's UID in transparent egress", pod("bypass", `tsinject.dev/egress-mode: transparent`, "  securityContext: {runAsUser: 41641}\n"),
+			`tsinject (proxy-uid-clash): container "app" runs as UID 41641, the sidecar's`},
+	}
+	for _, p := range pods {
+		out, err := as(ctx, user, p.manifest, "-n", ns, "create", "-f", "-")
+		if err == nil || !strings.Contains(out, p.want) {
+			t.Errorf("a pod with %s: %v: %s; want %q", p.what, err, out, p.want)
+		}
+	}
+	rbac := []struct {
+		what  string
+		stdin string
+		args  []string
+	}{
+		{"a SidecarProfile of their own", `apiVersion: tsinject.dev/v1alpha1
+kind: SidecarProfile
+metadata: {name: mine}
+spec: {sidecar: {tags: ["tag:k8s-operator"]}}
+`, []string{"create", "-f", "-"}},
+		{"their namespace's policy", "", []string{"annotate", "namespace", ns, "tsinject.dev/allowed-tags=tag:k8s-operator"}},
+	}
+	for _, r := range rbac {
+		out, err := as(ctx, user, r.stdin, r.args...)
+		if err == nil || !strings.Contains(out, "forbidden") {
+			t.Errorf("writing %s: %v: %s; want forbidden", r.what, err, out)
+		}
+	}
+	services := []struct{ name, condition, manifest, want string }{
+		{"egress-trusted-tag", "TailnetEgressReady", `metadata: {name: egress-trusted-tag, annotations: {tsinject.dev/tailnet-fqdn: db.tail-test.ts.net, tsinject.dev/tags: "tag:k8s-operator"}}
+spec: {type: ExternalName, externalName: placeholder.invalid, ports: [{port: 80}]}`, "tag:k8s-operator is not allowed in namespace tenant-c"},
+		{"egress-health-port", "TailnetEgressReady", `metadata: {name: egress-health-port, annotations: {tsinject.dev/tailnet-fqdn: db.tail-test.ts.net}}
+spec: {type: ExternalName, externalName: placeholder.invalid, ports: [{port: 9002}]}`, "health and metrics port"},
+		{"ingress-db", "TailnetIngressReady", `metadata: {name: ingress-db, annotations: {tsinject.dev/hostname: db}}
+spec: {type: LoadBalancer, loadBalancerClass: tsinject.dev/tailnet, selector: {app: web}, ports: [{port: 80}]}`, `"db" is not allowed in namespace tenant-c (allowed: tenant-c-*`},
+	}
+	for _, s := range services {
+		if out, err := as(ctx, user, "apiVersion: v1\nkind: Service\n"+s.manifest+"\n", "-n", ns, "create", "-f", "-"); err != nil {
+			t.Fatalf("a tenant may create Services: %v: %s", err, out)
+		}
+	}
+	for _, s := range services {
+		err := waitFor(ctx, func(ctx context.Context) error {
+			out, err := as(ctx, user, "", "-n", ns, "get", "service", s.name, "-o",
+				fmt.Sprintf(`jsonpath={.status.conditions[?(@.type=="%s")].reason}: {.status.conditions[?(@.type=="%s")].message}`, s.condition, s.condition))
+			if err != nil || !strings.HasPrefix(out, "Invalid") || !strings.Contains(out, s.want) {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("Service %s: %v; want it refused mentioning %q", s.name, err, s.want)
+		}
+	}
+	// Nothing was made: no proxy for the namespace, no key for its identity.
+	if out, err := kubectl(ctx, "-n", system, "get", "statefulsets,secrets", "-l", "tsinject.dev/owner-namespace="+ns, "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("proxies made for the refused Services: %v: %s", err, out)
+	}
+	for _, m := range env.api.Mints() {
+		if m.ClientID == "e2e-ns-"+ns {
+			t.Errorf("a key was minted for %s: %+v", ns, m)
+		}
+	}
+	if !t.Failed() {
+		figure(t, "%d pods denied at admission, %d writes forbidden by RBAC, %d Services refused in their status; nothing minted or made", len(pods), len(rbac), len(services))
+	}
+}

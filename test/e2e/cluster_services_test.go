@@ -269,6 +269,28 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-read
 		env.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(fmt.Sprintf(`{"impersonate":{"groups":[%q]}}`, group))}})
 	}
 	t.Cleanup(func() { env.tn.Grant(nil) })
+	// refused runs kubectl until it is refused saying want, for at most
+	// 30 s: a grant or a login reaches the proxy through the control
+	// server within seconds, and a request that still goes through then
+	// went around the refusal. before, if set, runs before each attempt.
+	refused := func(what, want string, before func(), args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		err := waitFor(ctx, func(context.Context) error {
+			if before != nil {
+				before()
+			}
+			out, err := remote(args...)
+			if err == nil || !strings.Contains(out, want) {
+				return fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, firstLine(out))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("%s: %v; want it refused (%q)", what, err, want)
+		}
+	}
 	expect := func(what string, forbidden bool, args ...string) {
 		t.Helper()
 		err := waitFor(ctx, func(context.Context) error {
@@ -290,7 +312,20 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-read
 	grant("tailnet-readers")
 	expect("reader lists pods", false, "-n", system, "get", "pods")
 	expect("reader may not delete", true, "-n", system, "delete", "pod", "--all", "--dry-run=server")
-	figure(t, "Ready %.1fs after apply; kubectl over the tailnet as admin, then as reader (delete forbidden)", ready.Seconds())
+	// A grant that requires session recording: the API proxy records
+	// none, so exec and everything through a node's kubelet (its own exec
+	// and attach for every pod on it) are refused before they reach the
+	// API server; the same kubelet request went through without it.
+	kubelet := "/api/v1/nodes/" + env.cluster.Nodes[0].Name + "/proxy/healthz"
+	grant("system:masters")
+	expect("admin reaches a kubelet through nodes/proxy", false, "get", "--raw", kubelet)
+	env.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["system:masters"]},"enforceRecorder":true}`)}})
+	expect("admin under enforceRecorder still lists pods", false, "-n", system, "get", "pods")
+	refused("a kubelet request under enforceRecorder, unrecorded", "requires session recording (enforceRecorder)", nil, "get", "--raw", kubelet)
+	refused("kubectl exec under enforceRecorder, unrecorded", "requires session recording (enforceRecorder)", nil, "-n", system, "exec", "deploy/tsinject-manager", "--", "true")
+	if !t.Failed() {
+		figure(t, "Ready %.1fs after apply; kubectl over the tailnet as admin, then as reader (delete forbidden); under enforceRecorder exec and nodes/proxy refused", ready.Seconds())
+	}
 	// Its status counts the peers it talks to by path: the laptop.
 	var paths string
 	err = waitFor(ctx, func(ctx context.Context) error {
@@ -308,6 +343,29 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-read
 		t.Errorf("APIServerProxy status: %v", err)
 	}
 	figure(t, "peer paths in status: %s", paths)
+
+	// A control server that calls the laptop's user "system:admin" (or
+	// nothing): the proxy would impersonate Kubernetes' own account (or
+	// the empty user) with the grant's system:masters, so it refuses the
+	// caller instead. Last: the proxy hears nothing more from control.
+	grant("system:masters")
+	expect("admin lists pods", false, "-n", system, "get", "pods")
+	// A request that goes through may have come before the control
+	// server's message reached the proxy; the refusal must follow.
+	proxy, laptop := env.tn.Device("k8s-e2e"), env.tn.Device("laptop-kubectl")
+	if proxy == nil || laptop == nil {
+		t.Fatalf("devices k8s-e2e (%v) and laptop-kubectl (%v) not found", proxy, laptop)
+	}
+	for _, login := range []string{"system:admin", ""} {
+		refused(fmt.Sprintf("kubectl as a user whose login control says is %q", login), "not an identifiable tailnet node", func() {
+			if !env.tn.NameUser(proxy.Key, laptop.User, login) {
+				t.Fatalf("the proxy's device has no map session")
+			}
+		}, "-n", system, "get", "pods")
+	}
+	if !t.Failed() {
+		figure(t, "a caller whose login control names system:admin, or nothing, is refused")
+	}
 
 	if out, err := kubectl(ctx, "delete", "apiserverproxy", "e2e", "--wait=true", "--timeout=2m"); err != nil {
 		t.Fatalf("delete: %v: %s", err, out)

@@ -202,6 +202,27 @@ func (tn *Tailnet) ApproveRoutes(node key.NodePublic, routes ...netip.Prefix) {
 // removes every grant.
 func (tn *Tailnet) Grant(caps tailcfg.PeerCapMap) { tn.Control.SetGlobalAppCaps(caps) }
 
+// Device is the node registered with hostname, or nil.
+func (tn *Tailnet) Device(hostname string) *tailcfg.Node {
+	for _, n := range tn.Control.AllNodes() {
+		if n.Hostinfo.Valid() && n.Hostinfo.Hostname() == hostname {
+			return n
+		}
+	}
+	return nil
+}
+
+// NameUser makes the control server tell node to that user's login name is
+// login, as a control server whose admins name users freely (Headscale's
+// users, an identity provider's claims) would. The node then hears of no
+// other change from control: the test control server sends it nothing
+// automatically once a message was made for it.
+func (tn *Tailnet) NameUser(to key.NodePublic, user tailcfg.UserID, login string) bool {
+	return tn.Control.AddRawMapResponse(to, &tailcfg.MapResponse{
+		UserProfiles: []tailcfg.UserProfile{{ID: user, LoginName: login, DisplayName: login}},
+	})
+}
+
 // RestartControl closes the control server's connections and listener and
 // serves again on the same address, as a control-plane restart looks to
 // nodes (the node database survives, as it would in a real control plane).
