@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -380,6 +381,112 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tailnet-read
 	})
 	if err != nil {
 		t.Errorf("deleting the APIServerProxy: %v", err)
+	}
+}
+
+// The API proxy against a web page in a tailnet admin's browser and a
+// peer whose grant is revoked, on the real node: requests with a browser's
+// cross-origin markers (Origin, Sec-Fetch-*) or a Host that is not the
+// proxy's (DNS rebinding) are refused before they reach the API server,
+// where the same request without them is served; revoking the grant
+// reaches a connection already open, within the proxy's caller TTL.
+func TestAPIServerProxyRefusesBrowsersAndRevokedPeers(t *testing.T) {
+	ctx := testCtx(t, podDeadline)
+	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
+kind: APIServerProxy
+metadata: {name: web}
+spec: {mode: auth, tls: http, hostname: k8s-web}
+`)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		kubectl(ctx, "delete", "apiserverproxy", "web", "--wait=true", "--timeout=2m")
+	})
+	env.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["system:masters"]}}`)}})
+	t.Cleanup(func() { env.tn.Grant(nil) })
+	laptop, err := env.tn.NewNode(ctx, "laptop-browser", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { laptop.Close() })
+	// One connection for everything, as a browser or kubectl keeps one.
+	var dials atomic.Int32
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return laptop.Dial(ctx, network, addr)
+		}}}
+	url := "http://" + env.tn.FQDN("k8s-web") + "/api/v1/namespaces/default/configmaps"
+	get := func(header http.Header) (int, string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return 0, "", err
+		}
+		for k, v := range header {
+			if k == "Host" {
+				req.Host = v[0]
+				continue
+			}
+			req.Header[k] = v
+		}
+		res, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b), nil
+	}
+	if err := waitFor(ctx, func(context.Context) error {
+		code, body, err := get(nil)
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("%d %v: %s", code, err, firstLine(body))
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the admin's plain request: %v", err)
+	}
+	for _, tc := range []struct {
+		what   string
+		header http.Header
+		want   string
+	}{
+		{"a cross-origin page (Origin)", http.Header{"Origin": {"https://evil.example"}}, "refuses requests from web browsers"},
+		{"a page's fetch (Sec-Fetch-Site)", http.Header{"Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Mode": {"cors"}}, "refuses requests from web browsers"},
+		{"DNS rebinding (Host of the page's own name)", http.Header{"Host": {"evil.example"}}, "does not name this API proxy"},
+	} {
+		code, body, err := get(tc.header)
+		if err != nil || code != http.StatusForbidden || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %d %v: %s; want 403 saying %q", tc.what, code, err, firstLine(body), tc.want)
+		}
+	}
+
+	// The grant goes; the open connection follows within the caller TTL.
+	// (A refused browser request may close its connection: open one.)
+	if code, body, err := get(nil); err != nil || code != http.StatusOK {
+		t.Fatalf("the admin's plain request: %d %v: %s", code, err, firstLine(body))
+	}
+	open := dials.Load()
+	env.tn.Grant(nil)
+	revoked := time.Now()
+	var took time.Duration
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := waitFor(rctx, func(context.Context) error {
+		code, body, err := get(nil)
+		if err != nil || code != http.StatusForbidden {
+			return fmt.Errorf("%d %v: %s", code, err, firstLine(body))
+		}
+		took = time.Since(revoked)
+		return nil
+	}); err != nil {
+		t.Errorf("after the grant was revoked, the open connection still: %v", err)
+	}
+	if n := dials.Load() - open; n != 0 {
+		t.Errorf("%d new connections while waiting, want the one kept open", n)
+	}
+	if !t.Failed() {
+		figure(t, "browser markers and a foreign Host refused with 403 where the plain request is served; a revoked grant reached the open connection after %.1fs (caller TTL 10 s)", took.Seconds())
 	}
 }
 

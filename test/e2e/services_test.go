@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -364,6 +365,17 @@ spec:
 		t.Fatalf("laptop → http://%s/ (the ingress Service): %v", host, err)
 	}
 	figure(t, "laptop reached the Service at http://%s/ %.1fs after apply", host, time.Since(start).Seconds())
+	// A tailnet peer reaches the Service's port and nothing else of the
+	// proxy: not the backend's own port, not the proxy's health port.
+	for _, port := range []string{"8080", "9002"} {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := laptop.Dial(dctx, "tcp", net.JoinHostPort(host, port))
+		cancel()
+		if err == nil {
+			c.Close()
+			t.Errorf("a tailnet peer connected to %s:%s, which the Service does not expose", host, port)
+		}
+	}
 
 	if out, err := kubectl(ctx, "-n", ns, "delete", "service", "web", "--wait=true", "--timeout=2m"); err != nil {
 		t.Fatalf("delete: %v: %s", err, out)
