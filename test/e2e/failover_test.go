@@ -200,6 +200,102 @@ spec:
 	figure(t, "node drained in %.1fs: the transfer in flight completed; the name k8s-drain moved off it, longest run of failed requests (once a second) %s (runs: %s); uncordoned, it runs pods again", took.Seconds(), worst.Round(100*time.Millisecond), runs)
 }
 
+// The network splits the serving replica's node from the API server (the
+// tailnet and the other node still reach it): the replica cannot renew
+// its hold, stops serving within its renew deadline, and the other node's
+// replica takes the name once the hold lapses. A tailnet client asking
+// once a second is served again, and from then on without a failure: two
+// replicas never answer for the name at once. Healed, the cut replica
+// stands by again.
+func TestAPIServerProxySurvivesPartition(t *testing.T) {
+	ctx := testCtx(t, 10*time.Minute)
+	cut := env.cluster.Nodes[len(env.cluster.Nodes)-1]
+	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
+kind: APIServerProxy
+metadata: {name: split}
+spec: {mode: auth, tls: http, hostname: k8s-split, replicas: 2}
+`)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		kubectl(ctx, "delete", "apiserverproxy", "split", "--wait=true", "--timeout=2m")
+	})
+	waitServed(t, ctx, "split")
+	state, selector := "ts-apiserver-proxy-split-0", proxySelector("split")
+	laptop, err := env.tn.NewNode(ctx, "laptop-split", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { laptop.Close() })
+	c := newLooper(ctx, laptop, "http://"+env.tn.FQDN("k8s-split")+"/version", "gitVersion")
+	c.waitOK(t, ctx)
+	handTo(t, ctx, state, selector, cut.Name, func() { c.waitOKAfter(t, ctx, time.Now()) })
+	cutOff := holder(t, ctx, state, selector)
+
+	heal, err := cut.CutFromAPIServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	healed := false
+	t.Cleanup(func() {
+		if !healed {
+			heal()
+		}
+	})
+	start := time.Now()
+	var taker corev1.Pod
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		if taker = holder(t, ctx, state, selector); taker.UID == cutOff.UID {
+			return fmt.Errorf("%s still holds the name", cutOff.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	moved := time.Since(start)
+	if taker.Spec.NodeName == cut.Name {
+		t.Fatalf("%s on the cut-off node took the name", taker.Name)
+	}
+	c.waitOKAfter(t, ctx, time.Now())
+	served := time.Now()
+	// Ten more answers, all good: the cut-off replica no longer answers.
+	if err := waitFor(ctx, func(context.Context) error {
+		if n := c.since(served); n < 10 {
+			return fmt.Errorf("%d fetches since the takeover", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if failed := c.failuresSince(served); failed > 0 {
+		t.Errorf("%d of the fetches after the takeover failed: two replicas answered for the name?", failed)
+	}
+	// The cut-off replica said why it stopped (its logs come from its
+	// kubelet, which the API server still reaches); it stopped before the
+	// other took over, so the line is there by now or soon.
+	lctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := waitFor(lctx, func(ctx context.Context) error {
+		for _, prev := range []string{"--previous=false", "--previous=true"} {
+			out, _ := kubectl(ctx, "-n", system, "logs", cutOff.Name, prev)
+			if strings.Contains(out, "lost the name: no renewal for") {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s has not logged losing the name", cutOff.Name)
+	}); err != nil {
+		t.Error(err)
+	}
+
+	if err := heal(); err != nil {
+		t.Fatal(err)
+	}
+	healed = true
+	waitServed(t, ctx, "split")
+	worst, runs := c.stop()
+	figure(t, "the serving replica's node cut from the API server: the name moved to %s after %.1fs; longest run of failed requests (once a second) %s (runs: %s); healed, a standby again", taker.Spec.NodeName, moved.Seconds(), worst.Round(100*time.Millisecond), runs)
+}
+
 // holder is the replica serving a one-name set's name, as the record on
 // its shared state Secret says, once that pod is Ready.
 func holder(t *testing.T, ctx context.Context, state, selector string) corev1.Pod {
@@ -574,6 +670,32 @@ func (l *looper) waitOKAfter(t *testing.T, ctx context.Context, since time.Time)
 	}); err != nil {
 		t.Fatalf("fetching through the name: %v", err)
 	}
+}
+
+// since counts the fetches begun at or after from.
+func (l *looper) since(from time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.results {
+		if !r.at.Before(from) {
+			n++
+		}
+	}
+	return n
+}
+
+// failuresSince counts the failed fetches begun at or after from.
+func (l *looper) failuresSince(from time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.results {
+		if !r.at.Before(from) && !r.ok {
+			n++
+		}
+	}
+	return n
 }
 
 // stop ends the loop and returns the longest run of errors (from its

@@ -315,6 +315,35 @@ func (n *Node) Kill() {
 	n.c.killByArg(n.sock)
 }
 
+// CutFromAPIServer partitions the node from the API server, as a network
+// fault between them would: everything on the node (kubelet, pods) loses
+// its packets to the API server's address, the rest of the network stays.
+// heal undoes it. Node 1 is the host, which the API server lives on: only
+// another node can be cut.
+func (n *Node) CutFromAPIServer() (heal func() error, err error) {
+	if n.netns == "" {
+		return nil, fmt.Errorf("%s runs the API server's host", n.Name)
+	}
+	const table = "tsinject-e2e-cut"
+	rules := fmt.Sprintf(`table inet %s {
+  chain from_node {
+    type filter hook output priority 0; policy accept;
+    ip daddr %s tcp dport %d drop
+  }
+  chain from_pods {
+    type filter hook forward priority 0; policy accept;
+    ip daddr %s tcp dport %d drop
+  }
+}
+`, table, BridgeIP, apiPort, BridgeIP, apiPort)
+	cmd := exec.Command("ip", "netns", "exec", n.netns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("nft: %w: %s", err, out)
+	}
+	return func() error { return run("ip", "netns", "exec", n.netns, "nft", "delete", "table", "inet", table) }, nil
+}
+
 // close stops the node and undoes what startNode made outside the
 // cluster's directory: containers, cgroups, the namespace.
 func (n *Node) close() error {
