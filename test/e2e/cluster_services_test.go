@@ -490,6 +490,59 @@ spec: {mode: auth, tls: http, hostname: k8s-web}
 	}
 }
 
+// An API server proxy left at tls: auto never serves plain HTTP in its
+// place: its name takes connections on 443 only, and a plain HTTP request
+// to it gets no answer, so a kubeconfig written for HTTPS can never send
+// a token in clear. (The test control server advertises certificate
+// domains but cannot issue a certificate: the TLS handshake fails, and
+// the replica still reports Ready; see docs/apiserver-proxy.md.)
+func TestAPIServerProxyTLSAutoNeverFallsBack(t *testing.T) {
+	ctx := testCtx(t, stepDeadline)
+	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
+kind: APIServerProxy
+metadata: {name: auto}
+spec: {mode: auth, hostname: k8s-auto}
+`)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		kubectl(ctx, "delete", "apiserverproxy", "auto", "--wait=true", "--timeout=2m")
+	})
+	laptop, err := env.tn.NewNode(ctx, "laptop-auto", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	host := env.tn.FQDN("k8s-auto")
+	// Serving: its name takes connections on 443.
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c, err := laptop.Dial(dctx, "tcp", net.JoinHostPort(host, "443"))
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}); err != nil {
+		t.Fatalf("the proxy's name takes no connection on 443: %v", err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: laptop.Dial, DisableKeepAlives: true}}
+	for _, url := range []string{"http://" + host + "/version", "http://" + host + ":443/version"} {
+		// On 443 Go's TLS server tells a plain client it spoke HTTP to an
+		// HTTPS server (400): nothing of the API's.
+		if res, err := hc.Get(url); err == nil {
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "HTTP request to an HTTPS server") {
+				t.Errorf("%s answered plain HTTP with tls: auto: %s %s", url, res.Status, firstLine(string(b)))
+			}
+		}
+	}
+	if !t.Failed() {
+		figure(t, "tls: auto: the name takes connections on 443 and answers no plain HTTP (80 refused, 443 speaks TLS only)")
+	}
+}
+
 // outsideHost is an address outside the cluster that pods reach through
 // the node (a /32 on the node's bridge, so it goes with the bridge even
 // when a killed run cannot clean up) and
