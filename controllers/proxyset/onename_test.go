@@ -20,12 +20,7 @@ import (
 // states they kept before sharing a name are logged out and removed while
 // they run (they no longer use them), the shared one never.
 func TestOneNameSharesOneState(t *testing.T) {
-	scheme := runtime.NewScheme()
-	clientgoscheme.AddToScheme(scheme)
-	v1alpha1.AddToScheme(scheme)
-	owner := &v1alpha1.APIServerProxy{ObjectMeta: metav1.ObjectMeta{Name: "k8s", UID: "0f0f"}}
-	owner.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("APIServerProxy"))
-	s := &Set{Owner: owner, Component: "apiserver-proxy", Namespace: "tsinject-system", Replicas: 3, OneName: true}
+	scheme, s := oneNameSet(3)
 	var objs []client.Object
 	for i := range 3 { // what per-replica names left, and the replicas running
 		objs = append(objs,
@@ -52,4 +47,15 @@ func TestOneNameSharesOneState(t *testing.T) {
 	if loggedOut != 2 {
 		t.Errorf("%d devices logged out, want the 2 old per-replica ones", loggedOut)
 	}
+}
+
+// oneNameSet is an API server proxy's set of replicas under one name, and
+// a scheme for fake clients holding its objects.
+func oneNameSet(replicas int32) (*runtime.Scheme, *Set) {
+	scheme := runtime.NewScheme()
+	clientgoscheme.AddToScheme(scheme)
+	v1alpha1.AddToScheme(scheme)
+	owner := &v1alpha1.APIServerProxy{ObjectMeta: metav1.ObjectMeta{Name: "k8s", UID: "0f0f"}}
+	owner.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("APIServerProxy"))
+	return scheme, &Set{Owner: owner, Component: "apiserver-proxy", Namespace: "tsinject-system", Replicas: replicas, OneName: true}
 }

@@ -11,8 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -61,12 +59,7 @@ func TestReplicasSpreadOverNodes(t *testing.T) {
 // selects exactly its pods and lets one be unavailable; deleting the set
 // removes it.
 func TestEvictedOneAtATime(t *testing.T) {
-	scheme := runtime.NewScheme()
-	clientgoscheme.AddToScheme(scheme)
-	v1alpha1.AddToScheme(scheme)
-	owner := &v1alpha1.APIServerProxy{ObjectMeta: metav1.ObjectMeta{Name: "k8s", UID: "0f0f"}}
-	owner.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("APIServerProxy"))
-	s := &Set{Owner: owner, Component: "apiserver-proxy", Namespace: "tsinject-system", Replicas: 2, OneName: true}
+	scheme, s := oneNameSet(2)
 	cl := fake.NewClientBuilder().WithScheme(scheme).Build()
 	ctx := context.Background()
 	if err := Apply(ctx, cl, s); err != nil {

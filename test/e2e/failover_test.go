@@ -114,60 +114,26 @@ spec: {mode: auth, tls: http, hostname: k8s-ha, replicas: 2}
 func TestNodeDrain(t *testing.T) {
 	ctx := testCtx(t, 10*time.Minute)
 	drained := env.cluster.Nodes[len(env.cluster.Nodes)-1]
-	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
-kind: APIServerProxy
-metadata: {name: drain}
-spec: {mode: auth, tls: http, hostname: k8s-drain, replicas: 2}
-`)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
 		defer cancel()
 		kubectl(ctx, "uncordon", drained.Name)
-		kubectl(ctx, "delete", "apiserverproxy", "drain", "--wait=true", "--timeout=2m")
 	})
-	waitServed(t, ctx, "drain")
-	if out, err := kubectl(ctx, "-n", system, "get", "poddisruptionbudget", "-l", proxySelector("drain"), "-o", "jsonpath={.items[*].spec.maxUnavailable}"); err != nil || strings.TrimSpace(out) != "1" {
+	c, state, selector := servedFrom(t, ctx, "drain", drained.Name)
+	if out, err := kubectl(ctx, "-n", system, "get", "poddisruptionbudget", "-l", selector, "-o", "jsonpath={.items[*].spec.maxUnavailable}"); err != nil || strings.TrimSpace(out) != "1" {
 		t.Fatalf("the proxy's PodDisruptionBudget: %v: %q, want maxUnavailable 1", err, out)
 	}
-	state, selector := "ts-apiserver-proxy-drain-0", proxySelector("drain")
-	laptop, err := env.tn.NewNode(ctx, "laptop-drain", tailnet.NodeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { laptop.Close() })
-	c := newLooper(ctx, laptop, "http://"+env.tn.FQDN("k8s-drain")+"/version", "gitVersion")
-	c.waitOK(t, ctx)
-	handTo(t, ctx, state, selector, drained.Name, func() { c.waitOKAfter(t, ctx, time.Now()) })
 
 	// The app on the node to be drained has a transfer in flight.
 	ns := namespace(t, "node-drain")
-	apply(t, ns, onNode(fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: app
-  annotations: {tsinject.dev/egress: "8080=db:80"}
-spec:
-  terminationGracePeriodSeconds: 60
-  containers:
-  - name: app
-    image: %s
-    imagePullPolicy: Never
-    command: ["/bin/busybox", "sh", "-c", "trap 'echo app-got-TERM; exit 0' TERM; /bin/busybox sh -c \"/bin/busybox wget -q -O /dev/null 'http://127.0.0.1:8080/slow?seconds=8' && echo transfer-complete\"; /bin/busybox sleep 3600 & wait"]
-`, appImage), drained.Name))
+	apply(t, ns, onNode(transferringApp(8), drained.Name))
 	waitPod(t, ns, "app", "Ready", ready)
 	appLog := make(chan string, 1)
 	go func() {
 		out, _ := kubectl(ctx, "-n", ns, "logs", "-f", "app", "-c", "app")
 		appLog <- out
 	}()
-	if err := waitFor(ctx, func(context.Context) error {
-		if env.slowInFlight.Load() == 0 {
-			return fmt.Errorf("no transfer in flight yet")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitTransferInFlight(t, ctx)
 
 	start := time.Now()
 	if out, err := kubectl(ctx, "drain", drained.Name, "--ignore-daemonsets", "--force", "--delete-emptydir-data", "--timeout=5m"); err != nil {
@@ -210,26 +176,7 @@ spec:
 func TestAPIServerProxySurvivesPartition(t *testing.T) {
 	ctx := testCtx(t, 10*time.Minute)
 	cut := env.cluster.Nodes[len(env.cluster.Nodes)-1]
-	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
-kind: APIServerProxy
-metadata: {name: split}
-spec: {mode: auth, tls: http, hostname: k8s-split, replicas: 2}
-`)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
-		defer cancel()
-		kubectl(ctx, "delete", "apiserverproxy", "split", "--wait=true", "--timeout=2m")
-	})
-	waitServed(t, ctx, "split")
-	state, selector := "ts-apiserver-proxy-split-0", proxySelector("split")
-	laptop, err := env.tn.NewNode(ctx, "laptop-split", tailnet.NodeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { laptop.Close() })
-	c := newLooper(ctx, laptop, "http://"+env.tn.FQDN("k8s-split")+"/version", "gitVersion")
-	c.waitOK(t, ctx)
-	handTo(t, ctx, state, selector, cut.Name, func() { c.waitOKAfter(t, ctx, time.Now()) })
+	c, state, selector := servedFrom(t, ctx, "split", cut.Name)
 	cutOff := holder(t, ctx, state, selector)
 
 	heal, err := cut.CutFromAPIServer()
@@ -294,6 +241,35 @@ spec: {mode: auth, tls: http, hostname: k8s-split, replicas: 2}
 	waitServed(t, ctx, "split")
 	worst, runs := c.stop()
 	figure(t, "the serving replica's node cut from the API server: the name moved to %s after %.1fs; longest run of failed requests (once a second) %s (runs: %s); healed, a standby again", taker.Spec.NodeName, moved.Seconds(), worst.Round(100*time.Millisecond), runs)
+}
+
+// servedFrom makes an API server proxy name (hostname k8s-<name>) with
+// two replicas under one name, served from node, and a tailnet client
+// asking its /version once a second. It returns the client, the name's
+// shared state Secret and the replicas' selector.
+func servedFrom(t *testing.T, ctx context.Context, name, node string) (c *looper, state, selector string) {
+	t.Helper()
+	apply(t, "default", fmt.Sprintf(`apiVersion: tsinject.dev/v1alpha1
+kind: APIServerProxy
+metadata: {name: %s}
+spec: {mode: auth, tls: http, hostname: k8s-%s, replicas: 2}
+`, name, name))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		kubectl(ctx, "delete", "apiserverproxy", name, "--wait=true", "--timeout=2m")
+	})
+	waitServed(t, ctx, name)
+	state, selector = "ts-apiserver-proxy-"+name+"-0", proxySelector(name)
+	laptop, err := env.tn.NewNode(ctx, "laptop-"+name, tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { laptop.Close() })
+	c = newLooper(ctx, laptop, "http://"+env.tn.FQDN("k8s-"+name)+"/version", "gitVersion")
+	c.waitOK(t, ctx)
+	handTo(t, ctx, state, selector, node, func() { c.waitOKAfter(t, ctx, time.Now()) })
+	return c, state, selector
 }
 
 // holder is the replica serving a one-name set's name, as the record on

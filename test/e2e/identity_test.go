@@ -81,13 +81,11 @@ subjects:
 	figure(t, "Ready in %.1fs, again in %.1fs after re-creation with the same tailnet IP %s", first.Seconds(), second.Seconds(), ip)
 }
 
-// Deleting a pod in the middle of a transfer: the app finishes it through
-// the sidecar (a native sidecar is stopped only after the app exits), then
-// the sidecar stops and its ephemeral node logs out.
-func TestDeletionDrains(t *testing.T) {
-	ns := namespace(t, "drain")
-	// On SIGTERM the app finishes the transfer it has in flight, then exits.
-	apply(t, ns, fmt.Sprintf(`apiVersion: v1
+// transferringApp is pod app, injected, fetching /slow?seconds=seconds from
+// the tailnet service db as it starts; on SIGTERM it finishes the transfer
+// in flight (logging transfer-complete), then exits.
+func transferringApp(seconds int) string {
+	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
   name: app
@@ -98,8 +96,29 @@ spec:
   - name: app
     image: %s
     imagePullPolicy: Never
-    command: ["/bin/busybox", "sh", "-c", "trap 'echo app-got-TERM; exit 0' TERM; /bin/busybox sh -c \"/bin/busybox wget -q -O /dev/null 'http://127.0.0.1:8080/slow?seconds=5' && echo transfer-complete\"; /bin/busybox sleep 3600 & wait"]
-`, appImage))
+    command: ["/bin/busybox", "sh", "-c", "trap 'echo app-got-TERM; exit 0' TERM; /bin/busybox sh -c \"/bin/busybox wget -q -O /dev/null 'http://127.0.0.1:8080/slow?seconds=%d' && echo transfer-complete\"; /bin/busybox sleep 3600 & wait"]
+`, appImage, seconds)
+}
+
+// waitTransferInFlight waits until db serves a /slow transfer.
+func waitTransferInFlight(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if err := waitFor(ctx, func(context.Context) error {
+		if env.slowInFlight.Load() == 0 {
+			return fmt.Errorf("no transfer in flight yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Deleting a pod in the middle of a transfer: the app finishes it through
+// the sidecar (a native sidecar is stopped only after the app exits), then
+// the sidecar stops and its ephemeral node logs out.
+func TestDeletionDrains(t *testing.T) {
+	ns := namespace(t, "drain")
+	apply(t, ns, transferringApp(5))
 	waitPod(t, ns, "app", "Ready", ready)
 	ctx, cancel := context.WithCancel(testCtx(t, podDeadline))
 	defer cancel()
@@ -113,14 +132,7 @@ spec:
 		return ch
 	}
 	appLog, sidecarLog := follow("app"), follow("tailscale")
-	if err := waitFor(ctx, func(context.Context) error {
-		if env.slowInFlight.Load() == 0 {
-			return fmt.Errorf("no transfer in flight yet")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitTransferInFlight(t, ctx)
 	start := time.Now()
 	if out, err := kubectl(ctx, "-n", ns, "delete", "pod", "app", "--wait=true"); err != nil {
 		t.Fatalf("delete: %v: %s", err, out)
