@@ -158,6 +158,11 @@ const (
 	// identity, kept in the set's first state Secret (OneNameSecret): one
 	// replica serves it, the others stand by to take it over.
 	EnvOneName = "TSINJECT_ONE_NAME"
+	// EnvPoolSecret makes an egress proxy a pool's replica: it serves the
+	// Services listed in that Secret (key PoolServicesKey, written by the
+	// manager), re-read through the API while it runs, instead of
+	// EnvTarget and EnvPorts.
+	EnvPoolSecret = "TSINJECT_POOL_SECRET"
 )
 
 // AnnotationServing, on a one-name set's state Secret, says which replica
@@ -234,6 +239,7 @@ const (
 	DeviceURL              = "device_url"               // string (API proxy)
 	DevicePeerPaths        = "device_peer_paths"        // map[string]int: peers talked to, by path
 	DeviceEgressTarget     = "device_egress_target"     // EgressTargetState (egress proxy)
+	DeviceEgressTargets    = "device_egress_targets"    // map[string]EgressTargetState by PoolService.Service (a pool's egress proxy)
 )
 
 // EgressTargetState is what an egress proxy knows of its tailnet target.

@@ -125,3 +125,23 @@ func TestParsePortMaps(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePoolServices(t *testing.T) {
+	good := `[{"service":"a/db","target":"db","ports":"10000:5432/tcp,10001:53/udp"},{"service":"b/db","target":"100.64.0.5","ports":"10002:5432/tcp"}]`
+	list, err := ParsePoolServices([]byte(good))
+	if err != nil || len(list) != 2 || list[1].Target != "100.64.0.5" {
+		t.Fatalf("ParsePoolServices(good) = %v, %v", list, err)
+	}
+	for _, bad := range []string{
+		`[{"service":"a/db","target":"db","ports":"10000/tcp"},{"service":"b/db","target":"db","ports":"10000/tcp"}]`, // one port, two Services
+		`[{"service":"db","target":"db","ports":"10000/tcp"}]`,
+		`[{"service":"a/db","target":"","ports":"10000/tcp"}]`,
+		`[{"service":"a/db","target":"db","ports":"80/tcp"}]`, // outside the pool's range
+		`[{"service":"a/db","target":"db","ports":""}]`,
+		`{`,
+	} {
+		if _, err := ParsePoolServices([]byte(bad)); err == nil {
+			t.Errorf("ParsePoolServices(%s) accepted", bad)
+		}
+	}
+}

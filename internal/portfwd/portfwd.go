@@ -25,8 +25,9 @@ const MaxUDPFlows = 4096
 // Forwarder carries connections and flows to Dial's far side.
 type Forwarder struct {
 	// Dial opens the far side's connection for network ("tcp", "udp")
-	// and port.
-	Dial func(ctx context.Context, network string, port uint16) (net.Conn, error)
+	// and the port map a connection or flow arrived on (its TargetPort
+	// the far side's port; its Port tells a pool's Services apart).
+	Dial func(ctx context.Context, network string, m contract.PortMap) (net.Conn, error)
 	// UDPIdle ends a UDP flow with no packets either way for this long.
 	UDPIdle time.Duration
 	Logf    func(format string, args ...any)
@@ -61,8 +62,8 @@ func (f *Forwarder) logf(format string, args ...any) {
 	}
 }
 
-func (f *Forwarder) dial(ctx context.Context, network string, port uint16) (net.Conn, error) {
-	c, err := f.Dial(ctx, network, port)
+func (f *Forwarder) dial(ctx context.Context, network string, m contract.PortMap) (net.Conn, error) {
+	c, err := f.Dial(ctx, network, m)
 	if err != nil {
 		f.Stats.DialErrors.Add(1)
 	}
@@ -80,7 +81,7 @@ func (f *Forwarder) ServeTCP(ctx context.Context, ln net.Listener, m contract.Po
 			return
 		}
 		go func() {
-			up, err := f.dial(ctx, "tcp", m.TargetPort)
+			up, err := f.dial(ctx, "tcp", m)
 			if err != nil {
 				f.logf("%s from %s: %v", m, c.RemoteAddr(), err)
 				c.Close()
@@ -131,7 +132,7 @@ func (f *Forwarder) ServeUDP(ctx context.Context, pc net.PacketConn, m contract.
 				f.Stats.UDPDropped.Add(1)
 				continue
 			}
-			up, err := f.dial(ctx, "udp", m.TargetPort)
+			up, err := f.dial(ctx, "udp", m)
 			if err != nil {
 				f.Stats.UDPDropped.Add(1)
 				continue

@@ -4,6 +4,10 @@
 // so any pod in the cluster, injected or not, reaches that target at the
 // Service's cluster address. It dials nothing but the target: a peer of
 // the tailnet or an address a peer's approved route covers.
+//
+// A pool's replica (ProxyPool) does the same for many Services at once,
+// each on ports of its own, as a Secret the manager keeps lists them; it
+// follows the list while it runs.
 package egress
 
 import (
@@ -15,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +41,13 @@ type Config struct {
 	// an IP address.
 	Target string
 	Ports  []contract.PortMap
+	// PoolSecret makes the replica a pool's: it serves the Services listed
+	// in that Secret (contract.PoolServicesKey) instead of Target and
+	// Ports, re-reading it every PoolPoll through the API.
+	PoolSecret string
+	// Pool, if set, reads the pool's list in place of PoolSecret (tests).
+	Pool     func(ctx context.Context) ([]byte, error)
+	PoolPoll time.Duration
 	// ListenAddr is the address the ports listen on (default: all of the
 	// pod's).
 	ListenAddr string
@@ -62,6 +74,7 @@ func (cfg *Config) Settings() []cli.Setting {
 			cfg.Ports, err = contract.ParsePortMaps(v)
 			return err
 		}},
+		cli.Setting{Flag: "pool-secret", Env: contract.EnvPoolSecret, Help: "serve the Services a pool's Secret lists (instead of --target and --ports)", Set: cli.String(&cfg.PoolSecret)},
 		cli.Setting{Flag: "listen-addr", Env: contract.EnvListenAddr, Help: "address the ports listen on (default: every address of the pod)", Set: cli.String(&cfg.ListenAddr)},
 		cli.Setting{Flag: "udp-idle", Help: "end a UDP flow idle this long", Default: "2m", Set: cli.Duration(&cfg.UDPIdle)},
 	)
@@ -69,54 +82,49 @@ func (cfg *Config) Settings() []cli.Setting {
 
 // Run runs the egress proxy until ctx ends.
 func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
-	if cfg.Target == "" || len(cfg.Ports) == 0 {
-		return errors.New("nothing to do: give --target and --ports")
+	pooled := cfg.PoolSecret != "" || cfg.Pool != nil
+	switch {
+	case pooled && (cfg.Target != "" || len(cfg.Ports) > 0):
+		return errors.New("give --pool-secret or --target and --ports, not both")
+	case !pooled && (cfg.Target == "" || len(cfg.Ports) == 0):
+		return errors.New("nothing to do: give --target and --ports (or --pool-secret)")
 	}
 	if cfg.UDPIdle <= 0 {
 		cfg.UDPIdle = 2 * time.Minute
 	}
-	p := &proxy{cfg: cfg, logf: logf}
+	if cfg.PoolPoll <= 0 {
+		cfg.PoolPoll = 2 * time.Second
+	}
+	if pooled && cfg.Pool == nil {
+		c, err := cfg.Node.KubeClient("tsinject-egress-pool")
+		if err != nil {
+			return fmt.Errorf("reading the pool's Secret %s: %w", cfg.PoolSecret, err)
+		}
+		cfg.Pool = func(ctx context.Context) ([]byte, error) {
+			sec, err := c.GetSecret(ctx, cfg.PoolSecret)
+			if err != nil {
+				return nil, err
+			}
+			return sec.Data[contract.PoolServicesKey], nil
+		}
+	}
+	p := &proxy{cfg: cfg, logf: logf, pooled: pooled, listening: map[portKey]*listener{}}
 	p.fwd = portfwd.Forwarder{Dial: p.dial, UDPIdle: cfg.UDPIdle, Logf: func(f string, a ...any) { logf("egress "+f, a...) }}
-	p.target.Store(&targetView{state: contract.EgressTargetState{Reason: contract.EgressTargetUnknown, Message: "not on the tailnet yet"}})
+	p.routes.Store(&routeTable{})
 	reg := p.registry()
 	health, err := tsnode.ServeHealth(cfg.HealthAddr, p.readyz, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if err != nil {
 		return err
 	}
 	defer health.Close()
+	defer p.closeAll()
 
 	// Listen before joining: a port the pod cannot bind is a
 	// configuration error to report at once, not after a login.
-	var closers []func() error
-	defer func() {
-		for _, c := range closers {
-			_ = c()
+	if !pooled {
+		if err := p.serve(ctx, []contract.PoolService{{Target: cfg.Target, Ports: contract.FormatPortMaps(cfg.Ports)}}); err != nil {
+			return err
 		}
-	}()
-	type listener struct {
-		m   contract.PortMap
-		ln  net.Listener
-		udp net.PacketConn
-	}
-	var lns []listener
-	for _, m := range cfg.Ports {
-		addr := net.JoinHostPort(cfg.ListenAddr, strconv.Itoa(int(m.Port)))
-		l := listener{m: m}
-		if m.Proto == "udp" {
-			l.udp, err = net.ListenPacket("udp", addr)
-			if err == nil {
-				closers = append(closers, l.udp.Close)
-			}
-		} else {
-			l.ln, err = net.Listen("tcp", addr)
-			if err == nil {
-				closers = append(closers, l.ln.Close)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("port %s: %w", m, err)
-		}
-		lns = append(lns, l)
 	}
 
 	// An egress proxy carries every client's connections.
@@ -129,17 +137,23 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	}
 	p.node = n
 	reg.MustRegister(tsnode.NewPeerCollector(n))
+	if pooled {
+		// The first list before Ready: a replica that serves nothing yet
+		// must not take its Services' clients.
+		if err := p.firstPool(ctx, time.Minute); err != nil {
+			n.Close(context.Background(), logf)
+			return fmt.Errorf("reading the pool's Services: %w", err)
+		}
+		go p.watchPool(ctx)
+	}
 	p.refresh(ctx)
 	go p.watch(ctx)
-	for _, l := range lns {
-		if l.udp != nil {
-			go p.fwd.ServeUDP(ctx, l.udp, l.m)
-		} else {
-			go p.fwd.ServeTCP(ctx, l.ln, l.m)
-		}
-	}
 	p.ready.Store(true)
-	logf("egress up: %s to %s over the tailnet", contract.FormatPortMaps(cfg.Ports), cfg.Target)
+	if pooled {
+		logf("egress up: a pool's replica, serving %d Services over the tailnet", len(p.routes.Load().byService))
+	} else {
+		logf("egress up: %s to %s over the tailnet", contract.FormatPortMaps(cfg.Ports), cfg.Target)
+	}
 
 	go n.ReportLoop(ctx, p.device, logf)
 	<-ctx.Done()
@@ -154,12 +168,206 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 type proxy struct {
 	cfg    Config
 	logf   logger.Logf
+	pooled bool
 	node   *tsnode.Node
 	ready  atomic.Bool
-	target atomic.Pointer[targetView]
+	fwd    portfwd.Forwarder
+
+	// routes is what each listening port serves, swapped whole.
+	routes atomic.Pointer[routeTable]
+	// listening are the ports open now (only serve and closeAll touch it).
+	mu        sync.Mutex
+	listening map[portKey]*listener
+	// poolErr is why the pool's list could not be read or used, for logs
+	// (only watchPool touches it), and lastPool the list last applied.
+	poolErr  string
+	lastPool string
+}
+
+// route is one tailnet target and what the proxy knows of it.
+type route struct {
+	service string // namespace/name of a pool's Service; "" alone
+	target  string
+	view    atomic.Pointer[targetView]
 	// dialErr is the last dial's failure (nil after a success).
 	dialErr atomic.Pointer[error]
-	fwd     portfwd.Forwarder
+}
+
+type portKey struct {
+	proto string
+	port  uint16
+}
+
+// routeTable maps each listening port to its route.
+type routeTable struct {
+	byPort    map[portKey]*route
+	byService map[string]*route
+}
+
+type listener struct {
+	m      contract.PortMap
+	r      *route
+	cancel context.CancelFunc
+	close  func() error
+}
+
+// serve listens on the ports of list and stops listening on every other,
+// keeping what did not change (and its open connections) as it is.
+// Connections already open on a port that goes finish; new ones are
+// refused. It fails only for a port it could not bind, after serving the
+// rest.
+func (p *proxy) serve(ctx context.Context, list []contract.PoolService) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.routes.Load()
+	next := &routeTable{byPort: map[portKey]*route{}, byService: map[string]*route{}}
+	wantPorts := map[portKey]contract.PortMap{}
+	for _, s := range list {
+		r := old.byService[s.Service]
+		if r == nil || r.target != s.Target {
+			r = &route{service: s.Service, target: s.Target}
+			r.view.Store(&targetView{state: contract.EgressTargetState{Reason: contract.EgressTargetUnknown, Message: "not on the tailnet yet"}})
+			if p.node != nil {
+				if st, err := p.node.LC.Status(ctx); err == nil {
+					v := resolve(st, r.target)
+					r.view.Store(&v)
+				}
+			}
+		}
+		next.byService[s.Service] = r
+		ports, err := contract.ParsePortMaps(s.Ports)
+		if err != nil {
+			return err // ParsePoolServices checked it
+		}
+		for _, m := range ports {
+			k := portKey{m.Proto, m.Port}
+			next.byPort[k] = r
+			wantPorts[k] = m
+		}
+	}
+	for k, l := range p.listening {
+		if m, ok := wantPorts[k]; !ok || m != l.m || next.byPort[k] != l.r {
+			l.cancel()
+			_ = l.close()
+			delete(p.listening, k)
+		}
+	}
+	// The table before the listeners: a connection to a new port finds
+	// its route.
+	p.routes.Store(next)
+	var errs []error
+	for k, m := range wantPorts {
+		if p.listening[k] != nil {
+			continue
+		}
+		l, err := p.listen(ctx, m)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("port %s: %w", m, err))
+			continue
+		}
+		l.r = next.byPort[k]
+		p.listening[k] = l
+	}
+	return errors.Join(errs...)
+}
+
+// listen opens m's port and serves it until the listener is closed.
+func (p *proxy) listen(ctx context.Context, m contract.PortMap) (*listener, error) {
+	addr := net.JoinHostPort(p.cfg.ListenAddr, strconv.Itoa(int(m.Port)))
+	lctx, cancel := context.WithCancel(ctx)
+	l := &listener{m: m, cancel: cancel}
+	if m.Proto == "udp" {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		l.close = pc.Close
+		go p.fwd.ServeUDP(lctx, pc, m)
+		return l, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	l.close = ln.Close
+	go p.fwd.ServeTCP(lctx, ln, m)
+	return l, nil
+}
+
+func (p *proxy) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, l := range p.listening {
+		l.cancel()
+		_ = l.close()
+		delete(p.listening, k)
+	}
+}
+
+// loadPool reads the pool's list and serves it if it changed. A list it
+// cannot read or use leaves what is served as it is.
+func (p *proxy) loadPool(ctx context.Context) error {
+	b, err := p.cfg.Pool(ctx)
+	if err != nil {
+		return fmt.Errorf("secret %s: %w", p.cfg.PoolSecret, err)
+	}
+	if string(b) == p.lastPool && p.lastPool != "" {
+		return nil
+	}
+	list, err := contract.ParsePoolServices(b)
+	if err != nil {
+		return err
+	}
+	if err := p.serve(ctx, list); err != nil {
+		return err
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	p.lastPool = string(b)
+	p.logf("egress: serving %d Services of the pool", len(list))
+	return nil
+}
+
+// firstPool reads the pool's list until it has one, for at most d.
+func (p *proxy) firstPool(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := p.loadPool(ctx)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(p.cfg.PoolPoll):
+		}
+	}
+}
+
+// watchPool re-reads the pool's list until ctx ends.
+func (p *proxy) watchPool(ctx context.Context) {
+	t := time.NewTicker(p.cfg.PoolPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		msg := ""
+		if err := p.loadPool(ctx); err != nil {
+			msg = err.Error()
+		}
+		if msg != p.poolErr {
+			if msg != "" {
+				p.logf("egress: the pool's list: %s (serving the last one read)", msg)
+			}
+			p.poolErr = msg
+		}
+	}
 }
 
 // targetView is what the netmap says of the target.
@@ -187,8 +395,10 @@ func (p *proxy) refresh(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	v := resolve(st, p.cfg.Target)
-	p.target.Store(&v)
+	for _, r := range p.routes.Load().byService {
+		v := resolve(st, r.target)
+		r.view.Store(&v)
+	}
 }
 
 // resolve finds target among st's peers: a MagicDNS name (short names get
@@ -258,47 +468,62 @@ func resolve(st *ipnstate.Status, target string) targetView {
 
 // state is the target's state for status: the netmap's view, unless the
 // last dial failed.
-func (p *proxy) state() contract.EgressTargetState {
-	v := p.target.Load()
-	st := v.state
+func (r *route) state() contract.EgressTargetState {
+	st := r.view.Load().state
 	if st.Reason == contract.EgressTargetReachable {
-		if e := p.dialErr.Load(); e != nil {
+		if e := r.dialErr.Load(); e != nil {
 			st.Reason = contract.EgressTargetDialFails
-			st.Message = fmt.Sprintf("the last connection to %s failed: %v (is it listening, and does the tailnet policy let this node reach it?)", p.cfg.Target, *e)
+			st.Message = fmt.Sprintf("the last connection to %s failed: %v (is it listening, and does the tailnet policy let this node reach it?)", r.target, *e)
 		}
 	}
 	return st
 }
 
-// dial connects to the target's port over the tailnet, trying its
-// addresses in order.
-func (p *proxy) dial(ctx context.Context, network string, port uint16) (net.Conn, error) {
-	v := p.target.Load()
+// dial connects to the target of the port a connection arrived on, at
+// its target port, over the tailnet, trying its addresses in order.
+func (p *proxy) dial(ctx context.Context, network string, m contract.PortMap) (net.Conn, error) {
+	r := p.routes.Load().byPort[portKey{network, m.Port}]
+	if r == nil {
+		return nil, fmt.Errorf("port %s serves no Service any more", m)
+	}
+	v := r.view.Load()
 	if len(v.addrs) == 0 {
 		return nil, errors.New(v.state.Message)
 	}
 	var errs []error
 	for _, a := range v.addrs {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		c, err := p.node.Server.Dial(dctx, network, netip.AddrPortFrom(a, port).String())
+		c, err := p.node.Server.Dial(dctx, network, netip.AddrPortFrom(a, m.TargetPort).String())
 		cancel()
 		if err == nil {
 			if network == "tcp" {
-				p.dialErr.Store(nil)
+				r.dialErr.Store(nil)
 			}
 			return c, nil
 		}
 		errs = append(errs, err)
 	}
 	err := errors.Join(errs...)
-	p.dialErr.Store(&err)
+	r.dialErr.Store(&err)
 	return nil, err
 }
 
 // device is what the replica reports of itself besides what every node
-// does (tsnode.ReportLoop): what it knows of its target.
+// does (tsnode.ReportLoop): what it knows of its target, or a pool's of
+// each of its Services' (only those it listens for: the manager waits
+// for every replica to list a new Service before calling it ready).
 func (p *proxy) device(*ipnstate.Status) (map[string]any, error) {
-	return map[string]any{contract.DeviceEgressTarget: p.state()}, nil
+	t := p.routes.Load()
+	if !p.pooled {
+		for _, r := range t.byService {
+			return map[string]any{contract.DeviceEgressTarget: r.state()}, nil
+		}
+	}
+	states := map[string]contract.EgressTargetState{}
+	for name, r := range t.byService {
+		states[name] = r.state()
+	}
+	return map[string]any{contract.DeviceEgressTargets: states}, nil
 }
 
 // readyz: the node is on the tailnet with its home DERP. An unknown or
@@ -315,12 +540,14 @@ func (p *proxy) readyz(ctx context.Context) error {
 func (p *proxy) registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	p.fwd.Stats.Register(reg, "tsinject_egress", "Dials to the target that failed.")
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsinject_egress_target_reachable", Help: "1 if the target is a known, online peer and the last dial worked."},
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsinject_egress_target_reachable", Help: "1 if the target (every target of a pool's replica) is a known, online peer and the last dial worked."},
 		func() float64 {
-			if p.state().Reason == contract.EgressTargetReachable {
-				return 1
+			for _, r := range p.routes.Load().byService {
+				if r.state().Reason != contract.EgressTargetReachable {
+					return 0
+				}
 			}
-			return 0
+			return 1
 		}))
 	return reg
 }

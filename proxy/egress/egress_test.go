@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,6 +89,13 @@ func freePort(t *testing.T, network string) uint16 {
 // run starts an egress replica on 127.0.0.1; it returns its metrics URL.
 func run(t *testing.T, tn *tailnet.Tailnet, name, target string, ports []contract.PortMap) string {
 	t.Helper()
+	return start(t, tn, name, func(c *Config) { c.Target, c.Ports = target, ports })
+}
+
+// start starts an egress replica on 127.0.0.1 configured by set; it
+// returns its metrics URL.
+func start(t *testing.T, tn *tailnet.Tailnet, name string, set func(*Config)) string {
+	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "authkey")
 	if err := os.WriteFile(keyFile, []byte(tn.AuthKey), 0o600); err != nil {
@@ -96,16 +104,16 @@ func run(t *testing.T, tn *tailnet.Tailnet, name, target string, ports []contrac
 	health := poll.FreeAddr()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{
-			Node: tsnode.Options{
-				ControlURL: tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
-				Hostname: name, State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state"),
-			},
-			Target: target, Ports: ports, ListenAddr: "127.0.0.1", HealthAddr: health,
-			UDPIdle: 5 * time.Second,
-		}, t.Logf)
-	}()
+	cfg := Config{
+		Node: tsnode.Options{
+			ControlURL: tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
+			Hostname: name, State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state"),
+		},
+		ListenAddr: "127.0.0.1", HealthAddr: health,
+		UDPIdle: 5 * time.Second,
+	}
+	set(&cfg)
+	go func() { done <- Run(ctx, cfg, t.Logf) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -305,5 +313,100 @@ func TestEgressRefusesNonTailnetTargets(t *testing.T) {
 				t.Errorf("target reachable = %v, want 0", v)
 			}
 		})
+	}
+}
+
+// poolPort finds a port free on 127.0.0.1 for TCP within the range a
+// pool hands out.
+func poolPort(t *testing.T) uint16 {
+	t.Helper()
+	for p := contract.PoolPortMin + os.Getpid()%5000; p <= contract.PoolPortMax; p += 7 {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			ln.Close()
+			return uint16(p)
+		}
+	}
+	t.Fatal("no free port in the pool's range")
+	return 0
+}
+
+// serveHTTP serves msg on port 80 of a new peer named name.
+func serveHTTP(ctx context.Context, t *testing.T, tn *tailnet.Tailnet, name, msg string) {
+	t.Helper()
+	n, err := tn.NewNode(ctx, name, tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ln, err := n.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, msg) }))
+}
+
+// A pool's replica serves the Services its list names, each on its own
+// port to its own target, and follows the list as it changes: a Service
+// added is served without a restart, one removed is no longer, and a list
+// it cannot use (two Services on one port) leaves what it serves alone.
+func TestPoolFollowsItsList(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tier.Needs(t, tier.Tailnet)
+	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-egress"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	serveHTTP(ctx, t, tn, "db", "hello from db")
+	serveHTTP(ctx, t, tn, "cache", "hello from cache")
+
+	var list atomic.Value
+	set := func(format string, args ...any) { list.Store([]byte(fmt.Sprintf(format, args...))) }
+	dbPort := poolPort(t)
+	cachePort := dbPort + 1
+	set(`[{"service":"a/db","target":"db","ports":"%d:80/tcp"}]`, dbPort)
+	var reads atomic.Int64
+	start(t, tn, "pool-0", func(c *Config) {
+		c.Pool = func(context.Context) ([]byte, error) { reads.Add(1); return list.Load().([]byte), nil }
+		c.PoolPoll = 100 * time.Millisecond
+	})
+	body := func(port uint16, want string) func() error {
+		return func() error {
+			got, err := get(port)
+			if err == nil && got != want {
+				err = fmt.Errorf("port %d: got %q, want %q", port, got, want)
+			}
+			return err
+		}
+	}
+	waitFor(t, 60*time.Second, "a/db through the pool", body(dbPort, "hello from db"))
+
+	set(`[{"service":"a/db","target":"db","ports":"%d:80/tcp"},{"service":"b/cache","target":"cache","ports":"%d:80/tcp"}]`, dbPort, cachePort)
+	waitFor(t, 30*time.Second, "b/cache added to the pool", body(cachePort, "hello from cache"))
+	if err := body(dbPort, "hello from db")(); err != nil {
+		t.Errorf("a/db after b/cache was added: %v", err)
+	}
+
+	set(`[{"service":"b/cache","target":"cache","ports":"%d:80/tcp"}]`, cachePort)
+	waitFor(t, 30*time.Second, "a/db removed from the pool", func() error {
+		if got, err := get(dbPort); err == nil {
+			return fmt.Errorf("port %d still answers %q", dbPort, got)
+		}
+		return nil
+	})
+
+	// Two Services on one port: refused whole, the last list served on.
+	set(`[{"service":"b/cache","target":"cache","ports":"%d:80/tcp"},{"service":"c/db","target":"db","ports":"%d:80/tcp"}]`, cachePort, cachePort)
+	since := reads.Load()
+	waitFor(t, 30*time.Second, "the proxy reading the unusable list", func() error {
+		if n := reads.Load() - since; n < 3 {
+			return fmt.Errorf("read %d times", n)
+		}
+		return nil
+	})
+	if err := body(cachePort, "hello from cache")(); err != nil {
+		t.Errorf("after an unusable list: %v", err)
 	}
 }

@@ -68,8 +68,8 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	var node atomic.Pointer[tsnode.Node]
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	fwd := &portfwd.Forwarder{
-		Dial: func(ctx context.Context, network string, port uint16) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, net.JoinHostPort(cfg.Target, strconv.Itoa(int(port))))
+		Dial: func(ctx context.Context, network string, m contract.PortMap) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, net.JoinHostPort(cfg.Target, strconv.Itoa(int(m.TargetPort))))
 		},
 		UDPIdle: cfg.UDPIdle,
 		Logf:    func(f string, a ...any) { logf("ingress "+f, a...) },
