@@ -34,6 +34,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/connectors"
 	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/controllers/podevents"
+	"github.com/tsinject/tsinject/controllers/proxypools"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
@@ -292,6 +293,12 @@ func (a *assembly) proxyControllers() error {
 		&podevents.Reconciler{Client: mgr.GetClient(), Events: mgr.GetEventRecorder("tsinject-injector")},
 		&services.EgressReconciler{Base: servicesBase("egress"), ClusterDomain: o.clusterDomain()},
 		&services.IngressReconciler{Base: servicesBase("ingress")},
+		&proxypools.Reconciler{
+			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
+			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
+			Credential: cred, Logout: logout,
+			Events: mgr.GetEventRecorder("tsinject-proxypool"), Log: a.log.WithName("proxypool"),
+		},
 		&apiserverproxies.Reconciler{
 			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,

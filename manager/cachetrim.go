@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 
+	"github.com/tsinject/tsinject/controllers/proxypools"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
@@ -26,7 +27,7 @@ import (
 const maxAnnotation = 4096
 
 // keptLabels are the labels the manager reads on cached objects.
-var keptLabels = []string{proxyset.LabelManagedBy, proxyset.LabelComponent, proxyset.LabelOwner, proxyset.LabelOwnerNamespace, injector.LabelInject}
+var keptLabels = []string{proxyset.LabelManagedBy, proxyset.LabelComponent, proxyset.LabelOwner, proxyset.LabelOwnerNamespace, proxypools.LabelPool, injector.LabelInject}
 
 // trimMeta keeps, of an object's metadata, the annotations named (each
 // bounded: a fixed number of bounded values) and the labels the manager

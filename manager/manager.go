@@ -197,7 +197,7 @@ func (o *Options) proxyCredential(caBundle func() []byte) func() credential.Wiri
 // their controllers wait for caches that never sync, and two minutes later
 // the manager stops, taking the webhook down with it.
 func crdsInstalled(mapper meta.RESTMapper) error {
-	for _, kind := range []string{"Connector", "APIServerProxy", "SidecarProfile"} {
+	for _, kind := range []string{"Connector", "APIServerProxy", "SidecarProfile", "ProxyPool"} {
 		gk := schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: kind}
 		if _, err := mapper.RESTMapping(gk, v1alpha1.GroupVersion.Version); err != nil {
 			if meta.IsNoMatchError(err) {

@@ -169,6 +169,19 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"let a proxy set read a Secret it planted", "a Role the manager writes", func() error {
 			return create(role("ts-connector-new", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","update"],"resourceNames":["ts-connector-new-evil"]}]`))
 		}},
+		{"let a pool read another set's files", "a Role the manager writes", func() error {
+			return create(role("ts-pool-shared", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get"],"resourceNames":["ts-connector-edge-files"]}]`))
+		}},
+		{"let a pool write its files", "a Role the manager writes", func() error {
+			return create(role("ts-pool-shared", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","update"],"resourceNames":["ts-pool-shared-files"]}]`))
+		}},
+		{"run a connector as a pool", "the component their name says", func() error {
+			sts := newProxySet("ts-pool-shared", proxyImage)
+			sts.container()["args"] = []string{"connector"}
+			sts.labels()["app.kubernetes.io/component"] = "pool"
+			sts.pod["serviceAccountName"] = "ts-pool-shared"
+			return create(sts.json(t))
+		}},
 		{"overwrite a tenant's Secret", "the auth key's copies", func() error {
 			return create(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db-password","namespace":"shop"},"data":{"p":"eA=="}}`)
 		}},
@@ -309,6 +322,19 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"write a proxy set's Role", func() error {
 			return create(role("ts-connector-new", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","update","patch"],"resourceNames":["ts-connector-new-0"]},
 				{"apiGroups":[""],"resources":["events"],"verbs":["create","patch","get"]}]`))
+		}},
+		{"write a pool's Role", func() error {
+			return create(role("ts-pool-shared", `[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","update","patch"],"resourceNames":["ts-pool-shared-0","ts-pool-shared-1"]},
+				{"apiGroups":[""],"resources":["secrets"],"verbs":["get"],"resourceNames":["ts-pool-shared-files"]},
+				{"apiGroups":[""],"resources":["events"],"verbs":["create","patch","get"]}]`))
+		}},
+		{"run a pool", func() error {
+			sts := newProxySet("ts-pool-shared", proxyImage)
+			sts.container()["args"] = []string{"egress"}
+			sts.labels()["app.kubernetes.io/component"] = "pool"
+			sts.pod["serviceAccountName"] = "ts-pool-shared"
+			sts.env("TSINJECT_POOL_SECRET", "ts-pool-shared-files")
+			return create(sts.json(t))
 		}},
 		{"publish a new CA", func() error {
 			return webhookPatch(`[{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"` + pemBase64("new") + `"}]`)

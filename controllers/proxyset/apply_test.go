@@ -62,7 +62,8 @@ func TestApplyKeepsWhatOthersSet(t *testing.T) {
 		t.Errorf("replicas %d, want 2", *after.Spec.Replicas)
 	}
 	// A set with ports that one namespace alone may reach.
-	s.Ports, s.AllowFrom = []corev1.ServicePort{{Name: "pg", Port: 5432, Protocol: corev1.ProtocolTCP}}, "shop"
+	s.Ports = []corev1.ServicePort{{Name: "pg", Port: 5432, Protocol: corev1.ProtocolTCP}}
+	s.Isolated, s.Allow = true, []proxyset.Allow{{Namespace: "shop", Ports: s.Ports}}
 	if err := proxyset.Apply(ctx, cl, s); err != nil {
 		t.Fatal(err)
 	}

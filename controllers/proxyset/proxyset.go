@@ -75,6 +75,10 @@ type Set struct {
 	// what changes more often than a replica should restart.
 	Files    map[string]string
 	FilesDir string
+	// FilesByAPI has the replicas read Files through the API (their Role
+	// may get FilesName()) instead of from a mount: for what must reach
+	// them in seconds, not at the kubelet's next sync of the volume.
+	FilesByAPI bool
 	// Ports, if any, are served by the replicas on their pod addresses and
 	// by a ClusterIP Service of the set's name.
 	Ports []corev1.ServicePort
@@ -82,12 +86,20 @@ type Set struct {
 	// (package failover): one state Secret, SecretName(0), for them all;
 	// one serves, the others stand by.
 	OneName bool
-	// AllowFrom, if set with Ports, is the only namespace whose pods may
-	// reach those ports (a NetworkPolicy of the set's name): an egress
-	// Service's proxies act with its namespace's tailnet identity, which
-	// no other tenant's pods should borrow. The health port stays open to
-	// the kubelet and monitoring.
-	AllowFrom string
+	// Isolated puts the replicas behind a NetworkPolicy of the set's
+	// name: each Allow's namespace reaches its ports, anyone the health
+	// port (the kubelet, monitoring), no one anything else. Egress proxies
+	// act with a namespace's tailnet identity, which no other tenant's
+	// pods should borrow.
+	Isolated bool
+	Allow    []Allow
+}
+
+// Allow is a namespace whose pods may reach some of an Isolated set's
+// ports.
+type Allow struct {
+	Namespace string
+	Ports     []corev1.ServicePort
 }
 
 // Name is the base name of the set's objects: <component>-<owner>,
@@ -139,6 +151,10 @@ func (s *Set) labels() map[string]string {
 	l[LabelManagedBy] = ManagedBy
 	return l
 }
+
+// Selector picks the set's pods (a Service of another controller's may
+// send to them).
+func (s *Set) Selector() map[string]string { return s.selector() }
 
 // selector picks the set's pods.
 func (s *Set) selector() map[string]string {
@@ -196,7 +212,7 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 	}); err != nil {
 		return err
 	}
-	if len(s.Ports) > 0 && s.AllowFrom != "" {
+	if s.Isolated {
 		np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
 		if err := apply(ctx, c, np, owner, s.labels(), func() { s.networkPolicy(np) }); err != nil {
 			return err
@@ -239,18 +255,32 @@ func (s *Set) stateSecrets() []string {
 	return out
 }
 
-// role lets the replicas read and write their state Secrets, by name, and
-// report Events.
+// role lets the replicas read and write their state Secrets, by name,
+// read their files Secret if they read it through the API, and report
+// Events.
 func (s *Set) role(role *rbacv1.Role, secrets []string) {
-	role.Rules = []rbacv1.PolicyRule{{
-		APIGroups: []string{""}, Resources: []string{"secrets"},
-		Verbs: []string{"get", "update", "patch"}, ResourceNames: secrets,
-	}, {
-		APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "get"},
-	}}
-	if len(secrets) == 0 {
-		role.Rules = role.Rules[1:]
+	role.Rules = nil
+	if len(secrets) > 0 {
+		role.Rules = append(role.Rules, rbacv1.PolicyRule{
+			APIGroups: []string{""}, Resources: []string{"secrets"},
+			Verbs: []string{"get", "update", "patch"}, ResourceNames: secrets,
+		})
 	}
+	if s.FilesByAPI {
+		role.Rules = append(role.Rules, rbacv1.PolicyRule{
+			APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}, ResourceNames: []string{s.FilesName()},
+		})
+	}
+	role.Rules = append(role.Rules, rbacv1.PolicyRule{
+		APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "get"},
+	})
+}
+
+// ApplyObject server-side applies obj as mutate describes it, with labels
+// (and no owner: for objects tied to a namespaced owner elsewhere by
+// their labels), as Apply does the set's objects.
+func ApplyObject(ctx context.Context, c client.Client, obj client.Object, labels map[string]string, mutate func()) error {
+	return apply(ctx, c, obj, nil, labels, mutate)
 }
 
 // FieldOwner is the field manager of everything the controllers apply.
@@ -316,7 +346,7 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 	credVolume, credMount, credEnv := s.Credential.Volume, s.Credential.Mount, s.Credential.Env
 	mounts := []corev1.VolumeMount{{Name: "state", MountPath: contract.StateDir}, credMount}
 	volumes := []corev1.Volume{{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}, credVolume}
-	if len(s.Files) > 0 {
+	if len(s.Files) > 0 && !s.FilesByAPI {
 		mounts = append(mounts, corev1.VolumeMount{Name: "files", MountPath: s.FilesDir, ReadOnly: true})
 		volumes = append(volumes, corev1.Volume{Name: "files", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: s.FilesName()}}})
 	}
@@ -404,22 +434,28 @@ func (s *Set) spread(profileAffinity *corev1.Affinity) []corev1.TopologySpreadCo
 	}}
 }
 
-// networkPolicy lets only AllowFrom's pods reach the set's ports, and
-// anyone its health port.
+// networkPolicy lets each Allow's namespace reach its ports, anyone the
+// health port, and no one else anything.
 func (s *Set) networkPolicy(np *networkingv1.NetworkPolicy) {
-	var ports []networkingv1.NetworkPolicyPort
-	for _, p := range s.Ports {
-		ports = append(ports, networkingv1.NetworkPolicyPort{Protocol: &p.Protocol, Port: ptr(intstr.FromInt32(p.Port))})
+	var rules []networkingv1.NetworkPolicyIngressRule
+	for _, a := range s.Allow {
+		var ports []networkingv1.NetworkPolicyPort
+		for _, p := range a.Ports {
+			ports = append(ports, networkingv1.NetworkPolicyPort{Protocol: &p.Protocol, Port: ptr(intstr.FromInt32(p.Port))})
+		}
+		if len(ports) == 0 {
+			continue // no ports would mean every port
+		}
+		rules = append(rules, networkingv1.NetworkPolicyIngressRule{
+			From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{corev1.LabelMetadataName: a.Namespace}}}}, Ports: ports})
 	}
 	health := intstr.FromInt32(contract.HealthPort)
+	rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{{Port: &health}}})
 	np.Spec = networkingv1.NetworkPolicySpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: s.selector()},
 		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-		Ingress: []networkingv1.NetworkPolicyIngressRule{
-			{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{corev1.LabelMetadataName: s.AllowFrom}}}}, Ports: ports},
-			{Ports: []networkingv1.NetworkPolicyPort{{Port: &health}}},
-		},
+		Ingress:     rules,
 	}
 }
 

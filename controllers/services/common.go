@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/controllers/proxypools"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
@@ -71,7 +72,7 @@ type Base struct {
 // finalizer), the objects of their proxy sets, and what shapes those:
 // their namespaces' labels and annotations (policy, tags, profile) and
 // SidecarProfiles.
-func (b *Base) setup(mgr ctrl.Manager, component, finalizer string, wants func(*corev1.Service) bool, r reconcile.Reconciler) error {
+func (b *Base) setup(mgr ctrl.Manager, component, finalizer string, wants func(*corev1.Service) bool, r reconcile.Reconciler, more ...func(*builder.Builder) *builder.Builder) error {
 	owned, ours := proxyset.Owned(component, b.Namespace)
 	handles := func(svc *corev1.Service) bool { return wants(svc) || controllerutil.ContainsFinalizer(svc, finalizer) }
 	ask := predicate.NewPredicateFuncs(func(o client.Object) bool {
@@ -86,7 +87,7 @@ func (b *Base) setup(mgr ctrl.Manager, component, finalizer string, wants func(*
 				!maps.Equal(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations())
 		},
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	bld := ctrl.NewControllerManagedBy(mgr).
 		Named(component).
 		For(&corev1.Service{}, builder.WithPredicates(ask)).
 		Watches(&appsv1.StatefulSet{}, owned, ours).
@@ -96,8 +97,11 @@ func (b *Base) setup(mgr ctrl.Manager, component, finalizer string, wants func(*
 		}), builder.WithPredicates(metadataChanged)).
 		Watches(&v1alpha1.SidecarProfile{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, sp client.Object) []reconcile.Request {
 			return b.servicesUsing(ctx, sp.GetName(), handles)
-		})).
-		Complete(r)
+		}))
+	for _, m := range more {
+		bld = m(bld)
+	}
+	return bld.Complete(r)
 }
 
 // servicesIn lists, from the cache, the Services in namespace ("": all)
@@ -339,7 +343,8 @@ func (b *Base) patchFinalizers(ctx context.Context, svc *corev1.Service, change 
 
 // Annotations are the Service annotations these controllers read: the
 // manager's cache keeps these and no other.
-var Annotations = []string{AnnotationTailnetFQDN, AnnotationTailnetIP, AnnotationReplicas, AnnotationTags, AnnotationHostname}
+var Annotations = []string{AnnotationTailnetFQDN, AnnotationTailnetIP, AnnotationReplicas, AnnotationTags, AnnotationHostname,
+	AnnotationProxyPool, proxypools.AnnotationTarget, proxypools.AnnotationPorts}
 
 // Handled reports whether a controller of this package takes svc on (or
 // still has its finalizer on it): the manager's cache keeps the spec of

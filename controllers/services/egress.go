@@ -79,7 +79,7 @@ func WantsEgress(svc *corev1.Service) bool {
 // SetupWithManager watches Services that ask for egress (or still carry
 // its finalizer) and the objects of their proxy sets.
 func (r *EgressReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return r.setup(mgr, EgressComponent, EgressFinalizer, WantsEgress, r)
+	return r.setup(mgr, EgressComponent, EgressFinalizer, WantsEgress, r, r.watchPools)
 }
 
 // egressSpec is an egress Service's request, validated.
@@ -90,6 +90,7 @@ type egressSpec struct {
 	replicas int32
 	tags     []string
 	proxy    *v1alpha1.ProxyConfig // from the namespace's SidecarProfiles
+	ns       *injector.Namespace   // nil when it cannot be used
 }
 
 // parse validates svc's request; each problem names the field and what is
@@ -128,7 +129,7 @@ func (r *EgressReconciler) parse(ctx context.Context, svc *corev1.Service) (egre
 		problems = append(problems, problem)
 	}
 	ns, tags, policyProblems := r.namespacePolicy(ctx, svc)
-	sp.tags, sp.proxy = tags, profileProxy(ns)
+	sp.tags, sp.proxy, sp.ns = tags, profileProxy(ns), ns
 	problems = append(problems, policyProblems...)
 	return sp, problems
 }
@@ -150,7 +151,7 @@ func (r *EgressReconciler) set(svc *corev1.Service, sp egressSpec) *proxyset.Set
 	s.Ports = sp.svcPorts
 	// Only the Service's namespace may use its proxies: they reach the
 	// tailnet with that namespace's tags.
-	s.AllowFrom = svc.Namespace
+	s.Isolated, s.Allow = true, []proxyset.Allow{{Namespace: svc.Namespace, Ports: sp.svcPorts}}
 	return s
 }
 
@@ -166,7 +167,13 @@ func (r *EgressReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !svc.DeletionTimestamp.IsZero() || !WantsEgress(&svc) {
+		if err := r.withdraw(ctx, &svc); err != nil {
+			return reconcile.Result{}, err
+		}
 		return r.finalize(ctx, &svc, EgressFinalizer, r.set(&svc, egressSpec{}), EgressReady, nil)
+	}
+	if pool := svc.Annotations[AnnotationProxyPool]; pool != "" {
+		return r.reconcilePooled(ctx, &svc, pool)
 	}
 	sp, problems := r.parse(ctx, &svc)
 	if len(problems) > 0 {
@@ -182,6 +189,11 @@ func (r *EgressReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		if err := r.Client.Patch(ctx, &svc, patch); err != nil {
 			return reconcile.Result{}, err
 		}
+	}
+	// Moved off a pool: its ports there go once the externalName no
+	// longer names them.
+	if err := r.withdraw(ctx, &svc); err != nil {
+		return reconcile.Result{}, err
 	}
 	cond, err := r.readiness(ctx, &svc, s)
 	if err != nil {

@@ -107,7 +107,7 @@ done
 	if err != nil {
 		t.Fatalf("uninjected pod → %s (TCP and UDP): %v\n%s", host, err, describe(client, "probe"))
 	}
-	otherTenantRefused(t, ns, host, proxySet)
+	otherTenantRefused(t, ns, host, proxySet, 80)
 
 	// One replica goes; the other carries on while the StatefulSet brings
 	// it back. On a busy machine replica 0 may be back before a probe ran
@@ -202,9 +202,10 @@ done
 }
 
 // otherTenantRefused: a pod of another namespace reaches neither the
-// egress Service's proxies at its name nor either replica's address, where
-// a pod of the Service's namespace reaches all of them.
-func otherTenantRefused(t *testing.T, ns, host, proxySet string) {
+// egress Service's proxies at its name nor either replica's address (at
+// port, where the replicas serve it), where a pod of the Service's
+// namespace reaches all of them.
+func otherTenantRefused(t *testing.T, ns, host, proxySet string, port int) {
 	ctx := testCtx(t, podDeadline)
 	targets := []string{host}
 	for i := range 2 {
@@ -212,7 +213,7 @@ func otherTenantRefused(t *testing.T, ns, host, proxySet string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		targets = append(targets, p.Status.PodIP+" ("+p.Spec.NodeName+")")
+		targets = append(targets, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port))+" ("+p.Spec.NodeName+")")
 	}
 	var script strings.Builder
 	script.WriteString("B=/bin/busybox\n")
