@@ -1,6 +1,9 @@
 package examples_test
 
 import (
+	"fmt"
+	"time"
+
 	"context"
 	"encoding/json"
 	"os"
@@ -22,6 +25,7 @@ import (
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/managertest"
+	"github.com/tsinject/tsinject/test/poll"
 )
 
 // Every example applies to the real API server with the manager running:
@@ -74,6 +78,21 @@ func TestExamplesApply(t *testing.T) {
 		if _, ok := p.Annotations[injector.AnnotationStatus]; !ok {
 			t.Errorf("example pod %s was not injected", pod)
 		}
+	}
+
+	// The pool admits demo's cache: it points at the pool's ports.
+	err = poll.Until(context.Background(), time.Minute, 200*time.Millisecond, func() error {
+		var svc corev1.Service
+		if err := c.Client.Get(context.Background(), client.ObjectKey{Namespace: "demo", Name: "cache-tailnet"}, &svc); err != nil {
+			return err
+		}
+		if !strings.HasPrefix(svc.Spec.ExternalName, "ts-pooled-cache-tailnet-") {
+			return fmt.Errorf("cache-tailnet's externalName is %q, not the pool's; status %+v", svc.Spec.ExternalName, svc.Status.Conditions)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 
 	var policy map[string]any

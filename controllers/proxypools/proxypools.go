@@ -255,7 +255,8 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.ProxyPool, s *
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	controllerutil.RemoveFinalizer(pool, Finalizer)
-	return reconcile.Result{}, r.Client.Update(ctx, pool)
+	// Not found: a reconcile from a cache behind our last write.
+	return reconcile.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, pool))
 }
 
 // updateStatus reports devices, the Services served and the Ready
@@ -271,14 +272,17 @@ func (r *Reconciler) updateStatus(ctx context.Context, pool *v1alpha1.ProxyPool,
 		cond.Status, cond.Reason = metav1.ConditionTrue, ReasonReady
 		cond.Message = fmt.Sprintf("%d replicas on the tailnet, serving %d Services", len(devices), services)
 	}
-	before := pool.Status.DeepCopy()
+	orig := pool.DeepCopy()
+	before := &orig.Status
 	proxyset.RecordReady(r.Events, pool, before.Conditions, cond)
 	pool.Status.Devices = devices
 	pool.Status.Services = int32(services)
 	pool.Status.ObservedGeneration = pool.Generation
 	meta.SetStatusCondition(&pool.Status.Conditions, cond)
 	if !statusEqual(before, &pool.Status) {
-		if err := r.Client.Status().Update(ctx, pool); err != nil {
+		// A patch: every Service's change reconciles the pool, and an
+		// update from a cache a write behind would conflict.
+		if err := r.Client.Status().Patch(ctx, pool, client.MergeFrom(orig)); err != nil {
 			return reconcile.Result{}, err
 		}
 	}
