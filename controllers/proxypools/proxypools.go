@@ -161,7 +161,9 @@ func Served(services []corev1.Service) ([]contract.PoolService, []proxyset.Allow
 	}
 	var allow []proxyset.Allow
 	for ns, p := range ports {
-		sort.Slice(p, func(i, j int) bool { return p[i].Port < p[j].Port || p[i].Port == p[j].Port && p[i].Protocol < p[j].Protocol })
+		sort.Slice(p, func(i, j int) bool {
+			return p[i].Port < p[j].Port || p[i].Port == p[j].Port && p[i].Protocol < p[j].Protocol
+		})
 		allow = append(allow, proxyset.Allow{Namespace: ns, Ports: p})
 	}
 	sort.Slice(allow, func(i, j int) bool { return allow[i].Namespace < allow[j].Namespace })

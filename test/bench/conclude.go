@@ -1,6 +1,9 @@
 package bench
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 func verdict(ok bool) string {
 	if ok {
@@ -100,6 +103,11 @@ func Conclude(r *Report) []string {
 			line += " The direct path is one loopback TLS hop to a local API server that answers in well under a millisecond; the tailnet's userspace WireGuard and netstack on both nodes add a fixed cost that such a baseline magnifies (compare the TCP-forward row), and the proxy adds impersonation and a second TLS hop."
 		}
 		out = append(out, line)
+	}
+	if f := r.Failover; f != nil && len(f.Standby) > 0 {
+		worst := slices.Max(f.Standby)
+		out = append(out, fmt.Sprintf("API server proxy failover, the serving replica killed: first request served again after %.1f s (median of %d), %.1f s at worst (target <= 10 s): %s; %.2fx a single replica restarted at once.",
+			f.Standby.Median(), len(f.Standby), worst, verdict(worst <= 10), f.Standby.Median()/f.Restart.Median()))
 	}
 	return out
 }

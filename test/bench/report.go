@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -24,6 +25,7 @@ type Report struct {
 	// ServicesSkipped says which Services rows were not measured, and why.
 	ServicesSkipped []string
 	API             []APIResult
+	Failover        *FailoverResult
 	Memory          []MemoryRow
 	// Manager is the manager's peak RSS among hostile objects, and what
 	// they were.
@@ -152,6 +154,9 @@ func (r *Report) Write(w io.Writer) {
 			p("\nNot measured: %s\n", sk)
 		}
 	}
+	if r.Failover != nil && len(r.Failover.Standby) > 0 {
+		writeFailover(p, r.Failover)
+	}
 	if len(r.API) > 0 {
 		p("\n## API server proxy\n\nkubectl-style requests to the test API server, directly (client certificate, loopback TLS) and through the API proxy from a tailnet peer (WireGuard in userspace both ends, WhoIs, impersonation, then TLS to the API server).\n\n")
 		p("The impersonating row is the direct client sending the proxy's impersonation headers: the API server's own cost of checking them. The TCP-forward row carries the direct TLS connection over the tailnet through a plain TCP forwarder: the difference between it and the proxy is the proxy's own cost (WhoIs once per connection, impersonation, HTTP parsed and written again, a second TLS connection). The bare-proxy row is the floor of any HTTP-level proxy, which impersonation needs: Go's stock reverse proxy on its own tailnet node, reached as the API proxy is, calling the API server with the admin's client certificate, with no identity work; the API proxy over it is tsinject's own share.\n\n")
@@ -178,6 +183,21 @@ func (r *Report) Write(w io.Writer) {
 			}
 		}
 	}
+}
+
+// writeFailover is the failover section.
+func writeFailover(p func(string, ...any), f *FailoverResult) {
+	p("\n## One name: failover of the API server proxy\n\n")
+	p("Two `tsinject-proxy apiserver` processes share one tailnet name (one serves, one stands by, docs/apiserver-proxy.md); a tailnet peer requests a Secret through the name, starting a request on a new connection every 100 ms, each allowed 2 s. The serving process is killed (SIGKILL: no handover, as when its node is lost) and the time to the first request served again is measured; the killed one is started again to stand by for the next round. ")
+	p("The baseline is one process, killed and started again at once with the same state, as a container restart would give it without a standby (a lost node's pod is not restarted for minutes). The standby waits %s without a word from the serving replica before taking over.\n\n", f.Lease)
+	p("| Replicas | Runs | Median | Worst | Spread | vs restart (median) |\n|---|---|---|---|---|---|\n")
+	worst := func(s Sample) float64 { return slices.Max(s) }
+	p("| serving + standby (takeover) | %d | %.1f s | %.1f s | ±%.0f%% | %s |\n", len(f.Standby), f.Standby.Median(), worst(f.Standby), f.Standby.Spread(), ratio(f.Standby.Median(), f.Restart.Median()))
+	p("| one, restarted at once | %d | %.1f s | %.1f s | ±%.0f%% | |\n", len(f.Restart), f.Restart.Median(), worst(f.Restart), f.Restart.Spread())
+	if len(f.Takeover) > 0 {
+		p("\nOf the takeover, the standby took the name %.1f s after the kill (median; worst %.1f s); the rest is its node starting from the shared state and the client's peer reaching it there.\n", f.Takeover.Median(), worst(f.Takeover))
+	}
+	p("\nOn the two-node cluster, e2e `TestAPIServerProxySurvivesNodeLoss` kills a whole node instead (kubelet, containerd and its pods) while kubectl watches through the name, and `TestNodeDrain` drains one.\n")
 }
 
 func findPath(ps []PathResult, name string) float64 {

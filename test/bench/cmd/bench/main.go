@@ -30,7 +30,7 @@ func main() {
 	repeats := flag.Int("repeats", 3, "repetitions of each figure")
 	dur := flag.Duration("duration", 2*time.Second, "length of each load run")
 	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
-	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, connector, services, api, memory, manager (default all)")
+	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, connector, services, api, failover, memory, manager (default all)")
 	managerBaseline := flag.String("manager-baseline", "ec04815", "manager: the git revision measured beside this tree (the last before the manager's caches were trimmed)")
 	roles := flag.String("roles", "", "memory: comma-separated subset of sidecar, connector, API proxy (default all)")
 	profile := flag.String("profile", "", "directory for heap and CPU profiles of tsinject's processes under each memory load")
@@ -159,6 +159,18 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 		c.Stop()
 		if err != nil {
 			r.Errors = append(r.Errors, "API proxy: "+err.Error())
+		}
+	}
+	if want("failover") {
+		step("API server proxy failover (5 kills or more)")
+		c, err := cluster.Start(ctx, cluster.Options{Log: os.Stderr})
+		if err != nil {
+			return err
+		}
+		r.Failover, err = bench.Failover(ctx, c, proxyBin, max(repeats, 5))
+		c.Stop()
+		if err != nil {
+			r.Errors = append(r.Errors, "API server proxy failover: "+err.Error())
 		}
 	}
 	r.Took = time.Since(r.Started)
