@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/tsinject/tsinject/injector"
+	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/injector/offline"
 	"github.com/tsinject/tsinject/injector/webhook"
 )
@@ -54,10 +55,21 @@ func reviewBody(pod []byte) []byte {
 	return b
 }
 
-func injectorHandler() *webhook.Handler {
+// benchConfig is the injector's configuration in the bench: the default,
+// with workload identity federation (every namespace must have a way to
+// join), a default identity for namespaces that name none and the tags
+// its keys carry.
+func benchConfig() injector.Config {
 	cfg := injector.DefaultConfig()
+	cfg.Credential = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "bench-system", Audience: credential.DefaultAudience},
+		NamespaceDefault: &credential.Identity{ClientID: "bench", Audience: credential.DefaultAudience}}
+	cfg.DefaultTags = []string{"tag:k8s"} // one-off keys are always tagged
+	return cfg
+}
+
+func injectorHandler() *webhook.Handler {
 	return &webhook.Handler{
-		Injector:   injector.New(cfg),
+		Injector:   injector.New(benchConfig()),
 		Namespaces: offline.StaticNamespaces{Labels: map[string]string{injector.LabelInjection: "enabled"}, Annotations: map[string]string{injector.AnnotationAllowUntagged: "true"}},
 		Log:        logr.Discard(),
 	}
@@ -185,7 +197,7 @@ func largePod() *corev1.Pod {
 // MeasureLargePod times Inject+Patch and the whole admission handler.
 func MeasureLargePod() LargePod {
 	pod := largePod()
-	in := injector.New(injector.DefaultConfig())
+	in := injector.New(benchConfig())
 	ns := injector.Namespace{Name: "shop", Labels: map[string]string{injector.LabelInjection: "enabled"},
 		Annotations: map[string]string{injector.AnnotationAllowUntagged: "true"}}
 	var out LargePod
