@@ -66,6 +66,7 @@ type ProxyPoolStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=pp
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name: at most 63 characters (it labels the pool's objects)"
 // +kubebuilder:printcolumn:name="Tags",type=string,JSONPath=`.spec.tags`
 // +kubebuilder:printcolumn:name="Services",type=integer,JSONPath=`.status.services`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`

@@ -20,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -57,6 +58,11 @@ const (
 	// MaxServices bounds the Services of one pool: the replicas report
 	// each Service's state in their state Secret (1 MiB at most).
 	MaxServices = 1000
+	// MaxPortsPerService bounds one pooled Service's ports: the pool's
+	// 20,000 are every tenant's.
+	MaxPortsPerService = 32
+	// AnnotationProxyPool, on an egress Service, names its pool.
+	AnnotationProxyPool = "tsinject.dev/proxy-pool"
 )
 
 // Condition reasons.
@@ -216,14 +222,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	proxy, ok, err := proxyset.ResolveProxy(ctx, r.Client, r.Events, &pool, &pool.Status.Conditions, pool.Spec.Profile, pool.Spec.Proxy)
 	if !ok {
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		// The pods stay as they are until the profile is back, but what
+		// they serve and who may reach it follow the Services still.
+		pooled, err := r.pooled(ctx, pool.Name)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		list, allow := Served(pooled)
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, proxyset.ApplyAccess(ctx, r.Client, r.set(&pool, nil, list, allow))
+	}
+	pooled, err := r.pooled(ctx, pool.Name)
+	if err != nil {
 		return reconcile.Result{}, err
 	}
-	var pooled corev1.ServiceList
-	if err := r.Client.List(ctx, &pooled, client.InNamespace(r.Namespace),
-		client.MatchingLabels{proxyset.LabelComponent: PooledComponent, LabelPool: pool.Name}); err != nil {
-		return reconcile.Result{}, err
-	}
-	list, allow := Served(pooled.Items)
+	list, allow := Served(pooled)
 	s := r.set(&pool, proxy, list, allow)
 	if !pool.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &pool, s)
@@ -241,6 +256,36 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	return r.updateStatus(ctx, &pool, s, len(list))
+}
+
+// pooled lists pool's pooled Services, deleting those whose egress
+// Service is gone or names another pool (or none): package services
+// withdraws them itself, but not if it never saw the change (its Service
+// deleted while the manager was down).
+func (r *Reconciler) pooled(ctx context.Context, pool string) ([]corev1.Service, error) {
+	var list corev1.ServiceList
+	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace),
+		client.MatchingLabels{proxyset.LabelComponent: PooledComponent, LabelPool: pool}); err != nil {
+		return nil, err
+	}
+	var out []corev1.Service
+	for _, p := range list.Items {
+		var svc corev1.Service
+		key := client.ObjectKey{Namespace: p.Labels[proxyset.LabelOwnerNamespace], Name: p.Labels[proxyset.LabelOwner]}
+		err := r.Client.Get(ctx, key, &svc)
+		switch {
+		case err == nil && svc.DeletionTimestamp.IsZero() && svc.Annotations[AnnotationProxyPool] == pool:
+			out = append(out, p)
+			continue
+		case err != nil && !apierrors.IsNotFound(err):
+			return nil, err
+		}
+		r.Log.Info("removing a pooled Service whose Service left the pool", "pooled", p.Name, "service", key)
+		if err := client.IgnoreNotFound(r.Client.Delete(ctx, &p, client.Preconditions{UID: &p.UID})); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // finalize logs every device out, deletes the proxy set and lets the pool

@@ -190,16 +190,8 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 			return err
 		}
 	}
-	if len(s.Files) > 0 {
-		files := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.FilesName(), Namespace: s.Namespace}}
-		if err := apply(ctx, c, files, owner, s.labels(), func() {
-			files.Data = map[string][]byte{}
-			for k, v := range s.Files {
-				files.Data[k] = []byte(v)
-			}
-		}); err != nil {
-			return err
-		}
+	if err := ApplyAccess(ctx, c, s); err != nil {
+		return err
 	}
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
 	if err := apply(ctx, c, role, owner, s.labels(), func() { s.role(role, secrets) }); err != nil {
@@ -211,12 +203,6 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 		rb.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: s.Namespace}}
 	}); err != nil {
 		return err
-	}
-	if s.Isolated {
-		np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
-		if err := apply(ctx, c, np, owner, s.labels(), func() { s.networkPolicy(np) }); err != nil {
-			return err
-		}
 	}
 	if len(s.Ports) > 0 {
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
@@ -244,6 +230,31 @@ func Apply(ctx context.Context, c client.Client, s *Set) error {
 	}
 	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
 	return apply(ctx, c, sts, owner, s.labels(), func() { s.statefulSet(sts) })
+}
+
+// ApplyAccess applies the set's files and NetworkPolicy alone: what the
+// replicas serve and who may reach them, kept current even while the rest
+// of the set cannot be (its SidecarProfile missing, say).
+func ApplyAccess(ctx context.Context, c client.Client, s *Set) error {
+	owner, name := s.ownerRef(), s.Name()
+	if len(s.Files) > 0 {
+		files := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.FilesName(), Namespace: s.Namespace}}
+		if err := apply(ctx, c, files, owner, s.labels(), func() {
+			files.Data = map[string][]byte{}
+			for k, v := range s.Files {
+				files.Data[k] = []byte(v)
+			}
+		}); err != nil {
+			return err
+		}
+	}
+	if s.Isolated {
+		np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
+		if err := apply(ctx, c, np, owner, s.labels(), func() { s.networkPolicy(np) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stateSecrets names the set's state Secrets.

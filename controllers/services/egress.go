@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -164,10 +165,15 @@ func (r *EgressReconciler) ProxyServiceFQDN(s *proxyset.Set) string {
 func (r *EgressReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	var svc corev1.Service
 	if err := r.Client.Get(ctx, req.NamespacedName, &svc); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			// Gone without our finalizer (removed by its owner, or while
+			// the manager was down): its ports on a pool go too.
+			return reconcile.Result{}, r.withdraw(ctx, req.Namespace, req.Name)
+		}
+		return reconcile.Result{}, err
 	}
 	if !svc.DeletionTimestamp.IsZero() || !WantsEgress(&svc) {
-		if err := r.withdraw(ctx, &svc); err != nil {
+		if err := r.withdraw(ctx, svc.Namespace, svc.Name); err != nil {
 			return reconcile.Result{}, err
 		}
 		return r.finalize(ctx, &svc, EgressFinalizer, r.set(&svc, egressSpec{}), EgressReady, nil)
@@ -177,6 +183,11 @@ func (r *EgressReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	sp, problems := r.parse(ctx, &svc)
 	if len(problems) > 0 {
+		// Off any pool, whatever else is wrong: the pool no longer
+		// serves it.
+		if err := r.withdraw(ctx, svc.Namespace, svc.Name); err != nil {
+			return reconcile.Result{}, err
+		}
 		return r.invalid(ctx, &svc, EgressReady, ReasonInvalidEgress, problems)
 	}
 	s := r.set(&svc, sp)
@@ -192,7 +203,7 @@ func (r *EgressReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	// Moved off a pool: its ports there go once the externalName no
 	// longer names them.
-	if err := r.withdraw(ctx, &svc); err != nil {
+	if err := r.withdraw(ctx, svc.Namespace, svc.Name); err != nil {
 		return reconcile.Result{}, err
 	}
 	cond, err := r.readiness(ctx, &svc, s)

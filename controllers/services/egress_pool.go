@@ -12,6 +12,8 @@ package services
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -24,8 +26,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -38,14 +42,16 @@ import (
 )
 
 // AnnotationProxyPool names the ProxyPool that serves an egress Service.
-const AnnotationProxyPool = injector.AnnotationPrefix + "proxy-pool"
+const AnnotationProxyPool = proxypools.AnnotationProxyPool
 
 // ReasonNotAdmitted: the pool the Service names will not serve it.
 const ReasonNotAdmitted = "NotAdmittedToPool"
 
 // watchPools reconciles a pool's Services when the pool changes (it may
-// admit or refuse them now, or be gone) and when its replicas report
-// (what they serve, and how they see each target).
+// admit or refuse them now, or be gone), and a Service when what a
+// replica reports of it changes: not every Service of the pool at each
+// report (a replica's peer paths change often, and one tenant flapping
+// its own target must not make the controller go through every other).
 func (r *EgressReconciler) watchPools(b *builder.Builder) *builder.Builder {
 	usersOf := func(ctx context.Context, pool string) []reconcile.Request {
 		return r.servicesIn(ctx, "", func(svc *corev1.Service) bool {
@@ -55,18 +61,69 @@ func (r *EgressReconciler) watchPools(b *builder.Builder) *builder.Builder {
 	poolSecrets := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetNamespace() == r.Namespace && o.GetLabels()[proxyset.LabelComponent] == proxypools.Component
 	})
+	specChanged := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{})
 	return b.
 		Watches(&v1alpha1.ProxyPool{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return usersOf(ctx, o.GetName())
-		})).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			return usersOf(ctx, o.GetLabels()[proxyset.LabelOwner])
-		}), builder.WithPredicates(poolSecrets))
+		}), builder.WithPredicates(specChanged)).
+		Watches(&corev1.Secret{}, reportedServices(), builder.WithPredicates(poolSecrets))
 }
 
-// pooledName is the name of svc's pooled Service.
-func pooledName(svc *corev1.Service) string {
-	return (&proxyset.Set{Owner: svc, Component: proxypools.PooledComponent}).Name()
+// reportedServices enqueues the Services whose state a pool replica's
+// report adds, changes or drops.
+func reportedServices() handler.EventHandler {
+	states := func(o client.Object) map[string]contract.EgressTargetState {
+		var m map[string]contract.EgressTargetState
+		if sec, ok := o.(*corev1.Secret); ok {
+			_ = json.Unmarshal(sec.Data[contract.DeviceEgressTargets], &m)
+		}
+		return m
+	}
+	enqueue := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], old, now map[string]contract.EgressTargetState) {
+		for _, m := range []map[string]contract.EgressTargetState{old, now} {
+			for key := range m {
+				a, inOld := old[key]
+				b, inNow := now[key]
+				if inOld == inNow && a.Reason == b.Reason && a.Message == b.Message && slices.Equal(a.Addrs, b.Addrs) {
+					continue
+				}
+				if ns, name, ok := strings.Cut(key, "/"); ok {
+					q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}})
+				}
+			}
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(q, nil, states(e.Object))
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(q, states(e.ObjectOld), states(e.ObjectNew))
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(q, states(e.Object), nil)
+		},
+	}
+}
+
+// pooledName is the name of Service namespace/name's pooled Service: a
+// hash of both long enough that no tenant can make another's name (96
+// bits; proxy sets' 32 must only avoid accidents, as their owner labels
+// are checked), in 63 characters.
+func pooledName(namespace, name string) string {
+	sum := sha256.Sum256([]byte(namespace + "/" + name))
+	short := name
+	if len(short) > 20 {
+		short = strings.TrimRight(short[:20], "-")
+	}
+	return "ts-pooled-" + short + "-" + hex.EncodeToString(sum[:12])
+}
+
+// ownedBy reports whether pooled is the pooled Service of namespace/name
+// (its owner labels, which the manager alone writes).
+func ownedBy(pooled *corev1.Service, namespace, name string) bool {
+	l := pooled.Labels
+	return l[proxyset.LabelOwnerNamespace] == namespace && l[proxyset.LabelOwner] == name
 }
 
 // reconcilePooled admits svc to pool, gives it ports there and reports.
@@ -80,18 +137,21 @@ func (r *EgressReconciler) reconcilePooled(ctx context.Context, svc *corev1.Serv
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if refusal != "" {
-		// Withdrawn at once: the pool, or the policy, no longer lets this
-		// namespace act with the pool's identity.
-		if err := r.withdraw(ctx, svc); err != nil {
+	if refusal != "" || len(problems) > 0 {
+		// Withdrawn at once, whatever is wrong: a pool acts for every
+		// Service it serves with its own identity, so one it cannot check
+		// in full (tags its namespace's policy no longer gives, a bad
+		// edit) it does not serve. Proxies of a Service's own keep
+		// serving through a bad edit; a pool's do not.
+		if err := r.withdraw(ctx, svc.Namespace, svc.Name); err != nil {
 			return reconcile.Result{}, err
 		}
-		return r.report(ctx, svc, metav1.Condition{Type: EgressReady, Status: metav1.ConditionFalse, Reason: ReasonNotAdmitted,
-			Message: strings.Join(append(problems, refusal), "; ")})
-	}
-	if len(problems) > 0 {
-		// A bad edit: what was served stays until it is fixed.
-		return r.invalid(ctx, svc, EgressReady, ReasonInvalidEgress, problems)
+		reason := ReasonInvalidEgress
+		if refusal != "" {
+			reason, problems = ReasonNotAdmitted, append(problems, refusal)
+		}
+		return r.report(ctx, svc, metav1.Condition{Type: EgressReady, Status: metav1.ConditionFalse, Reason: reason,
+			Message: strings.Join(problems, "; ")})
 	}
 	if err := r.patchFinalizers(ctx, svc, func() bool { return controllerutil.AddFinalizer(svc, EgressFinalizer) }); err != nil {
 		return reconcile.Result{}, err
@@ -104,7 +164,17 @@ func (r *EgressReconciler) reconcilePooled(ctx context.Context, svc *corev1.Serv
 	if problem != "" {
 		return r.report(ctx, svc, metav1.Condition{Type: EgressReady, Status: metav1.ConditionFalse, Reason: ReasonNotAdmitted, Message: problem})
 	}
-	pooled := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: pooledName(svc), Namespace: r.Namespace}}
+	name := pooledName(svc.Namespace, svc.Name)
+	var existing corev1.Service
+	err = r.Live.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: name}, &existing)
+	switch {
+	case err == nil && !ownedBy(&existing, svc.Namespace, svc.Name):
+		return r.report(ctx, svc, metav1.Condition{Type: EgressReady, Status: metav1.ConditionFalse, Reason: ReasonNotAdmitted,
+			Message: fmt.Sprintf("its pooled Service %s is another Service's: rename this Service", name)})
+	case err != nil && !apierrors.IsNotFound(err):
+		return reconcile.Result{}, err
+	}
+	pooled := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace}}
 	err = proxyset.ApplyObject(ctx, r.Client, pooled, map[string]string{
 		proxyset.LabelManagedBy: proxyset.ManagedBy, proxyset.LabelComponent: proxypools.PooledComponent,
 		proxyset.LabelOwner: svc.Name, proxyset.LabelOwnerNamespace: svc.Namespace, proxypools.LabelPool: poolName,
@@ -177,7 +247,10 @@ func (r *EgressReconciler) admits(ctx context.Context, svc *corev1.Service, name
 	have := slices.Clone(sp.tags)
 	slices.Sort(want)
 	slices.Sort(have)
-	if sp.tags != nil && !slices.Equal(slices.Compact(want), slices.Compact(have)) {
+	if sp.tags == nil {
+		return fmt.Sprintf("annotation %s: ProxyPool %q serves only Services whose tags their namespace's policy gives", AnnotationProxyPool, name), nil
+	}
+	if !slices.Equal(slices.Compact(want), slices.Compact(have)) {
 		return fmt.Sprintf("annotation %s: ProxyPool %q's devices carry %s, and this Service's tags are %s (annotation %s, else the namespace's %s): use a pool with its tags, or none",
 			AnnotationProxyPool, name, strings.Join(want, ","), strings.Join(have, ","), AnnotationTags, injector.AnnotationDefaultTags), nil
 	}
@@ -186,9 +259,7 @@ func (r *EgressReconciler) admits(ctx context.Context, svc *corev1.Service, name
 
 // allocate gives each of svc's ports a port of the pool's alone: the one
 // it has (read past the cache, so two Services never get one), else the
-// next free after the highest taken, so a port freed is not handed out
-// again at once to a Service a replica still serving the old list would
-// confuse with its last owner.
+// next free one from where its name hashes to.
 func (r *EgressReconciler) allocate(ctx context.Context, svc *corev1.Service, pool string, want []contract.PortMap) ([]uint16, string, error) {
 	var list corev1.ServiceList
 	if err := r.Live.List(ctx, &list, client.InNamespace(r.Namespace),
@@ -197,10 +268,9 @@ func (r *EgressReconciler) allocate(ctx context.Context, svc *corev1.Service, po
 	}
 	mine := map[string]uint16{} // proto/port of svc → the pool's
 	used := map[uint16]bool{}
-	highest := uint16(contract.PoolPortMin - 1)
 	others := 0
 	for _, p := range list.Items {
-		own := p.Name == pooledName(svc)
+		own := p.Name == pooledName(svc.Namespace, svc.Name) && ownedBy(&p, svc.Namespace, svc.Name)
 		if !own {
 			others++
 		}
@@ -211,8 +281,10 @@ func (r *EgressReconciler) allocate(ctx context.Context, svc *corev1.Service, po
 				continue
 			}
 			used[pp] = true
-			highest = max(highest, pp)
 		}
+	}
+	if len(want) > proxypools.MaxPortsPerService {
+		return nil, fmt.Sprintf("spec.ports: %d ports; a pooled Service may have at most %d (the pool's ports are shared by every tenant)", len(want), proxypools.MaxPortsPerService), nil
 	}
 	if others >= proxypools.MaxServices {
 		return nil, fmt.Sprintf("ProxyPool %q serves %d Services, its most: use another pool", pool, proxypools.MaxServices), nil
@@ -224,7 +296,13 @@ func (r *EgressReconciler) allocate(ctx context.Context, svc *corev1.Service, po
 			used[pp] = true
 		}
 	}
-	next := highest
+	// New ports start where the Service's name hashes to, not after the
+	// highest taken: a port just freed (often the highest) is then not
+	// handed straight to the next Service, which a replica still serving
+	// the old list would confuse with its last owner.
+	sum := sha256.Sum256([]byte(svc.Namespace + "/" + svc.Name))
+	span := uint16(contract.PoolPortMax - contract.PoolPortMin + 1)
+	next := uint16(contract.PoolPortMin) + (uint16(sum[0])<<8|uint16(sum[1]))%span - 1
 	for i := range want {
 		if out[i] != 0 {
 			continue
@@ -247,11 +325,19 @@ func (r *EgressReconciler) allocate(ctx context.Context, svc *corev1.Service, po
 	return out, "", nil
 }
 
-// withdraw takes svc off any pool: its pooled Service goes, and with it
-// its ports on the pool's replicas.
-func (r *EgressReconciler) withdraw(ctx context.Context, svc *corev1.Service) error {
-	pooled := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: pooledName(svc), Namespace: r.Namespace}}
-	return client.IgnoreNotFound(r.Client.Delete(ctx, pooled))
+// withdraw takes Service namespace/name off any pool: its pooled Service
+// goes, and with it its ports on the pool's replicas. Only its own: the
+// owner labels are checked first.
+func (r *EgressReconciler) withdraw(ctx context.Context, namespace, name string) error {
+	var pooled corev1.Service
+	err := r.Live.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: pooledName(namespace, name)}, &pooled)
+	if err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !ownedBy(&pooled, namespace, name) {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Client.Delete(ctx, &pooled, client.Preconditions{UID: &pooled.UID}))
 }
 
 // hasSet reports whether s's StatefulSet (or a state Secret) is there.

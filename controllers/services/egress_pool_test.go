@@ -282,7 +282,7 @@ func TestServiceMovesToPoolAndBack(t *testing.T) {
 	}
 	reconcileService(t, r, "shop", "db")
 	svc = getService(t, c, "shop", "db")
-	pooled := pooledName(svc)
+	pooled := pooledName(svc.Namespace, svc.Name)
 	if !strings.HasPrefix(svc.Spec.ExternalName, pooled+".") {
 		t.Errorf("externalName %s, want the pooled Service %s", svc.Spec.ExternalName, pooled)
 	}
@@ -318,4 +318,114 @@ func TestServiceMovesToPoolAndBack(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: pooled}, &corev1.Service{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the pooled Service outlived its Service: %v", err)
 	}
+}
+
+func pooledServices(t *testing.T, c client.Client) []corev1.Service {
+	t.Helper()
+	var list corev1.ServiceList
+	if err := c.List(context.Background(), &list, client.InNamespace("tsinject-system"), client.MatchingLabels{proxyset.LabelComponent: proxypools.PooledComponent}); err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+// What a tenant could do to keep a pool serving its Service when it
+// should not, or to take another's place there: each time the Service is
+// withdrawn (its pooled Service deleted), or refused.
+func TestPoolWithdrawsWhatItCannotCheck(t *testing.T) {
+	ctx := context.Background()
+	admitted := func(t *testing.T, objs ...client.Object) (*EgressReconciler, client.Client) {
+		t.Helper()
+		r, c := newReconciler(t, append([]client.Object{pool(), pooledService("db", "db")}, objs...)...)
+		reconcileService(t, r, "shop", "db")
+		if len(pooledServices(t, c)) != 1 {
+			t.Fatal("not admitted to begin with")
+		}
+		return r, c
+	}
+	edit := func(t *testing.T, c client.Client, change func(*corev1.Service)) {
+		t.Helper()
+		svc := getService(t, c, "shop", "db")
+		change(svc)
+		if err := c.Update(ctx, svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withdrawn := func(t *testing.T, c client.Client) {
+		t.Helper()
+		if left := pooledServices(t, c); len(left) != 0 {
+			t.Errorf("still on the pool: %s", left[0].Name)
+		}
+	}
+	t.Run("a bad edit", func(t *testing.T) {
+		r, c := admitted(t)
+		edit(t, c, func(s *corev1.Service) { s.Spec.Ports[0].Port = contract.HealthPort })
+		reconcileService(t, r, "shop", "db")
+		withdrawn(t, c)
+	})
+	t.Run("tags the namespace no longer gives", func(t *testing.T) {
+		r, c := admitted(t)
+		edit(t, c, func(s *corev1.Service) { s.Annotations[AnnotationTags] = "tag:bogus" })
+		reconcileService(t, r, "shop", "db")
+		withdrawn(t, c)
+	})
+	t.Run("off the pool, with a bad edit", func(t *testing.T) {
+		r, c := admitted(t)
+		edit(t, c, func(s *corev1.Service) {
+			delete(s.Annotations, AnnotationProxyPool)
+			s.Annotations[AnnotationReplicas] = "x"
+		})
+		reconcileService(t, r, "shop", "db")
+		withdrawn(t, c)
+	})
+	t.Run("deleted without its finalizer", func(t *testing.T) {
+		r, c := admitted(t)
+		edit(t, c, func(s *corev1.Service) { s.Finalizers = nil })
+		if err := c.Delete(ctx, getService(t, c, "shop", "db")); err != nil {
+			t.Fatal(err)
+		}
+		reconcileService(t, r, "shop", "db")
+		withdrawn(t, c)
+	})
+	t.Run("deleted while the manager was down", func(t *testing.T) {
+		r, c := admitted(t)
+		edit(t, c, func(s *corev1.Service) { s.Finalizers = nil })
+		if err := c.Delete(ctx, getService(t, c, "shop", "db")); err != nil {
+			t.Fatal(err)
+		}
+		reconcilePool(t, r) // the pool's sweep, without the Service's reconcile
+		withdrawn(t, c)
+	})
+	t.Run("too many ports", func(t *testing.T) {
+		svc := pooledService("db", "db")
+		svc.Spec.Ports = nil
+		for i := range proxypools.MaxPortsPerService + 1 {
+			svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: fmt.Sprintf("p%d", i), Port: int32(1000 + i)})
+		}
+		r, c := newReconciler(t, pool(), svc)
+		reconcileService(t, r, "shop", "db")
+		withdrawn(t, c)
+		if cond := egressCondition(t, c, "shop", "db"); !strings.Contains(cond.Message, "at most 32") {
+			t.Errorf("condition %+v", cond)
+		}
+	})
+	t.Run("another Service's pooled name", func(t *testing.T) {
+		// Whoever holds the name (here planted), a Service neither
+		// deletes nor takes it.
+		planted := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: pooledName("shop", "db"),
+			Labels: map[string]string{proxyset.LabelComponent: proxypools.PooledComponent, proxypools.LabelPool: "shared",
+				proxyset.LabelOwner: "victim", proxyset.LabelOwnerNamespace: "blog"}}}
+		r, c := newReconciler(t, pool(), pooledService("db", "db"), planted)
+		reconcileService(t, r, "shop", "db")
+		got := getService(t, c, "tsinject-system", planted.Name)
+		if got.Labels[proxyset.LabelOwnerNamespace] != "blog" {
+			t.Errorf("the other Service's pooled Service was taken: %v", got.Labels)
+		}
+		if cond := egressCondition(t, c, "shop", "db"); cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "another Service's") {
+			t.Errorf("condition %+v", cond)
+		}
+		edit(t, c, func(s *corev1.Service) { delete(s.Annotations, AnnotationProxyPool) })
+		reconcileService(t, r, "shop", "db")
+		getService(t, c, "tsinject-system", planted.Name)
+	})
 }

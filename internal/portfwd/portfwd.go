@@ -70,7 +70,8 @@ func (f *Forwarder) dial(ctx context.Context, network string, m contract.PortMap
 	return c, err
 }
 
-// ServeTCP forwards each connection ln accepts until ln is closed.
+// ServeTCP forwards each connection ln accepts until ln is closed, and
+// ends those still open when ctx does.
 func (f *Forwarder) ServeTCP(ctx context.Context, ln net.Listener, m contract.PortMap) {
 	for {
 		c, err := ln.Accept()
@@ -88,6 +89,10 @@ func (f *Forwarder) ServeTCP(ctx context.Context, ln net.Listener, m contract.Po
 				return
 			}
 			f.Stats.TCP.Add(1)
+			// The port no longer served (a pool's Service withdrawn, the
+			// proxy stopping): its connections end with it.
+			stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
+			defer stop()
 			copybuf.Relay(c, up)
 		}()
 	}

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -389,7 +390,23 @@ func TestPoolFollowsItsList(t *testing.T) {
 		t.Errorf("a/db after b/cache was added: %v", err)
 	}
 
+	// A connection open when a/db goes ends with it.
+	open, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", dbPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	if _, err := io.WriteString(open, "GET / HTTP/1.1\r\nHost: db\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := open.Read(make([]byte, 512)); err != nil || n == 0 {
+		t.Fatalf("a keep-alive request to a/db: %d bytes, %v", n, err)
+	}
 	set(`[{"service":"b/cache","target":"cache","ports":"%d:80/tcp"}]`, cachePort)
+	_ = open.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := open.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a connection to a/db outlived its removal from the pool (read: %v)", err)
+	}
 	waitFor(t, 30*time.Second, "a/db removed from the pool", func() error {
 		if got, err := get(dbPort); err == nil {
 			return fmt.Errorf("port %d still answers %q", dbPort, got)
