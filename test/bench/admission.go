@@ -19,9 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/tsinject/tsinject/injector"
-	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/injector/offline"
 	"github.com/tsinject/tsinject/injector/webhook"
+	"github.com/tsinject/tsinject/internal/credential"
 )
 
 // AdmissionResult is one row: a handler at a concurrency.
