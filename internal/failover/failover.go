@@ -25,6 +25,7 @@ import (
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
 // Store holds the serving record.
@@ -67,6 +68,9 @@ type Replica struct {
 
 	serving  atomic.Bool
 	lastRead atomic.Int64 // unix nanoseconds of the last successful read
+	// tookOver: the last acquire took the name from a silent holder (its
+	// node lost, most likely), not one that let go.
+	tookOver bool
 }
 
 // Serving says whether this replica holds the name.
@@ -99,6 +103,12 @@ func (r *Replica) Run(ctx context.Context, serve func(context.Context) error) er
 	}
 	r.serving.Store(true)
 	defer r.serving.Store(false)
+	if r.tookOver {
+		// Its clients still send to the lost holder: the new one meets
+		// them (tsnode.WithWakePeers). After a handover they come by
+		// themselves, sooner than when met.
+		ctx = tsnode.WithWakePeers(ctx)
+	}
 	sctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	done := make(chan error, 1)
@@ -140,6 +150,7 @@ func (r *Replica) acquire(ctx context.Context) error {
 			if free {
 				err = r.Store.Put(ctx, contract.ServingRecord{Pod: r.Self, Renewed: now}, version)
 				if err == nil {
+					r.tookOver = rec.Pod != "" && rec.Pod != r.Self
 					switch rec.Pod {
 					case "", r.Self:
 						r.Logf("failover: serving the name")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
 // memStore is a Secret's record with the API server's optimistic
@@ -81,6 +82,8 @@ type replica struct {
 	view   *view
 	cancel context.CancelFunc
 	done   chan error
+	// woke: serve's context asked the node to meet its peers.
+	woke atomic.Bool
 }
 
 func start(t *testing.T, st *memStore, name string, serving *atomic.Int32, maxServing *atomic.Int32) *replica {
@@ -90,6 +93,7 @@ func start(t *testing.T, st *memStore, name string, serving *atomic.Int32, maxSe
 	rp := &replica{r: r, view: v, cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		rp.done <- r.Run(ctx, func(ctx context.Context) error {
+			rp.woke.Store(tsnode.WakesPeers(ctx))
 			n := serving.Add(1)
 			for {
 				m := maxServing.Load()
@@ -183,6 +187,9 @@ func TestStopHandsOver(t *testing.T) {
 		t.Errorf("stopped replica returned %v", err)
 	}
 	waitUntil(t, "p-1 serving", func() bool { return b.r.Serving() })
+	if b.woke.Load() {
+		t.Error("a replica handed the name meets its peers: they come by themselves, sooner")
+	}
 	st.mu.Lock()
 	if len(st.freed) != 1 || st.freed[0] != "p-0" {
 		t.Errorf("let go of by %v, want p-0: a stopping replica must free the name, not make its standby wait out the lease", st.freed)
@@ -205,6 +212,9 @@ func TestSilentReplicaIsReplaced(t *testing.T) {
 		t.Errorf("partitioned replica returned %v, want ErrLost", err)
 	}
 	waitUntil(t, "p-1 serving", func() bool { return b.r.Serving() && st.holder() == "p-1" })
+	if !b.woke.Load() {
+		t.Error("a replica that took the name from a silent one does not meet its peers")
+	}
 	if most.Load() != 1 {
 		t.Errorf("%d replicas served at once", most.Load())
 	}

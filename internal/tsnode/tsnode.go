@@ -178,11 +178,22 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{Server: srv, LC: lc, opts: o}
-	if o.OneName {
+	if o.OneName && WakesPeers(ctx) {
 		go n.wakePeers(ctx, logf)
 	}
 	return n, nil
 }
+
+type wakePeersKey struct{}
+
+// WithWakePeers has Start meet the node's online peers once it is up
+// (wakePeers): for a replica that took one name over from a silent one.
+func WithWakePeers(ctx context.Context) context.Context {
+	return context.WithValue(ctx, wakePeersKey{}, true)
+}
+
+// WakesPeers reports whether ctx asks Start to meet the node's peers.
+func WakesPeers(ctx context.Context) bool { return ctx.Value(wakePeersKey{}) != nil }
 
 // MaxWakePeers bounds the peers a replica taking over one name meets.
 const MaxWakePeers = 256
