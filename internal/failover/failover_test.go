@@ -82,8 +82,9 @@ type replica struct {
 	view   *view
 	cancel context.CancelFunc
 	done   chan error
-	// woke: serve's context asked the node to meet its peers.
-	woke atomic.Bool
+	// woke: serve's context asked the node to meet its peers; started:
+	// serve has looked (Serving is true a moment before).
+	woke, started atomic.Bool
 }
 
 func start(t *testing.T, st *memStore, name string, serving *atomic.Int32, maxServing *atomic.Int32) *replica {
@@ -94,6 +95,7 @@ func start(t *testing.T, st *memStore, name string, serving *atomic.Int32, maxSe
 	go func() {
 		rp.done <- r.Run(ctx, func(ctx context.Context) error {
 			rp.woke.Store(tsnode.WakesPeers(ctx))
+			rp.started.Store(true)
 			n := serving.Add(1)
 			for {
 				m := maxServing.Load()
@@ -186,7 +188,7 @@ func TestStopHandsOver(t *testing.T) {
 	if err := result(t, a); !errors.Is(err, context.Canceled) {
 		t.Errorf("stopped replica returned %v", err)
 	}
-	waitUntil(t, "p-1 serving", func() bool { return b.r.Serving() })
+	waitUntil(t, "p-1 serving", func() bool { return b.r.Serving() && b.started.Load() })
 	if b.woke.Load() {
 		t.Error("a replica handed the name meets its peers: they come by themselves, sooner")
 	}
@@ -211,7 +213,7 @@ func TestSilentReplicaIsReplaced(t *testing.T) {
 	if err := result(t, a); !errors.Is(err, ErrLost) {
 		t.Errorf("partitioned replica returned %v, want ErrLost", err)
 	}
-	waitUntil(t, "p-1 serving", func() bool { return b.r.Serving() && st.holder() == "p-1" })
+	waitUntil(t, "p-1 serving", func() bool { return b.r.Serving() && st.holder() == "p-1" && b.started.Load() })
 	if !b.woke.Load() {
 		t.Error("a replica that took the name from a silent one does not meet its peers")
 	}
