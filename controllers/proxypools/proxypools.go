@@ -220,6 +220,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, &pool); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
+	pooled, err := r.pooled(ctx, pool.Name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	list, allow := Served(pooled)
 	proxy, ok, err := proxyset.ResolveProxy(ctx, r.Client, r.Events, &pool, &pool.Status.Conditions, pool.Spec.Profile, pool.Spec.Proxy)
 	if !ok {
 		if err != nil {
@@ -227,18 +232,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 		// The pods stay as they are until the profile is back, but what
 		// they serve and who may reach it follow the Services still.
-		pooled, err := r.pooled(ctx, pool.Name)
-		if err != nil {
-			return reconcile.Result{}, err
-		}
-		list, allow := Served(pooled)
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, proxyset.ApplyAccess(ctx, r.Client, r.set(&pool, nil, list, allow))
 	}
-	pooled, err := r.pooled(ctx, pool.Name)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
-	list, allow := Served(pooled)
 	s := r.set(&pool, proxy, list, allow)
 	if !pool.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &pool, s)
