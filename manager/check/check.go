@@ -25,12 +25,15 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/expiry"
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/credential"
@@ -81,7 +84,7 @@ func Run(ctx context.Context, c client.Client, o Options) []Result {
 	var sps v1alpha1.SidecarProfileList
 	profilesErr := c.List(ctx, &sps)
 	st, stErr := status(ctx, c, o)
-	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr), apiServerProxies(ctx, c, o)}
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr), apiServerProxies(ctx, c, o), ingressNames(ctx, c, o), proxyPools(ctx, c)}
 	if o.Proxies {
 		out = append(out, proxies(ctx, c, st, sps.Items, profilesErr)...)
 	}
@@ -562,12 +565,7 @@ func apiServerProxies(ctx context.Context, c client.Client, o Options) Result {
 		case p.Status.ServedBy == "":
 			dark = append(dark, host)
 		default:
-			node := "an unknown node"
-			var pod corev1.Pod
-			if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: p.Status.ServedBy}, &pod); err == nil && pod.Spec.NodeName != "" {
-				node = pod.Spec.NodeName
-			}
-			served = append(served, fmt.Sprintf("%s served by %s on %s, %d of %d standbys ready", host, p.Status.ServedBy, node, p.Status.StandbysReady, replicas-1))
+			served = append(served, fmt.Sprintf("%s served by %s on %s, %d of %d standbys ready", host, p.Status.ServedBy, nodeOf(ctx, c, o.Namespace, p.Status.ServedBy), p.Status.StandbysReady, replicas-1))
 			if p.Status.StandbysReady < 1 {
 				alone = append(alone, host)
 			}
@@ -584,6 +582,124 @@ func apiServerProxies(ctx context.Context, c client.Client, o Options) Result {
 		r.Fix = "no replica stands by for " + strings.Join(alone, ", ") + ": losing the serving one's node takes the name down until its pod runs again; set spec.replicas: 2 or more (docs/apiserver-proxy.md)"
 	}
 	return r
+}
+
+// MaxListed bounds the names a check's detail lists one by one.
+const MaxListed = 20
+
+// ingressNames: which replica serves each ingress Service's one tailnet
+// name (its set's state Secret holds the serving record), on which node,
+// and, for a Service given several replicas, whether one stands by.
+func ingressNames(ctx context.Context, c client.Client, o Options) Result {
+	const name = "ingress names"
+	var sets appsv1.StatefulSetList
+	if err := c.List(ctx, &sets, client.InNamespace(o.Namespace),
+		client.MatchingLabels{proxyset.LabelComponent: services.IngressComponent, proxyset.LabelManagedBy: proxyset.ManagedBy}); err != nil {
+		return fail(name, "listing the ingress proxies' StatefulSets: "+err.Error(), "may your kubeconfig's user list StatefulSets in "+o.Namespace+"?")
+	}
+	if len(sets.Items) == 0 {
+		return pass(name, "none")
+	}
+	slices.SortFunc(sets.Items, func(a, b appsv1.StatefulSet) int { return strings.Compare(ownerOf(&a), ownerOf(&b)) })
+	var listed, dark, alone []string
+	single := 0
+	for i := range sets.Items {
+		sts := &sets.Items[i]
+		svc := ownerOf(sts)
+		replicas := int32(1)
+		if sts.Spec.Replicas != nil {
+			replicas = *sts.Spec.Replicas
+		}
+		if replicas == 0 {
+			listed = append(listed, svc+": 0 replicas")
+			continue
+		}
+		var sec corev1.Secret
+		servedBy := ""
+		if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: sts.Name + "-0"}, &sec); err == nil {
+			servedBy = contract.ParseServing(sec.Annotations[contract.AnnotationServing]).Pod
+		}
+		if servedBy == "" {
+			dark = append(dark, svc)
+			continue
+		}
+		if replicas == 1 {
+			single++
+			continue
+		}
+		standbys := max(sts.Status.ReadyReplicas-1, 0)
+		listed = append(listed, fmt.Sprintf("%s served by %s on %s, %d of %d standbys ready", svc, servedBy, nodeOf(ctx, c, o.Namespace, servedBy), standbys, replicas-1))
+		if standbys < 1 {
+			alone = append(alone, svc)
+		}
+	}
+	listed = firstOf(listed)
+	if single > 0 {
+		listed = append(listed, fmt.Sprintf("%d served by their one replica", single))
+	}
+	detail := strings.Join(listed, "; ")
+	if len(dark) > 0 {
+		return fail(name, fmt.Sprintf("no replica serves the name of %s; %s", strings.Join(firstOf(dark), ", "), detail),
+			"kubectl describe service, and the proxy pods' logs in "+o.Namespace+" (docs/services.md)")
+	}
+	r := pass(name, detail)
+	if len(alone) > 0 {
+		r.Warning = true
+		r.Fix = "no replica stands by for " + strings.Join(firstOf(alone), ", ") + ": losing the serving one's node takes the name down until its pod runs again; kubectl get pods in " + o.Namespace + " (docs/services.md)"
+	}
+	return r
+}
+
+// proxyPools: each pool's replicas on the tailnet and the Services it
+// serves, as its Ready condition says.
+func proxyPools(ctx context.Context, c client.Client) Result {
+	const name = "proxy pools"
+	var pools v1alpha1.ProxyPoolList
+	if err := c.List(ctx, &pools); err != nil {
+		return fail(name, "listing ProxyPools: "+err.Error(), "apply this release's CRDs (manifests/base/crd)")
+	}
+	if len(pools.Items) == 0 {
+		return pass(name, "none")
+	}
+	var ok, bad []string
+	for _, p := range pools.Items {
+		cond := meta.FindStatusCondition(p.Status.Conditions, "Ready")
+		switch {
+		case cond == nil:
+			bad = append(bad, p.Name+": not reconciled yet")
+		case cond.Status != metav1.ConditionTrue:
+			bad = append(bad, p.Name+": "+cond.Message)
+		default:
+			ok = append(ok, p.Name+": "+cond.Message)
+		}
+	}
+	detail := strings.Join(firstOf(append(bad, ok...)), "; ")
+	if len(bad) > 0 {
+		return fail(name, detail, "kubectl describe proxypool, and the pool's pods' logs (docs/services.md)")
+	}
+	return pass(name, detail)
+}
+
+// ownerOf is the Service a proxy set's object belongs to (its labels).
+func ownerOf(o client.Object) string {
+	return o.GetLabels()[proxyset.LabelOwnerNamespace] + "/" + o.GetLabels()[proxyset.LabelOwner]
+}
+
+// nodeOf is the node a pod of namespace runs on.
+func nodeOf(ctx context.Context, c client.Client, namespace, pod string) string {
+	var p corev1.Pod
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: pod}, &p); err == nil && p.Spec.NodeName != "" {
+		return p.Spec.NodeName
+	}
+	return "an unknown node"
+}
+
+// firstOf is at most MaxListed of names, and how many more there are.
+func firstOf(names []string) []string {
+	if len(names) <= MaxListed {
+		return names
+	}
+	return append(slices.Clip(names[:MaxListed]), fmt.Sprintf("%d more", len(names)-MaxListed))
 }
 
 // proxies: injected pods whose sidecar is not ready, or was injected with

@@ -19,6 +19,8 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/certs"
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/credential"
@@ -126,6 +128,13 @@ func TestChecks(t *testing.T) {
 		{"API proxy served alone", apiProxiesCheck, apiProxy(1, "ts-apiserver-proxy-k8s-0", 0), true, true, "0 of 0 standbys ready"},
 		{"API proxy standby down", apiProxiesCheck, apiProxy(3, "ts-apiserver-proxy-k8s-1", 0), true, true, "0 of 2 standbys ready"},
 		{"API proxy dark", apiProxiesCheck, apiProxy(2, "", 0), false, false, "no replica serves http://k8s.ts.net"},
+		{"ingress name served, a standby ready", ingressCheck, ingressSet("web", 2, 2, "ts-ingress-web-1"), true, false, "shop/web served by ts-ingress-web-1 on node-b, 1 of 1 standbys ready"},
+		{"ingress name, its standby down", ingressCheck, ingressSet("web", 3, 1, "ts-ingress-web-0"), true, true, "shop/web served by ts-ingress-web-0 on node-b, 0 of 2 standbys ready"},
+		{"ingress names of one replica", ingressCheck, append(ingressSet("a", 1, 1, "ts-ingress-a-0"), ingressSet("b", 1, 1, "ts-ingress-b-0")...), true, false, "2 served by their one replica"},
+		{"ingress name dark", ingressCheck, append(ingressSet("web", 2, 0, ""), ingressSet("a", 1, 1, "ts-ingress-a-0")...), false, false, "no replica serves the name of shop/web; 1 served by their one replica"},
+		{"no ingress names", ingressCheck, nil, true, false, "none"},
+		{"pool ready", poolsCheck, []client.Object{pool("shared", metav1.ConditionTrue, "2 replicas on the tailnet, serving 50 Services")}, true, false, "shared: 2 replicas on the tailnet, serving 50 Services"},
+		{"pool not ready", poolsCheck, []client.Object{pool("shared", metav1.ConditionTrue, "2 replicas on the tailnet, serving 50 Services"), pool("other", metav1.ConditionFalse, "0 of 2 replicas on the tailnet")}, false, false, "other: 0 of 2 replicas on the tailnet; shared: 2 replicas"},
 		{"guardrails", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), true, false, "6 admission policies hold the manager"},
 		{"guardrails, namespace not restricted", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", map[string]string{"pod-security.kubernetes.io/enforce": "baseline"}), false, false, "does not enforce the restricted Pod Security Standard"},
 		{"guardrails, a policy missing", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil)[1:], false, false, "missing: ValidatingAdmissionPolicy tsinject-manager-webhook"},
@@ -169,6 +178,31 @@ func TestChecks(t *testing.T) {
 }
 
 func apiProxiesCheck(c client.Client) Result { return apiServerProxies(context.Background(), c, opts) }
+func ingressCheck(c client.Client) Result    { return ingressNames(context.Background(), c, opts) }
+func poolsCheck(c client.Client) Result      { return proxyPools(context.Background(), c) }
+
+// ingressSet is the proxy set of ingress Service shop/<svc>: replicas,
+// ready of them, its state Secret's serving record naming servedBy (on
+// node-b).
+func ingressSet(svc string, replicas, ready int32, servedBy string) []client.Object {
+	labels := map[string]string{proxyset.LabelComponent: services.IngressComponent, proxyset.LabelManagedBy: proxyset.ManagedBy,
+		proxyset.LabelOwner: svc, proxyset.LabelOwnerNamespace: "shop"}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "ts-ingress-" + svc, Labels: labels},
+		Spec: appsv1.StatefulSetSpec{Replicas: &replicas}, Status: appsv1.StatefulSetStatus{ReadyReplicas: ready}}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: sts.Name + "-0"}}
+	if servedBy == "" {
+		return []client.Object{sts, sec}
+	}
+	sec.Annotations = map[string]string{contract.AnnotationServing: contract.ServingRecord{Pod: servedBy, Renewed: now}.String()}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: servedBy}, Spec: corev1.PodSpec{NodeName: "node-b"}}
+	return []client.Object{sts, sec, pod}
+}
+
+// pool is a ProxyPool whose Ready condition is status, saying message.
+func pool(name string, status metav1.ConditionStatus, message string) *v1alpha1.ProxyPool {
+	return &v1alpha1.ProxyPool{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: v1alpha1.ProxyPoolStatus{
+		Conditions: []metav1.Condition{{Type: "Ready", Status: status, Reason: "x", Message: message}}}}
+}
 
 // apiProxy is an APIServerProxy of replicas, served by the named replica
 // (on node-b) with standbys ready.

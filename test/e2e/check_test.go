@@ -24,27 +24,7 @@ func TestCheck(t *testing.T) {
 	ns := namespace(t, "checked")
 	apply(t, ns, sleeper("app", map[string]string{"egress": "8080=db:80"}))
 	waitPod(t, ns, "app", "Ready", ready)
-	tsinject, err := gobuild.Binary("./cmd/tsinject")
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := func() ([]check.Result, int) {
-		t.Helper()
-		ctx := testCtx(t, stepDeadline)
-		out, err := exec.CommandContext(ctx, tsinject, "check", "--kubeconfig", env.cluster.Kubeconfig, "--proxy", "-o", "json").Output()
-		code := 0
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			code = exit.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		var rs []check.Result
-		if err := json.Unmarshal(out, &rs); err != nil {
-			t.Fatalf("tsinject check -o json: %v\n%s", err, out)
-		}
-		return rs, code
-	}
+	run := func() ([]check.Result, int) { return runCheck(t, "--proxy") }
 
 	rs, code := run()
 	if code != 0 {
@@ -96,4 +76,41 @@ func TestCheck(t *testing.T) {
 		t.Errorf("tsinject check exited %d after the policy was fixed", code)
 	}
 	figure(t, "tsinject check: %d checks pass on the real installation; a bad namespace policy fails it with exit 1", len(names))
+}
+
+// runCheck runs tsinject check -o json with args against the cluster:
+// its results and exit code.
+func runCheck(t *testing.T, args ...string) ([]check.Result, int) {
+	t.Helper()
+	tsinject, err := gobuild.Binary("./cmd/tsinject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, stepDeadline)
+	out, err := exec.CommandContext(ctx, tsinject, append([]string{"check", "--kubeconfig", env.cluster.Kubeconfig, "-o", "json"}, args...)...).Output()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var rs []check.Result
+	if err := json.Unmarshal(out, &rs); err != nil {
+		t.Fatalf("tsinject check -o json: %v\n%s", err, out)
+	}
+	return rs, code
+}
+
+// checkResult is the named result of tsinject check.
+func checkResult(t *testing.T, name string) check.Result {
+	t.Helper()
+	rs, _ := runCheck(t)
+	for _, r := range rs {
+		if r.Name == name {
+			return r
+		}
+	}
+	t.Fatalf("tsinject check has no %q result: %+v", name, rs)
+	return check.Result{}
 }

@@ -560,6 +560,25 @@ spec:
 	}
 	bothReady()
 	state := replicas()[0].OwnerReferences[0].Name + "-0" // the StatefulSet's shared state Secret
+	// tsinject check names the serving replica, its node, and the standby.
+	if err := waitFor(ctx, func(context.Context) error {
+		sec, err := env.cluster.Client.CoreV1().Secrets(system).Get(ctx, state, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		by := contract.ParseServing(sec.Annotations[contract.AnnotationServing]).Pod
+		pod, err := env.cluster.Client.CoreV1().Pods(system).Get(ctx, by, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("serving replica %q: %v", by, err)
+		}
+		want := fmt.Sprintf("%s/web served by %s on %s, 1 of 1 standbys ready", ns, by, pod.Spec.NodeName)
+		if r := checkResult(t, "ingress names"); !r.OK || !strings.Contains(r.Detail, want) {
+			return fmt.Errorf("tsinject check: %+v, want %q", r, want)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	laptop, err := env.tn.NewNode(ctx, "laptop-ingress-ha", tailnet.NodeOptions{})
 	if err != nil {
