@@ -61,6 +61,10 @@ type Options struct {
 	// API, if set, serves the Tailscale API endpoints of workload identity
 	// federation at the control URL, in front of the control server.
 	API *tsapi.Server
+	// SetDNS, if set, receives the TXT records nodes set at the control
+	// server for ACME DNS-01 (after it checked the name is the node's):
+	// acme.Server.SetDNS.
+	SetDNS func(*tailcfg.SetDNSRequest) error
 }
 
 // Tailnet is a running in-process tailnet.
@@ -149,6 +153,7 @@ func Start(opts Options) (_ *Tailnet, err error) {
 		TagOwners: map[string][]string{},
 		AllOnline: true,
 		Logf:      logf,
+		OnSetDNS:  opts.SetDNS,
 	}
 	ctlLn, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
