@@ -32,6 +32,7 @@ func commands() []*cli.Command {
 		connectorCommand(),
 		egressCommand(),
 		ingressCommand(),
+		webCommand(),
 		apiserverCommand(),
 		cli.VersionCommand(version.Version),
 	}

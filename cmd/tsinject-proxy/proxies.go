@@ -8,6 +8,7 @@ import (
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/proxy/egress"
 	"github.com/tsinject/tsinject/proxy/ingress"
+	"github.com/tsinject/tsinject/proxy/web"
 )
 
 // proxyCommand is a proxy replica's command: bind its settings table,
@@ -46,4 +47,10 @@ func ingressCommand() *cli.Command {
 	var cfg ingress.Config
 	return proxyCommand("ingress", "offer a Service's TCP and UDP ports on the tailnet, unprivileged", cfg.Settings, &cfg.Node, true,
 		func(ctx context.Context, logf func(string, ...any)) error { return ingress.Run(ctx, cfg, logf) })
+}
+
+func webCommand() *cli.Command {
+	var cfg web.Config
+	return proxyCommand("web", "serve an Ingress over HTTPS on the tailnet: TLS at its name, routes to its Services, the caller's identity to them", cfg.Settings, &cfg.Node, true,
+		func(ctx context.Context, logf func(string, ...any)) error { return web.Run(ctx, cfg, logf) })
 }

@@ -145,3 +145,29 @@ func TestParsePoolServices(t *testing.T) {
 		}
 	}
 }
+
+// Web routes the proxy could not serve as written are refused, naming the
+// route and field.
+func TestParseWebRoutes(t *testing.T) {
+	good := `[{"path":"/","backends":[{"addr":"10.0.0.1:80","weight":1}]},{"host":"*.apps.example.com","path":"/api","exact":true,"backends":[{"addr":"api.shop.svc:8080","h2c":true,"weight":3},{"addr":"[fd00::1]:80","weight":0}]}]`
+	routes, err := ParseWebRoutes(good)
+	if err != nil || len(routes) != 2 || !routes[1].Backends[0].H2C || routes[1].Host != "*.apps.example.com" {
+		t.Fatalf("%+v, %v", routes, err)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{`[]`, "0 routes; allowed: 1 to 256"},
+		{`{`, "web routes:"},
+		{`[{"path":"api","backends":[{"addr":"a:80","weight":1}]}]`, `web routes[0]: path "api" must start with /`},
+		{`[{"path":"/","backends":[]}]`, "web routes[0]: no backends"},
+		{`[{"path":"/","backends":[{"addr":"a","weight":1}]}]`, `web routes[0].backends[0]: addr "a"`},
+		{`[{"path":"/","backends":[{"addr":"a:0","weight":1}]}]`, `port "0": allowed 1 to 65535`},
+		{`[{"path":"/","backends":[{"addr":"A_B:80","weight":1}]}]`, `web routes[0].backends[0]: addr "A_B:80"`},
+		{`[{"path":"/","backends":[{"addr":"a:80","weight":-1}]}]`, "weight -1: allowed 0 or more"},
+		{`[{"path":"/","backends":[{"addr":"a:80","weight":0}]}]`, "every backend has weight 0"},
+		{`[{"host":"bad_host","path":"/","backends":[{"addr":"a:80","weight":1}]}]`, "web routes[0]: host:"},
+	} {
+		if _, err := ParseWebRoutes(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", tc.in, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,204 @@
+package web
+
+import (
+	"context"
+	"math/rand/v2"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"tailscale.com/client/tailscale/apitype"
+	"tailscale.com/tailcfg"
+	"tailscale.com/types/logger"
+
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Router sends each request to a backend of the route it matches, as the
+// tailnet caller it came from.
+type Router struct {
+	routes []route
+	// WhoIs identifies a caller by its address on the tailnet.
+	WhoIs func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error)
+	// RequireCapability, if set, admits only callers granted it.
+	RequireCapability tailcfg.PeerCapability
+	Logf              logger.Logf
+}
+
+type route struct {
+	contract.WebRoute
+	proxies []*httputil.ReverseProxy // one per backend
+	total   int64                    // sum of weights
+}
+
+// NewRouter builds the proxies of routes: HTTP/1.1 (WebSocket upgrades
+// included) to each backend, or HTTP/2 without TLS to an H2C one.
+func NewRouter(routes []contract.WebRoute, logf logger.Logf) *Router {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	h1 := &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+		ResponseHeaderTimeout: 0, ExpectContinueTimeout: time.Second}
+	h2c := &http.Transport{DialContext: dialer.DialContext, IdleConnTimeout: 90 * time.Second, Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+
+	r := &Router{Logf: logf}
+	for _, wr := range routes {
+		rt := route{WebRoute: wr}
+		for _, b := range wr.Backends {
+			target := &url.URL{Scheme: "http", Host: b.Addr}
+			p := &httputil.ReverseProxy{
+				Rewrite: func(pr *httputil.ProxyRequest) {
+					pr.SetURL(target)
+					pr.Out.Host = pr.In.Host // the name the client asked for
+					pr.SetXForwarded()
+				},
+				Transport: h1,
+				// Streams (server-sent events, gRPC) reach the client as
+				// they come.
+				FlushInterval: -1,
+				ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+					logf("web: %s %s to %s: %v", req.Method, req.URL.Path, b.Addr, err)
+					w.WriteHeader(http.StatusBadGateway)
+				},
+			}
+			if b.H2C {
+				p.Transport = h2c
+			}
+			rt.proxies = append(rt.proxies, p)
+			rt.total += int64(b.Weight)
+		}
+		r.routes = append(r.routes, rt)
+	}
+	return r
+}
+
+// match is the route for host and path: among those whose host matches,
+// an exact path first, then the longest prefix; a route naming a host
+// before one naming none.
+func (r *Router) match(host, path string) *route {
+	var best *route
+	score := func(rt *route) (int, int, int) {
+		specific := 0
+		if rt.Host != "" {
+			specific = 1
+		}
+		exact := 0
+		if rt.Exact {
+			exact = 1
+		}
+		return exact, len(rt.Path), specific
+	}
+	for i := range r.routes {
+		rt := &r.routes[i]
+		if !hostMatches(rt.Host, host) || !pathMatches(rt.Path, rt.Exact, path) {
+			continue
+		}
+		if best == nil {
+			best = rt
+			continue
+		}
+		e1, l1, s1 := score(rt)
+		e2, l2, s2 := score(best)
+		if e1 > e2 || (e1 == e2 && (l1 > l2 || (l1 == l2 && s1 > s2))) {
+			best = rt
+		}
+	}
+	return best
+}
+
+func hostMatches(pattern, host string) bool {
+	if pattern == "" {
+		return true
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
+		_, tail, found := strings.Cut(host, ".")
+		return found && tail == rest
+	}
+	return host == pattern
+}
+
+func pathMatches(pattern string, exact bool, path string) bool {
+	if exact {
+		return path == pattern
+	}
+	if pattern == "/" {
+		return true
+	}
+	p := strings.TrimSuffix(pattern, "/")
+	return path == p || strings.HasPrefix(path, p+"/")
+}
+
+// pick chooses a backend by weight.
+func (rt *route) pick() *httputil.ReverseProxy {
+	n := rand.Int64N(rt.total)
+	for i, b := range rt.Backends {
+		if n < int64(b.Weight) {
+			return rt.proxies[i]
+		}
+		n -= int64(b.Weight)
+	}
+	return rt.proxies[len(rt.proxies)-1]
+}
+
+// ServeHTTP identifies the caller, sets its identity headers in place of
+// any the client sent, and proxies to the matching route.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	who, err := r.WhoIs(req.Context(), req.RemoteAddr)
+	if err != nil || who == nil || who.Node == nil {
+		http.Error(w, "tsinject: the caller is not an identifiable tailnet node", http.StatusForbidden)
+		return
+	}
+	if r.RequireCapability != "" {
+		if _, ok := who.CapMap[r.RequireCapability]; !ok {
+			http.Error(w, "tsinject: your tailnet grants do not include "+string(r.RequireCapability)+", which this site requires", http.StatusForbidden)
+			return
+		}
+	}
+	host := req.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	rt := r.match(host, req.URL.Path)
+	if rt == nil {
+		http.NotFound(w, req)
+		return
+	}
+	setIdentity(req.Header, who)
+	rt.pick().ServeHTTP(w, req)
+}
+
+// setIdentity replaces every Tailscale-* header with the caller's
+// identity.
+func setIdentity(h http.Header, who *apitype.WhoIsResponse) {
+	for k := range h {
+		if strings.HasPrefix(http.CanonicalHeaderKey(k), contract.HeaderPrefix) {
+			delete(h, k)
+		}
+	}
+	h.Set(contract.HeaderCallerNode, strings.TrimSuffix(who.Node.Name, "."))
+	if who.Node.IsTagged() {
+		h.Set(contract.HeaderCallerTags, strings.Join(who.Node.Tags, ","))
+		return
+	}
+	if u := who.UserProfile; u != nil {
+		h.Set(contract.HeaderUserLogin, headerValue(u.LoginName))
+		h.Set(contract.HeaderUserName, headerValue(u.DisplayName))
+		if u.ProfilePicURL != "" {
+			h.Set(contract.HeaderUserProfilePic, u.ProfilePicURL)
+		}
+	}
+}
+
+// headerValue is v as a header value: as is in ASCII, RFC 2047-encoded
+// otherwise, empty if it is not UTF-8 (as tailscale serve writes them).
+func headerValue(v string) string {
+	if !utf8.ValidString(v) {
+		return ""
+	}
+	return mime.QEncoding.Encode("utf-8", v)
+}

@@ -1,0 +1,133 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"tailscale.com/client/tailscale/apitype"
+	"tailscale.com/tailcfg"
+
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Among the routes a request's host and path match: an exact path first,
+// then the longest prefix of whole segments, then one naming the host.
+func TestMatch(t *testing.T) {
+	routes := []contract.WebRoute{
+		{Path: "/", Backends: []contract.WebBackend{{Addr: "root:80", Weight: 1}}},
+		{Path: "/api", Backends: []contract.WebBackend{{Addr: "api:80", Weight: 1}}},
+		{Path: "/api/v2/", Backends: []contract.WebBackend{{Addr: "v2:80", Weight: 1}}},
+		{Path: "/login", Exact: true, Backends: []contract.WebBackend{{Addr: "login:80", Weight: 1}}},
+		{Host: "grafana.example.com", Path: "/", Backends: []contract.WebBackend{{Addr: "grafana:80", Weight: 1}}},
+		{Host: "*.apps.example.com", Path: "/", Backends: []contract.WebBackend{{Addr: "apps:80", Weight: 1}}},
+	}
+	r := NewRouter(routes, t.Logf)
+	for _, tc := range []struct{ host, path, want string }{
+		{"web.ts.net", "/", "root:80"},
+		{"web.ts.net", "/apix", "root:80"},
+		{"web.ts.net", "/api", "api:80"},
+		{"web.ts.net", "/api/v1/x", "api:80"},
+		{"web.ts.net", "/api/v2", "v2:80"},
+		{"web.ts.net", "/api/v2/users", "v2:80"},
+		{"web.ts.net", "/login", "login:80"},
+		{"web.ts.net", "/login/x", "root:80"},
+		{"grafana.example.com", "/d/1", "grafana:80"},
+		{"GRAFANA.example.com.", "/", "grafana:80"},
+		{"a.apps.example.com", "/", "apps:80"},
+		{"a.b.apps.example.com", "/", "root:80"},
+		{"apps.example.com", "/", "root:80"},
+	} {
+		rt := r.match(tc.host, tc.path)
+		if got := rt.Backends[0].Addr; got != tc.want {
+			t.Errorf("%s%s: routed to %s, want %s", tc.host, tc.path, got, tc.want)
+		}
+	}
+	if rt := NewRouter(routes[1:2], t.Logf).match("web.ts.net", "/other"); rt != nil {
+		t.Errorf("/other matched %+v with no route for it", rt.WebRoute)
+	}
+}
+
+// whoIs answers for a user's device and a tagged one.
+func whoIs(_ context.Context, addr string) (*apitype.WhoIsResponse, error) {
+	if strings.HasPrefix(addr, "100.64.0.9:") {
+		return &apitype.WhoIsResponse{Node: &tailcfg.Node{Name: "ci.tail.ts.net.", Tags: []string{"tag:ci", "tag:prod"}}}, nil
+	}
+	return &apitype.WhoIsResponse{Node: &tailcfg.Node{Name: "laptop.tail.ts.net."},
+		UserProfile: &tailcfg.UserProfile{LoginName: "alice@example.com", DisplayName: "Alice Ærø", ProfilePicURL: "https://pic/a"},
+		CapMap:      tailcfg.PeerCapMap{"example.com/cap/grafana": nil}}, nil
+}
+
+// The backend sees the caller's identity and never what the client
+// claimed under Tailscale-*; a tagged caller is named by its node and
+// tags. Callers without a required capability get 403.
+func TestIdentityHeaders(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(r.Header)
+	}))
+	defer backend.Close()
+	r := NewRouter([]contract.WebRoute{{Path: "/", Backends: []contract.WebBackend{{Addr: backend.Listener.Addr().String(), Weight: 1}}}}, t.Logf)
+	r.WhoIs = whoIs
+	call := func(from string) (int, http.Header) {
+		req := httptest.NewRequest("GET", "https://web.tail.ts.net/", nil)
+		req.RemoteAddr = from
+		req.Header.Set("Tailscale-User-Login", "root@example.com")
+		req.Header.Set("tailscale-caller-tags", "tag:admin")
+		req.Header.Set("Tailscale-Anything", "forged")
+		req.Header.Set("X-Forwarded-For", "203.0.113.9")
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		var h http.Header
+		json.Unmarshal(w.Body.Bytes(), &h)
+		return w.Code, h
+	}
+	code, h := call("100.64.0.1:40000")
+	if code != 200 || h.Get(contract.HeaderUserLogin) != "alice@example.com" || h.Get(contract.HeaderUserName) != "=?utf-8?q?Alice_=C3=86r=C3=B8?=" ||
+		h.Get(contract.HeaderUserProfilePic) != "https://pic/a" || h.Get(contract.HeaderCallerNode) != "laptop.tail.ts.net" ||
+		h.Get(contract.HeaderCallerTags) != "" || h.Get("Tailscale-Anything") != "" || h.Get("X-Forwarded-For") != "100.64.0.1" {
+		t.Errorf("user's request: %d %v", code, h)
+	}
+	code, h = call("100.64.0.9:40000")
+	if code != 200 || h.Get(contract.HeaderCallerTags) != "tag:ci,tag:prod" || h.Get(contract.HeaderCallerNode) != "ci.tail.ts.net" ||
+		h.Get(contract.HeaderUserLogin) != "" || h.Get("Tailscale-Anything") != "" {
+		t.Errorf("tagged node's request: %d %v", code, h)
+	}
+
+	r.RequireCapability = "example.com/cap/grafana"
+	if code, _ := call("100.64.0.1:40000"); code != 200 {
+		t.Errorf("granted caller: %d", code)
+	}
+	if code, _ := call("100.64.0.9:40000"); code != http.StatusForbidden {
+		t.Errorf("caller without the capability: %d, want 403", code)
+	}
+}
+
+// Backends share a route by weight; one of weight 0 gets nothing.
+func TestWeights(t *testing.T) {
+	hits := map[string]int{}
+	var names []string
+	var backends []contract.WebBackend
+	for _, name := range []string{"a", "b", "never"} {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) }))
+		defer s.Close()
+		weight := map[string]int32{"a": 3, "b": 1}[name]
+		backends = append(backends, contract.WebBackend{Addr: s.Listener.Addr().String(), Weight: weight})
+		names = append(names, name)
+	}
+	r := NewRouter([]contract.WebRoute{{Path: "/", Backends: backends}}, t.Logf)
+	r.WhoIs = whoIs
+	for range 400 {
+		req := httptest.NewRequest("GET", "https://web/", nil)
+		req.RemoteAddr = "100.64.0.1:1"
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		hits[w.Body.String()]++
+	}
+	if hits["never"] != 0 || hits["a"] < 240 || hits["a"] > 360 || hits["a"]+hits["b"] != 400 {
+		t.Errorf("hits %v of 400, want a about 300, b about 100, never none (%v)", hits, names)
+	}
+}
