@@ -54,6 +54,11 @@ func TestManagerCannotEscalate(t *testing.T) {
 	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "loadbalancer", "cloud", "--tcp=443:8443")
 	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"front","namespace":"shop"},
 		"spec":{"type":"LoadBalancer","loadBalancerClass":"tsinject.dev/tailnet","ports":[{"port":443}]}}`), "create", "-f", "-")
+	// A tenant's Ingresses: one of tsinject's class, one of another.
+	for name, class := range map[string]string{"grafana": "tsinject", "shopfront": "nginx"} {
+		kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"`+name+`","namespace":"shop"},
+			"spec":{"ingressClassName":"`+class+`","defaultBackend":{"service":{"name":"web","port":{"number":80}}}}}`), "create", "-f", "-")
+	}
 
 	asManager := func(stdin string, args ...string) error {
 		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.Kubeconfig, "--as=system:serviceaccount:tsinject-system:tsinject-manager"}, args...)...)
@@ -99,6 +104,20 @@ func TestManagerCannotEscalate(t *testing.T) {
 		svc["status"] = map[string]any{"loadBalancer": map[string]any{"ingress": lb}}
 		b, _ := json.Marshal(svc)
 		return asManager(string(b), "replace", "--raw", "/api/v1/namespaces/shop/services/"+name+"/status?dryRun=All", "-f", "-")
+	}
+	// The same for an Ingress.
+	putIngressStatus := func(name, ingress string) error {
+		var ing map[string]any
+		if err := json.Unmarshal(kubectl(t, c.Kubeconfig, nil, "-n", "shop", "get", "ingress", name, "-o", "json"), &ing); err != nil {
+			return err
+		}
+		var lb []any
+		if err := json.Unmarshal([]byte(ingress), &lb); err != nil {
+			return err
+		}
+		ing["status"] = map[string]any{"loadBalancer": map[string]any{"ingress": lb}}
+		b, _ := json.Marshal(ing)
+		return asManager(string(b), "replace", "--raw", "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/"+name+"/status?dryRun=All", "-f", "-")
 	}
 	webhookPatch := func(patch string) error {
 		return asManager("", "patch", "mutatingwebhookconfiguration", "tsinject", "--dry-run=server", "--type=json", "-p", patch)
@@ -280,6 +299,25 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"take traffic to an outside address", "ipMode Proxy", func() error {
 			return putStatus("front", `[{"ip":"198.18.0.66"}]`)
 		}},
+		{"repoint a tenant's Ingress of its class", "changes only its own finalizer", func() error {
+			return patch("shop", "ingress/grafana", `{"spec":{"defaultBackend":{"service":{"name":"attacker","port":{"number":80}}}}}`)
+		}},
+		{"annotate a tenant's Ingress of its class", "changes only its own finalizer", func() error {
+			return patch("shop", "ingress/grafana", `{"metadata":{"annotations":{"nginx.ingress.kubernetes.io/server-snippet":"x"}}}`)
+		}},
+		{"repoint a tenant's Ingress of another class", "only updates Ingresses of class tsinject", func() error {
+			return patch("shop", "ingress/shopfront", `{"spec":{"defaultBackend":{"service":{"name":"attacker","port":{"number":80}}}}}`)
+		}},
+		{"hold an Ingress of another class", "only updates Ingresses of class tsinject", func() error {
+			return patch("shop", "ingress/shopfront", `{"metadata":{"finalizers":["tsinject.dev/web"]}}`)
+		}},
+		{"publish addresses on an Ingress of another class", "only updates Ingresses of class tsinject", func() error {
+			return putIngressStatus("shopfront", `[{"ip":"198.18.0.66"}]`)
+		}},
+		{"create an Ingress", "cannot create resource", func() error {
+			return create(`{"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"attack","namespace":"shop"},
+				"spec":{"defaultBackend":{"service":{"name":"web","port":{"number":80}}}}}`)
+		}},
 		{"take traffic to external IPs", "without externalIPs", func() error {
 			return create(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"ts-attack","namespace":"tsinject-system"},
 				"spec":{"ports":[{"port":53}],"externalIPs":["198.18.0.66"]}}`)
@@ -367,6 +405,12 @@ func TestManagerCannotEscalate(t *testing.T) {
 		}},
 		{"hold a tenant's Service with its finalizer", func() error {
 			return patch("shop", "service/db", `{"metadata":{"finalizers":["tsinject.dev/egress"]}}`)
+		}},
+		{"hold an Ingress of its class", func() error {
+			return patch("shop", "ingress/grafana", `{"metadata":{"finalizers":["tsinject.dev/web"]}}`)
+		}},
+		{"publish an Ingress's tailnet name", func() error {
+			return putIngressStatus("grafana", `[{"hostname":"shop-grafana.tailnet.ts.net"},{"ip":"100.64.0.7"}]`)
 		}},
 		{"publish an ingress Service's tailnet addresses", func() error {
 			return putStatus("front", `[{"hostname":"front.tailnet.ts.net"},{"ip":"100.64.0.7","ipMode":"Proxy"}]`)

@@ -182,26 +182,26 @@ func servicePorts(svc *corev1.Service, remap bool) ([]contract.PortMap, []corev1
 	return maps, ports, problems
 }
 
-// namespacePolicy checks that svc's namespace is enabled for tsinject and
-// returns it and the proxies' tags (its tags annotation, else the
+// namespacePolicy checks that obj's namespace is enabled for tsinject and
+// returns it and the proxies' tags (obj's tags annotation, else the
 // namespace's default tags), within the namespace's policy. The
 // namespace is nil when it cannot be used.
-func (b *Base) namespacePolicy(ctx context.Context, svc *corev1.Service) (*injector.Namespace, []string, []string) {
+func (b *Base) namespacePolicy(ctx context.Context, obj metav1.Object) (*injector.Namespace, []string, []string) {
 	var asked []string
 	var problems []string
-	if v, ok := svc.Annotations[AnnotationTags]; ok {
+	if v, ok := obj.GetAnnotations()[AnnotationTags]; ok {
 		tags, err := contract.ParseTags(v)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("annotation %s: %v (allowed: comma-separated tag:name)", AnnotationTags, err))
 		}
 		asked = tags
 	}
-	ns, err := b.Namespaces.Namespace(ctx, svc.Namespace)
+	ns, err := b.Namespaces.Namespace(ctx, obj.GetNamespace())
 	switch {
 	case err != nil:
-		return nil, nil, append(problems, fmt.Sprintf("namespace %s: %v", svc.Namespace, err))
+		return nil, nil, append(problems, fmt.Sprintf("namespace %s: %v", obj.GetNamespace(), err))
 	case ns.Labels[injector.LabelInjection] != "enabled":
-		return nil, nil, append(problems, fmt.Sprintf("namespace %s is not enabled for tsinject: a cluster admin labels it %s=enabled", svc.Namespace, injector.LabelInjection))
+		return nil, nil, append(problems, fmt.Sprintf("namespace %s is not enabled for tsinject: a cluster admin labels it %s=enabled", obj.GetNamespace(), injector.LabelInjection))
 	}
 	tags, err := b.Injector.ProxyTags(ns, asked)
 	if err != nil {
@@ -231,11 +231,17 @@ func profileProxy(ns *injector.Namespace) *v1alpha1.ProxyConfig {
 // proxySet is svc's proxy set of component, with the environment every
 // proxy needs added to env.
 func (b *Base) proxySet(svc *corev1.Service, component string, replicas int32, env []corev1.EnvVar, proxy *v1alpha1.ProxyConfig) *proxyset.Set {
+	owner := svc.DeepCopy()
+	owner.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Service"))
+	return b.ownedSet(owner, component, replicas, env, proxy)
+}
+
+// ownedSet is owner's proxy set of component (owner carries its kind),
+// with the environment every proxy needs added to env.
+func (b *Base) ownedSet(owner client.Object, component string, replicas int32, env []corev1.EnvVar, proxy *v1alpha1.ProxyConfig) *proxyset.Set {
 	if b.ControlURL != "" {
 		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: b.ControlURL})
 	}
-	owner := svc.DeepCopy()
-	owner.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Service"))
 	return &proxyset.Set{
 		Owner: owner, Component: component, Namespace: b.Namespace, Replicas: replicas,
 		Image: b.ProxyImage, Args: []string{component}, Env: env, Proxy: proxy,
@@ -243,10 +249,10 @@ func (b *Base) proxySet(svc *corev1.Service, component string, replicas int32, e
 	}
 }
 
-// apply adds the finalizer, then applies the set and retires replicas
-// scaled away.
-func (b *Base) apply(ctx context.Context, svc *corev1.Service, finalizer string, s *proxyset.Set) error {
-	if err := b.patchFinalizers(ctx, svc, func() bool { return controllerutil.AddFinalizer(svc, finalizer) }); err != nil {
+// apply adds the finalizer to obj, then applies the set and retires
+// replicas scaled away.
+func (b *Base) apply(ctx context.Context, obj client.Object, finalizer string, s *proxyset.Set) error {
+	if err := b.patchFinalizers(ctx, obj, func() bool { return controllerutil.AddFinalizer(obj, finalizer) }); err != nil {
 		return err
 	}
 	if err := proxyset.Apply(ctx, b.Client, s); err != nil {
@@ -329,16 +335,16 @@ func (b *Base) patchStatus(ctx context.Context, svc, orig *corev1.Service) error
 	return b.Client.Status().Patch(ctx, svc, client.MergeFrom(orig))
 }
 
-// patchFinalizers writes svc's finalizers as change leaves them, and
+// patchFinalizers writes obj's finalizers as change leaves them, and
 // nothing else: the manager's cache holds Services trimmed to what it
 // reads (no tenant annotations, no selector), and an update of the
 // trimmed object would take those away from the tenant.
-func (b *Base) patchFinalizers(ctx context.Context, svc *corev1.Service, change func() bool) error {
-	orig := svc.DeepCopy()
+func (b *Base) patchFinalizers(ctx context.Context, obj client.Object, change func() bool) error {
+	orig := obj.DeepCopyObject().(client.Object)
 	if !change() {
 		return nil
 	}
-	return b.Client.Patch(ctx, svc, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	return b.Client.Patch(ctx, obj, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
 
 // Annotations are the Service annotations these controllers read: the

@@ -40,8 +40,8 @@ const MaxReplicas = 16
 
 // replicasOf is a Service's tsinject.dev/replicas (default 1), or what is
 // wrong with it.
-func replicasOf(svc *corev1.Service) (int32, string) {
-	v, ok := svc.Annotations[AnnotationReplicas]
+func replicasOf(obj metav1.Object) (int32, string) {
+	v, ok := obj.GetAnnotations()[AnnotationReplicas]
 	if !ok {
 		return 1, ""
 	}

@@ -68,7 +68,7 @@ func newBase(t *testing.T, objs ...client.Object) (Base, client.Client) {
 	// real API server).
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append(objs, shop, plain)...).
 		WithTypeConverters(managedfields.NewDeducedTypeConverter()).
-		WithStatusSubresource(&corev1.Service{}, &v1alpha1.ProxyPool{}).Build()
+		WithStatusSubresource(&corev1.Service{}, &v1alpha1.ProxyPool{}, &networkingv1.Ingress{}).Build()
 	cfg := injector.DefaultConfig()
 	cred := credential.Config{Mode: credential.Copy, Secret: "tsinject-authkey", SecretKey: "authkey"}
 	cfg.Credential = cred

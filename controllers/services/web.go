@@ -1,0 +1,369 @@
+package services
+
+// HTTPS Ingresses: an Ingress of class tsinject puts its Services on the
+// tailnet over HTTPS. It gets a proxy set running `tsinject-proxy web`
+// (one tailnet name, its replicas standing by for one another), which
+// terminates TLS with the tailnet's certificate for that name and routes
+// by the Ingress's rules; status.loadBalancer carries the name and
+// addresses. An Ingress has no conditions: what a user must act on is an
+// Event on it.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// IngressClass is the class of the Ingresses tsinject serves, and
+// IngressController the controller its IngressClass names.
+const (
+	IngressClass      = "tsinject"
+	IngressController = "tsinject.dev/ingress-controller"
+)
+
+// WebComponent names the proxy sets of Ingresses.
+const WebComponent = "web"
+
+// WebFinalizer lets the controller log the proxy out before the Ingress
+// goes.
+const WebFinalizer = "tsinject.dev/web"
+
+// AnnotationRequireCapability, on an Ingress, admits only tailnet callers
+// granted that capability; others get 403.
+const AnnotationRequireCapability = "tsinject.dev/require-capability"
+
+// AppProtocolH2C is the appProtocol of a Service port speaking HTTP/2
+// without TLS (gRPC): the proxy speaks it to that backend.
+const AppProtocolH2C = "kubernetes.io/h2c"
+
+// Reasons of the Events on an Ingress.
+const (
+	ReasonWebReady   = "OnTailnet"
+	ReasonInvalidWeb = "InvalidIngress"
+)
+
+// WebReconciler reconciles Ingresses of class tsinject.
+type WebReconciler struct {
+	Base
+	// reported is the last Event's reason and message per Ingress: only
+	// changes are recorded, as the controller re-checks every few seconds.
+	reported sync.Map
+}
+
+// WantsWeb reports whether ing is of tsinject's class.
+func WantsWeb(ing *networkingv1.Ingress) bool {
+	return ing.Spec.IngressClassName != nil && *ing.Spec.IngressClassName == IngressClass
+}
+
+// SetupWithManager watches Ingresses of the class (or still carrying the
+// finalizer), their proxy sets, and their namespaces' policy.
+func (r *WebReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	owned, ours := proxyset.Owned(WebComponent, r.Namespace)
+	handles := func(ing *networkingv1.Ingress) bool {
+		return WantsWeb(ing) || controllerutil.ContainsFinalizer(ing, WebFinalizer)
+	}
+	inNamespace := func(ctx context.Context, ns string) []reconcile.Request {
+		var list networkingv1.IngressList
+		if err := r.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			r.Log.Error(err, "listing Ingresses", "namespace", ns)
+			return nil
+		}
+		var out []reconcile.Request
+		for i := range list.Items {
+			if handles(&list.Items[i]) {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+			}
+		}
+		return out
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(WebComponent).
+		For(&networkingv1.Ingress{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			ing, ok := o.(*networkingv1.Ingress)
+			return ok && handles(ing)
+		}))).
+		Watches(&appsv1.StatefulSet{}, owned, ours).
+		Watches(&corev1.Secret{}, owned, ours).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, ns client.Object) []reconcile.Request {
+			return inNamespace(ctx, ns.GetName())
+		})).
+		Watches(&v1alpha1.SidecarProfile{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+			return inNamespace(ctx, "")
+		})).
+		Complete(r)
+}
+
+// webSpec is an Ingress's request, validated.
+type webSpec struct {
+	host       string
+	replicas   int32
+	tags       []string
+	routes     []contract.WebRoute
+	requireCap string
+	proxy      *v1alpha1.ProxyConfig
+}
+
+// parse reads ing; backends are read from the API server (the cache holds
+// only the Services tsinject serves).
+func (r *WebReconciler) parse(ctx context.Context, ing *networkingv1.Ingress) (webSpec, []string) {
+	var sp webSpec
+	ns, tags, problems := r.namespacePolicy(ctx, ing)
+	sp.tags, sp.proxy = tags, profileProxy(ns)
+	policyOK := len(problems) == 0
+	var problem string
+	if sp.replicas, problem = replicasOf(ing); problem != "" {
+		problems = append(problems, problem)
+	}
+	sp.host = contract.RenderName(contract.PlaceholderNamespace+"-"+contract.PlaceholderName, ing.Name, ing.Namespace)
+	field := "the default, <namespace>-<name>"
+	for i, t := range ing.Spec.TLS {
+		if t.SecretName != "" {
+			problems = append(problems, fmt.Sprintf("spec.tls[%d].secretName: %q: certificates from Secrets are not supported yet; leave secretName out to serve the tailnet's certificate for the Ingress's name", i, t.SecretName))
+		}
+		if i == 0 && len(t.Hosts) > 0 {
+			sp.host, field = strings.ToLower(strings.Split(t.Hosts[0], ".")[0]), "spec.tls[0].hosts[0]"
+		}
+	}
+	if v, ok := ing.Annotations[AnnotationHostname]; ok {
+		sp.host, field = v, "annotation "+AnnotationHostname
+	}
+	if !contract.IsDNSLabel(sp.host) || strings.ToLower(sp.host) != sp.host {
+		problems = append(problems, fmt.Sprintf("%s: %q is not allowed as the tailnet name (allowed: a DNS label, lowercase letters, digits and '-')", field, sp.host))
+	} else if ns != nil && policyOK {
+		if err := r.Injector.HostnameAllowed(*ns, sp.host); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", field, err))
+		}
+	}
+	if v := ing.Annotations[AnnotationRequireCapability]; v != "" {
+		if strings.ContainsAny(v, " \t\r\n,") || !strings.Contains(v, "/") {
+			problems = append(problems, fmt.Sprintf("annotation %s: %q is not allowed (allowed: one capability name, such as example.com/cap/grafana)", AnnotationRequireCapability, v))
+		}
+		sp.requireCap = v
+	}
+	routes, routeProblems := r.routes(ctx, ing)
+	sp.routes = routes
+	problems = append(problems, routeProblems...)
+	if len(routes) > contract.MaxWebRoutes {
+		problems = append(problems, fmt.Sprintf("spec.rules: %d paths; allowed: at most %d", len(routes), contract.MaxWebRoutes))
+	}
+	return sp, problems
+}
+
+// routes are ing's default backend and rules as the proxy's routes.
+func (r *WebReconciler) routes(ctx context.Context, ing *networkingv1.Ingress) ([]contract.WebRoute, []string) {
+	var routes []contract.WebRoute
+	var problems []string
+	add := func(field, host, path string, exact bool, b *networkingv1.IngressBackend) {
+		backend, problem := r.backend(ctx, ing.Namespace, field, b)
+		if problem != "" {
+			problems = append(problems, problem)
+			return
+		}
+		routes = append(routes, contract.WebRoute{Host: host, Path: path, Exact: exact, Backends: []contract.WebBackend{backend}})
+	}
+	if b := ing.Spec.DefaultBackend; b != nil {
+		add("spec.defaultBackend", "", "/", false, b)
+	}
+	for i, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil {
+			continue
+		}
+		host := strings.ToLower(rule.Host)
+		if host != "" {
+			if err := contract.ValidateHost(strings.TrimPrefix(host, "*.")); err != nil {
+				problems = append(problems, fmt.Sprintf("spec.rules[%d].host: %v", i, err))
+				continue
+			}
+		}
+		for j, p := range rule.HTTP.Paths {
+			field := fmt.Sprintf("spec.rules[%d].http.paths[%d]", i, j)
+			path := p.Path
+			if path == "" {
+				path = "/"
+			}
+			if !strings.HasPrefix(path, "/") {
+				problems = append(problems, fmt.Sprintf("%s.path: %q must start with /", field, p.Path))
+				continue
+			}
+			exact := p.PathType != nil && *p.PathType == networkingv1.PathTypeExact
+			add(field+".backend", host, path, exact, &p.Backend)
+		}
+	}
+	if len(routes) == 0 && len(problems) == 0 {
+		problems = append(problems, "spec: no backend; give spec.defaultBackend or spec.rules[].http.paths")
+	}
+	return routes, problems
+}
+
+// backend resolves b to its Service's cluster address and port.
+func (r *WebReconciler) backend(ctx context.Context, namespace, field string, b *networkingv1.IngressBackend) (contract.WebBackend, string) {
+	if b.Service == nil {
+		return contract.WebBackend{}, field + ": only Service backends are allowed (not resource)"
+	}
+	var svc corev1.Service
+	if err := r.Live.Get(ctx, client.ObjectKey{Namespace: namespace, Name: b.Service.Name}, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return contract.WebBackend{}, fmt.Sprintf("%s.service.name: Service %s/%s does not exist", field, namespace, b.Service.Name)
+		}
+		return contract.WebBackend{}, fmt.Sprintf("%s.service.name: reading Service %s/%s: %v", field, namespace, b.Service.Name, err)
+	}
+	ip := clusterIP(&svc)
+	if ip == "" {
+		return contract.WebBackend{}, fmt.Sprintf("%s.service.name: Service %s has no cluster address (headless); an Ingress backend needs one", field, b.Service.Name)
+	}
+	for _, p := range svc.Spec.Ports {
+		if (b.Service.Port.Name != "" && p.Name == b.Service.Port.Name) || (b.Service.Port.Name == "" && p.Port == b.Service.Port.Number) {
+			if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+				return contract.WebBackend{}, fmt.Sprintf("%s.service.port: port %d of Service %s is %s; allowed: TCP", field, p.Port, b.Service.Name, p.Protocol)
+			}
+			h2c := p.AppProtocol != nil && *p.AppProtocol == AppProtocolH2C
+			return contract.WebBackend{Addr: joinHostPort(ip, p.Port), H2C: h2c, Weight: 1}, ""
+		}
+	}
+	port := intstr.FromInt32(b.Service.Port.Number)
+	if b.Service.Port.Name != "" {
+		port = intstr.FromString(b.Service.Port.Name)
+	}
+	return contract.WebBackend{}, fmt.Sprintf("%s.service.port: Service %s has no port %s", field, b.Service.Name, port.String())
+}
+
+func joinHostPort(ip string, port int32) string {
+	if strings.Contains(ip, ":") {
+		return fmt.Sprintf("[%s]:%d", ip, port)
+	}
+	return fmt.Sprintf("%s:%d", ip, port)
+}
+
+// set is the Ingress's proxies: replicas sharing one name.
+func (r *WebReconciler) set(ing *networkingv1.Ingress, sp webSpec) *proxyset.Set {
+	routes, _ := json.Marshal(sp.routes)
+	env := []corev1.EnvVar{
+		{Name: contract.EnvTags, Value: strings.Join(sp.tags, ",")},
+		{Name: contract.EnvHostname, Value: sp.host},
+		{Name: contract.EnvWebRoutes, Value: string(routes)},
+		{Name: contract.EnvWebTLS, Value: contract.WebTLSTailnet},
+		{Name: contract.EnvOneName, Value: "true"},
+	}
+	if sp.requireCap != "" {
+		env = append(env, corev1.EnvVar{Name: contract.EnvWebRequireCapability, Value: sp.requireCap})
+	}
+	owner := ing.DeepCopy()
+	owner.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind("Ingress"))
+	s := r.ownedSet(owner, WebComponent, max(sp.replicas, 1), env, sp.proxy)
+	s.OneName = true
+	return s
+}
+
+// Reconcile brings one Ingress's proxy and status in line.
+func (r *WebReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var ing networkingv1.Ingress
+	if err := r.Client.Get(ctx, req.NamespacedName, &ing); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.reported.Delete(req.String())
+		}
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ing.DeletionTimestamp.IsZero() || !WantsWeb(&ing) {
+		return r.finalizeWeb(ctx, &ing)
+	}
+	sp, problems := r.parse(ctx, &ing)
+	if len(problems) > 0 {
+		// Nothing is torn down for a bad edit (or a backend Service not
+		// created yet): a running proxy keeps serving until it is fixed.
+		r.event(&ing, corev1.EventTypeWarning, ReasonInvalidWeb, strings.Join(problems, "; "))
+		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	s := r.set(&ing, sp)
+	if err := r.apply(ctx, &ing, WebFinalizer, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	devices, err := proxyset.Devices(ctx, r.Client, s)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	var lb []networkingv1.IngressLoadBalancerIngress
+	if len(devices) > 0 {
+		d := devices[0]
+		lb = append(lb, networkingv1.IngressLoadBalancerIngress{Hostname: d.Hostname,
+			Ports: []networkingv1.IngressPortStatus{{Port: 443, Protocol: corev1.ProtocolTCP}}})
+		for _, ip := range d.TailnetIPs {
+			lb = append(lb, networkingv1.IngressLoadBalancerIngress{IP: ip})
+		}
+	}
+	if !slices.EqualFunc(ing.Status.LoadBalancer.Ingress, lb, func(a, b networkingv1.IngressLoadBalancerIngress) bool {
+		return a.IP == b.IP && a.Hostname == b.Hostname
+	}) {
+		orig := ing.DeepCopy()
+		ing.Status.LoadBalancer.Ingress = lb
+		if err := r.Client.Status().Patch(ctx, &ing, client.MergeFrom(orig)); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if len(lb) == 0 {
+		r.event(&ing, corev1.EventTypeWarning, ReasonProxyNotReady, "the proxy is not on the tailnet yet")
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	r.event(&ing, corev1.EventTypeNormal, ReasonWebReady, fmt.Sprintf("serving https://%s (%s), %d routes", lb[0].Hostname, strings.Join(devices[0].TailnetIPs, ", "), len(sp.routes)))
+	return reconcile.Result{RequeueAfter: time.Minute}, nil
+}
+
+// event records an Event on ing when its reason or message changed.
+func (r *WebReconciler) event(ing *networkingv1.Ingress, kind, reason, msg string) {
+	key := client.ObjectKeyFromObject(ing).String()
+	if last, ok := r.reported.Load(key); ok && last == reason+"\x00"+msg {
+		return
+	}
+	r.reported.Store(key, reason+"\x00"+msg)
+	r.Log.Info("ingress", "ingress", key, "reason", reason, "message", msg)
+	if r.Events != nil {
+		r.Events.Eventf(ing, nil, kind, reason, "Reconcile", "%s", msg)
+	}
+}
+
+// finalizeWeb logs the proxy out, deletes its set and lets the Ingress go
+// (or stay, outside the class, its status cleared).
+func (r *WebReconciler) finalizeWeb(ctx context.Context, ing *networkingv1.Ingress) (reconcile.Result, error) {
+	if !controllerutil.ContainsFinalizer(ing, WebFinalizer) {
+		return reconcile.Result{}, nil
+	}
+	done, err := proxyset.Delete(ctx, r.Client, r.Live, r.set(ing, webSpec{}), r.Logout, r.Log)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !done {
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
+	}
+	if ing.DeletionTimestamp.IsZero() && len(ing.Status.LoadBalancer.Ingress) > 0 {
+		orig := ing.DeepCopy()
+		ing.Status.LoadBalancer.Ingress = nil
+		if err := r.Client.Status().Patch(ctx, ing, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, err
+		}
+	}
+	if err := r.patchFinalizers(ctx, ing, func() bool { return controllerutil.RemoveFinalizer(ing, WebFinalizer) }); err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	r.reported.Delete(client.ObjectKeyFromObject(ing).String())
+	return reconcile.Result{}, nil
+}

@@ -1,0 +1,197 @@
+package services
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+func backendService(name string, ports ...corev1.ServicePort) *corev1.Service {
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name},
+		Spec: corev1.ServiceSpec{ClusterIP: "198.19.16.20", ClusterIPs: []string{"fd00:16::20", "198.19.16.20"}, Ports: ports}}
+}
+
+func webIngress(mutate ...func(*networkingv1.Ingress)) *networkingv1.Ingress {
+	class, prefix, exact := IngressClass, networkingv1.PathTypePrefix, networkingv1.PathTypeExact
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "grafana"},
+		Spec: networkingv1.IngressSpec{IngressClassName: &class,
+			TLS: []networkingv1.IngressTLS{{Hosts: []string{"shop-grafana"}}},
+			Rules: []networkingv1.IngressRule{{IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{
+				{Path: "/", PathType: &prefix, Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "web", Port: networkingv1.ServiceBackendPort{Name: "http"}}}},
+				{Path: "/grpc.health.v1.Health", PathType: &prefix, Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "api", Port: networkingv1.ServiceBackendPort{Number: 9000}}}},
+				{Path: "/healthz", PathType: &exact, Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "web", Port: networkingv1.ServiceBackendPort{Number: 80}}}},
+			}}}}},
+		}}
+	for _, m := range mutate {
+		m(ing)
+	}
+	return ing
+}
+
+func newWebReconciler(t *testing.T, objs ...client.Object) (*WebReconciler, client.Client, *events.FakeRecorder) {
+	h2c := AppProtocolH2C
+	objs = append(objs, backendService("web", corev1.ServicePort{Name: "http", Port: 80}),
+		backendService("api", corev1.ServicePort{Name: "grpc", Port: 9000, AppProtocol: &h2c}))
+	b, c := newBase(t, objs...)
+	rec := events.NewFakeRecorder(100)
+	b.Events = rec
+	return &WebReconciler{Base: b}, c, rec
+}
+
+func reconcileWeb(t *testing.T, r *WebReconciler) {
+	t.Helper()
+	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKey{Namespace: "shop", Name: "grafana"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lastEvent(rec *events.FakeRecorder) string {
+	var last string
+	for {
+		select {
+		case e := <-rec.Events:
+			last = e
+		default:
+			return last
+		}
+	}
+}
+
+// An Ingress of class tsinject, step by step: a web proxy set named by
+// its TLS host, routing its paths to its Services' cluster addresses
+// (HTTP/2 without TLS to an h2c port); the proxy's name and addresses in
+// status.loadBalancer and an Event once it reports; leaving the class
+// takes it all away.
+func TestWebIngressLifecycle(t *testing.T) {
+	ctx := context.Background()
+	r, c, rec := newWebReconciler(t, webIngress())
+	reconcileWeb(t, r)
+	var ing networkingv1.Ingress
+	key := client.ObjectKey{Namespace: "shop", Name: "grafana"}
+	if err := c.Get(ctx, key, &ing); err != nil {
+		t.Fatal(err)
+	}
+	s := r.set(&ing, webSpec{})
+	var sts appsv1.StatefulSet
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.Name()}, &sts); err != nil {
+		t.Fatalf("no proxy set (events: %s): %v", lastEvent(rec), err)
+	}
+	if !strings.HasPrefix(s.Name(), "ts-web-grafana-") || sts.Spec.Template.Spec.Containers[0].Args[0] != "web" {
+		t.Errorf("set %s runs %v", s.Name(), sts.Spec.Template.Spec.Containers[0].Args)
+	}
+	env := envOf(&sts)
+	for k, want := range map[string]string{contract.EnvHostname: "shop-grafana", contract.EnvTags: "tag:shop", contract.EnvWebTLS: contract.WebTLSTailnet, contract.EnvOneName: "true"} {
+		if env[k] != want {
+			t.Errorf("proxy env %s = %q, want %q", k, env[k], want)
+		}
+	}
+	routes, err := contract.ParseWebRoutes(env[contract.EnvWebRoutes])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, rt := range routes {
+		b := rt.Backends[0]
+		got = append(got, rt.Path+map[bool]string{true: "=", false: "*"}[rt.Exact]+" "+b.Addr+map[bool]string{true: " h2c", false: ""}[b.H2C])
+	}
+	if want := "/* 198.19.16.20:80|/grpc.health.v1.Health* 198.19.16.20:9000 h2c|/healthz= 198.19.16.20:80"; strings.Join(got, "|") != want {
+		t.Errorf("routes %q, want %q", strings.Join(got, "|"), want)
+	}
+	if !strings.Contains(lastEvent(rec), "ProxyNotReady") {
+		t.Error("no Event saying the proxy is not on the tailnet yet")
+	}
+
+	var sec corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.SecretName(0)}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	sec.Data = map[string][]byte{contract.DeviceFQDN: []byte(`"shop-grafana.example.ts.net"`), contract.DeviceIPs: []byte(`["100.64.0.9"]`)}
+	if err := c.Update(ctx, &sec); err != nil {
+		t.Fatal(err)
+	}
+	reconcileWeb(t, r)
+	if err := c.Get(ctx, key, &ing); err != nil {
+		t.Fatal(err)
+	}
+	lb := ing.Status.LoadBalancer.Ingress
+	if len(lb) != 2 || lb[0].Hostname != "shop-grafana.example.ts.net" || lb[0].Ports[0].Port != 443 || lb[1].IP != "100.64.0.9" {
+		t.Errorf("status.loadBalancer.ingress %+v", lb)
+	}
+	if e := lastEvent(rec); !strings.Contains(e, "Normal OnTailnet serving https://shop-grafana.example.ts.net") {
+		t.Errorf("event %q", e)
+	}
+
+	ing.Spec.IngressClassName = nil
+	if err := c.Update(ctx, &ing); err != nil {
+		t.Fatal(err)
+	}
+	reconcileWeb(t, r)
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.Name()}, &appsv1.StatefulSet{}); !apierrors.IsNotFound(err) {
+		t.Errorf("StatefulSet still there (err %v)", err)
+	}
+	if err := c.Get(ctx, key, &ing); err != nil {
+		t.Fatal(err)
+	}
+	if len(ing.Finalizers) != 0 || len(ing.Status.LoadBalancer.Ingress) != 0 {
+		t.Errorf("after leaving the class: finalizers %v, status %+v", ing.Finalizers, ing.Status.LoadBalancer)
+	}
+}
+
+// What the controller cannot serve as asked gets an Event naming the
+// field and what is allowed, and no proxy.
+func TestWebIngressInvalid(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*networkingv1.Ingress)
+		want   string
+	}{
+		{"backend Service missing", func(i *networkingv1.Ingress) {
+			i.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Name = "nope"
+		}, "spec.rules[0].http.paths[0].backend.service.name: Service shop/nope does not exist"},
+		{"port missing", func(i *networkingv1.Ingress) {
+			i.Spec.Rules[0].HTTP.Paths[2].Backend.Service.Port.Number = 81
+		}, "spec.rules[0].http.paths[2].backend.service.port: Service web has no port 81"},
+		{"resource backend", func(i *networkingv1.Ingress) {
+			i.Spec.Rules[0].HTTP.Paths[0].Backend = networkingv1.IngressBackend{Resource: &corev1.TypedLocalObjectReference{Kind: "Bucket", Name: "b"}}
+		}, "only Service backends are allowed"},
+		{"TLS Secret", func(i *networkingv1.Ingress) { i.Spec.TLS[0].SecretName = "grafana-tls" }, `spec.tls[0].secretName: "grafana-tls": certificates from Secrets are not supported yet`},
+		{"name outside the namespace's", func(i *networkingv1.Ingress) { i.Spec.TLS[0].Hosts = []string{"billing"} }, "spec.tls[0].hosts[0]:"},
+		{"bad name annotation", func(i *networkingv1.Ingress) {
+			i.Annotations = map[string]string{AnnotationHostname: "Bad_Name"}
+		}, `annotation tsinject.dev/hostname: "Bad_Name" is not allowed as the tailnet name`},
+		{"tags outside the policy", func(i *networkingv1.Ingress) {
+			i.Annotations = map[string]string{AnnotationTags: "tag:admin"}
+		}, "tags of the proxies"},
+		{"bad capability", func(i *networkingv1.Ingress) {
+			i.Annotations = map[string]string{AnnotationRequireCapability: "a, b"}
+		}, "annotation tsinject.dev/require-capability"},
+		{"namespace not enabled", func(i *networkingv1.Ingress) { i.Namespace = "plain" }, "namespace plain is not enabled"},
+		{"nothing to serve", func(i *networkingv1.Ingress) { i.Spec.Rules = nil }, "spec: no backend"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ing := webIngress(tc.mutate)
+			r, c, rec := newWebReconciler(t, ing)
+			if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(ing)}); err != nil {
+				t.Fatal(err)
+			}
+			if e := lastEvent(rec); !strings.Contains(e, "Warning InvalidIngress") || !strings.Contains(e, tc.want) {
+				t.Errorf("event %q, want one containing %q", e, tc.want)
+			}
+			var list appsv1.StatefulSetList
+			if err := c.List(context.Background(), &list); err != nil || len(list.Items) != 0 {
+				t.Errorf("proxy sets %d (%v), want none", len(list.Items), err)
+			}
+		})
+	}
+}
