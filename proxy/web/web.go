@@ -146,8 +146,16 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 		return err
 	}
 	redirect := &http.Server{Handler: http.HandlerFunc(toHTTPS), ReadHeaderTimeout: 10 * time.Second}
-	go https.Serve(tls.NewListener(tcp443, tlsCfg))
-	go redirect.Serve(tcp80)
+	for _, srv := range []struct {
+		s  *http.Server
+		ln net.Listener
+	}{{https, tls.NewListener(tcp443, tlsCfg)}, {redirect, tcp80}} {
+		go func() {
+			if err := srv.s.Serve(srv.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logf("web proxy stopped serving %s: %v", srv.ln.Addr(), err)
+			}
+		}()
+	}
 	serving.Store(n)
 	defer serving.Store(nil)
 

@@ -20,7 +20,6 @@ import (
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"tailscale.com/envknob"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/proxy/web"
 	"github.com/tsinject/tsinject/test/acme"
+	"github.com/tsinject/tsinject/test/echoapp"
 	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
 	"github.com/tsinject/tsinject/test/tier"
@@ -65,50 +65,26 @@ func sharedACME(t *testing.T) *acme.Server {
 	return acmeServer
 }
 
-// backend is an app behind the proxy: it echoes the request's headers as
-// JSON, echoes WebSocket messages at /ws, and serves gRPC's health
-// service over HTTP/2 without TLS on its second address.
+// backend is an app behind the proxy (package echoapp): HTTP on one
+// address, gRPC over HTTP/2 without TLS on the other.
 type backend struct {
 	http, grpc string
 }
 
 func startBackend(t *testing.T) backend {
 	t.Helper()
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Path, "host": r.Host, "headers": r.Header})
-	})
-	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, append([]byte("echo: "), msg...)); err != nil {
-				return
-			}
-		}
-	})
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: mux}
+	hs := &http.Server{Handler: echoapp.Handler()}
 	go hs.Serve(hl)
 	t.Cleanup(func() { hs.Close() })
-
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	healthpb.RegisterHealthServer(gs, health.NewServer())
+	gs := echoapp.GRPC()
 	go gs.Serve(gl)
 	t.Cleanup(gs.Stop)
 	return backend{http: hl.Addr().String(), grpc: gl.Addr().String()}

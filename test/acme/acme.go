@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,10 +34,20 @@ import (
 	"github.com/tsinject/tsinject/certs"
 )
 
+// DirectoryPath is the ACME directory's path on the server.
+const DirectoryPath = wfe.DirectoryPath
+
 // Options for Start.
 type Options struct {
 	// IP to listen on (ACME over HTTPS, DNS over TCP); default 127.0.0.1.
 	IP string
+	// Port of the ACME directory; 0 picks one. A rig that must name the
+	// directory before it can listen there (in a container image built
+	// before its network exists) chooses it.
+	Port int
+	// ServingCA signs the directory's HTTPS certificate; nil makes one.
+	// (CAFile holds it either way.)
+	ServingCA *certs.KeyPair
 	// Validity of the certificates issued; default pebble's 90 days.
 	// Short ones force renewals.
 	Validity time.Duration
@@ -115,9 +126,11 @@ func Start(o Options) (*Server, error) {
 	s.Roots.AddCert(root.Cert)
 
 	// The directory's own HTTPS certificate, from a CA of the rig's.
-	servingCA, err := certs.NewCA(time.Now(), 24*time.Hour)
-	if err != nil {
-		return fail(err)
+	servingCA := o.ServingCA
+	if servingCA == nil {
+		if servingCA, err = certs.NewCA(time.Now(), 24*time.Hour); err != nil {
+			return fail(err)
+		}
 	}
 	serving, err := certs.Issue(servingCA, []string{"localhost"}, []net.IP{net.ParseIP(o.IP)}, time.Now(), 24*time.Hour)
 	if err != nil {
@@ -131,7 +144,7 @@ func Start(o Options) (*Server, error) {
 	if err := os.WriteFile(s.CAFile, servingCA.CertPEM, 0o644); err != nil {
 		return fail(err)
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(o.IP, "0"))
+	ln, err := net.Listen("tcp", net.JoinHostPort(o.IP, strconv.Itoa(o.Port)))
 	if err != nil {
 		return fail(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -26,7 +27,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/internal/credential"
+	"github.com/tsinject/tsinject/test/acme"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/images"
@@ -41,6 +44,7 @@ const (
 	managerImage = "tsinject.local/tsinject:e2e"
 	proxyImage   = "tsinject.local/tsinject-proxy:e2e"
 	appImage     = "tsinject.local/busybox:e2e" // Debian's busybox-static
+	echoImage    = "tsinject.local/echoapp:e2e" // test/echoapp
 	// clientID is the federated identity tsinject's own proxies exchange
 	// their projected tokens with (test/tsapi, in front of the control
 	// server); each story's namespace has its own (namespaceWith). No auth
@@ -58,6 +62,7 @@ var env struct {
 	cluster *node.Cluster
 	tn      *tailnet.Tailnet
 	api     *tsapi.Server // the tailnet's API: every key minted
+	acme    *acme.Server  // Let's Encrypt's test CA, certifying tailnet names
 	db      *tailnet.Node // a service on the tailnet: "hello from db", /bulk
 	issuer  string        // the node's ServiceAccount issuer
 	helm    string
@@ -106,7 +111,23 @@ func run(m *testing.M) (code int) {
 	if env.kubectl, err = exec.LookPath("kubectl"); err != nil {
 		return fail("kubectl: %v", err)
 	}
-	tarballs, err := buildImages(dir)
+	// The tailnet's certificates come from pebble on the node's bridge,
+	// which exists only once the node runs; its port and the CA of its
+	// HTTPS certificate are chosen now, for the proxy image to trust it
+	// (a rig image's own settings: the release image has none).
+	acmeCA, err := certs.NewCA(time.Now(), 24*time.Hour)
+	if err != nil {
+		return fail("%v", err)
+	}
+	acmePort, err := freePort()
+	if err != nil {
+		return fail("%v", err)
+	}
+	acmeCAFile := filepath.Join(dir, "acme-ca.pem")
+	if err := os.WriteFile(acmeCAFile, acmeCA.CertPEM, 0o644); err != nil {
+		return fail("%v", err)
+	}
+	tarballs, err := buildImages(dir, acmeCAFile, "https://"+net.JoinHostPort(node.BridgeIP, strconv.Itoa(acmePort))+acme.DirectoryPath)
 	if err != nil {
 		return fail("images: %v", err)
 	}
@@ -146,7 +167,11 @@ func run(m *testing.M) (code int) {
 		ClientID: clientID, Issuer: issuer, Audience: credential.DefaultAudience, Subject: "system:serviceaccount:" + system + ":*",
 		Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"},
 	}}, OAuthClients: []tsapi.OAuthClient{{ID: oauthClientID, Secret: oauthSecret, Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"}}}}
-	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), API: env.api}); err != nil {
+	if env.acme, err = acme.Start(acme.Options{IP: node.BridgeIP, Port: acmePort, ServingCA: acmeCA, Validity: time.Hour}); err != nil {
+		return fail("pebble: %v", err)
+	}
+	defer env.acme.Close()
+	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), API: env.api, SetDNS: env.acme.SetDNS}); err != nil {
 		return fail("tailnet: %v", err)
 	}
 	defer env.tn.Close()
@@ -167,14 +192,29 @@ func run(m *testing.M) (code int) {
 	return m.Run()
 }
 
-// buildImages builds tsinject, tsinject-proxy and the app image and
-// writes them as tarballs for the node to import.
-func buildImages(dir string) ([]string, error) {
+// rigCAPath is where the proxy image of the rig keeps the CA of pebble's
+// HTTPS certificate.
+const rigCAPath = "/etc/tsinject-e2e/acme-ca.pem"
+
+// freePort is a TCP port free on every address at the time of the call.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// buildImages builds tsinject, tsinject-proxy and the apps' images and
+// writes them as tarballs for the node to import. The proxy image also
+// trusts acmeCA and asks acmeURL for the tailnet's certificates.
+func buildImages(dir, acmeCAFile, acmeURL string) ([]string, error) {
 	binDir := filepath.Join(dir, "bin")
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return nil, err
 	}
-	for _, pkg := range []string{"./cmd/tsinject", "./cmd/tsinject-proxy"} {
+	for _, pkg := range []string{"./cmd/tsinject", "./cmd/tsinject-proxy", "./test/echoapp/cmd/echoapp"} {
 		bin, err := gobuild.Binary(pkg)
 		if err != nil {
 			return nil, err
@@ -189,6 +229,15 @@ func buildImages(dir string) ([]string, error) {
 	specs := append(images.Specs(binDir), images.Spec{Name: "busybox", User: "1000:1000",
 		Files: []images.File{{Src: "/bin/busybox", Dst: "/bin/busybox", Mode: 0o755}}})
 	refs["busybox"] = appImage
+	specs = append(specs, images.Spec{Name: "echoapp", User: "1000:1000",
+		Files: []images.File{{Src: filepath.Join(binDir, "echoapp"), Dst: "/usr/local/bin/echoapp", Mode: 0o755}}})
+	refs["echoapp"] = echoImage
+	for i := range specs {
+		if specs[i].Name == "tsinject-proxy" {
+			specs[i].Files = append(specs[i].Files, images.File{Src: acmeCAFile, Dst: rigCAPath, Mode: 0o644})
+			specs[i].Env = []string{"TS_DEBUG_ACME_DIRECTORY_URL=" + acmeURL, "SSL_CERT_FILE=" + rigCAPath}
+		}
+	}
 	var out []string
 	for _, s := range specs {
 		img, err := images.Build(s, gobuild.Root())

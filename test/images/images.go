@@ -38,6 +38,9 @@ type Spec struct {
 	Files []File // the binary first: it is the entrypoint
 	// User runs the entrypoint; default User.
 	User string
+	// Env is added to the image's environment (a test rig's own
+	// settings; the release images have none).
+	Env []string
 }
 
 // Entrypoint is the image's entrypoint: its binary.
@@ -86,7 +89,7 @@ func Build(spec Spec, root string) (v1.Image, error) {
 		cf.Config.User = User
 	}
 	cf.Config.Entrypoint = []string{spec.Entrypoint()}
-	cf.Config.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	cf.Config.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin"}, spec.Env...)
 	return mutate.ConfigFile(img, cf)
 }
 

@@ -1,0 +1,182 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/test/echoapp"
+	"github.com/tsinject/tsinject/test/tailnet"
+)
+
+// echoApp is a web app (test/echoapp) and its Service: HTTP on port 80,
+// gRPC (HTTP/2 without TLS) on 9000.
+var echoApp = fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: echo
+  labels: {app: echo, tsinject.dev/inject: "false"}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: echo
+    image: %s
+    imagePullPolicy: Never
+    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: grpc, port: 9000, targetPort: 9000, appProtocol: kubernetes.io/h2c}
+`, echoImage)
+
+// An Ingress of class tsinject on the real node: a tailnet client gets
+// 200 over HTTPS (HTTP/2) with a certificate for the Ingress's tailnet
+// name that verifies against Let's Encrypt's test CA, issued through the
+// control server's DNS-01 flow; the app sees the caller's identity and
+// not the one the client forged; HTTP is redirected; WebSocket and gRPC
+// pass through. An Ingress naming a Service that does not exist gets an
+// Event naming the field.
+func TestHTTPSIngress(t *testing.T) {
+	ns := namespace(t, "https")
+	start := time.Now()
+	apply(t, ns, echoApp+`---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: app}
+spec:
+  ingressClassName: tsinject
+  tls: [{hosts: [https-app]}]
+  rules:
+  - http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {name: http}}}}
+      - {path: /grpc.health.v1.Health, pathType: Prefix, backend: {service: {name: echo, port: {name: grpc}}}}
+`)
+	ctx := testCtx(t, podDeadline)
+	var host string
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "ingress", "app", "-o", `jsonpath={.status.loadBalancer.ingress[0].hostname}`)
+		if host = strings.TrimSpace(out); err != nil || host == "" {
+			return fmt.Errorf("no tailnet name in status.loadBalancer yet (%v): %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulsets,pods", "-l", "app.kubernetes.io/component=web")
+		ev, _ := kubectl(ctx, "-n", ns, "describe", "ingress", "app")
+		t.Fatalf("%v\n%s\n%s", err, ev, out)
+	}
+	figure(t, "status.loadBalancer.ingress names %s %.1fs after apply (the certificate fetched first)", host, time.Since(start).Seconds())
+	if host != env.tn.FQDN("https-app") {
+		t.Errorf("tailnet name %q, want %s (spec.tls[0].hosts[0])", host, env.tn.FQDN("https-app"))
+	}
+	waitPod(t, ns, "echo", "Ready", ready)
+
+	laptop, err := env.tn.NewNode(ctx, "laptop-https", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	hc := &http.Client{Timeout: 10 * time.Second,
+		Transport:     &http.Transport{DialContext: laptop.Dial, TLSClientConfig: &tls.Config{RootCAs: env.acme.Roots}, ForceAttemptHTTP2: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var seen echoapp.Seen
+	if err := waitFor(ctx, func(context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+host+"/hello", nil)
+		req.Header.Set(contract.HeaderUserLogin, "admin@example.com")
+		req.Header.Set(contract.HeaderCallerTags, "tag:admin")
+		res, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		if res.StatusCode != 200 || res.ProtoMajor != 2 {
+			return fmt.Errorf("%s %s, want 200 over HTTP/2", res.Proto, res.Status)
+		}
+		var chain [][]byte
+		for _, c := range res.TLS.PeerCertificates {
+			chain = append(chain, c.Raw)
+		}
+		if _, err := env.acme.Verify(chain, host); err != nil {
+			return fmt.Errorf("certificate: %v", err)
+		}
+		return json.NewDecoder(res.Body).Decode(&seen)
+	}); err != nil {
+		t.Fatalf("laptop → https://%s/hello: %v", host, err)
+	}
+	figure(t, "laptop got 200 over HTTPS/2 from https://%s/ %.1fs after apply", host, time.Since(start).Seconds())
+	if seen.Path != "/hello" || seen.Headers.Get(contract.HeaderCallerNode) != env.tn.FQDN("laptop-https") ||
+		!strings.HasPrefix(seen.Headers.Get(contract.HeaderUserLogin), "user-") || seen.Headers.Get(contract.HeaderCallerTags) != "" {
+		t.Errorf("the app saw %+v; want the laptop's identity, not the forged one", seen)
+	}
+
+	res, err := hc.Get("http://" + host + "/a?b=c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusPermanentRedirect || res.Header.Get("Location") != "https://"+host+"/a?b=c" {
+		t.Errorf("plain HTTP: %s, Location %q; want a redirect to HTTPS", res.Status, res.Header.Get("Location"))
+	}
+
+	h1 := &http.Client{Transport: &http.Transport{DialContext: laptop.Dial, TLSClientConfig: &tls.Config{RootCAs: env.acme.Roots}}}
+	ws, _, err := websocket.Dial(ctx, "wss://"+host+"/ws", &websocket.DialOptions{HTTPClient: h1})
+	if err != nil {
+		t.Fatalf("WebSocket: %v", err)
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.Read(ctx); err != nil || string(msg) != "echo: hi" {
+		t.Errorf("WebSocket echo: %q, %v", msg, err)
+	}
+
+	conn, err := grpc.NewClient("passthrough:///"+host+":443",
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return laptop.Dial(ctx, "tcp", addr) }),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: env.acme.Roots, ServerName: host})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("gRPC health check through the Ingress: %v, %v", hr, err)
+	}
+
+	// A backend that does not exist: an Event says which field.
+	apply(t, ns, `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: broken}
+spec:
+  ingressClassName: tsinject
+  defaultBackend: {service: {name: nope, port: {number: 80}}}
+`)
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "events", "--field-selector", "involvedObject.kind=Ingress,involvedObject.name=broken", "-o", "jsonpath={.items[*].note}{.items[*].message}")
+		if err != nil || !strings.Contains(out, "spec.defaultBackend.service.name: Service "+ns+"/nope does not exist") {
+			return fmt.Errorf("events of Ingress broken: %v %q", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+}
