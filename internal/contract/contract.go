@@ -240,6 +240,7 @@ const (
 	DevicePeerPaths        = "device_peer_paths"        // map[string]int: peers talked to, by path
 	DeviceEgressTarget     = "device_egress_target"     // EgressTargetState (egress proxy)
 	DeviceEgressTargets    = "device_egress_targets"    // map[string]EgressTargetState by PoolService.Service (a pool's egress proxy)
+	DeviceCertificate      = "device_certificate"       // CertificateState (web proxy)
 )
 
 // EgressTargetState is what an egress proxy knows of its tailnet target.

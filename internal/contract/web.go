@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The HTTPS ingress proxy, `tsinject-proxy web`: what its controller tells
@@ -121,4 +122,22 @@ func ParseWebRoutes(s string) ([]WebRoute, error) {
 		}
 	}
 	return routes, nil
+}
+
+// CertificateState is what a web proxy reports of the certificate it
+// serves (DeviceCertificate), for tsinject check.
+type CertificateState struct {
+	NotBefore time.Time `json:"notBefore,omitzero"`
+	NotAfter  time.Time `json:"notAfter,omitzero"`
+	// Error is why the proxy has no certificate, or could not get its
+	// current one (a renewal that failed keeps the old one served).
+	Error string `json:"error,omitempty"`
+}
+
+// RenewalOverdue reports whether a certificate valid from notBefore to
+// notAfter should have been renewed by now: past 5/6 of its lifetime
+// (tailscale renews at 2/3, or in the window the CA suggests).
+func RenewalOverdue(notBefore, notAfter, now time.Time) bool {
+	life := notAfter.Sub(notBefore)
+	return life > 0 && now.After(notBefore.Add(life*5/6))
 }

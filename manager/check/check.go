@@ -84,7 +84,7 @@ func Run(ctx context.Context, c client.Client, o Options) []Result {
 	var sps v1alpha1.SidecarProfileList
 	profilesErr := c.List(ctx, &sps)
 	st, stErr := status(ctx, c, o)
-	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr), apiServerProxies(ctx, c, o), ingressNames(ctx, c, o), proxyPools(ctx, c)}
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr), apiServerProxies(ctx, c, o), ingressNames(ctx, c, o), webCertificates(ctx, c, o), proxyPools(ctx, c)}
 	if o.Proxies {
 		out = append(out, proxies(ctx, c, st, sps.Items, profilesErr)...)
 	}
@@ -646,6 +646,75 @@ func ingressNames(ctx context.Context, c client.Client, o Options) Result {
 	if len(alone) > 0 {
 		r.Warning = true
 		r.Fix = "no replica stands by for " + strings.Join(firstOf(alone), ", ") + ": losing the serving one's node takes the name down until its pod runs again; kubectl get pods in " + o.Namespace + " (docs/services.md)"
+	}
+	return r
+}
+
+// webCertificates: the certificate each Ingress's proxy serves, as it
+// reports it: expired or missing fails, a renewal overdue warns (the old
+// one is still served).
+func webCertificates(ctx context.Context, c client.Client, o Options) Result {
+	const name = "Ingress certificates"
+	var sets appsv1.StatefulSetList
+	if err := c.List(ctx, &sets, client.InNamespace(o.Namespace),
+		client.MatchingLabels{proxyset.LabelComponent: services.WebComponent, proxyset.LabelManagedBy: proxyset.ManagedBy}); err != nil {
+		return fail(name, "listing the web proxies' StatefulSets: "+err.Error(), "may your kubeconfig's user list StatefulSets in "+o.Namespace+"?")
+	}
+	if len(sets.Items) == 0 {
+		return pass(name, "none")
+	}
+	now := o.Now()
+	var bad, overdue, pending []string
+	valid := 0
+	var soonest string
+	var soonestAt time.Time
+	for i := range sets.Items {
+		ing := ownerOf(&sets.Items[i])
+		var sec corev1.Secret
+		var st contract.CertificateState
+		err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: sets.Items[i].Name + "-0"}, &sec)
+		raw, reported := sec.Data[contract.DeviceCertificate]
+		switch {
+		case err != nil || !reported:
+			pending = append(pending, ing)
+			continue
+		case json.Unmarshal(raw, &st) != nil:
+			bad = append(bad, ing+": an unreadable report")
+			continue
+		case st.NotAfter.IsZero():
+			bad = append(bad, ing+": no certificate ("+st.Error+")")
+			continue
+		case !now.Before(st.NotAfter):
+			bad = append(bad, fmt.Sprintf("%s: expired %s", ing, st.NotAfter.Format(time.RFC3339)))
+			continue
+		case contract.RenewalOverdue(st.NotBefore, st.NotAfter, now):
+			msg := fmt.Sprintf("%s: not renewed, expires %s", ing, st.NotAfter.Format(time.RFC3339))
+			if st.Error != "" {
+				msg += " (" + st.Error + ")"
+			}
+			overdue = append(overdue, msg)
+		}
+		valid++
+		if soonest == "" || st.NotAfter.Before(soonestAt) {
+			soonest, soonestAt = ing, st.NotAfter
+		}
+	}
+	detail := fmt.Sprintf("%d of %d valid", valid, len(sets.Items))
+	if soonest != "" {
+		detail += fmt.Sprintf("; the first to expire: %s, %s (in %s)", soonest, soonestAt.Format(time.RFC3339), soonestAt.Sub(now).Round(time.Minute))
+	}
+	if len(pending) > 0 {
+		detail += "; not reported yet: " + strings.Join(firstOf(pending), ", ")
+	}
+	if len(bad) > 0 {
+		return fail(name, strings.Join(firstOf(bad), "; ")+"; "+detail,
+			"the web proxy's logs say why (ACME refused, the tailnet issues no certificates: enable HTTPS in its DNS settings); kubectl describe ingress (docs/services.md)")
+	}
+	r := pass(name, detail)
+	if len(overdue) > 0 {
+		r.Warning = true
+		r.Detail = strings.Join(firstOf(overdue), "; ") + "; " + detail
+		r.Fix = "a renewal is overdue: the web proxy's logs say why; it keeps serving the old certificate until it expires"
 	}
 	return r
 }

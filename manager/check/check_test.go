@@ -133,6 +133,11 @@ func TestChecks(t *testing.T) {
 		{"ingress names of one replica", ingressCheck, append(ingressSet("a", 1, 1, "ts-ingress-a-0"), ingressSet("b", 1, 1, "ts-ingress-b-0")...), true, false, "2 served by their one replica"},
 		{"ingress name dark", ingressCheck, append(ingressSet("web", 2, 0, ""), ingressSet("a", 1, 1, "ts-ingress-a-0")...), false, false, "no replica serves the name of shop/web; 1 served by their one replica"},
 		{"no ingress names", ingressCheck, nil, true, false, "none"},
+		{"Ingress certificate valid", certsCheck, webSet("grafana", &contract.CertificateState{NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(60 * 24 * time.Hour)}), true, false, "1 of 1 valid; the first to expire: shop/grafana, 2027-03-02T00:00:00Z"},
+		{"Ingress certificate not renewed", certsCheck, webSet("grafana", &contract.CertificateState{NotBefore: now.Add(-85 * 24 * time.Hour), NotAfter: now.Add(5 * 24 * time.Hour), Error: "acme: rate limited"}), true, true, "shop/grafana: not renewed, expires 2027-01-06T00:00:00Z (acme: rate limited)"},
+		{"Ingress certificate expired", certsCheck, webSet("grafana", &contract.CertificateState{NotBefore: now.Add(-91 * 24 * time.Hour), NotAfter: now.Add(-time.Hour)}), false, false, "shop/grafana: expired"},
+		{"Ingress without a certificate", certsCheck, webSet("grafana", &contract.CertificateState{Error: "the tailnet issues no certificates"}), false, false, "shop/grafana: no certificate (the tailnet issues no certificates)"},
+		{"Ingress certificate not reported yet", certsCheck, webSet("grafana", nil), true, false, "0 of 1 valid; not reported yet: shop/grafana"},
 		{"pool ready", poolsCheck, []client.Object{pool("shared", metav1.ConditionTrue, "2 replicas on the tailnet, serving 50 Services")}, true, false, "shared: 2 replicas on the tailnet, serving 50 Services"},
 		{"pool not ready", poolsCheck, []client.Object{pool("shared", metav1.ConditionTrue, "2 replicas on the tailnet, serving 50 Services"), pool("other", metav1.ConditionFalse, "0 of 2 replicas on the tailnet")}, false, false, "other: 0 of 2 replicas on the tailnet; shared: 2 replicas"},
 		{"guardrails", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), true, false, "7 admission policies hold the manager"},
@@ -180,6 +185,21 @@ func TestChecks(t *testing.T) {
 func apiProxiesCheck(c client.Client) Result { return apiServerProxies(context.Background(), c, opts) }
 func ingressCheck(c client.Client) Result    { return ingressNames(context.Background(), c, opts) }
 func poolsCheck(c client.Client) Result      { return proxyPools(context.Background(), c) }
+func certsCheck(c client.Client) Result      { return webCertificates(context.Background(), c, opts) }
+
+// webSet is the web proxy set of Ingress shop/<ing>, its state Secret
+// holding st as the proxy reports it (nil: not yet).
+func webSet(ing string, st *contract.CertificateState) []client.Object {
+	labels := map[string]string{proxyset.LabelComponent: services.WebComponent, proxyset.LabelManagedBy: proxyset.ManagedBy,
+		proxyset.LabelOwner: ing, proxyset.LabelOwnerNamespace: "shop"}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: "ts-web-" + ing, Labels: labels}}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: sts.Name + "-0"}}
+	if st != nil {
+		b, _ := json.Marshal(st)
+		sec.Data = map[string][]byte{contract.DeviceCertificate: b}
+	}
+	return []client.Object{sts, sec}
+}
 
 // ingressSet is the proxy set of ingress Service shop/<svc>: replicas,
 // ready of them, its state Secret's serving record naming servedBy (on

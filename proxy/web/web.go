@@ -9,6 +9,7 @@ package web
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -162,7 +163,7 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 	u := "https://" + fqdn
 	logf("web proxy serving %s (%d routes, certificate: %s)", u, len(cfg.Routes), cfg.TLS)
 	go n.ReportLoop(ctx, func(*ipnstate.Status) (map[string]any, error) {
-		return map[string]any{contract.DeviceFQDN: fqdn, contract.DeviceURL: u}, nil
+		return map[string]any{contract.DeviceFQDN: fqdn, contract.DeviceURL: u, contract.DeviceCertificate: certificateState(certs, fqdn)}, nil
 	}, logf)
 
 	<-ctx.Done()
@@ -180,6 +181,19 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 		https.Close()
 	}
 	return nil
+}
+
+// certificateState is what the proxy serves for name now (asking for it
+// also starts tailscale's renewal when one is due).
+func certificateState(certs certSource, name string) contract.CertificateState {
+	c, err := certs.get(&tls.ClientHelloInfo{ServerName: name})
+	if err == nil && c.Leaf == nil && len(c.Certificate) > 0 {
+		c.Leaf, err = x509.ParseCertificate(c.Certificate[0])
+	}
+	if err != nil {
+		return contract.CertificateState{Error: err.Error()}
+	}
+	return contract.CertificateState{NotBefore: c.Leaf.NotBefore.UTC(), NotAfter: c.Leaf.NotAfter.UTC()}
 }
 
 // toHTTPS redirects a plain HTTP request to the same URL over HTTPS.

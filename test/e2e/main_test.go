@@ -12,6 +12,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -171,7 +172,16 @@ func run(m *testing.M) (code int) {
 		return fail("pebble: %v", err)
 	}
 	defer env.acme.Close()
-	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), API: env.api, SetDNS: env.acme.SetDNS}); err != nil {
+	// Control answers on 443 too, with a certificate the proxy image trusts.
+	controlCert, err := certs.Issue(acmeCA, nil, []net.IP{net.ParseIP(node.BridgeIP)}, time.Now(), 24*time.Hour)
+	if err != nil {
+		return fail("%v", err)
+	}
+	controlPair, err := tls.X509KeyPair(controlCert.CertPEM, controlCert.KeyPEM)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if env.tn, err = tailnet.Start(tailnet.Options{Addr: netip.MustParseAddr(node.BridgeIP), API: env.api, SetDNS: env.acme.SetDNS, ControlTLS: &controlPair}); err != nil {
 		return fail("tailnet: %v", err)
 	}
 	defer env.tn.Close()

@@ -162,6 +162,16 @@ spec:
 		t.Errorf("gRPC health check through the Ingress: %v, %v", hr, err)
 	}
 
+	// tsinject check reads the certificate the proxy serves.
+	if err := waitFor(ctx, func(context.Context) error {
+		if r := checkResult(t, "Ingress certificates"); !r.OK || !strings.Contains(r.Detail, "1 of 1 valid; the first to expire: "+ns+"/app") {
+			return fmt.Errorf("tsinject check: %+v", r)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+
 	// A backend that does not exist: an Event says which field.
 	apply(t, ns, `apiVersion: networking.k8s.io/v1
 kind: Ingress

@@ -65,6 +65,12 @@ type Options struct {
 	// server for ACME DNS-01 (after it checked the name is the node's):
 	// acme.Server.SetDNS.
 	SetDNS func(*tailcfg.SetDNSRequest) error
+	// ControlTLS, if set, also serves the control server over TLS on port
+	// 443 of Addr with this certificate, as a real one is served. A node
+	// whose control URL is plain HTTP at an address that is not private
+	// (198.18.0.0/15 is not) dials port 443 with TLS after a recent dial
+	// (tailscale's controlhttp), and without it finds nothing there.
+	ControlTLS *tls.Certificate
 }
 
 // Tailnet is a running in-process tailnet.
@@ -76,6 +82,7 @@ type Tailnet struct {
 
 	addr    netip.Addr
 	ctlSrv  *httptest.Server
+	ctlTLS  *http.Server
 	handler http.Handler
 	derpSrv *httptest.Server
 	derp    *derpserver.Server
@@ -170,6 +177,15 @@ func Start(opts Options) (_ *Tailnet, err error) {
 	tn.ctlSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	tn.ctlSrv.Start()
 	tn.Control.HTTPTestServer = tn.ctlSrv
+	if opts.ControlTLS != nil {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "443"))
+		if err != nil {
+			return nil, fmt.Errorf("control on 443: %w", err)
+		}
+		tn.ctlTLS = &http.Server{Handler: tn.handler, ErrorLog: log.New(io.Discard, "", 0),
+			TLSConfig: &tls.Config{Certificates: []tls.Certificate{*opts.ControlTLS}, NextProtos: []string{"http/1.1"}}}
+		go tn.ctlTLS.ServeTLS(ln, "", "")
+	}
 	return tn, nil
 }
 
@@ -255,6 +271,9 @@ func (tn *Tailnet) DropDERP() { tn.derpSrv.CloseClientConnections() }
 
 // Close stops the servers. Nodes should be closed first.
 func (tn *Tailnet) Close() error {
+	if tn.ctlTLS != nil {
+		tn.ctlTLS.Close()
+	}
 	if tn.ctlSrv != nil {
 		tn.ctlSrv.CloseClientConnections()
 		tn.ctlSrv.Close()
