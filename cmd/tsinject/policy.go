@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -50,7 +51,7 @@ func policyCommand() *cli.Command {
 	grants := grantFlag{}
 	return &cli.Command{
 		Name:  "policy",
-		Short: "print the tailnet policy snippet for the Connectors, SidecarProfiles, egress Services and API proxies in the cluster (or in -f files)",
+		Short: "print the tailnet policy snippet for the Connectors, SidecarProfiles, Services, Ingresses and API proxies in the cluster (or in -f files)",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&kubeconfig, "kubeconfig", "", "read Connectors and APIServerProxies from this cluster (default: in-cluster, then $KUBECONFIG)")
 			fs.StringVar(&file, "f", "", "read them from a YAML file instead (- is stdin)")
@@ -113,7 +114,27 @@ func listPolicyObjects(ctx context.Context, kubeconfig string, in *policy.Input)
 	for i := range svcs.Items {
 		addEgress(in, &svcs.Items[i])
 	}
+	var ings networkingv1.IngressList
+	if err := c.List(ctx, &ings); err != nil {
+		return fmt.Errorf("listing Ingresses: %w", err)
+	}
+	for i := range ings.Items {
+		addIngress(in, &ings.Items[i])
+	}
 	return nil
+}
+
+// addIngress adds an Ingress of class tsinject's proxies: their tags need
+// owners; who may reach them is the admin's grant to write.
+func addIngress(in *policy.Input, ing *networkingv1.Ingress) {
+	if !services.WantsWeb(ing) {
+		return
+	}
+	e := policy.ServiceProxy{Tags: in.PodTags}
+	if tags, err := contract.ParseTags(ing.Annotations[services.AnnotationTags]); err == nil && len(tags) > 0 {
+		e.Tags = tags
+	}
+	in.Services = append(in.Services, e)
 }
 
 // addProfile adds the tags a SidecarProfile gives the pods that use it.
@@ -198,6 +219,12 @@ func readPolicyObjects(file string, in *policy.Input) error {
 				return fmt.Errorf("reading a Service: %w", err)
 			}
 			addEgress(in, &svc)
+		case "Ingress":
+			var ing networkingv1.Ingress
+			if err := yaml.UnmarshalStrict(doc, &ing); err != nil {
+				return fmt.Errorf("reading an Ingress: %w", err)
+			}
+			addIngress(in, &ing)
 		case "SidecarProfile":
 			var sp v1alpha1.SidecarProfile
 			if err := yaml.UnmarshalStrict(doc, &sp); err != nil {

@@ -44,6 +44,24 @@ apiVersion: v1
 kind: Service
 metadata: {name: plain}
 spec: {ports: [{port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: grafana
+  annotations: {tsinject.dev/tags: "tag:dashboards"}
+spec:
+  ingressClassName: tsinject
+  defaultBackend: {service: {name: grafana, port: {number: 80}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: other
+  annotations: {tsinject.dev/tags: "tag:not-ours"}
+spec:
+  ingressClassName: nginx
+  defaultBackend: {service: {name: web, port: {number: 80}}}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +76,10 @@ spec: {ports: [{port: 80}]}
 	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
-	for _, tag := range []string{"tag:shop", "tag:web", "tag:batch"} {
+	if _, ok := s.TagOwners["tag:not-ours"]; ok {
+		t.Errorf("an Ingress of another class got its tags owned:\n%s", out.String())
+	}
+	for _, tag := range []string{"tag:shop", "tag:web", "tag:batch", "tag:dashboards"} {
 		if _, ok := s.TagOwners[tag]; !ok {
 			t.Errorf("tagOwners lack the tag %s (of the proxies, or of a profile's pods):\n%s", tag, out.String())
 		}
