@@ -293,7 +293,7 @@ func (a *assembly) proxyControllers() error {
 		&podevents.Reconciler{Client: mgr.GetClient(), Events: mgr.GetEventRecorder("tsinject-injector")},
 		&services.EgressReconciler{Base: servicesBase("egress"), ClusterDomain: o.clusterDomain()},
 		&services.IngressReconciler{Base: servicesBase("ingress")},
-		&services.WebReconciler{Base: servicesBase("web")},
+		&services.WebReconciler{Base: servicesBase("web"), ClusterDomain: o.clusterDomain()},
 		&proxypools.Reconciler{
 			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,

@@ -54,12 +54,14 @@ func TestManagerCannotEscalate(t *testing.T) {
 	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "create", "service", "loadbalancer", "cloud", "--tcp=443:8443")
 	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"front","namespace":"shop"},
 		"spec":{"type":"LoadBalancer","loadBalancerClass":"tsinject.dev/tailnet","ports":[{"port":443}]}}`), "create", "-f", "-")
-	// A tenant's Ingresses: one of tsinject's class, one of another.
-	for name, class := range map[string]string{"grafana": "tsinject", "shopfront": "nginx"} {
+	// A tenant's Ingresses: one of tsinject's class, one of another, and
+	// one that left tsinject's class (its finalizer still on it).
+	for name, class := range map[string]string{"grafana": "tsinject", "shopfront": "nginx", "moved": "nginx"} {
 		kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"`+name+`","namespace":"shop"},
 			"spec":{"ingressClassName":"`+class+`","defaultBackend":{"service":{"name":"web","port":{"number":80}}}}}`), "create", "-f", "-")
 	}
 
+	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "patch", "ingress", "moved", "--type=merge", "-p", `{"metadata":{"finalizers":["tsinject.dev/web"]}}`)
 	asManager := func(stdin string, args ...string) error {
 		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.Kubeconfig, "--as=system:serviceaccount:tsinject-system:tsinject-manager"}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
@@ -314,6 +316,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"publish addresses on an Ingress of another class", "only updates Ingresses of class tsinject", func() error {
 			return putIngressStatus("shopfront", `[{"ip":"198.18.0.66"}]`)
 		}},
+		{"publish addresses on an Ingress that left its class", "may only clear status.loadBalancer", func() error {
+			return putIngressStatus("moved", `[{"hostname":"moved.attacker.example"}]`)
+		}},
 		{"create an Ingress", "cannot create resource", func() error {
 			return create(`{"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"attack","namespace":"shop"},
 				"spec":{"defaultBackend":{"service":{"name":"web","port":{"number":80}}}}}`)
@@ -408,6 +413,12 @@ func TestManagerCannotEscalate(t *testing.T) {
 		}},
 		{"hold an Ingress of its class", func() error {
 			return patch("shop", "ingress/grafana", `{"metadata":{"finalizers":["tsinject.dev/web"]}}`)
+		}},
+		{"clear the status of an Ingress that left its class", func() error {
+			return putIngressStatus("moved", `[]`)
+		}},
+		{"let go of an Ingress that left its class", func() error {
+			return patch("shop", "ingress/moved", `{"metadata":{"finalizers":null}}`)
 		}},
 		{"publish an Ingress's tailnet name", func() error {
 			return putIngressStatus("grafana", `[{"hostname":"shop-grafana.tailnet.ts.net"},{"ip":"100.64.0.7"}]`)

@@ -66,6 +66,10 @@ const (
 // WebReconciler reconciles Ingresses of class tsinject.
 type WebReconciler struct {
 	Base
+	// ClusterDomain completes the backends' names: the proxy dials a
+	// Service by its name, so a deleted one's address, handed to another
+	// namespace's Service later, is never reached.
+	ClusterDomain string
 	// reported is the last Event's reason and message per Ingress: only
 	// changes are recorded, as the controller re-checks every few seconds.
 	reported sync.Map
@@ -126,11 +130,14 @@ type webSpec struct {
 
 // parse reads ing; backends are read from the API server (the cache holds
 // only the Services tsinject serves).
-func (r *WebReconciler) parse(ctx context.Context, ing *networkingv1.Ingress) (webSpec, []string) {
-	var sp webSpec
+// The namespace's policy no longer admitting the Ingress (its namespace
+// not enabled, its tags not within the policy) is reported in revoked:
+// unlike the tenant's bad edit, it takes a running proxy down.
+func (r *WebReconciler) parse(ctx context.Context, ing *networkingv1.Ingress) (sp webSpec, problems []string, revoked bool) {
 	ns, tags, problems := r.namespacePolicy(ctx, ing)
 	sp.tags, sp.proxy = tags, profileProxy(ns)
 	policyOK := len(problems) == 0
+	revoked = ns == nil || (!policyOK && len(tags) == 0)
 	var problem string
 	if sp.replicas, problem = replicasOf(ing); problem != "" {
 		problems = append(problems, problem)
@@ -164,18 +171,30 @@ func (r *WebReconciler) parse(ctx context.Context, ing *networkingv1.Ingress) (w
 	routes, routeProblems := r.routes(ctx, ing)
 	sp.routes = routes
 	problems = append(problems, routeProblems...)
-	if len(routes) > contract.MaxWebRoutes {
-		problems = append(problems, fmt.Sprintf("spec.rules: %d paths; allowed: at most %d", len(routes), contract.MaxWebRoutes))
-	}
-	return sp, problems
+	return sp, problems, revoked
 }
 
 // routes are ing's default backend and rules as the proxy's routes.
 func (r *WebReconciler) routes(ctx context.Context, ing *networkingv1.Ingress) ([]contract.WebRoute, []string) {
+	// Counted before any Service is read: one Ingress must not hold the
+	// controller up for every other.
+	n := 0
+	if ing.Spec.DefaultBackend != nil {
+		n++
+	}
+	for _, rule := range ing.Spec.Rules {
+		if rule.HTTP != nil {
+			n += len(rule.HTTP.Paths)
+		}
+	}
+	if n > contract.MaxWebRoutes {
+		return nil, []string{fmt.Sprintf("spec.rules: %d paths and backends; allowed: at most %d", n, contract.MaxWebRoutes)}
+	}
 	var routes []contract.WebRoute
 	var problems []string
+	svcs := map[string]*corev1.Service{} // each read once
 	add := func(field, host, path string, exact bool, b *networkingv1.IngressBackend) {
-		backend, problem := r.backend(ctx, ing.Namespace, field, b)
+		backend, problem := r.backend(ctx, ing.Namespace, field, b, svcs)
 		if problem != "" {
 			problems = append(problems, problem)
 			return
@@ -217,19 +236,25 @@ func (r *WebReconciler) routes(ctx context.Context, ing *networkingv1.Ingress) (
 }
 
 // backend resolves b to its Service's cluster address and port.
-func (r *WebReconciler) backend(ctx context.Context, namespace, field string, b *networkingv1.IngressBackend) (contract.WebBackend, string) {
+func (r *WebReconciler) backend(ctx context.Context, namespace, field string, b *networkingv1.IngressBackend, svcs map[string]*corev1.Service) (contract.WebBackend, string) {
 	if b.Service == nil {
 		return contract.WebBackend{}, field + ": only Service backends are allowed (not resource)"
 	}
-	var svc corev1.Service
-	if err := r.Live.Get(ctx, client.ObjectKey{Namespace: namespace, Name: b.Service.Name}, &svc); err != nil {
-		if apierrors.IsNotFound(err) {
-			return contract.WebBackend{}, fmt.Sprintf("%s.service.name: Service %s/%s does not exist", field, namespace, b.Service.Name)
+	svc, ok := svcs[b.Service.Name]
+	if !ok {
+		svc = &corev1.Service{}
+		if err := r.Live.Get(ctx, client.ObjectKey{Namespace: namespace, Name: b.Service.Name}, svc); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return contract.WebBackend{}, fmt.Sprintf("%s.service.name: reading Service %s/%s: %v", field, namespace, b.Service.Name, err)
+			}
+			svc = nil
 		}
-		return contract.WebBackend{}, fmt.Sprintf("%s.service.name: reading Service %s/%s: %v", field, namespace, b.Service.Name, err)
+		svcs[b.Service.Name] = svc
 	}
-	ip := clusterIP(&svc)
-	if ip == "" {
+	if svc == nil {
+		return contract.WebBackend{}, fmt.Sprintf("%s.service.name: Service %s/%s does not exist", field, namespace, b.Service.Name)
+	}
+	if clusterIP(svc) == "" {
 		return contract.WebBackend{}, fmt.Sprintf("%s.service.name: Service %s has no cluster address (headless); an Ingress backend needs one", field, b.Service.Name)
 	}
 	for _, p := range svc.Spec.Ports {
@@ -238,7 +263,8 @@ func (r *WebReconciler) backend(ctx context.Context, namespace, field string, b 
 				return contract.WebBackend{}, fmt.Sprintf("%s.service.port: port %d of Service %s is %s; allowed: TCP", field, p.Port, b.Service.Name, p.Protocol)
 			}
 			h2c := p.AppProtocol != nil && *p.AppProtocol == AppProtocolH2C
-			return contract.WebBackend{Addr: joinHostPort(ip, p.Port), H2C: h2c, Weight: 1}, ""
+			name := svc.Name + "." + namespace + ".svc." + strings.TrimSuffix(r.ClusterDomain, ".")
+			return contract.WebBackend{Addr: fmt.Sprintf("%s:%d", name, p.Port), H2C: h2c, Weight: 1}, ""
 		}
 	}
 	port := intstr.FromInt32(b.Service.Port.Number)
@@ -246,13 +272,6 @@ func (r *WebReconciler) backend(ctx context.Context, namespace, field string, b 
 		port = intstr.FromString(b.Service.Port.Name)
 	}
 	return contract.WebBackend{}, fmt.Sprintf("%s.service.port: Service %s has no port %s", field, b.Service.Name, port.String())
-}
-
-func joinHostPort(ip string, port int32) string {
-	if strings.Contains(ip, ":") {
-		return fmt.Sprintf("[%s]:%d", ip, port)
-	}
-	return fmt.Sprintf("%s:%d", ip, port)
 }
 
 // set is the Ingress's proxies: replicas sharing one name.
@@ -287,10 +306,17 @@ func (r *WebReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	if !ing.DeletionTimestamp.IsZero() || !WantsWeb(&ing) {
 		return r.finalizeWeb(ctx, &ing)
 	}
-	sp, problems := r.parse(ctx, &ing)
+	sp, problems, revoked := r.parse(ctx, &ing)
 	if len(problems) > 0 {
-		// Nothing is torn down for a bad edit (or a backend Service not
-		// created yet): a running proxy keeps serving until it is fixed.
+		// Nothing is torn down for the tenant's bad edit (or a backend
+		// Service not created yet): a running proxy keeps serving until
+		// it is fixed. A namespace whose policy no longer admits it gets
+		// its proxy taken down.
+		if revoked {
+			if res, err := r.finalizeWeb(ctx, &ing); err != nil || res.RequeueAfter > 0 {
+				return res, err
+			}
+		}
 		r.event(&ing, corev1.EventTypeWarning, ReasonInvalidWeb, strings.Join(problems, "; "))
 		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
 	}
@@ -347,14 +373,30 @@ func (r *WebReconciler) finalizeWeb(ctx context.Context, ing *networkingv1.Ingre
 	if !controllerutil.ContainsFinalizer(ing, WebFinalizer) {
 		return reconcile.Result{}, nil
 	}
-	done, err := proxyset.Delete(ctx, r.Client, r.Live, r.set(ing, webSpec{}), r.Logout, r.Log)
+	s := r.set(ing, webSpec{})
+	// What the proxy published, read before its state goes: the status is
+	// cleared only if it still says that (after a move to another class,
+	// that class's controller may have written its own).
+	devices, err := proxyset.Devices(ctx, r.Client, s)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	ours := func(lb networkingv1.IngressLoadBalancerIngress) bool {
+		for _, d := range devices {
+			if (lb.Hostname != "" && lb.Hostname == d.Hostname) || (lb.IP != "" && slices.Contains(d.TailnetIPs, lb.IP)) {
+				return true
+			}
+		}
+		return false
+	}
+	done, err := proxyset.Delete(ctx, r.Client, r.Live, s, r.Logout, r.Log)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
 	if !done {
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
-	if ing.DeletionTimestamp.IsZero() && len(ing.Status.LoadBalancer.Ingress) > 0 {
+	if lb := ing.Status.LoadBalancer.Ingress; ing.DeletionTimestamp.IsZero() && len(lb) > 0 && slices.ContainsFunc(lb, ours) {
 		orig := ing.DeepCopy()
 		ing.Status.LoadBalancer.Ingress = nil
 		if err := r.Client.Status().Patch(ctx, ing, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {

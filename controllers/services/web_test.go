@@ -46,7 +46,7 @@ func newWebReconciler(t *testing.T, objs ...client.Object) (*WebReconciler, clie
 	b, c := newBase(t, objs...)
 	rec := events.NewFakeRecorder(100)
 	b.Events = rec
-	return &WebReconciler{Base: b}, c, rec
+	return &WebReconciler{Base: b, ClusterDomain: "cluster.local"}, c, rec
 }
 
 func reconcileWeb(t *testing.T, r *WebReconciler) {
@@ -105,7 +105,9 @@ func TestWebIngressLifecycle(t *testing.T) {
 		b := rt.Backends[0]
 		got = append(got, rt.Path+map[bool]string{true: "=", false: "*"}[rt.Exact]+" "+b.Addr+map[bool]string{true: " h2c", false: ""}[b.H2C])
 	}
-	if want := "/* 198.19.16.20:80|/grpc.health.v1.Health* 198.19.16.20:9000 h2c|/healthz= 198.19.16.20:80"; strings.Join(got, "|") != want {
+	// By name, not address: a deleted Service's address, handed to another
+	// namespace's later, is never dialled.
+	if want := "/* web.shop.svc.cluster.local:80|/grpc.health.v1.Health* api.shop.svc.cluster.local:9000 h2c|/healthz= web.shop.svc.cluster.local:80"; strings.Join(got, "|") != want {
 		t.Errorf("routes %q, want %q", strings.Join(got, "|"), want)
 	}
 	if !strings.Contains(lastEvent(rec), "ProxyNotReady") {
@@ -193,5 +195,106 @@ func TestWebIngressInvalid(t *testing.T) {
 				t.Errorf("proxy sets %d (%v), want none", len(list.Items), err)
 			}
 		})
+	}
+}
+
+// countingReader counts the reads of Services.
+type countingReader struct {
+	client.Reader
+	gets int
+}
+
+func (c *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	c.gets++
+	return c.Reader.Get(ctx, key, obj, opts...)
+}
+
+// One Ingress cannot hold the controller up: too many paths are refused
+// before any Service is read, and each Service is read once.
+func TestWebIngressBounded(t *testing.T) {
+	many := webIngress(func(i *networkingv1.Ingress) {
+		paths := i.Spec.Rules[0].HTTP.Paths
+		for len(paths) <= contract.MaxWebRoutes {
+			paths = append(paths, paths[0])
+		}
+		i.Spec.Rules[0].HTTP.Paths = paths
+	})
+	r, _, rec := newWebReconciler(t, many)
+	live := &countingReader{Reader: r.Live}
+	r.Live = live
+	reconcileWeb(t, r)
+	if e := lastEvent(rec); live.gets != 0 || !strings.Contains(e, "spec.rules: 257 paths and backends; allowed: at most 256") {
+		t.Errorf("%d Services read; event %q", live.gets, e)
+	}
+
+	r, _, _ = newWebReconciler(t, webIngress())
+	live = &countingReader{Reader: r.Live}
+	r.Live = live
+	reconcileWeb(t, r)
+	if live.gets != 2 {
+		t.Errorf("%d Service reads for 3 paths to 2 Services, want 2", live.gets)
+	}
+}
+
+// A namespace no longer enabled takes its Ingresses' proxies down (a
+// tenant's bad edit leaves them serving); an Ingress moved to another
+// class keeps the status that class's controller wrote.
+func TestWebIngressTakenDown(t *testing.T) {
+	ctx := context.Background()
+	r, c, rec := newWebReconciler(t, webIngress())
+	reconcileWeb(t, r)
+	key := client.ObjectKey{Namespace: "shop", Name: "grafana"}
+	var ing networkingv1.Ingress
+	if err := c.Get(ctx, key, &ing); err != nil {
+		t.Fatal(err)
+	}
+	s := r.set(&ing, webSpec{})
+	// A bad edit: the proxy stays.
+	ing.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Name = "nope"
+	if err := c.Update(ctx, &ing); err != nil {
+		t.Fatal(err)
+	}
+	reconcileWeb(t, r)
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.Name()}, &appsv1.StatefulSet{}); err != nil {
+		t.Fatalf("a bad edit took the proxy down: %v", err)
+	}
+	// The namespace's label removed: the proxy goes, the Event says why.
+	var ns corev1.Namespace
+	if err := c.Get(ctx, client.ObjectKey{Name: "shop"}, &ns); err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels = nil
+	if err := c.Update(ctx, &ns); err != nil {
+		t.Fatal(err)
+	}
+	reconcileWeb(t, r)
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.Name()}, &appsv1.StatefulSet{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the namespace's policy revoked, the proxy is still there (%v)", err)
+	}
+	if e := lastEvent(rec); !strings.Contains(e, "namespace shop is not enabled") {
+		t.Errorf("event %q", e)
+	}
+
+	// Moved to another class whose controller already wrote its status.
+	r, c, _ = newWebReconciler(t, webIngress())
+	reconcileWeb(t, r)
+	if err := c.Get(ctx, key, &ing); err != nil {
+		t.Fatal(err)
+	}
+	nginx := "nginx"
+	ing.Spec.IngressClassName = &nginx
+	if err := c.Update(ctx, &ing); err != nil {
+		t.Fatal(err)
+	}
+	ing.Status.LoadBalancer.Ingress = []networkingv1.IngressLoadBalancerIngress{{IP: "198.19.16.99"}}
+	if err := c.Status().Update(ctx, &ing); err != nil {
+		t.Fatal(err)
+	}
+	reconcileWeb(t, r)
+	if err := c.Get(ctx, key, &ing); err != nil {
+		t.Fatal(err)
+	}
+	if len(ing.Finalizers) != 0 || len(ing.Status.LoadBalancer.Ingress) != 1 || ing.Status.LoadBalancer.Ingress[0].IP != "198.19.16.99" {
+		t.Errorf("after the move: finalizers %v, status %+v (want the other controller's kept)", ing.Finalizers, ing.Status.LoadBalancer)
 	}
 }

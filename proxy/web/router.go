@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -27,8 +28,15 @@ type Router struct {
 	WhoIs func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error)
 	// RequireCapability, if set, admits only callers granted it.
 	RequireCapability tailcfg.PeerCapability
-	Logf              logger.Logf
+	// Names are the hosts the proxy answers for besides its routes' own
+	// (its MagicDNS name); others get 421. None: any.
+	Names []string
+	Logf  logger.Logf
 }
+
+// callerKey carries the caller's WhoIs answer from ServeHTTP to the
+// outgoing request.
+type callerKey struct{}
 
 type route struct {
 	contract.WebRoute
@@ -51,10 +59,16 @@ func NewRouter(routes []contract.WebRoute, logf logger.Logf) *Router {
 		for _, b := range wr.Backends {
 			target := &url.URL{Scheme: "http", Host: b.Addr}
 			p := &httputil.ReverseProxy{
+				// The identity goes on the outgoing request, after the
+				// hop-by-hop headers the client named in Connection are
+				// gone: naming them there cannot remove it.
 				Rewrite: func(pr *httputil.ProxyRequest) {
 					pr.SetURL(target)
 					pr.Out.Host = pr.In.Host // the name the client asked for
 					pr.SetXForwarded()
+					pr.Out.Header.Del("X-Real-Ip")
+					who, _ := pr.In.Context().Value(callerKey{}).(*apitype.WhoIsResponse)
+					setIdentity(pr.Out.Header, who)
 				},
 				Transport: h1,
 				// Streams (server-sent events, gRPC) reach the client as
@@ -159,26 +173,67 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	host := req.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	rt := r.match(host, req.URL.Path)
-	if rt == nil {
-		http.NotFound(w, req)
+	// Only WebSocket may take a connection over: another upgrade (h2c)
+	// would carry requests the proxy never sees, without identity.
+	if up := req.Header.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
+		http.Error(w, "tsinject: upgrade "+up+" is not allowed (allowed: websocket)", http.StatusBadRequest)
 		return
 	}
-	setIdentity(req.Header, who)
-	rt.pick().ServeHTTP(w, req)
+	req.Header.Del("Http2-Settings")
+	// Routes match the path the backend will act on: one with dot
+	// segments or encoded slashes could match one route and mean another.
+	if unclean(req.URL) {
+		http.Error(w, "tsinject: the path has dot segments or encoded slashes", http.StatusBadRequest)
+		return
+	}
+	host := strings.ToLower(strings.TrimSuffix(req.Host, "."))
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = strings.TrimSuffix(h, ".")
+	}
+	rt := r.match(host, req.URL.Path)
+	if rt == nil || (rt.Host == "" && len(r.Names) > 0 && !slices.Contains(r.Names, host)) {
+		if rt == nil {
+			http.NotFound(w, req)
+		} else {
+			http.Error(w, "tsinject: this proxy does not serve "+host, http.StatusMisdirectedRequest)
+		}
+		return
+	}
+	rt.pick().ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), callerKey{}, who)))
+}
+
+// unclean reports whether u's path has "." or ".." segments, or encoded
+// slashes or backslashes.
+func unclean(u *url.URL) bool {
+	raw := strings.ToLower(u.EscapedPath())
+	if strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") || strings.Contains(u.Path, "\\") {
+		return true
+	}
+	for _, seg := range strings.Split(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// isIdentityHeader reports whether a header name is one backends may
+// take for the proxy's (Tailscale-*, also spelt with underscores, which
+// CGI-style servers read as the same).
+func isIdentityHeader(k string) bool {
+	return strings.HasPrefix(http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-")), contract.HeaderPrefix)
 }
 
 // setIdentity replaces every Tailscale-* header with the caller's
-// identity.
+// identity (none without one).
 func setIdentity(h http.Header, who *apitype.WhoIsResponse) {
 	for k := range h {
-		if strings.HasPrefix(http.CanonicalHeaderKey(k), contract.HeaderPrefix) {
+		if isIdentityHeader(k) {
 			delete(h, k)
 		}
+	}
+	if who == nil || who.Node == nil {
+		return
 	}
 	h.Set(contract.HeaderCallerNode, strings.TrimSuffix(who.Node.Name, "."))
 	if who.Node.IsTagged() {

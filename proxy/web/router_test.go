@@ -78,6 +78,10 @@ func TestIdentityHeaders(t *testing.T) {
 		req.Header.Set("Tailscale-User-Login", "root@example.com")
 		req.Header.Set("tailscale-caller-tags", "tag:admin")
 		req.Header.Set("Tailscale-Anything", "forged")
+		req.Header["Tailscale_User_Login"] = []string{"root@example.com"}
+		// Hop-by-hop by the client's word: must not take the identity away.
+		req.Header.Set("Connection", "Tailscale-Caller-Tags, Tailscale-Caller-Node, Tailscale-User-Login")
+		req.Header.Set("X-Real-Ip", "203.0.113.9")
 		req.Header.Set("X-Forwarded-For", "203.0.113.9")
 		w := httptest.NewRecorder()
 		r.ServeHTTP(w, req)
@@ -88,7 +92,8 @@ func TestIdentityHeaders(t *testing.T) {
 	code, h := call("100.64.0.1:40000")
 	if code != 200 || h.Get(contract.HeaderUserLogin) != "alice@example.com" || h.Get(contract.HeaderUserName) != "=?utf-8?q?Alice_=C3=86r=C3=B8?=" ||
 		h.Get(contract.HeaderUserProfilePic) != "https://pic/a" || h.Get(contract.HeaderCallerNode) != "laptop.tail.ts.net" ||
-		h.Get(contract.HeaderCallerTags) != "" || h.Get("Tailscale-Anything") != "" || h.Get("X-Forwarded-For") != "100.64.0.1" {
+		h.Get(contract.HeaderCallerTags) != "" || h.Get("Tailscale-Anything") != "" || h.Get("X-Forwarded-For") != "100.64.0.1" ||
+		len(h["Tailscale_User_Login"]) != 0 || h.Get("X-Real-Ip") != "" {
 		t.Errorf("user's request: %d %v", code, h)
 	}
 	code, h = call("100.64.0.9:40000")
@@ -129,5 +134,48 @@ func TestWeights(t *testing.T) {
 	}
 	if hits["never"] != 0 || hits["a"] < 240 || hits["a"] > 360 || hits["a"]+hits["b"] != 400 {
 		t.Errorf("hits %v of 400, want a about 300, b about 100, never none (%v)", hits, names)
+	}
+}
+
+// What could make a route mean another, or carry requests past the
+// proxy, is refused: upgrades but WebSocket (h2c would tunnel requests
+// without identity), dot segments and encoded slashes in the path; a
+// host the proxy does not serve gets 421.
+func TestRefusedRequests(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) }))
+	defer backend.Close()
+	r := NewRouter([]contract.WebRoute{
+		{Path: "/public", Backends: []contract.WebBackend{{Addr: backend.Listener.Addr().String(), Weight: 1}}},
+		{Host: "grafana.example.com", Path: "/", Backends: []contract.WebBackend{{Addr: backend.Listener.Addr().String(), Weight: 1}}},
+	}, t.Logf)
+	r.WhoIs = whoIs
+	r.Names = []string{"web.tail.ts.net"}
+	for _, tc := range []struct {
+		name, target, host string
+		hdr                map[string]string
+		want               int
+	}{
+		{"plain", "/public/x", "web.tail.ts.net", nil, 200},
+		{"name with a port and a dot", "/public/x", "WEB.tail.ts.net.:443", nil, 200},
+		{"route's own host", "/x", "grafana.example.com", nil, 200},
+		{"websocket upgrade", "/public/ws", "web.tail.ts.net", map[string]string{"Connection": "Upgrade", "Upgrade": "websocket"}, 200},
+		{"h2c upgrade", "/public", "web.tail.ts.net", map[string]string{"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABkAAQAAP__"}, 400},
+		{"dot dot", "/public/../admin", "web.tail.ts.net", nil, 400},
+		{"encoded dot dot", "/public/%2e%2e/admin", "web.tail.ts.net", nil, 400},
+		{"encoded slash", "/public/..%2fadmin", "web.tail.ts.net", nil, 400},
+		{"another host", "/public/x", "evil.example", nil, http.StatusMisdirectedRequest},
+		{"the short name", "/public/x", "web", nil, http.StatusMisdirectedRequest},
+	} {
+		req := httptest.NewRequest("GET", "http://placeholder"+tc.target, nil)
+		req.Host = tc.host
+		req.RemoteAddr = "100.64.0.1:1"
+		for k, v := range tc.hdr {
+			req.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != tc.want {
+			t.Errorf("%s: %d %q, want %d", tc.name, w.Code, w.Body.String(), tc.want)
+		}
 	}
 }

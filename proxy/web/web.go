@@ -128,6 +128,9 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 
 	router := NewRouter(cfg.Routes, logf)
 	router.RequireCapability = tailcfg.PeerCapability(cfg.RequireCapability)
+	if cfg.TLS == contract.WebTLSTailnet {
+		router.Names = []string{strings.ToLower(fqdn)} // its certificate's one name
+	}
 	router.WhoIs = func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) { return n.LC.WhoIs(ctx, addr) }
 	tcp443, err := n.Server.Listen("tcp", ":443")
 	if err != nil {
@@ -146,7 +149,7 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 		tcp443.Close()
 		return err
 	}
-	redirect := &http.Server{Handler: http.HandlerFunc(toHTTPS), ReadHeaderTimeout: 10 * time.Second}
+	redirect := &http.Server{Handler: toHTTPS(fqdn), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}
 	for _, srv := range []struct {
 		s  *http.Server
 		ln net.Listener
@@ -196,13 +199,14 @@ func certificateState(certs certSource, name string) contract.CertificateState {
 	return contract.CertificateState{NotBefore: c.Leaf.NotBefore.UTC(), NotAfter: c.Leaf.NotAfter.UTC()}
 }
 
-// toHTTPS redirects a plain HTTP request to the same URL over HTTPS.
-func toHTTPS(w http.ResponseWriter, r *http.Request) {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+// toHTTPS redirects a plain HTTP request to the same path over HTTPS at
+// the proxy's own name, whatever Host the client sent (a short MagicDNS
+// name the certificate does not cover, or a name of the client's
+// choosing).
+func toHTTPS(fqdn string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "https://"+fqdn+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
 }
 
 // certSource gives the serving certificate for a handshake.
