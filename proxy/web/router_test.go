@@ -93,7 +93,7 @@ func TestIdentityHeaders(t *testing.T) {
 	if code != 200 || h.Get(contract.HeaderUserLogin) != "alice@example.com" || h.Get(contract.HeaderUserName) != "=?utf-8?q?Alice_=C3=86r=C3=B8?=" ||
 		h.Get(contract.HeaderUserProfilePic) != "https://pic/a" || h.Get(contract.HeaderCallerNode) != "laptop.tail.ts.net" ||
 		h.Get(contract.HeaderCallerTags) != "" || h.Get("Tailscale-Anything") != "" || h.Get("X-Forwarded-For") != "100.64.0.1" ||
-		len(h["Tailscale_User_Login"]) != 0 || h.Get("X-Real-Ip") != "" {
+		h.Get("Tailscale_User_Login") != "" || h.Get("X-Real-Ip") != "" {
 		t.Errorf("user's request: %d %v", code, h)
 	}
 	code, h = call("100.64.0.9:40000")
