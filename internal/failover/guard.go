@@ -3,6 +3,7 @@ package failover
 import (
 	"context"
 	"errors"
+	"time"
 
 	"tailscale.com/types/logger"
 
@@ -54,3 +55,18 @@ func (g *Guard) Run(ctx context.Context, serve func(context.Context) error) erro
 // Lost says whether serve's ctx ended because the name was lost: another
 // replica may serve it any moment, so stop at once, without draining.
 func Lost(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrLost) }
+
+// Drain is how long a serving replica lets requests in flight finish
+// once ctx (its serve context) has ended: not at all if the name was
+// lost (another replica may serve it any moment, and this one must be
+// gone first), briefly for a one-name replica (its standby waits for the
+// name), 10 s otherwise.
+func Drain(ctx context.Context, oneName bool) time.Duration {
+	switch {
+	case Lost(ctx):
+		return 0
+	case oneName:
+		return 2 * time.Second
+	}
+	return 10 * time.Second
+}

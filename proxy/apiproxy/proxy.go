@@ -454,17 +454,8 @@ func serveNode(ctx context.Context, cfg Config, h *Handler, reg *prometheus.Regi
 	}, logf)
 
 	<-ctx.Done()
-	// Requests in flight may finish, unless the name is lost: then another
-	// replica may serve it any moment, and this one must be gone first. A
-	// one-name replica drains briefly: its standby waits for the name.
-	drain := 10 * time.Second
-	switch {
-	case failover.Lost(ctx):
-		drain = 0
-	case cfg.Node.OneName:
-		drain = 2 * time.Second
-	}
-	shutdown, cancel := context.WithTimeout(context.Background(), drain)
+	// Requests in flight may finish, as long as failover allows.
+	shutdown, cancel := context.WithTimeout(context.Background(), failover.Drain(ctx, cfg.Node.OneName))
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil {
 		srv.Close() // watches and the like, cut (the node closes next)

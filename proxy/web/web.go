@@ -171,14 +171,7 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 
 	<-ctx.Done()
 	redirect.Close()
-	drain := 10 * time.Second
-	switch {
-	case failover.Lost(ctx):
-		drain = 0
-	case cfg.Node.OneName:
-		drain = 2 * time.Second
-	}
-	shutdown, cancel := context.WithTimeout(context.Background(), drain)
+	shutdown, cancel := context.WithTimeout(context.Background(), failover.Drain(ctx, cfg.Node.OneName))
 	defer cancel()
 	if err := https.Shutdown(shutdown); err != nil {
 		https.Close()
