@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -311,7 +312,27 @@ func (a *assembly) proxyControllers() error {
 			return err
 		}
 	}
-	return nil
+	return a.gatewayControllers(servicesBase("gateway"))
+}
+
+// gatewayControllers serve Gateways of class tsinject, if the cluster has
+// the Gateway API: its CRDs are the cluster admin's to install (Gateway
+// API: one version per cluster), and the manager reads which are served
+// when it starts.
+func (a *assembly) gatewayControllers(base services.Base) error {
+	for _, kind := range services.GatewayAPIKinds {
+		if _, err := a.mgr.GetRESTMapper().RESTMapping(services.GatewayAPI.WithKind(kind).GroupKind(), services.GatewayAPI.Version); err != nil {
+			if meta.IsNoMatchError(err) {
+				a.log.Info("the Gateway API is not installed: no Gateway is served (install its standard CRDs, then restart the manager)", "missing", services.GatewayAPI.WithKind(kind).String())
+				return nil
+			}
+			return fmt.Errorf("reading whether the Gateway API is served: %w", err)
+		}
+	}
+	if err := (&services.GatewayClassReconciler{Client: a.mgr.GetClient()}).SetupWithManager(a.mgr); err != nil {
+		return err
+	}
+	return (&services.GatewayReconciler{Base: base, ClusterDomain: a.o.clusterDomain()}).SetupWithManager(a.mgr)
 }
 
 // checks are the health and readiness probes.

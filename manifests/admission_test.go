@@ -28,7 +28,7 @@ import (
 // (control server, client ID, broker, auth key, planted state), and cannot
 // take over tenants' Services or traffic. What its work needs still passes.
 func TestManagerCannotEscalate(t *testing.T) {
-	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
+	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t), gatewayAPICRDs(t)}})
 	rendered := kubectl(t, c.Kubeconfig, nil, "kustomize", "overlays/apiserver-proxy")
 	kubectl(t, c.Kubeconfig, rendered, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "-")
 	// Auth-key copy mode's rights too: Secrets in every namespace.
@@ -62,6 +62,18 @@ func TestManagerCannotEscalate(t *testing.T) {
 	}
 
 	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "patch", "ingress", "moved", "--type=merge", "-p", `{"metadata":{"finalizers":["tsinject.dev/web"]}}`)
+	// A tenant's Gateways: one of tsinject's class, one of another, one
+	// that left tsinject's class; a route naming the first two, with
+	// another controller's entry in its status.
+	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"GatewayClass","metadata":{"name":"tsinject"},"spec":{"controllerName":"tsinject.dev/gateway-controller"}}`), "create", "-f", "-")
+	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"GatewayClass","metadata":{"name":"nginx"},"spec":{"controllerName":"example.com/nginx"}}`), "create", "-f", "-")
+	for name, class := range map[string]string{"portal": "tsinject", "edge": "nginx", "left": "nginx"} {
+		kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"Gateway","metadata":{"name":"`+name+`","namespace":"shop"},
+			"spec":{"gatewayClassName":"`+class+`","listeners":[{"name":"https","protocol":"HTTPS","port":443}]}}`), "create", "-f", "-")
+	}
+	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "patch", "gateway", "left", "--type=merge", "-p", `{"metadata":{"finalizers":["tsinject.dev/gateway"]}}`)
+	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"app","namespace":"shop"},
+		"spec":{"parentRefs":[{"name":"portal"},{"name":"edge"}],"rules":[{"backendRefs":[{"name":"web","port":80}]}]}}`), "create", "-f", "-")
 	asManager := func(stdin string, args ...string) error {
 		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.Kubeconfig, "--as=system:serviceaccount:tsinject-system:tsinject-manager"}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
@@ -123,6 +135,36 @@ func TestManagerCannotEscalate(t *testing.T) {
 	}
 	webhookPatch := func(patch string) error {
 		return asManager("", "patch", "mutatingwebhookconfiguration", "tsinject", "--dry-run=server", "--type=json", "-p", patch)
+	}
+	const gatewayAPI = "/apis/gateway.networking.k8s.io/v1/"
+	putGatewayStatus := func(asAdmin bool, path, status string) error {
+		var obj map[string]any
+		if err := json.Unmarshal(kubectl(t, c.Kubeconfig, nil, "get", "--raw", gatewayAPI+path), &obj); err != nil {
+			return err
+		}
+		var st any
+		if err := json.Unmarshal([]byte(status), &st); err != nil {
+			return err
+		}
+		obj["status"] = st
+		b, _ := json.Marshal(obj)
+		if asAdmin {
+			kubectl(t, c.Kubeconfig, b, "replace", "--raw", gatewayAPI+path+"/status", "-f", "-")
+			return nil
+		}
+		return asManager(string(b), "replace", "--raw", gatewayAPI+path+"/status?dryRun=All", "-f", "-")
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	entry := func(controller, gateway, status string) string {
+		return `{"parentRef":{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"` + gateway + `"},"controllerName":"` + controller + `",
+			"conditions":[{"type":"Accepted","status":"` + status + `","reason":"Accepted","message":"","lastTransitionTime":"` + now + `","observedGeneration":1}]}`
+	}
+	nginxEntry := entry("example.com/nginx", "edge", "True")
+	if err := putGatewayStatus(true, "namespaces/shop/httproutes/app", `{"parents":[`+nginxEntry+`]}`); err != nil {
+		t.Fatal(err)
+	}
+	gatewayStatus := func(addr string) string {
+		return `{"addresses":[{"type":"Hostname","value":"` + addr + `"}],"conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"` + now + `","observedGeneration":1}]}`
 	}
 	const proxyImage = "ghcr.io/tsinject/tsinject-proxy:v1.2.3" // the params allow ghcr.io/tsinject/tsinject-proxy:*
 	set := func(change func(sts *proxySet)) func() error {
@@ -323,6 +365,40 @@ func TestManagerCannotEscalate(t *testing.T) {
 			return create(`{"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"attack","namespace":"shop"},
 				"spec":{"defaultBackend":{"service":{"name":"web","port":{"number":80}}}}}`)
 		}},
+		{"repoint a tenant's Gateway of its class", "changes only its own finalizer (tsinject.dev/gateway)", func() error {
+			return patch("shop", "gateway/portal", `{"spec":{"listeners":[{"name":"https","protocol":"HTTPS","port":443,"allowedRoutes":{"namespaces":{"from":"All"}}}]}}`)
+		}},
+		{"annotate a tenant's Gateway of its class", "changes only its own finalizer (tsinject.dev/gateway)", func() error {
+			return patch("shop", "gateway/portal", `{"metadata":{"annotations":{"tsinject.dev/tags":"tag:admin"}}}`)
+		}},
+		{"hold a Gateway of another class", "only updates Gateways of class tsinject", func() error {
+			return patch("shop", "gateway/edge", `{"metadata":{"finalizers":["tsinject.dev/gateway"]}}`)
+		}},
+		{"publish addresses on a Gateway of another class", "only updates Gateways of class tsinject", func() error {
+			return putGatewayStatus(false, "namespaces/shop/gateways/edge", gatewayStatus("edge.attacker.example"))
+		}},
+		{"publish addresses on a Gateway that left its class", "of one that left the class it may only clear it", func() error {
+			return putGatewayStatus(false, "namespaces/shop/gateways/left", gatewayStatus("left.attacker.example"))
+		}},
+		{"create a Gateway", "cannot create resource", func() error {
+			return create(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"Gateway","metadata":{"name":"attack","namespace":"shop"},
+				"spec":{"gatewayClassName":"tsinject","listeners":[{"name":"https","protocol":"HTTPS","port":443}]}}`)
+		}},
+		{"repoint a tenant's HTTPRoute", "cannot patch resource", func() error {
+			return patch("shop", "httproute/app", `{"spec":{"rules":[{"backendRefs":[{"name":"attacker","port":80}]}]}}`)
+		}},
+		{"rewrite another controller's entry in a route's status", "never another controller's", func() error {
+			return putGatewayStatus(false, "namespaces/shop/httproutes/app", `{"parents":[`+entry("example.com/nginx", "edge", "False")+`]}`)
+		}},
+		{"take another controller's entry out of a route's status", "never another controller's", func() error {
+			return putGatewayStatus(false, "namespaces/shop/httproutes/app", `{"parents":[`+entry("tsinject.dev/gateway-controller", "portal", "True")+`]}`)
+		}},
+		{"claim a route for a Gateway it does not name", "only for the Gateways it names", func() error {
+			return putGatewayStatus(false, "namespaces/shop/httproutes/app", `{"parents":[`+nginxEntry+`,`+entry("tsinject.dev/gateway-controller", "elsewhere", "True")+`]}`)
+		}},
+		{"accept another controller's GatewayClass", "changes no Gateway API object", func() error {
+			return putGatewayStatus(false, "gatewayclasses/nginx", `{"conditions":[{"type":"Accepted","status":"False","reason":"InvalidParameters","message":"","lastTransitionTime":"`+now+`","observedGeneration":1}]}`)
+		}},
 		{"take traffic to external IPs", "without externalIPs", func() error {
 			return create(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"ts-attack","namespace":"tsinject-system"},
 				"spec":{"ports":[{"port":53}],"externalIPs":["198.18.0.66"]}}`)
@@ -422,6 +498,24 @@ func TestManagerCannotEscalate(t *testing.T) {
 		}},
 		{"publish an Ingress's tailnet name", func() error {
 			return putIngressStatus("grafana", `[{"hostname":"shop-grafana.tailnet.ts.net"},{"ip":"100.64.0.7"}]`)
+		}},
+		{"hold a Gateway of its class", func() error {
+			return patch("shop", "gateway/portal", `{"metadata":{"finalizers":["tsinject.dev/gateway"]}}`)
+		}},
+		{"publish a Gateway's tailnet name", func() error {
+			return putGatewayStatus(false, "namespaces/shop/gateways/portal", gatewayStatus("shop-portal.tailnet.ts.net"))
+		}},
+		{"clear the status of a Gateway that left its class", func() error {
+			return putGatewayStatus(false, "namespaces/shop/gateways/left", `{"conditions":[{"type":"Accepted","status":"Unknown","reason":"Pending","message":"Waiting for controller","lastTransitionTime":"`+now+`"},{"type":"Programmed","status":"Unknown","reason":"Pending","message":"Waiting for controller","lastTransitionTime":"`+now+`"}]}`)
+		}},
+		{"let go of a Gateway that left its class", func() error {
+			return patch("shop", "gateway/left", `{"metadata":{"finalizers":null}}`)
+		}},
+		{"write its own entry in a route's status", func() error {
+			return putGatewayStatus(false, "namespaces/shop/httproutes/app", `{"parents":[`+nginxEntry+`,`+entry("tsinject.dev/gateway-controller", "portal", "True")+`]}`)
+		}},
+		{"accept its GatewayClass", func() error {
+			return putGatewayStatus(false, "gatewayclasses/tsinject", `{"conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"`+now+`","observedGeneration":1}]}`)
 		}},
 		{"publish an ingress Service's tailnet addresses", func() error {
 			return putStatus("front", `[{"hostname":"front.tailnet.ts.net"},{"ip":"100.64.0.7","ipMode":"Proxy"}]`)

@@ -22,6 +22,7 @@ import (
 	"github.com/tsinject/tsinject/manifests"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
+	"github.com/tsinject/tsinject/test/gatewayapi"
 )
 
 func kubectl(t *testing.T, kubeconfig string, stdin []byte, args ...string) []byte {
@@ -45,11 +46,21 @@ func certManagerCRDs(t *testing.T) string {
 	return filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
 }
 
+// gatewayAPICRDs is the directory of the Gateway API's standard CRDs.
+func gatewayAPICRDs(t *testing.T) string {
+	t.Helper()
+	dir, err := gatewayapi.StandardCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // The kustomize base and the cert-manager overlay render with kubectl and
 // the real API server accepts every object.
 func TestManifestsApply(t *testing.T) {
-	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t)}})
-	for _, dir := range []string{"base", "overlays/apiserver-proxy", "overlays/cert-manager"} {
+	c := clustertest.Start(t, cluster.Options{CRDDirs: []string{certManagerCRDs(t), gatewayAPICRDs(t)}})
+	for _, dir := range []string{"base", "overlays/gateway-api", "overlays/apiserver-proxy", "overlays/cert-manager"} {
 		t.Run(dir, func(t *testing.T) {
 			rendered := kubectl(t, c.Kubeconfig, nil, "kustomize", dir)
 			out := kubectl(t, c.Kubeconfig, rendered, "apply", "--server-side", "--field-manager=tsinject-test", "-f", "-")

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
@@ -52,7 +53,7 @@ func (n namespaces) Namespace(ctx context.Context, name string) (injector.Namesp
 func newBase(t *testing.T, objs ...client.Object) (Base, client.Client) {
 	t.Helper()
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme, networkingv1.AddToScheme, policyv1.AddToScheme, v1alpha1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme, networkingv1.AddToScheme, policyv1.AddToScheme, v1alpha1.AddToScheme, gatewayv1.Install} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +69,7 @@ func newBase(t *testing.T, objs ...client.Object) (Base, client.Client) {
 	// real API server).
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append(objs, shop, plain)...).
 		WithTypeConverters(managedfields.NewDeducedTypeConverter()).
-		WithStatusSubresource(&corev1.Service{}, &v1alpha1.ProxyPool{}, &networkingv1.Ingress{}).Build()
+		WithStatusSubresource(&corev1.Service{}, &v1alpha1.ProxyPool{}, &networkingv1.Ingress{}, &gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}, &gatewayv1.GatewayClass{}).Build()
 	cfg := injector.DefaultConfig()
 	cred := credential.Config{Mode: credential.Copy, Secret: "tsinject-authkey", SecretKey: "authkey"}
 	cfg.Credential = cred

@@ -192,9 +192,9 @@ func (r *WebReconciler) routes(ctx context.Context, ing *networkingv1.Ingress) (
 	}
 	var routes []contract.WebRoute
 	var problems []string
-	svcs := map[string]*corev1.Service{} // each read once
+	svcs := newServiceBackends(r.Live, r.ClusterDomain)
 	add := func(field, host, path string, exact bool, b *networkingv1.IngressBackend) {
-		backend, problem := r.backend(ctx, ing.Namespace, field, b, svcs)
+		backend, problem := ingressBackend(ctx, svcs, ing.Namespace, field, b)
 		if problem != "" {
 			problems = append(problems, problem)
 			return
@@ -235,43 +235,63 @@ func (r *WebReconciler) routes(ctx context.Context, ing *networkingv1.Ingress) (
 	return routes, problems
 }
 
-// backend resolves b to its Service's cluster address and port.
-func (r *WebReconciler) backend(ctx context.Context, namespace, field string, b *networkingv1.IngressBackend, svcs map[string]*corev1.Service) (contract.WebBackend, string) {
+// ingressBackend resolves b to its Service's cluster name and port.
+func ingressBackend(ctx context.Context, svcs *serviceBackends, namespace, field string, b *networkingv1.IngressBackend) (contract.WebBackend, string) {
 	if b.Service == nil {
 		return contract.WebBackend{}, field + ": only Service backends are allowed (not resource)"
 	}
-	svc, ok := svcs[b.Service.Name]
+	return svcs.resolve(ctx, namespace, field+".service", b.Service.Name, b.Service.Port.Name, b.Service.Port.Number)
+}
+
+// serviceBackends resolves backends to Services, reading each once (from
+// the API server: the cache holds only the Services tsinject serves).
+type serviceBackends struct {
+	live client.Reader
+	// clusterDomain completes the backends' names.
+	clusterDomain string
+	read          map[client.ObjectKey]*corev1.Service
+}
+
+func newServiceBackends(live client.Reader, clusterDomain string) *serviceBackends {
+	return &serviceBackends{live: live, clusterDomain: clusterDomain, read: map[client.ObjectKey]*corev1.Service{}}
+}
+
+// resolve is the backend at Service namespace/name's port (by portName,
+// else by number); field names the reference in a problem.
+func (s *serviceBackends) resolve(ctx context.Context, namespace, field, name, portName string, portNumber int32) (contract.WebBackend, string) {
+	key := client.ObjectKey{Namespace: namespace, Name: name}
+	svc, ok := s.read[key]
 	if !ok {
 		svc = &corev1.Service{}
-		if err := r.Live.Get(ctx, client.ObjectKey{Namespace: namespace, Name: b.Service.Name}, svc); err != nil {
+		if err := s.live.Get(ctx, key, svc); err != nil {
 			if !apierrors.IsNotFound(err) {
-				return contract.WebBackend{}, fmt.Sprintf("%s.service.name: reading Service %s/%s: %v", field, namespace, b.Service.Name, err)
+				return contract.WebBackend{}, fmt.Sprintf("%s.name: reading Service %s/%s: %v", field, namespace, name, err)
 			}
 			svc = nil
 		}
-		svcs[b.Service.Name] = svc
+		s.read[key] = svc
 	}
 	if svc == nil {
-		return contract.WebBackend{}, fmt.Sprintf("%s.service.name: Service %s/%s does not exist", field, namespace, b.Service.Name)
+		return contract.WebBackend{}, fmt.Sprintf("%s.name: Service %s/%s does not exist", field, namespace, name)
 	}
 	if clusterIP(svc) == "" {
-		return contract.WebBackend{}, fmt.Sprintf("%s.service.name: Service %s has no cluster address (headless); an Ingress backend needs one", field, b.Service.Name)
+		return contract.WebBackend{}, fmt.Sprintf("%s.name: Service %s has no cluster address (headless); a backend needs one", field, name)
 	}
 	for _, p := range svc.Spec.Ports {
-		if (b.Service.Port.Name != "" && p.Name == b.Service.Port.Name) || (b.Service.Port.Name == "" && p.Port == b.Service.Port.Number) {
+		if (portName != "" && p.Name == portName) || (portName == "" && p.Port == portNumber) {
 			if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
-				return contract.WebBackend{}, fmt.Sprintf("%s.service.port: port %d of Service %s is %s; allowed: TCP", field, p.Port, b.Service.Name, p.Protocol)
+				return contract.WebBackend{}, fmt.Sprintf("%s.port: port %d of Service %s is %s; allowed: TCP", field, p.Port, name, p.Protocol)
 			}
 			h2c := p.AppProtocol != nil && *p.AppProtocol == AppProtocolH2C
-			name := svc.Name + "." + namespace + ".svc." + strings.TrimSuffix(r.ClusterDomain, ".")
-			return contract.WebBackend{Addr: fmt.Sprintf("%s:%d", name, p.Port), H2C: h2c, Weight: 1}, ""
+			host := svc.Name + "." + namespace + ".svc." + strings.TrimSuffix(s.clusterDomain, ".")
+			return contract.WebBackend{Addr: fmt.Sprintf("%s:%d", host, p.Port), H2C: h2c, Weight: 1}, ""
 		}
 	}
-	port := intstr.FromInt32(b.Service.Port.Number)
-	if b.Service.Port.Name != "" {
-		port = intstr.FromString(b.Service.Port.Name)
+	port := intstr.FromInt32(portNumber)
+	if portName != "" {
+		port = intstr.FromString(portName)
 	}
-	return contract.WebBackend{}, fmt.Sprintf("%s.service.port: Service %s has no port %s", field, b.Service.Name, port.String())
+	return contract.WebBackend{}, fmt.Sprintf("%s.port: Service %s has no port %s", field, name, port.String())
 }
 
 // set is the Ingress's proxies: replicas sharing one name.

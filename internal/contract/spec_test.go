@@ -150,12 +150,16 @@ func TestParsePoolServices(t *testing.T) {
 // route and field.
 func TestParseWebRoutes(t *testing.T) {
 	good := `[{"path":"/","backends":[{"addr":"10.0.0.1:80","weight":1}]},{"host":"*.apps.example.com","path":"/api","exact":true,"backends":[{"addr":"api.shop.svc:8080","h2c":true,"weight":3},{"addr":"[fd00::1]:80","weight":0}]}]`
+	if routes, err := ParseWebRoutes(`[]`); err != nil || routes == nil {
+		t.Errorf("[]: %v, %v; want no routes (a Gateway with no route attached yet)", routes, err)
+	}
 	routes, err := ParseWebRoutes(good)
 	if err != nil || len(routes) != 2 || !routes[1].Backends[0].H2C || routes[1].Host != "*.apps.example.com" {
 		t.Fatalf("%+v, %v", routes, err)
 	}
 	for _, tc := range []struct{ in, want string }{
-		{`[]`, "0 routes; allowed: 1 to 256"},
+		{`null`, "none given"},
+		{"[" + strings.Repeat(`{"path":"/","backends":[{"addr":"a:80","weight":1}]},`, 256) + `{"path":"/","backends":[{"addr":"a:80","weight":1}]}]`, "257 routes; allowed: at most 256"},
 		{`{`, "web routes:"},
 		{`[{"path":"api","backends":[{"addr":"a:80","weight":1}]}]`, `web routes[0]: path "api" must start with /`},
 		{`[{"path":"/","backends":[]}]`, "web routes[0]: no backends"},

@@ -65,7 +65,8 @@ const (
 // AdmissionPolicies are the policies' names (each has a binding of the
 // same name).
 var AdmissionPolicies = []string{"tsinject-manager-webhook", "tsinject-manager-bindings", "tsinject-manager-secrets",
-	"tsinject-manager-workloads", "tsinject-manager-services", "tsinject-manager-configmaps", "tsinject-manager-ingresses"}
+	"tsinject-manager-workloads", "tsinject-manager-services", "tsinject-manager-configmaps", "tsinject-manager-ingresses",
+	"tsinject-manager-gateways"}
 
 // ImageAllowed reports whether image is one of patterns (comma-separated;
 // a trailing * matches a prefix), as the admission policy reads them.

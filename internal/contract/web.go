@@ -2,6 +2,7 @@ package contract
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -85,8 +86,11 @@ func ParseWebRoutes(s string) ([]WebRoute, error) {
 	if err := json.Unmarshal([]byte(s), &routes); err != nil {
 		return nil, fmt.Errorf("web routes: %w", err)
 	}
-	if len(routes) == 0 || len(routes) > MaxWebRoutes {
-		return nil, fmt.Errorf("web routes: %d routes; allowed: 1 to %d", len(routes), MaxWebRoutes)
+	if routes == nil {
+		return nil, errors.New("web routes: none given; allowed: a JSON list ([] answers every request 404)")
+	}
+	if len(routes) > MaxWebRoutes {
+		return nil, fmt.Errorf("web routes: %d routes; allowed: at most %d", len(routes), MaxWebRoutes)
 	}
 	for i, r := range routes {
 		if !strings.HasPrefix(r.Path, "/") {

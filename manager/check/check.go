@@ -27,6 +27,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -650,14 +652,17 @@ func ingressNames(ctx context.Context, c client.Client, o Options) Result {
 	return r
 }
 
-// webCertificates: the certificate each Ingress's proxy serves, as it
-// reports it: expired or missing fails, a renewal overdue warns (the old
-// one is still served).
+// webCertificates: the certificate each Ingress's or Gateway's proxy
+// serves, as it reports it: expired or missing fails, a renewal overdue
+// warns (the old one is still served).
 func webCertificates(ctx context.Context, c client.Client, o Options) Result {
 	const name = "Ingress certificates"
 	var sets appsv1.StatefulSetList
-	if err := c.List(ctx, &sets, client.InNamespace(o.Namespace),
-		client.MatchingLabels{proxyset.LabelComponent: services.WebComponent, proxyset.LabelManagedBy: proxyset.ManagedBy}); err != nil {
+	web, err := labels.NewRequirement(proxyset.LabelComponent, selection.In, []string{services.WebComponent, services.GatewayComponent})
+	if err != nil {
+		panic(err) // constant
+	}
+	if err := c.List(ctx, &sets, client.InNamespace(o.Namespace), client.MatchingLabelsSelector{Selector: labels.SelectorFromSet(labels.Set{proxyset.LabelManagedBy: proxyset.ManagedBy}).Add(*web)}); err != nil {
 		return fail(name, "listing the web proxies' StatefulSets: "+err.Error(), "may your kubeconfig's user list StatefulSets in "+o.Namespace+"?")
 	}
 	if len(sets.Items) == 0 {
@@ -670,6 +675,9 @@ func webCertificates(ctx context.Context, c client.Client, o Options) Result {
 	var soonestAt time.Time
 	for i := range sets.Items {
 		ing := ownerOf(&sets.Items[i])
+		if sets.Items[i].Labels[proxyset.LabelComponent] == services.GatewayComponent {
+			ing = "Gateway " + ing
+		}
 		var sec corev1.Secret
 		var st contract.CertificateState
 		err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: sets.Items[i].Name + "-0"}, &sec)
@@ -708,7 +716,7 @@ func webCertificates(ctx context.Context, c client.Client, o Options) Result {
 	}
 	if len(bad) > 0 {
 		return fail(name, strings.Join(firstOf(bad), "; ")+"; "+detail,
-			"the web proxy's logs say why (ACME refused, the tailnet issues no certificates: enable HTTPS in its DNS settings); kubectl describe ingress (docs/services.md)")
+			"the web proxy's logs say why (ACME refused, the tailnet issues no certificates: enable HTTPS in its DNS settings); kubectl describe ingress or gateway (docs/services.md)")
 	}
 	r := pass(name, detail)
 	if len(overdue) > 0 {

@@ -138,9 +138,11 @@ func TestChecks(t *testing.T) {
 		{"Ingress certificate expired", certsCheck, webSet("grafana", &contract.CertificateState{NotBefore: now.Add(-91 * 24 * time.Hour), NotAfter: now.Add(-time.Hour)}), false, false, "shop/grafana: expired"},
 		{"Ingress without a certificate", certsCheck, webSet("grafana", &contract.CertificateState{Error: "the tailnet issues no certificates"}), false, false, "shop/grafana: no certificate (the tailnet issues no certificates)"},
 		{"Ingress certificate not reported yet", certsCheck, webSet("grafana", nil), true, false, "0 of 1 valid; not reported yet: shop/grafana"},
+		{"Gateway certificate expired", certsCheck, append(webSet("grafana", &contract.CertificateState{NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(60 * 24 * time.Hour)}),
+			gatewaySet("portal", &contract.CertificateState{NotBefore: now.Add(-91 * 24 * time.Hour), NotAfter: now.Add(-time.Hour)})...), false, false, "Gateway shop/portal: expired 2026-12-31T23:00:00Z; 1 of 2 valid"},
 		{"pool ready", poolsCheck, []client.Object{pool("shared", metav1.ConditionTrue, "2 replicas on the tailnet, serving 50 Services")}, true, false, "shared: 2 replicas on the tailnet, serving 50 Services"},
 		{"pool not ready", poolsCheck, []client.Object{pool("shared", metav1.ConditionTrue, "2 replicas on the tailnet, serving 50 Services"), pool("other", metav1.ConditionFalse, "0 of 2 replicas on the tailnet")}, false, false, "other: 0 of 2 replicas on the tailnet; shared: 2 replicas"},
-		{"guardrails", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), true, false, "7 admission policies hold the manager"},
+		{"guardrails", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), true, false, "8 admission policies hold the manager"},
 		{"guardrails, namespace not restricted", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", map[string]string{"pod-security.kubernetes.io/enforce": "baseline"}), false, false, "does not enforce the restricted Pod Security Standard"},
 		{"guardrails, a policy missing", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil)[1:], false, false, "missing: ValidatingAdmissionPolicy tsinject-manager-webhook"},
 		{"guardrails, the proxy image not allowed", guardrailsCheck, guardrailObjects("registry.example/other:*", "", nil), false, false, "does not allow the manager's --proxy-image ghcr.io/tsinject/tsinject-proxy:v1"},
@@ -199,6 +201,15 @@ func webSet(ing string, st *contract.CertificateState) []client.Object {
 		sec.Data = map[string][]byte{contract.DeviceCertificate: b}
 	}
 	return []client.Object{sts, sec}
+}
+
+// gatewaySet is webSet for Gateway shop/<gw>.
+func gatewaySet(gw string, st *contract.CertificateState) []client.Object {
+	objs := webSet(gw, st)
+	objs[0].GetLabels()[proxyset.LabelComponent] = services.GatewayComponent
+	objs[0].SetName("ts-gateway-" + gw)
+	objs[1].SetName("ts-gateway-" + gw + "-0")
+	return objs
 }
 
 // ingressSet is the proxy set of ingress Service shop/<svc>: replicas,

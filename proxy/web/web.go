@@ -63,8 +63,8 @@ func (cfg *Config) Settings() []cli.Setting {
 // Run runs the web proxy until ctx ends: with OneName, one replica
 // serves the name and the others stand by (package failover).
 func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
-	if len(cfg.Routes) == 0 {
-		return errors.New("nothing to do: give --routes")
+	if cfg.Routes == nil {
+		return errors.New("nothing to do: give --routes ([] to answer 404 until routes are given)")
 	}
 	switch {
 	case cfg.TLS == contract.WebTLSFiles && cfg.CertDir == "":

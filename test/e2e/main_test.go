@@ -32,6 +32,7 @@ import (
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/test/acme"
 	"github.com/tsinject/tsinject/test/cluster"
+	"github.com/tsinject/tsinject/test/gatewayapi"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/images"
 	"github.com/tsinject/tsinject/test/node"
@@ -195,6 +196,13 @@ func run(m *testing.M) (code int) {
 	}
 	go http.Serve(ln, dbHandler())
 
+	// The Gateway API, as a cluster admin installs it before tsinject (the
+	// chart then creates the GatewayClass tsinject).
+	if dir, err := gatewayapi.StandardCRDs(); err != nil {
+		return fail("%v", err)
+	} else if out, err := kubectl(ctx, "apply", "--server-side", "-f", dir); err != nil {
+		return fail("installing the Gateway API: %v: %s", err, out)
+	}
 	if err := installHelm(ctx); err != nil {
 		return fail("install: %v", err)
 	}

@@ -96,6 +96,127 @@ spec:
 		t.Fatal(err)
 	}
 	defer laptop.Close()
+	servesHTTPS(t, ctx, laptop, host, start)
+
+	// tsinject check reads the certificate the proxy serves.
+	if err := waitFor(ctx, func(context.Context) error {
+		if r := checkResult(t, "Ingress certificates"); !r.OK || !strings.Contains(r.Detail, "1 of 1 valid; the first to expire: "+ns+"/app") {
+			return fmt.Errorf("tsinject check: %+v", r)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+
+	// A backend that does not exist: an Event says which field.
+	apply(t, ns, `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: broken}
+spec:
+  ingressClassName: tsinject
+  defaultBackend: {service: {name: nope, port: {number: 80}}}
+`)
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "events", "--field-selector", "involvedObject.kind=Ingress,involvedObject.name=broken", "-o", "jsonpath={.items[*].note}{.items[*].message}")
+		if err != nil || !strings.Contains(out, "spec.defaultBackend.service.name: Service "+ns+"/nope does not exist") {
+			return fmt.Errorf("events of Ingress broken: %v %q", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+}
+
+// A Gateway of class tsinject and an HTTPRoute on the real node: the
+// Gateway gets the tailnet name its listener asks for, its status the
+// name and addresses, the route an Accepted entry; a tailnet client gets
+// what it gets from an Ingress (servesHTTPS). A route naming a Service
+// that does not exist says so in its status, and the Gateway serves on.
+func TestHTTPSGateway(t *testing.T) {
+	ns := namespace(t, "gateway")
+	start := time.Now()
+	want := env.tn.FQDN("gw-portal")
+	apply(t, ns, echoApp+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: portal}
+spec:
+  gatewayClassName: tsinject
+  listeners:
+  - {name: https, protocol: HTTPS, port: 443, hostname: `+want+`}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app}
+spec:
+  parentRefs: [{name: portal}]
+  hostnames: [`+want+`]
+  rules:
+  - backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /grpc.health.v1.Health}}]
+    backendRefs: [{name: echo, port: 9000}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken}
+spec:
+  parentRefs: [{name: portal}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /broken}}]
+    backendRefs: [{name: nope, port: 80}]
+`)
+	ctx := testCtx(t, podDeadline)
+	var host string
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "gateway", "portal", "-o", `jsonpath={.status.addresses[0].value} {.status.conditions[?(@.type=="Programmed")].status}`)
+		if err != nil || !strings.HasSuffix(strings.TrimSpace(out), " True") {
+			return fmt.Errorf("Gateway not Programmed yet (%v): %s", err, out)
+		}
+		host, _, _ = strings.Cut(strings.TrimSpace(out), " ")
+		return nil
+	}); err != nil {
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulsets,pods", "-l", "app.kubernetes.io/component=gateway")
+		gw, _ := kubectl(ctx, "-n", ns, "get", "gateway,httproute", "-o", "yaml")
+		t.Fatalf("%v\n%s\n%s", err, gw, out)
+	}
+	figure(t, "Gateway Programmed at %s %.1fs after apply", host, time.Since(start).Seconds())
+	if host != want {
+		t.Errorf("tailnet name %q, want %s (the listener's hostname)", host, want)
+	}
+	for route, cond := range map[string]string{"app": "Accepted=True", "broken": "ResolvedRefs=False"} {
+		typ, status, _ := strings.Cut(cond, "=")
+		out, err := kubectl(ctx, "-n", ns, "get", "httproute", route, "-o",
+			`jsonpath={.status.parents[?(@.controllerName=="tsinject.dev/gateway-controller")].conditions[?(@.type=="`+typ+`")]}`)
+		if err != nil || !strings.Contains(out, `"status":"`+status+`"`) {
+			t.Errorf("HTTPRoute %s: %s %v, want %s", route, out, err, cond)
+		}
+		if route == "broken" && !strings.Contains(out, "Service "+ns+"/nope does not exist") {
+			t.Errorf("HTTPRoute broken: %s, want the missing Service named", out)
+		}
+	}
+	waitPod(t, ns, "echo", "Ready", ready)
+	laptop, err := env.tn.NewNode(ctx, "laptop-gateway", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	servesHTTPS(t, ctx, laptop, host, start)
+	if err := waitFor(ctx, func(context.Context) error {
+		if r := checkResult(t, "Ingress certificates"); !r.OK || !strings.Contains(r.Detail, "1 of 1 valid; the first to expire: Gateway "+ns+"/portal") {
+			return fmt.Errorf("tsinject check: %+v", r)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+}
+
+// servesHTTPS checks what a tailnet client gets from the proxy at host:
+// 200 over HTTPS/2 with a certificate that verifies against the test CA,
+// the caller's identity (not the forged one) at the app, a redirect from
+// HTTP, WebSocket and gRPC passed through.
+func servesHTTPS(t *testing.T, ctx context.Context, laptop *tailnet.Node, host string, start time.Time) {
+	t.Helper()
 	hc := &http.Client{Timeout: 10 * time.Second,
 		Transport:     &http.Transport{DialContext: laptop.Dial, TLSClientConfig: &tls.Config{RootCAs: env.acme.Roots}, ForceAttemptHTTP2: true},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -124,7 +245,7 @@ spec:
 		t.Fatalf("laptop → https://%s/hello: %v", host, err)
 	}
 	figure(t, "laptop got 200 over HTTPS/2 from https://%s/ %.1fs after apply", host, time.Since(start).Seconds())
-	if seen.Path != "/hello" || seen.Headers.Get(contract.HeaderCallerNode) != env.tn.FQDN("laptop-https") ||
+	if seen.Path != "/hello" || seen.Headers.Get(contract.HeaderCallerNode) != laptop.FQDN ||
 		!strings.HasPrefix(seen.Headers.Get(contract.HeaderUserLogin), "user-") || seen.Headers.Get(contract.HeaderCallerTags) != "" {
 		t.Errorf("the app saw %+v; want the laptop's identity, not the forged one", seen)
 	}
@@ -162,31 +283,4 @@ spec:
 		t.Errorf("gRPC health check through the Ingress: %v, %v", hr, err)
 	}
 
-	// tsinject check reads the certificate the proxy serves.
-	if err := waitFor(ctx, func(context.Context) error {
-		if r := checkResult(t, "Ingress certificates"); !r.OK || !strings.Contains(r.Detail, "1 of 1 valid; the first to expire: "+ns+"/app") {
-			return fmt.Errorf("tsinject check: %+v", r)
-		}
-		return nil
-	}); err != nil {
-		t.Error(err)
-	}
-
-	// A backend that does not exist: an Event says which field.
-	apply(t, ns, `apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: broken}
-spec:
-  ingressClassName: tsinject
-  defaultBackend: {service: {name: nope, port: {number: 80}}}
-`)
-	if err := waitFor(ctx, func(ctx context.Context) error {
-		out, err := kubectl(ctx, "-n", ns, "get", "events", "--field-selector", "involvedObject.kind=Ingress,involvedObject.name=broken", "-o", "jsonpath={.items[*].note}{.items[*].message}")
-		if err != nil || !strings.Contains(out, "spec.defaultBackend.service.name: Service "+ns+"/nope does not exist") {
-			return fmt.Errorf("events of Ingress broken: %v %q", err, out)
-		}
-		return nil
-	}); err != nil {
-		t.Error(err)
-	}
 }
