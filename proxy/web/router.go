@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"math/rand/v2"
 	"mime"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -31,12 +33,58 @@ type Router struct {
 	// Names are the hosts the proxy answers for besides its routes' own
 	// (its MagicDNS name); others get 421. None: any.
 	Names []string
-	Logf  logger.Logf
+	// IdentityTTL is how long a connection's caller, once looked up,
+	// stands for its later requests (default DefaultIdentityTTL); with
+	// ConnContext set as the server's.
+	IdentityTTL time.Duration
+	Logf        logger.Logf
 }
+
+// DefaultIdentityTTL bounds how long a grant or tag change takes to reach
+// a connection that stays open: a lookup through the node's local API
+// costs more than the rest of a small request's way through the proxy.
+const DefaultIdentityTTL = 2 * time.Second
 
 // callerKey carries the caller's WhoIs answer from ServeHTTP to the
 // outgoing request.
 type callerKey struct{}
+
+// connKey carries a connection's last lookup of its caller.
+type connKey struct{}
+
+type connCaller struct {
+	mu  sync.Mutex
+	who *apitype.WhoIsResponse
+	at  time.Time
+}
+
+// ConnContext is the server's ConnContext: it gives each connection a
+// place for its caller's identity, looked up again after IdentityTTL.
+func (r *Router) ConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, &connCaller{})
+}
+
+// caller is the tailnet node and user behind req.
+func (r *Router) caller(req *http.Request) (*apitype.WhoIsResponse, error) {
+	cc, _ := req.Context().Value(connKey{}).(*connCaller)
+	if cc == nil {
+		return r.WhoIs(req.Context(), req.RemoteAddr)
+	}
+	// Requests of one HTTP/2 connection wait for one lookup.
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	ttl := cmp.Or(r.IdentityTTL, DefaultIdentityTTL)
+	if cc.who != nil && time.Since(cc.at) < ttl {
+		return cc.who, nil
+	}
+	who, err := r.WhoIs(req.Context(), req.RemoteAddr)
+	if err != nil || who == nil || who.Node == nil {
+		cc.who = nil
+		return who, err
+	}
+	cc.who, cc.at = who, time.Now()
+	return who, nil
+}
 
 type route struct {
 	contract.WebRoute
@@ -162,7 +210,7 @@ func (rt *route) pick() *httputil.ReverseProxy {
 // ServeHTTP identifies the caller, sets its identity headers in place of
 // any the client sent, and proxies to the matching route.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	who, err := r.WhoIs(req.Context(), req.RemoteAddr)
+	who, err := r.caller(req)
 	if err != nil || who == nil || who.Node == nil {
 		http.Error(w, "tsinject: the caller is not an identifiable tailnet node", http.StatusForbidden)
 		return

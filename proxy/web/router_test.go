@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"tailscale.com/client/tailscale/apitype"
 	"tailscale.com/tailcfg"
@@ -177,5 +179,68 @@ func TestRefusedRequests(t *testing.T) {
 		if w.Code != tc.want {
 			t.Errorf("%s: %d %q, want %d", tc.name, w.Code, w.Body.String(), tc.want)
 		}
+	}
+}
+
+// A connection's caller is looked up once per IdentityTTL, not once per
+// request (a lookup costs more than the rest of a small request's way),
+// and again after it: a grant taken away reaches an open connection
+// within the TTL. Each connection has its own.
+func TestIdentityPerConnection(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get(contract.HeaderUserLogin))
+	}))
+	defer backend.Close()
+	r := NewRouter([]contract.WebRoute{{Path: "/", Backends: []contract.WebBackend{{Addr: backend.Listener.Addr().String(), Weight: 1}}}}, t.Logf)
+	var lookups atomic.Int32
+	granted := atomic.Bool{}
+	granted.Store(true)
+	r.WhoIs = func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) {
+		lookups.Add(1)
+		who, err := whoIs(ctx, "100.64.0.1:1")
+		if !granted.Load() {
+			who.CapMap = nil
+		}
+		return who, err
+	}
+	r.RequireCapability = "example.com/cap/grafana"
+	r.IdentityTTL = time.Hour
+	srv := httptest.NewUnstartedServer(r)
+	srv.Config.ConnContext = r.ConnContext
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	get := func(c *http.Client) int {
+		t.Helper()
+		res, err := c.Get(srv.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.ProtoMajor != 2 {
+			t.Fatalf("%s, want HTTP/2", res.Proto)
+		}
+		return res.StatusCode
+	}
+	c1 := srv.Client()
+	for range 20 {
+		if code := get(c1); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+	}
+	if n := lookups.Load(); n != 1 {
+		t.Errorf("%d lookups for 20 requests on one connection, want 1", n)
+	}
+	c2 := srv.Client()
+	c2.Transport = c2.Transport.(*http.Transport).Clone()
+	get(c2)
+	if n := lookups.Load(); n != 2 {
+		t.Errorf("%d lookups after a second connection's request, want 2", n)
+	}
+	granted.Store(false)
+	r.IdentityTTL = time.Nanosecond
+	if code := get(c1); code != http.StatusForbidden {
+		t.Errorf("after the grant went and the TTL passed: %d, want 403", code)
 	}
 }

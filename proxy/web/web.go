@@ -143,7 +143,7 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 			}
 			return certs.get(hi)
 		}}
-	https := &http.Server{Handler: router, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute}
+	https := &http.Server{Handler: router, ConnContext: router.ConnContext, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute}
 	tcp80, err := n.Server.Listen("tcp", ":80")
 	if err != nil {
 		tcp443.Close()

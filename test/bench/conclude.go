@@ -81,6 +81,10 @@ func Conclude(r *Report) []string {
 	if i, b := findPath(r.Services, PathIngressProxy), findPath(r.Services, PathIngressBase); i > 0 && b > 0 {
 		out = append(out, fmt.Sprintf("Ingress Service proxy throughput: %.2fx tailscaled's `serve --tcp` (no target).", i/b))
 	}
+	if w, b := findPathResult(r.Web, PathWebProxy), findPathResult(r.Web, PathWebBaseline); len(w.Gbps) > 0 && len(b.Gbps) > 0 {
+		tp, p50 := w.Gbps.Median()/b.Gbps.Median(), w.P50.Median()/b.P50.Median()
+		out = append(out, fmt.Sprintf("HTTPS ingress throughput: %.2fx `tailscale serve --https` (target >= 1.0): %s; request p50 %.2fx (target <= 1.1): %s.", tp, verdict(tp >= 1.0), p50, verdict(p50 <= 1.1)))
+	}
 	if len(r.Connector) == 2 {
 		rt := r.Connector[0].Gbps.Median() / r.Connector[1].Gbps.Median()
 		out = append(out, fmt.Sprintf("Connector subnet throughput: %.2fx tailscaled's userspace subnet router (no target; same netstack forwarder).", rt))

@@ -113,6 +113,12 @@ type tailscaled struct {
 }
 
 func startTailscaled(ctx context.Context, bins string, tn *tailnet.Tailnet, hostname string, extraUp ...string) (*tailscaled, error) {
+	return startTailscaledEnv(ctx, bins, tn, hostname, nil, extraUp...)
+}
+
+// startTailscaledEnv is startTailscaled with env added to tailscaled's
+// environment.
+func startTailscaledEnv(ctx context.Context, bins string, tn *tailnet.Tailnet, hostname string, env []string, extraUp ...string) (*tailscaled, error) {
 	dir, err := os.MkdirTemp("", "bench-tailscaled-")
 	if err != nil {
 		return nil, err
@@ -122,7 +128,7 @@ func startTailscaled(ctx context.Context, bins string, tn *tailnet.Tailnet, host
 	t.proc, err = startProc(filepath.Join(bins, "tailscaled"), []string{
 		"--tun=userspace-networking", "--statedir=" + dir, "--socket=" + filepath.Join(dir, "sock"), "--port=0",
 		"--socks5-server=" + t.socks, "--outbound-http-proxy-listen=" + t.httpProxy,
-	}, []string{"STATE_DIRECTORY=" + dir})
+	}, append([]string{"STATE_DIRECTORY=" + dir}, env...))
 	if err != nil {
 		return nil, err
 	}

@@ -24,9 +24,13 @@ type Report struct {
 	Services  []PathResult
 	// ServicesSkipped says which Services rows were not measured, and why.
 	ServicesSkipped []string
-	API             []APIResult
-	Failover        *FailoverResult
-	Memory          []MemoryRow
+	// Web is the HTTPS ingress proxy beside `tailscale serve --https`;
+	// WebSkipped says which rows were not measured, and why.
+	Web        []PathResult
+	WebSkipped []string
+	API        []APIResult
+	Failover   *FailoverResult
+	Memory     []MemoryRow
 	// Manager is the manager's peak RSS among hostile objects, and what
 	// they were.
 	Manager     []ManagerMemoryRow
@@ -154,6 +158,18 @@ func (r *Report) Write(w io.Writer) {
 			p("\nNot measured: %s\n", sk)
 		}
 	}
+	if len(r.Web) > 0 || len(r.WebSkipped) > 0 {
+		p("\n## HTTPS ingress versus tailscale serve\n\nA tailnet peer fetches over HTTPS, from an HTTP server on the proxy's host, through `tsinject-proxy web` (what an Ingress or a Gateway of class tsinject runs) and through `tailscale serve --https` on tailscaled in userspace mode. Each terminates TLS with a certificate for its tailnet name from Let's Encrypt's test CA (pebble), fetched through the control server's DNS-01 flow before the timing starts. Throughput: one download of the run's size on a fresh connection; latency: 300 small requests one after another on one connection.\n\n")
+		p("| Path | Throughput | vs serve | Request p50 | vs serve | p99 | Notes |\n|---|---|---|---|---|---|---|\n")
+		base := findPathResult(r.Web, PathWebBaseline)
+		for _, pr := range r.Web {
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", pr.Name, pm(pr.Gbps, " Gbit/s", 2), ratio(pr.Gbps.Median(), base.Gbps.Median()),
+				pm(pr.P50, " ms", 3), ratio(pr.P50.Median(), base.P50.Median()), pm(pr.P99, " ms", 3), pr.Note)
+		}
+		for _, sk := range r.WebSkipped {
+			p("\nNot measured: %s\n", sk)
+		}
+	}
 	if r.Failover != nil && len(r.Failover.Standby) > 0 {
 		writeFailover(p, r.Failover)
 	}
@@ -198,6 +214,16 @@ func writeFailover(p func(string, ...any), f *FailoverResult) {
 		p("\nOf the takeover, the standby took the name %.1f s after the kill (median; worst %.1f s); the rest is its node starting from the shared state and the client's peer reaching it there.\n", f.Takeover.Median(), worst(f.Takeover))
 	}
 	p("\nOn the two-node cluster, e2e `TestAPIServerProxySurvivesNodeLoss` kills a whole node instead (kubelet, containerd and its pods) while kubectl watches through the name, and `TestNodeDrain` drains one.\n")
+}
+
+// findPathResult is the row called name (empty if none).
+func findPathResult(ps []PathResult, name string) PathResult {
+	for _, p := range ps {
+		if p.Name == name {
+			return p
+		}
+	}
+	return PathResult{}
 }
 
 func findPath(ps []PathResult, name string) float64 {

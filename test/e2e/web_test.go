@@ -135,7 +135,7 @@ spec:
 func TestHTTPSGateway(t *testing.T) {
 	ns := namespace(t, "gateway")
 	start := time.Now()
-	want := env.tn.FQDN("gw-portal")
+	want := env.tn.FQDN("gateway-portal")
 	apply(t, ns, echoApp+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -175,9 +175,11 @@ spec:
 		host, _, _ = strings.Cut(strings.TrimSpace(out), " ")
 		return nil
 	}); err != nil {
-		out, _ := kubectl(ctx, "-n", system, "describe", "statefulsets,pods", "-l", "app.kubernetes.io/component=gateway")
-		gw, _ := kubectl(ctx, "-n", ns, "get", "gateway,httproute", "-o", "yaml")
-		t.Fatalf("%v\n%s\n%s", err, gw, out)
+		dctx := testCtx(t, stepDeadline)
+		out, _ := kubectl(dctx, "-n", system, "describe", "statefulsets,pods", "-l", "app.kubernetes.io/component=gateway")
+		gw, _ := kubectl(dctx, "-n", ns, "get", "gateway,httproute", "-o", "yaml")
+		logs, _ := kubectl(dctx, "-n", system, "logs", "-l", "app.kubernetes.io/component=manager", "--tail=40", "--prefix")
+		t.Fatalf("%v\n%s\n%s\n%s", err, gw, out, logs)
 	}
 	figure(t, "Gateway Programmed at %s %.1fs after apply", host, time.Since(start).Seconds())
 	if host != want {
