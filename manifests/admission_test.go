@@ -72,8 +72,10 @@ func TestManagerCannotEscalate(t *testing.T) {
 			"spec":{"gatewayClassName":"`+class+`","listeners":[{"name":"https","protocol":"HTTPS","port":443}]}}`), "create", "-f", "-")
 	}
 	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "patch", "gateway", "left", "--type=merge", "-p", `{"metadata":{"finalizers":["tsinject.dev/gateway"]}}`)
-	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"app","namespace":"shop"},
-		"spec":{"parentRefs":[{"name":"portal"},{"name":"edge"}],"rules":[{"backendRefs":[{"name":"web","port":80}]}]}}`), "create", "-f", "-")
+	for _, name := range []string{"app", "fresh"} { // fresh: no status yet
+		kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"`+name+`","namespace":"shop"},
+			"spec":{"parentRefs":[{"name":"portal"},{"name":"edge"}],"rules":[{"backendRefs":[{"name":"web","port":80}]}]}}`), "create", "-f", "-")
+	}
 	asManager := func(stdin string, args ...string) error {
 		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.Kubeconfig, "--as=system:serviceaccount:tsinject-system:tsinject-manager"}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
@@ -513,6 +515,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 		}},
 		{"write its own entry in a route's status", func() error {
 			return putGatewayStatus(false, "namespaces/shop/httproutes/app", `{"parents":[`+nginxEntry+`,`+entry("tsinject.dev/gateway-controller", "portal", "True")+`]}`)
+		}},
+		{"write the first entry in a route's status", func() error {
+			return putGatewayStatus(false, "namespaces/shop/httproutes/fresh", `{"parents":[`+entry("tsinject.dev/gateway-controller", "portal", "True")+`]}`)
 		}},
 		{"accept its GatewayClass", func() error {
 			return putGatewayStatus(false, "gatewayclasses/tsinject", `{"conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"`+now+`","observedGeneration":1}]}`)
