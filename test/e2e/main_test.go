@@ -169,7 +169,7 @@ func run(m *testing.M) (code int) {
 		ClientID: clientID, Issuer: issuer, Audience: credential.DefaultAudience, Subject: "system:serviceaccount:" + system + ":*",
 		Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"},
 	}}, OAuthClients: []tsapi.OAuthClient{{ID: oauthClientID, Secret: oauthSecret, Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"}}}}
-	if env.acme, err = acme.Start(acme.Options{IP: node.BridgeIP, Port: acmePort, ServingCA: acmeCA, Validity: time.Hour}); err != nil {
+	if env.acme, err = acme.Start(acme.Options{IP: node.BridgeIP, Port: acmePort, ServingCA: acmeCA, Validity: certLifetime}); err != nil {
 		return fail("pebble: %v", err)
 	}
 	defer env.acme.Close()
@@ -354,6 +354,10 @@ func installHelm(ctx context.Context) error {
 	fmt.Printf("e2e: manager installed with helm and Ready in %s\n", time.Since(start).Round(100*time.Millisecond))
 	return nil
 }
+
+// certLifetime is what the test CA gives: short, so that a story sees a
+// web proxy renew (tailscale renews with a third of the lifetime left).
+const certLifetime = 2 * time.Minute
 
 func helm(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, env.helm, append([]string{"--kubeconfig", env.cluster.Kubeconfig}, args...)...)

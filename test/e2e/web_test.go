@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -210,6 +211,83 @@ spec:
 		return nil
 	}); err != nil {
 		t.Error(err)
+	}
+}
+
+// A certificate renewal on the real node, its lifetime forced short
+// (certLifetime): a tailnet client asking once a second, each time on a
+// new connection, sees the renewed certificate and no failed request.
+func TestHTTPSCertificateRenewal(t *testing.T) {
+	ns := namespace(t, "renew")
+	apply(t, ns, echoApp+`---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: app}
+spec:
+  ingressClassName: tsinject
+  defaultBackend: {service: {name: echo, port: {name: http}}}
+`)
+	ctx := testCtx(t, podDeadline+2*certLifetime)
+	var host string
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "ingress", "app", "-o", `jsonpath={.status.loadBalancer.ingress[0].hostname}`)
+		if host = strings.TrimSpace(out); err != nil || host == "" {
+			return fmt.Errorf("no tailnet name in status.loadBalancer yet (%v): %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, ns, "echo", "Ready", ready)
+	laptop, err := env.tn.NewNode(ctx, "laptop-renew", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: laptop.Dial,
+		TLSClientConfig: &tls.Config{RootCAs: env.acme.Roots}, DisableKeepAlives: true}}
+	get := func() (time.Time, error) {
+		res, err := hc.Get("https://" + host + "/")
+		if err != nil {
+			return time.Time{}, err
+		}
+		defer res.Body.Close()
+		io.Copy(io.Discard, res.Body)
+		if res.StatusCode != 200 {
+			return time.Time{}, fmt.Errorf("%s", res.Status)
+		}
+		return res.TLS.PeerCertificates[0].NotAfter, nil
+	}
+	var first time.Time
+	if err := waitFor(ctx, func(context.Context) error { var err error; first, err = get(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	// Once a second until a certificate expiring later is served, and a
+	// few more: not one request may fail. Bounded by two lifetimes.
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var failed []string
+	var renewedAfter time.Duration
+	requests, after := 0, 0
+	for ; after < 5 && time.Since(start) < 2*certLifetime; <-tick.C {
+		requests++
+		notAfter, err := get()
+		switch {
+		case err != nil:
+			failed = append(failed, fmt.Sprintf("%.0fs: %v", time.Since(start).Seconds(), err))
+		case after > 0:
+			after++
+		case notAfter.After(first):
+			after, renewedAfter = 1, time.Since(start)
+		}
+	}
+	if after == 0 {
+		t.Fatalf("no renewed certificate within %s (the first expires %s)", 2*certLifetime, first.Format(time.RFC3339))
+	}
+	figure(t, "a %s certificate renewed %.0fs into the loop; %d requests once a second, %d failed", certLifetime, renewedAfter.Seconds(), requests, len(failed))
+	if len(failed) > 0 {
+		t.Errorf("%d of %d requests failed across the renewal: %s", len(failed), requests, strings.Join(failed, "; "))
 	}
 }
 
