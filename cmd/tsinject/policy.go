@@ -13,8 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
@@ -51,7 +53,7 @@ func policyCommand() *cli.Command {
 	grants := grantFlag{}
 	return &cli.Command{
 		Name:  "policy",
-		Short: "print the tailnet policy snippet for the Connectors, SidecarProfiles, Services, Ingresses and API proxies in the cluster (or in -f files)",
+		Short: "print the tailnet policy snippet for the Connectors, SidecarProfiles, Services, Ingresses, Gateways and API proxies in the cluster (or in -f files)",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&kubeconfig, "kubeconfig", "", "read Connectors and APIServerProxies from this cluster (default: in-cluster, then $KUBECONFIG)")
 			fs.StringVar(&file, "f", "", "read them from a YAML file instead (- is stdin)")
@@ -121,20 +123,38 @@ func listPolicyObjects(ctx context.Context, kubeconfig string, in *policy.Input)
 	for i := range ings.Items {
 		addIngress(in, &ings.Items[i])
 	}
+	var gws gatewayv1.GatewayList
+	if err := c.List(ctx, &gws); err != nil && !meta.IsNoMatchError(err) { // no Gateway API: no Gateways
+		return fmt.Errorf("listing Gateways: %w", err)
+	}
+	for i := range gws.Items {
+		addGateway(in, &gws.Items[i])
+	}
 	return nil
+}
+
+// addGateway adds a Gateway of class tsinject's proxies, as addIngress.
+func addGateway(in *policy.Input, gw *gatewayv1.Gateway) {
+	if services.WantsGateway(gw) {
+		in.Services = append(in.Services, proxyTags(in, gw.Annotations))
+	}
+}
+
+// proxyTags is a proxy set's tags: its owner's annotation, else the pods'.
+func proxyTags(in *policy.Input, annotations map[string]string) policy.ServiceProxy {
+	e := policy.ServiceProxy{Tags: in.PodTags}
+	if tags, err := contract.ParseTags(annotations[services.AnnotationTags]); err == nil && len(tags) > 0 {
+		e.Tags = tags
+	}
+	return e
 }
 
 // addIngress adds an Ingress of class tsinject's proxies: their tags need
 // owners; who may reach them is the admin's grant to write.
 func addIngress(in *policy.Input, ing *networkingv1.Ingress) {
-	if !services.WantsWeb(ing) {
-		return
+	if services.WantsWeb(ing) {
+		in.Services = append(in.Services, proxyTags(in, ing.Annotations))
 	}
-	e := policy.ServiceProxy{Tags: in.PodTags}
-	if tags, err := contract.ParseTags(ing.Annotations[services.AnnotationTags]); err == nil && len(tags) > 0 {
-		e.Tags = tags
-	}
-	in.Services = append(in.Services, e)
 }
 
 // addProfile adds the tags a SidecarProfile gives the pods that use it.
@@ -225,6 +245,12 @@ func readPolicyObjects(file string, in *policy.Input) error {
 				return fmt.Errorf("reading an Ingress: %w", err)
 			}
 			addIngress(in, &ing)
+		case "Gateway":
+			var gw gatewayv1.Gateway
+			if err := yaml.UnmarshalStrict(doc, &gw); err != nil {
+				return fmt.Errorf("reading a Gateway: %w", err)
+			}
+			addGateway(in, &gw)
 		case "SidecarProfile":
 			var sp v1alpha1.SidecarProfile
 			if err := yaml.UnmarshalStrict(doc, &sp); err != nil {

@@ -62,6 +62,24 @@ metadata:
 spec:
   ingressClassName: nginx
   defaultBackend: {service: {name: web, port: {number: 80}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: portal
+  annotations: {tsinject.dev/tags: "tag:portal"}
+spec:
+  gatewayClassName: tsinject
+  listeners: [{name: https, protocol: HTTPS, port: 443}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: edge
+  annotations: {tsinject.dev/tags: "tag:edge-not-ours"}
+spec:
+  gatewayClassName: nginx
+  listeners: [{name: https, protocol: HTTPS, port: 443}]
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -76,10 +94,12 @@ spec:
 	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
-	if _, ok := s.TagOwners["tag:not-ours"]; ok {
-		t.Errorf("an Ingress of another class got its tags owned:\n%s", out.String())
+	for _, tag := range []string{"tag:not-ours", "tag:edge-not-ours"} {
+		if _, ok := s.TagOwners[tag]; ok {
+			t.Errorf("an Ingress or Gateway of another class got its tags (%s) owned:\n%s", tag, out.String())
+		}
 	}
-	for _, tag := range []string{"tag:shop", "tag:web", "tag:batch", "tag:dashboards"} {
+	for _, tag := range []string{"tag:shop", "tag:web", "tag:batch", "tag:dashboards", "tag:portal"} {
 		if _, ok := s.TagOwners[tag]; !ok {
 			t.Errorf("tagOwners lack the tag %s (of the proxies, or of a profile's pods):\n%s", tag, out.String())
 		}

@@ -30,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
@@ -86,7 +87,7 @@ func Run(ctx context.Context, c client.Client, o Options) []Result {
 	var sps v1alpha1.SidecarProfileList
 	profilesErr := c.List(ctx, &sps)
 	st, stErr := status(ctx, c, o)
-	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr), apiServerProxies(ctx, c, o), ingressNames(ctx, c, o), webCertificates(ctx, c, o), proxyPools(ctx, c)}
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr), apiServerProxies(ctx, c, o), ingressNames(ctx, c, o), webCertificates(ctx, c, o), gatewayAPI(ctx, c), proxyPools(ctx, c)}
 	if o.Proxies {
 		out = append(out, proxies(ctx, c, st, sps.Items, profilesErr)...)
 	}
@@ -723,6 +724,63 @@ func webCertificates(ctx context.Context, c client.Client, o Options) Result {
 		r.Warning = true
 		r.Detail = strings.Join(firstOf(overdue), "; ") + "; " + detail
 		r.Fix = "a renewal is overdue: the web proxy's logs say why; it keeps serving the old certificate until it expires"
+	}
+	return r
+}
+
+// gatewayAPI: whether Gateways of class tsinject are served. The manager
+// reads at start whether the cluster has the Gateway API, so CRDs
+// installed after it leave the class without its Accepted condition
+// until it restarts.
+func gatewayAPI(ctx context.Context, c client.Client) Result {
+	const name = "Gateway API"
+	var gc gatewayv1.GatewayClass
+	err := c.Get(ctx, client.ObjectKey{Name: services.GatewayClass}, &gc)
+	switch {
+	case meta.IsNoMatchError(err):
+		return pass(name, "not installed: Gateways are not served (Ingresses of class tsinject are)")
+	case apierrors.IsNotFound(err):
+		r := pass(name, "installed, but there is no GatewayClass "+services.GatewayClass)
+		r.Warning = true
+		r.Fix = "helm upgrade creates it where the Gateway API is served (kustomize: components/gateway-api)"
+		return r
+	case err != nil:
+		return fail(name, "reading GatewayClass "+services.GatewayClass+": "+err.Error(), "may your kubeconfig's user read GatewayClasses?")
+	case gc.Spec.ControllerName != services.GatewayController:
+		r := pass(name, fmt.Sprintf("GatewayClass %s names controller %s, not %s: tsinject serves none of its Gateways", services.GatewayClass, gc.Spec.ControllerName, services.GatewayController))
+		r.Warning = true
+		r.Fix = "another controller owns the class name tsinject serves; rename or remove that class"
+		return r
+	}
+	cond := meta.FindStatusCondition(gc.Status.Conditions, string(gatewayv1.GatewayClassConditionStatusAccepted))
+	if cond == nil || cond.Status != metav1.ConditionTrue || cond.ObservedGeneration != gc.Generation {
+		return fail(name, "GatewayClass "+services.GatewayClass+" is not accepted by the manager: its Gateways are not served",
+			"the manager reads at start whether the Gateway API is installed: restart it (kubectl -n <namespace> rollout restart deployment tsinject-manager)")
+	}
+	var gws gatewayv1.GatewayList
+	if err := c.List(ctx, &gws); err != nil {
+		return fail(name, "listing Gateways: "+err.Error(), "may your kubeconfig's user list Gateways?")
+	}
+	served, programmed := 0, 0
+	var dark []string
+	for i := range gws.Items {
+		gw := &gws.Items[i]
+		if !services.WantsGateway(gw) {
+			continue
+		}
+		served++
+		if meta.IsStatusConditionTrue(gw.Status.Conditions, string(gatewayv1.GatewayConditionProgrammed)) {
+			programmed++
+		} else {
+			dark = append(dark, gw.Namespace+"/"+gw.Name)
+		}
+	}
+	detail := fmt.Sprintf("GatewayClass %s accepted; %d of %d Gateways programmed", services.GatewayClass, programmed, served)
+	r := pass(name, detail)
+	if len(dark) > 0 {
+		r.Warning = true
+		r.Detail += "; not programmed: " + strings.Join(firstOf(dark), ", ")
+		r.Fix = "kubectl describe gateway: its conditions say why"
 	}
 	return r
 }

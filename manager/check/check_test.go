@@ -11,11 +11,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/certs"
@@ -155,13 +157,20 @@ func TestChecks(t *testing.T) {
 		{"profile present", func(c client.Client) Result { return listedPolicies(ctx, c) }, []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{injector.AnnotationProfile: "team"}}},
 			&v1alpha1.SidecarProfile{ObjectMeta: metav1.ObjectMeta{Name: "team"}}}, true, false, "1 namespaces set a policy"},
 		{"CRDs missing", func(c client.Client) Result { return crds(ctx, c) }, nil, false, false, "is not installed"},
+		{"no Gateway API", func(c client.Client) Result { return gatewayAPI(ctx, noGatewayAPI{c}) }, nil, true, false, "not installed: Gateways are not served"},
+		{"Gateway API, class accepted", gatewayCheck, []client.Object{gatewayClass(services.GatewayController, true), gateway("portal", services.GatewayClass, true), gateway("edge", "nginx", false)}, true, false, "GatewayClass tsinject accepted; 1 of 1 Gateways programmed"},
+		{"Gateway API, a Gateway not programmed", gatewayCheck, []client.Object{gatewayClass(services.GatewayController, true), gateway("portal", services.GatewayClass, false)}, true, true, "not programmed: shop/portal"},
+		{"Gateway API installed after the manager", gatewayCheck, []client.Object{gatewayClass(services.GatewayController, false)}, false, false, "is not accepted by the manager"},
+		{"Gateway API, the class another's", gatewayCheck, []client.Object{gatewayClass("example.com/gw", false)}, true, true, "names controller example.com/gw"},
+		{"Gateway API, no class", gatewayCheck, nil, true, true, "there is no GatewayClass tsinject"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := runtime.NewScheme()
 			clientgoscheme.AddToScheme(s)
 			apiextensionsv1.AddToScheme(s)
 			v1alpha1.AddToScheme(s)
-			c := fake.NewClientBuilder().WithScheme(s).WithObjects(tc.objs...).Build()
+			gatewayv1.Install(s)
+			c := fake.NewClientBuilder().WithScheme(s).WithObjects(tc.objs...).WithStatusSubresource(&gatewayv1.GatewayClass{}).Build()
 			r := tc.check(c)
 			if r.OK != tc.ok || r.Warning != tc.warning || !strings.Contains(r.Detail, tc.detail) {
 				t.Errorf("%+v: want ok=%v warning=%v, detail containing %q", r, tc.ok, tc.warning, tc.detail)
@@ -188,6 +197,34 @@ func apiProxiesCheck(c client.Client) Result { return apiServerProxies(context.B
 func ingressCheck(c client.Client) Result    { return ingressNames(context.Background(), c, opts) }
 func poolsCheck(c client.Client) Result      { return proxyPools(context.Background(), c) }
 func certsCheck(c client.Client) Result      { return webCertificates(context.Background(), c, opts) }
+func gatewayCheck(c client.Client) Result    { return gatewayAPI(context.Background(), c) }
+
+// noGatewayAPI is a cluster without the Gateway API's CRDs.
+type noGatewayAPI struct{ client.Client }
+
+func (c noGatewayAPI) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*gatewayv1.GatewayClass); ok {
+		return &meta.NoKindMatchError{GroupKind: services.GatewayAPI.WithKind("GatewayClass").GroupKind()}
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+func gatewayClass(controller string, accepted bool) *gatewayv1.GatewayClass {
+	gc := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: services.GatewayClass, Generation: 1},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: gatewayv1.GatewayController(controller)}}
+	if accepted {
+		gc.Status.Conditions = []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", ObservedGeneration: 1}}
+	}
+	return gc
+}
+
+func gateway(name, class string, programmed bool) *gatewayv1.Gateway {
+	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name}, Spec: gatewayv1.GatewaySpec{GatewayClassName: gatewayv1.ObjectName(class)}}
+	if programmed {
+		gw.Status.Conditions = []metav1.Condition{{Type: "Programmed", Status: metav1.ConditionTrue, Reason: "Programmed"}}
+	}
+	return gw
+}
 
 // webSet is the web proxy set of Ingress shop/<ing>, its state Secret
 // holding st as the proxy reports it (nil: not yet).

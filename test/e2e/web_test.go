@@ -208,6 +208,9 @@ spec:
 		if r := checkResult(t, "Ingress certificates"); !r.OK || !strings.Contains(r.Detail, "1 of 1 valid; the first to expire: Gateway "+ns+"/portal") {
 			return fmt.Errorf("tsinject check: %+v", r)
 		}
+		if r := checkResult(t, "Gateway API"); !r.OK || r.Warning || !strings.Contains(r.Detail, "GatewayClass tsinject accepted; 1 of 1 Gateways programmed") {
+			return fmt.Errorf("tsinject check: %+v", r)
+		}
 		return nil
 	}); err != nil {
 		t.Error(err)
