@@ -72,6 +72,8 @@ func TestManagerCannotEscalate(t *testing.T) {
 			"spec":{"gatewayClassName":"`+class+`","listeners":[{"name":"https","protocol":"HTTPS","port":443}]}}`), "create", "-f", "-")
 	}
 	kubectl(t, c.Kubeconfig, nil, "-n", "shop", "patch", "gateway", "left", "--type=merge", "-p", `{"metadata":{"finalizers":["tsinject.dev/gateway"]}}`)
+	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"mesh","namespace":"shop"},
+		"spec":{"parentRefs":[{"group":"","kind":"Service","name":"web"}],"rules":[{"backendRefs":[{"name":"web","port":80}]}]}}`), "create", "-f", "-")
 	for _, name := range []string{"app", "fresh"} { // fresh: no status yet
 		kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"`+name+`","namespace":"shop"},
 			"spec":{"parentRefs":[{"name":"portal"},{"name":"edge"}],"rules":[{"backendRefs":[{"name":"web","port":80}]}]}}`), "create", "-f", "-")
@@ -397,6 +399,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 		}},
 		{"claim a route for a Gateway it does not name", "only for the Gateways it names", func() error {
 			return putGatewayStatus(false, "namespaces/shop/httproutes/app", `{"parents":[`+nginxEntry+`,`+entry("tsinject.dev/gateway-controller", "elsewhere", "True")+`]}`)
+		}},
+		{"claim a route for a Gateway it names only as a Service", "only for the Gateways it names", func() error {
+			return putGatewayStatus(false, "namespaces/shop/httproutes/mesh", `{"parents":[`+entry("tsinject.dev/gateway-controller", "web", "True")+`]}`)
 		}},
 		{"accept another controller's GatewayClass", "changes no Gateway API object", func() error {
 			return putGatewayStatus(false, "gatewayclasses/nginx", `{"conditions":[{"type":"Accepted","status":"False","reason":"InvalidParameters","message":"","lastTransitionTime":"`+now+`","observedGeneration":1}]}`)

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"sort"
@@ -131,6 +132,33 @@ func Name(component, owner string) string {
 	return n[:39] + "-" + hex.EncodeToString(sum[:4])
 }
 
+// NameTakenError: the set's name is another owner's set's (the short
+// hash in a namespaced owner's set name collides).
+type NameTakenError struct {
+	Name, By string
+}
+
+func (e *NameTakenError) Error() string {
+	return fmt.Sprintf("proxy set %s is taken by %s; rename this resource", e.Name, e.By)
+}
+
+// checkClaim refuses a set whose name another owner's set holds: applying
+// or deleting it would take over or remove that set, its tailnet name and
+// state. A set's ServiceAccount is its first object and its last to go.
+func checkClaim(ctx context.Context, c client.Reader, s *Set) error {
+	var sa corev1.ServiceAccount
+	if err := c.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.Name()}, &sa); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	l := sa.GetLabels()
+	for k, want := range s.selector() {
+		if got, ok := l[k]; ok && got != want {
+			return &NameTakenError{Name: s.Name(), By: fmt.Sprintf("%s %s/%s", l[LabelComponent], l[LabelOwnerNamespace], l[LabelOwner])}
+		}
+	}
+	return nil
+}
+
 // SecretName is the state Secret of replica i (named like its pod).
 func (s *Set) SecretName(i int) string { return s.Name() + "-" + strconv.Itoa(i) }
 
@@ -178,6 +206,9 @@ func (s *Set) ownerRef() *metav1.OwnerReference {
 func Apply(ctx context.Context, c client.Client, s *Set) error {
 	name := s.Name()
 	owner := s.ownerRef()
+	if err := checkClaim(ctx, c, s); err != nil {
+		return err
+	}
 
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}}
 	if err := apply(ctx, c, sa, owner, s.labels(), func() {}); err != nil {
@@ -570,6 +601,12 @@ func Retire(ctx context.Context, c client.Client, live client.Reader, s *Set, lo
 // false while proxy pods still run (call again later).
 func Delete(ctx context.Context, c client.Client, live client.Reader, s *Set, logout LogoutFunc, log logr.Logger) (bool, error) {
 	name := s.Name()
+	var taken *NameTakenError
+	if err := checkClaim(ctx, c, s); errors.As(err, &taken) {
+		return true, nil // another owner's set: nothing of ours to delete
+	} else if err != nil {
+		return false, err
+	}
 	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: name}}
 	if err := client.IgnoreNotFound(c.Delete(ctx, sts)); err != nil {
 		return false, err

@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -375,7 +376,17 @@ func (r *GatewayReconciler) attach(ctx context.Context, gw *gatewayv1.Gateway, l
 			continue
 		}
 		a.accepted, a.acceptedReason = "", ""
-		routes, problem, reason := translateRoute(ctx, a.route, svcs, contract.MaxWebRoutes-total)
+		// Charged before any Service is read, resolved or not: routes
+		// naming missing Services must not cost a read each, every few
+		// seconds, without bound.
+		size := routeSize(a.route)
+		room := contract.MaxWebRoutes - total
+		total += size
+		if size > room {
+			a.accepted, a.acceptedReason = fmt.Sprintf("spec.rules: %d matches (times hostnames) beyond what the Gateway has left (%d); allowed: %d routes on one Gateway, its older routes first", size, max(room, 0), contract.MaxWebRoutes), string(gatewayv1.RouteReasonUnsupportedValue)
+			continue
+		}
+		routes, problem, reason := translateRoute(ctx, a.route, svcs)
 		switch {
 		case reason == string(gatewayv1.RouteReasonUnsupportedValue):
 			a.accepted, a.acceptedReason = problem, reason
@@ -387,10 +398,61 @@ func (r *GatewayReconciler) attach(ctx context.Context, gw *gatewayv1.Gateway, l
 		for _, l := range on {
 			l.attached++
 		}
-		a.routes = routes
-		total += len(routes)
+		a.routes = withinListeners(routes, on)
 	}
 	return out, nil
+}
+
+// routeSize is how many of the proxy's routes route becomes at most.
+func routeSize(route *gatewayv1.HTTPRoute) int {
+	n := 0
+	for _, rule := range route.Spec.Rules {
+		n += max(len(rule.Matches), 1)
+	}
+	return n * max(len(route.Spec.Hostnames), 1)
+}
+
+// withinListeners narrows routes to the hosts of the listeners they
+// attached to: a route is served only at hostnames its listener admits
+// (a route without hostnames at the listener's), never at every host the
+// proxy answers because it named none.
+func withinListeners(routes []contract.WebRoute, on []*listener) []contract.WebRoute {
+	var out []contract.WebRoute
+	seen := map[string]bool{}
+	for _, rt := range routes {
+		for _, l := range on {
+			host, ok := rt.Host, true
+			if l.spec.Hostname != nil {
+				host, ok = intersectHost(strings.ToLower(string(*l.spec.Hostname)), rt.Host)
+			}
+			key := host + "\x00" + rt.Path + "\x00" + fmt.Sprint(rt.Exact)
+			if !ok || seen[key] {
+				continue
+			}
+			seen[key] = true
+			narrowed := rt
+			narrowed.Host = host
+			out = append(out, narrowed)
+		}
+	}
+	return out
+}
+
+// intersectHost is the narrower of a listener's hostname and a route's
+// (""; any), if they meet.
+func intersectHost(listenerHost, routeHost string) (string, bool) {
+	covers := func(wild, name string) bool {
+		return strings.HasPrefix(wild, "*.") && strings.HasSuffix(name, wild[1:]) && len(name) > len(wild)-1
+	}
+	switch {
+	case routeHost == "" || routeHost == listenerHost:
+		return listenerHost, true
+	case covers(listenerHost, strings.TrimPrefix(routeHost, "*")):
+		return routeHost, true
+	case covers(routeHost, strings.TrimPrefix(listenerHost, "*")):
+		return listenerHost, true
+	}
+	return "", false
 }
 
 // ourParent reports whether p is this controller's status for gw on route.
@@ -401,9 +463,8 @@ func (r *GatewayReconciler) ourParent(p gatewayv1.RouteParentStatus, route *gate
 
 // translateRoute is route as the proxy's routes: refused whole (reason
 // UnsupportedValue) for what the proxy cannot do as written, and with
-// reason ResolvedRefs' for backends it cannot reach. room is how many
-// routes the Gateway has left.
-func translateRoute(ctx context.Context, route *gatewayv1.HTTPRoute, svcs *serviceBackends, room int) ([]contract.WebRoute, string, string) {
+// reason ResolvedRefs' for backends it cannot reach.
+func translateRoute(ctx context.Context, route *gatewayv1.HTTPRoute, svcs *serviceBackends) ([]contract.WebRoute, string, string) {
 	unsupported := string(gatewayv1.RouteReasonUnsupportedValue)
 	hosts := []string{""}
 	if len(route.Spec.Hostnames) > 0 {
@@ -415,13 +476,6 @@ func translateRoute(ctx context.Context, route *gatewayv1.HTTPRoute, svcs *servi
 			}
 			hosts = append(hosts, host)
 		}
-	}
-	n := 0
-	for _, rule := range route.Spec.Rules {
-		n += max(len(rule.Matches), 1) * len(hosts)
-	}
-	if n > room {
-		return nil, fmt.Sprintf("spec.rules: %d matches (times hostnames) beyond what the Gateway has left; allowed: %d routes on one Gateway", n, contract.MaxWebRoutes), unsupported
 	}
 	var out []contract.WebRoute
 	for i, rule := range route.Spec.Rules {
@@ -572,6 +626,10 @@ func (r *GatewayReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	}
 	s := r.set(&gw, sp, routes)
 	if err := r.apply(ctx, &gw, GatewayFinalizer, s); err != nil {
+		var taken *proxyset.NameTakenError
+		if errors.As(err, &taken) {
+			return reconcile.Result{RequeueAfter: time.Minute}, r.gatewayStatus(ctx, &gw, sp, nil, metav1.ConditionFalse, string(gatewayv1.GatewayReasonInvalid), err.Error())
+		}
 		return reconcile.Result{}, err
 	}
 	devices, err := proxyset.Devices(ctx, r.Client, s)
@@ -681,8 +739,16 @@ func (r *GatewayReconciler) routeStatus(ctx context.Context, gw *gatewayv1.Gatew
 	for _, a := range attached {
 		route := a.route
 		orig := route.DeepCopy()
+		named := func(refs []gatewayv1.ParentReference, p gatewayv1.RouteParentStatus) bool {
+			return slices.ContainsFunc(refs, func(ref gatewayv1.ParentReference) bool { return equalRef(ref, p.ParentRef) })
+		}
+		// Ours for gw where the route left it, and ours for any Gateway the
+		// route no longer names (a Gateway deleted without its finalizer
+		// leaves one behind, which the admission policy would refuse to
+		// keep, stalling every Gateway the route still names).
 		parents := slices.DeleteFunc(slices.Clone(route.Status.Parents), func(p gatewayv1.RouteParentStatus) bool {
-			return r.ourParent(p, route, gw) && !slices.ContainsFunc(a.refs, func(ref gatewayv1.ParentReference) bool { return equalRef(ref, p.ParentRef) })
+			return (r.ourParent(p, route, gw) && !named(a.refs, p)) ||
+				(p.ControllerName == GatewayController && !named(route.Spec.ParentRefs, p))
 		})
 		for _, ref := range a.refs {
 			i := slices.IndexFunc(parents, func(p gatewayv1.RouteParentStatus) bool {

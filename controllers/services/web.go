@@ -11,6 +11,7 @@ package services
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -342,6 +343,11 @@ func (r *WebReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 	}
 	s := r.set(&ing, sp)
 	if err := r.apply(ctx, &ing, WebFinalizer, s); err != nil {
+		var taken *proxyset.NameTakenError
+		if errors.As(err, &taken) {
+			r.event(&ing, corev1.EventTypeWarning, ReasonInvalidWeb, err.Error())
+			return reconcile.Result{RequeueAfter: time.Minute}, nil
+		}
 		return reconcile.Result{}, err
 	}
 	devices, err := proxyset.Devices(ctx, r.Client, s)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -232,8 +233,7 @@ func TestIdentityPerConnection(t *testing.T) {
 	if n := lookups.Load(); n != 1 {
 		t.Errorf("%d lookups for 20 requests on one connection, want 1", n)
 	}
-	c2 := srv.Client()
-	c2.Transport = c2.Transport.(*http.Transport).Clone()
+	c2 := &http.Client{Transport: c1.Transport.(*http.Transport).Clone()} // srv.Client() is one client
 	get(c2)
 	if n := lookups.Load(); n != 2 {
 		t.Errorf("%d lookups after a second connection's request, want 2", n)
@@ -242,5 +242,55 @@ func TestIdentityPerConnection(t *testing.T) {
 	r.IdentityTTL = time.Nanosecond
 	if code := get(c1); code != http.StatusForbidden {
 		t.Errorf("after the grant went and the TTL passed: %d, want 403", code)
+	}
+}
+
+// Two callers on their own connections, one granted and one not, each
+// with an hour's cache: neither's identity reaches the other's requests.
+func TestIdentityStaysOnItsConnection(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get(contract.HeaderUserLogin))
+	}))
+	defer backend.Close()
+	r := NewRouter([]contract.WebRoute{{Path: "/", Backends: []contract.WebBackend{{Addr: backend.Listener.Addr().String(), Weight: 1}}}}, t.Logf)
+	var mu sync.Mutex
+	first := ""
+	r.WhoIs = func(_ context.Context, addr string) (*apitype.WhoIsResponse, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if first == "" {
+			first = addr
+		}
+		if addr == first {
+			return &apitype.WhoIsResponse{Node: &tailcfg.Node{Name: "a."}, UserProfile: &tailcfg.UserProfile{LoginName: "alice@example.com"},
+				CapMap: tailcfg.PeerCapMap{"example.com/cap/x": nil}}, nil
+		}
+		return &apitype.WhoIsResponse{Node: &tailcfg.Node{Name: "b."}, UserProfile: &tailcfg.UserProfile{LoginName: "bob@example.com"}}, nil
+	}
+	r.RequireCapability = "example.com/cap/x"
+	r.IdentityTTL = time.Hour
+	srv := httptest.NewUnstartedServer(r)
+	srv.Config.ConnContext = r.ConnContext
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	alice := srv.Client()
+	bob := &http.Client{Transport: alice.Transport.(*http.Transport).Clone()}
+	get := func(c *http.Client) (int, string) {
+		res, err := c.Get(srv.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	for range 5 {
+		if code, body := get(alice); code != 200 || body != "alice@example.com" {
+			t.Errorf("alice: %d %q", code, body)
+		}
+		if code, _ := get(bob); code != http.StatusForbidden {
+			t.Errorf("bob, without the capability: %d, want 403", code)
+		}
 	}
 }
