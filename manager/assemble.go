@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmanager "sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -315,20 +317,57 @@ func (a *assembly) proxyControllers() error {
 	return a.gatewayControllers(servicesBase("gateway"))
 }
 
-// gatewayControllers serve Gateways of class tsinject, if the cluster has
-// the Gateway API: its CRDs are the cluster admin's to install (Gateway
-// API: one version per cluster), and the manager reads which are served
-// when it starts.
+// gatewayControllers serve Gateways of class tsinject where the cluster
+// has the Gateway API. Its CRDs are the cluster admin's to install, maybe
+// after tsinject: then the leader looks for them every GatewayAPIEvery
+// and starts serving Gateways when they appear (controllers added to a
+// running manager start at once).
 func (a *assembly) gatewayControllers(base services.Base) error {
+	served, err := a.gatewayAPIServed()
+	if err != nil {
+		return err
+	}
+	if served {
+		return a.serveGateways(base)
+	}
+	a.log.Info("the Gateway API is not installed: Gateways are served once its standard CRDs are", "checkEvery", cmp.Or(a.o.GatewayAPIEvery, 30*time.Second).String())
+	return a.mgr.Add(ctrlmanager.RunnableFunc(func(ctx context.Context) error {
+		tick := time.NewTicker(cmp.Or(a.o.GatewayAPIEvery, 30*time.Second))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+			served, err := a.gatewayAPIServed()
+			if err != nil {
+				a.log.Error(err, "reading whether the Gateway API is installed")
+				continue
+			}
+			if served {
+				a.log.Info("the Gateway API is installed: serving Gateways")
+				return a.serveGateways(base)
+			}
+		}
+	}))
+}
+
+// gatewayAPIServed reports whether the API server serves every Gateway
+// API kind the controllers read.
+func (a *assembly) gatewayAPIServed() (bool, error) {
 	for _, kind := range services.GatewayAPIKinds {
 		if _, err := a.mgr.GetRESTMapper().RESTMapping(services.GatewayAPI.WithKind(kind).GroupKind(), services.GatewayAPI.Version); err != nil {
 			if meta.IsNoMatchError(err) {
-				a.log.Info("the Gateway API is not installed: no Gateway is served (install its standard CRDs, then restart the manager)", "missing", services.GatewayAPI.WithKind(kind).String())
-				return nil
+				return false, nil
 			}
-			return fmt.Errorf("reading whether the Gateway API is served: %w", err)
+			return false, fmt.Errorf("reading whether the Gateway API is served: %w", err)
 		}
 	}
+	return true, nil
+}
+
+func (a *assembly) serveGateways(base services.Base) error {
 	if err := (&services.GatewayClassReconciler{Client: a.mgr.GetClient()}).SetupWithManager(a.mgr); err != nil {
 		return err
 	}

@@ -90,6 +90,10 @@ type Options struct {
 	// ClusterDomain is the cluster's DNS domain: egress Services point
 	// their externalName at <proxy>.<Namespace>.svc.<ClusterDomain>.
 	ClusterDomain string
+	// GatewayAPIEvery is how often a manager started without the Gateway
+	// API looks for it (its CRDs installed later): it serves Gateways as
+	// soon as it finds them.
+	GatewayAPIEvery time.Duration
 
 	MetricsAddr, HealthAddr string
 	LeaderElection          bool
@@ -235,6 +239,7 @@ func DefaultOptions() Options {
 		HealthAddr:        ":8081",
 		LeaderElection:    true,
 		ShutdownDelay:     5 * time.Second,
+		GatewayAPIEvery:   30 * time.Second,
 		KeysPerNamespace:  keybroker.DefaultPerNamespace,
 		Log:               logr.Discard(),
 	}

@@ -728,10 +728,9 @@ func webCertificates(ctx context.Context, c client.Client, o Options) Result {
 	return r
 }
 
-// gatewayAPI: whether Gateways of class tsinject are served. The manager
-// reads at start whether the cluster has the Gateway API, so CRDs
-// installed after it leave the class without its Accepted condition
-// until it restarts.
+// gatewayAPI: whether Gateways of class tsinject are served: the class
+// accepted by the manager (which looks for the Gateway API every 30 s
+// when it started without it), and how many Gateways are programmed.
 func gatewayAPI(ctx context.Context, c client.Client) Result {
 	const name = "Gateway API"
 	var gc gatewayv1.GatewayClass
@@ -755,7 +754,7 @@ func gatewayAPI(ctx context.Context, c client.Client) Result {
 	cond := meta.FindStatusCondition(gc.Status.Conditions, string(gatewayv1.GatewayClassConditionStatusAccepted))
 	if cond == nil || cond.Status != metav1.ConditionTrue || cond.ObservedGeneration != gc.Generation {
 		return fail(name, "GatewayClass "+services.GatewayClass+" is not accepted by the manager: its Gateways are not served",
-			"the manager reads at start whether the Gateway API is installed: restart it (kubectl -n <namespace> rollout restart deployment tsinject-manager)")
+			"the manager's leader looks for the Gateway API every 30 s and accepts the class when it finds it: if this lasts, its logs say why (kubectl -n <namespace> logs deployment/tsinject-manager)")
 	}
 	var gws gatewayv1.GatewayList
 	if err := c.List(ctx, &gws); err != nil {
