@@ -284,6 +284,9 @@ func (a *assembly) proxyControllers() error {
 			Namespaces: a.namespaces, Injector: injector.New(o.Injector),
 			Events: mgr.GetEventRecorder("tsinject-" + name),
 			Log:    a.log.WithName(name),
+			// The manifests' and the chart's account (their admission
+			// policies name it too).
+			ManagerAccount: o.Namespace + ":tsinject-manager",
 		}
 	}
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{

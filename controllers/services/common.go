@@ -66,6 +66,9 @@ type Base struct {
 	Injector   *injector.Injector
 	Events     events.EventRecorder
 	Log        logr.Logger
+	// ManagerAccount is the manager's ServiceAccount as namespace:name,
+	// which a tenant names to grant it one of its Secrets.
+	ManagerAccount string
 }
 
 // setup watches the Services wants selects (or that still carry the

@@ -10,6 +10,7 @@ package services
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,6 +128,10 @@ type webSpec struct {
 	routes     []contract.WebRoute
 	requireCap string
 	proxy      *v1alpha1.ProxyConfig
+	// tlsSecret names the tenant's kubernetes.io/tls Secret the proxy
+	// serves instead of the tailnet's certificate; cert is its copy.
+	tlsSecret string
+	cert      map[string]string
 }
 
 // parse reads ing; backends are read from the API server (the cache holds
@@ -147,7 +152,10 @@ func (r *WebReconciler) parse(ctx context.Context, ing *networkingv1.Ingress) (s
 	field := "the default, <namespace>-<name>"
 	for i, t := range ing.Spec.TLS {
 		if t.SecretName != "" {
-			problems = append(problems, fmt.Sprintf("spec.tls[%d].secretName: %q: certificates from Secrets are not supported yet; leave secretName out to serve the tailnet's certificate for the Ingress's name", i, t.SecretName))
+			if sp.tlsSecret != "" && sp.tlsSecret != t.SecretName {
+				problems = append(problems, fmt.Sprintf("spec.tls[%d].secretName: %q: one Secret per Ingress (spec.tls names %q already); allowed: one certificate covering every host", i, t.SecretName, sp.tlsSecret))
+			}
+			sp.tlsSecret = t.SecretName
 		}
 		if i == 0 && len(t.Hosts) > 0 {
 			sp.host, field = strings.ToLower(strings.Split(t.Hosts[0], ".")[0]), "spec.tls[0].hosts[0]"
@@ -310,9 +318,51 @@ func (r *WebReconciler) set(ing *networkingv1.Ingress, sp webSpec) *proxyset.Set
 	}
 	owner := ing.DeepCopy()
 	owner.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind("Ingress"))
-	s := r.ownedSet(owner, WebComponent, max(sp.replicas, 1), env, sp.proxy)
+	s := r.ownedSet(owner, WebComponent, max(sp.replicas, 1), withCert(env, sp.cert), sp.proxy)
 	s.OneName = true
+	if sp.cert != nil {
+		s.Files, s.FilesDir = sp.cert, contract.WebCertDir
+	}
 	return s
+}
+
+// withCert has the proxy serve the files in WebCertDir instead of the
+// tailnet's certificate when a Secret's certificate is given.
+func withCert(env []corev1.EnvVar, cert map[string]string) []corev1.EnvVar {
+	if cert == nil {
+		return env
+	}
+	for i := range env {
+		if env[i].Name == contract.EnvWebTLS {
+			env[i].Value = contract.WebTLSFiles
+		}
+	}
+	return append(env, corev1.EnvVar{Name: contract.EnvWebCertDir, Value: contract.WebCertDir})
+}
+
+// tlsSecret reads the tenant's kubernetes.io/tls Secret name in namespace
+// for the proxy. The manager may read no tenant Secret by itself: the
+// tenant grants it this one (a Role with get on it, by name, bound to the
+// manager's ServiceAccount), and the problem says how.
+func tlsSecret(ctx context.Context, live client.Reader, manager, namespace, name, field string) (map[string]string, string) {
+	var sec corev1.Secret
+	err := live.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &sec)
+	switch {
+	case apierrors.IsForbidden(err):
+		role := "tsinject-read-" + name
+		return nil, fmt.Sprintf("%s: tsinject may not read Secret %s/%s: grant it that one Secret (kubectl -n %s create role %s --verb=get --resource=secrets --resource-name=%s && kubectl -n %s create rolebinding %s --role=%s --serviceaccount=%s)",
+			field, namespace, name, namespace, role, name, namespace, role, role, manager)
+	case apierrors.IsNotFound(err):
+		return nil, fmt.Sprintf("%s: Secret %s/%s does not exist", field, namespace, name)
+	case err != nil:
+		return nil, fmt.Sprintf("%s: reading Secret %s/%s: %v", field, namespace, name, err)
+	case sec.Type != corev1.SecretTypeTLS:
+		return nil, fmt.Sprintf("%s: Secret %s is of type %q; allowed: %s", field, name, sec.Type, corev1.SecretTypeTLS)
+	}
+	if _, err := tls.X509KeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]); err != nil {
+		return nil, fmt.Sprintf("%s: Secret %s: %s and %s are not a certificate and its key: %v", field, name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey, err)
+	}
+	return map[string]string{corev1.TLSCertKey: string(sec.Data[corev1.TLSCertKey]), corev1.TLSPrivateKeyKey: string(sec.Data[corev1.TLSPrivateKeyKey])}, ""
 }
 
 // Reconcile brings one Ingress's proxy and status in line.
@@ -328,6 +378,12 @@ func (r *WebReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		return r.finalizeWeb(ctx, &ing)
 	}
 	sp, problems, revoked := r.parse(ctx, &ing)
+	if sp.tlsSecret != "" && len(problems) == 0 {
+		var problem string
+		if sp.cert, problem = tlsSecret(ctx, r.Live, r.ManagerAccount, ing.Namespace, sp.tlsSecret, "spec.tls[].secretName"); problem != "" {
+			problems = append(problems, problem)
+		}
+	}
 	if len(problems) > 0 {
 		// Nothing is torn down for the tenant's bad edit (or a backend
 		// Service not created yet): a running proxy keeps serving until

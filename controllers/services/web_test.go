@@ -2,18 +2,23 @@ package services
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/internal/contract"
 )
 
@@ -167,7 +172,10 @@ func TestWebIngressInvalid(t *testing.T) {
 		{"resource backend", func(i *networkingv1.Ingress) {
 			i.Spec.Rules[0].HTTP.Paths[0].Backend = networkingv1.IngressBackend{Resource: &corev1.TypedLocalObjectReference{Kind: "Bucket", Name: "b"}}
 		}, "only Service backends are allowed"},
-		{"TLS Secret", func(i *networkingv1.Ingress) { i.Spec.TLS[0].SecretName = "grafana-tls" }, `spec.tls[0].secretName: "grafana-tls": certificates from Secrets are not supported yet`},
+		{"TLS Secret missing", func(i *networkingv1.Ingress) { i.Spec.TLS[0].SecretName = "grafana-tls" }, "spec.tls[].secretName: Secret shop/grafana-tls does not exist"},
+		{"two TLS Secrets", func(i *networkingv1.Ingress) {
+			i.Spec.TLS = []networkingv1.IngressTLS{{SecretName: "a"}, {SecretName: "b"}}
+		}, `spec.tls[1].secretName: "b": one Secret per Ingress`},
 		{"name outside the namespace's", func(i *networkingv1.Ingress) { i.Spec.TLS[0].Hosts = []string{"billing"} }, "spec.tls[0].hosts[0]:"},
 		{"bad name annotation", func(i *networkingv1.Ingress) {
 			i.Annotations = map[string]string{AnnotationHostname: "Bad_Name"}
@@ -296,5 +304,86 @@ func TestWebIngressTakenDown(t *testing.T) {
 	}
 	if len(ing.Finalizers) != 0 || len(ing.Status.LoadBalancer.Ingress) != 1 || ing.Status.LoadBalancer.Ingress[0].IP != "198.19.16.99" {
 		t.Errorf("after the move: finalizers %v, status %+v (want the other controller's kept)", ing.Finalizers, ing.Status.LoadBalancer)
+	}
+}
+
+// tlsPair is a certificate for grafana.shop.example and its key, PEM.
+func tlsPair(t *testing.T) (crt, key []byte) {
+	t.Helper()
+	ca, err := certs.NewCA(time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := certs.Issue(ca, []string{"grafana.shop.example"}, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp.CertPEM, kp.KeyPEM
+}
+
+// An Ingress naming a kubernetes.io/tls Secret: the manager reads it only
+// where the tenant granted it that Secret (the Event says how), checks it
+// is a certificate and its key, and has the proxy serve a copy of it in
+// place of the tailnet's certificate.
+func TestWebIngressSecretCertificate(t *testing.T) {
+	ctx := context.Background()
+	crt, key := tlsPair(t)
+	withSecret := func(i *networkingv1.Ingress) { i.Spec.TLS[0].SecretName = "grafana-tls" }
+	secret := func(typ corev1.SecretType, crt, key []byte) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "grafana-tls"}, Type: typ,
+			Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}}
+	}
+	for _, tc := range []struct {
+		name      string
+		secret    *corev1.Secret
+		forbidden bool
+		want      string // in the last Event; "" for served
+	}{
+		{"granted", secret(corev1.SecretTypeTLS, crt, key), false, ""},
+		{"not granted", secret(corev1.SecretTypeTLS, crt, key), true,
+			"tsinject may not read Secret shop/grafana-tls: grant it that one Secret (kubectl -n shop create role tsinject-read-grafana-tls --verb=get --resource=secrets --resource-name=grafana-tls && kubectl -n shop create rolebinding tsinject-read-grafana-tls --role=tsinject-read-grafana-tls --serviceaccount=tsinject-system:tsinject-manager)"},
+		{"not TLS", secret(corev1.SecretTypeOpaque, crt, key), false, `Secret grafana-tls is of type "Opaque"; allowed: kubernetes.io/tls`},
+		{"key of another certificate", secret(corev1.SecretTypeTLS, crt, func() []byte { _, k := tlsPair(t); return k }()), false, "are not a certificate and its key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, c, rec := newWebReconciler(t, webIngress(withSecret), tc.secret)
+			r.ManagerAccount = "tsinject-system:tsinject-manager"
+			if tc.forbidden {
+				r.Live = interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+					if _, ok := obj.(*corev1.Secret); ok && key.Namespace == "shop" {
+						return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, key.Name, errors.New("no RBAC"))
+					}
+					return cl.Get(ctx, key, obj, opts...)
+				}})
+			}
+			reconcileWeb(t, r)
+			var list appsv1.StatefulSetList
+			if err := c.List(ctx, &list); err != nil {
+				t.Fatal(err)
+			}
+			if tc.want != "" {
+				if e := lastEvent(rec); !strings.Contains(e, "Warning InvalidIngress") || !strings.Contains(e, tc.want) {
+					t.Errorf("event %q, want one containing %q", e, tc.want)
+				}
+				if len(list.Items) != 0 {
+					t.Errorf("%d proxy sets, want none", len(list.Items))
+				}
+				return
+			}
+			if len(list.Items) != 1 {
+				t.Fatalf("%d proxy sets (event %s)", len(list.Items), lastEvent(rec))
+			}
+			env := envOf(&list.Items[0])
+			if env[contract.EnvWebTLS] != contract.WebTLSFiles || env[contract.EnvWebCertDir] != contract.WebCertDir {
+				t.Errorf("proxy env %v, want the files in %s", env, contract.WebCertDir)
+			}
+			var files corev1.Secret
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: list.Items[0].Name + "-files"}, &files); err != nil {
+				t.Fatal(err)
+			}
+			if string(files.Data[corev1.TLSCertKey]) != string(crt) || string(files.Data[corev1.TLSPrivateKeyKey]) != string(key) {
+				t.Errorf("the set's files hold %v, want the Secret's certificate and key", files.Data)
+			}
+		})
 	}
 }

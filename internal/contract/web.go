@@ -33,6 +33,10 @@ const (
 	WebTLSTailnet = "tailnet"
 	// WebTLSFiles: the files in EnvWebCertDir, re-read when they change.
 	WebTLSFiles = "files"
+	// WebCertDir is where a web proxy's controller mounts the certificate
+	// of the tenant's kubernetes.io/tls Secret (its copy, in the set's
+	// files Secret).
+	WebCertDir = "/var/run/tsinject/web-cert"
 )
 
 // Caller identity headers the web proxy sets on each request to a

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/tsinject/tsinject/certs"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/test/echoapp"
 	"github.com/tsinject/tsinject/test/tailnet"
@@ -214,6 +216,102 @@ spec:
 		return nil
 	}); err != nil {
 		t.Error(err)
+	}
+}
+
+// An Ingress serving a custom domain's certificate from the tenant's own
+// kubernetes.io/tls Secret: refused, with the grant to give, until the
+// tenant lets the manager read that one Secret; then a laptop reaching
+// the Ingress's tailnet address under the custom name gets that
+// certificate, verified against the tenant's CA.
+func TestHTTPSIngressSecretCertificate(t *testing.T) {
+	ns := namespace(t, "custom")
+	ca, err := certs.NewCA(time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := certs.Issue(ca, []string{"grafana.custom.example"}, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	indent := func(b []byte) string { return strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\n    ") }
+	apply(t, ns, echoApp+`---
+apiVersion: v1
+kind: Secret
+metadata: {name: grafana-tls}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+    `+indent(kp.CertPEM)+`
+  tls.key: |
+    `+indent(kp.KeyPEM)+`
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: grafana
+  annotations: {tsinject.dev/hostname: custom-grafana}
+spec:
+  ingressClassName: tsinject
+  tls: [{hosts: [grafana.custom.example], secretName: grafana-tls}]
+  defaultBackend: {service: {name: echo, port: {name: http}}}
+`)
+	ctx := testCtx(t, podDeadline)
+	var grant string
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "events", "--field-selector", "involvedObject.kind=Ingress,involvedObject.name=grafana", "-o", "jsonpath={.items[*].note}{.items[*].message}")
+		_, after, found := strings.Cut(out, "grant it that one Secret (")
+		if err != nil || !found {
+			return fmt.Errorf("no Event saying how to grant the Secret: %v %q", err, out)
+		}
+		grant, _, _ = strings.Cut(after, ")")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The tenant runs what the Event says.
+	for _, cmd := range strings.Split(grant, " && ") {
+		args := strings.Fields(strings.TrimPrefix(cmd, "kubectl "))
+		if out, err := kubectl(ctx, args...); err != nil {
+			t.Fatalf("kubectl %s: %v: %s", cmd, err, out)
+		}
+	}
+	var ip string
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "-n", ns, "get", "ingress", "grafana", "-o", `jsonpath={.status.loadBalancer.ingress[1].ip}`)
+		if ip = strings.TrimSpace(out); err != nil || ip == "" {
+			return fmt.Errorf("no tailnet address in status.loadBalancer yet (%v): %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		ev, _ := kubectl(testCtx(t, stepDeadline), "-n", ns, "describe", "ingress", "grafana")
+		t.Fatalf("%v\n%s", err, ev)
+	}
+	waitPod(t, ns, "echo", "Ready", ready)
+	laptop, err := env.tn.NewNode(ctx, "laptop-custom", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return laptop.Dial(ctx, "tcp", net.JoinHostPort(ip, "443"))
+		},
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "grafana.custom.example"}}}
+	if err := waitFor(ctx, func(context.Context) error {
+		res, err := hc.Get("https://grafana.custom.example/")
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("%s", res.Status)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("laptop → https://grafana.custom.example/ at %s: %v", ip, err)
 	}
 }
 
