@@ -176,6 +176,10 @@ type gatewaySpec struct {
 	requireCap string
 	proxy      *v1alpha1.ProxyConfig
 	listeners  []*listener
+	// tlsSecret is the Secret the listeners name (one per Gateway), cert
+	// its copy, as for an Ingress.
+	tlsSecret, tlsField string
+	cert                map[string]string
 }
 
 // parse reads gw. As for an Ingress, the namespace's policy no longer
@@ -212,6 +216,13 @@ func (r *GatewayReconciler) parse(ctx context.Context, gw *gatewayv1.Gateway) (s
 			continue
 		}
 		accepted++
+		if tls := l.spec.TLS; tls != nil && len(tls.CertificateRefs) == 1 {
+			name := string(tls.CertificateRefs[0].Name)
+			if sp.tlsSecret != "" && sp.tlsSecret != name {
+				problems = append(problems, fmt.Sprintf("spec.listeners[%d].tls.certificateRefs[0]: %q: one Secret per Gateway (another listener names %q); allowed: one certificate covering every listener's hostname", i, name, sp.tlsSecret))
+			}
+			sp.tlsSecret, sp.tlsField = name, fmt.Sprintf("spec.listeners[%d].tls.certificateRefs[0]", i)
+		}
 		if h := l.spec.Hostname; h != nil && field == "the default, <namespace>-<name>" && !strings.HasPrefix(string(*h), "*.") {
 			sp.host, field = strings.ToLower(strings.Split(string(*h), ".")[0]), fmt.Sprintf("spec.listeners[%d].hostname", i)
 		}
@@ -250,8 +261,12 @@ func checkListener(l gatewayv1.Listener, i int) *listener {
 		out.problem, out.reason = fmt.Sprintf("%s.port: %d is not allowed (allowed: 443)", field, l.Port), string(gatewayv1.ListenerReasonPortUnavailable)
 	case l.TLS != nil && ptrOr(l.TLS.Mode, gatewayv1.TLSModeTerminate) != gatewayv1.TLSModeTerminate:
 		out.problem, out.reason = fmt.Sprintf("%s.tls.mode: %q is not supported (allowed: Terminate)", field, *l.TLS.Mode), string(gatewayv1.ListenerReasonUnsupportedValue)
-	case l.TLS != nil && len(l.TLS.CertificateRefs) > 0:
-		out.problem, out.reason = fmt.Sprintf("%s.tls.certificateRefs: certificates from Secrets are not supported yet; leave them out to serve the tailnet's certificate for the Gateway's name", field), string(gatewayv1.ListenerReasonInvalidCertificateRef)
+	case l.TLS != nil && len(l.TLS.CertificateRefs) > 1:
+		out.problem, out.reason = fmt.Sprintf("%s.tls.certificateRefs: %d; allowed: one Secret (or none: the tailnet's certificate for the Gateway's name)", field, len(l.TLS.CertificateRefs)), string(gatewayv1.ListenerReasonInvalidCertificateRef)
+	case l.TLS != nil && len(l.TLS.CertificateRefs) == 1 && (ptrOr(l.TLS.CertificateRefs[0].Group, "") != "" || ptrOr(l.TLS.CertificateRefs[0].Kind, "Secret") != "Secret"):
+		out.problem, out.reason = fmt.Sprintf("%s.tls.certificateRefs[0]: %s/%s is not allowed (allowed: a Secret)", field, ptrOr(l.TLS.CertificateRefs[0].Group, ""), ptrOr(l.TLS.CertificateRefs[0].Kind, "Secret")), string(gatewayv1.ListenerReasonInvalidCertificateRef)
+	case l.TLS != nil && len(l.TLS.CertificateRefs) == 1 && l.TLS.CertificateRefs[0].Namespace != nil:
+		out.problem, out.reason = fmt.Sprintf("%s.tls.certificateRefs[0].namespace: a Secret of another namespace is not allowed (no ReferenceGrants yet)", field), string(gatewayv1.ListenerReasonRefNotPermitted)
 	case l.TLS != nil && len(l.TLS.Options) > 0:
 		out.problem, out.reason = fmt.Sprintf("%s.tls.options: not supported", field), string(gatewayv1.ListenerReasonUnsupportedValue)
 	}
@@ -570,9 +585,12 @@ func (r *GatewayReconciler) set(gw *gatewayv1.Gateway, sp gatewaySpec, routes []
 	}
 	owner := gw.DeepCopy()
 	owner.SetGroupVersionKind(GatewayAPI.WithKind("Gateway"))
-	s := r.ownedSet(owner, GatewayComponent, max(sp.replicas, 1), env, sp.proxy)
+	s := r.ownedSet(owner, GatewayComponent, max(sp.replicas, 1), withCert(env, sp.cert), sp.proxy)
 	s.Args = []string{WebComponent}
 	s.OneName = true
+	if sp.cert != nil {
+		s.Files, s.FilesDir = sp.cert, contract.WebCertDir
+	}
 	return s
 }
 
@@ -602,6 +620,12 @@ func (r *GatewayReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		return r.finalizeGateway(ctx, &gw)
 	}
 	sp, problems, revoked := r.parse(ctx, &gw)
+	if sp.tlsSecret != "" && len(problems) == 0 {
+		var problem string
+		if sp.cert, problem = tlsSecret(ctx, r.Live, r.ManagerAccount, gw.Namespace, sp.tlsSecret, sp.tlsField); problem != "" {
+			problems = append(problems, problem)
+		}
+	}
 	attached, err := r.attach(ctx, &gw, sp.listeners)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -694,7 +718,8 @@ func (r *GatewayReconciler) gatewayStatus(ctx context.Context, gw *gatewayv1.Gat
 			ls.SupportedKinds = []gatewayv1.RouteGroupKind{}
 			status := metav1.ConditionFalse
 			t := gatewayv1.ListenerConditionAccepted
-			if l.reason == string(gatewayv1.ListenerReasonInvalidCertificateRef) || l.reason == string(gatewayv1.ListenerReasonInvalidRouteKinds) {
+			if l.reason == string(gatewayv1.ListenerReasonInvalidCertificateRef) || l.reason == string(gatewayv1.ListenerReasonInvalidRouteKinds) ||
+				l.reason == string(gatewayv1.ListenerReasonRefNotPermitted) {
 				t = gatewayv1.ListenerConditionResolvedRefs
 			}
 			cond(&ls.Conditions, string(t), status, l.reason, l.problem)

@@ -265,7 +265,7 @@ func TestGatewayListeners(t *testing.T) {
 		g.Spec.Listeners = append(g.Spec.Listeners,
 			gatewayv1.Listener{Name: "plain", Protocol: gatewayv1.HTTPProtocolType, Port: 80},
 			gatewayv1.Listener{Name: "own-cert", Protocol: gatewayv1.HTTPSProtocolType, Port: 443,
-				TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: "portal-tls"}}}},
+				TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: "portal-tls", Namespace: new(gatewayv1.Namespace("billing"))}}}},
 			gatewayv1.Listener{Name: "alt", Protocol: gatewayv1.HTTPSProtocolType, Port: 8443})
 	})
 	r, c, _ := newGatewayReconciler(t, ours(), gw, shopRoute("app"))
@@ -276,7 +276,7 @@ func TestGatewayListeners(t *testing.T) {
 	want := map[string]string{
 		"https":    "Accepted=True Accepted ",
 		"plain":    `Accepted=False UnsupportedProtocol spec.listeners[1].protocol: "HTTP" is not supported`,
-		"own-cert": "ResolvedRefs=False InvalidCertificateRef spec.listeners[2].tls.certificateRefs: certificates from Secrets are not supported yet",
+		"own-cert": "ResolvedRefs=False RefNotPermitted spec.listeners[2].tls.certificateRefs[0].namespace: a Secret of another namespace is not allowed",
 		"alt":      "Accepted=False PortUnavailable spec.listeners[3].port: 8443 is not allowed (allowed: 443)",
 	}
 	for _, l := range gw.Status.Listeners {
@@ -420,5 +420,46 @@ func TestGatewayClassNotOurs(t *testing.T) {
 	}
 	if err := c.Get(context.Background(), client.ObjectKey{Name: GatewayClass}, theirs); err != nil || condText(theirs.Status.Conditions, "Accepted") != "True Accepted " {
 		t.Errorf("our class: %+v (%v)", theirs.Status, err)
+	}
+}
+
+// A listener naming the tenant's kubernetes.io/tls Secret: the proxy
+// serves a copy of it, once the tenant granted the manager that Secret.
+func TestGatewaySecretCertificate(t *testing.T) {
+	crt, key := tlsPair(t)
+	gw := shopGateway(func(g *gatewayv1.Gateway) {
+		g.Spec.Listeners[0].TLS = &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: "portal-tls"}}}
+	})
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "portal-tls"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}}
+	r, c, _ := newGatewayReconciler(t, ours(), gw, sec)
+	reconcileGateway(t, r, gw)
+	var sts appsv1.StatefulSet
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "tsinject-system", Name: r.set(gw, gatewaySpec{}, nil).Name()}, &sts); err != nil {
+		t.Fatal(err)
+	}
+	if env := envOf(&sts); env[contract.EnvWebTLS] != contract.WebTLSFiles || env[contract.EnvWebCertDir] != contract.WebCertDir {
+		t.Errorf("proxy env %v, want the Secret's copy in %s", env, contract.WebCertDir)
+	}
+	var files corev1.Secret
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "tsinject-system", Name: sts.Name + "-files"}, &files); err != nil || string(files.Data[corev1.TLSCertKey]) != string(crt) {
+		t.Errorf("files %v (%v)", files.Data, err)
+	}
+	// Another Secret on another listener: one per Gateway.
+	other := shopGateway(func(g *gatewayv1.Gateway) {
+		g.Name = "two"
+		g.Spec.Listeners[0].TLS = &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: "portal-tls"}}}
+		g.Spec.Listeners = append(g.Spec.Listeners, gatewayv1.Listener{Name: "b", Protocol: gatewayv1.HTTPSProtocolType, Port: 443,
+			TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: "b-tls"}}}})
+	})
+	if err := c.Create(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	reconcileGateway(t, r, other)
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(other), other); err != nil {
+		t.Fatal(err)
+	}
+	if got := condText(other.Status.Conditions, "Accepted"); !strings.Contains(got, `spec.listeners[1].tls.certificateRefs[0]: "b-tls": one Secret per Gateway`) {
+		t.Errorf("Accepted %q", got)
 	}
 }
