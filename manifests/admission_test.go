@@ -311,6 +311,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"mount a Secret it wrote as the auth key", "mounted only at /var/run/tsinject/exit-deny", set(func(s *proxySet) {
 			s.mount("files")["mountPath"] = "/var/run/tsinject/auth"
 		})},
+		{"mount its files as a certificate outside a web proxy", "mounted only at /var/run/tsinject/exit-deny", set(func(s *proxySet) {
+			s.mount("files")["mountPath"] = "/var/run/tsinject/web-cert"
+		})},
 		{"mount another Secret", "the credential's Secrets", set(func(s *proxySet) {
 			s.volume("files")["secret"] = map[string]any{"secretName": "tsinject-webhook-tls"}
 		})},
@@ -483,6 +486,15 @@ func TestManagerCannotEscalate(t *testing.T) {
 			sts.env("TSINJECT_EXIT_DENY_FILE", "/var/run/tsinject/exit-deny/deny")
 			sts.pod["serviceAccountName"] = "ts-connector-edge"
 			sts.volume("files")["secret"] = map[string]any{"secretName": "ts-connector-edge-files"}
+			return create(sts.json(t))
+		}},
+		{"run an Ingress's web proxy with its certificate", func() error {
+			sts := newProxySet("ts-web-grafana-1234abcd", proxyImage)
+			sts.container()["args"] = []string{"web"}
+			sts.labels()["app.kubernetes.io/component"] = "web"
+			sts.pod["serviceAccountName"] = "ts-web-grafana-1234abcd"
+			sts.volume("files")["secret"] = map[string]any{"secretName": "ts-web-grafana-1234abcd-files"}
+			sts.mount("files")["mountPath"] = "/var/run/tsinject/web-cert"
 			return create(sts.json(t))
 		}},
 		{"give a proxy set its Service", func() error {
