@@ -668,7 +668,7 @@ func (r *GatewayReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		res.RequeueAfter = 10 * time.Second // a backend Service may appear
 	}
 	if len(devices) == 0 {
-		return reconcile.Result{RequeueAfter: 5 * time.Second}, r.gatewayStatus(ctx, &gw, sp, nil, metav1.ConditionTrue, string(gatewayv1.GatewayReasonPending), "the proxy is not on the tailnet yet")
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, r.gatewayStatus(ctx, &gw, sp, nil, metav1.ConditionTrue, string(gatewayv1.GatewayReasonPending), notServing(ctx, r.Client, s))
 	}
 	return res, r.gatewayStatus(ctx, &gw, sp, &devices[0], metav1.ConditionTrue, string(gatewayv1.GatewayReasonProgrammed),
 		fmt.Sprintf("serving https://%s (%s), %d routes", devices[0].Hostname, strings.Join(devices[0].TailnetIPs, ", "), len(routes)))

@@ -429,11 +429,29 @@ func (r *WebReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		}
 	}
 	if len(lb) == 0 {
-		r.event(&ing, corev1.EventTypeWarning, ReasonProxyNotReady, "the proxy is not on the tailnet yet")
+		r.event(&ing, corev1.EventTypeWarning, ReasonProxyNotReady, notServing(ctx, r.Client, s))
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 	}
 	r.event(&ing, corev1.EventTypeNormal, ReasonWebReady, fmt.Sprintf("serving https://%s (%s), %d routes", lb[0].Hostname, strings.Join(devices[0].TailnetIPs, ", "), len(sp.routes)))
 	return reconcile.Result{RequeueAfter: time.Minute}, nil
+}
+
+// notServing says why a web proxy set serves no name yet: the
+// certificate it could not get (ACME refused, rate limited, HTTPS not
+// enabled on the tailnet), as its replica reports it, or that it is not
+// on the tailnet yet.
+func notServing(ctx context.Context, c client.Reader, s *proxyset.Set) string {
+	var sec corev1.Secret
+	var st contract.CertificateState
+	if err := c.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.SecretName(0)}, &sec); err == nil &&
+		json.Unmarshal(sec.Data[contract.DeviceCertificate], &st) == nil && st.Error != "" {
+		const most = 300 // the proxy's words, bounded
+		if len(st.Error) > most {
+			st.Error = st.Error[:most] + "…"
+		}
+		return "the proxy has no certificate yet: " + st.Error + " (the tailnet must issue HTTPS certificates: enable HTTPS in its DNS settings; its logs say more)"
+	}
+	return "the proxy is not on the tailnet yet"
 }
 
 // event records an Event on ing when its reason or message changed.

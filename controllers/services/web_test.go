@@ -387,3 +387,25 @@ func TestWebIngressSecretCertificate(t *testing.T) {
 		})
 	}
 }
+
+// Why the proxy has no certificate, as it reports it, is on the Ingress.
+func TestWebIngressCertificateRefused(t *testing.T) {
+	r, c, rec := newWebReconciler(t, webIngress())
+	reconcileWeb(t, r)
+	var ing networkingv1.Ingress
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "grafana"}, &ing); err != nil {
+		t.Fatal(err)
+	}
+	var sec corev1.Secret
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "tsinject-system", Name: r.set(&ing, webSpec{}).SecretName(0)}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	sec.Data = map[string][]byte{contract.DeviceCertificate: []byte(`{"error":"acme: 429 urn:ietf:params:acme:error:rateLimited"}`)}
+	if err := c.Update(context.Background(), &sec); err != nil {
+		t.Fatal(err)
+	}
+	reconcileWeb(t, r)
+	if e := lastEvent(rec); !strings.Contains(e, "Warning ProxyNotReady the proxy has no certificate yet: acme: 429 urn:ietf:params:acme:error:rateLimited") {
+		t.Errorf("event %q", e)
+	}
+}

@@ -122,7 +122,12 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 	}
 	// The certificate before the first caller: a replica is ready only
 	// with one in hand, and a first handshake does not wait on ACME.
-	if err := firstCertificate(ctx, certs, fqdn, logf); err != nil {
+	report := func(st contract.CertificateState) {
+		if err := n.Report(ctx, map[string]any{contract.DeviceCertificate: st}); err != nil {
+			logf("web: reporting the certificate's state: %v", err)
+		}
+	}
+	if err := firstCertificate(ctx, certs, fqdn, report, logf); err != nil {
 		return err
 	}
 
@@ -208,13 +213,20 @@ type certSource interface {
 }
 
 // firstCertificate waits for certs to give one for name, trying again on
-// failure (ACME and the control server may refuse for a while).
-func firstCertificate(ctx context.Context, certs certSource, name string, logf logger.Logf) error {
+// failure (ACME and the control server may refuse for a while). Each new
+// failure is reported (its state Secret's DeviceCertificate): the
+// controller puts it on the Ingress or Gateway, where the user looks.
+func firstCertificate(ctx context.Context, certs certSource, name string, report func(contract.CertificateState), logf logger.Logf) error {
 	wait := time.Second
+	last := ""
 	for {
 		_, err := certs.get(&tls.ClientHelloInfo{ServerName: name})
 		if err == nil {
 			return nil
+		}
+		if msg := err.Error(); msg != last {
+			last = msg
+			report(contract.CertificateState{Error: msg})
 		}
 		logf("web: no certificate for %s yet: %v (trying again in %s)", name, err, wait)
 		select {
