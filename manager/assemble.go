@@ -286,7 +286,8 @@ func (a *assembly) proxyControllers() error {
 			Log:    a.log.WithName(name),
 			// The manifests' and the chart's account (their admission
 			// policies name it too).
-			ManagerAccount: o.Namespace + ":tsinject-manager",
+			ManagerAccount:   o.Namespace + ":tsinject-manager",
+			ReadsEverySecret: o.Injector.Credential.Mode == credential.Copy,
 		}
 	}
 	for _, r := range []interface{ SetupWithManager(ctrl.Manager) error }{

@@ -69,6 +69,10 @@ type Base struct {
 	// ManagerAccount is the manager's ServiceAccount as namespace:name,
 	// which a tenant names to grant it one of its Secrets.
 	ManagerAccount string
+	// ReadsEverySecret: the manager may read every namespace's Secrets
+	// (auth-key copy mode), so its reading a tenant's Secret proves no
+	// grant, and certificates from Secrets are refused.
+	ReadsEverySecret bool
 }
 
 // setup watches the Services wants selects (or that still carry the

@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -265,6 +266,8 @@ func checkListener(l gatewayv1.Listener, i int) *listener {
 		out.problem, out.reason = fmt.Sprintf("%s.tls.certificateRefs: %d; allowed: one Secret (or none: the tailnet's certificate for the Gateway's name)", field, len(l.TLS.CertificateRefs)), string(gatewayv1.ListenerReasonInvalidCertificateRef)
 	case l.TLS != nil && len(l.TLS.CertificateRefs) == 1 && (ptrOr(l.TLS.CertificateRefs[0].Group, "") != "" || ptrOr(l.TLS.CertificateRefs[0].Kind, "Secret") != "Secret"):
 		out.problem, out.reason = fmt.Sprintf("%s.tls.certificateRefs[0]: %s/%s is not allowed (allowed: a Secret)", field, ptrOr(l.TLS.CertificateRefs[0].Group, ""), ptrOr(l.TLS.CertificateRefs[0].Kind, "Secret")), string(gatewayv1.ListenerReasonInvalidCertificateRef)
+	case l.TLS != nil && len(l.TLS.CertificateRefs) == 1 && len(validation.IsDNS1123Subdomain(string(l.TLS.CertificateRefs[0].Name))) > 0:
+		out.problem, out.reason = fmt.Sprintf("%s.tls.certificateRefs[0].name: %q is not a Secret's name (allowed: a DNS subdomain)", field, l.TLS.CertificateRefs[0].Name), string(gatewayv1.ListenerReasonInvalidCertificateRef)
 	case l.TLS != nil && len(l.TLS.CertificateRefs) == 1 && l.TLS.CertificateRefs[0].Namespace != nil:
 		out.problem, out.reason = fmt.Sprintf("%s.tls.certificateRefs[0].namespace: a Secret of another namespace is not allowed (no ReferenceGrants yet)", field), string(gatewayv1.ListenerReasonRefNotPermitted)
 	case l.TLS != nil && len(l.TLS.Options) > 0:
@@ -620,9 +623,13 @@ func (r *GatewayReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		return r.finalizeGateway(ctx, &gw)
 	}
 	sp, problems, revoked := r.parse(ctx, &gw)
+	var withheld string // as for an Ingress
 	if sp.tlsSecret != "" && len(problems) == 0 {
 		var problem string
-		if sp.cert, problem = tlsSecret(ctx, r.Live, r.ManagerAccount, gw.Namespace, sp.tlsSecret, sp.tlsField); problem != "" {
+		var withdrawn bool
+		if sp.cert, problem, withdrawn = r.tlsSecret(ctx, gw.Namespace, sp.tlsSecret, sp.tlsField); withdrawn {
+			withheld = problem
+		} else if problem != "" {
 			problems = append(problems, problem)
 		}
 	}
@@ -649,7 +656,7 @@ func (r *GatewayReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		routes = append(routes, a.routes...)
 	}
 	s := r.set(&gw, sp, routes)
-	if err := r.apply(ctx, &gw, GatewayFinalizer, s); err != nil {
+	if err := r.applyWeb(ctx, &gw, GatewayFinalizer, s); err != nil {
 		var taken *proxyset.NameTakenError
 		if errors.As(err, &taken) {
 			return reconcile.Result{RequeueAfter: time.Minute}, r.gatewayStatus(ctx, &gw, sp, nil, metav1.ConditionFalse, string(gatewayv1.GatewayReasonInvalid), err.Error())
@@ -666,6 +673,9 @@ func (r *GatewayReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	res := reconcile.Result{RequeueAfter: time.Minute}
 	if slices.ContainsFunc(attached, func(a *attachment) bool { return a.resolved != "" }) {
 		res.RequeueAfter = 10 * time.Second // a backend Service may appear
+	}
+	if withheld != "" {
+		return reconcile.Result{RequeueAfter: 10 * time.Second}, r.gatewayStatus(ctx, &gw, sp, nil, metav1.ConditionFalse, string(gatewayv1.GatewayReasonInvalid), withheld+"; serving the tailnet's certificate meanwhile")
 	}
 	if len(devices) == 0 {
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, r.gatewayStatus(ctx, &gw, sp, nil, metav1.ConditionTrue, string(gatewayv1.GatewayReasonPending), notServing(ctx, r.Client, s))

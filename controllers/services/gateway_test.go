@@ -463,3 +463,26 @@ func TestGatewaySecretCertificate(t *testing.T) {
 		t.Errorf("Accepted %q", got)
 	}
 }
+
+// A listener's certificateRefs name is checked before anything is read or
+// written with it: it would otherwise reach the grant command an admin is
+// told to run.
+func TestGatewayCertificateRefName(t *testing.T) {
+	evil := "x --resource-name=y && kubectl create clusterrolebinding pwn --clusterrole=cluster-admin --user=mallory #"
+	gw := shopGateway(func(g *gatewayv1.Gateway) {
+		g.Spec.Listeners[0].TLS = &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: gatewayv1.ObjectName(evil)}}}
+	})
+	r, c, _ := newGatewayReconciler(t, ours(), gw, shopRoute("app"))
+	r.ManagerAccount = "tsinject-system:tsinject-manager"
+	r.Live = forbidSecrets(c)
+	reconcileGateway(t, r, gw)
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(gw), gw); err != nil {
+		t.Fatal(err)
+	}
+	if got := condText(gw.Status.Conditions, "Accepted"); strings.Contains(got, "kubectl") || !strings.Contains(got, "spec.listeners: none accepted") {
+		t.Errorf("Accepted %q", got)
+	}
+	if got := condText(gw.Status.Listeners[0].Conditions, "ResolvedRefs"); !strings.Contains(got, "is not a Secret's name") {
+		t.Errorf("listener ResolvedRefs %q", got)
+	}
+}

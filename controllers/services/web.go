@@ -11,9 +11,13 @@ package services
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 	"strings"
 	"sync"
@@ -23,7 +27,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -326,6 +332,20 @@ func (r *WebReconciler) set(ing *networkingv1.Ingress, sp webSpec) *proxyset.Set
 	return s
 }
 
+// applyWeb applies a web proxy set, and deletes the copy of a Secret's
+// certificate when the set serves none (the Secret left the Ingress or
+// Gateway, or its grant was withdrawn).
+func (b *Base) applyWeb(ctx context.Context, obj client.Object, finalizer string, s *proxyset.Set) error {
+	if err := b.apply(ctx, obj, finalizer, s); err != nil {
+		return err
+	}
+	if len(s.Files) > 0 {
+		return nil
+	}
+	files := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.FilesName()}}
+	return client.IgnoreNotFound(b.Client.Delete(ctx, files))
+}
+
 // withCert has the proxy serve the files in WebCertDir instead of the
 // tailnet's certificate when a Secret's certificate is given.
 func withCert(env []corev1.EnvVar, cert map[string]string) []corev1.EnvVar {
@@ -344,25 +364,96 @@ func withCert(env []corev1.EnvVar, cert map[string]string) []corev1.EnvVar {
 // for the proxy. The manager may read no tenant Secret by itself: the
 // tenant grants it this one (a Role with get on it, by name, bound to the
 // manager's ServiceAccount), and the problem says how.
-func tlsSecret(ctx context.Context, live client.Reader, manager, namespace, name, field string) (map[string]string, string) {
+func (b *Base) tlsSecret(ctx context.Context, namespace, name, field string) (cert map[string]string, problem string, withdrawn bool) {
+	if b.ReadsEverySecret {
+		return nil, fmt.Sprintf("%s: certificates from Secrets are not served in auth-key copy mode, where tsinject may read every Secret and so cannot tell one the tenant granted; leave it out to serve the tailnet's certificate", field), true
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return nil, fmt.Sprintf("%s: %q is not a Secret's name: %s", field, name, strings.Join(errs, "; ")), true
+	}
 	var sec corev1.Secret
-	err := live.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &sec)
+	err := b.Live.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &sec)
+	manager := b.ManagerAccount
 	switch {
 	case apierrors.IsForbidden(err):
 		role := "tsinject-read-" + name
 		return nil, fmt.Sprintf("%s: tsinject may not read Secret %s/%s: grant it that one Secret (kubectl -n %s create role %s --verb=get --resource=secrets --resource-name=%s && kubectl -n %s create rolebinding %s --role=%s --serviceaccount=%s)",
-			field, namespace, name, namespace, role, name, namespace, role, role, manager)
+			field, namespace, name, namespace, role, name, namespace, role, role, manager), true
 	case apierrors.IsNotFound(err):
-		return nil, fmt.Sprintf("%s: Secret %s/%s does not exist", field, namespace, name)
+		return nil, fmt.Sprintf("%s: Secret %s/%s does not exist", field, namespace, name), true
 	case err != nil:
-		return nil, fmt.Sprintf("%s: reading Secret %s/%s: %v", field, namespace, name, err)
+		return nil, fmt.Sprintf("%s: reading Secret %s/%s: %v", field, namespace, name, err), false
 	case sec.Type != corev1.SecretTypeTLS:
-		return nil, fmt.Sprintf("%s: Secret %s is of type %q; allowed: %s", field, name, sec.Type, corev1.SecretTypeTLS)
+		return nil, fmt.Sprintf("%s: Secret %s is of type %q; allowed: %s", field, name, sec.Type, corev1.SecretTypeTLS), false
 	}
-	if _, err := tls.X509KeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]); err != nil {
-		return nil, fmt.Sprintf("%s: Secret %s: %s and %s are not a certificate and its key: %v", field, name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey, err)
+	crt, key := sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
+	if err := boundedKeyPair(crt, key); err != nil {
+		return nil, fmt.Sprintf("%s: Secret %s: %v", field, name, err), false
 	}
-	return map[string]string{corev1.TLSCertKey: string(sec.Data[corev1.TLSCertKey]), corev1.TLSPrivateKeyKey: string(sec.Data[corev1.TLSPrivateKeyKey])}, ""
+	if _, err := tls.X509KeyPair(crt, key); err != nil {
+		return nil, fmt.Sprintf("%s: Secret %s: %s and %s are not a certificate and its key: %v", field, name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey, err), false
+	}
+	return map[string]string{corev1.TLSCertKey: string(crt), corev1.TLSPrivateKeyKey: string(key)}, "", false
+}
+
+// Bounds on a tenant's certificate and key, checked before the key is
+// parsed: checking an RSA key costs time cubic in its primes' size, which
+// the tenant chooses.
+const (
+	maxCertBytes = 64 << 10
+	maxKeyBytes  = 16 << 10
+	maxRSABits   = 8192
+)
+
+// boundedKeyPair refuses a certificate or key larger than the bounds, or
+// an RSA key with a number beyond maxRSABits, reading only its ASN.1.
+func boundedKeyPair(crt, key []byte) error {
+	if len(crt) > maxCertBytes || len(key) > maxKeyBytes {
+		return fmt.Errorf("%s and %s are %d and %d bytes; allowed: at most %d and %d", corev1.TLSCertKey, corev1.TLSPrivateKeyKey, len(crt), len(key), maxCertBytes, maxKeyBytes)
+	}
+	block, _ := pem.Decode(key)
+	if block == nil {
+		return fmt.Errorf("%s: no PEM block", corev1.TLSPrivateKeyKey)
+	}
+	der := block.Bytes
+	if block.Type == "PRIVATE KEY" { // PKCS #8: RSA inside, or another kind
+		var p8 struct {
+			Version    int
+			Algo       pkix.AlgorithmIdentifier
+			PrivateKey []byte
+		}
+		if _, err := asn1.Unmarshal(der, &p8); err != nil || !p8.Algo.Algorithm.Equal(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}) {
+			return nil // not RSA, or left to the full parse to refuse
+		}
+		der = p8.PrivateKey
+	} else if block.Type != "RSA PRIVATE KEY" {
+		return nil
+	}
+	var rsaKey struct {
+		Version          int
+		N, E, D, P, Q    *big.Int
+		Dp               *big.Int        `asn1:"optional"`
+		Dq               *big.Int        `asn1:"optional"`
+		Qinv             *big.Int        `asn1:"optional"`
+		AdditionalPrimes []asn1.RawValue `asn1:"optional,omitempty"`
+	}
+	if _, err := asn1.Unmarshal(der, &rsaKey); err != nil {
+		return fmt.Errorf("%s: not an RSA key: %v", corev1.TLSPrivateKeyKey, err)
+	}
+	if len(rsaKey.AdditionalPrimes) > 0 {
+		return fmt.Errorf("%s: an RSA key of more than two primes is not allowed", corev1.TLSPrivateKeyKey)
+	}
+	for i, n := range []*big.Int{rsaKey.N, rsaKey.E, rsaKey.D, rsaKey.P, rsaKey.Q, rsaKey.Dp, rsaKey.Dq, rsaKey.Qinv} {
+		if (n == nil && i < 5) || (n != nil && (n.Sign() < 0 || n.BitLen() > maxRSABits)) {
+			return fmt.Errorf("%s: an RSA key beyond %d bits is not allowed", corev1.TLSPrivateKeyKey, maxRSABits)
+		}
+	}
+	// An RSA key's two primes are each about half its modulus; the check's
+	// cost grows with the cube of a prime's size.
+	if rsaKey.P.BitLen() > maxRSABits/2 || rsaKey.Q.BitLen() > maxRSABits/2 {
+		return fmt.Errorf("%s: an RSA key with a prime beyond %d bits is not allowed", corev1.TLSPrivateKeyKey, maxRSABits/2)
+	}
+	return nil
 }
 
 // Reconcile brings one Ingress's proxy and status in line.
@@ -378,9 +469,15 @@ func (r *WebReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		return r.finalizeWeb(ctx, &ing)
 	}
 	sp, problems, revoked := r.parse(ctx, &ing)
+	// A Secret not granted (or no longer), or gone: the proxy serves the
+	// tailnet's certificate meanwhile, and a copy it held goes with it.
+	var withheld string
 	if sp.tlsSecret != "" && len(problems) == 0 {
 		var problem string
-		if sp.cert, problem = tlsSecret(ctx, r.Live, r.ManagerAccount, ing.Namespace, sp.tlsSecret, "spec.tls[].secretName"); problem != "" {
+		var withdrawn bool
+		if sp.cert, problem, withdrawn = r.tlsSecret(ctx, ing.Namespace, sp.tlsSecret, "spec.tls[].secretName"); withdrawn {
+			withheld = problem
+		} else if problem != "" {
 			problems = append(problems, problem)
 		}
 	}
@@ -398,13 +495,17 @@ func (r *WebReconciler) Reconcile(ctx context.Context, req reconcile.Request) (r
 		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
 	}
 	s := r.set(&ing, sp)
-	if err := r.apply(ctx, &ing, WebFinalizer, s); err != nil {
+	if err := r.applyWeb(ctx, &ing, WebFinalizer, s); err != nil {
 		var taken *proxyset.NameTakenError
 		if errors.As(err, &taken) {
 			r.event(&ing, corev1.EventTypeWarning, ReasonInvalidWeb, err.Error())
 			return reconcile.Result{RequeueAfter: time.Minute}, nil
 		}
 		return reconcile.Result{}, err
+	}
+	if withheld != "" {
+		r.event(&ing, corev1.EventTypeWarning, ReasonInvalidWeb, withheld+"; serving the tailnet's certificate meanwhile")
+		return reconcile.Result{RequeueAfter: 10 * time.Second}, nil
 	}
 	devices, err := proxyset.Devices(ctx, r.Client, s)
 	if err != nil {

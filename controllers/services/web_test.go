@@ -2,7 +2,10 @@ package services
 
 import (
 	"context"
+	"encoding/asn1"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -172,7 +175,6 @@ func TestWebIngressInvalid(t *testing.T) {
 		{"resource backend", func(i *networkingv1.Ingress) {
 			i.Spec.Rules[0].HTTP.Paths[0].Backend = networkingv1.IngressBackend{Resource: &corev1.TypedLocalObjectReference{Kind: "Bucket", Name: "b"}}
 		}, "only Service backends are allowed"},
-		{"TLS Secret missing", func(i *networkingv1.Ingress) { i.Spec.TLS[0].SecretName = "grafana-tls" }, "spec.tls[].secretName: Secret shop/grafana-tls does not exist"},
 		{"two TLS Secrets", func(i *networkingv1.Ingress) {
 			i.Spec.TLS = []networkingv1.IngressTLS{{SecretName: "a"}, {SecretName: "b"}}
 		}, `spec.tls[1].secretName: "b": one Secret per Ingress`},
@@ -337,26 +339,36 @@ func TestWebIngressSecretCertificate(t *testing.T) {
 		name      string
 		secret    *corev1.Secret
 		forbidden bool
+		copyMode  bool
 		want      string // in the last Event; "" for served
+		tailnet   bool   // the proxy serves the tailnet's certificate meanwhile (else: no proxy)
 	}{
-		{"granted", secret(corev1.SecretTypeTLS, crt, key), false, ""},
-		{"not granted", secret(corev1.SecretTypeTLS, crt, key), true,
-			"tsinject may not read Secret shop/grafana-tls: grant it that one Secret (kubectl -n shop create role tsinject-read-grafana-tls --verb=get --resource=secrets --resource-name=grafana-tls && kubectl -n shop create rolebinding tsinject-read-grafana-tls --role=tsinject-read-grafana-tls --serviceaccount=tsinject-system:tsinject-manager)"},
-		{"not TLS", secret(corev1.SecretTypeOpaque, crt, key), false, `Secret grafana-tls is of type "Opaque"; allowed: kubernetes.io/tls`},
-		{"key of another certificate", secret(corev1.SecretTypeTLS, crt, func() []byte { _, k := tlsPair(t); return k }()), false, "are not a certificate and its key"},
+		{"granted", secret(corev1.SecretTypeTLS, crt, key), false, false, "", false},
+		{"not granted", secret(corev1.SecretTypeTLS, crt, key), true, false,
+			"tsinject may not read Secret shop/grafana-tls: grant it that one Secret (kubectl -n shop create role tsinject-read-grafana-tls --verb=get --resource=secrets --resource-name=grafana-tls && kubectl -n shop create rolebinding tsinject-read-grafana-tls --role=tsinject-read-grafana-tls --serviceaccount=tsinject-system:tsinject-manager)", true},
+		{"missing", nil, false, false, "spec.tls[].secretName: Secret shop/grafana-tls does not exist", true},
+		{"auth-key copy mode", secret(corev1.SecretTypeTLS, crt, key), false, true, "not served in auth-key copy mode", true},
+		{"not TLS", secret(corev1.SecretTypeOpaque, crt, key), false, false, `Secret grafana-tls is of type "Opaque"; allowed: kubernetes.io/tls`, false},
+		{"key of another certificate", secret(corev1.SecretTypeTLS, crt, func() []byte { _, k := tlsPair(t); return k }()), false, false, "are not a certificate and its key", false},
+		{"a key too costly to check", secret(corev1.SecretTypeTLS, crt, craftedRSAKey(6000)), false, false, "an RSA key with a prime beyond 4096 bits is not allowed", false},
+		{"a key too large", secret(corev1.SecretTypeTLS, crt, craftedRSAKey(8192+16)), false, false, "an RSA key beyond 8192 bits is not allowed", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, c, rec := newWebReconciler(t, webIngress(withSecret), tc.secret)
-			r.ManagerAccount = "tsinject-system:tsinject-manager"
-			if tc.forbidden {
-				r.Live = interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-					if _, ok := obj.(*corev1.Secret); ok && key.Namespace == "shop" {
-						return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, key.Name, errors.New("no RBAC"))
-					}
-					return cl.Get(ctx, key, obj, opts...)
-				}})
+			objs := []client.Object{webIngress(withSecret)}
+			if tc.secret != nil {
+				objs = append(objs, tc.secret)
 			}
+			r, c, rec := newWebReconciler(t, objs...)
+			r.ManagerAccount = "tsinject-system:tsinject-manager"
+			r.ReadsEverySecret = tc.copyMode
+			if tc.forbidden {
+				r.Live = forbidSecrets(c)
+			}
+			start := time.Now()
 			reconcileWeb(t, r)
+			if took := time.Since(start); took > 2*time.Second {
+				t.Errorf("one reconcile took %s", took)
+			}
 			var list appsv1.StatefulSetList
 			if err := c.List(ctx, &list); err != nil {
 				t.Fatal(err)
@@ -365,8 +377,20 @@ func TestWebIngressSecretCertificate(t *testing.T) {
 				if e := lastEvent(rec); !strings.Contains(e, "Warning InvalidIngress") || !strings.Contains(e, tc.want) {
 					t.Errorf("event %q, want one containing %q", e, tc.want)
 				}
-				if len(list.Items) != 0 {
+				switch {
+				case !tc.tailnet && len(list.Items) != 0:
 					t.Errorf("%d proxy sets, want none", len(list.Items))
+				case tc.tailnet && (len(list.Items) != 1 || envOf(&list.Items[0])[contract.EnvWebTLS] != contract.WebTLSTailnet):
+					t.Errorf("proxy sets %d, want one serving the tailnet's certificate meanwhile", len(list.Items))
+				}
+				var files corev1.SecretList
+				if err := c.List(ctx, &files, client.InNamespace("tsinject-system")); err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range files.Items {
+					if len(f.Data[corev1.TLSPrivateKeyKey]) > 0 {
+						t.Errorf("%s holds a copy of the key", f.Name)
+					}
 				}
 				return
 			}
@@ -407,5 +431,74 @@ func TestWebIngressCertificateRefused(t *testing.T) {
 	reconcileWeb(t, r)
 	if e := lastEvent(rec); !strings.Contains(e, "Warning ProxyNotReady the proxy has no certificate yet: acme: 429 urn:ietf:params:acme:error:rateLimited") {
 		t.Errorf("event %q", e)
+	}
+}
+
+// forbidSecrets is c without the right to read tenants' Secrets.
+func forbidSecrets(c client.Client) client.Client {
+	return interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if _, ok := obj.(*corev1.Secret); ok && key.Namespace == "shop" {
+			return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, key.Name, errors.New("no RBAC"))
+		}
+		return cl.Get(ctx, key, obj, opts...)
+	}})
+}
+
+// craftedRSAKey is a PKCS #1 key whose prime P has pBits bits and no CRT
+// values: checking it costs time cubic in pBits.
+func craftedRSAKey(pBits int) []byte {
+	p := new(big.Int).Lsh(big.NewInt(1), uint(pBits-1))
+	p.Or(p, big.NewInt(0x1234567))
+	n := new(big.Int).Mul(p, big.NewInt(3))
+	der, err := asn1.Marshal(struct {
+		Version int
+		N       *big.Int
+		E       int
+		D, P, Q *big.Int
+	}{0, n, 65537, big.NewInt(1), p, big.NewInt(3)})
+	if err != nil {
+		panic(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der})
+}
+
+// The tenant withdraws its grant, or the Ingress stops naming the
+// Secret: the copy of its key goes, and the proxy serves the tailnet's
+// certificate.
+func TestWebIngressSecretCopyGoes(t *testing.T) {
+	ctx := context.Background()
+	crt, key := tlsPair(t)
+	for _, how := range []string{"grant withdrawn", "secretName removed"} {
+		t.Run(how, func(t *testing.T) {
+			ing := webIngress(func(i *networkingv1.Ingress) { i.Spec.TLS[0].SecretName = "grafana-tls" })
+			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "grafana-tls"}, Type: corev1.SecretTypeTLS,
+				Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}}
+			r, c, _ := newWebReconciler(t, ing, sec)
+			reconcileWeb(t, r)
+			s := r.set(ing, webSpec{})
+			var files corev1.Secret
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.FilesName()}, &files); err != nil {
+				t.Fatalf("no copy to begin with: %v", err)
+			}
+			if how == "grant withdrawn" {
+				r.Live = forbidSecrets(c)
+			} else {
+				if err := c.Get(ctx, client.ObjectKeyFromObject(ing), ing); err != nil {
+					t.Fatal(err)
+				}
+				ing.Spec.TLS[0].SecretName = ""
+				if err := c.Update(ctx, ing); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reconcileWeb(t, r)
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.FilesName()}, &files); !apierrors.IsNotFound(err) {
+				t.Errorf("the copy of the tenant's key stays (%v)", err)
+			}
+			var sts appsv1.StatefulSet
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "tsinject-system", Name: s.Name()}, &sts); err != nil || envOf(&sts)[contract.EnvWebTLS] != contract.WebTLSTailnet {
+				t.Errorf("proxy %v (%v), want it serving the tailnet's certificate", envOf(&sts), err)
+			}
+		})
 	}
 }

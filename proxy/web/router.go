@@ -33,6 +33,9 @@ type Router struct {
 	// Names are the hosts the proxy answers for besides its routes' own
 	// (its MagicDNS name); others get 421. None: any.
 	Names []string
+	// MoreNames, if set, adds names that change while it runs (those of a
+	// certificate re-read from files); "*." matches one label.
+	MoreNames func() []string
 	// IdentityTTL is how long a connection's caller, once looked up,
 	// stands for its later requests (default DefaultIdentityTTL); with
 	// ConnContext set as the server's.
@@ -239,7 +242,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		host = strings.TrimSuffix(h, ".")
 	}
 	rt := r.match(host, req.URL.Path)
-	if rt == nil || (rt.Host == "" && len(r.Names) > 0 && !slices.Contains(r.Names, host)) {
+	if rt == nil || (rt.Host == "" && !r.Answers(host)) {
 		if rt == nil {
 			http.NotFound(w, req)
 		} else {
@@ -304,4 +307,25 @@ func headerValue(v string) string {
 		return ""
 	}
 	return mime.QEncoding.Encode("utf-8", v)
+}
+
+// Answers reports whether the proxy answers for host besides its routes'
+// own hosts: one of Names or MoreNames, or any when neither is set.
+func (r *Router) Answers(host string) bool {
+	if len(r.Names) == 0 && r.MoreNames == nil {
+		return true
+	}
+	if slices.Contains(r.Names, host) {
+		return true
+	}
+	if r.MoreNames == nil {
+		return false
+	}
+	for _, n := range r.MoreNames() {
+		n = strings.ToLower(n)
+		if n == host || (strings.HasPrefix(n, "*.") && strings.HasSuffix(host, n[1:]) && !strings.Contains(strings.TrimSuffix(host, n[1:]), ".") && len(host) > len(n)-1) {
+			return true
+		}
+	}
+	return false
 }

@@ -294,3 +294,39 @@ func TestIdentityStaysOnItsConnection(t *testing.T) {
 		}
 	}
 }
+
+// With a Secret's certificate the proxy answers for that certificate's
+// names (a wildcard for one label) and its tailnet name, and no other Host
+// (421), as with the tailnet's certificate; plain HTTP is redirected to
+// the name asked for when the proxy answers for it, else to its own.
+func TestNamesOfAFileCertificate(t *testing.T) {
+	var seen string
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r.Host; io.WriteString(w, "ok") }))
+	defer backend.Close()
+	r := NewRouter([]contract.WebRoute{{Path: "/", Backends: []contract.WebBackend{{Addr: backend.Listener.Addr().String(), Weight: 1}}}}, t.Logf)
+	r.WhoIs = whoIs
+	r.Names = []string{"shop-grafana.tail.ts.net"}
+	r.MoreNames = func() []string { return []string{"grafana.shop.example", "*.apps.shop.example"} }
+	for host, want := range map[string]int{
+		"shop-grafana.tail.ts.net": 200, "grafana.shop.example": 200, "a.apps.shop.example": 200,
+		"evil.example": http.StatusMisdirectedRequest, "a.b.apps.shop.example": http.StatusMisdirectedRequest, "apps.shop.example": http.StatusMisdirectedRequest,
+	} {
+		seen = ""
+		req := httptest.NewRequest("GET", "https://"+host+"/reset", nil)
+		req.RemoteAddr = "100.64.0.1:1"
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != want || (want == 200 && seen != host) {
+			t.Errorf("Host %s: %d (the backend saw %q), want %d", host, w.Code, seen, want)
+		}
+	}
+	redirect := toHTTPS("shop-grafana.tail.ts.net", r.Answers)
+	for host, want := range map[string]string{"grafana.shop.example": "https://grafana.shop.example/x", "evil.example": "https://shop-grafana.tail.ts.net/x", "100.64.0.7": "https://shop-grafana.tail.ts.net/x"} {
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "http://"+host+"/x", nil)
+		redirect.ServeHTTP(w, req)
+		if got := w.Header().Get("Location"); got != want {
+			t.Errorf("plain HTTP to %s: Location %q, want %q", host, got, want)
+		}
+	}
+}

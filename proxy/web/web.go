@@ -133,8 +133,10 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 
 	router := NewRouter(cfg.Routes, logf)
 	router.RequireCapability = tailcfg.PeerCapability(cfg.RequireCapability)
-	if cfg.TLS == contract.WebTLSTailnet {
-		router.Names = []string{strings.ToLower(fqdn)} // its certificate's one name
+	router.Names = []string{strings.ToLower(fqdn)} // the tailnet certificate's one name
+	if fc, ok := certs.(*fileCerts); ok {
+		// A Secret's certificate: its names too, as they are now.
+		router.MoreNames = fc.names
 	}
 	router.WhoIs = func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) { return n.LC.WhoIs(ctx, addr) }
 	tcp443, err := n.Server.Listen("tcp", ":443")
@@ -154,7 +156,7 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 		tcp443.Close()
 		return err
 	}
-	redirect := &http.Server{Handler: toHTTPS(fqdn), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}
+	redirect := &http.Server{Handler: toHTTPS(fqdn, router.Answers), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}
 	for _, srv := range []struct {
 		s  *http.Server
 		ln net.Listener
@@ -197,13 +199,20 @@ func certificateState(certs certSource, name string) contract.CertificateState {
 	return contract.CertificateState{NotBefore: c.Leaf.NotBefore.UTC(), NotAfter: c.Leaf.NotAfter.UTC()}
 }
 
-// toHTTPS redirects a plain HTTP request to the same path over HTTPS at
-// the proxy's own name, whatever Host the client sent (a short MagicDNS
-// name the certificate does not cover, or a name of the client's
-// choosing).
-func toHTTPS(fqdn string) http.Handler {
+// toHTTPS redirects a plain HTTP request to the same path over HTTPS: at
+// the host it asked for if the proxy answers for it (a name of its
+// certificate), else at its own tailnet name (a short MagicDNS name the
+// certificate does not cover, or a name of the client's choosing).
+func toHTTPS(fqdn string, answers func(host string) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "https://"+fqdn+r.URL.RequestURI(), http.StatusPermanentRedirect)
+		host := strings.ToLower(strings.TrimSuffix(r.Host, "."))
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = strings.TrimSuffix(h, ".")
+		}
+		if host == "" || net.ParseIP(host) != nil || !answers(host) {
+			host = fqdn
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
 	})
 }
 
@@ -259,6 +268,8 @@ func (c *tailnetCerts) get(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
 // (a mounted Secret's update, cert-manager's renewal).
 type fileCerts struct {
 	dir string
+	// dnsNames are the loaded certificate's.
+	dnsNames atomic.Pointer[[]string]
 
 	mu      sync.Mutex
 	stamp   string
@@ -296,5 +307,16 @@ func (c *fileCerts) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("%s: %w", c.dir, err)
 	}
 	c.cert, c.stamp = &pair, stamp
+	if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err == nil {
+		c.dnsNames.Store(&leaf.DNSNames)
+	}
 	return c.cert, nil
+}
+
+// names are the DNS names of the certificate loaded last.
+func (c *fileCerts) names() []string {
+	if n := c.dnsNames.Load(); n != nil {
+		return *n
+	}
+	return nil
 }
