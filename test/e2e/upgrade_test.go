@@ -194,8 +194,15 @@ func writeOverlay(dir, mode string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// The cluster has the Gateway API (installed before tsinject, as
+	// docs/services.md says): its component adds the GatewayClass.
+	gateways, err := filepath.Rel(dir, filepath.Join(root, "components", "gateway-api"))
+	if err != nil {
+		return "", err
+	}
 	repo, tag, _ := strings.Cut(managerImage, ":")
-	var arg, params, components string
+	var arg, params string
+	components := fmt.Sprintf("components: [%s]\n", gateways)
 	switch mode {
 	case brokerOAuth, brokerRegister:
 		flag, secret := "--oauth-secret=tsinject-oauth", "tsinject-oauth"
@@ -209,7 +216,7 @@ func writeOverlay(dir, mode string) (string, error) {
     - {op: replace, path: /data/credentialSecrets, value: %s}
 `, secret)
 	case authKeyCopy: // the component adds the flag, its rights and params
-		components = fmt.Sprintf("components: [%s]\n", component)
+		components = fmt.Sprintf("components: [%s, %s]\n", gateways, component)
 	default:
 		return "", fmt.Errorf("credential mode %q", mode)
 	}
