@@ -24,6 +24,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -370,6 +371,17 @@ func (b *Base) tlsSecret(ctx context.Context, namespace, name, field string) (ce
 	}
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
 		return nil, fmt.Sprintf("%s: %q is not a Secret's name: %s", field, name, strings.Join(errs, "; ")), true
+	}
+	// Reading it proves a grant only if the manager could not read any
+	// other Secret there (rights left over from auth-key copy mode, a
+	// broad role bound by someone): ask the API server.
+	probe := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: "get", Resource: "secrets", Name: "tsinject-probe-no-such-secret"}}}
+	if err := b.Client.Create(ctx, probe); err != nil {
+		return nil, fmt.Sprintf("%s: asking whether tsinject may read other Secrets in %s: %v", field, namespace, err), false
+	}
+	if probe.Status.Allowed {
+		return nil, fmt.Sprintf("%s: tsinject may read every Secret in namespace %s (its RBAC grants more than the Secrets tenants name), so reading %s proves no grant; a cluster admin removes that right (auth-key copy mode's ClusterRoleBinding, say); serving no Secret's certificate until then", field, namespace, name), true
 	}
 	var sec corev1.Secret
 	err := b.Live.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &sec)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -348,6 +349,7 @@ func TestWebIngressSecretCertificate(t *testing.T) {
 			"tsinject may not read Secret shop/grafana-tls: grant it that one Secret (kubectl -n shop create role tsinject-read-grafana-tls --verb=get --resource=secrets --resource-name=grafana-tls && kubectl -n shop create rolebinding tsinject-read-grafana-tls --role=tsinject-read-grafana-tls --serviceaccount=tsinject-system:tsinject-manager)", true},
 		{"missing", nil, false, false, "spec.tls[].secretName: Secret shop/grafana-tls does not exist", true},
 		{"auth-key copy mode", secret(corev1.SecretTypeTLS, crt, key), false, true, "not served in auth-key copy mode", true},
+		{"may read every Secret", secret(corev1.SecretTypeTLS, crt, key), false, false, "tsinject may read every Secret in namespace shop", true},
 		{"not TLS", secret(corev1.SecretTypeOpaque, crt, key), false, false, `Secret grafana-tls is of type "Opaque"; allowed: kubernetes.io/tls`, false},
 		{"key of another certificate", secret(corev1.SecretTypeTLS, crt, func() []byte { _, k := tlsPair(t); return k }()), false, false, "are not a certificate and its key", false},
 		{"a key too costly to check", secret(corev1.SecretTypeTLS, crt, craftedRSAKey(6000)), false, false, "an RSA key with a prime beyond 4096 bits is not allowed", false},
@@ -363,6 +365,15 @@ func TestWebIngressSecretCertificate(t *testing.T) {
 			r.ReadsEverySecret = tc.copyMode
 			if tc.forbidden {
 				r.Live = forbidSecrets(c)
+			}
+			if tc.name == "may read every Secret" {
+				r.Client = interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{Create: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					if ssar, ok := obj.(*authorizationv1.SelfSubjectAccessReview); ok {
+						ssar.Status.Allowed = true
+						return nil
+					}
+					return cl.Create(ctx, obj, opts...)
+				}})
 			}
 			start := time.Now()
 			reconcileWeb(t, r)
