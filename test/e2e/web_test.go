@@ -276,6 +276,21 @@ spec:
 			t.Fatal(err)
 		}
 		switchMode(t, ctx, brokerOAuth)
+		// kubectl apply -k prunes nothing: copy mode's rights to every
+		// Secret remain, and the manager, asking the API server, must
+		// refuse until a cluster admin takes them away.
+		if err := waitFor(ctx, func(ctx context.Context) error {
+			out, err := kubectl(ctx, "-n", ns, "get", "events", "--field-selector", "involvedObject.kind=Ingress,involvedObject.name=grafana", "-o", "jsonpath={.items[*].note}{.items[*].message}")
+			if err != nil || !strings.Contains(out, "tsinject may read every Secret in namespace "+ns) {
+				return fmt.Errorf("no Event refusing the Secret for the manager's leftover rights: %v %q", err, out)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := kubectl(ctx, "delete", "clusterrolebinding", "tsinject-manager-auth-key"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
 	}
 	var grant string
 	if err := waitFor(ctx, func(ctx context.Context) error {
