@@ -231,22 +231,7 @@ func (r *GatewayReconciler) parse(ctx context.Context, gw *gatewayv1.Gateway) (s
 	if accepted == 0 {
 		problems = append(problems, "spec.listeners: none accepted; allowed: protocol HTTPS on port 443 (TLS mode Terminate, no certificateRefs: the certificate is the tailnet's for the Gateway's name); port 80 always redirects to HTTPS")
 	}
-	if v, ok := gw.Annotations[AnnotationHostname]; ok {
-		sp.host, field = v, "annotation "+AnnotationHostname
-	}
-	if !contract.IsDNSLabel(sp.host) || strings.ToLower(sp.host) != sp.host {
-		problems = append(problems, fmt.Sprintf("%s: %q is not allowed as the tailnet name (allowed: a DNS label, lowercase letters, digits and '-')", field, sp.host))
-	} else if ns != nil && policyOK {
-		if err := r.Injector.HostnameAllowed(*ns, sp.host); err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", field, err))
-		}
-	}
-	if v := gw.Annotations[AnnotationRequireCapability]; v != "" {
-		if strings.ContainsAny(v, " \t\r\n,") || !strings.Contains(v, "/") {
-			problems = append(problems, fmt.Sprintf("annotation %s: %q is not allowed (allowed: one capability name, such as example.com/cap/grafana)", AnnotationRequireCapability, v))
-		}
-		sp.requireCap = v
-	}
+	sp.host, sp.requireCap, problems = r.webIdentity(ns, policyOK, sp.host, field, gw.Annotations, problems)
 	return sp, problems, revoked
 }
 

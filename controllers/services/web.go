@@ -41,6 +41,7 @@ import (
 
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
 )
 
@@ -168,26 +169,32 @@ func (r *WebReconciler) parse(ctx context.Context, ing *networkingv1.Ingress) (s
 			sp.host, field = strings.ToLower(strings.Split(t.Hosts[0], ".")[0]), "spec.tls[0].hosts[0]"
 		}
 	}
-	if v, ok := ing.Annotations[AnnotationHostname]; ok {
-		sp.host, field = v, "annotation "+AnnotationHostname
-	}
-	if !contract.IsDNSLabel(sp.host) || strings.ToLower(sp.host) != sp.host {
-		problems = append(problems, fmt.Sprintf("%s: %q is not allowed as the tailnet name (allowed: a DNS label, lowercase letters, digits and '-')", field, sp.host))
-	} else if ns != nil && policyOK {
-		if err := r.Injector.HostnameAllowed(*ns, sp.host); err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", field, err))
-		}
-	}
-	if v := ing.Annotations[AnnotationRequireCapability]; v != "" {
-		if strings.ContainsAny(v, " \t\r\n,") || !strings.Contains(v, "/") {
-			problems = append(problems, fmt.Sprintf("annotation %s: %q is not allowed (allowed: one capability name, such as example.com/cap/grafana)", AnnotationRequireCapability, v))
-		}
-		sp.requireCap = v
-	}
+	sp.host, sp.requireCap, problems = r.webIdentity(ns, policyOK, sp.host, field, ing.Annotations, problems)
 	routes, routeProblems := r.routes(ctx, ing)
 	sp.routes = routes
 	problems = append(problems, routeProblems...)
 	return sp, problems, revoked
+}
+
+// webIdentity settles an Ingress's or Gateway's tailnet name (the
+// hostname annotation over host, the default named by field) within the
+// namespace's policy, and its required capability, adding to problems.
+func (b *Base) webIdentity(ns *injector.Namespace, policyOK bool, host, field string, annotations map[string]string, problems []string) (string, string, []string) {
+	if v, ok := annotations[AnnotationHostname]; ok {
+		host, field = v, "annotation "+AnnotationHostname
+	}
+	if !contract.IsDNSLabel(host) || strings.ToLower(host) != host {
+		problems = append(problems, fmt.Sprintf("%s: %q is not allowed as the tailnet name (allowed: a DNS label, lowercase letters, digits and '-')", field, host))
+	} else if ns != nil && policyOK {
+		if err := b.Injector.HostnameAllowed(*ns, host); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", field, err))
+		}
+	}
+	capability := annotations[AnnotationRequireCapability]
+	if capability != "" && (strings.ContainsAny(capability, " \t\r\n,") || !strings.Contains(capability, "/")) {
+		problems = append(problems, fmt.Sprintf("annotation %s: %q is not allowed (allowed: one capability name, such as example.com/cap/grafana)", AnnotationRequireCapability, capability))
+	}
+	return host, capability, problems
 }
 
 // routes are ing's default backend and rules as the proxy's routes.
