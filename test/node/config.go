@@ -134,7 +134,10 @@ resolvConf: %q
 # not run, which would take the other node's.
 podLogsDir: %q
 # Never evict or collect images here: the images are imported, not pulled.
-evictionHard: {memory.available: "50Mi", nodefs.available: "1%%", imagefs.available: "1%%"}
+# Disk thresholds are absolute and small: a share of a large, nearly full
+# host disk (1%% of 252G is 2.5G) evicted the manager while the run needed
+# far less than what was free.
+evictionHard: {memory.available: "50Mi", nodefs.available: "128Mi", imagefs.available: "128Mi", nodefs.inodesFree: "1%%", imagefs.inodesFree: "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
