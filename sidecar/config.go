@@ -42,7 +42,10 @@ type Config struct {
 	HTTPProxyAddr string
 	RedirectPort  uint16
 	DNSPort       uint16
-	GracePeriod   time.Duration
+	// TunDir, in transparent mode, holds the TUN's device node that
+	// tailscale-init made; unset, UDP and ICMP are not carried.
+	TunDir      string
+	GracePeriod time.Duration
 }
 
 // Settings is the sidecar's table: the node's shared settings, then its own.
@@ -71,6 +74,7 @@ func (c *Config) Settings() []cli.Setting {
 		{Flag: "http-proxy-addr", Env: contract.EnvHTTPProxy, Help: "HTTP proxy address (empty disables)", Default: "127.0.0.1:" + strconv.Itoa(contract.HTTPProxyPort), Set: cli.String(&c.HTTPProxyAddr)},
 		{Flag: "redirect-port", Env: contract.EnvRedirectPort, Help: "transparent mode: port redirected connections arrive on (127.0.0.1 and ::1)", Default: strconv.Itoa(contract.RedirectPort), Set: cli.Port(&c.RedirectPort)},
 		{Flag: "dns-port", Env: contract.EnvDNSPort, Help: "transparent mode: port redirected DNS arrives on (127.0.0.1 and ::1)", Default: strconv.Itoa(contract.DNSPort), Set: cli.Port(&c.DNSPort)},
+		{Flag: "tun-dir", Env: contract.EnvTunDir, Help: "transparent mode: directory of the TUN device node tsinject-proxy init made (UDP and ICMP to the tailnet); empty: TCP and DNS only", Set: cli.String(&c.TunDir)},
 		{Flag: "grace-period", Env: contract.EnvGracePeriod, Help: "on SIGTERM, how long established connections may drain", Default: "20s", Set: cli.Duration(&c.GracePeriod)},
 	}...)
 }

@@ -28,6 +28,9 @@ import (
 // TestMain lets the test binary double as a plain app server inside a
 // namespace (TSINJECT_TEST_SERVE=addr).
 func TestMain(m *testing.M) {
+	if addr := os.Getenv("TSINJECT_TEST_UDP"); addr != "" {
+		os.Exit(udpRoundTrip(addr))
+	}
 	if addr := os.Getenv("TSINJECT_TEST_SERVE"); addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -39,6 +42,28 @@ func TestMain(m *testing.M) {
 		return
 	}
 	os.Exit(m.Run())
+}
+
+// udpRoundTrip is a plain UDP client, as an app in the pod: it sends a
+// datagram to addr and prints the answer (TSINJECT_TEST_UDP=addr).
+func udpRoundTrip(addr string) int {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	for range 3 { // datagrams may be lost before a path exists
+		c.Write([]byte("hello over udp"))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, err := c.Read(buf); err == nil {
+			fmt.Printf("%s from %s\n", buf[:n], c.RemoteAddr())
+			return 0
+		}
+	}
+	fmt.Println("no answer")
+	return 1
 }
 
 // pod is a network namespace standing in for a pod, with a tailnet whose
@@ -197,7 +222,15 @@ func (p *pod) peer(t *testing.T, ctx context.Context, name string) *tailnet.Node
 // another user and knowing nothing of tsinject, reaches a tailnet peer by
 // IP, MagicDNS name and short name; cluster DNS still answers other names;
 // a tailnet peer reaches the pod's server through expose.
+//
+// With the TUN (UDP and ICMP carried too), TCP keeps its redirect: the
+// same story holds.
 func TestTransparentEgressInNamespace(t *testing.T) {
+	t.Run("TCP and DNS only", func(t *testing.T) { transparentEgress(t, false) })
+	t.Run("with the TUN", func(t *testing.T) { transparentEgress(t, true) })
+}
+
+func transparentEgress(t *testing.T, withTUN bool) {
 	p := newPod(t) // builds the proxy, makes the namespace: before the deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -225,11 +258,20 @@ func TestTransparentEgressInNamespace(t *testing.T) {
 	if err := p.ns.WaitIPv6Settled(); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := p.ns.Command(p.proxy, "init").CombinedOutput(); err != nil {
+	initArgs, env := []string{"init"}, []string{contract.EnvEgressMode + "=transparent", contract.EnvExpose + "=8080"}
+	if withTUN {
+		tunDir := filepath.Join(p.dir, "tun")
+		if err := os.Mkdir(tunDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		initArgs = append(initArgs, "--tun-dir", tunDir)
+		env = append(env, contract.EnvTunDir+"="+tunDir)
+	}
+	if out, err := p.ns.Command(p.proxy, initArgs...).CombinedOutput(); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
 	p.serveInPod(t, "127.0.0.1:8080")
-	healthURL, _ := p.sidecar(t, contract.EnvEgressMode+"=transparent", contract.EnvExpose+"=8080")
+	healthURL, _ := p.sidecar(t, env...)
 
 	for _, target := range []string{db.IPv4.String(), "[" + db.IPv6.String() + "]", db.FQDN, "db"} {
 		body, err := p.curl("http://" + target + "/")
@@ -253,6 +295,123 @@ func TestTransparentEgressInNamespace(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// Transparent egress carries UDP and ICMP too: init makes the TUN, the
+// sidecar attaches to it without capabilities, and unmodified tools run as
+// another user reach a tailnet peer: a UDP echo round trip and a DNS
+// query to a nameserver on the tailnet (IPv4 and IPv6), and pings of it.
+// The tailnet reaches the pod only through what it exposes: a UDP server
+// of the pod's is not reachable through the TUN.
+func TestTransparentUDPAndICMPInNamespace(t *testing.T) {
+	p := newPod(t) // builds the proxy, makes the namespace: before the deadline
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := p.peer(t, ctx, "db")
+	for _, ip := range []netip.Addr{db.IPv4, db.IPv6} {
+		echo, err := db.ListenPacket("udp", netip.AddrPortFrom(ip, 7).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { echo.Close() })
+		go udpEcho(echo)
+		ns, err := db.ListenPacket("udp", netip.AddrPortFrom(ip, 53).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ns.Close() })
+		go dnsstub.Serve(ns, func(name string) (netip.Addr, bool) {
+			return netip.MustParseAddr("198.18.7.7"), name == "printer.office.example."
+		})
+	}
+	clusterDNS := serveClusterDNS(t, p.ns.HostIP)
+	p.ns.SetResolvConf(fmt.Sprintf("nameserver %s\n", clusterDNS.Addr()))
+	if err := p.ns.WaitIPv6Settled(); err != nil {
+		t.Fatal(err)
+	}
+	tunDir := filepath.Join(p.dir, "tun")
+	if err := os.Mkdir(tunDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.ns.Command(p.proxy, "init", "--tun-dir", tunDir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "through "+contract.TunName) {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	healthURL, logs := p.sidecar(t, contract.EnvEgressMode+"=transparent", contract.EnvTunDir+"="+tunDir)
+
+	for _, ip := range []netip.Addr{db.IPv4, db.IPv6} {
+		cmd := p.ns.AsUser(1000, os.Args[0])
+		cmd.Env = append(os.Environ(), "TSINJECT_TEST_UDP="+netip.AddrPortFrom(ip, 7).String())
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "hello over udp") {
+			t.Errorf("UDP echo with %s: %q, %v", ip, out, err)
+		}
+		if out, err := p.app("busybox", "nslookup", "printer.office.example", ip.String()); err != nil || !strings.Contains(string(out), "198.18.7.7") {
+			t.Errorf("DNS over UDP to the tailnet nameserver %s: %v\n%s", ip, err, out)
+		}
+		// As root, as most containers' processes are (busybox pings
+		// through a raw socket); root's traffic is redirected all the same.
+		if out, err := p.ns.Command("busybox", "ping", "-c", "3", "-W", "5", ip.String()).CombinedOutput(); err != nil || !strings.Contains(string(out), "3 packets received") {
+			t.Errorf("ping %s: %v\n%s", ip, err, out)
+		}
+	}
+	// MagicDNS's own address is still the sidecar's resolver.
+	if out, err := p.app("busybox", "nslookup", db.FQDN, "100.100.100.100"); err != nil || !strings.Contains(string(out), db.IPv4.String()) {
+		t.Errorf("nslookup through 100.100.100.100: %v\n%s", err, out)
+	}
+
+	// A UDP server of the pod's, bound to every address: the tailnet
+	// must not reach it (nothing exposed), though it answers the pod.
+	srv, err := p.ns.ListenPacket("udp", ":5005")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n, from, err := srv.ReadFrom(buf)
+		if err == nil {
+			got <- fmt.Sprintf("%q from %v", buf[:n], from)
+		}
+	}()
+	c, err := db.Dial(ctx, "udp", net.JoinHostPort(p.tn.FQDN("shop-app"), "5005"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 3 {
+		c.Write([]byte("unasked"))
+	}
+	select {
+	case g := <-got:
+		t.Errorf("the tailnet reached the pod's UDP server through the TUN: %s", g)
+	case <-time.After(2 * time.Second): // a negative: nothing may arrive
+	}
+
+	metrics, err := get(http.DefaultClient, healthURL+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"tsinject_sidecar_tun_up 1", `tsinject_sidecar_tun_packets_total{proto="udp",way="rx"}`, `tsinject_sidecar_tun_packets_total{proto="icmp",way="tx"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("sidecar logs:\n%s", logs.String())
+	}
+}
+
+// udpEcho answers every datagram with itself.
+func udpEcho(pc net.PacketConn) {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(buf[:n], from)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 type Metrics struct {
 	Registry   *prometheus.Registry
 	ready      prometheus.Gauge
+	tunUp      prometheus.Gauge
 	conns      *prometheus.CounterVec
 	active     *prometheus.GaugeVec
 	bytes      *prometheus.CounterVec
@@ -21,6 +22,9 @@ func newMetrics() *Metrics {
 		Registry: prometheus.NewRegistry(),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tsinject_sidecar_ready", Help: "1 when the node is Running with a home DERP connection.",
+		}),
+		tunUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tsinject_sidecar_tun_up", Help: "1 when transparent egress carries UDP and ICMP through the pod's TUN; 0 when it carries TCP and DNS only.",
 		}),
 		conns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tsinject_sidecar_connections_total", Help: "Connections carried, by direction (egress, ingress) and mode (forward, socks5, http, transparent, expose).",
@@ -38,10 +42,17 @@ func newMetrics() *Metrics {
 			Name: "tsinject_sidecar_dns_queries_total", Help: "DNS queries answered, by result (magicdns, forwarded, error).",
 		}, []string{"result"}),
 	}
-	m.Registry.MustRegister(m.ready, m.conns, m.active, m.bytes, m.dialErrors, m.dnsQueries,
+	m.Registry.MustRegister(m.ready, m.tunUp, m.conns, m.active, m.bytes, m.dialErrors, m.dnsQueries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range []string{causeNotTailnet, causeUnknownName, causeNoPeer, causeDialFailed, causeNotReady} {
 		m.dialErrors.WithLabelValues(c)
 	}
 	return m
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

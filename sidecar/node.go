@@ -26,6 +26,7 @@ type Node struct {
 	logf logger.Logf
 	view atomic.Pointer[netView]
 	stop context.CancelFunc // ends watch
+	tun  *podTUN            // transparent UDP and ICMP, if carried
 }
 
 // netView is a snapshot of the tailnet as this node sees it.
@@ -40,8 +41,11 @@ type netView struct {
 
 // StartNode joins the tailnet. It returns once the node is Running; ctx
 // bounds only the joining, the node lives until Close.
-func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error) {
+func StartNode(ctx context.Context, cfg *Config, tun *podTUN, logf logger.Logf) (*Node, error) {
 	o := cfg.Node
+	if tun != nil {
+		o.Tun = tun
+	}
 	if o.State == contract.StateSecret && o.PodName == "" {
 		return nil, errors.New("--state=secret needs --pod-name (the downward API sets it in a pod)")
 	}
@@ -52,7 +56,7 @@ func StartNode(ctx context.Context, cfg *Config, logf logger.Logf) (*Node, error
 		return nil, err
 	}
 	watchCtx, stop := context.WithCancel(context.Background())
-	n := &Node{Node: tn, cfg: cfg, logf: logf, stop: stop}
+	n := &Node{Node: tn, cfg: cfg, logf: logf, stop: stop, tun: tun}
 	fail := func(err error) (*Node, error) {
 		stop()
 		tn.Server.Close()
@@ -115,7 +119,11 @@ func (n *Node) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.view.Store(buildView(st))
+	v := buildView(st)
+	n.view.Store(v)
+	if n.tun != nil {
+		n.tun.setSelf(v.self)
+	}
 	return nil
 }
 

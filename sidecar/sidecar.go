@@ -54,7 +54,18 @@ func Run(ctx context.Context, cfg *Config, logf logger.Logf) error {
 	defer stopNode()
 	startCtx, cancelStart := context.WithCancel(nodeCtx)
 	go func() { <-ctx.Done(); cancelStart() }()
-	node, err := StartNode(startCtx, cfg, logf)
+	var tun *podTUN
+	if cfg.EgressMode == contract.EgressTransparent && cfg.TunDir != "" {
+		// Without the TUN the pod still has TCP and DNS: say so, and go on.
+		if dev, err := openTUN(cfg.TunDir); err != nil {
+			logf("UDP and ICMP to the tailnet are not carried: %v", err)
+		} else {
+			tun = newPodTUN(dev, &tunCounters{})
+			s.metrics.Registry.MustRegister(tun.count)
+		}
+	}
+	s.metrics.tunUp.Set(boolGauge(tun != nil))
+	node, err := StartNode(startCtx, cfg, tun, logf)
 	cancelStart()
 	if err != nil {
 		return err

@@ -13,7 +13,7 @@ import (
 )
 
 func initCommand() *cli.Command {
-	var uid, redirect, dns, routes, backend string
+	var uid, redirect, dns, routes, backend, tunDir string
 	var remove bool
 	return &cli.Command{
 		Name:  "init",
@@ -23,6 +23,7 @@ func initCommand() *cli.Command {
 			fs.StringVar(&redirect, "redirect-port", cli.EnvDefault(contract.EnvRedirectPort, strconv.Itoa(contract.RedirectPort)), "the sidecar's transparent egress port")
 			fs.StringVar(&dns, "dns-port", cli.EnvDefault(contract.EnvDNSPort, strconv.Itoa(contract.DNSPort)), "the sidecar's DNS port")
 			fs.StringVar(&routes, "accept-routes", cli.EnvDefault(contract.EnvAcceptRoutes, ""), "subnet routes to redirect besides the tailnet ranges (env "+contract.EnvAcceptRoutes+")")
+			fs.StringVar(&tunDir, "tun-dir", cli.EnvDefault(contract.EnvTunDir, ""), "make the TUN that carries UDP and ICMP to the tailnet, with its device node in this directory, for the sidecar (env "+contract.EnvTunDir+"; empty: TCP and DNS only)")
 			fs.StringVar(&backend, "backend", "", "nftables or iptables (default: nftables, falling back to iptables-restore)")
 			fs.BoolVar(&remove, "remove", false, "remove the nftables rules instead")
 		},
@@ -51,11 +52,22 @@ func initCommand() *cli.Command {
 				return fmt.Errorf("--accept-routes: %v", err)
 			}
 			r.Routes = append(r.Routes, extra...)
-			used, err := netinit.Install(r, netinit.Backend(backend))
+			if tunDir != "" {
+				r.Tun = &netinit.TUN{Dir: tunDir, UID: r.ProxyUID}
+			}
+			in, err := netinit.Install(r, netinit.Backend(backend))
 			if err != nil {
 				return fmt.Errorf("%v\n%v", err, netinit.ErrNotRoot)
 			}
-			fmt.Printf("tsinject-proxy init: %s rules installed: TCP to %v -> :%d, DNS -> :%d, except UID %d; routes through lo where the pod network needs them\n", used, r.Routes, r.RedirectPort, r.DNSPort, r.ProxyUID)
+			fmt.Printf("tsinject-proxy init: %s rules installed: TCP to %v -> :%d, DNS -> :%d, except UID %d\n", in.Backend, r.Routes, r.RedirectPort, r.DNSPort, r.ProxyUID)
+			switch {
+			case r.Tun == nil:
+				fmt.Println("tsinject-proxy init: routes through lo where the pod network needs them; UDP and ICMP to the tailnet not carried (no --tun-dir)")
+			case in.TUNErr != nil:
+				fmt.Printf("tsinject-proxy init: UDP and ICMP to the tailnet NOT carried: %v; routes through lo where the pod network needs them\n", in.TUNErr)
+			default:
+				fmt.Printf("tsinject-proxy init: UDP, ICMP and the rest to %v through %s (owned by UID %d)\n", r.Routes, contract.TunName, r.ProxyUID)
+			}
 			return nil
 		},
 	}

@@ -54,6 +54,27 @@ const (
 	ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 )
 
+// Transparent egress's TUN device, which carries UDP and ICMP to the
+// tailnet: tailscale-init creates it (persistent, owned by ProxyUID) and
+// makes its device node in TunDir, a volume both containers mount; the
+// sidecar attaches to it without any capability.
+const (
+	TunVolume = "tsinject-tun"
+	TunDir    = "/var/run/tsinject/tun"
+	// TunDevice is the device node's name in TunDir (/dev/net/tun's
+	// character device, 10:200).
+	TunDevice = "tun"
+	// TunName is the interface's name in the pod.
+	TunName = "tsi0"
+	// TunLocal4 and TunLocal6 are the TUN's own addresses, the source the
+	// pod's kernel gives what it routes there; the sidecar translates them
+	// to and from the node's tailnet addresses, which are not known until
+	// it joins (after init has exited). Link-local and a unique-local /128
+	// outside the tailnet's range: no pod talks to them.
+	TunLocal4 = "169.254.41.41"
+	TunLocal6 = "fd74:7369:6e6a::41"
+)
+
 // ProxyUID is the sidecar's fixed user and group. Transparent egress
 // exempts this UID from redirection, so it must differ from the app's.
 const ProxyUID = 41641
@@ -103,6 +124,9 @@ const (
 	EnvHTTPProxy    = "TSINJECT_HTTP_PROXY_ADDR"
 	EnvRedirectAddr = "TSINJECT_REDIRECT_ADDR"
 	EnvDNSAddr      = "TSINJECT_DNS_ADDR"
+	// EnvTunDir, in transparent mode, is where the sidecar finds the TUN's
+	// device node (TunDir); unset, only TCP and DNS are redirected.
+	EnvTunDir       = "TSINJECT_TUN_DIR"
 	EnvGracePeriod  = "TSINJECT_GRACE_PERIOD"
 	EnvProxyUID     = "TSINJECT_PROXY_UID"
 	EnvPodName      = "TSINJECT_POD_NAME"

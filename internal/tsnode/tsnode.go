@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tailscale/wireguard-go/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"tailscale.com/client/local"
@@ -95,6 +96,10 @@ type Options struct {
 	// WindowShareApp. Proxies that carry many clients' connections take a
 	// smaller share (WindowShareShared).
 	WindowShare int64
+	// Tun, if set, is the device the node's engine reads and writes
+	// packets through instead of netstack (which then serves only the
+	// node's own listeners and connections): transparent egress's TUN.
+	Tun tun.Device
 }
 
 // Node is a started tsnet node.
@@ -120,6 +125,7 @@ func Start(ctx context.Context, o Options, logf logger.Logf) (*Node, error) {
 		ControlURL:    o.ControlURL,
 		AdvertiseTags: o.Tags,
 		UserLogf:      logf,
+		Tun:           o.Tun,
 	}
 	if o.Verbose {
 		srv.Logf = logf

@@ -16,6 +16,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/tsinject/tsinject/internal/contract"
 )
 
 // TableName is the nftables table (one per family) netinit owns.
@@ -29,6 +31,17 @@ type Rules struct {
 	// Routes are redirected to RedirectPort (TCP): the tailnet ranges and
 	// the accepted subnet routes.
 	Routes []netip.Prefix
+	// Tun, if set, also carries every other protocol to Routes through a
+	// TUN device the sidecar attaches to (see TUN); the pod then accepts
+	// from it only what answers its own traffic, and pings.
+	Tun *TUN
+}
+
+// quad100 is the tailnet's own resolver (MagicDNS), inside the tailnet's
+// ranges, whose DNS the sidecar answers like any other.
+var quad100 = []netip.Prefix{
+	netip.MustParsePrefix("100.100.100.100/32"),
+	netip.MustParsePrefix("fd7a:115c:a1e0::53/128"),
 }
 
 // TailnetRanges are always redirected.
@@ -45,17 +58,40 @@ const (
 	BackendIPTables Backend = "iptables"
 )
 
+// Installed says how Install programmed the pod.
+type Installed struct {
+	Backend Backend
+	// TUNErr, if not nil, is why r.Tun was not made: the pod has TCP and
+	// DNS to the tailnet, not UDP and ICMP.
+	TUNErr error
+}
+
 // Install replaces any previous tsinject rules with r (idempotent, so an
 // init container that runs again is harmless) and routes the redirected
-// prefixes through the loopback where the pod needs it (see
-// routeToLoopback). With backend "" it tries nftables, then
-// iptables-restore.
-func Install(r Rules, backend Backend) (Backend, error) {
-	used, err := installRules(r, backend)
-	if err != nil {
-		return "", err
+// prefixes through the TUN, or, without one, through the loopback where
+// the pod needs it (see routeToLoopback). With backend "" it tries
+// nftables, then iptables-restore. A TUN that cannot be made (a kernel
+// without tun, no CAP_MKNOD) leaves the rest as without one.
+func Install(r Rules, backend Backend) (Installed, error) {
+	var in Installed
+	if r.Tun != nil {
+		if in.TUNErr = createTUN(*r.Tun); in.TUNErr != nil {
+			r.Tun = nil
+		}
 	}
-	return used, routeToLoopback(r.Routes)
+	var err error
+	if in.Backend, err = installRules(r, backend); err != nil {
+		return in, err
+	}
+	if r.Tun != nil && in.Backend == BackendIPTables {
+		// Its rules do not guard the TUN's input: no TUN.
+		in.TUNErr = errors.Join(errors.New("the iptables fallback carries TCP and DNS only"), removeTUN())
+		r.Tun = nil
+	}
+	if r.Tun != nil {
+		return in, configureTUN(r.Routes)
+	}
+	return in, routeToLoopback(r.Routes)
 }
 
 func installRules(r Rules, backend Backend) (Backend, error) {
@@ -86,7 +122,7 @@ func Remove() error {
 		return err
 	}
 	deleteTables(c)
-	return errors.Join(c.Flush(), removeLoopbackRoutes())
+	return errors.Join(c.Flush(), removeLoopbackRoutes(), removeTUN())
 }
 
 // families are the nftables families tsinject's tables live in.
@@ -132,6 +168,23 @@ func installNFT(r Rules) error {
 		add(&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(r.ProxyUID)},
 			&expr.Verdict{Kind: expr.VerdictReturn})
+		routes := familyRoutes(r.Routes, fam == nftables.TableFamilyIPv6)
+		if r.Tun != nil {
+			// With the TUN, the tailnet is reached whatever the protocol
+			// and port: DNS to a tailnet nameserver reaches it (but
+			// MagicDNS's address stays the sidecar's), TCP is redirected,
+			// everything else is routed to the TUN.
+			q := familyRoutes(quad100, fam == nftables.TableFamilyIPv6)[0]
+			for _, p := range routes {
+				notQuad := append(daddrIn(p), daddrNot(q)...)
+				add(append(notQuad,
+					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+					&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(r.RedirectPort)},
+					&expr.Redir{RegisterProtoMin: 1})...)
+				add(append(append([]expr.Any{}, notQuad...), &expr.Verdict{Kind: expr.VerdictReturn})...)
+			}
+		}
 		// DNS, UDP and TCP, to the sidecar's resolver, whatever the
 		// nameserver (a loopback one included).
 		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
@@ -147,10 +200,7 @@ func installNFT(r Rules) error {
 			loop = netip.MustParsePrefix("::1/128")
 		}
 		add(append(daddrIn(loop), &expr.Verdict{Kind: expr.VerdictReturn})...)
-		for _, p := range r.Routes {
-			if p.Addr().Is4() != (fam == nftables.TableFamilyIPv4) {
-				continue
-			}
+		for _, p := range routes {
 			e := daddrIn(p)
 			e = append(e,
 				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -159,8 +209,71 @@ func installNFT(r Rules) error {
 				&expr.Redir{RegisterProtoMin: 1})
 			add(e...)
 		}
+		if r.Tun != nil {
+			tunInput(c, t, fam)
+		}
 	}
 	return c.Flush()
+}
+
+// tunInput lets in from the TUN only what answers the pod's own traffic
+// (and ICMP errors about it), and pings: the tailnet reaches the pod's
+// servers only through the ports the sidecar exposes, which it serves
+// itself.
+func tunInput(c *nftables.Conn, t *nftables.Table, fam nftables.TableFamily) {
+	ch := c.AddChain(&nftables.Chain{
+		Name: "input", Table: t,
+		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
+	})
+	add := func(exprs ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs}) }
+	fromTUN := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(contract.TunName)},
+	}
+	// Anything but ESTABLISHED or RELATED: drop (after the ping rule).
+	add(append(append([]expr.Any{}, fromTUN...),
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Verdict{Kind: expr.VerdictAccept})...)
+	proto, echo := byte(unix.IPPROTO_ICMP), byte(8)
+	if fam == nftables.TableFamilyIPv6 {
+		proto, echo = unix.IPPROTO_ICMPV6, 128
+	}
+	add(append(append([]expr.Any{}, fromTUN...),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{echo}},
+		&expr.Verdict{Kind: expr.VerdictAccept})...)
+	add(append(append([]expr.Any{}, fromTUN...), &expr.Verdict{Kind: expr.VerdictDrop})...)
+}
+
+// ifname is an interface name as nftables compares it (NUL-padded).
+func ifname(n string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, n)
+	return b
+}
+
+// familyRoutes are the prefixes of one family.
+func familyRoutes(ps []netip.Prefix, v6 bool) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.Addr().Is6() == v6 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// daddrNot matches packets whose destination address is not in p.
+func daddrNot(p netip.Prefix) []expr.Any {
+	e := daddrIn(p)
+	e[len(e)-1].(*expr.Cmp).Op = expr.CmpOpNeq
+	return e
 }
 
 // daddrIn matches packets whose destination address is in p.
