@@ -55,7 +55,7 @@ var Annotations = []AnnotationDoc{
 	{AnnotationHostname, "DNS label template with {name}, {namespace}", contract.DefaultHostname, "tailnet hostname, filled in by the sidecar from the downward API"},
 	{AnnotationTags, "comma-separated tag:name", "manager's --default-tags", "tags the node advertises (the tailnet policy must allow them)"},
 	{AnnotationEgress, "comma-separated host:port or LOCALPORT=host:port", "", "tailnet targets; LOCALPORT forwards 127.0.0.1:LOCALPORT to the target"},
-	{AnnotationEgressMode, "explicit | transparent", "explicit", "transparent adds an init container (NET_ADMIN, NET_RAW) that redirects tailnet TCP and DNS to the sidecar"},
+	{AnnotationEgressMode, "explicit | transparent", "explicit", "transparent adds an init container (NET_ADMIN, NET_RAW, MKNOD) that redirects tailnet TCP and DNS to the sidecar and routes UDP and ICMP to it through a TUN"},
 	{AnnotationAcceptRoutes, "comma-separated CIDRs", "", "subnet routes of the tailnet the pod may reach (accepted and, in transparent mode, redirected)"},
 	{AnnotationExpose, "comma-separated PORT, TAILNETPORT:PODPORT or container port names", "", "pod ports offered on the node's tailnet addresses"},
 	{AnnotationProxyEnv, "true | false", "false", "set ALL_PROXY, HTTP_PROXY, HTTPS_PROXY and NO_PROXY in app containers"},
@@ -244,7 +244,7 @@ func parseOptions(pod *corev1.Pod, nsLabels map[string]string, base podOptions, 
 	if o.egressMode == contract.EgressTransparent {
 		switch nsLabels["pod-security.kubernetes.io/enforce"] {
 		case "baseline", "restricted":
-			p.warn("%s=transparent adds an init container with NET_ADMIN and NET_RAW, which this namespace's PodSecurity level %q rejects; use explicit egress", AnnotationEgressMode, nsLabels["pod-security.kubernetes.io/enforce"])
+			p.warn("%s=transparent adds an init container with NET_ADMIN, NET_RAW and MKNOD, which this namespace's PodSecurity level %q rejects; use explicit egress", AnnotationEgressMode, nsLabels["pod-security.kubernetes.io/enforce"])
 		}
 	}
 	if o.drainSeconds != nil {

@@ -367,6 +367,15 @@ func (in *Injector) apply(pod *corev1.Pod, o podOptions) {
 		}},
 		cred,
 	)
+	if o.egressMode == contract.EgressTransparent {
+		// The TUN's device node, made by init for the sidecar; it holds
+		// nothing else.
+		size := resource.MustParse("64Ki")
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: contract.TunVolume, VolumeSource: corev1.VolumeSource{
+			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &size},
+		}})
+		st.Volumes = append(st.Volumes, contract.TunVolume)
+	}
 
 	if o.proxyEnv {
 		for _, list := range []*[]corev1.Container{&pod.Spec.InitContainers, &pod.Spec.Containers} {
@@ -427,7 +436,7 @@ func prometheusAnnotations(pod *corev1.Pod) []string {
 
 // ownVolume reports whether a pod volume is one tsinject adds.
 func ownVolume(name string) bool {
-	return name == contract.StateVolume || name == contract.AuthVolume || name == contract.TokenVolume
+	return name == contract.StateVolume || name == contract.AuthVolume || name == contract.TokenVolume || name == contract.TunVolume
 }
 
 // ProxyBinary is the data-plane binary's path in its image.
@@ -474,6 +483,11 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 	if m, ok := serviceAccountMount(pod, o.state == contract.StateSecret); ok {
 		mounts = append(mounts, m)
 	}
+	if o.egressMode == contract.EgressTransparent {
+		// Read-only: a device node opens for writing all the same.
+		mounts = append(mounts, corev1.VolumeMount{Name: contract.TunVolume, MountPath: contract.TunDir, ReadOnly: true})
+		env = append(env, corev1.EnvVar{Name: contract.EnvTunDir, Value: contract.TunDir})
+	}
 
 	uid := int64(contract.ProxyUID)
 	return corev1.Container{
@@ -510,10 +524,12 @@ func (in *Injector) initContainer(pod *corev1.Pod, o podOptions) corev1.Containe
 	}
 	env := []corev1.EnvVar{
 		{Name: contract.EnvProxyUID, Value: strconv.Itoa(contract.ProxyUID)},
+		{Name: contract.EnvTunDir, Value: contract.TunDir},
 	}
 	if len(o.acceptRoutes) > 0 {
 		env = append(env, corev1.EnvVar{Name: contract.EnvAcceptRoutes, Value: joinPrefixes(o)})
 	}
+	mounts = append(mounts, corev1.VolumeMount{Name: contract.TunVolume, MountPath: contract.TunDir})
 	return corev1.Container{
 		Name:                     contract.InitContainer,
 		Image:                    o.image,
@@ -527,15 +543,16 @@ func (in *Injector) initContainer(pod *corev1.Pod, o podOptions) corev1.Containe
 			Limits:   o.resources.Limits.DeepCopy(),
 		},
 		SecurityContext: &corev1.SecurityContext{
-			// Programming the pod's netfilter needs root with NET_ADMIN
-			// and NET_RAW; nothing else, and only until it exits.
+			// Programming the pod's netfilter and making its TUN need
+			// root with NET_ADMIN and NET_RAW, and MKNOD for the TUN's
+			// device node; nothing else, and only until it exits.
 			RunAsUser:                ptr(int64(0)),
 			RunAsNonRoot:             ptr(false),
 			AllowPrivilegeEscalation: ptr(false),
 			ReadOnlyRootFilesystem:   ptr(true),
 			Privileged:               ptr(false),
 			Capabilities: &corev1.Capabilities{
-				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW", "MKNOD"},
 				Drop: []corev1.Capability{"ALL"},
 			},
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
