@@ -4,6 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go/http3"
 
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/test/dnsstub"
@@ -30,6 +40,9 @@ import (
 func TestMain(m *testing.M) {
 	if addr := os.Getenv("TSINJECT_TEST_UDP"); addr != "" {
 		os.Exit(udpRoundTrip(addr))
+	}
+	if url := os.Getenv("TSINJECT_TEST_H3"); url != "" {
+		os.Exit(http3Get(url, os.Getenv("TSINJECT_TEST_CA")))
 	}
 	if addr := os.Getenv("TSINJECT_TEST_SERVE"); addr != "" {
 		ln, err := net.Listen("tcp", addr)
@@ -64,6 +77,55 @@ func udpRoundTrip(addr string) int {
 	}
 	fmt.Println("no answer")
 	return 1
+}
+
+// http3Get is an HTTP/3 client, as an app in the pod: it prints the body
+// of url, trusting the certificate in caFile (TSINJECT_TEST_H3=url).
+func http3Get(url, caFile string) int {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	tr := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.Close()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	res, err := c.Get(url)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	fmt.Printf("%s %s\n", res.Proto, body)
+	return 0
+}
+
+// serveHTTP3 serves "hello over quic" over HTTP/3 on pc with a
+// certificate for name, returning the certificate (PEM) to trust.
+func serveHTTP3(t *testing.T, pc net.PacketConn, name string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http3.Server{
+		TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}),
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello over quic") }),
+	}
+	go srv.Serve(pc)
+	t.Cleanup(func() { srv.Close() })
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // pod is a network namespace standing in for a pod, with a tailnet whose
@@ -325,6 +387,14 @@ func TestTransparentUDPAndICMPInNamespace(t *testing.T) {
 			return netip.MustParseAddr("198.18.7.7"), name == "printer.office.example."
 		})
 	}
+	quic, err := db.ListenPacket("udp", netip.AddrPortFrom(db.IPv4, 443).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(p.dir, "db-cert.pem")
+	if err := os.WriteFile(caFile, serveHTTP3(t, quic, db.FQDN), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	clusterDNS := serveClusterDNS(t, p.ns.HostIP)
 	p.ns.SetResolvConf(fmt.Sprintf("nameserver %s\n", clusterDNS.Addr()))
 	if err := p.ns.WaitIPv6Settled(); err != nil {
@@ -354,6 +424,12 @@ func TestTransparentUDPAndICMPInNamespace(t *testing.T) {
 		if out, err := p.ns.Command("busybox", "ping", "-c", "3", "-W", "5", ip.String()).CombinedOutput(); err != nil || !strings.Contains(string(out), "3 packets received") {
 			t.Errorf("ping %s: %v\n%s", ip, err, out)
 		}
+	}
+	// QUIC: HTTP/3 to the peer by its MagicDNS name.
+	cmd := p.ns.AsUser(1000, os.Args[0])
+	cmd.Env = append(os.Environ(), "TSINJECT_TEST_H3=https://"+db.FQDN+"/", "TSINJECT_TEST_CA="+caFile)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "HTTP/3.0 hello over quic") {
+		t.Errorf("HTTP/3 to %s: %v\n%s", db.FQDN, err, out)
 	}
 	// MagicDNS's own address is still the sidecar's resolver.
 	if out, err := p.app("busybox", "nslookup", db.FQDN, "100.100.100.100"); err != nil || !strings.Contains(string(out), db.IPv4.String()) {
