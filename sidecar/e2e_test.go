@@ -4,14 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"fmt"
 	"io"
 	"net"
@@ -29,6 +23,7 @@ import (
 
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/test/dnsstub"
+	"github.com/tsinject/tsinject/test/echoapp"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/netns"
 	"github.com/tsinject/tsinject/test/tailnet"
@@ -101,31 +96,6 @@ func http3Get(url, caFile string) int {
 	body, _ := io.ReadAll(res.Body)
 	fmt.Printf("%s %s\n", res.Proto, body)
 	return 0
-}
-
-// serveHTTP3 serves "hello over quic" over HTTP/3 on pc with a
-// certificate for name, returning the certificate (PEM) to trust.
-func serveHTTP3(t *testing.T, pc net.PacketConn, name string) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http3.Server{
-		TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}),
-		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello over quic") }),
-	}
-	go srv.Serve(pc)
-	t.Cleanup(func() { srv.Close() })
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // pod is a network namespace standing in for a pod, with a tailnet whose
@@ -377,7 +347,7 @@ func TestTransparentUDPAndICMPInNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { echo.Close() })
-		go udpEcho(echo)
+		go echoapp.UDPEcho(echo)
 		ns, err := db.ListenPacket("udp", netip.AddrPortFrom(ip, 53).String())
 		if err != nil {
 			t.Fatal(err)
@@ -392,7 +362,12 @@ func TestTransparentUDPAndICMPInNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	caFile := filepath.Join(p.dir, "db-cert.pem")
-	if err := os.WriteFile(caFile, serveHTTP3(t, quic, db.FQDN), 0o644); err != nil {
+	certPEM, h3, err := echoapp.ServeHTTP3(quic, db.FQDN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h3.Close() })
+	if err := os.WriteFile(caFile, certPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	clusterDNS := serveClusterDNS(t, p.ns.HostIP)
@@ -428,7 +403,7 @@ func TestTransparentUDPAndICMPInNamespace(t *testing.T) {
 	// QUIC: HTTP/3 to the peer by its MagicDNS name.
 	cmd := p.ns.AsUser(1000, os.Args[0])
 	cmd.Env = append(os.Environ(), "TSINJECT_TEST_H3=https://"+db.FQDN+"/", "TSINJECT_TEST_CA="+caFile)
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "HTTP/3.0 hello over quic") {
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "HTTP/3.0 "+echoapp.HTTP3Greeting) {
 		t.Errorf("HTTP/3 to %s: %v\n%s", db.FQDN, err, out)
 	}
 	// MagicDNS's own address is still the sidecar's resolver.
@@ -476,18 +451,6 @@ func TestTransparentUDPAndICMPInNamespace(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("sidecar logs:\n%s", logs.String())
-	}
-}
-
-// udpEcho answers every datagram with itself.
-func udpEcho(pc net.PacketConn) {
-	buf := make([]byte, 2048)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		pc.WriteTo(buf[:n], from)
 	}
 }
 
