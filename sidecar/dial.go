@@ -97,8 +97,15 @@ var (
 	ula   = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
 )
 
-// Dial connects to addr ("host:port") over the tailnet, for mode.
+// Dial connects to addr ("host:port") over the tailnet, for mode, with
+// TCP.
 func (d *Dialer) Dial(ctx context.Context, mode, addr string) (net.Conn, error) {
+	return d.DialNetwork(ctx, "tcp", mode, addr)
+}
+
+// DialNetwork is Dial with TCP or UDP ("tcp", "udp"): a UDP "connection"
+// is a flow to one destination.
+func (d *Dialer) DialNetwork(ctx context.Context, network, mode, addr string) (net.Conn, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, d.fail(&DialError{Cause: causeNotTailnet, Dest: addr, Err: err})
@@ -107,11 +114,15 @@ func (d *Dialer) Dial(ctx context.Context, mode, addr string) (net.Conn, error) 
 	if err != nil {
 		return nil, d.fail(&DialError{Cause: causeNotTailnet, Dest: addr, Err: fmt.Errorf("bad port %q", portStr)})
 	}
-	return d.DialAddr(ctx, mode, host, uint16(port))
+	return d.dialAddr(ctx, network, mode, host, uint16(port))
 }
 
 // DialAddr is Dial with the host and port apart.
 func (d *Dialer) DialAddr(ctx context.Context, mode, host string, port uint16) (net.Conn, error) {
+	return d.dialAddr(ctx, "tcp", mode, host, port)
+}
+
+func (d *Dialer) dialAddr(ctx context.Context, network, mode, host string, port uint16) (net.Conn, error) {
 	if v := d.node.view.Load(); v == nil || !v.running {
 		return nil, d.fail(&DialError{Cause: causeNotReady, Dest: host, Err: errors.New("the node is not on the tailnet")})
 	}
@@ -126,7 +137,7 @@ func (d *Dialer) DialAddr(ctx context.Context, mode, host string, port uint16) (
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		c, err := d.node.Server.Dial(dctx, "tcp", netip.AddrPortFrom(ip, port).String())
+		c, err := d.node.Server.Dial(dctx, network, netip.AddrPortFrom(ip, port).String())
 		cancel()
 		if err != nil {
 			last = &DialError{Cause: causeDialFailed, Dest: net.JoinHostPort(host, strconv.Itoa(int(port))), Err: err}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,6 +36,9 @@ import (
 func TestMain(m *testing.M) {
 	if addr := os.Getenv("TSINJECT_TEST_UDP"); addr != "" {
 		os.Exit(udpRoundTrip(addr))
+	}
+	if target := os.Getenv("TSINJECT_TEST_SOCKS5_UDP"); target != "" {
+		os.Exit(socks5UDPRoundTrip(os.Getenv("TSINJECT_TEST_SOCKS5"), target))
 	}
 	if url := os.Getenv("TSINJECT_TEST_H3"); url != "" {
 		os.Exit(http3Get(url, os.Getenv("TSINJECT_TEST_CA")))
@@ -72,6 +76,61 @@ func udpRoundTrip(addr string) int {
 	}
 	fmt.Println("no answer")
 	return 1
+}
+
+// socks5UDPRoundTrip is a SOCKS5 client's UDP ASSOCIATE (RFC 1928), as
+// an app in the pod: one datagram to target ("host:port", a name or an
+// IP) through the proxy, and its answer printed.
+func socks5UDPRoundTrip(proxy, target string) int {
+	fail := func(format string, args ...any) int { fmt.Printf(format+"\n", args...); return 1 }
+	ctrl, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer ctrl.Close()
+	ctrl.SetDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 512)
+	ctrl.Write([]byte{5, 1, 0}) // version 5, one method: no authentication
+	if _, err := io.ReadFull(ctrl, buf[:2]); err != nil || buf[1] != 0 {
+		return fail("greeting: %v %v", buf[:2], err)
+	}
+	ctrl.Write([]byte{5, 3, 0, 1, 0, 0, 0, 0, 0, 0}) // UDP ASSOCIATE, from any address
+	if _, err := io.ReadFull(ctrl, buf[:4]); err != nil || buf[1] != 0 || buf[3] != 1 {
+		return fail("associate: %v %v", buf[:4], err)
+	}
+	if _, err := io.ReadFull(ctrl, buf[:6]); err != nil {
+		return fail("associate: %v", err)
+	}
+	relay := netip.AddrPortFrom(netip.AddrFrom4([4]byte(buf[:4])), uint16(buf[4])<<8|uint16(buf[5]))
+	host, portStr, _ := net.SplitHostPort(target)
+	port, _ := strconv.Atoi(portStr)
+	hdr := []byte{0, 0, 0}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is4() {
+		hdr = append(append(hdr, 1), ip.AsSlice()...)
+	} else if err == nil {
+		hdr = append(append(hdr, 4), ip.AsSlice()...)
+	} else {
+		hdr = append(append(hdr, 3, byte(len(host))), host...)
+	}
+	hdr = append(hdr, byte(port>>8), byte(port))
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(relay))
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer c.Close()
+	for range 3 {
+		c.Write(append(hdr, "hello over socks5 udp"...))
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil || n < 10 {
+			continue
+		}
+		// The answer's header: RSV RSV FRAG ATYP ADDR PORT.
+		skip := map[byte]int{1: 4, 4: 16}[buf[3]] + 6
+		fmt.Printf("%s\n", buf[skip:n])
+		return 0
+	}
+	return fail("no answer")
 }
 
 // http3Get is an HTTP/3 client, as an app in the pod: it prints the body
@@ -461,7 +520,13 @@ func TestExplicitEgressInNamespace(t *testing.T) {
 	p := newPod(t) // builds the proxy, makes the namespace: before the deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	p.peer(t, ctx, "db")
+	db := p.peer(t, ctx, "db")
+	echo, err := db.ListenPacket("udp", netip.AddrPortFrom(db.IPv4, 7).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go echoapp.UDPEcho(echo)
 	p.sidecar(t, contract.EnvEgress+"=5432=db:80")
 
 	if body, err := p.curl("http://127.0.0.1:5432/"); err != nil || body != "hello from db" {
@@ -472,6 +537,27 @@ func TestExplicitEgressInNamespace(t *testing.T) {
 	}
 	if body, err := p.curl("--proxy", "socks5h://127.0.0.1:1055", "http://db/"); err != nil || body != "hello from db" {
 		t.Errorf("SOCKS5: %q, %v", body, err)
+	}
+	// UDP through SOCKS5 (UDP ASSOCIATE), to a MagicDNS name and an IP.
+	for _, target := range []string{"db:7", netip.AddrPortFrom(db.IPv4, 7).String()} {
+		cmd := p.ns.AsUser(1000, os.Args[0])
+		cmd.Env = append(os.Environ(), "TSINJECT_TEST_SOCKS5=127.0.0.1:1055", "TSINJECT_TEST_SOCKS5_UDP="+target)
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "hello over socks5 udp") {
+			t.Errorf("SOCKS5 UDP to %s: %v\n%s", target, err, out)
+		}
+	}
+	// Not to a non-tailnet address, though the pod's network reaches it:
+	// an echo server there hears nothing.
+	hostEcho, err := net.ListenPacket("udp", net.JoinHostPort(p.ns.HostIP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostEcho.Close()
+	go echoapp.UDPEcho(hostEcho)
+	cmd := p.ns.AsUser(1000, os.Args[0])
+	cmd.Env = append(os.Environ(), "TSINJECT_TEST_SOCKS5=127.0.0.1:1055", "TSINJECT_TEST_SOCKS5_UDP="+hostEcho.LocalAddr().String())
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("SOCKS5 UDP to a non-tailnet address answered: %s", out)
 	}
 	outside := "http://" + net.JoinHostPort(p.ns.HostIP.String(), "9") + "/"
 	if body, err := p.curl("--fail-with-body", "--proxy", "http://127.0.0.1:1056", outside); err == nil || !strings.Contains(body, "not a tailnet address") {

@@ -26,6 +26,7 @@ import (
 const (
 	modeForward     = "forward"
 	modeSOCKS5      = "socks5"
+	modeSOCKS5UDP   = "socks5-udp"
 	modeHTTP        = "http"
 	modeTransparent = "transparent"
 	modeExpose      = "expose"
@@ -48,11 +49,16 @@ func (s *Sidecar) serveForward(ctx context.Context, ln net.Listener, t contract.
 func (s *Sidecar) serveSOCKS5(ctx context.Context, ln net.Listener) {
 	srv := &socks5.Server{
 		Logf: s.logf,
+		// CONNECT, and UDP ASSOCIATE: each destination a UDP flow of its
+		// own, under the same policy as TCP.
 		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if network != "tcp" {
-				return nil, fmt.Errorf("tsinject: SOCKS5 %s is not supported; TCP only", network)
+			switch network {
+			case "tcp":
+				return s.dialer.Dial(ctx, modeSOCKS5, addr)
+			case "udp":
+				return s.dialer.DialNetwork(ctx, network, modeSOCKS5UDP, addr)
 			}
-			return s.dialer.Dial(ctx, modeSOCKS5, addr)
+			return nil, fmt.Errorf("tsinject: SOCKS5 %s is not supported", network)
 		},
 	}
 	_ = srv.Serve(ln) // returns when the listener is closed on shutdown
