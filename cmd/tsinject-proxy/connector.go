@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/clusteraddrs"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/proxy/connector"
@@ -50,7 +51,7 @@ func connectorCommand() *cli.Command {
 				return err
 			}
 			var err error
-			if cfg.ExitDeny, err = connector.ExitDenyFromEnv(os.Getenv); err != nil {
+			if cfg.ExitDeny, err = clusteraddrs.FromEnv(os.Getenv); err != nil {
 				return err
 			}
 			logf, err := startProcess()

@@ -20,6 +20,7 @@ import (
 	"github.com/tsinject/tsinject/api/v1alpha1"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/clusteraddrs"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/tsnode"
@@ -122,7 +123,7 @@ func TestProxyReadsWhatTheControllerWrites(t *testing.T) {
 			if err := cfg.Node.Validate(); err != nil {
 				t.Fatalf("the proxy refuses the controller's environment: %v", err)
 			}
-			deny, err := proxy.ExitDenyFromEnv(func(k string) string { return env[k] })
+			deny, err := clusteraddrs.FromEnv(func(k string) string { return env[k] })
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -124,6 +124,10 @@ const (
 	EnvHTTPProxy    = "TSINJECT_HTTP_PROXY_ADDR"
 	EnvRedirectAddr = "TSINJECT_REDIRECT_ADDR"
 	EnvDNSAddr      = "TSINJECT_DNS_ADDR"
+	// EnvUseExitNode is the exit node (MagicDNS name or tailnet IP) a pod's
+	// traffic to anywhere but the cluster and the tailnet leaves through;
+	// EnvExitDeny then lists the cluster's ranges, which never do.
+	EnvUseExitNode = "TSINJECT_USE_EXIT_NODE"
 	// EnvTunDir, in transparent mode, is where the sidecar finds the TUN's
 	// device node (TunDir); unset, only TCP and DNS are redirected.
 	EnvTunDir       = "TSINJECT_TUN_DIR"

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/clusteraddrs"
 )
 
 func TestExitDenied(t *testing.T) {
@@ -41,29 +41,6 @@ func TestExitDenied(t *testing.T) {
 		if got := exitDenied(netip.MustParseAddr(tc.dst), routes, deny); got != tc.want {
 			t.Errorf("exitDenied(%s, routes %v) = %v, want %v", tc.dst, tc.routes, got, tc.want)
 		}
-	}
-}
-
-func TestExitDenyFromEnv(t *testing.T) {
-	env := map[string]string{
-		contract.EnvHostIP: "198.19.0.1", contract.EnvPodIP: "198.19.0.9", "KUBERNETES_SERVICE_HOST": "198.19.16.1",
-		contract.EnvHostIPs: "198.19.0.1,fd00:19::1", contract.EnvPodIPs: "198.19.0.9,fd00:19::9",
-		contract.EnvExitDeny: "198.19.16.0/24, 198.19.0.0/24",
-	}
-	got, err := ExitDenyFromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s []string
-	for _, p := range got {
-		s = append(s, p.String())
-	}
-	if want := "198.19.0.1/32 198.19.0.9/32 198.19.0.1/32 fd00:19::1/128 198.19.0.9/32 fd00:19::9/128 198.19.16.1/32 198.19.16.0/24 198.19.0.0/24"; strings.Join(s, " ") != want {
-		t.Errorf("got %v, want %s", s, want)
-	}
-	env[contract.EnvExitDeny] = "10.96.0.0"
-	if _, err := ExitDenyFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), contract.EnvExitDeny) {
-		t.Errorf("a bad CIDR: %v", err)
 	}
 }
 
@@ -104,7 +81,7 @@ func TestDenyFileFollowsChanges(t *testing.T) {
 // its first characters only: errors reach logs and the pod's status.
 func TestBadDenyFileIsNotEchoed(t *testing.T) {
 	secret := "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ." + strings.Repeat("s3cr3t", 20)
-	_, err := parseDeny("198.19.0.0/16\n" + secret)
+	_, err := clusteraddrs.Parse("198.19.0.0/16\n" + secret)
 	if err == nil || strings.Contains(err.Error(), strings.Repeat("s3cr3t", 3)) {
 		t.Errorf("got %v, want an error without the file's contents", err)
 	}
