@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -33,6 +34,7 @@ const (
 	AnnotationEgress        = AnnotationPrefix + "egress"
 	AnnotationEgressMode    = AnnotationPrefix + "egress-mode"
 	AnnotationAcceptRoutes  = AnnotationPrefix + "accept-routes"
+	AnnotationExitNode      = AnnotationPrefix + "exit-node"
 	AnnotationExpose        = AnnotationPrefix + "expose"
 	AnnotationProxyEnv      = AnnotationPrefix + "proxy-env"
 	AnnotationState         = AnnotationPrefix + "state"
@@ -57,6 +59,7 @@ var Annotations = []AnnotationDoc{
 	{AnnotationEgress, "comma-separated host:port or LOCALPORT=host:port", "", "tailnet targets; LOCALPORT forwards 127.0.0.1:LOCALPORT to the target"},
 	{AnnotationEgressMode, "explicit | transparent", "explicit", "transparent adds an init container (NET_ADMIN, NET_RAW, MKNOD) that redirects tailnet TCP and DNS to the sidecar and routes UDP and ICMP to it through a TUN"},
 	{AnnotationAcceptRoutes, "comma-separated CIDRs", "", "subnet routes of the tailnet the pod may reach (accepted and, in transparent mode, redirected)"},
+	{AnnotationExitNode, "a MagicDNS name or tailnet IP the namespace's " + AnnotationAllowedExitNodes + " allows", "none", "the exit node the pod's traffic to anywhere but the cluster and the tailnet leaves through (transparent: everything; explicit: what the proxies carry)"},
 	{AnnotationExpose, "comma-separated PORT, TAILNETPORT:PODPORT or container port names", "", "pod ports offered on the node's tailnet addresses"},
 	{AnnotationProxyEnv, "true | false", "false", "set ALL_PROXY, HTTP_PROXY, HTTPS_PROXY and NO_PROXY in app containers"},
 	{AnnotationState, "ephemeral | secret", "ephemeral", "secret keeps the node's identity in Secret tsinject-state-<pod name> (needs RBAC, see docs)"},
@@ -85,6 +88,7 @@ type podOptions struct {
 	egress       []contract.EgressTarget
 	egressMode   string
 	acceptRoutes []netip.Prefix
+	exitNode     string
 	expose       []contract.Expose
 	proxyEnv     bool
 	state        string
@@ -104,6 +108,9 @@ type podOptions struct {
 	// proxy-image annotation; profileTags the pod's own profile's tags,
 	// allowed to its tags annotation.
 	profileImages, profileTags []string
+	// profileExitNodes are the profiles' exit nodes, allowed to the pod's
+	// exit-node annotation like the namespace's allowed-exit-nodes.
+	profileExitNodes []string
 }
 
 // parseEnum sets *dst to annotation key's value if it is one of allowed,
@@ -196,6 +203,13 @@ func parseOptions(pod *corev1.Pod, nsLabels map[string]string, base podOptions, 
 				p.warn("%s: %s has host bits set; using %s", AnnotationAcceptRoutes, pfx, pfx.Masked())
 			}
 			o.acceptRoutes = append(o.acceptRoutes, pfx.Masked())
+		}
+	}
+	if v, ok := a[AnnotationExitNode]; ok {
+		if err := ValidateExitNode(v); err != nil {
+			p.invalid(AnnotationExitNode, v, "", err)
+		} else {
+			o.exitNode = strings.ToLower(v)
 		}
 	}
 	if v, ok := a[AnnotationEgress]; ok {
@@ -472,3 +486,25 @@ func editDistance(a, b string) int {
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// ValidateExitNode checks an exit node's name: a tailnet IP, or a
+// MagicDNS name (short or full).
+func ValidateExitNode(v string) error {
+	if ip, err := netip.ParseAddr(v); err == nil {
+		if !slices.ContainsFunc(tailnetRanges, func(r netip.Prefix) bool { return r.Contains(ip) }) {
+			return fmt.Errorf("%q is not a tailnet address (100.64.0.0/10, fd7a:115c:a1e0::/48); name the exit node by its tailnet IP or MagicDNS name", v)
+		}
+		return nil
+	}
+	if len(v) == 0 || len(v) > 253 {
+		return fmt.Errorf("%q: want a MagicDNS name (up to 253 characters) or a tailnet IP", v)
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(strings.ToLower(v), "."), ".") {
+		if !dnsLabel.MatchString(label) {
+			return fmt.Errorf("%q: %q is not a DNS label (lowercase letters, digits, '-'); want a MagicDNS name or a tailnet IP", v, label)
+		}
+	}
+	return nil
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)

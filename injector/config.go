@@ -44,6 +44,13 @@ type Config struct {
 	// set-ups that discover pods by annotation, unless the pod sets
 	// prometheus.io annotations of its own (its app's metrics win).
 	PrometheusAnnotations bool `json:"prometheusAnnotations,omitempty"`
+	// PodCIDRs and ServiceCIDRs are the cluster's ranges (the manager's
+	// --pod-cidrs, and the cluster's ServiceCIDRs): a pod that leaves
+	// through an exit node keeps them, and its node's and the API
+	// server's addresses, off it. Transparent egress through an exit node
+	// needs the pod ranges.
+	PodCIDRs     []string `json:"podCIDRs,omitempty"`
+	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
 }
 
 // DefaultConfig is the configuration of a manager started without flags.

@@ -133,7 +133,18 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 		return Result{Reason: ReasonNoCredential, Warnings: p.warnings, Problems: []string{err.Error()}}
 	}
 	opts.cred = cred
-	if denied := checkPolicy(ns, pol, &opts); len(denied) > 0 {
+	denied = checkPolicy(ns, pol, &opts)
+	if opts.exitNode != "" && opts.egressMode == contract.EgressTransparent {
+		if len(in.cfg.PodCIDRs) == 0 {
+			denied = append(denied, fmt.Sprintf("annotation %s with %s=transparent needs the cluster's pod ranges, to keep them off the exit node: the manager has no --pod-cidrs (Helm podCIDRs); a cluster admin sets them, or use explicit egress",
+				AnnotationExitNode, AnnotationEgressMode))
+		}
+		if len(in.cfg.ServiceCIDRs) == 0 {
+			denied = append(denied, fmt.Sprintf("annotation %s with %s=transparent needs the cluster's Service ranges, to keep them off the exit node: the cluster publishes no ServiceCIDRs (Kubernetes 1.33 and later do); use explicit egress",
+				AnnotationExitNode, AnnotationEgressMode))
+		}
+	}
+	if len(denied) > 0 {
 		return Result{Reason: ReasonPolicyDenied, Warnings: p.warnings, Problems: denied}
 	}
 	if clash := nameClashes(pod); len(clash) > 0 {
@@ -483,6 +494,9 @@ func (in *Injector) sidecar(pod *corev1.Pod, o podOptions) corev1.Container {
 	if m, ok := serviceAccountMount(pod, o.state == contract.StateSecret); ok {
 		mounts = append(mounts, m)
 	}
+	if o.exitNode != "" {
+		env = append(env, in.exitNodeEnv(o)...)
+	}
 	if o.egressMode == contract.EgressTransparent {
 		// Read-only: a device node opens for writing all the same.
 		mounts = append(mounts, corev1.VolumeMount{Name: contract.TunVolume, MountPath: contract.TunDir, ReadOnly: true})
@@ -530,6 +544,9 @@ func (in *Injector) initContainer(pod *corev1.Pod, o podOptions) corev1.Containe
 		env = append(env, corev1.EnvVar{Name: contract.EnvAcceptRoutes, Value: joinPrefixes(o)})
 	}
 	mounts = append(mounts, corev1.VolumeMount{Name: contract.TunVolume, MountPath: contract.TunDir})
+	if o.exitNode != "" {
+		env = append(env, in.exitNodeEnv(o)...)
+	}
 	return corev1.Container{
 		Name:                     contract.InitContainer,
 		Image:                    o.image,
@@ -560,10 +577,25 @@ func (in *Injector) initContainer(pod *corev1.Pod, o podOptions) corev1.Containe
 	}
 }
 
+// exitNodeEnv tells the sidecar and init the exit node and what never
+// goes through it: the cluster's ranges, the node's and the pod's
+// addresses (init routes them around it; the sidecar refuses them).
+func (in *Injector) exitNodeEnv(o podOptions) []corev1.EnvVar {
+	env := []corev1.EnvVar{
+		{Name: contract.EnvUseExitNode, Value: o.exitNode},
+		fieldEnv(contract.EnvHostIPs, "status.hostIPs"),
+		fieldEnv(contract.EnvPodIPs, "status.podIPs"),
+	}
+	if cidrs := slices.Concat(in.cfg.PodCIDRs, in.cfg.ServiceCIDRs); len(cidrs) > 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvExitDeny, Value: strings.Join(cidrs, ",")})
+	}
+	return env
+}
+
 // optionsKey is everything the added objects depend on.
 func optionsKey(pod *corev1.Pod, o podOptions) string {
 	var b strings.Builder
-	for _, s := range []string{o.hostname, strings.Join(o.tags, ","), contract.FormatEgress(o.egress), o.egressMode,
+	for _, s := range []string{o.hostname, strings.Join(o.tags, ","), contract.FormatEgress(o.egress), o.egressMode, o.exitNode,
 		joinPrefixes(o), contract.FormatExpose(o.expose), strconv.FormatBool(o.proxyEnv), o.state, o.image,
 		strconv.FormatBool(o.native), serviceAccountVolume(pod), o.controlURL, string(o.pullPolicy), credentialKey(o.cred)} {
 		b.WriteString(s)

@@ -31,6 +31,9 @@ const (
 	// AnnotationAllowedHostnames lists the patterns (path.Match, with
 	// {namespace}) a pod's hostname must match; default {namespace}-*.
 	AnnotationAllowedHostnames = AnnotationPrefix + "allowed-hostnames"
+	// AnnotationAllowedExitNodes lists the exit nodes (patterns, path.Match)
+	// pods here may leave through; default none.
+	AnnotationAllowedExitNodes = AnnotationPrefix + "allowed-exit-nodes"
 )
 
 // DefaultAllowedHostname keeps a pod's tailnet name inside its namespace's
@@ -43,6 +46,7 @@ var NamespacePolicies = []AnnotationDoc{
 	{AnnotationDefaultTags, "comma-separated tag:name", "manager's --default-tags", "tags of pods that name none"},
 	{AnnotationAllowUntagged, "true | false", "false", "lets pods join without tags (as the auth key's owner)"},
 	{AnnotationAllowedHostnames, "comma-separated patterns (* ? [..]) with {namespace}", DefaultAllowedHostname, "what a pod's hostname may be"},
+	{AnnotationAllowedExitNodes, "comma-separated patterns (* ? [..]) of MagicDNS names or tailnet IPs", "none", "exit nodes pods here may name in " + AnnotationExitNode + " (docs/sidecar.md)"},
 	{AnnotationProfile, "a SidecarProfile's name", "none (only the profile named default)", "the SidecarProfile of the namespace's pods, over the cluster default (docs/profiles.md)"},
 	{AnnotationAllowedProfiles, "comma-separated SidecarProfile names", "none", "profiles pods here may pick with their own " + AnnotationProfile + " annotation"},
 	{credential.AnnotationClientID, "a client ID", "manager's --federation-namespace-client-id, else none (pods denied)", "federation: the identity this namespace's pods use (docs/credentials.md)"},
@@ -59,6 +63,7 @@ type nsPolicy struct {
 	untagged                 bool
 	federated                bool // keys by federation or the broker are always tagged
 	hostnames                []string
+	exitNodes                []string // patterns
 	// profile is the namespace's SidecarProfile; allowedProfiles those its
 	// pods may pick.
 	profile         string
@@ -74,6 +79,7 @@ func policyOf(ns Namespace, cfg *Config) nsPolicy {
 	}
 	// Profiles' tags come before the namespace's default-tags annotation
 	// (profile.go has the order).
+	pol.exitNodes = splitList(strings.ToLower(a[AnnotationAllowedExitNodes]))
 	pol.profile = a[AnnotationProfile]
 	pol.allowedProfiles = splitList(a[AnnotationAllowedProfiles])
 	for _, name := range []string{v1alpha1.DefaultProfile, pol.profile} {
@@ -192,6 +198,11 @@ func checkPolicy(ns Namespace, pol nsPolicy, o *podOptions) []string {
 	if !matched {
 		out = append(out, fmt.Sprintf("annotation %s: %q is not allowed in namespace %s (allowed: %s; a cluster admin sets the namespace's %s)",
 			AnnotationHostname, o.hostname, ns.Name, orNone(patterns), AnnotationAllowedHostnames))
+	}
+	if o.exitNode != "" && !slices.Contains(o.profileExitNodes, o.exitNode) &&
+		!slices.ContainsFunc(pol.exitNodes, func(pat string) bool { ok, _ := path.Match(pat, o.exitNode); return ok }) {
+		out = append(out, fmt.Sprintf("annotation %s: %q is not allowed in namespace %s (allowed: %s; a cluster admin sets the namespace's %s)",
+			AnnotationExitNode, o.exitNode, ns.Name, orNone(slices.Concat(pol.exitNodes, o.profileExitNodes)), AnnotationAllowedExitNodes))
 	}
 	return out
 }

@@ -123,6 +123,10 @@ func applyProfile(o *podOptions, sp *v1alpha1.SidecarProfile) {
 	if d.EgressMode != "" {
 		o.egressMode = d.EgressMode
 	}
+	if d.ExitNode != "" {
+		o.exitNode = strings.ToLower(d.ExitNode)
+		o.profileExitNodes = append(o.profileExitNodes, o.exitNode)
+	}
 	if d.State != "" {
 		o.state = d.State
 	}
@@ -172,6 +176,11 @@ func profileProblems(sp *v1alpha1.SidecarProfile) []string {
 	}
 	if d.EgressMode != "" && d.EgressMode != contract.EgressExplicit && d.EgressMode != contract.EgressTransparent {
 		bad("egressMode", d.EgressMode, contract.EgressExplicit+", "+contract.EgressTransparent)
+	}
+	if d.ExitNode != "" {
+		if err := ValidateExitNode(d.ExitNode); err != nil {
+			bad("exitNode", d.ExitNode, "a MagicDNS name or tailnet IP")
+		}
 	}
 	if d.State != "" && d.State != contract.StateEphemeral && d.State != contract.StateSecret {
 		bad("state", d.State, contract.StateEphemeral+", "+contract.StateSecret)

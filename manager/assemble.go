@@ -166,6 +166,16 @@ func (a *assembly) certificates() error {
 
 // webhook serves the injection webhook, draining on stop.
 func (a *assembly) webhook() error {
+	// Pods that leave through an exit node keep the cluster's ranges off
+	// it: the pod ranges configured, the Service ranges as they are now.
+	a.o.Injector.PodCIDRs = prefixStrings(a.o.PodCIDRs)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	svc, err := connectors.ServiceCIDRs(ctx, a.mgr.GetAPIReader())
+	if err != nil {
+		return fmt.Errorf("exit nodes for pods: %w", err)
+	}
+	a.o.Injector.ServiceCIDRs = svc
 	a.handler = &webhook.Handler{
 		Injector:   injector.New(a.o.Injector),
 		Namespaces: a.namespaces,

@@ -59,6 +59,13 @@ type SidecarDefaults struct {
 	// +kubebuilder:validation:Enum=explicit;transparent
 	// +optional
 	EgressMode string `json:"egressMode,omitempty"`
+	// ExitNode is the exit node (MagicDNS name or tailnet IP) the pods'
+	// traffic to anywhere but the cluster and the tailnet leaves through.
+	// Transparent egress needs the manager's --pod-cidrs.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9.:-]+$`
+	// +optional
+	ExitNode string `json:"exitNode,omitempty"`
 	// State: ephemeral (a new node per pod) or secret (the node's identity
 	// survives restarts in a Secret).
 	// +kubebuilder:validation:Enum=ephemeral;secret

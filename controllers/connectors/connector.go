@@ -91,16 +91,17 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// serviceCIDRs lists the cluster's Service ranges (ServiceCIDR objects,
-// Kubernetes >= 1.33), read past the cache: an exit node refuses them.
-// A cluster without the API has none to report.
-func (r *Reconciler) serviceCIDRs(ctx context.Context) ([]string, error) {
+// ServiceCIDRs lists the cluster's Service ranges (ServiceCIDR objects,
+// Kubernetes >= 1.33) through live, past any cache: exit nodes refuse
+// them, and pods that leave through one keep them off it. A cluster
+// without the API has none to report.
+func ServiceCIDRs(ctx context.Context, live client.Reader) ([]string, error) {
 	var list networkingv1.ServiceCIDRList
-	if err := r.Live.List(ctx, &list); err != nil {
+	if err := live.List(ctx, &list); err != nil {
 		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("listing ServiceCIDRs for the exit node's deny list: %w", err)
+		return nil, fmt.Errorf("listing ServiceCIDRs: %w", err)
 	}
 	var out []string
 	for _, c := range list.Items {
@@ -113,7 +114,7 @@ func (r *Reconciler) serviceCIDRs(ctx context.Context) ([]string, error) {
 // clusterCIDRs are the ranges an exit node refuses besides its node's and
 // its own addresses: the Service ranges and the configured pod ranges.
 func (r *Reconciler) clusterCIDRs(ctx context.Context) ([]string, error) {
-	cidrs, err := r.serviceCIDRs(ctx)
+	cidrs, err := ServiceCIDRs(ctx, r.Live)
 	if err != nil {
 		return nil, err
 	}

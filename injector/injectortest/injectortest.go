@@ -47,6 +47,12 @@ var Variants = map[string]func(*injector.Config){
 	// prometheus: injected pods advertise the sidecar's metrics by
 	// annotation (--prometheus-annotations).
 	"prometheus": func(c *injector.Config) { c.PrometheusAnnotations = true },
+	// cluster-ranges: the manager knows the pod ranges (--pod-cidrs) and
+	// the Service ranges, which exit nodes must not carry.
+	"cluster-ranges": func(c *injector.Config) {
+		c.PodCIDRs = []string{"10.244.0.0/16"}
+		c.ServiceCIDRs = []string{"10.96.0.0/12"}
+	},
 }
 
 // ConfigFor is the configuration a case file's source is injected with,
@@ -70,11 +76,12 @@ func ConfigFor(src []byte) (injector.Config, string) {
 var NamespaceLabels = map[string]string{injector.LabelInjection: "enabled"}
 
 // NamespaceAnnotations are its policy: the default tag (tag:k8s, from
-// Config) and tag:worker; hostnames in its prefix or w-*; its own
-// federated identity.
+// Config) and tag:worker; hostnames in its prefix or w-*; the office's exit
+// node; its own federated identity.
 var NamespaceAnnotations = map[string]string{
 	injector.AnnotationAllowedTags:      "tag:worker",
 	injector.AnnotationAllowedHostnames: "{namespace}-*, w-*",
+	injector.AnnotationAllowedExitNodes: "office-exit*",
 	credential.AnnotationClientID:       "kC8Hsk3CNTRL",
 }
 
