@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/clusteraddrs"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/tsnode"
 )
@@ -36,6 +37,11 @@ type Config struct {
 	EgressMode   string
 	AcceptRoutes []netip.Prefix
 	Expose       []contract.Expose
+	// ExitNode, if set, is where what is for neither the tailnet nor the
+	// cluster leaves; ExitDeny are the cluster's addresses, which never do
+	// (read from the environment, clusteraddrs.FromEnv).
+	ExitNode string
+	ExitDeny []netip.Prefix
 
 	HealthAddr    string
 	SOCKS5Addr    string
@@ -65,6 +71,7 @@ func (c *Config) Settings() []cli.Setting {
 			c.AcceptRoutes, err = contract.ParsePrefixes(v)
 			return err
 		}},
+		{Flag: "exit-node", Env: contract.EnvUseExitNode, Help: "exit node (MagicDNS name or tailnet IP) for what is for neither the tailnet nor the cluster; the cluster's addresses come from " + contract.EnvExitDeny + ", " + contract.EnvHostIPs + ", " + contract.EnvPodIPs + " and KUBERNETES_SERVICE_HOST", Set: cli.String(&c.ExitNode)},
 		{Flag: "expose", Env: contract.EnvExpose, Help: "pod ports offered on the tailnet: PORT or TAILNETPORT:PODPORT, comma-separated", Set: func(v string) (err error) {
 			c.Expose, err = contract.ParseExpose(v)
 			return err
@@ -103,6 +110,13 @@ func (c *Config) Validate() error {
 		if err := contract.ValidateTemplate(c.StateSecret); err != nil {
 			errs = append(errs, fmt.Errorf("--state-secret: %v", err))
 		}
+	}
+	if c.ExitNode != "" {
+		deny, err := clusteraddrs.FromEnv(os.Getenv)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--exit-node: the cluster's addresses: %v", err))
+		}
+		c.ExitDeny = deny
 	}
 	if err := contract.ValidateTemplate(c.Hostname); err != nil {
 		errs = append(errs, fmt.Errorf("--hostname: %v", err))

@@ -21,6 +21,8 @@ const (
 	causeNoPeer      = "no-peer"      // a tailnet address no peer has
 	causeDialFailed  = "dial-failed"  // the peer did not answer
 	causeNotReady    = "not-ready"    // the node is not on the tailnet yet
+	causeCluster     = "cluster"      // a cluster address, never through the exit node
+	causeExitOffline = "exit-node-offline"
 )
 
 // DialError is a refused or failed dial, with its cause.
@@ -84,6 +86,9 @@ func (d *Dialer) Allowed(ip netip.Addr) error {
 	}
 	if tailnetAddr(ip) {
 		return &DialError{Cause: causeNoPeer, Dest: ip.String(), Err: errors.New("no peer has this tailnet address")}
+	}
+	if d.node.cfg.ExitNode != "" {
+		return d.allowedOut(ip)
 	}
 	return &DialError{Cause: causeNotTailnet, Dest: ip.String(), Err: errors.New("not a tailnet address or an accepted route; refused so nothing leaves through the host network")}
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/proxy/connector"
 	"github.com/tsinject/tsinject/test/dnsstub"
 	"github.com/tsinject/tsinject/test/echoapp"
 	"github.com/tsinject/tsinject/test/gobuild"
@@ -511,6 +513,130 @@ func TestTransparentUDPAndICMPInNamespace(t *testing.T) {
 	if t.Failed() {
 		t.Logf("sidecar logs:\n%s", logs.String())
 	}
+}
+
+// An exit node for a transparent pod: what is for neither the tailnet nor
+// the cluster leaves through it, TCP and UDP (the far end sees the exit
+// node's address, not the pod's), while the sidecar's own traffic to the
+// control server on that same address keeps the pod's routes; a range
+// the cluster keeps (TSINJECT_EXIT_DENY) goes around it.
+func TestTransparentExitNodeInNamespace(t *testing.T) {
+	p := newPod(t) // builds the proxy, makes the namespace: before the deadline
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The far end, outside the tailnet, on the host end of the pod's
+	// veth: it answers with the address it sees.
+	far, err := net.Listen("tcp", net.JoinHostPort(p.ns.HostIP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	go http.Serve(far, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		io.WriteString(w, "seen from "+host)
+	}))
+	farUDP, err := net.ListenPacket("udp", net.JoinHostPort(p.ns.HostIP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer farUDP.Close()
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := farUDP.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			farUDP.WriteTo(append(buf[:n:n], " seen from "+from.(*net.UDPAddr).IP.String()...), from)
+		}
+	}()
+	stop := p.exitNode(t, ctx, "office-exit")
+	defer stop()
+
+	tunDir := filepath.Join(p.dir, "tun")
+	if err := os.Mkdir(tunDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	initEnv := func(keep string) []string {
+		return append(os.Environ(), contract.EnvUseExitNode+"=office-exit", contract.EnvExitDeny+"="+keep, contract.EnvPodIPs+"="+p.ns.IP.String())
+	}
+	cmd := p.ns.Command(p.proxy, "init", "--tun-dir", tunDir)
+	cmd.Env = initEnv("198.19.0.0/16")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "to the exit node office-exit") {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	p.sidecar(t, contract.EnvEgressMode+"=transparent", contract.EnvTunDir+"="+tunDir, contract.EnvUseExitNode+"=office-exit",
+		contract.EnvExitDeny+"=198.19.0.0/16", contract.EnvPodIPs+"="+p.ns.IP.String())
+
+	through := "seen from " + p.ns.HostIP.String() // the exit node dials from the host
+	url := "http://" + far.Addr().String() + "/"
+	var body string
+	deadline := time.Now().Add(30 * time.Second) // the exit node is chosen once it is a peer
+	for time.Now().Before(deadline) {
+		if body, err = p.curl(url); err == nil && body == through {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if body != through {
+		t.Errorf("TCP to %s: %q, %v; want %q (through the exit node)", url, body, err, through)
+	}
+	udp := p.ns.AsUser(1000, os.Args[0])
+	udp.Env = append(os.Environ(), "TSINJECT_TEST_UDP="+farUDP.LocalAddr().String())
+	if out, err := udp.CombinedOutput(); err != nil || !strings.Contains(string(out), through) {
+		t.Errorf("UDP to %s: %v\n%s; want an answer %s", farUDP.LocalAddr(), err, out, through)
+	}
+
+	// The same far end kept by the cluster: it goes around the exit node.
+	cmd = p.ns.Command(p.proxy, "init", "--tun-dir", tunDir)
+	cmd.Env = initEnv(p.ns.HostIP.String() + "/32")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("init again: %v\n%s", err, out)
+	}
+	if body, err := p.curl(url); err != nil || body != "seen from "+p.ns.IP.String() {
+		t.Errorf("TCP to a kept address: %q, %v; want it direct, seen from the pod's %s", body, err, p.ns.IP)
+	}
+}
+
+// exitNode runs an exit-node connector on the host, approved.
+func (p *pod) exitNode(t *testing.T, ctx context.Context, name string) (stop func()) {
+	t.Helper()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "authkey")
+	os.WriteFile(keyFile, []byte(p.tn.AuthKey), 0o600)
+	cctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- connector.Run(cctx, connector.Config{
+			Node: tsnode.Options{ControlURL: p.tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
+				Hostname: name, State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state")},
+			ExitNode: true, HealthAddr: "127.0.0.1:0",
+		}, t.Logf)
+	}()
+	stop = func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("exit node %s did not stop", name)
+		}
+	}
+	for ctx.Err() == nil {
+		for _, n := range p.tn.Control.AllNodes() {
+			if n.Hostinfo.Hostname() == name && n.Hostinfo.RoutableIPs().Len() > 0 {
+				p.tn.ApproveRoutes(n.Key, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
+				return stop
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("exit node %s exited: %v", name, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	stop()
+	t.Fatalf("exit node %s never advertised its routes", name)
+	return nil
 }
 
 // Explicit egress needs no init container and no capabilities: the app

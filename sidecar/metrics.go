@@ -44,7 +44,7 @@ func newMetrics() *Metrics {
 	}
 	m.Registry.MustRegister(m.ready, m.tunUp, m.conns, m.active, m.bytes, m.dialErrors, m.dnsQueries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, c := range []string{causeNotTailnet, causeUnknownName, causeNoPeer, causeDialFailed, causeNotReady} {
+	for _, c := range []string{causeNotTailnet, causeUnknownName, causeNoPeer, causeDialFailed, causeNotReady, causeCluster, causeExitOffline} {
 		m.dialErrors.WithLabelValues(c)
 	}
 	return m

@@ -27,6 +27,10 @@ type Node struct {
 	view atomic.Pointer[netView]
 	stop context.CancelFunc // ends watch
 	tun  *podTUN            // transparent UDP and ICMP, if carried
+	// exitIP is the exit node chosen in the prefs; exitMissingSaid, that
+	// its absence was logged (refresh runs on one goroutine at a time).
+	exitIP          netip.Addr
+	exitMissingSaid bool
 }
 
 // netView is a snapshot of the tailnet as this node sees it.
@@ -35,8 +39,10 @@ type netView struct {
 	domain  string                  // MagicDNS suffix, no trailing dot
 	names   map[string][]netip.Addr // FQDN (lowercase, no trailing dot) -> addresses
 	peers   map[netip.Addr]bool     // every peer's tailnet address
-	routes  []netip.Prefix          // subnet routes peers serve
-	self    []netip.Addr
+	// exitOnline: an exit node is chosen and online.
+	exitOnline bool
+	routes     []netip.Prefix // subnet routes peers serve
+	self       []netip.Addr
 }
 
 // StartNode joins the tailnet. It returns once the node is Running; ctx
@@ -45,6 +51,9 @@ func StartNode(ctx context.Context, cfg *Config, tun *podTUN, logf logger.Logf) 
 	o := cfg.Node
 	if tun != nil {
 		o.Tun = tun
+	}
+	if cfg.ExitNode != "" {
+		o.Started = dialThroughTailnet
 	}
 	if o.State == contract.StateSecret && o.PodName == "" {
 		return nil, errors.New("--state=secret needs --pod-name (the downward API sets it in a pod)")
@@ -124,14 +133,18 @@ func (n *Node) refresh(ctx context.Context) error {
 	if n.tun != nil {
 		n.tun.setSelf(v.self)
 	}
+	if n.cfg.ExitNode != "" {
+		n.chooseExitNode(ctx, v)
+	}
 	return nil
 }
 
 func buildView(st *ipnstate.Status) *netView {
 	v := &netView{
-		running: st.BackendState == ipn.Running.String(),
-		names:   map[string][]netip.Addr{},
-		peers:   map[netip.Addr]bool{},
+		running:    st.BackendState == ipn.Running.String(),
+		exitOnline: st.ExitNodeStatus != nil && st.ExitNodeStatus.Online,
+		names:      map[string][]netip.Addr{},
+		peers:      map[netip.Addr]bool{},
 	}
 	if st.CurrentTailnet != nil {
 		v.domain = strings.TrimSuffix(strings.ToLower(st.CurrentTailnet.MagicDNSSuffix), ".")

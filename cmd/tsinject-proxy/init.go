@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 
 	"github.com/tsinject/tsinject/internal/cli"
+	"github.com/tsinject/tsinject/internal/clusteraddrs"
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/sidecar/netinit"
 )
@@ -55,6 +57,13 @@ func initCommand() *cli.Command {
 			if tunDir != "" {
 				r.Tun = &netinit.TUN{Dir: tunDir, UID: r.ProxyUID}
 			}
+			if os.Getenv(contract.EnvUseExitNode) != "" {
+				keep, err := clusteraddrs.FromEnv(os.Getenv)
+				if err != nil {
+					return fmt.Errorf("exit node: the cluster's addresses: %v", err)
+				}
+				r.Exit = &netinit.Exit{Keep: append(keep, clusteraddrs.Never...)}
+			}
 			in, err := netinit.Install(r, netinit.Backend(backend))
 			if err != nil {
 				return fmt.Errorf("%v\n%v", err, netinit.ErrNotRoot)
@@ -67,6 +76,9 @@ func initCommand() *cli.Command {
 				fmt.Printf("tsinject-proxy init: UDP and ICMP to the tailnet NOT carried: %v; routes through lo where the pod network needs them\n", in.TUNErr)
 			default:
 				fmt.Printf("tsinject-proxy init: UDP, ICMP and the rest to %v through %s (owned by UID %d)\n", r.Routes, contract.TunName, r.ProxyUID)
+			}
+			if r.Exit != nil {
+				fmt.Printf("tsinject-proxy init: everything else through %s to the exit node %s, but for %v\n", contract.TunName, os.Getenv(contract.EnvUseExitNode), r.Exit.Keep)
 			}
 			return nil
 		},

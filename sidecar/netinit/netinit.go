@@ -35,6 +35,9 @@ type Rules struct {
 	// TUN device the sidecar attaches to (see TUN); the pod then accepts
 	// from it only what answers its own traffic, and pings.
 	Tun *TUN
+	// Exit, with Tun, also sends what is for neither the tailnet nor the
+	// cluster to the sidecar's exit node (see Exit).
+	Exit *Exit
 }
 
 // quad100 is the tailnet's own resolver (MagicDNS), inside the tailnet's
@@ -88,8 +91,21 @@ func Install(r Rules, backend Backend) (Installed, error) {
 		in.TUNErr = errors.Join(errors.New("the iptables fallback carries TCP and DNS only"), removeTUN())
 		r.Tun = nil
 	}
+	if r.Exit != nil && r.Tun == nil {
+		// Without the TUN, UDP and ICMP would leave past the exit node:
+		// the pod does not start.
+		return in, fmt.Errorf("the exit node needs the TUN, which was not made: %w", in.TUNErr)
+	}
 	if r.Tun != nil {
-		return in, configureTUN(r.Routes)
+		if err := configureTUN(r.Routes); err != nil {
+			return in, err
+		}
+	}
+	if r.Exit != nil {
+		return in, routeExit(*r.Exit, r.ProxyUID)
+	}
+	if r.Tun != nil {
+		return in, nil
 	}
 	return in, routeToLoopback(r.Routes)
 }
@@ -122,7 +138,7 @@ func Remove() error {
 		return err
 	}
 	deleteTables(c)
-	return errors.Join(c.Flush(), removeLoopbackRoutes(), removeTUN())
+	return errors.Join(c.Flush(), removeLoopbackRoutes(), removeExit(), removeTUN())
 }
 
 // families are the nftables families tsinject's tables live in.
@@ -208,6 +224,17 @@ func installNFT(r Rules) error {
 				&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(r.RedirectPort)},
 				&expr.Redir{RegisterProtoMin: 1})
 			add(e...)
+		}
+		if r.Exit != nil && r.Tun != nil {
+			// The rest of TCP leaves through the exit node, but for
+			// what must not.
+			for _, k := range familyRoutes(r.Exit.Keep, fam == nftables.TableFamilyIPv6) {
+				add(append(daddrIn(k), &expr.Verdict{Kind: expr.VerdictReturn})...)
+			}
+			add(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+				&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(r.RedirectPort)},
+				&expr.Redir{RegisterProtoMin: 1})
 		}
 		if r.Tun != nil {
 			tunInput(c, t, fam)

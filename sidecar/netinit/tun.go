@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/jsimonetti/rtnetlink"
 	"golang.org/x/sys/unix"
@@ -40,6 +42,15 @@ func createTUN(t TUN) error {
 	}
 	if err := os.Chown(node, int(t.UID), int(t.UID)); err != nil {
 		return err
+	}
+	if owner, err := os.ReadFile(filepath.Join("/sys/class/net", contract.TunName, "owner")); err == nil {
+		// Made by an earlier run, and maybe attached by the sidecar now
+		// (attaching again would be refused): keep it if it is the
+		// sidecar's.
+		if strings.TrimSpace(string(owner)) != strconv.Itoa(int(t.UID)) {
+			return fmt.Errorf("%s exists, owned by UID %s, not the sidecar's %d", contract.TunName, strings.TrimSpace(string(owner)), t.UID)
+		}
+		return nil
 	}
 	fd, err := unix.Open(node, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -1,0 +1,176 @@
+package netinit
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/jsimonetti/rtnetlink"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tsinject/tsinject/internal/contract"
+)
+
+// Exit sends what is for neither the tailnet nor the cluster through the
+// TUN, to the sidecar's exit node: a routing table of its own that every
+// user but the sidecar looks up first (the sidecar's own traffic, to the
+// control server, DERP and peers, keeps the pod's routes), whose two
+// halves of the address space go to the TUN except the ranges Keep
+// throws back to the pod's own routes; and TCP to those destinations is
+// redirected like the tailnet's.
+type Exit struct {
+	// Keep never go through the exit node: the cluster's addresses and
+	// what no exit node carries (package clusteraddrs).
+	Keep []netip.Prefix
+}
+
+const (
+	// exitTable is the routing table of the exit node's routes.
+	exitTable = 41641
+	// Rule priorities: the sidecar's UID keeps the main table, before
+	// everyone else looks up exitTable. Both come before main (32766).
+	rulePrioSidecar = 41640 - 10000
+	rulePrioExit    = 41641 - 10000
+)
+
+var halves = map[bool][]netip.Prefix{
+	false: {netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")},
+	true:  {netip.MustParsePrefix("::/1"), netip.MustParsePrefix("8000::/1")},
+}
+
+// routeExit installs the exit node's table and rules (idempotent).
+func routeExit(e Exit, uid uint32) error {
+	ifc, err := net.InterfaceByName(contract.TunName)
+	if err != nil {
+		return fmt.Errorf("exit node: %s: %w", contract.TunName, err)
+	}
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		return err
+	}
+	v6, err := hasIPv6(lo)
+	if err != nil {
+		return err
+	}
+	c, err := rtnetlink.Dial(nil)
+	if err != nil {
+		return fmt.Errorf("exit node: %w", err)
+	}
+	defer c.Close()
+	families := []bool{false}
+	if v6 {
+		families = append(families, true)
+	}
+	for _, is6 := range families {
+		src := netip.MustParseAddr(contract.TunLocal4)
+		family := uint8(unix.AF_INET)
+		if is6 {
+			src, family = netip.MustParseAddr(contract.TunLocal6), unix.AF_INET6
+		}
+		for _, h := range halves[is6] {
+			rt := tunRoute(h, uint32(ifc.Index), src)
+			rt.Table, rt.Attributes.Table = unix.RT_TABLE_UNSPEC, exitTable
+			if err := c.Route.Replace(rt); err != nil {
+				return fmt.Errorf("exit node: route %s dev %s table %d: %w", h, contract.TunName, exitTable, err)
+			}
+		}
+		for _, k := range e.Keep {
+			if k.Addr().Is6() != is6 {
+				continue
+			}
+			if err := c.Route.Replace(throwRoute(k)); err != nil {
+				return fmt.Errorf("exit node: throw %s table %d: %w", k, exitTable, err)
+			}
+		}
+		if err := addExitRules(family, uid); err != nil {
+			return fmt.Errorf("exit node: %w", err)
+		}
+	}
+	return nil
+}
+
+func throwRoute(p netip.Prefix) *rtnetlink.RouteMessage {
+	family := uint8(unix.AF_INET6)
+	if p.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	return &rtnetlink.RouteMessage{
+		Family: family, DstLength: uint8(p.Bits()), Table: unix.RT_TABLE_UNSPEC,
+		Protocol: unix.RTPROT_STATIC, Scope: unix.RT_SCOPE_UNIVERSE, Type: unix.RTN_THROW,
+		Attributes: rtnetlink.RouteAttributes{Dst: net.IP(p.Masked().Addr().AsSlice()), Table: exitTable},
+	}
+}
+
+// addExitRules adds the two rules of a family: the sidecar's UID looks
+// up main; then everyone exitTable. Written by hand: rtnetlink's rule
+// message encodes a UID range in 16 bits where the kernel wants 32.
+func addExitRules(family uint8, uid uint32) error {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for _, r := range []struct {
+		prio, table uint32
+		uid         bool
+	}{{rulePrioSidecar, unix.RT_TABLE_MAIN, true}, {rulePrioExit, exitTable, false}} {
+		ae := netlink.NewAttributeEncoder()
+		ae.Uint32(unix.FRA_PRIORITY, r.prio)
+		ae.Uint32(unix.FRA_TABLE, r.table)
+		if r.uid {
+			rng := make([]byte, 8)
+			binary.NativeEndian.PutUint32(rng[0:4], uid)
+			binary.NativeEndian.PutUint32(rng[4:8], uid)
+			ae.Bytes(unix.FRA_UID_RANGE, rng)
+		}
+		attrs, err := ae.Encode()
+		if err != nil {
+			return err
+		}
+		// struct fib_rule_hdr: family, dst_len, src_len, tos, table,
+		// res1, res2, action, flags (u32).
+		hdr := []byte{family, 0, 0, 0, unix.RT_TABLE_UNSPEC, 0, 0, unix.FR_ACT_TO_TBL, 0, 0, 0, 0}
+		_, err = c.Execute(netlink.Message{
+			Header: netlink.Header{Type: unix.RTM_NEWRULE, Flags: netlink.Request | netlink.Create | netlink.Excl | netlink.Acknowledge},
+			Data:   append(hdr, attrs...),
+		})
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("rule %d: %w", r.prio, err)
+		}
+	}
+	return nil
+}
+
+// removeExit deletes the exit node's rules and table, if any.
+func removeExit() error {
+	c, err := rtnetlink.Dial(nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var errs []error
+	rules, err := c.Rule.List()
+	if err != nil {
+		return err
+	}
+	for _, r := range rules {
+		if p := r.Attributes.Priority; p != nil && (*p == rulePrioSidecar || *p == rulePrioExit) {
+			r := r
+			errs = append(errs, c.Rule.Delete(&r))
+		}
+	}
+	routes, err := c.Route.List()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, r := range routes {
+		if r.Attributes.Table == exitTable {
+			r := r
+			errs = append(errs, c.Route.Delete(&r))
+		}
+	}
+	return errors.Join(errs...)
+}
