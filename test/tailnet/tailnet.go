@@ -313,6 +313,26 @@ type Node struct {
 	FQDN       string
 }
 
+// closeWait bounds Close: wireguard-go can deadlock closing a device while
+// a handshake timer sends on it (device.closeBindLocked waiting on a
+// sender blocked on the bind's lock; seen once in the test tier, where it
+// hung a cleanup for 24 minutes). A test's cleanup must not hang.
+const closeWait = 20 * time.Second
+
+// Close closes the node, giving up after closeWait (the goroutine left
+// behind ends with the test process).
+func (n *Node) Close() error {
+	done := make(chan error, 1)
+	go func() { done <- n.Server.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(closeWait):
+		log.Printf("tailnet: closing node %s took over %s (wireguard-go close deadlock); left behind", n.FQDN, closeWait)
+		return fmt.Errorf("closing node %s: gave up after %s", n.FQDN, closeWait)
+	}
+}
+
 // NewNode starts a tsnet node called hostname, waits until it is Running
 // with a home DERP connection (so the first packets to it are not dropped),
 // and applies opts. The caller closes it.
