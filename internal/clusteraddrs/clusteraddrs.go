@@ -73,4 +73,3 @@ func Parse(s string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
-
