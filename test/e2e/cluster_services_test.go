@@ -569,37 +569,7 @@ func TestExitNodeRefusesTheCluster(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
-	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
-kind: Connector
-metadata: {name: exit}
-spec:
-  hostname: e2e-exit
-  tags: [tag:k8s-subnet]
-  exitNode: true
-`)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
-		defer cancel()
-		kubectl(ctx, "delete", "connector", "exit", "--wait=true", "--timeout=2m")
-	})
-	exitRoutes := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
-	err = waitFor(ctx, func(ctx context.Context) error {
-		for _, n := range env.tn.Control.AllNodes() {
-			if n.Hostinfo.Hostname() == "e2e-exit" {
-				env.tn.ApproveRoutes(n.Key, exitRoutes...)
-			}
-		}
-		out, err := kubectl(ctx, "get", "connector", "exit", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-		if err != nil || strings.TrimSpace(out) != "True" {
-			return fmt.Errorf("Connector not Ready (%v): %s", err, out)
-		}
-		return nil
-	})
-	if err != nil {
-		out, _ := kubectl(ctx, "-n", system, "describe", "statefulset,pods", "-l", "app.kubernetes.io/instance=exit")
-		st, _ := kubectl(ctx, "get", "connector", "exit", "-o", "yaml")
-		t.Fatalf("%v\n%s\n%s", err, st, out)
-	}
+	exitConnector(t, ctx, "exit", "e2e-exit")
 
 	laptop, err := env.tn.NewNode(ctx, "laptop-exit", tailnet.NodeOptions{})
 	if err != nil {
@@ -670,4 +640,42 @@ spec:
 		refused = append(refused, target)
 	}
 	figure(t, "laptop reached %s through the exit node; refused %s", outsideHost, strings.Join(refused, ", "))
+}
+
+// exitConnector creates an exit-node Connector (tag:k8s-subnet), approves
+// its routes on the control server, and waits for it to be Ready; the
+// test's cleanup deletes it.
+func exitConnector(t *testing.T, ctx context.Context, name, hostname string) {
+	t.Helper()
+	apply(t, "default", fmt.Sprintf(`apiVersion: tsinject.dev/v1alpha1
+kind: Connector
+metadata: {name: %s}
+spec:
+  hostname: %s
+  tags: [tag:k8s-subnet]
+  exitNode: true
+`, name, hostname))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		kubectl(ctx, "delete", "connector", name, "--wait=true", "--timeout=2m")
+	})
+	exitRoutes := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	err := waitFor(ctx, func(ctx context.Context) error {
+		for _, n := range env.tn.Control.AllNodes() {
+			if n.Hostinfo.Hostname() == hostname {
+				env.tn.ApproveRoutes(n.Key, exitRoutes...)
+			}
+		}
+		out, err := kubectl(ctx, "get", "connector", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil || strings.TrimSpace(out) != "True" {
+			return fmt.Errorf("Connector not Ready (%v): %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulset,pods", "-l", "app.kubernetes.io/instance="+name)
+		st, _ := kubectl(ctx, "get", "connector", name, "-o", "yaml")
+		t.Fatalf("%v\n%s\n%s", err, st, out)
+	}
 }

@@ -343,7 +343,8 @@ func installHelm(ctx context.Context) error {
 		"-n", system,
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never",
 		"--set", "proxyImage="+proxyImage, "--set", "apiServerProxy.enabled=true",
-		"--set", "controlURL="+env.tn.ControlURL(), "--set", "federation.clientID="+clientID); err != nil {
+		"--set", "controlURL="+env.tn.ControlURL(), "--set", "federation.clientID="+clientID,
+		"--set", "podCIDRs="+node.PodCIDRs); err != nil {
 		return fmt.Errorf("helm install: %w: %s", err, out)
 	}
 	if out, err := kubectl(ctx, "-n", system, "rollout", "status", "deployment/tsinject-manager", "--timeout=5m"); err != nil {

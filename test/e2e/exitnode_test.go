@@ -1,0 +1,106 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tsinject/tsinject/test/node"
+)
+
+// farHost is outside the cluster and the tailnet (a /32 on the node's
+// bridge, like outsideHost): where a pod's exit node takes it.
+const farHost = "198.19.200.10"
+
+// A transparent pod whose namespace allows the exit node: the app's TCP
+// and UDP to a host outside the cluster leave through an exit-node
+// Connector, so the far end sees the Connector's address, not the app
+// pod's; the sidecar stays unprivileged.
+func TestPodExitNode(t *testing.T) {
+	ctx := testCtx(t, podDeadline)
+	if out, err := exec.Command("ip", "addr", "add", farHost+"/32", "dev", node.Bridge).CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "addr", "del", farHost+"/32", "dev", node.Bridge).Run() })
+	ln, err := net.Listen("tcp", net.JoinHostPort(farHost, "8080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		io.WriteString(w, "seen from "+host)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(farHost, "8081"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	var mu sync.Mutex
+	udpFrom := map[string]bool{}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			udpFrom[from.(*net.UDPAddr).IP.String()] = true
+			mu.Unlock()
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+
+	exitConnector(t, ctx, "pod-exit", "e2e-pod-exit")
+	ns := namespaceWith(t, "exit", map[string]string{"tsinject.dev/allowed-exit-nodes": "e2e-pod-exit"})
+	url := "http://" + net.JoinHostPort(farHost, "8080") + "/"
+	// The exit node is chosen once the sidecar sees it: until then the
+	// pod's traffic out waits (bounded retries), it never goes direct.
+	script := fmt.Sprintf("set -e\nB=/bin/busybox\nfor i in $($B seq 1 60); do $B timeout 10 $B wget -q -O - %s && exit 0; $B sleep 1; done; exit 1\n", url)
+	apply(t, ns, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+  annotations: {tsinject.dev/egress-mode: transparent, tsinject.dev/exit-node: e2e-pod-exit}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/busybox", "sh", "-c", %q]
+  - name: probe
+    image: %s
+    imagePullPolicy: Never
+    command: ["/usr/local/bin/echoapp", "udp", "%s"]
+`, appImage, script, echoImage, net.JoinHostPort(farHost, "8081")))
+	pod, took := waitPod(t, ns, "app", "Succeeded", succeeded)
+	out, err := kubectl(ctx, "-n", system, "get", "pods", "-l", "app.kubernetes.io/instance=pod-exit", "-o", "jsonpath={.items[*].status.podIP}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitIPs := strings.Fields(out)
+	body := logs(t, ns, "app", "app")
+	through := false
+	for _, ip := range exitIPs {
+		through = through || strings.Contains(body, "seen from "+ip)
+	}
+	if !through || strings.Contains(body, "seen from "+pod.Status.PodIP) {
+		t.Errorf("the far end saw %q; want the exit node's address (one of %v), not the app pod's %s", strings.TrimSpace(body), exitIPs, pod.Status.PodIP)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if udpFrom[pod.Status.PodIP] || len(udpFrom) == 0 {
+		t.Errorf("UDP reached the far end from %v; want only the exit node's address (one of %v)", udpFrom, exitIPs)
+	}
+	figure(t, "pod Succeeded %.1fs after creation; the far end saw %s for TCP and %v for UDP", took.Seconds(), strings.TrimSpace(body), udpFrom)
+}
