@@ -565,7 +565,7 @@ func TestTransparentExitNodeInNamespace(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "to the exit node office-exit") {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	p.sidecar(t, contract.EnvEgressMode+"=transparent", contract.EnvTunDir+"="+tunDir, contract.EnvUseExitNode+"=office-exit",
+	healthURL, _ := p.sidecar(t, contract.EnvEgressMode+"=transparent", contract.EnvTunDir+"="+tunDir, contract.EnvUseExitNode+"=office-exit",
 		contract.EnvExitDeny+"=198.19.0.0/16", contract.EnvPodIPs+"="+p.ns.IP.String())
 
 	through := "seen from " + p.ns.HostIP.String() // the exit node dials from the host
@@ -580,6 +580,9 @@ func TestTransparentExitNodeInNamespace(t *testing.T) {
 	}
 	if body != through {
 		t.Errorf("TCP to %s: %q, %v; want %q (through the exit node)", url, body, err, through)
+	}
+	if m, err := get(http.DefaultClient, healthURL+"/metrics"); err != nil || !strings.Contains(m, `tsinject_sidecar_exit_node_online{exit_node="office-exit"} 1`) {
+		t.Errorf("metrics do not say the exit node is online (%v)", err)
 	}
 	udp := p.ns.AsUser(1000, os.Args[0])
 	udp.Env = append(os.Environ(), "TSINJECT_TEST_UDP="+farUDP.LocalAddr().String())

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"tailscale.com/types/logger"
 
@@ -72,6 +73,12 @@ func Run(ctx context.Context, cfg *Config, logf logger.Logf) error {
 	}
 	s.node = node
 	s.metrics.Registry.MustRegister(tsnode.NewPeerCollector(node.Node))
+	if cfg.ExitNode != "" {
+		s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tsinject_sidecar_exit_node_online", Help: "1 when the pod's exit node (tsinject.dev/exit-node) is chosen and online; 0 while traffic for it waits.",
+			ConstLabels: prometheus.Labels{"exit_node": cfg.ExitNode},
+		}, func() float64 { return boolGauge(node.view.Load().exitOnline) }))
+	}
 	s.dialer = &Dialer{node: node, metrics: s.metrics, logf: logf, tracker: s.tracker}
 	if err := s.listen(nodeCtx); err != nil {
 		node.Close(context.Background())

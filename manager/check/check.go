@@ -895,7 +895,43 @@ func proxies(ctx context.Context, c client.Client, st map[string]string, sps []v
 		profiles = pass("sidecar profiles", fmt.Sprintf("%d of %d injected pods were injected with a SidecarProfile that has changed or gone since: %s", len(profileLag), injected, strings.Join(profileLag, ", ")))
 		profiles.Warning, profiles.Fix = true, "recreate them to pick up the profile: kubectl rollout restart their workloads (docs/profiles.md)"
 	}
-	return []Result{ready, current, profiles}
+	return []Result{ready, current, profiles, exitNodes(pods.Items)}
+}
+
+// exitNodes: which injected pods leave through which exit node (their
+// sidecars' tsinject.dev/exit-node). Whether it is online each sidecar
+// knows: tsinject_sidecar_exit_node_online.
+func exitNodes(pods []corev1.Pod) Result {
+	const name = "exit nodes"
+	by := map[string][]string{}
+	for _, p := range pods {
+		if p.Annotations[injector.AnnotationStatus] == "" || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		for _, c := range slices.Concat(p.Spec.InitContainers, p.Spec.Containers) {
+			if c.Name != contract.SidecarContainer {
+				continue
+			}
+			for _, e := range c.Env {
+				if e.Name == contract.EnvUseExitNode && e.Value != "" {
+					by[e.Value] = append(by[e.Value], p.Namespace+"/"+p.Name)
+				}
+			}
+		}
+	}
+	if len(by) == 0 {
+		return pass(name, "no injected pod leaves through an exit node")
+	}
+	var parts []string
+	for _, exit := range slices.Sorted(maps.Keys(by)) {
+		pods := by[exit]
+		listed := pods
+		if len(listed) > MaxListed {
+			listed = append(slices.Clone(listed[:MaxListed]), fmt.Sprintf("and %d more", len(pods)-MaxListed))
+		}
+		parts = append(parts, fmt.Sprintf("%s: %d pods (%s)", exit, len(pods), strings.Join(listed, ", ")))
+	}
+	return pass(name, strings.Join(parts, "; ")+"; whether each is online, its pods' sidecars say (tsinject_sidecar_exit_node_online)")
 }
 
 func generationNow(gen int64, exists bool) string {

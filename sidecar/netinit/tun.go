@@ -36,11 +36,15 @@ func createTUN(t TUN) error {
 	if err := os.Remove(node); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	// /dev/net/tun: character device 10:200, for the sidecar only.
-	if err := unix.Mknod(node, unix.S_IFCHR|0o600, int(unix.Mkdev(10, 200))); err != nil {
+	// /dev/net/tun: character device 10:200. Open to every user, as
+	// /dev/net/tun is on a host: init has no CAP_CHOWN to give it to the
+	// sidecar, and opening it grants nothing. Attaching to tsi0 needs the
+	// TUN owner's UID (the sidecar's) or CAP_NET_ADMIN, and only init and
+	// the sidecar mount the volume.
+	if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 200))); err != nil {
 		return fmt.Errorf("making %s: %w (init needs CAP_MKNOD)", node, err)
 	}
-	if err := os.Chown(node, int(t.UID), int(t.UID)); err != nil {
+	if err := os.Chmod(node, 0o666); err != nil { // past the umask
 		return err
 	}
 	if owner, err := os.ReadFile(filepath.Join("/sys/class/net", contract.TunName, "owner")); err == nil {
