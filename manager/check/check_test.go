@@ -190,6 +190,21 @@ func TestChecks(t *testing.T) {
 		if r := rs[1]; !r.OK || !r.Warning || !strings.Contains(r.Detail, "shop/b (v0-bbbb)") || strings.Contains(r.Detail, "shop/a") {
 			t.Errorf("sidecar versions: %+v", r)
 		}
+		if r := rs[3]; !r.OK || !strings.Contains(r.Detail, "no injected pod leaves through an exit node") {
+			t.Errorf("exit nodes: %+v", r)
+		}
+	})
+	t.Run("exit nodes", func(t *testing.T) {
+		exiting := func(name, exit string) *corev1.Pod {
+			p := injectedPod(name, "v1-aaaa", true)
+			p.Spec.InitContainers = []corev1.Container{{Name: contract.SidecarContainer, Env: []corev1.EnvVar{{Name: contract.EnvUseExitNode, Value: exit}}}}
+			return p
+		}
+		c := build(statusMap(federated, "v1-aaaa"), exiting("a", "office-exit"), exiting("b", "office-exit"), exiting("c", "mullvad"), injectedPod("d", "v1-aaaa", true))
+		r := listedProxies(ctx, c)[3]
+		if !r.OK || !strings.Contains(r.Detail, "mullvad: 1 pods (shop/c); office-exit: 2 pods (shop/a, shop/b)") || strings.Contains(r.Detail, "shop/d") {
+			t.Errorf("exit nodes: %+v", r)
+		}
 	})
 }
 
