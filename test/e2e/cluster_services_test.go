@@ -674,7 +674,7 @@ spec:
 		return nil
 	})
 	if err != nil {
-		out, _ := kubectl(ctx, "-n", system, "describe", "statefulset,pods", "-l", "app.kubernetes.io/instance="+name)
+		out, _ := kubectl(ctx, "-n", system, "describe", "statefulset,pods", "-l", "tsinject.dev/owner="+name+",app.kubernetes.io/component=connector")
 		st, _ := kubectl(ctx, "get", "connector", name, "-o", "yaml")
 		t.Fatalf("%v\n%s\n%s", err, st, out)
 	}

@@ -84,7 +84,7 @@ spec:
     command: ["/usr/local/bin/echoapp", "udp", "%s"]
 `, appImage, script, echoImage, net.JoinHostPort(farHost, "8081")))
 	pod, took := waitPod(t, ns, "app", "Succeeded", succeeded)
-	out, err := kubectl(ctx, "-n", system, "get", "pods", "-l", "app.kubernetes.io/instance=pod-exit", "-o", "jsonpath={.items[*].status.podIP}")
+	out, err := kubectl(ctx, "-n", system, "get", "pods", "-l", "tsinject.dev/owner=pod-exit,app.kubernetes.io/component=connector", "-o", "jsonpath={.items[*].status.podIP}")
 	if err != nil {
 		t.Fatal(err)
 	}
