@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +28,7 @@ import (
 	"github.com/tsinject/tsinject/test/echoapp"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/netns"
+	"github.com/tsinject/tsinject/test/socks5udp"
 	"github.com/tsinject/tsinject/test/tailnet"
 	"github.com/tsinject/tsinject/test/tier"
 )
@@ -80,59 +80,31 @@ func udpRoundTrip(addr string) int {
 	return 1
 }
 
-// socks5UDPRoundTrip is a SOCKS5 client's UDP ASSOCIATE (RFC 1928), as
-// an app in the pod: one datagram to target ("host:port", a name or an
-// IP) through the proxy, and its answer printed.
+// socks5UDPRoundTrip is a SOCKS5 client's UDP ASSOCIATE, as an app in
+// the pod: one datagram to target ("host:port", a name or an IP) through
+// the proxy, and its answer printed.
 func socks5UDPRoundTrip(proxy, target string) int {
-	fail := func(format string, args ...any) int { fmt.Printf(format+"\n", args...); return 1 }
-	ctrl, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	a, err := socks5udp.Associate(proxy, 10*time.Second)
 	if err != nil {
-		return fail("%v", err)
+		fmt.Println(err)
+		return 1
 	}
-	defer ctrl.Close()
-	ctrl.SetDeadline(time.Now().Add(20 * time.Second))
+	defer a.Close()
+	hdr, err := socks5udp.Header(target)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
 	buf := make([]byte, 512)
-	ctrl.Write([]byte{5, 1, 0}) // version 5, one method: no authentication
-	if _, err := io.ReadFull(ctrl, buf[:2]); err != nil || buf[1] != 0 {
-		return fail("greeting: %v %v", buf[:2], err)
-	}
-	ctrl.Write([]byte{5, 3, 0, 1, 0, 0, 0, 0, 0, 0}) // UDP ASSOCIATE, from any address
-	if _, err := io.ReadFull(ctrl, buf[:4]); err != nil || buf[1] != 0 || buf[3] != 1 {
-		return fail("associate: %v %v", buf[:4], err)
-	}
-	if _, err := io.ReadFull(ctrl, buf[:6]); err != nil {
-		return fail("associate: %v", err)
-	}
-	relay := netip.AddrPortFrom(netip.AddrFrom4([4]byte(buf[:4])), uint16(buf[4])<<8|uint16(buf[5]))
-	host, portStr, _ := net.SplitHostPort(target)
-	port, _ := strconv.Atoi(portStr)
-	hdr := []byte{0, 0, 0}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.Is4() {
-		hdr = append(append(hdr, 1), ip.AsSlice()...)
-	} else if err == nil {
-		hdr = append(append(hdr, 4), ip.AsSlice()...)
-	} else {
-		hdr = append(append(hdr, 3, byte(len(host))), host...)
-	}
-	hdr = append(hdr, byte(port>>8), byte(port))
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(relay))
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer c.Close()
 	for range 3 {
-		c.Write(append(hdr, "hello over socks5 udp"...))
-		c.SetReadDeadline(time.Now().Add(3 * time.Second))
-		n, err := c.Read(buf)
-		if err != nil || n < 10 {
-			continue
+		a.Send(hdr, []byte("hello over socks5 udp"))
+		if b, err := a.Receive(buf, time.Now().Add(3*time.Second)); err == nil {
+			fmt.Printf("%s\n", b)
+			return 0
 		}
-		// The answer's header: RSV RSV FRAG ATYP ADDR PORT.
-		skip := map[byte]int{1: 4, 4: 16}[buf[3]] + 6
-		fmt.Printf("%s\n", buf[skip:n])
-		return 0
 	}
-	return fail("no answer")
+	fmt.Println("no answer")
+	return 1
 }
 
 // http3Get is an HTTP/3 client, as an app in the pod: it prints the body
