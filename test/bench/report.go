@@ -28,6 +28,8 @@ type Report struct {
 	// WebSkipped says which rows were not measured, and why.
 	Web        []PathResult
 	WebSkipped []string
+	// UDP is the sidecar's UDP beside tailscaled's, userspace and kernel.
+	UDP *UDPResult
 	API        []APIResult
 	Failover   *FailoverResult
 	Memory     []MemoryRow
@@ -170,6 +172,9 @@ func (r *Report) Write(w io.Writer) {
 			p("\nNot measured: %s\n", sk)
 		}
 	}
+	if u := r.UDP; u != nil {
+		writeUDP(p, u)
+	}
 	if r.Failover != nil && len(r.Failover.Standby) > 0 {
 		writeFailover(p, r.Failover)
 	}
@@ -305,4 +310,22 @@ func (r *Report) writeAdmission(p func(string, ...any)) {
 	p("| Inject + patch (%d operations) | %.3f ms | %d | %d |\n", lp.PatchOps, lp.InjectNs/1e6, lp.InjectAllocs, lp.InjectBytes)
 	p("| Whole handler (decode, inject, patch) | %.3f ms | %d | %d |\n", lp.HandlerNs/1e6, lp.HandlerAllocs, lp.HandlerBytes)
 
+}
+
+func writeUDP(p func(string, ...any), u *UDPResult) {
+	p("\n## UDP to the tailnet\n\nAn app sends 1,200-byte datagrams to a tailnet peer (a tsnet node in the bench process that counts what arrives) as fast as it can for %s, then times %d echo round trips one after another. Throughput and packets per second are what the peer received. CPU per GiB is the data plane process's own (user and system) per GiB received; the floor is ChaCha20-Poly1305 sealing a GiB of 1,280-byte packets on one core here (Go's x/crypto), WireGuard's own work: %s per GiB.\n\n", udpBlast, udpEchoes, pm(u.FloorPerGiB, " s", 2))
+	p("| Path | Received | vs userspace tailscaled | Packets/s | RTT p50 | p99 | CPU per GiB | vs floor | Notes |\n|---|---|---|---|---|---|---|---|---|\n")
+	var base UDPPath
+	for _, pr := range u.Paths {
+		if pr.Name == PathUDPUserspace {
+			base = pr
+		}
+	}
+	for _, pr := range u.Paths {
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", pr.Name, pm(pr.Mbps, " Mbit/s", 0), ratio(pr.Mbps.Median(), base.Mbps.Median()),
+			pm(pr.Kpps, "k", 1), pm(pr.RTTP50, " ms", 3), pm(pr.RTTP99, " ms", 3), pm(pr.CPUPerGiB, " s", 2), ratio(pr.CPUPerGiB.Median(), u.FloorPerGiB.Median()), pr.Note)
+	}
+	for _, sk := range u.Skipped {
+		p("\nNot measured: %s\n", sk)
+	}
 }

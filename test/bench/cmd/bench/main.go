@@ -30,7 +30,7 @@ func main() {
 	repeats := flag.Int("repeats", 3, "repetitions of each figure")
 	dur := flag.Duration("duration", 2*time.Second, "length of each load run")
 	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
-	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, connector, services, web, api, failover, memory, manager (default all)")
+	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, udp, connector, services, web, api, failover, memory, manager (default all)")
 	managerBaseline := flag.String("manager-baseline", "ec04815", "manager: the git revision measured beside this tree (the last before the manager's caches were trimmed)")
 	roles := flag.String("roles", "", "memory: comma-separated subset of sidecar, connector, API proxy (default all)")
 	profile := flag.String("profile", "", "directory for heap and CPU profiles of tsinject's processes under each memory load")
@@ -112,6 +112,12 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 		step("sidecar vs tailscaled")
 		if r.Sidecar, err = bench.Sidecar(ctx, proxyBin, tsBins, size, repeats); err != nil {
 			r.Errors = append(r.Errors, "sidecar vs tailscaled: "+err.Error())
+		}
+	}
+	if want("udp") {
+		step("UDP: sidecar vs tailscaled, userspace and kernel")
+		if r.UDP, err = bench.UDP(ctx, proxyBin, tsBins, repeats); err != nil {
+			r.Errors = append(r.Errors, "UDP: "+err.Error())
 		}
 	}
 	if want("connector") {
