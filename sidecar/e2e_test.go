@@ -61,7 +61,15 @@ func TestMain(m *testing.M) {
 // udpRoundTrip is a plain UDP client, as an app in the pod: it sends a
 // datagram to addr and prints the answer (TSINJECT_TEST_UDP=addr).
 func udpRoundTrip(addr string) int {
-	c, err := net.Dial("udp", addr)
+	d := net.Dialer{}
+	if dev := os.Getenv("TSINJECT_TEST_UDP_DEVICE"); dev != "" { // SO_BINDTODEVICE, as unprivileged apps may
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			rc.Control(func(fd uintptr) { err = syscall.BindToDevice(int(fd), dev) })
+			return err
+		}
+	}
+	c, err := d.Dial("udp", addr)
 	if err != nil {
 		fmt.Println(err)
 		return 1
@@ -562,6 +570,26 @@ func TestTransparentExitNodeInNamespace(t *testing.T) {
 		t.Errorf("UDP to %s: %v\n%s; want an answer %s", farUDP.LocalAddr(), err, out, through)
 	}
 
+	// An app that binds its UDP socket to the pod's eth0 does not get
+	// past the exit node either (TCP is redirected whatever the binding).
+	bound := p.ns.AsUser(1000, os.Args[0])
+	bound.Env = append(os.Environ(), "TSINJECT_TEST_UDP="+farUDP.LocalAddr().String(), "TSINJECT_TEST_UDP_DEVICE="+p.ns.Interface())
+	if out, err := bound.CombinedOutput(); err == nil {
+		t.Errorf("UDP from a socket bound to %s reached the far end around the exit node: %s", p.ns.Interface(), out)
+	}
+	// A server of the pod's, reached from outside the tailnet (another
+	// pod, the node): its replies keep the pod's routes.
+	srv, err := p.ns.Listen("tcp", net.JoinHostPort(p.ns.IP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go http.Serve(srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from the pod") }))
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if body, err := get(hc, "http://"+srv.Addr().String()+"/"); err != nil || body != "hello from the pod" {
+		t.Errorf("the node to the pod's server: %q, %v; want its answer, through the pod's routes", body, err)
+	}
+
 	// The same far end kept by the cluster: it goes around the exit node.
 	cmd = p.ns.Command(p.proxy, "init", "--tun-dir", tunDir)
 	cmd.Env = initEnv(p.ns.HostIP.String() + "/32")
@@ -570,6 +598,13 @@ func TestTransparentExitNodeInNamespace(t *testing.T) {
 	}
 	if body, err := p.curl(url); err != nil || body != "seen from "+p.ns.IP.String() {
 		t.Errorf("TCP to a kept address: %q, %v; want it direct, seen from the pod's %s", body, err, p.ns.IP)
+	}
+	// And from a socket bound to eth0 (so the refusal above was the
+	// guard's, not the binding's).
+	bound = p.ns.AsUser(1000, os.Args[0])
+	bound.Env = append(os.Environ(), "TSINJECT_TEST_UDP="+farUDP.LocalAddr().String(), "TSINJECT_TEST_UDP_DEVICE="+p.ns.Interface())
+	if out, err := bound.CombinedOutput(); err != nil || !strings.Contains(string(out), "seen from "+p.ns.IP.String()) {
+		t.Errorf("UDP to a kept address from a socket bound to %s: %v\n%s", p.ns.Interface(), err, out)
 	}
 }
 

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tsinject/tsinject/internal/cli"
 	"github.com/tsinject/tsinject/internal/clusteraddrs"
@@ -66,7 +69,10 @@ func initCommand() *cli.Command {
 			}
 			in, err := netinit.Install(r, netinit.Backend(backend))
 			if err != nil {
-				return fmt.Errorf("%v\n%v", err, netinit.ErrNotRoot)
+				if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+					return fmt.Errorf("%v\n%v", err, netinit.ErrNotRoot)
+				}
+				return err
 			}
 			fmt.Printf("tsinject-proxy init: %s rules installed: TCP to %v -> :%d, DNS -> :%d, except UID %d\n", in.Backend, r.Routes, r.RedirectPort, r.DNSPort, r.ProxyUID)
 			switch {

@@ -30,11 +30,15 @@ type Exit struct {
 const (
 	// exitTable is the routing table of the exit node's routes.
 	exitTable = 41641
-	// Rule priorities: the sidecar's UID keeps the main table, before
-	// everyone else looks up exitTable. Both come before main (32766).
-	rulePrioSidecar = 41640 - 10000
-	rulePrioExit    = 41641 - 10000
+	// Rule priorities: replies to connections the pod accepted (exitMark)
+	// and the sidecar's UID keep the main table, before everyone else
+	// looks up exitTable. All come before main (32766).
+	rulePrioAccepted = 41639 - 10000
+	rulePrioSidecar  = 41640 - 10000
+	rulePrioExit     = 41641 - 10000
 )
+
+var rulePrios = []uint32{rulePrioAccepted, rulePrioSidecar, rulePrioExit}
 
 var halves = map[bool][]netip.Prefix{
 	false: {netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")},
@@ -115,8 +119,8 @@ func addExitRules(family uint8, uid uint32) error {
 	defer c.Close()
 	for _, r := range []struct {
 		prio, table uint32
-		uid         bool
-	}{{rulePrioSidecar, unix.RT_TABLE_MAIN, true}, {rulePrioExit, exitTable, false}} {
+		uid, mark   bool
+	}{{rulePrioAccepted, unix.RT_TABLE_MAIN, false, true}, {rulePrioSidecar, unix.RT_TABLE_MAIN, true, false}, {rulePrioExit, exitTable, false, false}} {
 		ae := netlink.NewAttributeEncoder()
 		ae.Uint32(unix.FRA_PRIORITY, r.prio)
 		ae.Uint32(unix.FRA_TABLE, r.table)
@@ -126,42 +130,61 @@ func addExitRules(family uint8, uid uint32) error {
 			binary.NativeEndian.PutUint32(rng[4:8], uid)
 			ae.Bytes(unix.FRA_UID_RANGE, rng)
 		}
-		attrs, err := ae.Encode()
-		if err != nil {
-			return err
+		if r.mark {
+			ae.Uint32(unix.FRA_FWMARK, exitMark)
+			ae.Uint32(unix.FRA_FWMASK, 0xffffffff)
 		}
-		// struct fib_rule_hdr: family, dst_len, src_len, tos, table,
-		// res1, res2, action, flags (u32).
-		hdr := []byte{family, 0, 0, 0, unix.RT_TABLE_UNSPEC, 0, 0, unix.FR_ACT_TO_TBL, 0, 0, 0, 0}
-		_, err = c.Execute(netlink.Message{
-			Header: netlink.Header{Type: unix.RTM_NEWRULE, Flags: netlink.Request | netlink.Create | netlink.Excl | netlink.Acknowledge},
-			Data:   append(hdr, attrs...),
-		})
-		if err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := ruleOp(c, unix.RTM_NEWRULE, netlink.Create|netlink.Excl, family, ae); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("rule %d: %w", r.prio, err)
 		}
 	}
 	return nil
 }
 
-// removeExit deletes the exit node's rules and table, if any.
+// ruleOp sends one rule message: struct fib_rule_hdr (family, dst_len,
+// src_len, tos, table, res1, res2, action, flags u32), then attributes.
+func ruleOp(c *netlink.Conn, typ netlink.HeaderType, flags netlink.HeaderFlags, family uint8, ae *netlink.AttributeEncoder) error {
+	attrs, err := ae.Encode()
+	if err != nil {
+		return err
+	}
+	hdr := []byte{family, 0, 0, 0, unix.RT_TABLE_UNSPEC, 0, 0, unix.FR_ACT_TO_TBL, 0, 0, 0, 0}
+	_, err = c.Execute(netlink.Message{
+		Header: netlink.Header{Type: typ, Flags: netlink.Request | netlink.Acknowledge | flags},
+		Data:   append(hdr, attrs...),
+	})
+	return err
+}
+
+// removeExit deletes the exit node's rules and table, if any. Rules are
+// deleted by priority alone, by hand: rtnetlink cannot give back the UID
+// range it read.
 func removeExit() error {
-	c, err := rtnetlink.Dial(nil)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	var errs []error
-	rules, err := c.Rule.List()
+	nc, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
 	if err != nil {
 		return err
 	}
-	for _, r := range rules {
-		if p := r.Attributes.Priority; p != nil && (*p == rulePrioSidecar || *p == rulePrioExit) {
-			r := r
-			errs = append(errs, c.Rule.Delete(&r))
+	defer nc.Close()
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		for _, prio := range rulePrios {
+			for range 8 { // each at most once per family; bounded all the same
+				ae := netlink.NewAttributeEncoder()
+				ae.Uint32(unix.FRA_PRIORITY, prio)
+				if err := ruleOp(nc, unix.RTM_DELRULE, 0, family, ae); err != nil {
+					if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EAFNOSUPPORT) {
+						errs = append(errs, fmt.Errorf("rule %d: %w", prio, err))
+					}
+					break
+				}
+			}
 		}
 	}
+	c, err := rtnetlink.Dial(nil)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer c.Close()
 	routes, err := c.Route.List()
 	if err != nil {
 		return errors.Join(append(errs, err)...)

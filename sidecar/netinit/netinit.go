@@ -239,8 +239,62 @@ func installNFT(r Rules) error {
 		if r.Tun != nil {
 			tunInput(c, t, fam)
 		}
+		if r.Exit != nil && r.Tun != nil {
+			exitGuard(c, t, fam, r)
+		}
 	}
 	return c.Flush()
+}
+
+// exitMark marks connections the pod accepted from anywhere but the TUN
+// (another pod, the node, a load balancer's client), so that its replies
+// keep the pod's routes rather than the exit node's table.
+const exitMark = 41641
+
+// exitGuard keeps a pod with an exit node on it: connections accepted
+// from elsewhere are marked and answered through the pod's routes (an ip
+// rule on the mark), and nothing else of the pod's leaves by another
+// interface than the TUN but to the kept ranges, even from a socket bound
+// to eth0. (Packet sockets bypass netfilter: PodSecurity restricted takes
+// NET_RAW from apps.)
+func exitGuard(c *nftables.Conn, t *nftables.Table, fam nftables.TableFamily, r Rules) {
+	mark := binaryutil.NativeEndian.PutUint32(exitMark)
+	in := c.AddChain(&nftables.Chain{Name: "exit-in", Table: t,
+		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityMangle})
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(contract.TunName)},
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Immediate{Register: 1, Data: mark},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+	}})
+	// A route chain: a mark set here routes the packet again.
+	route := c.AddChain(&nftables.Chain{Name: "exit-route", Table: t,
+		Type: nftables.ChainTypeRoute, Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityMangle})
+	c.AddRule(&nftables.Rule{Table: t, Chain: route, Exprs: []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mark},
+		&expr.Immediate{Register: 1, Data: mark},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
+	}})
+	guard := c.AddChain(&nftables.Chain{Name: "exit-guard", Table: t,
+		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter})
+	add := func(exprs ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: guard, Exprs: exprs}) }
+	accept := &expr.Verdict{Kind: expr.VerdictAccept}
+	add(&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(r.ProxyUID)}, accept)
+	for _, dev := range []string{"lo", contract.TunName} {
+		add(&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(dev)}, accept)
+	}
+	add(&expr.Ct{Register: 1, Key: expr.CtKeyMARK}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mark}, accept)
+	for _, k := range familyRoutes(r.Exit.Keep, fam == nftables.TableFamilyIPv6) {
+		add(append(daddrIn(k), accept)...)
+	}
+	add(&expr.Verdict{Kind: expr.VerdictDrop})
 }
 
 // tunInput lets in from the TUN only what answers the pod's own traffic
@@ -373,4 +427,4 @@ func installIPTables(r Rules) error {
 }
 
 // ErrNotRoot explains the one privilege init needs.
-var ErrNotRoot = errors.New("tsinject-proxy init needs CAP_NET_ADMIN in the pod's network namespace (the injector grants NET_ADMIN and NET_RAW to the tailscale-init container)")
+var ErrNotRoot = errors.New("tsinject-proxy init needs CAP_NET_ADMIN in the pod's network namespace (the injector grants NET_ADMIN, NET_RAW and MKNOD to the tailscale-init container)")

@@ -76,8 +76,9 @@ func createTUN(t TUN) error {
 		val  int
 		what string
 	}{
+		// The owner alone: a group would let any container of the pod
+		// with that GID (runAsGroup, fsGroup) attach too.
 		{unix.TUNSETOWNER, int(t.UID), "owner"},
-		{unix.TUNSETGROUP, int(t.UID), "group"},
 		{unix.TUNSETPERSIST, 1, "persistence"},
 	} {
 		if err := unix.IoctlSetInt(fd, op.req, op.val); err != nil {

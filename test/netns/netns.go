@@ -126,6 +126,9 @@ func (n *NS) RouteOut(p netip.Prefix) error {
 	return nil
 }
 
+// Interface is the namespace's end of its veth (its eth0).
+func (n *NS) Interface() string { return n.inIf }
+
 // SetResolvConf gives commands run by Command their own /etc/resolv.conf
 // (ip netns exec bind-mounts /etc/netns/NAME/resolv.conf).
 func (n *NS) SetResolvConf(content string) error {
