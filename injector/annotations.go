@@ -496,10 +496,10 @@ func ValidateExitNode(v string) error {
 		}
 		return nil
 	}
-	if len(v) == 0 || len(v) > 253 {
-		return fmt.Errorf("%q: want a MagicDNS name (up to 253 characters) or a tailnet IP", v)
+	if len(v) == 0 || len(v) > 253 || strings.HasSuffix(v, ".") {
+		return fmt.Errorf("%q: want a MagicDNS name (up to 253 characters, no trailing dot) or a tailnet IP", v)
 	}
-	for _, label := range strings.Split(strings.TrimSuffix(strings.ToLower(v), "."), ".") {
+	for _, label := range strings.Split(strings.ToLower(v), ".") {
 		if !dnsLabel.MatchString(label) {
 			return fmt.Errorf("%q: %q is not a DNS label (lowercase letters, digits, '-'); want a MagicDNS name or a tailnet IP", v, label)
 		}

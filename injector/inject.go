@@ -134,14 +134,17 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	}
 	opts.cred = cred
 	denied = checkPolicy(ns, pol, &opts)
-	if opts.exitNode != "" && opts.egressMode == contract.EgressTransparent {
+	if opts.exitNode != "" {
+		// Without them other pods' and Services' traffic would leave
+		// through the exit node (transparent), or could be sent there
+		// through the proxies (explicit).
 		if len(in.cfg.PodCIDRs) == 0 {
-			denied = append(denied, fmt.Sprintf("annotation %s with %s=transparent needs the cluster's pod ranges, to keep them off the exit node: the manager has no --pod-cidrs (Helm podCIDRs); a cluster admin sets them, or use explicit egress",
-				AnnotationExitNode, AnnotationEgressMode))
+			denied = append(denied, fmt.Sprintf("annotation %s needs the cluster's pod ranges, to keep them off the exit node: the manager has no --pod-cidrs (Helm podCIDRs); a cluster admin sets them",
+				AnnotationExitNode))
 		}
 		if len(in.cfg.ServiceCIDRs) == 0 {
-			denied = append(denied, fmt.Sprintf("annotation %s with %s=transparent needs the cluster's Service ranges, to keep them off the exit node: the cluster publishes no ServiceCIDRs (Kubernetes 1.33 and later do); use explicit egress",
-				AnnotationExitNode, AnnotationEgressMode))
+			denied = append(denied, fmt.Sprintf("annotation %s needs the cluster's Service ranges, to keep them off the exit node: the cluster publishes no ServiceCIDRs (Kubernetes 1.33 and later do)",
+				AnnotationExitNode))
 		}
 	}
 	if len(denied) > 0 {

@@ -79,7 +79,9 @@ func policyOf(ns Namespace, cfg *Config) nsPolicy {
 	}
 	// Profiles' tags come before the namespace's default-tags annotation
 	// (profile.go has the order).
-	pol.exitNodes = splitList(strings.ToLower(a[AnnotationAllowedExitNodes]))
+	for _, pat := range splitList(strings.ToLower(a[AnnotationAllowedExitNodes])) {
+		pol.exitNodes = append(pol.exitNodes, strings.TrimSuffix(pat, "."))
+	}
 	pol.profile = a[AnnotationProfile]
 	pol.allowedProfiles = splitList(a[AnnotationAllowedProfiles])
 	for _, name := range []string{v1alpha1.DefaultProfile, pol.profile} {

@@ -179,7 +179,7 @@ func profileProblems(sp *v1alpha1.SidecarProfile) []string {
 	}
 	if d.ExitNode != "" {
 		if err := ValidateExitNode(d.ExitNode); err != nil {
-			bad("exitNode", d.ExitNode, "a MagicDNS name or tailnet IP")
+			out = append(out, fmt.Sprintf("SidecarProfile %s: spec.sidecar.exitNode: %v", sp.Name, err))
 		}
 	}
 	if d.State != "" && d.State != contract.StateEphemeral && d.State != contract.StateSecret {

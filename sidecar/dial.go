@@ -132,6 +132,16 @@ func (d *Dialer) dialAddr(ctx context.Context, network, mode, host string, port 
 		return nil, d.fail(&DialError{Cause: causeNotReady, Dest: host, Err: errors.New("the node is not on the tailnet")})
 	}
 	addrs, err := d.Resolve(host)
+	if err != nil && d.node.cfg.ExitNode != "" {
+		// Not a tailnet name: with an exit node, any name, resolved by
+		// the pod's nameservers (the addresses are checked below).
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		addrs, err = net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+		cancel()
+		if err != nil {
+			err = &DialError{Cause: causeUnknownName, Dest: host, Err: err}
+		}
+	}
 	if err != nil {
 		return nil, d.fail(err)
 	}

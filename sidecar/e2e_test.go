@@ -532,6 +532,8 @@ func TestTransparentExitNodeInNamespace(t *testing.T) {
 	}()
 	stop := p.exitNode(t, ctx, "office-exit")
 	defer stop()
+	clusterDNS := serveClusterDNS(t, p.ns.HostIP)
+	p.ns.SetResolvConf(fmt.Sprintf("nameserver %s\n", clusterDNS.Addr()))
 
 	tunDir := filepath.Join(p.dir, "tun")
 	if err := os.Mkdir(tunDir, 0o755); err != nil {
@@ -570,6 +572,11 @@ func TestTransparentExitNodeInNamespace(t *testing.T) {
 		t.Errorf("UDP to %s: %v\n%s; want an answer %s", farUDP.LocalAddr(), err, out, through)
 	}
 
+	// The proxies too, by any name: resolved by the pod's nameservers.
+	_, farPort, _ := net.SplitHostPort(far.Addr().String())
+	if body, err := p.curl("--proxy", "http://127.0.0.1:1056", "http://far.cluster.test:"+farPort+"/"); err != nil || body != through {
+		t.Errorf("HTTP proxy to a name outside the tailnet: %q, %v; want %q", body, err, through)
+	}
 	// An app that binds its UDP socket to the pod's eth0 does not get
 	// past the exit node either (TCP is redirected whatever the binding).
 	bound := p.ns.AsUser(1000, os.Args[0])

@@ -110,7 +110,9 @@ func (d *podTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 		switch src := q.Src.Addr(); {
 		case src == tunLocal4 && self.v4.IsValid():
+			noSum := udp4NoChecksum(&q)
 			checksum.UpdateSrcAddr(&q, self.v4)
+			keepNoChecksum(&q, noSum)
 		case src == tunLocal6 && self.v6.IsValid():
 			checksum.UpdateSrcAddr(&q, self.v6)
 		}
@@ -131,12 +133,43 @@ func (d *podTUN) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		switch dst := q.Dst.Addr(); {
 		case dst == self.v4 && dst.IsValid():
+			noSum := udp4NoChecksum(&q)
 			checksum.UpdateDstAddr(&q, tunLocal4)
+			keepNoChecksum(&q, noSum)
 		case dst == self.v6 && dst.IsValid():
 			checksum.UpdateDstAddr(&q, tunLocal6)
 		}
 	}
 	return d.Device.Write(bufs, offset)
+}
+
+// udp4NoChecksum reports whether q is IPv4 UDP sent without a checksum
+// (0: VXLAN, SO_NO_CHECK), which an incremental update would corrupt.
+func udp4NoChecksum(q *packet.Parsed) bool {
+	tr := q.Transport()
+	return q.IPVersion == 4 && q.IPProto == ipproto.UDP && len(tr) >= 8 && tr[6] == 0 && tr[7] == 0
+}
+
+// keepNoChecksum puts back a UDP checksum of 0 after the address changed.
+func keepNoChecksum(q *packet.Parsed, none bool) {
+	if none {
+		tr := q.Transport()
+		tr[6], tr[7] = 0, 0
+	}
+}
+
+// DisableUDPGRO and DisableTCPGRO pass on to the TUN what the engine
+// asks of it (tstun looks for tun.GRODevice; a wrapper would hide it).
+func (d *podTUN) DisableUDPGRO() {
+	if g, ok := d.Device.(tun.GRODevice); ok {
+		g.DisableUDPGRO()
+	}
+}
+
+func (d *podTUN) DisableTCPGRO() {
+	if g, ok := d.Device.(tun.GRODevice); ok {
+		g.DisableTCPGRO()
+	}
 }
 
 const (
