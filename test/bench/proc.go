@@ -91,14 +91,19 @@ func startProc(name string, args []string, env []string) (*proc, error) {
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
+// stop ends the process and its group (the process alone if it has
+// none of its own).
 func (p *proc) stop() {
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	pid := p.cmd.Process.Pid
+	syscall.Kill(-pid, syscall.SIGTERM)
+	syscall.Kill(pid, syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { p.cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		syscall.Kill(-pid, syscall.SIGKILL)
+		syscall.Kill(pid, syscall.SIGKILL)
 		<-done
 	}
 }

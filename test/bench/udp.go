@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -270,6 +271,7 @@ func UDP(ctx context.Context, proxyBin, tsBins string, repeats int) (*UDPResult,
 		sock := filepath.Join(kdir, "sock")
 		cmd := kns.Command(filepath.Join(tsBins, "tailscaled"), "--tun=tsbench0", "--statedir="+kdir, "--socket="+sock, "--port=0")
 		cmd.Env = append(append(os.Environ(), tailnet.NodeEnv()...), "STATE_DIRECTORY="+kdir)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		logs := &lockedBuf{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
@@ -281,7 +283,9 @@ func UDP(ctx context.Context, proxyBin, tsBins string, repeats int) (*UDPResult,
 			return fmt.Errorf("tailscaled socket: %v\n%s", err, logs.String())
 		}
 		cli := filepath.Join(tsBins, "tailscale")
-		if out, err := exec.CommandContext(ctx, cli, "--socket="+sock, "up", "--login-server="+tn.ControlURL(),
+		upCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if out, err := exec.CommandContext(upCtx, cli, "--socket="+sock, "up", "--login-server="+tn.ControlURL(),
 			"--authkey="+tn.AuthKey, "--hostname=tailscaled-kernel", "--accept-dns=false").CombinedOutput(); err != nil {
 			return fmt.Errorf("tailscale up: %v: %s\n%s", err, out, logs.String())
 		}
@@ -323,10 +327,17 @@ func connectedUDP(ns *netns.NS, bulk, ping string, pid int) (udpClient, error) {
 	}, nil
 }
 
-// socksUDP is an app speaking SOCKS5 UDP ASSOCIATE to the proxy at addr.
+// socksUDP is an app speaking SOCKS5 UDP ASSOCIATE to the proxy at addr:
+// one association for the bulk, one for the echoes (a proxy may drop an
+// association it could not keep up with).
 func socksUDP(addr, bulk, ping string, pid int) (udpClient, func(), error) {
 	a, err := socks5udp.Associate(addr, 10*time.Second)
 	if err != nil {
+		return udpClient{}, nil, err
+	}
+	e, err := socks5udp.Associate(addr, 10*time.Second)
+	if err != nil {
+		a.Close()
 		return udpClient{}, nil, err
 	}
 	bh, _ := socks5udp.Header(bulk)
@@ -336,20 +347,14 @@ func socksUDP(addr, bulk, ping string, pid int) (udpClient, func(), error) {
 		send: func(p []byte) error { return a.Send(bh, p) },
 		echo: func(p []byte) error {
 			for try := 0; try < 50; try++ {
-				a.Send(eh, p)
-				for {
-					b, err := a.Receive(buf, time.Now().Add(200*time.Millisecond))
-					if err != nil {
-						break
-					}
-					if len(b) == len(p) { // not a late bulk answer
-						return nil
-					}
+				e.Send(eh, p)
+				if _, err := e.Receive(buf, time.Now().Add(200*time.Millisecond)); err == nil {
+					return nil
 				}
 			}
 			return errors.New("no echo")
 		},
-	}, func() { a.Close() }, nil
+	}, func() { a.Close(); e.Close() }, nil
 }
 
 // cpuSeconds is a process's user and system CPU time so far.
