@@ -313,7 +313,7 @@ func (r *Report) writeAdmission(p func(string, ...any)) {
 }
 
 func writeUDP(p func(string, ...any), u *UDPResult) {
-	p("\n## UDP to the tailnet\n\nAn app sends 1,200-byte datagrams to a tailnet peer (a tsnet node in the bench process that counts what arrives) as fast as it can for %s, then times %d echo round trips one after another. Throughput and packets per second are what the peer received. CPU per GiB is the data plane process's own (user and system) per GiB received; the floor is ChaCha20-Poly1305 sealing a GiB of 1,280-byte packets on one core here (Go's x/crypto), WireGuard's own work: %s per GiB.\n\n", udpBlast, udpEchoes, pm(u.FloorPerGiB, " s", 2))
+	p("\n## UDP to the tailnet\n\nAn app sends 1,200-byte datagrams to a tailnet peer (a tsnet node in the bench process that counts what arrives) as fast as it can for %s, then times %d echo round trips one after another. Throughput and packets per second are what the peer received. CPU per GiB is the data plane process's own (user and system) per GiB received in a separate run paced at %d datagrams a second, which every path carries without loss; the floor is ChaCha20-Poly1305 sealing a GiB of 1,280-byte packets on one core here (Go's x/crypto), WireGuard's own work: %s per GiB.\n\n", udpBlast, udpEchoes, udpPacedRate, pm(u.FloorPerGiB, " s", 2))
 	p("| Path | Received | vs userspace tailscaled | Packets/s | RTT p50 | p99 | CPU per GiB | vs floor | Notes |\n|---|---|---|---|---|---|---|---|---|\n")
 	var base UDPPath
 	for _, pr := range u.Paths {

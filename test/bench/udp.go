@@ -66,8 +66,16 @@ type udpClient struct {
 	send func([]byte) error
 	// echo sends p to the echo port and waits for it back.
 	echo func(p []byte) error
-	pid  int // the data plane process
+	// renew, if set, starts afresh before each repeat (a SOCKS5 proxy
+	// may drop an association it could not keep up with).
+	renew func() error
+	pid   int // the data plane process
 }
+
+// udpPacedRate is the packets per second of the CPU run: what every path
+// carries without loss here, so that the CPU is per GiB carried, not
+// spent on datagrams dropped later.
+const udpPacedRate = 5000
 
 // UDP compares the sidecar's UDP paths (transparent through the pod's TUN,
 // explicit through SOCKS5) with tailscaled's, userspace (SOCKS5) and
@@ -133,24 +141,48 @@ func UDP(ctx context.Context, proxyBin, tsBins string, repeats int) (*UDPResult,
 		r := UDPPath{Name: name, Note: note}
 		payload := make([]byte, udpPayload)
 		for i := 0; i < repeats; i++ {
+			if c.renew != nil {
+				if err := c.renew(); err != nil {
+					res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %v", name, err))
+					return
+				}
+			}
 			if err := c.echo(payload[:64]); err != nil { // the path is up
 				res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %v", name, err))
 				return
 			}
+			// CPU, paced: every 2 ms a burst, udpPacedRate a second.
 			cpu0, _ := cpuSeconds(c.pid)
 			got.Store(0)
 			start := time.Now()
+			tick := time.NewTicker(2 * time.Millisecond)
+			for sent := 0; time.Since(start) < udpBlast; <-tick.C {
+				for due := int(time.Since(start).Seconds() * udpPacedRate); sent < due; sent++ {
+					c.send(payload)
+				}
+			}
+			tick.Stop()
+			time.Sleep(300 * time.Millisecond) // what is in flight arrives
+			cpu1, _ := cpuSeconds(c.pid)
+			if n := got.Load(); n > 0 {
+				r.CPUPerGiB = append(r.CPUPerGiB, (cpu1-cpu0)/(float64(n)/(1<<30)))
+			}
+			// Throughput: as fast as the app can.
+			got.Store(0)
+			start = time.Now()
 			for time.Since(start) < udpBlast {
 				c.send(payload) // a full buffer drops, as it would for the app
 			}
-			time.Sleep(300 * time.Millisecond) // what is in flight arrives
+			time.Sleep(300 * time.Millisecond)
 			n := got.Load()
-			cpu1, _ := cpuSeconds(c.pid)
 			secs := udpBlast.Seconds()
 			r.Mbps = append(r.Mbps, float64(n)*8/secs/1e6)
 			r.Kpps = append(r.Kpps, float64(n)/udpPayload/secs/1e3)
-			if n > 0 {
-				r.CPUPerGiB = append(r.CPUPerGiB, (cpu1-cpu0)/(float64(n)/(1<<30)))
+			if c.renew != nil {
+				if err := c.renew(); err != nil {
+					res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %v", name, err))
+					return
+				}
 			}
 			var rtts []time.Duration
 			for j := 0; j < udpEchoes; j++ {
@@ -328,22 +360,35 @@ func connectedUDP(ns *netns.NS, bulk, ping string, pid int) (udpClient, error) {
 }
 
 // socksUDP is an app speaking SOCKS5 UDP ASSOCIATE to the proxy at addr:
-// one association for the bulk, one for the echoes (a proxy may drop an
-// association it could not keep up with).
+// one association for the bulk, one for the echoes, both renewed before
+// each repeat and after each blast.
 func socksUDP(addr, bulk, ping string, pid int) (udpClient, func(), error) {
-	a, err := socks5udp.Associate(addr, 10*time.Second)
-	if err != nil {
-		return udpClient{}, nil, err
+	var a, e *socks5udp.Assoc
+	closeAll := func() {
+		if a != nil {
+			a.Close()
+		}
+		if e != nil {
+			e.Close()
+		}
+		a, e = nil, nil
 	}
-	e, err := socks5udp.Associate(addr, 10*time.Second)
-	if err != nil {
-		a.Close()
+	renew := func() (err error) {
+		closeAll()
+		if a, err = socks5udp.Associate(addr, 10*time.Second); err != nil {
+			return err
+		}
+		e, err = socks5udp.Associate(addr, 10*time.Second)
+		return err
+	}
+	if err := renew(); err != nil {
+		closeAll()
 		return udpClient{}, nil, err
 	}
 	bh, _ := socks5udp.Header(bulk)
 	eh, _ := socks5udp.Header(ping)
 	buf := make([]byte, 2048)
-	return udpClient{pid: pid,
+	return udpClient{pid: pid, renew: renew,
 		send: func(p []byte) error { return a.Send(bh, p) },
 		echo: func(p []byte) error {
 			for try := 0; try < 50; try++ {
@@ -354,7 +399,7 @@ func socksUDP(addr, bulk, ping string, pid int) (udpClient, func(), error) {
 			}
 			return errors.New("no echo")
 		},
-	}, func() { a.Close(); e.Close() }, nil
+	}, closeAll, nil
 }
 
 // cpuSeconds is a process's user and system CPU time so far.
