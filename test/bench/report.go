@@ -29,10 +29,10 @@ type Report struct {
 	Web        []PathResult
 	WebSkipped []string
 	// UDP is the sidecar's UDP beside tailscaled's, userspace and kernel.
-	UDP *UDPResult
-	API        []APIResult
-	Failover   *FailoverResult
-	Memory     []MemoryRow
+	UDP      *UDPResult
+	API      []APIResult
+	Failover *FailoverResult
+	Memory   []MemoryRow
 	// Manager is the manager's peak RSS among hostile objects, and what
 	// they were.
 	Manager     []ManagerMemoryRow
