@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -113,8 +114,10 @@ func (d *podTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			noSum := udp4NoChecksum(&q)
 			checksum.UpdateSrcAddr(&q, self.v4)
 			keepNoChecksum(&q, noSum)
+			translateQuoted(b, &q, tunLocal4, self.v4, false)
 		case src == tunLocal6 && self.v6.IsValid():
 			checksum.UpdateSrcAddr(&q, self.v6)
+			translateQuoted(b, &q, tunLocal6, self.v6, false)
 		}
 	}
 	return n, err
@@ -136,11 +139,97 @@ func (d *podTUN) Write(bufs [][]byte, offset int) (int, error) {
 			noSum := udp4NoChecksum(&q)
 			checksum.UpdateDstAddr(&q, tunLocal4)
 			keepNoChecksum(&q, noSum)
+			translateQuoted(b, &q, self.v4, tunLocal4, true)
 		case dst == self.v6 && dst.IsValid():
 			checksum.UpdateDstAddr(&q, tunLocal6)
+			translateQuoted(b, &q, self.v6, tunLocal6, true)
 		}
 	}
 	return d.Device.Write(bufs, offset)
+}
+
+// translateQuoted translates the packet an ICMP error quotes (the
+// offending packet's header and first bytes) as the error itself was:
+// coming in, the quoted packet is the pod's, from the node's address
+// (from becomes to as its source); going out, it is the tailnet's, to
+// the TUN's address (its destination). Without it the pod's conntrack
+// cannot tie an error to the flow it answers and drops it. The quoted
+// IPv4 header's checksum and the ICMP checksum are computed again; the
+// quoted transport checksum, over a datagram the quote may cut, is left.
+func translateQuoted(b []byte, q *packet.Parsed, from, to netip.Addr, inbound bool) {
+	v4 := q.IPVersion == 4
+	hdr := 40
+	if v4 {
+		hdr = int(b[0]&0x0f) * 4
+		if q.IPProto != ipproto.ICMPv4 || len(b) < hdr+8+20 || !icmp4Error(b[hdr]) {
+			return
+		}
+	} else if q.IPProto != ipproto.ICMPv6 || len(b) < hdr+8+40 || b[hdr] < 1 || b[hdr] > 4 {
+		return // ICMPv6 errors are types 1 to 4
+	}
+	inner := b[hdr+8:]
+	at := 12 // the quoted source: the pod's own packet, coming in
+	if !inbound {
+		at = 16 // the quoted destination: the tailnet's packet, going out
+	}
+	n := 4
+	if !v4 {
+		at, n = at-4, 16 // IPv6: source at 8, destination at 24
+		if !inbound {
+			at = 24
+		}
+	}
+	if v4 && inner[0]>>4 != 4 || !v4 && inner[0]>>4 != 6 || netip.AddrFrom16([16]byte(pad16(inner[at:at+n]))).Unmap() != from {
+		return
+	}
+	copy(inner[at:at+n], to.AsSlice())
+	if v4 {
+		ihl := int(inner[0]&0x0f) * 4
+		if ihl < 20 || ihl > len(inner) {
+			return
+		}
+		inner[10], inner[11] = 0, 0
+		binary.BigEndian.PutUint16(inner[10:], ^onesSum(inner[:ihl], 0))
+	}
+	msg := b[hdr:]
+	msg[2], msg[3] = 0, 0
+	var init uint32
+	if !v4 { // the pseudo-header: source, destination, length, next header
+		init = uint32(onesSum(b[8:40], 0))
+		init += uint32(len(msg)>>16) + uint32(len(msg)&0xffff) + uint32(ipproto.ICMPv6)
+	}
+	binary.BigEndian.PutUint16(msg[2:], ^onesSum(msg, init))
+}
+
+func icmp4Error(typ byte) bool {
+	switch typ {
+	case 3, 4, 11, 12: // unreachable, source quench, time exceeded, parameter problem
+		return true
+	}
+	return false
+}
+
+// pad16 is an address's bytes as 16 (an IPv4 one mapped).
+func pad16(b []byte) []byte {
+	if len(b) == 4 {
+		return append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}, b...)
+	}
+	return b
+}
+
+// onesSum is the ones' complement sum of b, folded, from init.
+func onesSum(b []byte, init uint32) uint16 {
+	s := init
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
 }
 
 // udp4NoChecksum reports whether q is IPv4 UDP sent without a checksum

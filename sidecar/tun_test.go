@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"os"
 	"testing"
@@ -36,25 +35,10 @@ func (f *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
 
 func (f *fakeTUN) File() *os.File { return nil }
 
-// sum16 is the ones' complement sum of b.
-func sum16(b []byte, init uint32) uint32 {
-	s := init
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return s
-}
-
 // checksumsValid checks an IPv4 UDP packet's header and UDP checksums.
 func checksumsValid(t *testing.T, b []byte) {
 	t.Helper()
-	if sum16(b[:20], 0) != 0xffff {
+	if onesSum(b[:20], 0) != 0xffff {
 		t.Errorf("IPv4 header checksum wrong")
 	}
 	udp := b[20:]
@@ -62,7 +46,7 @@ func checksumsValid(t *testing.T, b []byte) {
 		return // sent without one
 	}
 	pseudo := append(append(append([]byte{}, b[12:20]...), 0, byte(ipproto.UDP)), byte(len(udp)>>8), byte(len(udp)))
-	if sum16(udp, sum16(pseudo, 0)) != 0xffff {
+	if onesSum(udp, uint32(onesSum(pseudo, 0))) != 0xffff {
 		t.Errorf("UDP checksum wrong")
 	}
 }
@@ -111,5 +95,48 @@ func TestPodTUNTranslates(t *testing.T) {
 	checksumsValid(t, f.written[0])
 	if got := d.count.packets[0][wayOut].Load(); got != 3 {
 		t.Errorf("counted %d UDP packets out, want 3", got)
+	}
+}
+
+// An ICMP error from the tailnet about the pod's own datagram quotes it
+// with the node's address as its source: the quote is translated too,
+// with checksums that verify, so the pod's conntrack ties the error to
+// its flow. IPv4 and IPv6.
+func TestPodTUNTranslatesICMPErrors(t *testing.T) {
+	self4, peer4 := netip.MustParseAddr("100.64.0.7"), netip.MustParseAddr("100.64.0.9")
+	self6, peer6 := netip.MustParseAddr("fd7a:115c:a1e0::7"), netip.MustParseAddr("fd7a:115c:a1e0::9")
+	quoted4 := packet.Generate(packet.UDP4Header{IP4Header: packet.IP4Header{IPProto: ipproto.UDP, Src: self4, Dst: peer4},
+		SrcPort: 4242, DstPort: 7}, []byte("hello over udp"))
+	err4 := packet.Generate(packet.ICMP4Header{IP4Header: packet.IP4Header{IPProto: ipproto.ICMPv4, Src: peer4, Dst: self4},
+		Type: packet.ICMP4Unreachable, Code: 3}, append([]byte{0, 0, 0, 0}, quoted4[:28]...))
+	quoted6 := packet.Generate(packet.UDP6Header{IP6Header: packet.IP6Header{IPProto: ipproto.UDP, Src: self6, Dst: peer6},
+		SrcPort: 4242, DstPort: 7}, []byte("hello over udp"))
+	err6 := packet.Generate(packet.ICMP6Header{IP6Header: packet.IP6Header{IPProto: ipproto.ICMPv6, Src: peer6, Dst: self6},
+		Type: packet.ICMP6Unreachable, Code: 4}, append([]byte{0, 0, 0, 0}, quoted6[:48]...))
+	f := &fakeTUN{}
+	d := newPodTUN(f, &tunCounters{})
+	d.setSelf([]netip.Addr{self4, self6})
+	d.Write([][]byte{err4, err6}, 0)
+
+	b := f.written[0]
+	inner := b[28:]
+	if got := netip.AddrFrom4([4]byte(inner[12:16])); got != tunLocal4 {
+		t.Errorf("IPv4: the quoted source is %v, want the TUN's %v", got, tunLocal4)
+	}
+	if onesSum(inner[:20], 0) != 0xffff {
+		t.Errorf("IPv4: the quoted header's checksum does not verify")
+	}
+	if onesSum(b[20:], 0) != 0xffff {
+		t.Errorf("IPv4: the ICMP checksum does not verify")
+	}
+
+	b = f.written[1]
+	if got := netip.AddrFrom16([16]byte(b[48+8 : 48+24])); got != tunLocal6 {
+		t.Errorf("IPv6: the quoted source is %v, want the TUN's %v", got, tunLocal6)
+	}
+	msg := b[40:]
+	pseudo := uint32(onesSum(b[8:40], 0)) + uint32(len(msg)) + uint32(ipproto.ICMPv6)
+	if onesSum(msg, pseudo) != 0xffff {
+		t.Errorf("IPv6: the ICMPv6 checksum does not verify")
 	}
 }
