@@ -130,6 +130,9 @@ func serve(ctx context.Context, cfg Config, reg *prometheus.Registry, serving *a
 	if err := firstCertificate(ctx, certs, fqdn, report, logf); err != nil {
 		return err
 	}
+	if tc, ok := certs.(*tailnetCerts); ok {
+		go tc.keepRenewed(ctx, logf)
+	}
 
 	router := NewRouter(cfg.Routes, logf)
 	router.RequireCapability = tailcfg.PeerCapability(cfg.RequireCapability)
@@ -248,20 +251,63 @@ func firstCertificate(ctx context.Context, certs certSource, name string, report
 }
 
 // tailnetCerts are the node's own, through its control server: tailscale
-// keeps them in the node's state and renews them before they expire
-// (the handshake after renewal is due still gets the old one).
+// keeps them in the node's state and renews them when the CA's renewal
+// window (ARI) says, in the background (the handshake after renewal is
+// due still gets the old one). A window may end at expiry: keepRenewed
+// renews ahead of it, and a failed fetch serves the last good
+// certificate while it is valid, so no handshake fails on a renewal.
 type tailnetCerts struct {
 	lc interface {
 		GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+		CertPairWithValidity(ctx context.Context, domain string, minValidity time.Duration) (certPEM, keyPEM []byte, err error)
 	}
 	name string
+	last atomic.Pointer[tls.Certificate]
 }
 
 func (c *tailnetCerts) get(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if !strings.EqualFold(strings.TrimSuffix(hi.ServerName, "."), c.name) {
 		return nil, fmt.Errorf("no certificate for %q: this is %s", hi.ServerName, c.name)
 	}
-	return c.lc.GetCertificate(hi)
+	cert, err := c.lc.GetCertificate(hi)
+	if err == nil {
+		c.last.Store(cert)
+		return cert, nil
+	}
+	if last := c.last.Load(); last != nil && last.Leaf != nil && time.Now().Before(last.Leaf.NotAfter) {
+		return last, nil
+	}
+	return nil, err
+}
+
+// keepRenewed asks for a certificate valid a third of its lifetime more
+// whenever less is left, so that renewal (synchronous for that call,
+// here and not in a handshake) happens before expiry whatever the CA's
+// window says. It checks every tenth of the lifetime, at least every
+// second and at most every hour.
+func (c *tailnetCerts) keepRenewed(ctx context.Context, logf logger.Logf) {
+	for {
+		wait := time.Minute
+		if last := c.last.Load(); last != nil && last.Leaf != nil {
+			life := last.Leaf.NotAfter.Sub(last.Leaf.NotBefore)
+			if time.Until(last.Leaf.NotAfter) < life/3 {
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+				certPEM, keyPEM, err := c.lc.CertPairWithValidity(rctx, c.name, life/3)
+				cancel()
+				if err != nil {
+					logf("web: renewing the certificate for %s ahead of expiry: %v", c.name, err)
+				} else if pair, err := tls.X509KeyPair(certPEM, keyPEM); err == nil {
+					c.last.Store(&pair)
+				}
+			}
+			wait = min(max(life/10, time.Second), time.Hour)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // fileCerts are tls.crt and tls.key in dir, re-read when either changes
