@@ -49,8 +49,11 @@ type Config struct {
 	// through an exit node keeps them, and its node's and the API
 	// server's addresses, off it. Transparent egress through an exit node
 	// needs the pod ranges.
-	PodCIDRs     []string `json:"podCIDRs,omitempty"`
-	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
+	// They are not part of Version: the manager reads the Service ranges
+	// from the cluster, and a pod's sidecar does not depend on them unless
+	// it names an exit node.
+	PodCIDRs     []string `json:"-"`
+	ServiceCIDRs []string `json:"-"`
 }
 
 // DefaultConfig is the configuration of a manager started without flags.

@@ -25,6 +25,10 @@ func Config() injector.Config {
 	c.DefaultTags = []string{"tag:k8s"}
 	c.AllowedProxyImages = []string{"registry.example/tsinject-proxy-debug:*"}
 	c.Credential = credential.Config{Mode: credential.Federation, System: credential.Identity{ClientID: "kC8Hsk3SYSTM", Audience: credential.DefaultAudience}}
+	// The Service range of the API server the goldens are replayed
+	// against (test/cluster), which the manager reads from its
+	// ServiceCIDRs; no pod ranges (the manager's --pod-cidrs is unset).
+	c.ServiceCIDRs = []string{"198.19.32.0/24"}
 	return c
 }
 
