@@ -47,19 +47,7 @@ var halves = map[bool][]netip.Prefix{
 
 // routeExit installs the exit node's table and rules (idempotent).
 func routeExit(e Exit, uid uint32) error {
-	ifc, err := net.InterfaceByName(contract.TunName)
-	if err != nil {
-		return fmt.Errorf("exit node: %s: %w", contract.TunName, err)
-	}
-	lo, err := net.InterfaceByName("lo")
-	if err != nil {
-		return err
-	}
-	v6, err := hasIPv6(lo)
-	if err != nil {
-		return err
-	}
-	c, err := rtnetlink.Dial(nil)
+	ifc, v6, c, err := tunLink()
 	if err != nil {
 		return fmt.Errorf("exit node: %w", err)
 	}

@@ -92,21 +92,9 @@ func createTUN(t TUN) error {
 // through it, from the TUN's address (so that the sidecar can translate
 // it). IPv6 only where the pod has it.
 func configureTUN(prefixes []netip.Prefix) error {
-	ifc, err := net.InterfaceByName(contract.TunName)
-	if err != nil {
-		return fmt.Errorf("%s: %w", contract.TunName, err)
-	}
-	lo, err := net.InterfaceByName("lo")
+	ifc, v6, c, err := tunLink()
 	if err != nil {
 		return err
-	}
-	v6, err := hasIPv6(lo)
-	if err != nil {
-		return err
-	}
-	c, err := rtnetlink.Dial(nil)
-	if err != nil {
-		return fmt.Errorf("%s: %w", contract.TunName, err)
 	}
 	defer c.Close()
 	idx := uint32(ifc.Index)
@@ -151,6 +139,28 @@ func configureTUN(prefixes []netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// tunLink is the TUN, whether the pod has IPv6, and a route socket to
+// program them with (the caller closes it).
+func tunLink() (*net.Interface, bool, *rtnetlink.Conn, error) {
+	ifc, err := net.InterfaceByName(contract.TunName)
+	if err != nil {
+		return nil, false, nil, fmt.Errorf("%s: %w", contract.TunName, err)
+	}
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		return nil, false, nil, err
+	}
+	v6, err := hasIPv6(lo)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	c, err := rtnetlink.Dial(nil)
+	if err != nil {
+		return nil, false, nil, fmt.Errorf("%s: %w", contract.TunName, err)
+	}
+	return ifc, v6, c, nil
 }
 
 func tunRoute(p netip.Prefix, idx uint32, src netip.Addr) *rtnetlink.RouteMessage {
