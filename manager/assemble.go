@@ -45,6 +45,7 @@ import (
 	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/manager/eventlog"
 	"github.com/tsinject/tsinject/manager/keybroker"
 )
 
@@ -59,6 +60,7 @@ type assembly struct {
 	src        *certs.Source
 	namespaces Namespaces
 	handler    *webhook.Handler
+	events     *eventlog.Log
 }
 
 // announceCredential logs how nodes join, and what an admin should know
@@ -236,7 +238,7 @@ func (a *assembly) keyBroker() error {
 		Namespaces:      a.namespaces,
 		Injector:        injector.New(o.Injector),
 		SystemNamespace: o.Namespace,
-		Events:          a.mgr.GetEventRecorder("tsinject-key-broker"),
+		Events:          a.events.For("tsinject-key-broker"),
 		Log:             a.log.WithName("key-broker"),
 		Limits: &keybroker.Limits{Reader: a.mgr.GetAPIReader(), Writer: a.mgr.GetClient(), Namespace: o.Namespace,
 			PerPod: keybroker.DefaultPerPod, PerNamespace: o.KeysPerNamespace, Window: keybroker.DefaultWindow, Now: time.Now},
@@ -271,7 +273,7 @@ func (a *assembly) credentialControllers() error {
 	}
 	if held := o.heldCredentials(); len(held) > 0 {
 		return (&expiry.Reconciler{
-			Client: a.mgr.GetClient(), Events: a.mgr.GetEventRecorder("tsinject-credentials"), Secrets: held,
+			Client: a.mgr.GetClient(), Events: a.events.For("tsinject-credentials"), Secrets: held,
 			Log: a.log.WithName("credential-expiry"),
 		}).SetupWithManager(a.mgr)
 	}
@@ -292,7 +294,7 @@ func (a *assembly) proxyControllers() error {
 			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 			Credential: cred, Logout: logout,
 			Namespaces: a.namespaces, Injector: injector.New(o.Injector),
-			Events: mgr.GetEventRecorder("tsinject-" + name),
+			Events: a.events.For("tsinject-" + name),
 			Log:    a.log.WithName(name),
 			// The manifests' and the chart's account (their admission
 			// policies name it too).
@@ -305,9 +307,9 @@ func (a *assembly) proxyControllers() error {
 			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 			Credential: cred, Logout: logout, PodCIDRs: prefixStrings(o.PodCIDRs),
-			Events: mgr.GetEventRecorder("tsinject-connector"), Log: a.log.WithName("connector"),
+			Events: a.events.For("tsinject-connector"), Log: a.log.WithName("connector"),
 		},
-		&podevents.Reconciler{Client: mgr.GetClient(), Events: mgr.GetEventRecorder("tsinject-injector")},
+		&podevents.Reconciler{Client: mgr.GetClient(), Events: a.events.For("tsinject-injector")},
 		&services.EgressReconciler{Base: servicesBase("egress"), ClusterDomain: o.clusterDomain()},
 		&services.IngressReconciler{Base: servicesBase("ingress")},
 		&services.WebReconciler{Base: servicesBase("web"), ClusterDomain: o.clusterDomain()},
@@ -315,13 +317,13 @@ func (a *assembly) proxyControllers() error {
 			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 			Credential: cred, Logout: logout,
-			Events: mgr.GetEventRecorder("tsinject-proxypool"), Log: a.log.WithName("proxypool"),
+			Events: a.events.For("tsinject-proxypool"), Log: a.log.WithName("proxypool"),
 		},
 		&apiserverproxies.Reconciler{
 			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
 			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 			Credential: cred, Logout: logout,
-			Events: mgr.GetEventRecorder("tsinject-apiserverproxy"), Log: a.log.WithName("apiserverproxy"),
+			Events: a.events.For("tsinject-apiserverproxy"), Log: a.log.WithName("apiserverproxy"),
 		},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {

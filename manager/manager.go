@@ -40,6 +40,7 @@ import (
 	"github.com/tsinject/tsinject/injector/webhook"
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/federation"
+	"github.com/tsinject/tsinject/manager/eventlog"
 	"github.com/tsinject/tsinject/manager/keybroker"
 )
 
@@ -364,6 +365,11 @@ func New(cfg *rest.Config, o Options) (*Manager, error) {
 	a.mgr = mgr
 	a.m = &Manager{Manager: mgr, Options: o, Source: a.src, Metrics: webhook.DefaultMetrics()}
 	a.namespaces = Namespaces{Cached: mgr.GetClient(), Direct: mgr.GetAPIReader()}
+	// The Events' notes say what is wrong now (manager/eventlog).
+	a.events = eventlog.New(cs.EventsV1(), mgr.GetScheme(), o.Log.WithName("events"))
+	if err := mgr.Add(a.events); err != nil {
+		return nil, err
+	}
 	for _, step := range []func() error{a.certificates, a.webhook, a.status, a.keyBroker, a.credentialControllers, a.proxyControllers, a.checks} {
 		if err := step(); err != nil {
 			return nil, err
