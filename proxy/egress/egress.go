@@ -54,6 +54,11 @@ type Config struct {
 	HealthAddr string
 	// UDPIdle ends a UDP flow with no packets either way for this long.
 	UDPIdle time.Duration
+	// LameDuck is how long the replica goes on serving, unready, once
+	// told to stop: the Service's endpoints drop it as it terminates,
+	// but kube-proxy on every node sends it new connections until that
+	// reaches them, and a replica already gone black-holes them.
+	LameDuck time.Duration
 }
 
 // Settings is `tsinject-proxy egress`'s table of flags and TSINJECT_*
@@ -77,11 +82,12 @@ func (cfg *Config) Settings() []cli.Setting {
 		cli.Setting{Flag: "pool-secret", Env: contract.EnvPoolSecret, Help: "serve the Services a pool's Secret lists (instead of --target and --ports)", Set: cli.String(&cfg.PoolSecret)},
 		cli.Setting{Flag: "listen-addr", Env: contract.EnvListenAddr, Help: "address the ports listen on (default: every address of the pod)", Set: cli.String(&cfg.ListenAddr)},
 		cli.Setting{Flag: "udp-idle", Help: "end a UDP flow idle this long", Default: "2m", Set: cli.Duration(&cfg.UDPIdle)},
+		cli.Setting{Flag: "lame-duck", Help: "once told to stop, go on serving (unready) this long, until the Service's endpoints no longer send here", Default: "5s", Set: cli.Duration(&cfg.LameDuck)},
 	)
 }
 
-// Run runs the egress proxy until ctx ends.
-func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
+// Run runs the egress proxy until stop ends, and for cfg.LameDuck after.
+func Run(stop context.Context, cfg Config, logf logger.Logf) error {
 	pooled := cfg.PoolSecret != "" || cfg.Pool != nil
 	switch {
 	case pooled && (cfg.Target != "" || len(cfg.Ports) > 0):
@@ -108,6 +114,9 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 			return sec.Data[contract.PoolServicesKey], nil
 		}
 	}
+	// ctx is the serving's: it outlives stop by the lame duck's time.
+	ctx, stopServing := context.WithCancel(context.WithoutCancel(stop))
+	defer stopServing()
 	p := &proxy{cfg: cfg, logf: logf, pooled: pooled, listening: map[portKey]*listener{}}
 	p.fwd = portfwd.Forwarder{Dial: p.dial, UDPIdle: cfg.UDPIdle, Logf: func(f string, a ...any) { logf("egress "+f, a...) }}
 	p.routes.Store(&routeTable{})
@@ -131,7 +140,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if cfg.Node.WindowShare == 0 {
 		cfg.Node.WindowShare = tsnode.WindowShareShared
 	}
-	n, err := tsnode.Start(ctx, cfg.Node, logf)
+	n, err := tsnode.Start(stop, cfg.Node, logf)
 	if err != nil {
 		return err
 	}
@@ -140,7 +149,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if pooled {
 		// The first list before Ready: a replica that serves nothing yet
 		// must not take its Services' clients.
-		if err := p.firstPool(ctx, time.Minute); err != nil {
+		if err := p.firstPool(ctx, stop, time.Minute); err != nil {
 			n.Close(context.Background(), logf)
 			return fmt.Errorf("reading the pool's Services: %w", err)
 		}
@@ -156,8 +165,13 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	}
 
 	go n.ReportLoop(ctx, p.device, logf)
-	<-ctx.Done()
+	<-stop.Done()
 	p.ready.Store(false)
+	if cfg.LameDuck > 0 {
+		logf("egress stopping: serving %v more, unready, while the Service's endpoints drop this replica", cfg.LameDuck)
+		time.Sleep(cfg.LameDuck)
+	}
+	stopServing()
 	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n.Close(closeCtx, logf)
@@ -331,8 +345,9 @@ func (p *proxy) loadPool(ctx context.Context) error {
 	return nil
 }
 
-// firstPool reads the pool's list until it has one, for at most d.
-func (p *proxy) firstPool(ctx context.Context, d time.Duration) error {
+// firstPool reads the pool's list until it has one, for at most d or
+// until stop ends; what it serves lives as long as ctx.
+func (p *proxy) firstPool(ctx, stop context.Context, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
 		err := p.loadPool(ctx)
@@ -340,8 +355,8 @@ func (p *proxy) firstPool(ctx context.Context, d time.Duration) error {
 			return err
 		}
 		select {
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-stop.Done():
+			return stop.Err()
 		case <-time.After(p.cfg.PoolPoll):
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,12 +91,20 @@ func freePort(t *testing.T, network string) uint16 {
 // run starts an egress replica on 127.0.0.1; it returns its metrics URL.
 func run(t *testing.T, tn *tailnet.Tailnet, name, target string, ports []contract.PortMap) string {
 	t.Helper()
-	return start(t, tn, name, func(c *Config) { c.Target, c.Ports = target, ports })
+	return start(t, tn, name, func(c *Config) { c.Target, c.Ports = target, ports }).metrics
 }
 
-// start starts an egress replica on 127.0.0.1 configured by set; it
-// returns its metrics URL.
-func start(t *testing.T, tn *tailnet.Tailnet, name string, set func(*Config)) string {
+// replica is an egress replica a test started.
+type replica struct {
+	metrics, readyz string
+	// stop tells it to stop and waits for Run to return (at most 15 s);
+	// called again, it returns the first result.
+	stop func() error
+}
+
+// start starts an egress replica on 127.0.0.1 configured by set, and
+// stops it when the test ends.
+func start(t *testing.T, tn *tailnet.Tailnet, name string, set func(*Config)) replica {
 	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "authkey")
@@ -115,26 +124,30 @@ func start(t *testing.T, tn *tailnet.Tailnet, name string, set func(*Config)) st
 	}
 	set(&cfg)
 	go func() { done <- Run(ctx, cfg, t.Logf) }()
-	t.Cleanup(func() {
+	stop := sync.OnceValue(func() error {
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Errorf("egress %s: %v", name, err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("egress %s did not stop", name)
+			return err
+		case <-time.After(15*time.Second + cfg.LameDuck):
+			return fmt.Errorf("egress %s did not stop", name)
 		}
 	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("egress %s: %v", name, err)
+		}
+	})
+	r := replica{metrics: "http://" + health + "/metrics", readyz: "http://" + health + "/readyz", stop: stop}
 	waitFor(t, 60*time.Second, "egress "+name+" ready", func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("egress %s exited: %v", name, err)
 		default:
 		}
-		return poll.HTTPOK("http://" + health + "/readyz")
+		return poll.HTTPOK(r.readyz)
 	})
-	return "http://" + health + "/metrics"
+	return r
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
@@ -268,6 +281,71 @@ func TestEgressTCPAndUDP(t *testing.T) {
 	}
 	if v := metric(t, metrics, "tsinject_egress_target_reachable"); v != 1 {
 		t.Errorf("after a good dial again, target reachable = %v, want 1", v)
+	}
+}
+
+// Told to stop, a replica goes unready at once and serves on for its lame
+// duck's time: kube-proxy on every node sends it new connections until
+// the endpoint's removal reaches them, and those must find it listening.
+// Then it stops listening, and Run returns.
+func TestEgressLameDuck(t *testing.T) {
+	tier.Needs(t, tier.Tailnet)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-egress"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	db, err := tn.NewNode(ctx, "db", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ln, err := db.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from db") }))
+	port := freePort(t, "tcp")
+	const lameDuck = 10 * time.Second
+	r := start(t, tn, "egress-lame", func(c *Config) {
+		c.Target, c.Ports, c.LameDuck = "db", []contract.PortMap{{Proto: "tcp", Port: port, TargetPort: 80}}, lameDuck
+	})
+	waitFor(t, 60*time.Second, "HTTP through the egress proxy", func() error {
+		_, err := get(port)
+		return err
+	})
+
+	told := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	waitFor(t, lameDuck, "unready once told to stop", func() error {
+		if poll.HTTPOK(r.readyz) == nil {
+			return errors.New("still ready")
+		}
+		return nil
+	})
+	got, err := get(port)
+	if in := time.Since(told); in >= lameDuck {
+		t.Fatalf("the check came %v after the stop, past the lame duck's %v: too busy a machine to tell", in, lameDuck)
+	}
+	if err != nil || got != "hello from db" {
+		t.Fatalf("a new connection in the lame duck's time: %q, %v", got, err)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run did not return after the lame duck")
+	}
+	if took := time.Since(told); took < lameDuck {
+		t.Errorf("Run returned %v after the stop, before its lame duck of %v", took, lameDuck)
+	}
+	if got, err := get(port); err == nil {
+		t.Errorf("stopped, the replica still answers: %q", got)
 	}
 }
 
