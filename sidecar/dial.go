@@ -133,10 +133,11 @@ func (d *Dialer) dialAddr(ctx context.Context, network, mode, host string, port 
 	}
 	addrs, err := d.Resolve(host)
 	if err != nil && d.node.cfg.ExitNode != "" {
-		// Not a tailnet name: with an exit node, any name, resolved by
-		// the pod's nameservers (the addresses are checked below).
+		// Not a tailnet name: with an exit node, any name, resolved
+		// through it (the addresses are checked below; the cluster's
+		// names resolve to addresses that never leave through it).
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		addrs, err = net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+		addrs, err = d.node.lookupOutside(rctx, host)
 		cancel()
 		if err != nil {
 			err = &DialError{Cause: causeUnknownName, Dest: host, Err: err}

@@ -14,11 +14,13 @@ import (
 )
 
 // dnsServer answers the pod's DNS queries in transparent mode (netinit
-// redirects port 53 here): MagicDNS names from the tailnet view, anything
+// redirects port 53 here): MagicDNS names from the tailnet view; with an
+// exit node, names outside the cluster through it (exitdns.go); anything
 // else forwarded to the pod's own nameservers, so cluster names still work.
 type dnsServer struct {
 	s        *Sidecar
 	upstream []netip.AddrPort
+	cluster  clusterZones
 }
 
 // answer returns the response to the query msg, forwarding over network.
@@ -42,6 +44,19 @@ func (d *dnsServer) answer(ctx context.Context, network string, msg []byte) ([]b
 			d.s.metrics.dnsQueries.WithLabelValues("magicdns").Inc()
 			return reply(h, q, nil, dnsmessage.RCodeNameError)
 		}
+	}
+	if d.s.cfg.ExitNode != "" && !d.cluster.covers(name) {
+		resp, err := d.s.node.queryOutside(ctx, msg, q)
+		switch {
+		case errors.Is(err, errTypeNotCarried):
+			d.s.metrics.dnsQueries.WithLabelValues("error").Inc()
+			return reply(h, q, nil, dnsmessage.RCodeNotImplemented)
+		case err != nil:
+			d.s.metrics.dnsQueries.WithLabelValues("error").Inc()
+			return reply(h, q, nil, dnsmessage.RCodeServerFailure)
+		}
+		d.s.metrics.dnsQueries.WithLabelValues("exit-node").Inc()
+		return resp, nil
 	}
 	resp, err := d.forward(ctx, network, msg)
 	if err != nil {

@@ -39,7 +39,7 @@ func newMetrics() *Metrics {
 			Name: "tsinject_sidecar_dial_errors_total", Help: "Refused or failed dials, by cause.",
 		}, []string{"cause"}),
 		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tsinject_sidecar_dns_queries_total", Help: "DNS queries answered, by result (magicdns, forwarded, error).",
+			Name: "tsinject_sidecar_dns_queries_total", Help: "DNS queries answered, by result (magicdns, exit-node, forwarded, error).",
 		}, []string{"result"}),
 	}
 	m.Registry.MustRegister(m.ready, m.tunUp, m.conns, m.active, m.bytes, m.dialErrors, m.dnsQueries,

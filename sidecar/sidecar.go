@@ -1,13 +1,13 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -158,13 +158,12 @@ func (s *Sidecar) listen(ctx context.Context) error {
 // listenTransparent opens the redirect and DNS listeners on both loopback
 // addresses (IPv4 and IPv6 connections are redirected to their family's).
 func (s *Sidecar) listenTransparent(ctx context.Context) error {
-	f, err := os.Open("/etc/resolv.conf")
-	var upstream []netip.AddrPort
-	if err == nil {
-		upstream = readResolvConf(f)
-		f.Close()
+	dns := &dnsServer{s: s}
+	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		dns.upstream = readResolvConf(bytes.NewReader(b))
+		dns.cluster = zonesFromResolvConf(bytes.NewReader(b))
 	}
-	dns := &dnsServer{s: s, upstream: upstream}
+	upstream := dns.upstream
 	for _, host := range []string{"127.0.0.1", "::1"} {
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(int(s.cfg.RedirectPort))))
 		if err != nil {

@@ -16,13 +16,16 @@ import (
 )
 
 // farHost is outside the cluster and the tailnet (a /32 on the node's
-// bridge, like outsideHost): where a pod's exit node takes it.
-const farHost = "198.19.200.10"
+// bridge, like outsideHost): where a pod's exit node takes it. The
+// cluster's DNS answers node.FarName with it, and logs who asked.
+const farHost = node.FarHost
 
 // A transparent pod whose namespace allows the exit node: the app's TCP
 // and UDP to a host outside the cluster leave through an exit-node
 // Connector, so the far end sees the Connector's address, not the app
-// pod's; the sidecar stays unprivileged.
+// pod's; the sidecar stays unprivileged. The app finds the host by a name
+// outside the cluster, which the exit node resolves: the nameserver sees
+// the Connector ask, never the app's pod.
 func TestPodExitNode(t *testing.T) {
 	ctx := testCtx(t, podDeadline)
 	if out, err := exec.Command("ip", "addr", "add", farHost+"/32", "dev", node.Bridge).CombinedOutput(); err != nil {
@@ -62,7 +65,7 @@ func TestPodExitNode(t *testing.T) {
 
 	exitConnector(t, ctx, "pod-exit", "e2e-pod-exit")
 	ns := namespaceWith(t, "exit", map[string]string{"tsinject.dev/allowed-exit-nodes": "e2e-pod-exit"})
-	url := "http://" + net.JoinHostPort(farHost, "8080") + "/"
+	url := "http://" + net.JoinHostPort(node.FarName, "8080") + "/"
 	// The exit node is chosen once the sidecar sees it: until then the
 	// pod's traffic out waits (bounded retries), it never goes direct.
 	script := fmt.Sprintf("set -e\nB=/bin/busybox\nfor i in $($B seq 1 60); do $B timeout 10 $B wget -q -O - %s && exit 0; $B sleep 1; done; exit 1\n", url)
@@ -102,5 +105,34 @@ spec:
 	if udpFrom[pod.Status.PodIP] || len(udpFrom) == 0 {
 		t.Errorf("UDP reached the far end from %v; want only the exit node's address (one of %v)", udpFrom, exitIPs)
 	}
-	figure(t, "pod Succeeded %.1fs after creation; the far end saw %s for TCP and %v for UDP", took.Seconds(), strings.TrimSpace(body), udpFrom)
+	askers := farNameAskers(t)
+	asked := false
+	for _, ip := range exitIPs {
+		asked = asked || askers[ip]
+	}
+	if !asked || askers[pod.Status.PodIP] {
+		t.Errorf("%s was asked of the cluster's DNS by %v; want the exit node (one of %v), not the app pod %s", node.FarName, askers, exitIPs, pod.Status.PodIP)
+	}
+	figure(t, "pod Succeeded %.1fs after creation; the far end saw %s for TCP and %v for UDP; %s resolved by %v", took.Seconds(), strings.TrimSpace(body), udpFrom, node.FarName, askers)
+}
+
+// farNameAskers are the addresses the cluster's DNS logged asking for
+// node.FarName.
+func farNameAskers(t *testing.T) map[string]bool {
+	t.Helper()
+	log, err := env.cluster.Log("coredns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	askers := map[string]bool{}
+	for _, line := range strings.Split(string(log), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[0] != "[INFO]" || !strings.Contains(line, " "+node.FarName+". ") {
+			continue
+		}
+		if host, _, err := net.SplitHostPort(f[1]); err == nil {
+			askers[host] = true
+		}
+	}
+	return askers
 }

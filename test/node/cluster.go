@@ -317,6 +317,11 @@ func (c *Cluster) setSysctl(k, v string) error {
 	return setSysctl(k, v)
 }
 
+// Log is what component name (coredns, kubelet, ...) has logged so far.
+func (c *Cluster) Log(name string) ([]byte, error) {
+	return os.ReadFile(filepath.Join(c.Dir, "logs", name+".log"))
+}
+
 // spawn starts a component of node n (nil: the control plane), logging to
 // Dir/logs/name.log, in the node's network namespace. It dies with this
 // process (a test killed by its timeout leaves nothing running).

@@ -164,24 +164,44 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 `, kubeconfig, s.Name, s.IP, PodCIDRs, healthzPort, metricsPort, s.IP)
 }
 
-// corefile serves cluster.local from the API server and nothing else:
-// other names get REFUSED rather than being forwarded off the machine.
+// FarName is a name outside the cluster that the cluster's DNS answers
+// with FarHost, logging who asked (stories that follow a pod's DNS to its
+// exit node); FarHost is an address outside the cluster and the tailnet
+// that a story puts on the bridge.
+const (
+	FarName = "far.test"
+	FarHost = "198.19.200.10"
+)
+
+// corefile serves cluster.local from the API server and FarName, and
+// nothing else: other names get REFUSED rather than being forwarded off
+// the machine.
 func corefile(kubeconfig string) string {
-	return fmt.Sprintf(`cluster.local:53 in-addr.arpa:53 {
-    bind %s
+	return fmt.Sprintf(`%[4]s:53 {
+    bind %[1]s
+    log
+    template IN A %[4]s {
+        answer "{{ .Name }} 60 IN A %[5]s"
+    }
+    template IN ANY %[4]s {
+        rcode NOERROR
+    }
+}
+cluster.local:53 in-addr.arpa:53 {
+    bind %[1]s
     errors
     kubernetes cluster.local in-addr.arpa {
-        kubeconfig %s
+        kubeconfig %[2]s
         pods insecure
         fallthrough in-addr.arpa
     }
 }
 .:53 {
-    bind %s
+    bind %[3]s
     errors
     template ANY ANY {
         rcode REFUSED
     }
 }
-`, BridgeIP, kubeconfig, BridgeIP)
+`, BridgeIP, kubeconfig, BridgeIP, FarName, FarHost)
 }
