@@ -201,6 +201,28 @@ func echo(port uint16, msg string) (string, error) {
 	return string(buf[:n]), err
 }
 
+// webPeer starts a tailnet with a peer "db" serving "hello from db"
+// over HTTP on port 80; both go when the test ends.
+func webPeer(t *testing.T, ctx context.Context) (*tailnet.Tailnet, *tailnet.Node) {
+	t.Helper()
+	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-egress"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tn.Close() })
+	db, err := tn.NewNode(ctx, "db", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ln, err := db.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from db") }))
+	return tn, db
+}
+
 // A client with no tailnet of its own reaches a peer's HTTP server and UDP
 // echo through the proxy's ports, by the peer's short MagicDNS name; a
 // port the peer does not serve is reported, and reported healed.
@@ -208,21 +230,7 @@ func TestEgressTCPAndUDP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	tier.Needs(t, tier.Tailnet)
-	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-egress"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tn.Close()
-	db, err := tn.NewNode(ctx, "db", tailnet.NodeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ln, err := db.Listen("tcp", ":80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from db") }))
+	tn, db := webPeer(t, ctx)
 	pc, err := db.ListenPacket("udp", netip.AddrPortFrom(db.IPv4, 7).String())
 	if err != nil {
 		t.Fatal(err)
@@ -292,21 +300,7 @@ func TestEgressLameDuck(t *testing.T) {
 	tier.Needs(t, tier.Tailnet)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-egress"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tn.Close()
-	db, err := tn.NewNode(ctx, "db", tailnet.NodeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ln, err := db.Listen("tcp", ":80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from db") }))
+	tn, _ := webPeer(t, ctx)
 	port := freePort(t, "tcp")
 	const lameDuck = 10 * time.Second
 	r := start(t, tn, "egress-lame", func(c *Config) {
