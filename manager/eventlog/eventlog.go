@@ -161,7 +161,7 @@ func (rec *Recorder) Eventf(regarding, related runtime.Object, kind, reason, act
 		Note:                msg,
 		Type:                kind,
 	}
-	if related != nil {
+	if rel != (corev1.ObjectReference{}) { // a related object without a reference is left out
 		ev.Related = &rel
 	}
 	r.seen[k] = &series{event: ev, count: 1, last: now, written: now}
