@@ -19,6 +19,7 @@ func commands() []*cli.Command {
 		kubeconfigCommand(),
 		policyCommand(),
 		checkCommand(),
+		nameserverCommand(),
 		cli.VersionCommand(version.Version),
 		cli.CompletionCommand("tsinject", commands),
 	}

@@ -96,6 +96,20 @@ const (
 	HTTPProxyPort = 1056  // explicit egress: HTTP CONNECT / forward proxy
 )
 
+// The cluster nameserver (`tsinject nameserver`): the port it listens on
+// (its Service maps 53 to it), and the EDNS0 local options through which
+// the cluster's CoreDNS names the pod that asked (the snippet `tsinject
+// check` prints sets them from CoreDNS's kubernetes metadata).
+const (
+	NameserverPort = 5353
+	// DNSOptionNamespace carries the asking pod's namespace: the names a
+	// namespace may resolve are its own egress Services'.
+	DNSOptionNamespace uint16 = 0xffee
+	// DNSOptionPod carries the asking pod's name, which the Event for a
+	// name without an egress path is about.
+	DNSOptionPod uint16 = 0xffef
+)
+
 // Environment variables of tsinject-proxy. Every flag of the sidecar has
 // one; the injector sets them and the sidecar reads them.
 const (
