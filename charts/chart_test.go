@@ -95,6 +95,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 		{"default", "manifests/base", true, nil, nil, nil},
 		{"cert-manager", "manifests/overlays/cert-manager", true, nil, nil, []string{"--set", "certificates.mode=cert-manager"}},
 		{"apiserver-proxy", "manifests/overlays/apiserver-proxy", true, nil, nil, []string{"--set", "apiServerProxy.enabled=true"}},
+		{"nameserver", "manifests/overlays/nameserver", true, nil, nil, []string{"--set", "nameserver.enabled=true"}},
 		{"key-broker", "manifests/base", false, []string{"--oauth-secret=tsinject-oauth"}, broker("tsinject-oauth"), []string{"--set", "oauth.secretName=tsinject-oauth"}},
 		{"auth-key-register", "manifests/base", false, []string{"--register-nodes"}, broker("tsinject-authkey"), []string{"--set", "authKey.enabled=true"}},
 		{"auth-key-copy", "manifests/overlays/auth-key", false, nil, nil, []string{"--set", "authKey.enabled=true", "--set", "authKey.mode=copy"}},
