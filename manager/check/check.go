@@ -42,6 +42,7 @@ import (
 	"github.com/tsinject/tsinject/internal/credential"
 	"github.com/tsinject/tsinject/internal/federation"
 	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/manager/nameserver"
 	"github.com/tsinject/tsinject/manifests"
 )
 
@@ -87,7 +88,7 @@ func Run(ctx context.Context, c client.Client, o Options) []Result {
 	var sps v1alpha1.SidecarProfileList
 	profilesErr := c.List(ctx, &sps)
 	st, stErr := status(ctx, c, o)
-	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr), apiServerProxies(ctx, c, o), ingressNames(ctx, c, o), webCertificates(ctx, c, o), gatewayAPI(ctx, c), proxyPools(ctx, c)}
+	out := []Result{crds(ctx, c), manager(ctx, c, o), webhookCert(ctx, c, o), webhookReachable(ctx, c), tailnetCredential(ctx, c, o, st, stErr), controlServer(st, stErr), guardrails(ctx, c, o, st), policies(ctx, c, sps.Items, profilesErr), apiServerProxies(ctx, c, o), ingressNames(ctx, c, o), webCertificates(ctx, c, o), gatewayAPI(ctx, c), proxyPools(ctx, c), clusterNameserver(ctx, c, o)}
 	if o.Proxies {
 		out = append(out, proxies(ctx, c, st, sps.Items, profilesErr)...)
 	}
@@ -939,4 +940,57 @@ func generationNow(gen int64, exists bool) string {
 		return "deleted"
 	}
 	return fmt.Sprintf("@%d", gen)
+}
+
+// Where the cluster nameserver is, and where the cluster's CoreDNS reads
+// its configuration (kubeadm's and most distributions' place).
+const (
+	nameserverName   = "tsinject-nameserver"
+	corednsNamespace = "kube-system"
+	corednsConfigMap = "coredns"
+)
+
+// clusterNameserver: when installed (components/nameserver), serving, and
+// the cluster's CoreDNS sends it the tailnet's zones naming the asker.
+func clusterNameserver(ctx context.Context, c client.Client, o Options) Result {
+	const name = "cluster nameserver"
+	var svc corev1.Service
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: nameserverName}, &svc); apierrors.IsNotFound(err) {
+		return pass(name, "not installed (optional: tailnet names for pods without a sidecar, components/nameserver)")
+	} else if err != nil {
+		return fail(name, "reading Service "+nameserverName+": "+err.Error(), "")
+	}
+	var dep appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: nameserverName}, &dep); err != nil {
+		return fail(name, "Deployment "+nameserverName+": "+err.Error(), "apply components/nameserver whole (or the chart's nameserver.enabled=true)")
+	}
+	zones, domain := []string{"ts.net"}, "cluster.local"
+	for _, ctr := range dep.Spec.Template.Spec.Containers {
+		for _, a := range ctr.Args {
+			if v, ok := strings.CutPrefix(a, "--zones="); ok {
+				zones = strings.Split(v, ",")
+			}
+			if v, ok := strings.CutPrefix(a, "--cluster-domain="); ok {
+				domain = v
+			}
+		}
+	}
+	zs, err := nameserver.Zones(zones)
+	if err != nil {
+		return fail(name, "Deployment "+nameserverName+": "+err.Error(), "")
+	}
+	snippet := nameserver.CoreDNSSnippet(zs, svc.Spec.ClusterIP, domain)
+	fix := fmt.Sprintf("add this server block to the Corefile in ConfigMap %s/%s (kubectl -n %s edit configmap %s); the cluster's CoreDNS reloads it:\n%s",
+		corednsNamespace, corednsConfigMap, corednsNamespace, corednsConfigMap, snippet)
+	var cm corev1.ConfigMap
+	if err := c.Get(ctx, client.ObjectKey{Namespace: corednsNamespace, Name: corednsConfigMap}, &cm); err != nil {
+		return fail(name, fmt.Sprintf("reading ConfigMap %s/%s: %v", corednsNamespace, corednsConfigMap, err), fix)
+	}
+	if problems := nameserver.CheckCorefile(cm.Data["Corefile"], zs, svc.Spec.ClusterIP); len(problems) > 0 {
+		return fail(name, "the cluster's CoreDNS does not send the tailnet's names to it: "+strings.Join(problems, "; "), fix)
+	}
+	if dep.Status.ReadyReplicas == 0 {
+		return fail(name, fmt.Sprintf("0 of %d replicas ready", dep.Status.Replicas), "kubectl -n "+o.Namespace+" describe deployment "+nameserverName+", and its pods' logs")
+	}
+	return pass(name, fmt.Sprintf("%d of %d replicas ready at %s; CoreDNS sends it %s", dep.Status.ReadyReplicas, dep.Status.Replicas, svc.Spec.ClusterIP, strings.Join(zones, ", ")))
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
+	"github.com/tsinject/tsinject/manager/nameserver"
 	"github.com/tsinject/tsinject/internal/credential"
 )
 
@@ -163,6 +164,11 @@ func TestChecks(t *testing.T) {
 		{"Gateway API installed after the manager", gatewayCheck, []client.Object{gatewayClass(services.GatewayController, false)}, false, false, "is not accepted by the manager"},
 		{"Gateway API, the class another's", gatewayCheck, []client.Object{gatewayClass("example.com/gw", false)}, true, true, "names controller example.com/gw"},
 		{"Gateway API, no class", gatewayCheck, nil, true, true, "there is no GatewayClass tsinject"},
+		{"no nameserver", nameserverCheck, nil, true, false, "not installed"},
+		{"nameserver, CoreDNS not told", nameserverCheck, nameserverObjects(""), false, false, "no server block for example.ts.net"},
+		{"nameserver, no CoreDNS ConfigMap", nameserverCheck, nameserverObjects("")[:2], false, false, "reading ConfigMap kube-system/coredns"},
+		{"nameserver, CoreDNS caches", nameserverCheck, nameserverObjects(strings.Replace(nameserver.CoreDNSSnippet([]string{"example.ts.net."}, "198.19.16.53", "cluster.local"), "errors", "errors\n    cache 30", 1)), false, false, "remove cache"},
+		{"nameserver set up", nameserverCheck, nameserverObjects(nameserver.CoreDNSSnippet([]string{"example.ts.net."}, "198.19.16.53", "cluster.local")), true, false, "1 of 2 replicas ready at 198.19.16.53; CoreDNS sends it example.ts.net"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := runtime.NewScheme()
@@ -213,6 +219,23 @@ func ingressCheck(c client.Client) Result    { return ingressNames(context.Backg
 func poolsCheck(c client.Client) Result      { return proxyPools(context.Background(), c) }
 func certsCheck(c client.Client) Result      { return webCertificates(context.Background(), c, opts) }
 func gatewayCheck(c client.Client) Result    { return gatewayAPI(context.Background(), c) }
+func nameserverCheck(c client.Client) Result {
+	return clusterNameserver(context.Background(), c, opts)
+}
+
+// nameserverObjects: the nameserver's Service and Deployment (one of two
+// replicas ready) and CoreDNS's ConfigMap with corefile.
+func nameserverObjects(corefile string) []client.Object {
+	dep := deployment(1)
+	dep.Name = nameserverName
+	dep.Spec.Template.Spec.Containers[0].Args = []string{"nameserver", "--zones=example.ts.net"}
+	dep.Status.Replicas = 2
+	return []client.Object{
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "tsinject-system", Name: nameserverName}, Spec: corev1.ServiceSpec{ClusterIP: "198.19.16.53"}},
+		dep,
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "coredns"}, Data: map[string]string{"Corefile": ".:53 {\n    forward . /etc/resolv.conf\n}\n" + corefile}},
+	}
+}
 
 // noGatewayAPI is a cluster without the Gateway API's CRDs.
 type noGatewayAPI struct{ client.Client }
