@@ -4,7 +4,7 @@
 // metadata); it answers a name with the address of the asking namespace's
 // egress Service for it, and anything else with NXDOMAIN and an Event on
 // the asking pod that says why. It answers only what a namespace's own
-// egress Services allow, and nothing to a query that names no namespace.
+// egress Services allow, and no name to a query that names no namespace.
 package nameserver
 
 import (
@@ -29,7 +29,7 @@ const (
 	ResultAnswered  = "answered"
 	ResultNoData    = "nodata"
 	ResultNXDomain  = "nxdomain"
-	ResultNoClient  = "no-namespace" // refused: the query names no namespace
+	ResultNoClient  = "no-namespace" // SERVFAIL: the query names no namespace
 	ResultOutside   = "outside-zones"
 	ResultMalformed = "malformed"
 	ResultNotImpl   = "notimp"
@@ -150,9 +150,11 @@ func (a *Answerer) Answer(ctx context.Context, req []byte, udp bool) ([]byte, st
 	}
 	r.zone, r.ttl = zone, a.TTL
 	if !validNamespace(q.namespace) || (q.pod != "" && !validName(q.pod)) {
-		// Not through the cluster's CoreDNS with tsinject's snippet: no
-		// namespace, so no name is the asker's to see.
-		r.h.RCode = dnsmessage.RCodeRefused
+		// No namespace, so no name is the asker's to see. Through the
+		// cluster's CoreDNS this happens to a pod's first queries, before
+		// CoreDNS's pod watch has its address: SERVFAIL, which resolvers
+		// take as "try again", not NXDOMAIN, which they would cache.
+		r.h.RCode = dnsmessage.RCodeServerFailure
 		return r.pack(udp), ResultNoClient, nil
 	}
 	r.h.Authoritative = true

@@ -129,8 +129,8 @@ func TestAnswers(t *testing.T) {
 		{"IPv6 of an IPv4-only Service", "db.example.ts.net.", dnsmessage.TypeAAAA, "shop", dnsmessage.RCodeSuccess, "", ResultNoData, false, true, true},
 		{"another type", "db.example.ts.net.", dnsmessage.TypeMX, "shop", dnsmessage.RCodeSuccess, "", ResultNoData, false, true, true},
 		{"the apex", "example.ts.net.", dnsmessage.TypeSOA, "shop", dnsmessage.RCodeSuccess, "", ResultNoData, false, true, true},
-		{"no namespace: not through CoreDNS's snippet", "db.example.ts.net.", dnsmessage.TypeA, "", dnsmessage.RCodeRefused, "", ResultNoClient, false, false, false},
-		{"a namespace that is no namespace name", "db.example.ts.net.", dnsmessage.TypeA, "Shop/../x", dnsmessage.RCodeRefused, "", ResultNoClient, false, false, false},
+		{"no namespace: not through CoreDNS's snippet, or before it knows the pod", "db.example.ts.net.", dnsmessage.TypeA, "", dnsmessage.RCodeServerFailure, "", ResultNoClient, false, false, false},
+		{"a namespace that is no namespace name", "db.example.ts.net.", dnsmessage.TypeA, "Shop/../x", dnsmessage.RCodeServerFailure, "", ResultNoClient, false, false, false},
 		{"outside the zones", "db.example.com.", dnsmessage.TypeA, "shop", dnsmessage.RCodeRefused, "", ResultOutside, false, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

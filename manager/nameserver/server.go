@@ -55,7 +55,7 @@ type Server struct {
 func QueriesMetric() *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tsinject_nameserver_queries_total",
-		Help: "DNS queries by result: answered, nodata, nxdomain (no egress path in the namespace), no-namespace (refused: not through CoreDNS with tsinject's snippet), outside-zones, malformed, notimp.",
+		Help: "DNS queries by result: answered, nodata, nxdomain (no egress path in the namespace), no-namespace (SERVFAIL: not through CoreDNS with tsinject's snippet, or before CoreDNS knows the pod), outside-zones, malformed, notimp.",
 	}, []string{"result"})
 }
 

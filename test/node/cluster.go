@@ -217,10 +217,14 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 
-	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(corefile(kc["coredns"])), 0o644); err != nil {
+	cf := corefile(kc["coredns"])
+	if err := os.WriteFile(c.corefilePath(), []byte(cf), 0o644); err != nil {
 		return nil, err
 	}
-	if err := c.spawn(nil, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile")); err != nil {
+	if err := c.waitFor(ctx, "CoreDNS's ConfigMap", time.Minute, func(ctx context.Context) error { return c.publishCorefile(ctx, cf) }); err != nil {
+		return nil, err
+	}
+	if err := c.spawn(nil, "coredns", coredns, "-conf", c.corefilePath()); err != nil {
 		return nil, err
 	}
 	if err := c.spawn(nil, "kube-controller-manager", filepath.Join(bins, "kube-controller-manager"),
