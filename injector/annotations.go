@@ -89,6 +89,9 @@ type podOptions struct {
 	egressMode   string
 	acceptRoutes []netip.Prefix
 	exitNode     string
+	// exitKeep is what never goes through the exit node: the cluster's
+	// ranges and addresses at admission.
+	exitKeep []string
 	expose       []contract.Expose
 	proxyEnv     bool
 	state        string

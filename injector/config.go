@@ -54,6 +54,14 @@ type Config struct {
 	// it names an exit node.
 	PodCIDRs     []string `json:"-"`
 	ServiceCIDRs []string `json:"-"`
+	// ClusterAddrs, if set, returns every node's addresses and the API
+	// server's endpoints as the manager knows them at admission (/32 and
+	// /128 prefixes): a pod leaving through an exit node keeps them off
+	// it too, so that an exit node outside the cluster never sees, nor
+	// answers for, another node's kubelet or NodePorts. Not part of
+	// Version either: they change as nodes come and go. An error denies
+	// the pod rather than let those addresses through.
+	ClusterAddrs func() ([]string, error) `json:"-"`
 }
 
 // DefaultConfig is the configuration of a manager started without flags.

@@ -135,6 +135,15 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) Result {
 	opts.cred = cred
 	denied = checkPolicy(ns, pol, &opts)
 	if opts.exitNode != "" {
+		opts.exitKeep = slices.Concat(in.cfg.PodCIDRs, in.cfg.ServiceCIDRs)
+		if in.cfg.ClusterAddrs != nil {
+			addrs, err := in.cfg.ClusterAddrs()
+			if err != nil {
+				denied = append(denied, fmt.Sprintf("annotation %s needs the nodes' and the API server's addresses, to keep them off the exit node: %v",
+					AnnotationExitNode, err))
+			}
+			opts.exitKeep = append(opts.exitKeep, addrs...)
+		}
 		// Without them other pods' and Services' traffic would leave
 		// through the exit node (transparent), or could be sent there
 		// through the proxies (explicit).
@@ -581,16 +590,17 @@ func (in *Injector) initContainer(pod *corev1.Pod, o podOptions) corev1.Containe
 }
 
 // exitNodeEnv tells the sidecar and init the exit node and what never
-// goes through it: the cluster's ranges, the node's and the pod's
-// addresses (init routes them around it; the sidecar refuses them).
+// goes through it: the cluster's ranges, every node's and the API
+// server's addresses at admission, the pod's node's and its own (init
+// routes them around it; the sidecar refuses them).
 func (in *Injector) exitNodeEnv(o podOptions) []corev1.EnvVar {
 	env := []corev1.EnvVar{
 		{Name: contract.EnvUseExitNode, Value: o.exitNode},
 		fieldEnv(contract.EnvHostIPs, "status.hostIPs"),
 		fieldEnv(contract.EnvPodIPs, "status.podIPs"),
 	}
-	if cidrs := slices.Concat(in.cfg.PodCIDRs, in.cfg.ServiceCIDRs); len(cidrs) > 0 {
-		env = append(env, corev1.EnvVar{Name: contract.EnvExitDeny, Value: strings.Join(cidrs, ",")})
+	if len(o.exitKeep) > 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvExitDeny, Value: strings.Join(o.exitKeep, ",")})
 	}
 	return env
 }
@@ -598,7 +608,7 @@ func (in *Injector) exitNodeEnv(o podOptions) []corev1.EnvVar {
 // optionsKey is everything the added objects depend on.
 func optionsKey(pod *corev1.Pod, o podOptions) string {
 	var b strings.Builder
-	for _, s := range []string{o.hostname, strings.Join(o.tags, ","), contract.FormatEgress(o.egress), o.egressMode, o.exitNode,
+	for _, s := range []string{o.hostname, strings.Join(o.tags, ","), contract.FormatEgress(o.egress), o.egressMode, o.exitNode, strings.Join(o.exitKeep, ","),
 		joinPrefixes(o), contract.FormatExpose(o.expose), strconv.FormatBool(o.proxyEnv), o.state, o.image,
 		strconv.FormatBool(o.native), serviceAccountVolume(pod), o.controlURL, string(o.pullPolicy), credentialKey(o.cred)} {
 		b.WriteString(s)

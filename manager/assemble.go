@@ -178,6 +178,13 @@ func (a *assembly) webhook() error {
 		return fmt.Errorf("exit nodes for pods: %w", err)
 	}
 	a.o.Injector.ServiceCIDRs = svc
+	// And every node's and the API server's addresses, from the cache, as
+	// they are at each admission.
+	a.o.Injector.ClusterAddrs = func() ([]string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return connectors.ClusterAddresses(ctx, a.mgr.GetCache())
+	}
 	a.handler = &webhook.Handler{
 		Injector:   injector.New(a.o.Injector),
 		Namespaces: a.namespaces,

@@ -32,6 +32,14 @@ const (
 // (proxyset.Set.Files), never in their environment: a restart for each
 // new node would drop every flow through the exit node.
 func (r *Reconciler) clusterAddresses(ctx context.Context) ([]string, error) {
+	return ClusterAddresses(ctx, r.Client)
+}
+
+// ClusterAddresses are every node's addresses and the API server's
+// endpoints, as /32 and /128 prefixes, sorted: what neither an exit node
+// nor a pod's exit node may carry. c needs Nodes and the EndpointSlices of
+// default/kubernetes.
+func ClusterAddresses(ctx context.Context, c client.Reader) ([]string, error) {
 	var out []string
 	add := func(s string) {
 		if a, err := netip.ParseAddr(s); err == nil {
@@ -40,7 +48,7 @@ func (r *Reconciler) clusterAddresses(ctx context.Context) ([]string, error) {
 		}
 	}
 	var nodes corev1.NodeList
-	if err := r.Client.List(ctx, &nodes); err != nil {
+	if err := c.List(ctx, &nodes); err != nil {
 		return nil, fmt.Errorf("listing Nodes for the exit node's deny list: %w", err)
 	}
 	for _, n := range nodes.Items {
@@ -49,7 +57,7 @@ func (r *Reconciler) clusterAddresses(ctx context.Context) ([]string, error) {
 		}
 	}
 	var apiServer discoveryv1.EndpointSliceList
-	if err := r.Client.List(ctx, &apiServer, client.InNamespace(APIServerNamespace), client.MatchingLabels{LabelServiceName: APIServerService}); err != nil {
+	if err := c.List(ctx, &apiServer, client.InNamespace(APIServerNamespace), client.MatchingLabels{LabelServiceName: APIServerService}); err != nil {
 		return nil, fmt.Errorf("listing the API server's EndpointSlices for the exit node's deny list: %w", err)
 	}
 	for _, es := range apiServer.Items {

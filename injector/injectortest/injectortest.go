@@ -56,6 +56,9 @@ var Variants = map[string]func(*injector.Config){
 	"cluster-ranges": func(c *injector.Config) {
 		c.PodCIDRs = []string{"10.244.0.0/16"}
 		c.ServiceCIDRs = []string{"10.96.0.0/12"}
+		// Two nodes and the API server's endpoint, as the manager's
+		// cache has them.
+		c.ClusterAddrs = func() ([]string, error) { return []string{"10.0.0.10/32", "10.0.0.11/32", "10.0.0.2/32"}, nil }
 	},
 }
 

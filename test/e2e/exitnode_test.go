@@ -8,10 +8,14 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/test/node"
 )
 
@@ -68,7 +72,14 @@ func TestPodExitNode(t *testing.T) {
 	url := "http://" + net.JoinHostPort(node.FarName, "8080") + "/"
 	// The exit node is chosen once the sidecar sees it: until then the
 	// pod's traffic out waits (bounded retries), it never goes direct.
-	script := fmt.Sprintf("set -e\nB=/bin/busybox\nfor i in $($B seq 1 60); do $B timeout 10 $B wget -q -O - %s && exit 0; $B sleep 1; done; exit 1\n", url)
+	// Then the kubelets: every node's address keeps the pod's own route
+	// (the manager lists them at admission), so both answer over HTTPS;
+	// through the exit node (which refuses them) neither would.
+	var kubelets strings.Builder
+	for _, n := range env.cluster.Nodes {
+		fmt.Fprintf(&kubelets, "r=$($B timeout 10 $B wget --no-check-certificate -q -O - https://%s/healthz 2>&1 || true); echo \"kubelet %s: $r\"\n", net.JoinHostPort(n.IP, "10250"), n.IP)
+	}
+	script := fmt.Sprintf("set -e\nB=/bin/busybox\nok=\nfor i in $($B seq 1 60); do if $B timeout 10 $B wget -q -O - %s; then ok=1; break; fi; $B sleep 1; done\n[ -n \"$ok\" ] || exit 1\necho\n%sexit 0\n", url, kubelets.String())
 	apply(t, ns, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
@@ -105,6 +116,21 @@ spec:
 	if udpFrom[pod.Status.PodIP] || len(udpFrom) == 0 {
 		t.Errorf("UDP reached the far end from %v; want only the exit node's address (one of %v)", udpFrom, exitIPs)
 	}
+	for _, n := range env.cluster.Nodes {
+		var line string
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, "kubelet "+n.IP+":") {
+				line = l
+			}
+		}
+		// Any HTTP answer (401 without credentials) is the kubelet's.
+		if !strings.Contains(line, "HTTP/1.1") && !strings.Contains(line, ": ok") {
+			t.Errorf("node %s's kubelet from a pod with an exit node: %q; want it reached directly, not through the exit node", n.Name, line)
+		}
+	}
+	if deny := envOf(pod, contract.EnvExitDeny); !strings.Contains(deny, env.cluster.Nodes[1].IP+"/32") || !strings.Contains(deny, env.cluster.Nodes[0].IP+"/32") {
+		t.Errorf("the sidecar's %s %q: want every node's address", contract.EnvExitDeny, deny)
+	}
 	askers := farNameAskers(t)
 	asked := false
 	for _, ip := range exitIPs {
@@ -135,4 +161,19 @@ func farNameAskers(t *testing.T) map[string]bool {
 		}
 	}
 	return askers
+}
+
+// envOf is the value of variable name in the pod's sidecar ("" if unset).
+func envOf(pod *corev1.Pod, name string) string {
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if c.Name != contract.SidecarContainer {
+			continue
+		}
+		for _, e := range c.Env {
+			if e.Name == name {
+				return e.Value
+			}
+		}
+	}
+	return ""
 }
