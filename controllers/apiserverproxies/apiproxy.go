@@ -44,7 +44,19 @@ const component = "apiserver-proxy"
 // write ClusterRoles.
 var ImpersonateRules = []rbacv1.PolicyRule{{
 	APIGroups: []string{""}, Resources: []string{"users", "groups"}, Verbs: []string{"impersonate"},
+}, {
+	// The tailnet identity behind each request, for the audit log: these
+	// extra keys only (contract.TailnetExtras).
+	APIGroups: []string{"authentication.k8s.io"}, Resources: extraResources(), Verbs: []string{"impersonate"},
 }}
+
+func extraResources() []string {
+	var out []string
+	for _, k := range contract.TailnetExtras {
+		out = append(out, "userextras/"+k)
+	}
+	return out
+}
 
 // ImpersonatorRole is the installed ClusterRole auth-mode proxies are
 // bound to.

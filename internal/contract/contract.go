@@ -110,6 +110,20 @@ const (
 	DNSOptionPod uint16 = 0xffef
 )
 
+// The tailnet identity behind a request through an auth-mode API server
+// proxy, which it adds to the impersonated user's extras: the cluster's
+// audit log records them with each request (impersonatedUser.extra). The
+// proxy's impersonation role allows exactly these keys.
+const (
+	ExtraTailnetLogin  = "tsinject.dev/tailnet-login"   // the user's login (absent for tagged nodes)
+	ExtraTailnetNode   = "tsinject.dev/tailnet-node"    // the caller's MagicDNS name
+	ExtraTailnetNodeID = "tsinject.dev/tailnet-node-id" // its stable node ID
+	ExtraTailnetTags   = "tsinject.dev/tailnet-tags"    // its tags, one value each
+)
+
+// TailnetExtras are the extra keys above, in order.
+var TailnetExtras = []string{ExtraTailnetLogin, ExtraTailnetNode, ExtraTailnetNodeID, ExtraTailnetTags}
+
 // Environment variables of tsinject-proxy. Every flag of the sidecar has
 // one; the injector sets them and the sidecar reads them.
 const (

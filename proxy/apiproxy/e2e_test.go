@@ -3,6 +3,7 @@ package apiproxy_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +25,7 @@ import (
 	"tailscale.com/tailcfg"
 
 	ctrlapiproxy "github.com/tsinject/tsinject/controllers/apiserverproxies"
+	"github.com/tsinject/tsinject/internal/contract"
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/proxy/apiproxy"
 	"github.com/tsinject/tsinject/test/cluster"
@@ -71,7 +74,8 @@ func TestKubectlThroughProxy(t *testing.T) {
 	tier.Needs(t, tier.Processes, tier.Tailnet)
 	tsinject, err := gobuild.Binary("./cmd/tsinject")
 	must(t, err)
-	c := clustertest.Start(t, cluster.Options{})
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	c := clustertest.Start(t, cluster.Options{AuditLog: auditLog})
 	tn, err := tailnet.Start(tailnet.Options{AuthKey: "tskey-auth-k8s"})
 	must(t, err)
 	defer tn.Close()
@@ -241,6 +245,57 @@ func TestKubectlThroughProxy(t *testing.T) {
 		if err := forbidden("delete", "pod", "web", "--token="+adminToken)(); err != nil {
 			t.Error(err)
 		}
+	})
+	// The cluster's audit log attributes each request to the tailnet
+	// login and node behind it (impersonated extras), not only to the
+	// impersonated user.
+	t.Run("audit", func(t *testing.T) {
+		out, err := kubectl("auth", "whoami", "-o", "json")
+		if err != nil {
+			t.Fatalf("kubectl auth whoami: %v: %s", err, out)
+		}
+		var review authenticationv1.SelfSubjectReview
+		must(t, json.Unmarshal([]byte(out), &review))
+		u := review.Status.UserInfo
+		node := strings.TrimSuffix(tn.FQDN("laptop"), ".")
+		login := u.Extra[contract.ExtraTailnetLogin]
+		if len(login) != 1 || login[0] != u.Username || !slices.Equal(u.Extra[contract.ExtraTailnetNode], []string{node}) || len(u.Extra[contract.ExtraTailnetNodeID]) != 1 {
+			t.Fatalf("the API server sees %+v; want the tailnet login and node %s as extras", u, node)
+		}
+		// Requests a reader makes, in the audit log: as the proxy's
+		// account, impersonating the tailnet caller, with its login and
+		// node.
+		_, err = kubectl("get", "pods", "web")
+		must(t, err)
+		var line string
+		eventually(t, "an audit line for the reader's get", func() error {
+			b, err := os.ReadFile(auditLog)
+			if err != nil {
+				return err
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				var ev struct {
+					Verb             string `json:"verb"`
+					RequestURI       string `json:"requestURI"`
+					User             struct{ Username string }
+					ImpersonatedUser *struct {
+						Username string
+						Extra    map[string][]string
+					}
+				}
+				if json.Unmarshal([]byte(l), &ev) != nil || ev.ImpersonatedUser == nil || ev.Verb != "get" || !strings.HasPrefix(ev.RequestURI, "/api/v1/namespaces/default/pods/web?") {
+					continue
+				}
+				if ev.User.Username != "system:serviceaccount:tsinject-system:ts-apiserver-proxy-k8s" || ev.ImpersonatedUser.Username != u.Username ||
+					!slices.Equal(ev.ImpersonatedUser.Extra[contract.ExtraTailnetLogin], login) || !slices.Equal(ev.ImpersonatedUser.Extra[contract.ExtraTailnetNode], []string{node}) {
+					return fmt.Errorf("audit line without the tailnet identity: %s", l)
+				}
+				line = l
+				return nil
+			}
+			return fmt.Errorf("no audit line for get pods/web as %s yet", u.Username)
+		})
+		t.Logf("audit line: %s", line)
 	})
 	t.Run("watch streams", func(t *testing.T) {
 		cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "get", "pods", "--watch", "-o", "name")

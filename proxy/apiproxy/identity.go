@@ -9,10 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 
 	"tailscale.com/client/tailscale/apitype"
 	"tailscale.com/tailcfg"
+
+	"github.com/tsinject/tsinject/internal/contract"
 )
 
 // CapKubernetes is the app capability grants use to map tailnet callers to
@@ -40,6 +44,9 @@ type Identity struct {
 	// EnforceRecorder is set when any grant requires recording.
 	Recorders       []string
 	EnforceRecorder bool
+	// Extra is the tailnet identity behind User, by contract.Extra* key:
+	// impersonated extras, for the cluster's audit log.
+	Extra map[string][]string
 }
 
 // ErrUnknownCaller is returned when WhoIs cannot identify the caller.
@@ -65,6 +72,15 @@ func IdentityOf(who *apitype.WhoIsResponse) (Identity, error) {
 	// tailnet name or login should ever be.
 	if strings.TrimSpace(id.User) == "" || strings.HasPrefix(id.User, "system:") {
 		return Identity{}, ErrUnknownCaller
+	}
+	id.Extra = map[string][]string{contract.ExtraTailnetNode: {strings.TrimSuffix(who.Node.Name, ".")}}
+	if who.Node.StableID != "" {
+		id.Extra[contract.ExtraTailnetNodeID] = []string{string(who.Node.StableID)}
+	}
+	if who.Node.IsTagged() {
+		id.Extra[contract.ExtraTailnetTags] = slices.Clone(who.Node.Tags)
+	} else {
+		id.Extra[contract.ExtraTailnetLogin] = []string{id.User}
 	}
 	seen := map[string]bool{}
 	for _, raw := range who.CapMap[CapKubernetes] {
@@ -103,6 +119,14 @@ func setIdentity(h http.Header, id Identity) {
 	h.Set("Impersonate-User", id.User)
 	for _, g := range id.Groups {
 		h.Add("Impersonate-Group", g)
+	}
+	// Keys are escaped as the API server reads them (client-go's way):
+	// "/" cannot be in a header name. Set directly, not canonicalized, so
+	// the header is what the key is.
+	for _, k := range contract.TailnetExtras {
+		if vs := id.Extra[k]; len(vs) > 0 {
+			h["Impersonate-Extra-"+url.PathEscape(k)] = slices.Clone(vs)
+		}
 	}
 }
 

@@ -8,11 +8,13 @@ import (
 
 	"tailscale.com/client/tailscale/apitype"
 	"tailscale.com/tailcfg"
+
+	"github.com/tsinject/tsinject/internal/contract"
 )
 
 func who(tags []string, login string, grants ...string) *apitype.WhoIsResponse {
 	w := &apitype.WhoIsResponse{
-		Node:        &tailcfg.Node{Name: "laptop.tail-x.ts.net.", Tags: tags},
+		Node:        &tailcfg.Node{Name: "laptop.tail-x.ts.net.", Tags: tags, StableID: "nStable1"},
 		UserProfile: &tailcfg.UserProfile{LoginName: login},
 		CapMap:      tailcfg.PeerCapMap{},
 	}
@@ -56,6 +58,18 @@ func TestIdentityOf(t *testing.T) {
 			if id.User != tt.user || !slices.Equal(id.Groups, tt.groups) {
 				t.Errorf("got %+v, want %s %v", id, tt.user, tt.groups)
 			}
+			if tt.wantErr {
+				return
+			}
+			// The tailnet identity behind it, for the audit log: a user's
+			// login, or a tagged node's tags; always the node.
+			login, tags := id.Extra[contract.ExtraTailnetLogin], id.Extra[contract.ExtraTailnetTags]
+			if tt.who.Node.IsTagged() && (login != nil || !slices.Equal(tags, tt.who.Node.Tags)) ||
+				!tt.who.Node.IsTagged() && (!slices.Equal(login, []string{tt.user}) || tags != nil) ||
+				!slices.Equal(id.Extra[contract.ExtraTailnetNode], []string{"laptop.tail-x.ts.net"}) ||
+				!slices.Equal(id.Extra[contract.ExtraTailnetNodeID], []string{"nStable1"}) {
+				t.Errorf("extras %v", id.Extra)
+			}
 		})
 	}
 }
@@ -71,11 +85,19 @@ func TestHeaders(t *testing.T) {
 	h.Set("impersonate-extra-lowercase", "x")
 	h.Set("Accept", "application/json")
 	stripClientAuth(h)
-	setIdentity(h, Identity{User: "alice@example.com", Groups: []string{"readers", "ops"}})
+	id, err := IdentityOf(who([]string{"tag:ci", "tag:ops"}, "tagged-devices", `{"impersonate":{"groups":["readers","ops"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	setIdentity(h, id)
 	want := http.Header{
 		"Accept":            {"application/json"},
-		"Impersonate-User":  {"alice@example.com"},
+		"Impersonate-User":  {"laptop.tail-x.ts.net"},
 		"Impersonate-Group": {"readers", "ops"},
+		// As client-go escapes extra keys, and the API server reads them.
+		"Impersonate-Extra-tsinject.dev%2Ftailnet-node":    {"laptop.tail-x.ts.net"},
+		"Impersonate-Extra-tsinject.dev%2Ftailnet-node-id": {"nStable1"},
+		"Impersonate-Extra-tsinject.dev%2Ftailnet-tags":    {"tag:ci", "tag:ops"},
 	}
 	if len(h) != len(want) {
 		t.Fatalf("headers %v, want %v", h, want)

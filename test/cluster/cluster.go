@@ -43,6 +43,10 @@ type Options struct {
 	// named before webhooks run, as in a real cluster, and must find it
 	// (no controller-manager makes "default" here: create it).
 	ServiceAccountAdmission bool
+	// AuditLog, if set, is where the API server writes its audit log:
+	// every request at level Metadata (who, as whom, what), as an admin
+	// would set it up to attribute requests.
+	AuditLog string
 }
 
 // Cluster is a running control plane.
@@ -96,6 +100,14 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", ServiceCIDR)
 	if opts.ServiceAccountAdmission {
 		env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+	}
+	if opts.AuditLog != "" {
+		policy := filepath.Join(dir, "audit-policy.yaml")
+		if err := os.WriteFile(policy, []byte(AuditPolicy), 0o600); err != nil {
+			return nil, err
+		}
+		env.ControlPlane.GetAPIServer().Configure().Set("audit-policy-file", policy)
+		env.ControlPlane.GetAPIServer().Configure().Set("audit-log-path", opts.AuditLog)
 	}
 	if apiserver, etcd, ok := deathShims(dir, bins); ok {
 		env.ControlPlane.GetAPIServer().Path = apiserver
@@ -203,3 +215,12 @@ func (c *Cluster) ServiceEnv() []string {
 	}
 	return []string{"KUBERNETES_SERVICE_HOST=" + u.Hostname(), "KUBERNETES_SERVICE_PORT_HTTPS=" + u.Port()}
 }
+
+// AuditPolicy records every request's metadata once it is answered: the
+// policy docs/apiserver-proxy.md shows.
+const AuditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+`
