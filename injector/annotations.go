@@ -91,13 +91,13 @@ type podOptions struct {
 	exitNode     string
 	// exitKeep is what never goes through the exit node: the cluster's
 	// ranges and addresses at admission.
-	exitKeep []string
-	expose       []contract.Expose
-	proxyEnv     bool
-	state        string
-	image        string
-	resources    corev1.ResourceRequirements
-	native       bool
+	exitKeep  []string
+	expose    []contract.Expose
+	proxyEnv  bool
+	state     string
+	image     string
+	resources corev1.ResourceRequirements
+	native    bool
 	// scrape: add the prometheus.io annotations for the sidecar.
 	scrape bool
 

@@ -25,8 +25,8 @@ import (
 	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
 	"github.com/tsinject/tsinject/internal/contract"
-	"github.com/tsinject/tsinject/manager/nameserver"
 	"github.com/tsinject/tsinject/internal/credential"
+	"github.com/tsinject/tsinject/manager/nameserver"
 )
 
 var now = time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
