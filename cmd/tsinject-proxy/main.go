@@ -34,6 +34,7 @@ func commands() []*cli.Command {
 		ingressCommand(),
 		webCommand(),
 		apiserverCommand(),
+		recorderCommand(),
 		cli.VersionCommand(version.Version),
 	}
 }

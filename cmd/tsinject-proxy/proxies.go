@@ -8,6 +8,7 @@ import (
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/proxy/egress"
 	"github.com/tsinject/tsinject/proxy/ingress"
+	"github.com/tsinject/tsinject/proxy/recorder"
 	"github.com/tsinject/tsinject/proxy/web"
 )
 
@@ -53,4 +54,10 @@ func webCommand() *cli.Command {
 	var cfg web.Config
 	return proxyCommand("web", "serve an Ingress over HTTPS on the tailnet: TLS at its name, routes to its Services, the caller's identity to them", cfg.Settings, &cfg.Node, true,
 		func(ctx context.Context, logf func(string, ...any)) error { return web.Run(ctx, cfg, logf) })
+}
+
+func recorderCommand() *cli.Command {
+	var cfg recorder.Config
+	return proxyCommand("recorder", "record kubectl exec and attach sessions sent by API server proxies (tsrecorder's protocol), unprivileged", cfg.Settings, &cfg.Node, false,
+		func(ctx context.Context, logf func(string, ...any)) error { return recorder.Run(ctx, cfg, logf) })
 }

@@ -206,7 +206,9 @@ const (
 	// egress proxy's tailnet target (MagicDNS name or IP), an ingress
 	// proxy's Service address; EnvPorts its ports (FormatPortMaps).
 	EnvTarget = "TSINJECT_TARGET"
-	EnvPorts  = "TSINJECT_PORTS"
+	// EnvRecordingsDir is where a session recorder stores its casts.
+	EnvRecordingsDir = "TSINJECT_RECORDINGS_DIR"
+	EnvPorts         = "TSINJECT_PORTS"
 	// EnvListenAddr narrows the address an egress proxy's ports listen on
 	// (default all of the pod's; the sandbox uses loopback).
 	EnvListenAddr = "TSINJECT_LISTEN_ADDR"
