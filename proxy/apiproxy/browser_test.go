@@ -82,9 +82,10 @@ func TestIsSession(t *testing.T) {
 	}
 }
 
-// Until tsinject records sessions, a grant that requires recording
-// refuses exec and attach (fail closed); one that only names recorders
-// lets them through with a warning; other requests are unaffected.
+// A handler that does not record (no Recording): a grant that requires
+// recording refuses exec and attach (fail closed); one that only names
+// recorders lets them through with a warning; other requests are
+// unaffected.
 func TestSessionRecordingGrants(t *testing.T) {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "upstream") }))
 	defer upstream.Close()

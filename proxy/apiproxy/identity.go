@@ -28,10 +28,10 @@ type kubeCapRule struct {
 	Impersonate *struct {
 		Groups []string `json:"groups,omitempty"`
 	} `json:"impersonate,omitempty"`
-	// Recorder and EnforceRecorder ask for session recording (Tailscale's
-	// operator sends exec and attach sessions to tsrecorder). tsinject
-	// records nothing yet, so it must not pretend to: Handler.ServeHTTP refuses
-	// exec and attach (isSession) where recording is enforced.
+	// Recorder and EnforceRecorder ask for session recording, as for
+	// Tailscale's operator: exec and attach sessions go to a recorder with
+	// one of the Recorder tags (Recording), and where EnforceRecorder is set
+	// a session that cannot be recorded is refused.
 	Recorder        []string `json:"recorder,omitempty"`
 	EnforceRecorder bool     `json:"enforceRecorder,omitempty"`
 }
@@ -146,4 +146,4 @@ func isSession(path string) bool {
 }
 
 // errRecordingRequired refuses a session whose grant requires recording.
-var errRecordingRequired = errors.New("tsinject: your tailnet grant requires session recording (enforceRecorder), which this API proxy does not do; the session is refused. Remove enforceRecorder from the grant to allow unrecorded sessions")
+var errRecordingRequired = errors.New("tsinject: your tailnet grant requires session recording (enforceRecorder), which this API proxy is not set up to do; the session is refused. Remove enforceRecorder from the grant to allow unrecorded sessions")

@@ -1,6 +1,7 @@
 package apiproxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -65,6 +66,9 @@ type Handler struct {
 	// CallerTTL is how long one connection's WhoIs answer is reused (with
 	// ConnContext installed); 0 means DefaultCallerTTL.
 	CallerTTL time.Duration
+	// Record records exec and attach sessions where grants ask (nil: none
+	// are, and those that must be are refused).
+	Record *Recording
 
 	once     sync.Once
 	proxy    *httputil.ReverseProxy
@@ -94,6 +98,7 @@ type caller struct {
 type resolved struct {
 	Identity
 	who, as string
+	res     *apitype.WhoIsResponse // for a session's recording
 }
 
 // resolve maps a WhoIs answer to the caller's identity and log names.
@@ -102,7 +107,7 @@ func resolve(res *apitype.WhoIsResponse) (*resolved, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &resolved{Identity: id, who: res.Node.ComputedName, as: id.User}
+	c := &resolved{Identity: id, who: res.Node.ComputedName, as: id.User, res: res}
 	if res.UserProfile != nil && !res.Node.IsTagged() {
 		c.who = res.UserProfile.LoginName + "/" + c.who
 	}
@@ -221,15 +226,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		who, as = id.who, id.as
+		var out http.ResponseWriter = rec
 		if isSession(r.URL.Path) {
-			// Fail closed where recording is required; say so where it
-			// is only asked for.
-			if id.EnforceRecorder {
-				writeStatus(rec, http.StatusForbidden, "Forbidden", errRecordingRequired.Error())
-				return
-			}
-			if len(id.Recorders) > 0 {
-				h.Logf("warning: session %s by %s is not recorded: the grant names recorders %v, and tsinject does not record sessions", r.URL.Path, who, id.Recorders)
+			// Recorded where grants ask; refused where they require it
+			// and it cannot be.
+			if h.Record == nil {
+				if id.EnforceRecorder {
+					writeStatus(rec, http.StatusForbidden, "Forbidden", errRecordingRequired.Error())
+					return
+				}
+				if len(id.Recorders) > 0 {
+					h.Logf("warning: session %s by %s is not recorded: the grant names recorders %v, and this proxy does not record sessions", r.URL.Path, who, id.Recorders)
+				}
+			} else {
+				var refused string
+				if out, refused = h.Record.recordWriter(r.Context(), rec, r, id); refused != "" {
+					writeStatus(rec, http.StatusForbidden, "Forbidden", refused)
+					return
+				}
+				if sw, ok := out.(*sessionWriter); ok {
+					defer sw.finish()
+				}
 			}
 		}
 		tok, err := h.Token()
@@ -238,6 +255,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, &outbound{Identity: id.Identity, token: tok}))
+		h.proxy.ServeHTTP(out, r)
+		return
 	}
 	h.proxy.ServeHTTP(rec, r)
 }
@@ -272,6 +291,14 @@ func (s *statusRecorder) Flush() {
 	}
 }
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Hijack takes the connection over for a session (101 Switching
+// Protocols, written by the reverse proxy on it); the recording's
+// hijacker asks for it by this method.
+func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	s.code = http.StatusSwitchingProtocols
+	return http.NewResponseController(s.ResponseWriter).Hijack()
+}
 
 // TokenFile returns a Token func that re-reads a projected service account
 // token (the kubelet rotates it) at most once a minute.
@@ -382,6 +409,23 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	// before it does.
 	var node atomic.Pointer[tsnode.Node]
 	h := &Handler{Mode: cfg.Mode, Upstream: cfg.Upstream, Transport: tr, Token: TokenFile(cfg.TokenFile), Logf: logf}
+	h.Record = &Recording{
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			n := node.Load()
+			if n == nil {
+				return nil, errors.New("the proxy is not on the tailnet yet")
+			}
+			return n.Server.Dial(ctx, network, addr)
+		},
+		Recorders: PeerRecorders(func(ctx context.Context) (*ipnstate.Status, error) {
+			n := node.Load()
+			if n == nil {
+				return nil, errors.New("not on the tailnet yet")
+			}
+			return n.LC.Status(ctx)
+		}),
+		Logf: logf,
+	}
 	reg := prometheus.NewRegistry()
 	h.Register(reg)
 	nodeReady := func(ctx context.Context) error {

@@ -134,7 +134,6 @@ func (s *Store) recordV2(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Active.Add(1)
 	defer s.Active.Add(-1)
-	s.Logf("recorder: recording %s from %s", filepath.Base(f.Name()), r.RemoteAddr)
 	rc := http.NewResponseController(w)
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
@@ -172,7 +171,7 @@ func (s *Store) recordV2(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			send(ackFrame{Ack: n.Load()})
-			s.Logf("recorder: recorded %s (%d bytes)", filepath.Base(f.Name()), n.Load())
+			s.done(f, n.Load())
 			return
 		}
 	}
@@ -197,7 +196,19 @@ func (s *Store) recordV1(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "storing the recording: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	s.Logf("recorder: recorded %s (%d bytes, v1)", filepath.Base(f.Name()), n.Load())
+	s.done(f, n.Load())
+}
+
+// done logs a finished recording, or removes it if it is empty: a session
+// the API server refused after the recorder was asked (the proxy asks
+// first) has nothing to keep.
+func (s *Store) done(f *os.File, n int64) {
+	if n == 0 {
+		_ = os.Remove(f.Name())
+		s.Logf("recorder: nothing was recorded (the session did not start)")
+		return
+	}
+	s.Logf("recorder: recorded %s (%d bytes)", filepath.Base(f.Name()), n)
 }
 
 // Protocols are what a recorder's server speaks: HTTP/1.1 (v1) and HTTP/2

@@ -1,0 +1,246 @@
+package apiproxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"tailscale.com/ipn/ipnstate"
+	ksr "tailscale.com/k8s-operator/sessionrecording"
+	"tailscale.com/k8s-operator/sessionrecording/spdy"
+	"tailscale.com/k8s-operator/sessionrecording/tsrecorder"
+	"tailscale.com/k8s-operator/sessionrecording/ws"
+	"tailscale.com/sessionrecording"
+	"tailscale.com/tstime"
+	"tailscale.com/types/logger"
+)
+
+// RecorderPort is where recorders take uploads (tsrecorder's, and
+// tsinject-proxy recorder's).
+const RecorderPort = 80
+
+// Recording sends the exec and attach sessions of callers whose grants
+// name recorders (`recorder`: their tags) to one of them, with
+// tailscale.com's own session recording (the Tailscale operator's): an
+// asciinema cast of the session, with who, which pod, container and
+// command in its header. Where a grant enforces recording, a session no
+// recorder takes is refused before it reaches the pod, and one whose
+// recorder fails ends.
+type Recording struct {
+	// Dial reaches recorders: the proxy's tailnet node's Dial (an error
+	// until it serves).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Recorders lists the tailnet addresses of peers with any of tags.
+	Recorders func(ctx context.Context, tags []string) ([]netip.AddrPort, error)
+	Logf      logger.Logf
+}
+
+// podSession is the namespace, pod and kind of an exec or attach path.
+func podSession(path string) (namespace, pod string, kind ksr.SessionType, ok bool) {
+	p := strings.FieldsFunc(path, func(r rune) bool { return r == '/' })
+	if len(p) != 7 || p[0] != "api" || p[1] != "v1" || p[2] != "namespaces" || p[4] != "pods" {
+		return "", "", "", false
+	}
+	switch p[6] {
+	case "exec":
+		return p[3], p[5], ksr.ExecSessionType, true
+	case "attach":
+		return p[3], p[5], ksr.AttachSessionType, true
+	}
+	return "", "", "", false
+}
+
+// streamProtocol is the streaming protocol a session request asks for:
+// SPDY (kubectl before 1.31, and its fallback) or WebSocket.
+func streamProtocol(h http.Header) ksr.Protocol {
+	switch up := strings.ToLower(h.Get("Upgrade")); {
+	case strings.HasPrefix(up, "spdy/"):
+		return ksr.SPDYProtocol
+	case up == "websocket":
+		return ksr.WSProtocol
+	}
+	return ""
+}
+
+// recordWriter decides a session's recording: the ResponseWriter that
+// records it (w itself when it goes unrecorded), or a refusal to send.
+func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r *http.Request, id *resolved) (http.ResponseWriter, string) {
+	if len(id.Recorders) == 0 && !id.EnforceRecorder {
+		return w, ""
+	}
+	unrecorded := func(why string) (http.ResponseWriter, string) {
+		if id.EnforceRecorder {
+			return nil, "tsinject: your tailnet grant requires session recording (enforceRecorder), and " + why + "; the session is refused"
+		}
+		rc.Logf("warning: session %s by %s is not recorded: %s", r.URL.Path, id.who, why)
+		return w, ""
+	}
+	ns, pod, kind, ok := podSession(r.URL.Path)
+	if !ok {
+		return unrecorded("sessions through a node's kubelet (nodes/NAME/proxy) cannot be recorded")
+	}
+	if len(id.Recorders) == 0 {
+		return unrecorded("the grant names no recorder")
+	}
+	proto := streamProtocol(r.Header)
+	if proto == "" {
+		return unrecorded("the request is neither a SPDY nor a WebSocket stream")
+	}
+	addrs, err := rc.Recorders(ctx, id.Recorders)
+	if err != nil {
+		return unrecorded("its recorders could not be looked up: " + err.Error())
+	}
+	if len(addrs) == 0 {
+		return unrecorded(fmt.Sprintf("no recorder tagged %s is on the tailnet", strings.Join(id.Recorders, " or ")))
+	}
+	// The recorder first, before the request goes on: a session that
+	// must be recorded and that no recorder takes never reaches the pod.
+	// (tailscale.com's own hijacker connects only once the API server has
+	// switched protocols, when a WebSocket exec has already started.)
+	rctx, cancel := context.WithCancel(context.Background())
+	wc, _, errc, err := sessionrecording.ConnectToRecorder(rctx, addrs, rc.Dial)
+	if err != nil {
+		cancel()
+		return unrecorded("no recorder took the session: " + err.Error())
+	}
+	qp := r.URL.Query()
+	ch := sessionrecording.CastHeader{
+		Version: 2, Timestamp: time.Now().Unix(), Command: strings.Join(qp["command"], " "),
+		SrcNode: strings.TrimSuffix(id.res.Node.Name, "."), SrcNodeID: id.res.Node.StableID,
+		Kubernetes: &sessionrecording.Kubernetes{PodName: pod, Namespace: ns, Container: strings.Join(qp["container"], ""), SessionType: string(kind)},
+	}
+	if id.res.Node.IsTagged() {
+		ch.SrcNodeTags = id.res.Node.Tags
+	} else if id.res.UserProfile != nil {
+		ch.SrcNodeUser, ch.SrcNodeUserID = id.res.UserProfile.LoginName, id.res.Node.User
+	}
+	return &sessionWriter{ResponseWriter: w, ctx: rctx, cancel: cancel, upload: wc, errc: errc, header: ch,
+		tty: strings.Join(qp["tty"], "") == "true", proto: proto, failOpen: !id.EnforceRecorder, who: id.who, logf: rc.Logf}, ""
+}
+
+// sessionWriter is a session's ResponseWriter while it is recorded: on
+// the switch of protocols it wraps the stream so that what the session
+// shows goes to the recorder, and it ends the session if the recorder
+// fails (unless the grant lets it go on unrecorded).
+type sessionWriter struct {
+	http.ResponseWriter
+	ctx      context.Context
+	cancel   context.CancelFunc
+	upload   io.WriteCloser
+	errc     <-chan error
+	header   sessionrecording.CastHeader
+	tty      bool
+	proto    ksr.Protocol
+	failOpen bool
+	who      string
+	logf     logger.Logf
+	hijacked bool
+}
+
+func (s *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	s.hijacked = true
+	log := zapLogf(s.logf)
+	rec := tsrecorder.New(s.upload, tstime.DefaultClock{}, time.Now(), s.failOpen, log)
+	var lc net.Conn
+	switch s.proto {
+	case ksr.SPDYProtocol:
+		lc, err = spdy.New(s.ctx, conn, rec, s.header, s.tty, log)
+	default:
+		lc, err = ws.New(s.ctx, conn, rec, s.header, s.tty, log)
+	}
+	if err != nil {
+		conn.Close()
+		s.upload.Close()
+		return nil, nil, err
+	}
+	s.logf("recording: %s session by %s to %s/%s is recorded", s.header.Kubernetes.SessionType, s.who, s.header.Kubernetes.Namespace, s.header.Kubernetes.PodName)
+	go func() {
+		defer s.cancel()
+		select {
+		case <-s.ctx.Done():
+			return
+		case err := <-s.errc:
+			if err == nil {
+				return
+			}
+			if s.failOpen {
+				s.logf("recording: the recorder failed (%v); the session goes on unrecorded, as the grant allows", err)
+				return
+			}
+			s.logf("recording: the recorder failed (%v); the session is ended, as the grant requires recording", err)
+			lc.Close()
+		}
+	}()
+	return lc, brw, nil
+}
+
+// finish ends the upload of a session that never switched protocols (the
+// API server refused it): an empty recording.
+func (s *sessionWriter) finish() {
+	if !s.hijacked {
+		s.upload.Close()
+		s.cancel()
+	}
+}
+
+// PeerRecorders finds recorders among a node's peers: those tagged with
+// any of tags, online ones first (then by name, so that sessions go to
+// the same one while it is up), each at its addresses' RecorderPort.
+func PeerRecorders(status func(context.Context) (*ipnstate.Status, error)) func(context.Context, []string) ([]netip.AddrPort, error) {
+	return func(ctx context.Context, tags []string) ([]netip.AddrPort, error) {
+		st, err := status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var peers []*ipnstate.PeerStatus
+		for _, p := range st.Peer {
+			if p.Tags != nil && slices.ContainsFunc(tags, func(t string) bool { return slices.Contains(p.Tags.AsSlice(), t) }) {
+				peers = append(peers, p)
+			}
+		}
+		slices.SortFunc(peers, func(a, b *ipnstate.PeerStatus) int {
+			if a.Online != b.Online {
+				if a.Online {
+					return -1
+				}
+				return 1
+			}
+			return strings.Compare(a.DNSName, b.DNSName)
+		})
+		var out []netip.AddrPort
+		for _, p := range peers {
+			for _, ip := range p.TailscaleIPs {
+				out = append(out, netip.AddrPortFrom(ip, RecorderPort))
+			}
+		}
+		return out, nil
+	}
+}
+
+// zapLogf is a zap logger writing to logf (the session recording package
+// logs with zap).
+func zapLogf(logf logger.Logf) *zap.SugaredLogger {
+	enc := zapcore.NewConsoleEncoder(zapcore.EncoderConfig{MessageKey: "msg", LevelKey: "level", EncodeLevel: zapcore.LowercaseLevelEncoder})
+	core := zapcore.NewCore(enc, zapcore.AddSync(logfWriter(logf)), zapcore.InfoLevel)
+	return zap.New(core).Sugar()
+}
+
+type logfWriter logger.Logf
+
+func (l logfWriter) Write(p []byte) (int, error) {
+	l("recording: %s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
