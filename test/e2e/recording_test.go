@@ -1,0 +1,147 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"tailscale.com/tailcfg"
+
+	"github.com/tsinject/tsinject/internal/tsnode"
+	"github.com/tsinject/tsinject/proxy/apiproxy"
+	"github.com/tsinject/tsinject/proxy/recorder"
+	"github.com/tsinject/tsinject/test/poll"
+)
+
+// kubectl exec through the API server proxy under a grant that requires
+// recording: over WebSocket and over SPDY the session works and its output
+// is in the recorder's cast; with the recorder gone the session is refused
+// and the command never runs in the container.
+func TestAPIServerProxyRecordsSessions(t *testing.T) {
+	ctx := testCtx(t, podDeadline)
+
+	// The recorder: tsinject-proxy recorder, in this process, on the
+	// tailnet with the recorders' tag.
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "authkey")
+	if err := os.WriteFile(keyFile, []byte(env.tn.AuthKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	casts := filepath.Join(dir, "casts")
+	if err := os.Mkdir(casts, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	health := poll.FreeAddr()
+	recCtx, stopRecorder := context.WithCancel(ctx)
+	recDone := make(chan error, 1)
+	go func() {
+		recDone <- recorder.Run(recCtx, recorder.Config{Node: tsnode.Options{ControlURL: env.tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
+			Hostname: "e2e-recorder", Tags: []string{"tag:recorder"}, State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state")},
+			Dir: casts, HealthAddr: health}, t.Logf)
+	}()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stopRecorder()
+			if err := <-recDone; err != nil {
+				t.Errorf("recorder: %v", err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+	if err := poll.Until(ctx, 2*time.Minute, 250*time.Millisecond, func() error { return poll.HTTPOK("http://" + health + "/readyz") }); err != nil {
+		t.Fatalf("recorder not ready: %v", err)
+	}
+
+	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
+kind: APIServerProxy
+metadata: {name: recorded}
+spec: {mode: auth, tls: http, hostname: k8s-recorded}
+`)
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "get", "apiserverproxy", "recorded", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil || strings.TrimSpace(out) != "True" {
+			return fmt.Errorf("APIServerProxy not Ready (%v): %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, kubeconfig := tailnetKubectl(t, ctx, "laptop-recorded", "k8s-recorded", 60*time.Second)
+	// run is kubectl over the tailnet; spdy makes exec use SPDY (kubectl
+	// speaks WebSocket first by default).
+	run := func(spdy bool, args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", kubeconfig, "--request-timeout=60s"}, args...)...)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("KUBECTL_REMOTE_COMMAND_WEBSOCKETS=%v", !spdy))
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+
+	ns := namespace(t, "recorded")
+	apply(t, ns, uninjected(sleeper("shell", nil)))
+	waitPod(t, ns, "shell", "Ready", ready)
+	env.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["system:masters"]},"recorder":["tag:recorder"],"enforceRecorder":true}`)}})
+	t.Cleanup(func() { env.tn.Grant(nil) })
+
+	for _, spdy := range []bool{false, true} {
+		proto := map[bool]string{false: "websocket", true: "spdy"}[spdy]
+		// The output is computed in the container: only the session
+		// itself can have written it.
+		want := fmt.Sprintf("recorded-%s-42", proto)
+		var out string
+		if err := waitFor(ctx, func(context.Context) error {
+			var err error
+			out, err = run(spdy, "-n", ns, "exec", "shell", "--", "/bin/busybox", "sh", "-c", "echo recorded-"+proto+"-$((6*7))")
+			if err != nil || !strings.Contains(out, want) {
+				return fmt.Errorf("kubectl exec (%s): %v: %s", proto, err, out)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := waitFor(ctx, func(context.Context) error {
+			ents, err := os.ReadDir(casts)
+			if err != nil {
+				return err
+			}
+			for _, e := range ents {
+				b, _ := os.ReadFile(filepath.Join(casts, e.Name()))
+				if strings.Contains(string(b), want) && strings.Contains(string(b), `"podName":"shell"`) && strings.Contains(string(b), `"namespace":"`+ns+`"`) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no cast with %q among %d", want, len(ents))
+		}); err != nil {
+			t.Errorf("%s session: %v", proto, err)
+		}
+	}
+
+	// The recorder goes: a session the grant requires recorded is refused,
+	// and its command never runs (it would write to the container's log).
+	stop()
+	mark := "unrecorded-" + fmt.Sprint(time.Now().UnixNano())
+	if err := waitFor(ctx, func(context.Context) error {
+		out, err := run(false, "-n", ns, "exec", "shell", "--", "/bin/busybox", "sh", "-c", "echo "+mark+" > /proc/1/fd/1")
+		if err == nil || !strings.Contains(out, "the session is refused") {
+			return fmt.Errorf("kubectl exec without a recorder: %v: %s", err, out)
+		}
+		t.Logf("refused: %s", firstLine(out))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if logs := logs(t, ns, "shell", ""); strings.Contains(logs, mark) {
+		t.Errorf("the refused session's command ran in the container: %q", logs)
+	}
+	if !t.Failed() {
+		figure(t, "kubectl exec over WebSocket and SPDY recorded through the API proxy; refused, never run, with the recorder gone")
+	}
+}
