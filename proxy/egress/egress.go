@@ -82,7 +82,7 @@ func (cfg *Config) Settings() []cli.Setting {
 		cli.Setting{Flag: "pool-secret", Env: contract.EnvPoolSecret, Help: "serve the Services a pool's Secret lists (instead of --target and --ports)", Set: cli.String(&cfg.PoolSecret)},
 		cli.Setting{Flag: "listen-addr", Env: contract.EnvListenAddr, Help: "address the ports listen on (default: every address of the pod)", Set: cli.String(&cfg.ListenAddr)},
 		cli.Setting{Flag: "udp-idle", Help: "end a UDP flow idle this long", Default: "2m", Set: cli.Duration(&cfg.UDPIdle)},
-		cli.Setting{Flag: "lame-duck", Help: "once told to stop, go on serving (unready) this long, until the Service's endpoints no longer send here", Default: "5s", Set: cli.Duration(&cfg.LameDuck)},
+		cli.Setting{Flag: "lame-duck", Help: "once told to stop, go on serving (unready) this long, until the Service's endpoints no longer send here", Default: "10s", Set: cli.Duration(&cfg.LameDuck)},
 	)
 }
 
