@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,10 +15,9 @@ import (
 
 	"tailscale.com/tailcfg"
 
-	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/proxy/apiproxy"
 	"github.com/tsinject/tsinject/proxy/recorder"
-	"github.com/tsinject/tsinject/test/poll"
+	"github.com/tsinject/tsinject/test/tailnet"
 )
 
 // kubectl exec through the API server proxy under a grant that requires
@@ -27,39 +27,29 @@ import (
 func TestAPIServerProxyRecordsSessions(t *testing.T) {
 	ctx := testCtx(t, podDeadline)
 
-	// The recorder: tsinject-proxy recorder, in this process, on the
-	// tailnet with the recorders' tag.
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "authkey")
-	if err := os.WriteFile(keyFile, []byte(env.tn.AuthKey), 0o600); err != nil {
+	// The recorder: tsinject-proxy recorder's store, in this process, on
+	// a tailnet node with the recorders' tag (its own start-up, tsnode's,
+	// is proven by proxy/recorder's TestRecorderOnTheTailnet).
+	casts := t.TempDir()
+	rn, err := env.tn.NewNode(ctx, "e2e-recorder", tailnet.NodeOptions{Tags: []string{"tag:recorder"}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	casts := filepath.Join(dir, "casts")
-	if err := os.Mkdir(casts, 0o700); err != nil {
+	ln, err := rn.Listen("tcp", fmt.Sprintf(":%d", recorder.Port))
+	if err != nil {
 		t.Fatal(err)
 	}
-	health := poll.FreeAddr()
-	recCtx, stopRecorder := context.WithCancel(ctx)
-	recDone := make(chan error, 1)
-	go func() {
-		recDone <- recorder.Run(recCtx, recorder.Config{Node: tsnode.Options{ControlURL: env.tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
-			Hostname: "e2e-recorder", Tags: []string{"tag:recorder"}, State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state")},
-			Dir: casts, HealthAddr: health}, t.Logf)
-	}()
+	srv := &http.Server{Handler: &recorder.Store{Dir: casts, Logf: t.Logf}, Protocols: recorder.Protocols(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
 	stopped := false
 	stop := func() {
 		if !stopped {
 			stopped = true
-			stopRecorder()
-			if err := <-recDone; err != nil {
-				t.Errorf("recorder: %v", err)
-			}
+			srv.Close()
+			rn.Close()
 		}
 	}
 	t.Cleanup(stop)
-	if err := poll.Until(ctx, 2*time.Minute, 250*time.Millisecond, func() error { return poll.HTTPOK("http://" + health + "/readyz") }); err != nil {
-		t.Fatalf("recorder not ready: %v", err)
-	}
 
 	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
 kind: APIServerProxy
@@ -114,7 +104,7 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 			}
 			for _, e := range ents {
 				b, _ := os.ReadFile(filepath.Join(casts, e.Name()))
-				if strings.Contains(string(b), want) && strings.Contains(string(b), `"podName":"shell"`) && strings.Contains(string(b), `"namespace":"`+ns+`"`) {
+				if strings.Contains(string(b), want) && strings.Contains(string(b), `"PodName":"shell"`) && strings.Contains(string(b), `"Namespace":"`+ns+`"`) {
 					return nil
 				}
 			}
