@@ -42,3 +42,16 @@ func TestCorefile(t *testing.T) {
 		}
 	}
 }
+
+func TestZones(t *testing.T) {
+	if z, err := Zones([]string{"Example.TS.net.", "ts.net"}); err != nil || strings.Join(z, " ") != "example.ts.net. ts.net." {
+		t.Errorf("%v %v", z, err)
+	}
+	// hostmaster.<zone> must stay a name: a zone that long would panic
+	// the first NXDOMAIN.
+	for _, bad := range []string{strings.Repeat("a.", 121) + "net", "not a zone", "-x.net"} {
+		if _, err := Zones([]string{bad}); err == nil || !strings.Contains(err.Error(), "--zones") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}

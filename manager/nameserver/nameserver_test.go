@@ -2,6 +2,7 @@ package nameserver
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -309,4 +311,29 @@ func readFull(c net.Conn, b []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// One namespace asking for random names uses up its own Events, not the
+// others'.
+func TestMissEventsPerNamespace(t *testing.T) {
+	ev := &events{}
+	srv := &Server{Events: ev, Log: logr.Discard(), misses: rate.NewLimiter(missEvents, missBurst)}
+	for i := range 50 {
+		srv.missed(Miss{Namespace: "noisy", Pod: "p", Name: fmt.Sprintf("r%d.example.ts.net", i), Why: "none"})
+	}
+	srv.missed(Miss{Namespace: "quiet", Pod: "p", Name: "db.example.ts.net", Why: "none"})
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	noisy, quiet := 0, 0
+	for _, n := range ev.notes {
+		switch {
+		case strings.HasPrefix(n, "noisy/"):
+			noisy++
+		case strings.HasPrefix(n, "quiet/"):
+			quiet++
+		}
+	}
+	if noisy > nsMissBurst+1 || quiet != 1 {
+		t.Errorf("Events: %d for the noisy namespace (at most %d), %d for the quiet one (want 1)", noisy, nsMissBurst+1, quiet)
+	}
 }

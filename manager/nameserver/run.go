@@ -53,8 +53,9 @@ func Zones(names []string) ([]string, error) {
 	var out []string
 	for _, n := range names {
 		z := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(n)), ".")
-		if !validName(z) || !strings.Contains(z, ".") && z != "ts" {
-			return nil, fmt.Errorf("--zones: %q is not a domain (allowed: a DNS name such as ts.net or example.ts.net)", n)
+		// hostmaster.<zone> names the zone's SOA: it must fit in 255.
+		if !validName(z) || len(z) > 240 || !strings.Contains(z, ".") && z != "ts" {
+			return nil, fmt.Errorf("--zones: %q is not a domain (allowed: a DNS name of at most 240 characters, such as ts.net or example.ts.net)", n)
 		}
 		out = append(out, z+".")
 	}

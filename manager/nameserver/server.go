@@ -32,10 +32,14 @@ const (
 	maxTCPConns = 256
 	tcpIdle     = 10 * time.Second
 	udpReaders  = 4
-	// missEvents bounds the Events about misses: a pod asking for random
-	// names must not write an Event for each.
-	missEvents = rate.Limit(5)
-	missBurst  = 20
+	// Bounds of the Events about misses: a pod asking for random names
+	// must not write an Event for each, nor one namespace use up the
+	// others' share.
+	missEvents      = rate.Limit(5)
+	missBurst       = 20
+	nsMissEvents    = rate.Limit(1)
+	nsMissBurst     = 5
+	maxMissLimiters = 4096
 )
 
 // Server serves an Answerer over UDP and TCP.
@@ -49,6 +53,9 @@ type Server struct {
 	ready  atomic.Bool
 	misses *rate.Limiter
 	once   sync.Once
+
+	mu       sync.Mutex
+	nsMisses map[string]*rate.Limiter
 }
 
 // QueriesMetric is the counter Server.Queries expects.
@@ -182,7 +189,7 @@ func (s *Server) answer(ctx context.Context, req []byte, udp bool) []byte {
 // missed records the Event on the pod that asked (CoreDNS names it) and
 // logs it; bounded, so that random names cost little.
 func (s *Server) missed(m Miss) {
-	if !s.misses.Allow() {
+	if !s.allowMiss(m.Namespace) {
 		return
 	}
 	s.Log.V(1).Info("no egress path", "namespace", m.Namespace, "pod", m.Pod, "name", m.Name, "why", m.Why)
@@ -191,4 +198,19 @@ func (s *Server) missed(m Miss) {
 	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: m.Namespace, Name: m.Pod}}
 	s.Events.Eventf(pod, nil, corev1.EventTypeWarning, ReasonNoEgressPath, "Resolve", "%s: %s", m.Name, m.Why)
+}
+
+// allowMiss takes a token of namespace's own limit, then of the server's.
+func (s *Server) allowMiss(namespace string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nsMisses == nil || len(s.nsMisses) >= maxMissLimiters {
+		s.nsMisses = map[string]*rate.Limiter{}
+	}
+	l := s.nsMisses[namespace]
+	if l == nil {
+		l = rate.NewLimiter(nsMissEvents, nsMissBurst)
+		s.nsMisses[namespace] = l
+	}
+	return l.Allow() && s.misses.Allow()
 }

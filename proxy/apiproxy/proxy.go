@@ -208,6 +208,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.latency.Observe(d.Seconds())
 		h.Logf("access: who=%s as=%s %s %s status=%d duration=%s", who, as, r.Method, r.URL.RequestURI(), rec.code, d.Round(time.Microsecond))
 	}()
+	// The checks below read the path: a request target that is not one
+	// (an opaque or relative URL) would go around them.
+	if r.URL.Opaque != "" || !strings.HasPrefix(r.URL.Path, "/") {
+		who = r.RemoteAddr
+		writeStatus(rec, http.StatusBadRequest, "BadRequest", "tsinject: the request target must be an absolute path such as /api/v1/pods")
+		return
+	}
 	if hdr := browserHeader(r.Header); hdr != "" {
 		who = r.RemoteAddr
 		writeStatus(rec, http.StatusForbidden, "Forbidden", "tsinject: the API proxy refuses requests from web browsers (the request carries "+hdr+"); use kubectl or another API client")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"tailscale.com/ipn/ipnstate"
 	ksr "tailscale.com/k8s-operator/sessionrecording"
-	"tailscale.com/k8s-operator/sessionrecording/spdy"
 	"tailscale.com/k8s-operator/sessionrecording/tsrecorder"
 	"tailscale.com/k8s-operator/sessionrecording/ws"
 	"tailscale.com/sessionrecording"
@@ -92,8 +92,15 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 		return unrecorded("the grant names no recorder")
 	}
 	proto := streamProtocol(r.Header)
-	if proto == "" {
+	switch proto {
+	case "":
 		return unrecorded("the request is neither a SPDY nor a WebSocket stream")
+	case ksr.SPDYProtocol:
+		// tailscale.com's SPDY parser reads one frame per read: a client
+		// that opens its streams in one write has its output go
+		// unrecorded, and it bounds no header's decompression. Only
+		// WebSocket sessions (kubectl 1.31 and later) are recorded.
+		return unrecorded("only WebSocket sessions can be recorded, and this one is SPDY (kubectl 1.31 and later speak WebSocket; unset KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false)")
 	}
 	addrs, err := rc.Recorders(ctx, id.Recorders)
 	if err != nil {
@@ -116,7 +123,7 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 	ch := sessionrecording.CastHeader{
 		Version: 2, Timestamp: time.Now().Unix(), Command: strings.Join(qp["command"], " "),
 		SrcNode: strings.TrimSuffix(id.res.Node.Name, "."), SrcNodeID: id.res.Node.StableID,
-		Kubernetes: &sessionrecording.Kubernetes{PodName: pod, Namespace: ns, Container: strings.Join(qp["container"], ""), SessionType: string(kind)},
+		Kubernetes: &sessionrecording.Kubernetes{PodName: pod, Namespace: ns, Container: qp.Get("container"), SessionType: string(kind)},
 	}
 	if id.res.Node.IsTagged() {
 		ch.SrcNodeTags = id.res.Node.Tags
@@ -124,7 +131,7 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 		ch.SrcNodeUser, ch.SrcNodeUserID = id.res.UserProfile.LoginName, id.res.Node.User
 	}
 	return &sessionWriter{ResponseWriter: w, ctx: rctx, cancel: cancel, upload: wc, errc: errc, header: ch,
-		tty: strings.Join(qp["tty"], "") == "true", proto: proto, failOpen: !id.EnforceRecorder, who: id.who, logf: rc.Logf}, ""
+		tty: queryBool(qp.Get("tty")), proto: proto, failOpen: !id.EnforceRecorder, who: id.who, logf: rc.Logf}, ""
 }
 
 // sessionWriter is a session's ResponseWriter while it is recorded: on
@@ -154,16 +161,11 @@ func (s *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	s.hijacked = true
 	log := zapLogf(s.logf)
 	rec := tsrecorder.New(s.upload, tstime.DefaultClock{}, time.Now(), s.failOpen, log)
-	var lc net.Conn
-	switch s.proto {
-	case ksr.SPDYProtocol:
-		lc, err = spdy.New(s.ctx, conn, rec, s.header, s.tty, log)
-	default:
-		lc, err = ws.New(s.ctx, conn, rec, s.header, s.tty, log)
-	}
+	lc, err := ws.New(s.ctx, conn, rec, s.header, s.tty, log)
 	if err != nil {
 		conn.Close()
 		s.upload.Close()
+		s.cancel()
 		return nil, nil, err
 	}
 	s.logf("recording: %s session by %s to %s/%s is recorded", s.header.Kubernetes.SessionType, s.who, s.header.Kubernetes.Namespace, s.header.Kubernetes.PodName)
@@ -243,4 +245,11 @@ type logfWriter logger.Logf
 func (l logfWriter) Write(p []byte) (int, error) {
 	l("recording: %s", strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// queryBool reads a boolean query parameter as the API server does
+// (strconv.ParseBool: 1, t, true, ...).
+func queryBool(v string) bool {
+	b, _ := strconv.ParseBool(v)
+	return b
 }

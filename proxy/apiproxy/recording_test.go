@@ -60,9 +60,11 @@ func TestSessionRecorderFirst(t *testing.T) {
 		status               int
 		says                 string
 	}{
-		{"no recorder online", `{"recorder":["tag:none"],"enforceRecorder":true}`, "SPDY/3.1", false, 403, "no recorder tagged tag:none is on the tailnet"},
-		{"the recorder cannot store", `{"recorder":["tag:broken"],"enforceRecorder":true}`, "SPDY/3.1", false, 403, "no recorder took the session"},
+		{"no recorder online", `{"recorder":["tag:none"],"enforceRecorder":true}`, "websocket", false, 403, "no recorder tagged tag:none is on the tailnet"},
+		{"the recorder cannot store", `{"recorder":["tag:broken"],"enforceRecorder":true}`, "websocket", false, 403, "no recorder took the session"},
 		{"not a stream", `{"recorder":["tag:rec"],"enforceRecorder":true}`, "", false, 403, "neither a SPDY nor a WebSocket stream"},
+		// tailscale.com's SPDY parser can be made to miss a stream.
+		{"SPDY, required", `{"recorder":["tag:rec"],"enforceRecorder":true}`, "SPDY/3.1", false, 403, "only WebSocket sessions can be recorded"},
 		{"recorded, then refused by the API server", `{"recorder":["tag:rec"],"enforceRecorder":true}`, "websocket", true, 403, "is forbidden"},
 		{"asked for, not required: unrecorded", `{"recorder":["tag:none"]}`, "SPDY/3.1", true, 403, "is forbidden"},
 	} {
@@ -146,5 +148,22 @@ func TestPeerRecorders(t *testing.T) {
 	}
 	if want := "100.64.0.2:80 100.64.0.3:80 100.64.0.1:80"; strings.Join(s, " ") != want {
 		t.Errorf("recorders %v, want %s", s, want)
+	}
+}
+
+// A request target that is not an absolute path would go around the
+// session checks, which read the path: refused.
+func TestOpaqueTargetRefused(t *testing.T) {
+	h := &Handler{Mode: ModeAuth, Logf: t.Logf,
+		WhoIs: func(context.Context, string) (*apitype.WhoIsResponse, error) {
+			t.Error("asked who is calling about a request it should have refused")
+			return nil, fmt.Errorf("no")
+		}}
+	for _, target := range []string{"http:api/v1/namespaces/default/pods/web/exec?command=sh", "*"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "absolute path") {
+			t.Errorf("%s: %d %s, want 400", target, rec.Code, rec.Body)
+		}
 	}
 }
