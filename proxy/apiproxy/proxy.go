@@ -248,6 +248,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			} else {
 				var refused string
 				if out, refused = h.Record.recordWriter(r.Context(), rec, r, id); refused != "" {
+					h.Logf("session %s by %s refused: %s", r.URL.Path, who, refused)
 					writeStatus(rec, http.StatusForbidden, "Forbidden", refused)
 					return
 				}

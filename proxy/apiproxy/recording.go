@@ -92,15 +92,8 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 		return unrecorded("the grant names no recorder")
 	}
 	proto := streamProtocol(r.Header)
-	switch proto {
-	case "":
+	if proto == "" {
 		return unrecorded("the request is neither a SPDY nor a WebSocket stream")
-	case ksr.SPDYProtocol:
-		// tailscale.com's SPDY parser reads one frame per read: a client
-		// that opens its streams in one write has its output go
-		// unrecorded, and it bounds no header's decompression. Only
-		// WebSocket sessions (kubectl 1.31 and later) are recorded.
-		return unrecorded("only WebSocket sessions can be recorded, and this one is SPDY (kubectl 1.31 and later speak WebSocket; unset KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false)")
 	}
 	addrs, err := rc.Recorders(ctx, id.Recorders)
 	if err != nil {
@@ -108,6 +101,15 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 	}
 	if len(addrs) == 0 {
 		return unrecorded(fmt.Sprintf("no recorder tagged %s is on the tailnet", strings.Join(id.Recorders, " or ")))
+	}
+	if proto == ksr.SPDYProtocol {
+		// tailscale.com's SPDY parser reads one frame per read: a client
+		// that opens its streams in one write has its output go
+		// unrecorded, and it bounds no header's decompression. Only
+		// WebSocket sessions are recorded. kubectl tries WebSocket first
+		// and falls back to SPDY when that is refused, so this may be
+		// what it prints for a refused WebSocket attempt: say so.
+		return unrecorded("only WebSocket sessions can be recorded, and this one is SPDY (kubectl 1.31 and later try WebSocket first and fall back to SPDY when it is refused: the proxy's log says why that attempt was)")
 	}
 	// The recorder first, before the request goes on: a session that
 	// must be recorded and that no recorder takes never reaches the pod.
