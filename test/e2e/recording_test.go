@@ -56,6 +56,16 @@ kind: APIServerProxy
 metadata: {name: recorded}
 spec: {mode: auth, tls: http, hostname: k8s-recorded}
 `)
+	// Gone before the story ends, as the other proxies' stories do: the
+	// chart's CRDs go with a Helm uninstall, and one left behind with the
+	// manager's finalizer holds that up.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		if out, err := kubectl(ctx, "delete", "apiserverproxy", "recorded", "--wait=true", "--timeout=2m"); err != nil {
+			t.Errorf("deleting the APIServerProxy: %v: %s", err, out)
+		}
+	})
 	if err := waitFor(ctx, func(ctx context.Context) error {
 		out, err := kubectl(ctx, "get", "apiserverproxy", "recorded", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		if err != nil || strings.TrimSpace(out) != "True" {
