@@ -123,16 +123,25 @@ func (s *Store) receive(f *os.File, body io.Reader, n *atomic.Int64) error {
 	}
 }
 
-func (s *Store) recordV2(w http.ResponseWriter, r *http.Request) {
+// begin opens an upload's file and counts it active, or refuses the
+// upload before its response starts (the client tries its next recorder,
+// or refuses the session).
+func (s *Store) begin(w http.ResponseWriter) (*os.File, bool) {
 	f, err := s.create()
 	if err != nil {
-		// Before the 200: the client tries its next recorder, or refuses
-		// the session.
 		s.Logf("recorder: cannot store a recording: %v", err)
 		http.Error(w, "the recorder cannot store recordings: "+err.Error(), http.StatusServiceUnavailable)
-		return
+		return nil, false
 	}
 	s.Active.Add(1)
+	return f, true
+}
+
+func (s *Store) recordV2(w http.ResponseWriter, r *http.Request) {
+	f, ok := s.begin(w)
+	if !ok {
+		return
+	}
 	defer s.Active.Add(-1)
 	rc := http.NewResponseController(w)
 	w.WriteHeader(http.StatusOK)
@@ -178,16 +187,13 @@ func (s *Store) recordV2(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Store) recordV1(w http.ResponseWriter, r *http.Request) {
-	f, err := s.create()
-	if err != nil {
-		s.Logf("recorder: cannot store a recording: %v", err)
-		http.Error(w, "the recorder cannot store recordings: "+err.Error(), http.StatusServiceUnavailable)
+	f, ok := s.begin(w)
+	if !ok {
 		return
 	}
-	s.Active.Add(1)
 	defer s.Active.Add(-1)
 	var n atomic.Int64
-	err = s.receive(f, r.Body, &n)
+	err := s.receive(f, r.Body, &n)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
