@@ -89,8 +89,10 @@ spec:
 	script := fmt.Sprintf(`B=/bin/busybox
 i=0
 while [ $i -lt 480 ]; do
-  ( now=$($B date +%%s); if $B timeout 5 $B wget -q -O - http://%[1]s/ | $B grep -q 'hello from db'; then echo "$now ok tcp"; else echo "$now fail tcp"; fi ) &
-  ( now=$($B date +%%s); if $B timeout 5 $B nslookup answer.tailnet.test %[1]s 2>&1 | $B grep -q %[2]s; then echo "$now ok udp"; else echo "$now fail udp"; fi ) &
+  ( now=$($B date +%%s); t0=$($B cut -d' ' -f1 /proc/uptime); out=$($B timeout 5 $B wget -q -O - http://%[1]s/ 2>&1); rc=$?; t1=$($B cut -d' ' -f1 /proc/uptime)
+    if echo "$out" | $B grep -q 'hello from db'; then echo "$now ok tcp"; else echo "$now fail tcp uptime=$t0..$t1 rc=$rc $(echo "$out" | $B tail -n1)"; fi ) &
+  ( now=$($B date +%%s); t0=$($B cut -d' ' -f1 /proc/uptime); out=$($B timeout 5 $B nslookup answer.tailnet.test %[1]s 2>&1); rc=$?; t1=$($B cut -d' ' -f1 /proc/uptime)
+    if echo "$out" | $B grep -q %[2]s; then echo "$now ok udp"; else echo "$now fail udp uptime=$t0..$t1 rc=$rc $(echo "$out" | $B tail -n1)"; fi ) &
   i=$((i+1)); $B sleep 0.5
 done
 wait
@@ -267,6 +269,9 @@ type probe struct {
 	at    int64
 	ok    bool
 	proto string
+	// why a probe failed: its time (the node's uptime, start..end), exit
+	// code and last line of output
+	why string
 }
 
 func (p probe) String() string {
@@ -274,21 +279,21 @@ func (p probe) String() string {
 	if p.ok {
 		r = "ok"
 	}
-	return fmt.Sprintf("%d %s %s", p.at, r, p.proto)
+	return strings.TrimSpace(fmt.Sprintf("%d %s %s %s", p.at, r, p.proto, p.why))
 }
 
 func parseProbes(out string) []probe {
 	var ps []probe
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
-		if len(f) != 3 {
+		if len(f) < 3 {
 			continue
 		}
 		at, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
 			continue
 		}
-		ps = append(ps, probe{at: at, ok: f[1] == "ok", proto: f[2]})
+		ps = append(ps, probe{at: at, ok: f[1] == "ok", proto: f[2], why: strings.Join(f[3:], " ")})
 	}
 	return ps
 }
