@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"tailscale.com/client/tailscale/apitype"
 	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/tailcfg"
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/internal/cli"
@@ -432,6 +433,20 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 			}
 			return n.LC.Status(ctx)
 		}),
+		Ping: func(ctx context.Context, addr netip.Addr) error {
+			n := node.Load()
+			if n == nil {
+				return errors.New("not on the tailnet yet")
+			}
+			res, err := n.LC.Ping(ctx, addr, tailcfg.PingTSMP)
+			if err != nil {
+				return err
+			}
+			if res.Err != "" {
+				return errors.New(res.Err)
+			}
+			return nil
+		},
 		Logf: logf,
 	}
 	reg := prometheus.NewRegistry()

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -41,7 +42,25 @@ type Recording struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Recorders lists the tailnet addresses of peers with any of tags.
 	Recorders func(ctx context.Context, tags []string) ([]netip.AddrPort, error)
-	Logf      logger.Logf
+	// Ping returns once the tailnet address answers a ping, or with why
+	// not: sessions end when their recorder stops answering (nil: only
+	// when its upload fails).
+	Ping func(ctx context.Context, addr netip.Addr) error
+	Logf logger.Logf
+
+	watchOnce sync.Once
+	watch     *recorderWatch
+}
+
+// recorderWatch is the sessions' pinger of their recorders (nil without
+// Ping).
+func (rc *Recording) recorderWatch() *recorderWatch {
+	rc.watchOnce.Do(func() {
+		if rc.Ping != nil {
+			rc.watch = &recorderWatch{ping: rc.Ping, every: recorderPingEvery, deadAfter: RecorderDeadAfter}
+		}
+	})
+	return rc.watch
 }
 
 // podSession is the namespace, pod and kind of an exec or attach path.
@@ -116,11 +135,27 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 	// (tailscale.com's own hijacker connects only once the API server has
 	// switched protocols, when a WebSocket exec has already started.)
 	rctx, cancel := context.WithCancel(context.Background())
-	wc, _, errc, err := sessionrecording.ConnectToRecorder(rctx, addrs, rc.Dial)
+	// The recorder the upload goes to is the one last dialled: the
+	// client tries them in turn and keeps the first that takes it.
+	var mu sync.Mutex
+	var took netip.Addr
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := rc.Dial(ctx, network, addr)
+		if ap, perr := netip.ParseAddrPort(addr); err == nil && perr == nil {
+			mu.Lock()
+			took = ap.Addr()
+			mu.Unlock()
+		}
+		return c, err
+	}
+	wc, _, errc, err := sessionrecording.ConnectToRecorder(rctx, addrs, dial)
 	if err != nil {
 		cancel()
 		return unrecorded("no recorder took the session: " + err.Error())
 	}
+	mu.Lock()
+	recAddr := took
+	mu.Unlock()
 	qp := r.URL.Query()
 	ch := sessionrecording.CastHeader{
 		Version: 2, Timestamp: time.Now().Unix(), Command: strings.Join(qp["command"], " "),
@@ -132,8 +167,15 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 	} else if id.res.UserProfile != nil {
 		ch.SrcNodeUser, ch.SrcNodeUserID = id.res.UserProfile.LoginName, id.res.Node.User
 	}
-	return &sessionWriter{ResponseWriter: w, ctx: rctx, cancel: cancel, upload: wc, errc: errc, header: ch,
-		tty: queryBool(qp.Get("tty")), proto: proto, failOpen: !id.EnforceRecorder, who: id.who, logf: rc.Logf}, ""
+	sw := &sessionWriter{ResponseWriter: w, ctx: rctx, cancel: cancel, upload: wc, errc: errc, header: ch,
+		tty: queryBool(qp.Get("tty")), proto: proto, failOpen: !id.EnforceRecorder, who: id.who, logf: rc.Logf}
+	if watch := rc.recorderWatch(); watch != nil && recAddr.IsValid() {
+		var release func()
+		sw.recorderDead, release = watch.watch(recAddr)
+		// The pinger stops with the session's last use of the recorder.
+		context.AfterFunc(rctx, release)
+	}
+	return sw, ""
 }
 
 // sessionWriter is a session's ResponseWriter while it is recorded: on
@@ -153,6 +195,9 @@ type sessionWriter struct {
 	who      string
 	logf     logger.Logf
 	hijacked bool
+	// recorderDead is closed when the recorder stops answering pings (nil:
+	// not watched).
+	recorderDead <-chan struct{}
 }
 
 func (s *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -173,20 +218,23 @@ func (s *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	s.logf("recording: %s session by %s to %s/%s is recorded", s.header.Kubernetes.SessionType, s.who, s.header.Kubernetes.Namespace, s.header.Kubernetes.PodName)
 	go func() {
 		defer s.cancel()
+		var err error
 		select {
 		case <-s.ctx.Done():
 			return
-		case err := <-s.errc:
+		case <-s.recorderDead:
+			err = fmt.Errorf("the recorder has not answered a ping for %v", RecorderDeadAfter)
+		case err = <-s.errc:
 			if err == nil {
 				return
 			}
-			if s.failOpen {
-				s.logf("recording: the recorder failed (%v); the session goes on unrecorded, as the grant allows", err)
-				return
-			}
-			s.logf("recording: the recorder failed (%v); the session is ended, as the grant requires recording", err)
-			lc.Close()
 		}
+		if s.failOpen {
+			s.logf("recording: the recorder failed (%v); the session goes on unrecorded, as the grant allows", err)
+			return
+		}
+		s.logf("recording: the recorder failed (%v); the session is ended, as the grant requires recording", err)
+		lc.Close()
 	}()
 	return lc, brw, nil
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,12 +14,20 @@ import (
 	"testing"
 	"time"
 
+	"tailscale.com/ipn"
 	"tailscale.com/tailcfg"
 
 	"github.com/tsinject/tsinject/proxy/apiproxy"
 	"github.com/tsinject/tsinject/proxy/recorder"
+	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
 )
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
 
 // kubectl exec through the API server proxy under a grant that requires
 // recording: over WebSocket the session works and its output is in the
@@ -131,6 +140,15 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 		}
 	}
 
+	// The recorder dies mid-session (it answers nothing more, as a killed
+	// pod or a lost node does): the session ends within 5 s, not after
+	// the upload's 30 s without acknowledgements.
+	sessionEndsWithRecorder(t, ctx, rn, func() *exec.Cmd {
+		cmd := exec.CommandContext(ctx, env.kubectl, "--kubeconfig", kubeconfig, "-n", ns, "exec", "-i", "shell", "--", "/bin/busybox", "sh", "-c", "while read l; do echo got-$l; done")
+		cmd.Env = append(os.Environ(), "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true")
+		return cmd
+	}())
+
 	// The recorder goes: a session the grant requires recorded is refused,
 	// and its command never runs (it would write to the container's log).
 	stop()
@@ -150,5 +168,59 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 	}
 	if !t.Failed() {
 		figure(t, "kubectl exec over WebSocket recorded through the API proxy; over SPDY, and with the recorder gone, refused and never run")
+	}
+}
+
+// sessionEndsWithRecorder runs cmd, an interactive session echoing each
+// line back as got-LINE, takes the recorder node rn off the tailnet once
+// the session echoes, and wants the session ended within 5 s.
+func sessionEndsWithRecorder(t *testing.T, ctx context.Context, rn *tailnet.Node, cmd *exec.Cmd) {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &poll.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	if err := waitFor(ctx, func(context.Context) error {
+		if _, err := io.WriteString(stdin, "before\n"); err != nil {
+			return err
+		}
+		if !strings.Contains(out.String(), "got-before") {
+			return fmt.Errorf("the session has not echoed yet: %q", out.String())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Down, as "tailscale down": the node answers nothing and resets no
+	// connection.
+	lc, err := rn.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lc.EditPrefs(ctx, &ipn.MaskedPrefs{Prefs: ipn.Prefs{WantRunning: false}, WantRunningSet: true}); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	select {
+	case err := <-exited:
+		exited <- err
+		if err == nil {
+			t.Errorf("the session ended without an error when its recorder died: %q", out.String())
+		}
+		figure(t, "a session whose recorder died ended %.1fs later (%s)", time.Since(down).Seconds(), lastLine(out.String()))
+	case <-time.After(5 * time.Second):
+		io.WriteString(stdin, "after\n")
+		t.Errorf("the session was still up 5 s after its recorder died: %q", out.String())
 	}
 }
