@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/tsinject/tsinject/internal/version.Version=$(VE
 BIN       := bin
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build unit test testbins apiserverbins nodebins e2e generate lint bench demo clean
+.PHONY: all build unit test testbins apiserverbins nodebins e2e generate lint bench demo clean fuzz
 
 all: build
 
@@ -44,6 +44,16 @@ unit:
 ## namespaces (root for those).
 test: testbins
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+
+## fuzz: each fuzz target for FUZZTIME (the unit tier runs their seeds only).
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./injector/webhook:FuzzAdmissionReview ./manager/nameserver:FuzzAnswer \
+	./proxy/apiproxy:FuzzRecordedStream ./proxy/apiproxy:FuzzRecordedStreamFromClient
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 CONTROLLER_GEN := $(GO) tool -modfile=hack/tools/go.mod controller-gen
 # golangci-lint, pinned in its own module (.golangci.yml says what it checks).
