@@ -208,7 +208,7 @@ func (s *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	s.hijacked = true
 	log := zapLogf(s.logf)
 	rec := tsrecorder.New(s.upload, tstime.DefaultClock{}, time.Now(), s.failOpen, log)
-	lc, err := ws.New(s.ctx, conn, rec, s.header, s.tty, log)
+	lc, err := ws.New(s.ctx, &frameLimit{Conn: conn, max: MaxClientMessage}, rec, s.header, s.tty, log)
 	if err != nil {
 		conn.Close()
 		s.upload.Close()

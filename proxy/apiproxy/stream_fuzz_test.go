@@ -132,13 +132,14 @@ func (c *castBuffer) Write(p []byte) (int, error) {
 }
 func (c *castBuffer) Close() error { return nil }
 
-// recordedConn is the stream wrapper the proxy records sessions with, on
-// one end of a pipe: the client's end is returned.
+// recordedConn is the stream wrapper the proxy records sessions with (and
+// its limit on the caller's messages), on one end of a pipe: the client's
+// end is returned.
 func recordedConn(t *testing.T) (net.Conn, net.Conn, *castBuffer) {
 	proxySide, client := net.Pipe()
 	cast := &castBuffer{}
 	rec := tsrecorder.New(cast, tstime.DefaultClock{}, time.Now(), false, zap.NewNop().Sugar())
-	lc, err := ws.New(context.Background(), proxySide, rec, sessionrecording.CastHeader{Version: 2}, false, zap.NewNop().Sugar())
+	lc, err := ws.New(context.Background(), &frameLimit{Conn: proxySide, max: MaxClientMessage}, rec, sessionrecording.CastHeader{Version: 2}, false, zap.NewNop().Sugar())
 	if err != nil {
 		t.Fatal(err)
 	}
