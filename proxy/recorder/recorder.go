@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"tailscale.com/tailcfg"
 	"tailscale.com/types/logger"
 
 	"github.com/tsinject/tsinject/internal/cli"
@@ -24,10 +27,15 @@ const Port = 80
 
 // Config configures `tsinject-proxy recorder`.
 type Config struct {
-	Node       tsnode.Options
-	Dir        string
-	MaxBytes   int64
-	HealthAddr string
+	Node     tsnode.Options
+	Dir      string
+	MaxBytes int64
+	// MaxSessions bounds the uploads taken at once.
+	MaxSessions int64
+	// UploaderTags are the tags a peer needs one of to upload (none: any
+	// tagged node; users' devices never).
+	UploaderTags []string
+	HealthAddr   string
 }
 
 // Settings is the command's table of flags and TSINJECT_* variables.
@@ -42,7 +50,46 @@ func (cfg *Config) Settings() []cli.Setting {
 			cfg.MaxBytes = n
 			return nil
 		}},
+		cli.Setting{Flag: "max-sessions", Help: "refuse an upload past this many at once (a session that must be recorded is then refused, not run unrecorded)", Default: "256", Set: func(v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 1 {
+				return fmt.Errorf("%q is not a number of sessions (allowed: a positive integer)", v)
+			}
+			cfg.MaxSessions = n
+			return nil
+		}},
+		cli.Setting{Flag: "uploader-tags", Help: "comma-separated tags a peer needs one of to upload, such as the API server proxies' (default: any tagged node; users' devices never)", Set: func(v string) error {
+			cfg.UploaderTags = nil
+			for _, t := range strings.Split(v, ",") {
+				if t = strings.TrimSpace(t); t == "" {
+					continue
+				}
+				if !strings.HasPrefix(t, "tag:") || len(t) == len("tag:") {
+					return fmt.Errorf("%q is not a tag (allowed: tag:NAME, comma-separated)", t)
+				}
+				cfg.UploaderTags = append(cfg.UploaderTags, t)
+			}
+			return nil
+		}},
 	)
+}
+
+// MayUpload says why node may not upload recordings, given the tags an
+// uploader needs one of (none: any tagged node). Users' devices never may:
+// recordings come from API server proxies, which are tagged, and a user
+// able to upload could fill the recorder, so that sessions that must be
+// recorded are refused, or store casts that look like others' sessions.
+func MayUpload(node *tailcfg.Node, tags []string) error {
+	if node == nil {
+		return errors.New("the tailnet does not know the peer")
+	}
+	if !node.IsTagged() {
+		return fmt.Errorf("%s is a user's device; recordings are taken from tagged nodes (API server proxies) only", node.ComputedName)
+	}
+	if len(tags) == 0 || slices.ContainsFunc(node.Tags, func(t string) bool { return slices.Contains(tags, t) }) {
+		return nil
+	}
+	return fmt.Errorf("%s is tagged %s; this recorder takes recordings from %s only", node.ComputedName, strings.Join(node.Tags, ","), strings.Join(tags, " or "))
 }
 
 // Run serves recordings on the tailnet until ctx ends.
@@ -50,14 +97,25 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if cfg.Dir == "" {
 		return errors.New("nothing to store recordings in: give --dir")
 	}
-	st := &Store{Dir: cfg.Dir, MaxBytes: cfg.MaxBytes, Logf: logf}
+	var node atomic.Pointer[tsnode.Node]
+	st := &Store{Dir: cfg.Dir, MaxBytes: cfg.MaxBytes, MaxActive: cfg.MaxSessions, Logf: logf,
+		Uploader: func(r *http.Request) error {
+			n := node.Load()
+			if n == nil {
+				return errors.New("the recorder is not on the tailnet yet")
+			}
+			who, err := n.LC.WhoIs(r.Context(), r.RemoteAddr)
+			if err != nil {
+				return fmt.Errorf("who the peer is: %w", err)
+			}
+			return MayUpload(who.Node, cfg.UploaderTags)
+		}}
 	if err := st.writable(); err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsinject_recorder_active_recordings", Help: "Recordings being uploaded."},
 		func() float64 { return float64(st.Active.Load()) }))
-	var node atomic.Pointer[tsnode.Node]
 	health, err := tsnode.ServeHealth(cfg.HealthAddr, func(ctx context.Context) error {
 		n := node.Load()
 		if n == nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"tailscale.com/sessionrecording"
+	"tailscale.com/tailcfg"
 
 	"github.com/tsinject/tsinject/internal/tsnode"
 	"github.com/tsinject/tsinject/test/poll"
@@ -56,7 +57,7 @@ func TestRecorderOnTheTailnet(t *testing.T) {
 	if err := poll.Until(ctx, time.Minute, 200*time.Millisecond, func() error { return poll.HTTPOK("http://" + health + "/readyz") }); err != nil {
 		t.Fatalf("recorder not ready: %v", err)
 	}
-	proxy, err := tn.NewNode(ctx, "apiproxy", tailnet.NodeOptions{})
+	proxy, err := tn.NewNode(ctx, "apiproxy", tailnet.NodeOptions{Tags: []string{"tag:k8s-apiproxy"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +78,16 @@ func TestRecorderOnTheTailnet(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// A user's device may not upload (it could fill the recorder, or
+	// store casts that look like others' sessions).
+	laptop, err := tn.NewNode(ctx, "laptop", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer laptop.Close()
+	if _, _, _, err := sessionrecording.ConnectToRecorder(ctx, []netip.AddrPort{ap}, laptop.Dial); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("an upload from a user's device: %v, want it refused (403)", err)
 	}
 	if _, err := wc.Write([]byte(cast)); err != nil {
 		t.Fatal(err)
@@ -103,5 +114,31 @@ func TestRecorderOnTheTailnet(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Error(err)
+	}
+}
+
+// Recordings come from tagged nodes (API server proxies), and from the
+// tags named when there are some.
+func TestMayUpload(t *testing.T) {
+	proxy := &tailcfg.Node{ComputedName: "apiproxy", Tags: []string{"tag:k8s-apiproxy"}}
+	other := &tailcfg.Node{ComputedName: "db", Tags: []string{"tag:db"}}
+	laptop := &tailcfg.Node{ComputedName: "laptop", User: 7}
+	for _, tc := range []struct {
+		node *tailcfg.Node
+		tags []string
+		says string
+	}{
+		{proxy, nil, ""},
+		{other, nil, ""},
+		{proxy, []string{"tag:k8s-apiproxy"}, ""},
+		{other, []string{"tag:k8s-apiproxy", "tag:ci"}, "db is tagged tag:db; this recorder takes recordings from tag:k8s-apiproxy or tag:ci only"},
+		{laptop, nil, "laptop is a user's device"},
+		{laptop, []string{"tag:k8s-apiproxy"}, "laptop is a user's device"},
+		{nil, nil, "does not know the peer"},
+	} {
+		err := MayUpload(tc.node, tc.tags)
+		if (tc.says == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.says)) {
+			t.Errorf("MayUpload(%v, %v) = %v, want %q", tc.node, tc.tags, err, tc.says)
+		}
 	}
 }

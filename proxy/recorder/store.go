@@ -38,6 +38,11 @@ type Store struct {
 	// MaxBytes ends an upload that grows past it with an error (0: no
 	// limit).
 	MaxBytes int64
+	// MaxActive refuses an upload past this many at once (0: no limit).
+	MaxActive int64
+	// Uploader says why the request's peer may not upload (nil: anyone
+	// may).
+	Uploader func(r *http.Request) error
 	Logf     logger.Logf
 
 	// Active counts uploads in progress.
@@ -55,13 +60,25 @@ type ackFrame struct {
 var ErrTooLarge = errors.New("the recording is larger than the recorder accepts")
 
 func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.Uploader != nil {
+		if err := s.Uploader(r); err != nil {
+			s.Logf("recorder: refused an upload from %s: %v", r.RemoteAddr, err)
+			http.Error(w, "the recorder refuses your upload: "+err.Error(), http.StatusForbidden)
+			return
+		}
+	}
 	switch {
 	case r.URL.Path == "/v2/record" && r.Method == http.MethodHead:
-		// The client asks this first. Saying no when nothing can be stored
-		// makes it try v1, which takes a refusal at once (100-continue);
-		// a refused v2 upload would hold the session up for 30 s.
+		// The client asks this first. Saying no when nothing can be stored,
+		// or no more taken, makes it try v1, which takes a refusal at once
+		// (100-continue); a refused v2 upload would hold the session up
+		// for 30 s.
 		if err := s.writable(); err != nil {
 			s.Logf("recorder: cannot store recordings: %v", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		if s.MaxActive > 0 && s.Active.Load() >= s.MaxActive {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
@@ -127,13 +144,19 @@ func (s *Store) receive(f *os.File, body io.Reader, n *atomic.Int64) error {
 // upload before its response starts (the client tries its next recorder,
 // or refuses the session).
 func (s *Store) begin(w http.ResponseWriter) (*os.File, bool) {
+	if n := s.Active.Add(1); s.MaxActive > 0 && n > s.MaxActive {
+		s.Active.Add(-1)
+		s.Logf("recorder: refused an upload: %d in progress, the most it takes", s.MaxActive)
+		http.Error(w, fmt.Sprintf("the recorder is taking the most recordings it takes at once (%d)", s.MaxActive), http.StatusServiceUnavailable)
+		return nil, false
+	}
 	f, err := s.create()
 	if err != nil {
+		s.Active.Add(-1)
 		s.Logf("recorder: cannot store a recording: %v", err)
 		http.Error(w, "the recorder cannot store recordings: "+err.Error(), http.StatusServiceUnavailable)
 		return nil, false
 	}
-	s.Active.Add(1)
 	return f, true
 }
 

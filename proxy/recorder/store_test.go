@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"tailscale.com/sessionrecording"
+
+	"github.com/tsinject/tsinject/test/poll"
 )
 
 // serve runs h on loopback as a recorder's server and returns its address.
@@ -110,6 +113,37 @@ func TestTailscaleClientRecords(t *testing.T) {
 		defer cancel()
 		if _, _, _, err := sessionrecording.ConnectToRecorder(ctx, []netip.AddrPort{ap}, dial); err == nil || !strings.Contains(err.Error(), "503") {
 			t.Errorf("a recorder that cannot store: %v, want the session refused (503)", err)
+		}
+	})
+	t.Run("at its most sessions", func(t *testing.T) {
+		st := &Store{Dir: t.TempDir(), MaxActive: 1, AckEvery: 50 * time.Millisecond, Logf: t.Logf}
+		ap := serve(t, st)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		first, _, _, err := sessionrecording.ConnectToRecorder(ctx, []netip.AddrPort{ap}, dial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := sessionrecording.ConnectToRecorder(ctx, []netip.AddrPort{ap}, dial); err == nil || !strings.Contains(err.Error(), "503") {
+			t.Errorf("a second upload to a recorder taking one: %v, want it refused (503)", err)
+		}
+		first.Close()
+		if err := poll.Until(ctx, 10*time.Second, 20*time.Millisecond, func() error {
+			wc, _, _, err := sessionrecording.ConnectToRecorder(ctx, []netip.AddrPort{ap}, dial)
+			if err == nil {
+				wc.Close()
+			}
+			return err
+		}); err != nil {
+			t.Errorf("once the first upload ended, another was still refused: %v", err)
+		}
+	})
+	t.Run("refused uploader", func(t *testing.T) {
+		ap := serve(t, &Store{Dir: t.TempDir(), Uploader: func(*http.Request) error { return errors.New("a user's device") }, Logf: t.Logf})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, _, _, err := sessionrecording.ConnectToRecorder(ctx, []netip.AddrPort{ap}, dial); err == nil || !strings.Contains(err.Error(), "403") {
+			t.Errorf("an uploader the recorder refuses: %v, want the upload refused (403)", err)
 		}
 	})
 	t.Run("too large", func(t *testing.T) {
