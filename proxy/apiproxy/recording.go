@@ -156,6 +156,7 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 	mu.Lock()
 	recAddr := took
 	mu.Unlock()
+	upload := newAsyncUpload(wc, uploadBuffer)
 	qp := r.URL.Query()
 	ch := sessionrecording.CastHeader{
 		Version: 2, Timestamp: time.Now().Unix(), Command: strings.Join(qp["command"], " "),
@@ -167,7 +168,7 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 	} else if id.res.UserProfile != nil {
 		ch.SrcNodeUser, ch.SrcNodeUserID = id.res.UserProfile.LoginName, id.res.Node.User
 	}
-	sw := &sessionWriter{ResponseWriter: w, ctx: rctx, cancel: cancel, upload: wc, errc: errc, header: ch,
+	sw := &sessionWriter{ResponseWriter: w, ctx: rctx, cancel: cancel, upload: upload, errc: errc, header: ch,
 		tty: queryBool(qp.Get("tty")), proto: proto, failOpen: !id.EnforceRecorder, who: id.who, logf: rc.Logf}
 	if watch := rc.recorderWatch(); watch != nil && recAddr.IsValid() {
 		var release func()

@@ -1,0 +1,119 @@
+package apiproxy
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"time"
+)
+
+// uploadBuffer is how much of a session's recording may wait for the
+// recorder: past it, the session waits too (the output is never shown
+// faster than it can be recorded by more than this).
+const uploadBuffer = 1 << 20
+
+// uploadDrain bounds how long closing an upload waits for the recorder
+// to take what is buffered.
+const uploadDrain = 5 * time.Second
+
+var errUploadClosed = errors.New("the recording's upload is closed")
+
+// asyncUpload writes a recording to the recorder's upload off the
+// session's path: tailscale.com's recorder client writes each piece of
+// output to the upload before the output goes on to kubectl, so without
+// it every keystroke's echo waited on the recorder's connection. Writes
+// wait only when max bytes are already waiting; the first error the
+// upload returns is every later write's.
+type asyncUpload struct {
+	w   io.WriteCloser
+	max int
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	pending []byte
+	spare   []byte
+	closed  bool
+	err     error
+	done    chan struct{}
+}
+
+func newAsyncUpload(w io.WriteCloser, max int) *asyncUpload {
+	u := &asyncUpload{w: w, max: max, done: make(chan struct{})}
+	u.cond = sync.NewCond(&u.mu)
+	go u.run()
+	return u
+}
+
+func (u *asyncUpload) Write(p []byte) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for len(u.pending) > 0 && len(u.pending)+len(p) > u.max && u.err == nil && !u.closed {
+		u.cond.Wait()
+	}
+	switch {
+	case u.err != nil:
+		return 0, u.err
+	case u.closed:
+		return 0, errUploadClosed
+	}
+	u.pending = append(u.pending, p...)
+	u.cond.Broadcast()
+	return len(p), nil
+}
+
+// run sends what is pending, in order, until the upload is closed and
+// drained or fails.
+func (u *asyncUpload) run() {
+	defer close(u.done)
+	for {
+		u.mu.Lock()
+		for len(u.pending) == 0 && !u.closed && u.err == nil {
+			u.cond.Wait()
+		}
+		if u.err != nil || len(u.pending) == 0 {
+			u.mu.Unlock()
+			return
+		}
+		chunk := u.pending
+		u.pending, u.spare = u.spare[:0], nil
+		u.mu.Unlock()
+
+		_, err := u.w.Write(chunk)
+
+		u.mu.Lock()
+		if err != nil {
+			u.err = err
+		}
+		u.spare = chunk
+		u.cond.Broadcast()
+		u.mu.Unlock()
+	}
+}
+
+// Close ends the upload once the recorder has taken what is pending, or
+// after uploadDrain (a recorder that takes nothing more: the pending rest
+// is lost with it).
+func (u *asyncUpload) Close() error {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		<-u.done
+		return nil
+	}
+	u.closed = true
+	u.cond.Broadcast()
+	u.mu.Unlock()
+	select {
+	case <-u.done:
+	case <-time.After(uploadDrain):
+		// Closing the upload ends the write that waits on it.
+	}
+	err := u.w.Close()
+	<-u.done
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.err != nil {
+		return u.err
+	}
+	return err
+}

@@ -1,0 +1,120 @@
+package apiproxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+)
+
+// slowUpload takes writes only when let.
+type slowUpload struct {
+	mu     sync.Mutex
+	got    bytes.Buffer
+	let    chan struct{}
+	err    error
+	closed chan struct{}
+}
+
+func (s *slowUpload) Write(p []byte) (int, error) {
+	select {
+	case <-s.let:
+	case <-s.closed:
+		return 0, io.ErrClosedPipe
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return 0, s.err
+	}
+	return s.got.Write(p)
+}
+
+func (s *slowUpload) Close() error { close(s.closed); return nil }
+
+// A session's output does not wait on the recorder until max bytes are
+// waiting; what is written arrives whole and in order; the upload's error
+// is the session's; closing waits for the recorder, within bounds.
+func TestAsyncUpload(t *testing.T) {
+	t.Run("writes wait only past max", func(t *testing.T) {
+		s := &slowUpload{let: make(chan struct{}), closed: make(chan struct{})}
+		u := newAsyncUpload(s, 10)
+		for range 10 {
+			u.Write([]byte("x")) // the recorder takes nothing: these must not wait
+		}
+		wrote := make(chan struct{})
+		go func() { u.Write([]byte("y")); close(wrote) }()
+		select {
+		case <-wrote:
+			// The run goroutine may hold the first byte already: one
+			// more fits then. Let nothing more through and check again.
+			done := make(chan struct{})
+			go func() { u.Write([]byte("zzzzzzzzzz")); close(done) }()
+			select {
+			case <-done:
+				t.Fatal("writes went on with the recorder taking nothing and max bytes waiting")
+			case <-time.After(100 * time.Millisecond):
+			}
+			close(s.let)
+			<-done
+		case <-time.After(100 * time.Millisecond):
+			close(s.let)
+			<-wrote
+		}
+		if err := u.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.got.String(); got != "xxxxxxxxxxy" && got != "xxxxxxxxxxyzzzzzzzzzz" {
+			t.Errorf("the recorder got %q", got)
+		}
+	})
+	t.Run("in order", func(t *testing.T) {
+		s := &slowUpload{let: make(chan struct{}), closed: make(chan struct{})}
+		close(s.let)
+		u := newAsyncUpload(s, 64)
+		var want bytes.Buffer
+		for i := range 1000 {
+			p := []byte{byte(i), byte(i >> 8)}
+			want.Write(p)
+			u.Write(p)
+		}
+		u.Close()
+		if !bytes.Equal(s.got.Bytes(), want.Bytes()) {
+			t.Errorf("the recorder got %d bytes out of order or short, want %d", s.got.Len(), want.Len())
+		}
+	})
+	t.Run("the upload's error", func(t *testing.T) {
+		s := &slowUpload{let: make(chan struct{}), closed: make(chan struct{}), err: errors.New("recorder gone")}
+		close(s.let)
+		u := newAsyncUpload(s, 64)
+		u.Write([]byte("a"))
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := u.Write([]byte("b")); err != nil {
+				if err.Error() != "recorder gone" {
+					t.Errorf("write after the upload failed: %v", err)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("writes went on after the upload failed")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err := u.Close(); err == nil {
+			t.Error("Close after the upload failed: no error")
+		}
+	})
+	t.Run("a recorder taking nothing", func(t *testing.T) {
+		s := &slowUpload{let: make(chan struct{}), closed: make(chan struct{})}
+		u := newAsyncUpload(s, 64)
+		u.Write([]byte("stuck"))
+		start := time.Now()
+		u.Close()
+		if d := time.Since(start); d > uploadDrain+5*time.Second {
+			t.Errorf("Close took %v with the recorder taking nothing, want about %v", d, uploadDrain)
+		}
+	})
+}
