@@ -12,6 +12,11 @@ import (
 // faster than it can be recorded by more than this).
 const uploadBuffer = 1 << 20
 
+// uploadCoalesce is how long output waits to be sent to the recorder
+// after it was shown: a keystroke's echo reaches kubectl first, without
+// the upload's work beside it, and a burst of output goes in one write.
+const uploadCoalesce = 2 * time.Millisecond
+
 // uploadDrain bounds how long closing an upload waits for the recorder
 // to take what is buffered.
 const uploadDrain = 5 * time.Second
@@ -31,6 +36,7 @@ type asyncUpload struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	pending []byte
+	since   time.Time // when pending was last empty
 	spare   []byte
 	closed  bool
 	err     error
@@ -56,6 +62,9 @@ func (u *asyncUpload) Write(p []byte) (int, error) {
 	case u.closed:
 		return 0, errUploadClosed
 	}
+	if len(u.pending) == 0 {
+		u.since = time.Now()
+	}
 	u.pending = append(u.pending, p...)
 	u.cond.Broadcast()
 	return len(p), nil
@@ -73,6 +82,11 @@ func (u *asyncUpload) run() {
 		if u.err != nil || len(u.pending) == 0 {
 			u.mu.Unlock()
 			return
+		}
+		if wait := uploadCoalesce - time.Since(u.since); wait > 0 && !u.closed {
+			u.mu.Unlock()
+			time.Sleep(wait)
+			u.mu.Lock()
 		}
 		chunk := u.pending
 		u.pending, u.spare = u.spare[:0], nil
