@@ -113,5 +113,11 @@ func Conclude(r *Report) []string {
 		out = append(out, fmt.Sprintf("API server proxy failover, the serving replica killed: first request served again after %.1f s (median of %d), %.1f s at worst (target <= 10 s): %s; %.2fx a single replica restarted at once.",
 			f.Standby.Median(), len(f.Standby), worst, verdict(worst <= 10), f.Standby.Median()/f.Restart.Median()))
 	}
+	if rec := r.Recording; rec != nil && len(rec.RecordedP50) > 0 {
+		lat := PairedRatio(rec.RecordedP50, rec.EchoP50)
+		growth := slices.Max(rec.RecordedRSSPeak) - rec.RecordedRSSStart.Median()
+		out = append(out, fmt.Sprintf("Session recording: keystroke-to-echo p50 %.2fx unrecorded (target <= 1.1x): %s; over a %d MiB output the recording proxy's resident set grew %.0f MiB past where it was 64 MiB in, peaking at %.0f MiB of its %d MiB limit (target: flat, under 32 MiB of growth): %s.",
+			lat, verdict(lat <= 1.1), rec.StreamMiB, growth, slices.Max(rec.RecordedRSSPeak), rec.Limit, verdict(growth < 32)))
+	}
 	return out
 }

@@ -32,7 +32,9 @@ type Report struct {
 	UDP      *UDPResult
 	API      []APIResult
 	Failover *FailoverResult
-	Memory   []MemoryRow
+	// Recording is what recording an exec session costs the API proxy.
+	Recording *RecordingResult
+	Memory    []MemoryRow
 	// Manager is the manager's peak RSS among hostile objects, and what
 	// they were.
 	Manager     []ManagerMemoryRow
@@ -178,6 +180,9 @@ func (r *Report) Write(w io.Writer) {
 	if r.Failover != nil && len(r.Failover.Standby) > 0 {
 		writeFailover(p, r.Failover)
 	}
+	if r.Recording != nil && len(r.Recording.RecordedP50) > 0 {
+		writeRecording(p, r.Recording)
+	}
 	if len(r.API) > 0 {
 		p("\n## API server proxy\n\nkubectl-style requests to the test API server, directly (client certificate, loopback TLS) and through the API proxy from a tailnet peer (WireGuard in userspace both ends, WhoIs, impersonation, then TLS to the API server).\n\n")
 		p("The impersonating row is the direct client sending the proxy's impersonation headers: the API server's own cost of checking them. The TCP-forward row carries the direct TLS connection over the tailnet through a plain TCP forwarder: the difference between it and the proxy is the proxy's own cost (WhoIs once per connection, impersonation, HTTP parsed and written again, a second TLS connection). The bare-proxy row is the floor of any HTTP-level proxy, which impersonation needs: Go's stock reverse proxy on its own tailnet node, reached as the API proxy is, calling the API server with the admin's client certificate, with no identity work; the API proxy over it is tsinject's own share.\n\n")
@@ -219,6 +224,17 @@ func writeFailover(p func(string, ...any), f *FailoverResult) {
 		p("\nOf the takeover, the standby took the name %.1f s after the kill (median; worst %.1f s); the rest is its node starting from the shared state and the client's peer reaching it there.\n", f.Takeover.Median(), worst(f.Takeover))
 	}
 	p("\nOn the two-node cluster, e2e `TestAPIServerProxySurvivesNodeLoss` kills a whole node instead (kubelet, containerd and its pods) while kubectl watches through the name, and `TestNodeDrain` drains one.\n")
+}
+
+// writeRecording is the session recording section.
+func writeRecording(p func(string, ...any), r *RecordingResult) {
+	p("\n## Session recording through the API server proxy\n\n")
+	p("A tailnet peer opens WebSocket exec sessions (as kubectl does) through a `tsinject-proxy apiserver` process to an endpoint that speaks as the API server does (golang.org/x/net/websocket, each message whole): it echoes stdin to stdout, or sends %d MiB of output in 32 KiB messages. ", r.StreamMiB)
+	p("Recorded, the proxy sends the session to `tsinject-proxy recorder`'s store on another tailnet node (under `enforceRecorder`, pinging it twice a second); the baseline is the same session under a grant whose recorder is not on the tailnet, so it goes unrecorded. The two alternate, %d repeats each. ", len(r.RecordedP50))
+	p("Latency: %d keystrokes typed one at a time, %v after the last one's echo, each timed from its write to its echo. The stand-in's echo is far quicker than a container's through an API server and a kubelet, so the ratio is the recording's cost against the floor of a session's latency. Memory: the proxy's resident set once the output is 64 MiB in, and its largest over the whole output, against the %d MiB limit the API proxy's pods ship with (the proxy runs with that limit, as they do).\n\n", r.Keystrokes, typingGap, r.Limit)
+	p("| Session | Echo p50 | p90 | p50 vs unrecorded | %d MiB output | RSS at 64 MiB | RSS peak |\n|---|---|---|---|---|---|---|\n", r.StreamMiB)
+	p("| unrecorded | %s | %s | | %s | %s | %s |\n", pm(r.EchoP50, " ms", 2), pm(r.EchoP90, " ms", 2), pm(r.StreamSeconds, " s", 1), pm(r.RSSStart, " MiB", 0), pm(r.RSSPeak, " MiB", 0))
+	p("| recorded | %s | %s | %.2fx | %s | %s | %s |\n", pm(r.RecordedP50, " ms", 2), pm(r.RecordedP90, " ms", 2), PairedRatio(r.RecordedP50, r.EchoP50), pm(r.RecordedSecs, " s", 1), pm(r.RecordedRSSStart, " MiB", 0), pm(r.RecordedRSSPeak, " MiB", 0))
 }
 
 // findPathResult is the row called name (empty if none).
