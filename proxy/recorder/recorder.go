@@ -35,7 +35,10 @@ type Config struct {
 	// UploaderTags are the tags a peer needs one of to upload (none: any
 	// tagged node; users' devices never).
 	UploaderTags []string
-	HealthAddr   string
+	// Retention removes recordings older than it (0: kept until removed
+	// by hand).
+	Retention  time.Duration
+	HealthAddr string
 }
 
 // Settings is the command's table of flags and TSINJECT_* variables.
@@ -56,6 +59,14 @@ func (cfg *Config) Settings() []cli.Setting {
 				return fmt.Errorf("%q is not a number of sessions (allowed: a positive integer)", v)
 			}
 			cfg.MaxSessions = n
+			return nil
+		}},
+		cli.Setting{Flag: "retention", Help: "remove recordings last written longer ago than this, such as 2160h for 90 days (0: keep them)", Default: "0", Set: func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || (d > 0 && d < time.Hour) {
+				return fmt.Errorf("%q: allowed: 0, or a duration of an hour or more, such as 720h", v)
+			}
+			cfg.Retention = d
 			return nil
 		}},
 		cli.Setting{Flag: "uploader-tags", Help: "comma-separated tags a peer needs one of to upload, such as the API server proxies' (default: any tagged node; users' devices never)", Set: func(v string) error {
@@ -112,6 +123,9 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		}}
 	if err := st.writable(); err != nil {
 		return err
+	}
+	if cfg.Retention > 0 {
+		go st.keep(ctx, cfg.Retention)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tsinject_recorder_active_recordings", Help: "Recordings being uploaded."},
