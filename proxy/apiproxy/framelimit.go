@@ -25,6 +25,7 @@ type frameLimit struct {
 	size    int64  // the payload of the frame whose header is being read
 	left    int64  // payload bytes of the current frame still to pass
 	message int64  // data bytes of the current message so far
+	open    bool   // the last data frame lacked its final bit
 	err     error
 }
 
@@ -92,16 +93,24 @@ func (f *frameLimit) frame() error {
 	default:
 		f.size = int64(l)
 	}
-	if fin, op := f.hdr[0]&0x80 != 0, f.hdr[0]&0x0f; op < 0x8 { // data: a message, or its continuation
-		if op != 0 {
-			f.message = 0
+	fin, op := f.hdr[0]&0x80 != 0, f.hdr[0]&0x0f
+	if op >= 0x8 {
+		// Control frames carry at most 125 bytes (RFC 6455 5.5); the
+		// parser would hold a larger one whole.
+		if f.size > 125 {
+			return fmt.Errorf("a WebSocket control frame from the caller of %d bytes (at most 125 are allowed)", f.size)
 		}
-		if f.message += f.size; f.message > f.max {
-			return fmt.Errorf("a WebSocket message from the caller larger than %d bytes (a recorded session takes no more; kubectl sends at most 32 KiB)", f.max)
-		}
-		if fin {
-			f.message = 0
-		}
+		return nil
 	}
+	// Data. The parser adds any data frame to a message still open,
+	// whatever its opcode (a new binary frame does not start a new
+	// message while the last lacked its final bit), so count it so too.
+	if !f.open {
+		f.message = 0
+	}
+	if f.message += f.size; f.message > f.max {
+		return fmt.Errorf("a WebSocket message from the caller larger than %d bytes (a recorded session takes no more; kubectl sends at most 32 KiB)", f.max)
+	}
+	f.open = !fin
 	return nil
 }

@@ -34,6 +34,14 @@ func TestFrameLimit(t *testing.T) {
 		}, nil), ""},
 		{"one frame past the limit", append([]byte{0x82, 0x80 | 127}, binary.BigEndian.AppendUint64(nil, 1<<40)...), "larger than 65536 bytes"},
 		{"a frame claiming more than can be", append([]byte{0x82, 0x80 | 127}, binary.BigEndian.AppendUint64(nil, 1<<63)...), "claims"},
+		{"binary frames without their final bit", bytes.Join([][]byte{
+			// The API server takes each as a message; the recording parser
+			// holds them as one.
+			wsFrame(false, 0x2, append([]byte{0}, big...), mask),
+			wsFrame(false, 0x2, append([]byte{0}, big...), mask),
+			wsFrame(false, 0x2, append([]byte{0}, big...), mask),
+		}, nil), "larger than 65536 bytes"},
+		{"a control frame past 125 bytes", wsFrame(true, 0x9, big[:126], mask), "control frame"},
 		{"fragments without end", bytes.Join([][]byte{
 			wsFrame(false, 0x2, append([]byte{0}, big...), mask),
 			wsFrame(false, 0x0, big, mask),
