@@ -17,6 +17,11 @@ import (
 const (
 	RecorderDeadAfter = 3 * time.Second
 	recorderPingEvery = 500 * time.Millisecond
+	// recorderPingWait bounds each ping: a ping or its answer lost (it is
+	// one datagram each way) is followed by another, not waited on until
+	// the recorder counts as dead (a healthy recorder's sessions ended so,
+	// once, on a busy machine).
+	recorderPingWait = time.Second
 )
 
 // recorderWatch pings the recorders sessions upload to, one pinger per
@@ -25,6 +30,7 @@ type recorderWatch struct {
 	// ping returns once addr answers, or with why not.
 	ping      func(ctx context.Context, addr netip.Addr) error
 	every     time.Duration
+	wait      time.Duration // each ping's (0: until dead)
 	deadAfter time.Duration
 
 	mu      sync.Mutex
@@ -68,8 +74,9 @@ func (rw *recorderWatch) watch(addr netip.Addr) (dead <-chan struct{}, release f
 	}
 }
 
-// run pings addr every rw.every, each ping bounded by the time left
-// before addr counts as dead, until no session watches it or it is dead.
+// run pings addr every rw.every, each ping bounded by rw.wait and by the
+// time left before addr counts as dead, until no session watches it or
+// it is dead.
 // A dead pinger leaves the map at once: a session starting later watches
 // afresh (it connected, so the recorder is back).
 func (rw *recorderWatch) run(ctx context.Context, addr netip.Addr, p *pinger) {
@@ -86,6 +93,9 @@ func (rw *recorderWatch) run(ctx context.Context, addr netip.Addr, p *pinger) {
 			rw.mu.Unlock()
 			close(p.dead)
 			return
+		}
+		if rw.wait > 0 {
+			left = min(left, rw.wait)
 		}
 		pctx, cancel := context.WithTimeout(ctx, left)
 		err := rw.ping(pctx, addr)

@@ -26,7 +26,7 @@ func TestRecorderWatch(t *testing.T) {
 			var up atomic.Bool
 			var pings atomic.Int32
 			up.Store(true)
-			rw := &recorderWatch{every: every, deadAfter: deadAfter, ping: func(ctx context.Context, a netip.Addr) error {
+			rw := &recorderWatch{every: every, wait: deadAfter / 4, deadAfter: deadAfter, ping: func(ctx context.Context, a netip.Addr) error {
 				pings.Add(1)
 				if a != addr {
 					t.Errorf("pinged %v, want %v", a, addr)
@@ -80,5 +80,26 @@ func TestRecorderWatch(t *testing.T) {
 				t.Errorf("pinging went on with no session: %d pings after release", after-before)
 			}
 		})
+	}
+}
+
+// A lost ping is followed by another: a recorder whose every other ping
+// goes unanswered is alive.
+func TestRecorderWatchLostPings(t *testing.T) {
+	const every, deadAfter = 10 * time.Millisecond, 400 * time.Millisecond
+	var n atomic.Int32
+	rw := &recorderWatch{every: every, wait: deadAfter / 4, deadAfter: deadAfter, ping: func(ctx context.Context, _ netip.Addr) error {
+		if n.Add(1)%2 == 1 {
+			<-ctx.Done() // lost: never answered
+			return ctx.Err()
+		}
+		return nil
+	}}
+	dead, release := rw.watch(netip.MustParseAddr("100.64.0.9"))
+	defer release()
+	select {
+	case <-dead:
+		t.Fatalf("a recorder answering every other ping counted dead after %d pings", n.Load())
+	case <-time.After(5 * deadAfter):
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -57,7 +56,7 @@ type Recording struct {
 func (rc *Recording) recorderWatch() *recorderWatch {
 	rc.watchOnce.Do(func() {
 		if rc.Ping != nil {
-			rc.watch = &recorderWatch{ping: rc.Ping, every: recorderPingEvery, deadAfter: RecorderDeadAfter}
+			rc.watch = &recorderWatch{ping: rc.Ping, every: recorderPingEvery, wait: recorderPingWait, deadAfter: RecorderDeadAfter}
 		}
 	})
 	return rc.watch
@@ -156,7 +155,7 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 	mu.Lock()
 	recAddr := took
 	mu.Unlock()
-	upload := newAsyncUpload(wc, uploadBuffer)
+	upload := newAsyncUpload(wc, uploadBuffer, rc.Logf)
 	qp := r.URL.Query()
 	ch := sessionrecording.CastHeader{
 		Version: 2, Timestamp: time.Now().Unix(), Command: strings.Join(qp["command"], " "),
@@ -187,7 +186,7 @@ type sessionWriter struct {
 	http.ResponseWriter
 	ctx      context.Context
 	cancel   context.CancelFunc
-	upload   io.WriteCloser
+	upload   *asyncUpload
 	errc     <-chan error
 	header   sessionrecording.CastHeader
 	tty      bool
@@ -232,9 +231,18 @@ func (s *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 		if s.failOpen {
 			s.logf("recording: the recorder failed (%v); the session goes on unrecorded, as the grant allows", err)
+			// Output waiting for room in the upload goes on (the
+			// recorder client drops the rest of the recording).
+			s.upload.Abort(fmt.Errorf("the recorder failed: %w", err))
 			return
 		}
 		s.logf("recording: the recorder failed (%v); the session is ended, as the grant requires recording", err)
+		// The session's output may be waiting for room in the upload
+		// (holding the stream's write lock, which closing it takes): fail
+		// the upload first, which frees it, and close the caller's
+		// connection, so that no more of its input reaches the pod.
+		s.upload.Abort(fmt.Errorf("the recorder failed: %w", err))
+		conn.Close()
 		lc.Close()
 	}()
 	return lc, brw, nil

@@ -2,14 +2,17 @@ package apiproxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
 )
 
 // uploadBuffer is how much of a session's recording may wait for the
-// recorder: past it, the session waits too (the output is never shown
-// faster than it can be recorded by more than this).
+// recorder: past it, the session waits too. Output shown is ahead of
+// what the upload has taken by at most about twice this (the buffer and
+// the piece being sent), besides what the connection to the recorder
+// holds.
 const uploadBuffer = 1 << 20
 
 // uploadCoalesce is how long output waits to be sent to the recorder
@@ -30,8 +33,9 @@ var errUploadClosed = errors.New("the recording's upload is closed")
 // wait only when max bytes are already waiting; the first error the
 // upload returns is every later write's.
 type asyncUpload struct {
-	w   io.WriteCloser
-	max int
+	w    io.WriteCloser
+	max  int
+	logf func(string, ...any)
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -41,10 +45,12 @@ type asyncUpload struct {
 	closed  bool
 	err     error
 	done    chan struct{}
+	// wClosed closes w once, whichever of Close and Abort comes first.
+	wClosed sync.Once
 }
 
-func newAsyncUpload(w io.WriteCloser, max int) *asyncUpload {
-	u := &asyncUpload{w: w, max: max, done: make(chan struct{})}
+func newAsyncUpload(w io.WriteCloser, max int, logf func(string, ...any)) *asyncUpload {
+	u := &asyncUpload{w: w, max: max, logf: logf, done: make(chan struct{})}
 	u.cond = sync.NewCond(&u.mu)
 	go u.run()
 	return u
@@ -117,12 +123,20 @@ func (u *asyncUpload) Close() error {
 	u.closed = true
 	u.cond.Broadcast()
 	u.mu.Unlock()
+	var err error
 	select {
 	case <-u.done:
+		u.wClosed.Do(func() { err = u.w.Close() })
 	case <-time.After(uploadDrain):
-		// Closing the upload ends the write that waits on it.
+		// The recorder takes nothing more: end the upload as failed (not
+		// as a whole recording), which ends the write that waits on it.
+		u.mu.Lock()
+		lost := len(u.pending)
+		u.mu.Unlock()
+		err = fmt.Errorf("the recorder took nothing for %v; the last %d bytes or more of the recording are lost", uploadDrain, lost)
+		u.logf("recording: %v", err)
+		u.closeWithError(err)
 	}
-	err := u.w.Close()
 	<-u.done
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -130,4 +144,27 @@ func (u *asyncUpload) Close() error {
 		return u.err
 	}
 	return err
+}
+
+// Abort fails the upload at once: writes waiting for room return err, as
+// every later one does, and the recorder sees the upload fail (not end).
+// For a recorder that stopped answering: nothing it would take is left.
+func (u *asyncUpload) Abort(err error) {
+	u.mu.Lock()
+	if u.err == nil {
+		u.err = err
+	}
+	u.cond.Broadcast()
+	u.mu.Unlock()
+	u.closeWithError(err)
+}
+
+func (u *asyncUpload) closeWithError(err error) {
+	u.wClosed.Do(func() {
+		if c, ok := u.w.(interface{ CloseWithError(error) error }); ok {
+			_ = c.CloseWithError(err) // always nil for a pipe
+			return
+		}
+		u.w.Close()
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -40,7 +41,7 @@ func (s *slowUpload) Close() error { close(s.closed); return nil }
 func TestAsyncUpload(t *testing.T) {
 	t.Run("writes wait only past max", func(t *testing.T) {
 		s := &slowUpload{let: make(chan struct{}), closed: make(chan struct{})}
-		u := newAsyncUpload(s, 10)
+		u := newAsyncUpload(s, 10, t.Logf)
 		for range 10 {
 			u.Write([]byte("x")) // the recorder takes nothing: these must not wait
 		}
@@ -73,7 +74,7 @@ func TestAsyncUpload(t *testing.T) {
 	t.Run("in order", func(t *testing.T) {
 		s := &slowUpload{let: make(chan struct{}), closed: make(chan struct{})}
 		close(s.let)
-		u := newAsyncUpload(s, 64)
+		u := newAsyncUpload(s, 64, t.Logf)
 		var want bytes.Buffer
 		for i := range 1000 {
 			p := []byte{byte(i), byte(i >> 8)}
@@ -88,7 +89,7 @@ func TestAsyncUpload(t *testing.T) {
 	t.Run("the upload's error", func(t *testing.T) {
 		s := &slowUpload{let: make(chan struct{}), closed: make(chan struct{}), err: errors.New("recorder gone")}
 		close(s.let)
-		u := newAsyncUpload(s, 64)
+		u := newAsyncUpload(s, 64, t.Logf)
 		u.Write([]byte("a"))
 		deadline := time.Now().Add(10 * time.Second)
 		for {
@@ -107,9 +108,43 @@ func TestAsyncUpload(t *testing.T) {
 			t.Error("Close after the upload failed: no error")
 		}
 	})
+	t.Run("aborted while a write waits for room", func(t *testing.T) {
+		s := &slowUpload{let: make(chan struct{}), closed: make(chan struct{})}
+		u := newAsyncUpload(s, 4, t.Logf)
+		// Write until a write waits for room (the recorder takes nothing).
+		var wrote atomic.Int32
+		waiting := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := u.Write([]byte("x")); err != nil {
+					waiting <- err
+					return
+				}
+				wrote.Add(1)
+			}
+		}()
+		for deadline := time.Now().Add(10 * time.Second); wrote.Load() < 4; {
+			if time.Now().After(deadline) {
+				t.Fatal("writes did not fill the buffer")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		u.Abort(errors.New("recorder dead"))
+		select {
+		case err := <-waiting:
+			if err == nil || err.Error() != "recorder dead" {
+				t.Errorf("the waiting write returned %v, want the abort's error", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a write waiting for room was not freed by Abort")
+		}
+		if err := u.Close(); err == nil {
+			t.Error("Close after Abort: no error")
+		}
+	})
 	t.Run("a recorder taking nothing", func(t *testing.T) {
 		s := &slowUpload{let: make(chan struct{}), closed: make(chan struct{})}
-		u := newAsyncUpload(s, 64)
+		u := newAsyncUpload(s, 64, t.Logf)
 		u.Write([]byte("stuck"))
 		start := time.Now()
 		u.Close()
