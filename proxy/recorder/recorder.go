@@ -32,8 +32,8 @@ type Config struct {
 	MaxBytes int64
 	// MaxSessions bounds the uploads taken at once.
 	MaxSessions int64
-	// UploaderTags are the tags a peer needs one of to upload (none: any
-	// tagged node; users' devices never).
+	// UploaderTags are the tags a peer needs one of to upload (the API
+	// server proxies'; required).
 	UploaderTags []string
 	// Retention removes recordings older than it (0: kept until removed
 	// by hand).
@@ -69,7 +69,7 @@ func (cfg *Config) Settings() []cli.Setting {
 			cfg.Retention = d
 			return nil
 		}},
-		cli.Setting{Flag: "uploader-tags", Help: "comma-separated tags a peer needs one of to upload, such as the API server proxies' (default: any tagged node; users' devices never)", Set: func(v string) error {
+		cli.Setting{Flag: "uploader-tags", Help: "comma-separated tags a peer needs one of to upload: the API server proxies' (required; users' devices are always refused)", Set: func(v string) error {
 			cfg.UploaderTags = nil
 			for _, t := range strings.Split(v, ",") {
 				if t = strings.TrimSpace(t); t == "" {
@@ -86,18 +86,19 @@ func (cfg *Config) Settings() []cli.Setting {
 }
 
 // MayUpload says why node may not upload recordings, given the tags an
-// uploader needs one of (none: any tagged node). Users' devices never may:
-// recordings come from API server proxies, which are tagged, and a user
-// able to upload could fill the recorder, so that sessions that must be
-// recorded are refused, or store casts that look like others' sessions.
+// uploader needs one of. Recordings come from API server proxies, which
+// are tagged; anyone else able to upload could fill the recorder, so that
+// sessions that must be recorded are refused, or store casts that look
+// like others' sessions. Any tagged node would not do: a tenant's egress
+// proxy, or a subnet router, is tagged and relays for whoever reaches it.
 func MayUpload(node *tailcfg.Node, tags []string) error {
 	if node == nil {
 		return errors.New("the tailnet does not know the peer")
 	}
 	if !node.IsTagged() {
-		return fmt.Errorf("%s is a user's device; recordings are taken from tagged nodes (API server proxies) only", node.ComputedName)
+		return fmt.Errorf("%s is a user's device; recordings are taken from API server proxies (tagged %s) only", node.ComputedName, strings.Join(tags, " or "))
 	}
-	if len(tags) == 0 || slices.ContainsFunc(node.Tags, func(t string) bool { return slices.Contains(tags, t) }) {
+	if slices.ContainsFunc(node.Tags, func(t string) bool { return slices.Contains(tags, t) }) {
 		return nil
 	}
 	return fmt.Errorf("%s is tagged %s; this recorder takes recordings from %s only", node.ComputedName, strings.Join(node.Tags, ","), strings.Join(tags, " or "))
@@ -107,6 +108,9 @@ func MayUpload(node *tailcfg.Node, tags []string) error {
 func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if cfg.Dir == "" {
 		return errors.New("nothing to store recordings in: give --dir")
+	}
+	if len(cfg.UploaderTags) == 0 {
+		return errors.New("give --uploader-tags: the tags of the API server proxies that record here (any tagged node would not do: a tenant's egress proxy is tagged, and relays for its pods)")
 	}
 	var node atomic.Pointer[tsnode.Node]
 	st := &Store{Dir: cfg.Dir, MaxBytes: cfg.MaxBytes, MaxActive: cfg.MaxSessions, Logf: logf,
@@ -157,7 +161,11 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: st, Protocols: Protocols(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: st, Protocols: Protocols(), ReadHeaderTimeout: 10 * time.Second,
+		// An uploader gone without a word (its node lost) would hold its
+		// upload's place among --max-sessions until TCP gave up; idle
+		// sessions send nothing for hours, so ask with a ping.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}}
 	node.Store(n)
 	go func() {
 		<-ctx.Done()

@@ -46,7 +46,7 @@ func TestRecorderOnTheTailnet(t *testing.T) {
 	go func() {
 		done <- Run(runCtx, Config{Node: tsnode.Options{ControlURL: tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
 			Hostname: "recorder", State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state")},
-			Dir: recordings, HealthAddr: health}, t.Logf)
+			Dir: recordings, UploaderTags: []string{"tag:k8s-apiproxy"}, HealthAddr: health}, t.Logf)
 	}()
 	defer func() {
 		stop()
@@ -117,8 +117,8 @@ func TestRecorderOnTheTailnet(t *testing.T) {
 	}
 }
 
-// Recordings come from tagged nodes (API server proxies), and from the
-// tags named when there are some.
+// Recordings come from the API server proxies' tags only: not users'
+// devices, not other tagged nodes.
 func TestMayUpload(t *testing.T) {
 	proxy := &tailcfg.Node{ComputedName: "apiproxy", Tags: []string{"tag:k8s-apiproxy"}}
 	other := &tailcfg.Node{ComputedName: "db", Tags: []string{"tag:db"}}
@@ -128,13 +128,13 @@ func TestMayUpload(t *testing.T) {
 		tags []string
 		says string
 	}{
-		{proxy, nil, ""},
-		{other, nil, ""},
 		{proxy, []string{"tag:k8s-apiproxy"}, ""},
+		{proxy, []string{"tag:ci", "tag:k8s-apiproxy"}, ""},
+		// A tenant's egress proxy is tagged, and relays for its pods.
+		{other, []string{"tag:k8s-apiproxy"}, "db is tagged tag:db; this recorder takes recordings from tag:k8s-apiproxy only"},
 		{other, []string{"tag:k8s-apiproxy", "tag:ci"}, "db is tagged tag:db; this recorder takes recordings from tag:k8s-apiproxy or tag:ci only"},
-		{laptop, nil, "laptop is a user's device"},
 		{laptop, []string{"tag:k8s-apiproxy"}, "laptop is a user's device"},
-		{nil, nil, "does not know the peer"},
+		{nil, []string{"tag:k8s-apiproxy"}, "does not know the peer"},
 	} {
 		err := MayUpload(tc.node, tc.tags)
 		if (tc.says == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.says)) {

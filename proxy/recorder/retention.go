@@ -9,9 +9,9 @@ import (
 )
 
 // Expire removes the recordings in s.Dir that were last written before
-// cutoff (a recording in progress is written as it goes, so never one of
-// them), and says how many it removed. Only finished cast files are
-// touched: nothing else in the volume is the recorder's to remove.
+// cutoff, and says how many it removed. Only finished cast files are
+// touched (not one an upload is writing, idle for hours as its session
+// may be; nothing else in the volume is the recorder's to remove).
 func (s *Store) Expire(cutoff time.Time) (int, error) {
 	ents, err := os.ReadDir(s.Dir)
 	if err != nil {
@@ -20,6 +20,9 @@ func (s *Store) Expire(cutoff time.Time) (int, error) {
 	n := 0
 	for _, e := range ents {
 		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".cast") {
+			continue
+		}
+		if _, busy := s.writing.Load(e.Name()); busy {
 			continue
 		}
 		info, err := e.Info()

@@ -31,7 +31,14 @@ func TestExpire(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chtimes(filepath.Join(dir, "old-dir.cast"), now.Add(-100*24*time.Hour), now.Add(-100*24*time.Hour))
+	// One being written, by an upload whose session has been idle.
+	busy := filepath.Join(dir, "idle-session.cast")
+	if err := os.WriteFile(busy, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(busy, now.Add(-100*24*time.Hour), now.Add(-100*24*time.Hour))
 	st := &Store{Dir: dir, Logf: t.Logf}
+	st.writing.Store("idle-session.cast", true)
 	n, err := st.Expire(now.Add(-90 * 24 * time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +49,7 @@ func TestExpire(t *testing.T) {
 		left = append(left, e.Name())
 	}
 	slices.Sort(left)
-	if want := []string{"old-dir.cast", "old-notes.txt", "recent.cast"}; n != 1 || !slices.Equal(left, want) {
+	if want := []string{"idle-session.cast", "old-dir.cast", "old-notes.txt", "recent.cast"}; n != 1 || !slices.Equal(left, want) {
 		t.Errorf("removed %d, left %v; want 1 removed, %v left", n, left, want)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,10 @@ type Store struct {
 
 	// Active counts uploads in progress.
 	Active atomic.Int64
+	// writing holds the names of the files uploads are writing (an idle
+	// session's file is not touched for hours: retention must not take
+	// it).
+	writing sync.Map
 }
 
 // ackFrame is one frame of a v2 response (sessionrecording's
@@ -157,7 +162,14 @@ func (s *Store) begin(w http.ResponseWriter) (*os.File, bool) {
 		http.Error(w, "the recorder cannot store recordings: "+err.Error(), http.StatusServiceUnavailable)
 		return nil, false
 	}
+	s.writing.Store(filepath.Base(f.Name()), true)
 	return f, true
+}
+
+// end counts an upload begun by begin finished.
+func (s *Store) end(f *os.File) {
+	s.writing.Delete(filepath.Base(f.Name()))
+	s.Active.Add(-1)
 }
 
 func (s *Store) recordV2(w http.ResponseWriter, r *http.Request) {
@@ -165,7 +177,7 @@ func (s *Store) recordV2(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer s.Active.Add(-1)
+	defer s.end(f)
 	rc := http.NewResponseController(w)
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
@@ -214,7 +226,7 @@ func (s *Store) recordV1(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer s.Active.Add(-1)
+	defer s.end(f)
 	var n atomic.Int64
 	err := s.receive(f, r.Body, &n)
 	if cerr := f.Close(); err == nil {

@@ -192,6 +192,12 @@ func sessionEndsWithRecorder(t *testing.T, ctx context.Context, rn *tailnet.Node
 		<-exited
 	}()
 	if err := waitFor(ctx, func(context.Context) error {
+		select {
+		case err := <-exited:
+			exited <- err
+			return permanentErr{fmt.Errorf("the session ended before its recorder died (%v): %q", err, out.String())}
+		default:
+		}
 		if _, err := io.WriteString(stdin, "before\n"); err != nil {
 			return err
 		}
