@@ -181,7 +181,9 @@ func (s *Store) recordV2(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
+		// The client is gone before the upload began: nothing to keep.
 		f.Close()
+		_ = os.Remove(f.Name())
 		return
 	}
 	var n atomic.Int64
