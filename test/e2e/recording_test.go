@@ -40,7 +40,11 @@ func TestAPIServerProxyRecordsSessions(t *testing.T) {
 	// a tailnet node with the recorders' tag (its own start-up, tsnode's,
 	// is proven by proxy/recorder's TestRecorderOnTheTailnet).
 	casts := t.TempDir()
-	rn, err := env.tn.NewNode(ctx, "e2e-recorder", tailnet.NodeOptions{Tags: []string{"tag:recorder"}})
+	// A tag of this run's own: the rig's control server keeps closed
+	// nodes and calls every peer online, so an earlier run's recorder,
+	// taken down, would be dialled first (5 s a try) by these sessions.
+	recTag := fmt.Sprintf("tag:recorder-%x", time.Now().UnixNano())
+	rn, err := env.tn.NewNode(ctx, "e2e-recorder", tailnet.NodeOptions{Tags: []string{recTag}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +101,7 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 	ns := namespace(t, "recorded")
 	apply(t, ns, uninjected(sleeper("shell", nil)))
 	waitPod(t, ns, "shell", "Ready", ready)
-	env.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["system:masters"]},"recorder":["tag:recorder"],"enforceRecorder":true}`)}})
+	env.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["system:masters"]},"recorder":["` + recTag + `"],"enforceRecorder":true}`)}})
 	t.Cleanup(func() { env.tn.Grant(nil) })
 
 	// SPDY cannot be recorded safely (tailscale.com's parser can be made
