@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"github.com/tsinject/tsinject/test/echoapp"
 	"github.com/tsinject/tsinject/test/gobuild"
 	"github.com/tsinject/tsinject/test/netns"
+	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/socks5udp"
 	"github.com/tsinject/tsinject/test/tailnet"
 	"github.com/tsinject/tsinject/test/tier"
@@ -185,7 +185,7 @@ func newPod(t *testing.T) *pod {
 
 // sidecar starts tsinject-proxy sidecar inside the pod as the sidecar's
 // unprivileged UID, and waits until /readyz (served on the pod's address).
-func (p *pod) sidecar(t *testing.T, env ...string) (healthURL string, logs *syncBuffer) {
+func (p *pod) sidecar(t *testing.T, env ...string) (healthURL string, logs *poll.Buffer) {
 	t.Helper()
 	health := netip.AddrPortFrom(p.ns.IP, contract.HealthPort).String()
 	cmd := p.ns.AsUser(contract.ProxyUID, p.proxy, "sidecar")
@@ -203,7 +203,7 @@ func (p *pod) sidecar(t *testing.T, env ...string) (healthURL string, logs *sync
 		cmd.Env = append(cmd.Env, "TSINJECT_VERBOSE=true")
 	}
 	cmd.Env = append(cmd.Env, env...)
-	logs = &syncBuffer{}
+	logs = &poll.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -727,21 +727,4 @@ func serveClusterDNS(t *testing.T, ip netip.Addr) netip.AddrPort {
 	}
 	t.Cleanup(func() { pc.Close() })
 	return netip.AddrPortFrom(ip, 53)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
