@@ -161,7 +161,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: st, Protocols: Protocols(), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: Handler(st, n.LC), Protocols: Protocols(), ReadHeaderTimeout: 10 * time.Second,
 		// An uploader gone without a word (its node lost) would hold its
 		// upload's place among --max-sessions until TCP gave up; idle
 		// sessions send nothing for hours, so ask with a ping.
@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		// their sessions (fail closed) or go on unrecorded (fail open).
 		srv.Close()
 	}()
-	logf("recorder: storing recordings in %s, on the tailnet at port %d", cfg.Dir, Port)
+	logf("recorder: storing recordings in %s, on the tailnet at port %d, with its web page there for callers granted %s", cfg.Dir, Port, CapRecordings)
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

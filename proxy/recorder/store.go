@@ -166,6 +166,12 @@ func (s *Store) begin(w http.ResponseWriter) (*os.File, bool) {
 	return f, true
 }
 
+// open says whether an upload is writing the file name.
+func (s *Store) open(name string) bool {
+	_, ok := s.writing.Load(name)
+	return ok
+}
+
 // end counts an upload begun by begin finished.
 func (s *Store) end(f *os.File) {
 	s.writing.Delete(filepath.Base(f.Name()))
