@@ -39,7 +39,9 @@ func testUI(dir string, rules ...string) *UI {
 			}
 			return ViewScope(raw)
 		},
-		Hosts: func(*http.Request) ([]string, error) { return []string{"recorder.tail.ts.net", "recorder", "100.64.0.9"}, nil }}
+		Hosts: func(*http.Request) ([]string, error) {
+			return []string{"recorder.tail.ts.net", "recorder", "100.64.0.9"}, nil
+		}}
 }
 
 func get(t *testing.T, h http.Handler, method, host, path string) (int, string, http.Header) {
@@ -158,10 +160,10 @@ func TestUIPagesAndIndex(t *testing.T) {
 func TestLastEventTime(t *testing.T) {
 	for in, want := range map[string]time.Duration{
 		"{}\n[0.5,\"o\",\"a\"]\n[12.25,\"o\",\"b\"]\n": 12250 * time.Millisecond,
-		"{}\n[0.5,\"o\",\"a\"]\n[12.2":               500 * time.Millisecond, // cut mid-event: still being written
-		"{}\n":                                       0,
-		"":                                           0,
-		"[-1,\"o\",\"a\"]\n":                         0,
+		"{}\n[0.5,\"o\",\"a\"]\n[12.2":                 500 * time.Millisecond, // cut mid-event: still being written
+		"{}\n":                                         0,
+		"":                                             0,
+		"[-1,\"o\",\"a\"]\n":                           0,
 	} {
 		if got := lastEventTime([]byte(in)); got != want {
 			t.Errorf("lastEventTime(%q) = %v, want %v", in, got, want)
