@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X github.com/tsinject/tsinject/internal/version.Version=$(VE
 BIN       := bin
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build unit test testbins apiserverbins nodebins e2e generate lint bench demo clean fuzz
+.PHONY: all build unit test testbins apiserverbins nodebins e2e generate lint bench demo clean fuzz vendor-player
 
 all: build
 
@@ -54,6 +54,16 @@ fuzz:
 		echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
 		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) || exit 1; \
 	done
+
+## vendor-player: fetch the recorder page's asciinema player from npm at
+## its pinned version (npm checks the registry's integrity hash; the
+## recorder's TestVendoredPlayer pins the files' sha256).
+PLAYER_VERSION := $(shell sed -n 's/^[[:space:]]*PlayerVersion *= *"\(.*\)"/\1/p' proxy/recorder/ui.go)
+vendor-player:
+	tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	(cd $$tmp && npm pack --silent asciinema-player@$(PLAYER_VERSION) >/dev/null && tar xzf asciinema-player-$(PLAYER_VERSION).tgz) && \
+	cp $$tmp/package/dist/bundle/asciinema-player.min.js $$tmp/package/dist/bundle/asciinema-player.css proxy/recorder/ui/static/ && \
+	cp $$tmp/package/LICENSE proxy/recorder/ui/static/asciinema-player.LICENSE
 
 CONTROLLER_GEN := $(GO) tool -modfile=hack/tools/go.mod controller-gen
 # golangci-lint, pinned in its own module (.golangci.yml says what it checks).

@@ -31,32 +31,8 @@ func TestRecorderOnTheTailnet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tn.Close()
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "authkey")
-	if err := os.WriteFile(keyFile, []byte(tn.AuthKey), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	recordings := filepath.Join(dir, "recordings")
-	if err := os.Mkdir(recordings, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	health := poll.FreeAddr()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, Config{Node: tsnode.Options{ControlURL: tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
-			Hostname: "recorder", State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state")},
-			Dir: recordings, UploaderTags: []string{"tag:k8s-apiproxy"}, HealthAddr: health}, t.Logf)
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	if err := poll.Until(ctx, time.Minute, 200*time.Millisecond, func() error { return poll.HTTPOK("http://" + health + "/readyz") }); err != nil {
-		t.Fatalf("recorder not ready: %v", err)
-	}
+	recordings, health, stop := runRecorder(t, ctx, tn)
+	defer stop()
 	proxy, err := tn.NewNode(ctx, "apiproxy", tailnet.NodeOptions{Tags: []string{"tag:k8s-apiproxy"}})
 	if err != nil {
 		t.Fatal(err)
@@ -141,4 +117,40 @@ func TestMayUpload(t *testing.T) {
 			t.Errorf("MayUpload(%v, %v) = %v, want %q", tc.node, tc.tags, err, tc.says)
 		}
 	}
+}
+
+// runRecorder runs the recorder, as `tsinject-proxy recorder`, on tn
+// under the name recorder, taking uploads from tag:k8s-apiproxy, until
+// stop; it returns the recordings' directory and the health address once
+// the recorder is ready.
+func runRecorder(t *testing.T, ctx context.Context, tn *tailnet.Tailnet) (recordings, health string, stop func()) {
+	t.Helper()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "authkey")
+	if err := os.WriteFile(keyFile, []byte(tn.AuthKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recordings = filepath.Join(dir, "recordings")
+	if err := os.Mkdir(recordings, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	health = poll.FreeAddr()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(runCtx, Config{Node: tsnode.Options{ControlURL: tn.ControlURL(), AuthKeyFile: keyFile, AuthKeyWait: 5 * time.Second,
+			Hostname: "recorder", State: tsnode.StateEphemeral, Dir: filepath.Join(dir, "state")},
+			Dir: recordings, UploaderTags: []string{"tag:k8s-apiproxy"}, HealthAddr: health}, t.Logf)
+	}()
+	stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	if err := poll.Until(ctx, time.Minute, 200*time.Millisecond, func() error { return poll.HTTPOK("http://" + health + "/readyz") }); err != nil {
+		stop()
+		t.Fatalf("recorder not ready: %v", err)
+	}
+	return recordings, health, stop
 }

@@ -78,7 +78,6 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		h.Set("Allow", "GET, HEAD")
@@ -87,6 +86,14 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := u.hostAllowed(r); err != nil {
 		http.Error(w, err.Error(), http.StatusMisdirectedRequest)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/static/") {
+		// The player and the style sheet: public files, shown to a
+		// caller refused too.
+		sub, _ := fs.Sub(uiFiles, "ui")
+		h.Set("Cache-Control", "private, max-age=3600")
+		http.FileServerFS(sub).ServeHTTP(w, r)
 		return
 	}
 	scope, err := u.Viewer(r)
@@ -101,10 +108,6 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.play(w, r, scope, strings.TrimPrefix(p, "/sessions/"))
 	case strings.HasPrefix(p, "/casts/"):
 		u.cast(w, r, scope, strings.TrimPrefix(p, "/casts/"))
-	case strings.HasPrefix(p, "/static/"):
-		sub, _ := fs.Sub(uiFiles, "ui")
-		h.Set("Cache-Control", "private, max-age=3600")
-		http.FileServerFS(sub).ServeHTTP(w, r)
 	default:
 		http.NotFound(w, r)
 	}

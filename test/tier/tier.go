@@ -20,6 +20,7 @@ const (
 	Root      Need = "root, for network namespaces and nftables"
 	Processes Need = "this module's binaries, built and run as processes"
 	Helm      Need = "helm (built from the Go module proxy on first use)"
+	Browser   Need = "Debian's chromium, headless (.ci/run installs it)"
 )
 
 // Needs skips t in the unit tier (go test -short), saying what it needs
