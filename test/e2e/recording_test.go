@@ -14,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"tailscale.com/ipn"
 	"tailscale.com/tailcfg"
 
 	"github.com/tsinject/tsinject/proxy/apiproxy"
 	"github.com/tsinject/tsinject/proxy/recorder"
+	"github.com/tsinject/tsinject/test/browser"
 	"github.com/tsinject/tsinject/test/poll"
 	"github.com/tsinject/tsinject/test/tailnet"
 )
@@ -52,7 +54,11 @@ func TestAPIServerProxyRecordsSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: &recorder.Store{Dir: casts, Logf: t.Logf}, Protocols: recorder.Protocols(), ReadHeaderTimeout: 10 * time.Second}
+	lc, err := rn.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: recorder.Handler(&recorder.Store{Dir: casts, Logf: t.Logf}, lc), Protocols: recorder.Protocols(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	stopped := false
 	stop := func() {
@@ -101,7 +107,10 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 	ns := namespace(t, "recorded")
 	apply(t, ns, uninjected(sleeper("shell", nil)))
 	waitPod(t, ns, "shell", "Ready", ready)
-	env.tn.Grant(tailcfg.PeerCapMap{apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["system:masters"]},"recorder":["` + recTag + `"],"enforceRecorder":true}`)}})
+	env.tn.Grant(tailcfg.PeerCapMap{
+		apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["system:masters"]},"recorder":["` + recTag + `"],"enforceRecorder":true}`)},
+		recorder.CapRecordings: {tailcfg.RawMessage(`{"namespaces":["` + ns + `"]}`)},
+	})
 	t.Cleanup(func() { env.tn.Grant(nil) })
 
 	// SPDY cannot be recorded safely (tailscale.com's parser can be made
@@ -144,6 +153,35 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 		}
 	}
 
+	// kubectl exec -it, as a person types at a terminal (script gives
+	// kubectl one), plays back in the recorder's page in a browser with
+	// the output the session had.
+	typed := fmt.Sprintf("typed-%d", 6*7)
+	var interactive string
+	if err := waitFor(ctx, func(context.Context) error {
+		cmd := exec.CommandContext(ctx, "script", "-qec", env.kubectl+" --kubeconfig "+kubeconfig+" -n "+ns+" exec -it shell -- /bin/busybox sh", "/dev/null")
+		cmd.Env = append(os.Environ(), "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true", "TERM=xterm")
+		cmd.Stdin = strings.NewReader("echo typed-$((6*7))\nexit\n")
+		b, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(b), typed) {
+			return fmt.Errorf("kubectl exec -it: %v: %q", err, b)
+		}
+		ents, err := os.ReadDir(casts)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if b, _ := os.ReadFile(filepath.Join(casts, e.Name())); strings.Contains(string(b), typed) {
+				interactive = e.Name()
+				return nil
+			}
+		}
+		return fmt.Errorf("no cast of the interactive session among %d", len(ents))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	playsBack(t, ctx, rn, ns, interactive, typed)
+
 	// The recorder dies mid-session (it answers nothing more, as a killed
 	// pod or a lost node does): the session ends within 5 s, not after
 	// the upload's 30 s without acknowledgements.
@@ -171,7 +209,7 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 		t.Errorf("a refused session's command ran in the container: %q", logs)
 	}
 	if !t.Failed() {
-		figure(t, "kubectl exec over WebSocket recorded through the API proxy; over SPDY, and with the recorder gone, refused and never run")
+		figure(t, "kubectl exec and exec -it over WebSocket recorded through the API proxy, played back in chromium; over SPDY, and with the recorder gone, refused and never run")
 	}
 }
 
@@ -232,5 +270,53 @@ func sessionEndsWithRecorder(t *testing.T, ctx context.Context, rn *tailnet.Node
 	case <-time.After(5 * time.Second):
 		io.WriteString(stdin, "after\n")
 		t.Errorf("the session was still up 5 s after its recorder died: %q", out.String())
+	}
+}
+
+// playsBack opens the recorder rn's page in chromium on a user's tailnet
+// device, finds the session cast among ns's, plays it and waits for the
+// player to show want.
+func playsBack(t *testing.T, ctx context.Context, rn *tailnet.Node, ns, cast, want string) {
+	t.Helper()
+	viewer, err := env.tn.NewNode(ctx, "e2e-viewer", tailnet.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer viewer.Close()
+	socksCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	socks, err := viewer.SOCKS5(socksCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := browser.Start(t, ctx, socks)
+	page := "http://" + rn.FQDN + "/"
+	if err := waitFor(ctx, func(context.Context) error {
+		if err := chromedp.Do(b.Ctx, chromedp.Navigate(page+"?q="+ns)); err != nil {
+			return err
+		}
+		list, err := chromedp.Run(b.Ctx, chromedp.Text(chromedp.CSS("main")))
+		if err != nil || !strings.Contains(list, "shell") {
+			return fmt.Errorf("the recorder's list: %v: %q", err, list)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(b.Ctx, chromedp.Click(chromedp.CSS(`a[href="/sessions/`+cast+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#player .ap-player")), chromedp.Click(chromedp.CSS("#player .ap-player"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(ctx, func(context.Context) error {
+		shown, err := chromedp.Run(b.Ctx, chromedp.Text(chromedp.CSS("#player")))
+		if err != nil || !strings.Contains(shown, want) {
+			return fmt.Errorf("the player shows %q (%v)", shown, err)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if p := b.Problems(); len(p) > 0 {
+		t.Errorf("the recorder's pages logged errors: %q", p)
 	}
 }
