@@ -119,5 +119,9 @@ func Conclude(r *Report) []string {
 		out = append(out, fmt.Sprintf("Session recording: keystroke-to-echo p50 %.2fx unrecorded (target <= 1.1x): %s; over a %d MiB output the recording proxy's resident set grew %.0f MiB past where it was 64 MiB in, peaking at %.0f MiB of its %d MiB limit (target: flat, under 32 MiB of growth): %s.",
 			lat, verdict(lat <= 1.1), rec.StreamMiB, growth, slices.Max(rec.RecordedRSSPeak), rec.Limit, verdict(growth < 32)))
 	}
+	if pg := r.RecordingsPage; pg != nil && len(pg.Warm) > 0 {
+		out = append(out, fmt.Sprintf("The recorder's page with %d sessions: listed in %.0f ms with nothing indexed, %.0f ms indexed; %.0f ms to load in chromium (target < 1 s): %s.",
+			pg.Sessions, pg.Cold.Median(), pg.Warm.Median(), pg.Browser.Median(), verdict(max(pg.Cold.Median(), pg.Browser.Median()) < 1000)))
+	}
 	return out
 }

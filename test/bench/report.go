@@ -34,6 +34,8 @@ type Report struct {
 	Failover *FailoverResult
 	// Recording is what recording an exec session costs the API proxy.
 	Recording *RecordingResult
+	// RecordingsPage is how fast the recorder's page lists sessions.
+	RecordingsPage *RecordingsPageResult
 	Memory    []MemoryRow
 	// Manager is the manager's peak RSS among hostile objects, and what
 	// they were.
@@ -182,6 +184,9 @@ func (r *Report) Write(w io.Writer) {
 	}
 	if r.Recording != nil && len(r.Recording.RecordedP50) > 0 {
 		writeRecording(p, r.Recording)
+	}
+	if r.RecordingsPage != nil && len(r.RecordingsPage.Warm) > 0 {
+		writeRecordingsPage(p, r.RecordingsPage)
 	}
 	if len(r.API) > 0 {
 		p("\n## API server proxy\n\nkubectl-style requests to the test API server, directly (client certificate, loopback TLS) and through the API proxy from a tailnet peer (WireGuard in userspace both ends, WhoIs, impersonation, then TLS to the API server).\n\n")

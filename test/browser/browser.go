@@ -5,6 +5,7 @@ package browser
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -29,27 +30,39 @@ type Browser struct {
 // t, or when ctx ends.
 func Start(t testing.TB, ctx context.Context, socks string) *Browser {
 	t.Helper()
+	b, stop, err := New(ctx, socks, t.TempDir(), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return b
+}
+
+// New starts chromium with its profile in dir (a fresh directory), as
+// Start does, for callers without a test (make bench); stop ends it.
+func New(ctx context.Context, socks, dir string, logf func(string, ...any)) (_ *Browser, stop func(), err error) {
 	if _, err := os.Stat(Path); err != nil {
-		t.Fatalf("no browser: %v (install Debian's chromium: apt-get install chromium; .ci/run does)", err)
+		return nil, nil, fmt.Errorf("no browser: %v (install Debian's chromium: apt-get install chromium; .ci/run does)", err)
 	}
 	// The flags keep chromium to the pages it is sent to: this machine's
 	// network is closed, and its own background requests would be refused.
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(Path), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(dir),
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true))
 	if socks != "" {
 		opts = append(opts, chromedp.ProxyServer("socks5://"+socks))
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	bctx, cancel := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	t.Cleanup(func() {
+	bctx, cancel := chromedp.NewContext(actx, chromedp.WithLogf(logf))
+	stop = func() {
 		cancel()
 		cancelAlloc()
-	})
+	}
 	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("starting chromium: %v", err)
+		stop()
+		return nil, nil, fmt.Errorf("starting chromium: %w", err)
 	}
 	b := &Browser{Ctx: bctx}
 	messages := chromedp.Console(bctx)
@@ -67,7 +80,7 @@ func Start(t testing.TB, ctx context.Context, socks string) *Browser {
 			}
 		}
 	}()
-	return b
+	return b, stop, nil
 }
 
 // Problems are the errors the pages logged since the last call: script

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -172,6 +173,11 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 		}
 		for _, e := range ents {
 			if b, _ := os.ReadFile(filepath.Join(casts, e.Name())); strings.Contains(string(b), typed) {
+				// A terminal's session has its size in the header.
+				var h struct{ Width, Height int }
+				if first, _, _ := strings.Cut(string(b), "\n"); json.Unmarshal([]byte(first), &h) != nil || h.Width == 0 || h.Height == 0 {
+					return permanentErr{fmt.Errorf("the interactive session's cast has no terminal size: %.300q", b)}
+				}
 				interactive = e.Name()
 				return nil
 			}

@@ -30,7 +30,7 @@ func main() {
 	repeats := flag.Int("repeats", 3, "repetitions of each figure")
 	dur := flag.Duration("duration", 2*time.Second, "length of each load run")
 	sizeMiB := flag.Int("size", 128, "MiB per throughput run")
-	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, udp, connector, services, web, api, failover, recording, memory, manager (default all)")
+	only := flag.String("only", "", "comma-separated subset to run: admission, burst, sidecar, udp, connector, services, web, api, failover, recording, recordings-page, memory, manager (default all)")
 	managerBaseline := flag.String("manager-baseline", "ec04815", "manager: the git revision measured beside this tree (the last before the manager's caches were trimmed)")
 	roles := flag.String("roles", "", "memory: comma-separated subset of sidecar, connector, API proxy (default all)")
 	profile := flag.String("profile", "", "directory for heap and CPU profiles of tsinject's processes under each memory load")
@@ -189,6 +189,12 @@ func run(ctx context.Context, out string, repeats int, dur time.Duration, size i
 		step("session recording through the API server proxy")
 		if r.Recording, err = bench.Recording(ctx, proxyBin, 300, 1024, repeats); err != nil {
 			r.Errors = append(r.Errors, "session recording: "+err.Error())
+		}
+	}
+	if want("recordings-page") {
+		step("the recorder's page with 10,000 sessions")
+		if r.RecordingsPage, err = bench.RecordingsPage(ctx, 10000, repeats); err != nil {
+			r.Errors = append(r.Errors, "the recorder's page: "+err.Error())
 		}
 	}
 	r.Took = time.Since(r.Started)
