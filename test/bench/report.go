@@ -36,7 +36,7 @@ type Report struct {
 	Recording *RecordingResult
 	// RecordingsPage is how fast the recorder's page lists sessions.
 	RecordingsPage *RecordingsPageResult
-	Memory    []MemoryRow
+	Memory         []MemoryRow
 	// Manager is the manager's peak RSS among hostile objects, and what
 	// they were.
 	Manager     []ManagerMemoryRow
