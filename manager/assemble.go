@@ -38,6 +38,7 @@ import (
 	"github.com/tsinject/tsinject/controllers/expiry"
 	"github.com/tsinject/tsinject/controllers/podevents"
 	"github.com/tsinject/tsinject/controllers/proxypools"
+	"github.com/tsinject/tsinject/controllers/recorders"
 	"github.com/tsinject/tsinject/controllers/proxyset"
 	"github.com/tsinject/tsinject/controllers/services"
 	"github.com/tsinject/tsinject/injector"
@@ -331,6 +332,12 @@ func (a *assembly) proxyControllers() error {
 			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
 			Credential: cred, Logout: logout,
 			Events: a.events.For("tsinject-apiserverproxy"), Log: a.log.WithName("apiserverproxy"),
+		},
+		&recorders.Reconciler{
+			Client: mgr.GetClient(), Live: mgr.GetAPIReader(),
+			Namespace: o.Namespace, ProxyImage: o.Injector.ProxyImage, ControlURL: o.Injector.ControlURL,
+			Credential: cred, Logout: logout,
+			Events: a.events.For("tsinject-recorder"), Log: a.log.WithName("recorder"),
 		},
 	} {
 		if err := r.SetupWithManager(mgr); err != nil {

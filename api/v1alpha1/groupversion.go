@@ -18,7 +18,7 @@ var (
 	// SchemeBuilder registers the types (apimachinery's builder: an API
 	// package should not need controller-runtime).
 	SchemeBuilder = runtime.NewSchemeBuilder(func(s *runtime.Scheme) error {
-		s.AddKnownTypes(GroupVersion, &Connector{}, &ConnectorList{}, &APIServerProxy{}, &APIServerProxyList{}, &SidecarProfile{}, &SidecarProfileList{}, &ProxyPool{}, &ProxyPoolList{})
+		s.AddKnownTypes(GroupVersion, &Connector{}, &ConnectorList{}, &APIServerProxy{}, &APIServerProxyList{}, &SidecarProfile{}, &SidecarProfileList{}, &ProxyPool{}, &ProxyPoolList{}, &Recorder{}, &RecorderList{})
 		metav1.AddToGroupVersion(s, GroupVersion)
 		return nil
 	})

@@ -94,6 +94,19 @@ type Set struct {
 	// pods should borrow.
 	Isolated bool
 	Allow    []Allow
+	// Claim, if set, gives each replica a PersistentVolumeClaim of its
+	// own (the StatefulSet's), for what must outlive a pod.
+	Claim *Claim
+}
+
+// Claim is a replica's volume: the StatefulSet makes one claim per
+// replica from it and keeps the claims when the set goes or shrinks
+// (what they hold, recordings, outlives the resource). A claim's size and
+// class cannot change once made.
+type Claim struct {
+	Name, MountPath  string
+	Size             resource.Quantity
+	StorageClassName *string
 }
 
 // Allow is a namespace whose pods may reach some of an Isolated set's
@@ -413,8 +426,25 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 	probe := func(path string) *corev1.Probe {
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(contract.HealthPort)}}, PeriodSeconds: 5}
 	}
+	var claims []corev1.PersistentVolumeClaim
+	var keep *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy
+	if c := s.Claim; c != nil {
+		mounts = append(mounts, corev1.VolumeMount{Name: c.Name, MountPath: c.MountPath})
+		claims = []corev1.PersistentVolumeClaim{{
+			ObjectMeta: metav1.ObjectMeta{Name: c.Name, Labels: selector},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				StorageClassName: c.StorageClassName,
+				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: c.Size}},
+			},
+		}}
+		keep = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+			WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType, WhenScaled: appsv1.RetainPersistentVolumeClaimRetentionPolicyType}
+	}
 	replicas := s.Replicas
 	sts.Spec = appsv1.StatefulSetSpec{
+		VolumeClaimTemplates:                 claims,
+		PersistentVolumeClaimRetentionPolicy: keep,
 		Replicas:            &replicas,
 		ServiceName:         name,
 		PodManagementPolicy: appsv1.ParallelPodManagement,

@@ -40,10 +40,12 @@ const (
 
 // Paths inside the sidecar container.
 const (
-	StateDir    = "/var/lib/tsinject"
-	AuthDir     = "/var/run/tsinject/auth"
-	AuthKeyFile = AuthDir + "/" + AuthSecretKey
-	TokenDir    = "/var/run/tsinject/token"
+	StateDir = "/var/lib/tsinject"
+	// RecordingsDir is where a Recorder's volume is mounted.
+	RecordingsDir = "/var/lib/tsinject-recordings"
+	AuthDir       = "/var/run/tsinject/auth"
+	AuthKeyFile   = AuthDir + "/" + AuthSecretKey
+	TokenDir      = "/var/run/tsinject/token"
 	// ExitDenyDir holds an exit node's deny list (ExitDenyKey).
 	ExitDenyDir  = "/var/run/tsinject/exit-deny"
 	ExitDenyKey  = "deny"
@@ -206,9 +208,16 @@ const (
 	// egress proxy's tailnet target (MagicDNS name or IP), an ingress
 	// proxy's Service address; EnvPorts its ports (FormatPortMaps).
 	EnvTarget = "TSINJECT_TARGET"
-	// EnvRecordingsDir is where a session recorder stores its casts.
-	EnvRecordingsDir = "TSINJECT_RECORDINGS_DIR"
-	EnvPorts         = "TSINJECT_PORTS"
+	// EnvRecordingsDir is where a session recorder stores its casts;
+	// EnvRecorderUploaderTags, EnvRecorderRetention,
+	// EnvRecorderMaxSessions and EnvRecorderMaxBytes its flags of those
+	// names (a Recorder's spec).
+	EnvRecordingsDir        = "TSINJECT_RECORDINGS_DIR"
+	EnvRecorderUploaderTags = "TSINJECT_RECORDER_UPLOADER_TAGS"
+	EnvRecorderRetention    = "TSINJECT_RECORDER_RETENTION"
+	EnvRecorderMaxSessions  = "TSINJECT_RECORDER_MAX_SESSIONS"
+	EnvRecorderMaxBytes     = "TSINJECT_RECORDER_MAX_BYTES"
+	EnvPorts                = "TSINJECT_PORTS"
 	// EnvListenAddr narrows the address an egress proxy's ports listen on
 	// (default all of the pod's; the sandbox uses loopback).
 	EnvListenAddr = "TSINJECT_LISTEN_ADDR"

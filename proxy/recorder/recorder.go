@@ -45,7 +45,7 @@ type Config struct {
 func (cfg *Config) Settings() []cli.Setting {
 	return append(cfg.Node.ProxySettings(&cfg.HealthAddr),
 		cli.Setting{Flag: "dir", Env: contract.EnvRecordingsDir, Help: "directory the recordings are stored in (a PersistentVolume)", Set: cli.String(&cfg.Dir)},
-		cli.Setting{Flag: "max-bytes", Help: "end a recording that grows past this many bytes with an error (0: no limit)", Default: "0", Set: func(v string) error {
+		cli.Setting{Flag: "max-bytes", Env: contract.EnvRecorderMaxBytes, Help: "end a recording that grows past this many bytes with an error (0: no limit)", Default: "0", Set: func(v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 {
 				return fmt.Errorf("%q is not a number of bytes (allowed: 0 for no limit, or a positive integer)", v)
@@ -53,7 +53,7 @@ func (cfg *Config) Settings() []cli.Setting {
 			cfg.MaxBytes = n
 			return nil
 		}},
-		cli.Setting{Flag: "max-sessions", Help: "refuse an upload past this many at once (a session that must be recorded is then refused, not run unrecorded)", Default: "256", Set: func(v string) error {
+		cli.Setting{Flag: "max-sessions", Env: contract.EnvRecorderMaxSessions, Help: "refuse an upload past this many at once (a session that must be recorded is then refused, not run unrecorded)", Default: "256", Set: func(v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 1 {
 				return fmt.Errorf("%q is not a number of sessions (allowed: a positive integer)", v)
@@ -61,7 +61,7 @@ func (cfg *Config) Settings() []cli.Setting {
 			cfg.MaxSessions = n
 			return nil
 		}},
-		cli.Setting{Flag: "retention", Help: "remove recordings last written longer ago than this, such as 2160h for 90 days (0: keep them)", Default: "0", Set: func(v string) error {
+		cli.Setting{Flag: "retention", Env: contract.EnvRecorderRetention, Help: "remove recordings last written longer ago than this, such as 2160h for 90 days (0: keep them)", Default: "0", Set: func(v string) error {
 			d, err := time.ParseDuration(v)
 			if err != nil || d < 0 || (d > 0 && d < time.Hour) {
 				return fmt.Errorf("%q: allowed: 0, or a duration of an hour or more, such as 720h", v)
@@ -69,7 +69,7 @@ func (cfg *Config) Settings() []cli.Setting {
 			cfg.Retention = d
 			return nil
 		}},
-		cli.Setting{Flag: "uploader-tags", Help: "comma-separated tags a peer needs one of to upload: the API server proxies' (required; users' devices are always refused)", Set: func(v string) error {
+		cli.Setting{Flag: "uploader-tags", Env: contract.EnvRecorderUploaderTags, Help: "comma-separated tags a peer needs one of to upload: the API server proxies' (required; users' devices are always refused)", Set: func(v string) error {
 			cfg.UploaderTags = nil
 			for _, t := range strings.Split(v, ",") {
 				if t = strings.TrimSpace(t); t == "" {
