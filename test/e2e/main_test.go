@@ -167,8 +167,8 @@ func run(m *testing.M) (code int) {
 	env.issuer = issuer
 	env.api = &tsapi.Server{Client: issuerClient, Credentials: []tsapi.Credential{{
 		ClientID: clientID, Issuer: issuer, Audience: credential.DefaultAudience, Subject: "system:serviceaccount:" + system + ":*",
-		Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"},
-	}}, OAuthClients: []tsapi.OAuthClient{{ID: oauthClientID, Secret: oauthSecret, Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator"}}}}
+		Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator", "tag:k8s-recorder"},
+	}}, OAuthClients: []tsapi.OAuthClient{{ID: oauthClientID, Secret: oauthSecret, Scopes: []string{tsapi.ScopeAuthKeys}, Tags: []string{"tag:k8s", "tag:k8s-subnet", "tag:k8s-operator", "tag:k8s-recorder"}}}}
 	if env.acme, err = acme.Start(acme.Options{IP: node.BridgeIP, Port: acmePort, ServingCA: acmeCA, Validity: certLifetime}); err != nil {
 		return fail("pebble: %v", err)
 	}

@@ -39,15 +39,67 @@ func lastLine(s string) string {
 func TestAPIServerProxyRecordsSessions(t *testing.T) {
 	ctx := testCtx(t, podDeadline)
 
-	// The recorder: tsinject-proxy recorder's store, in this process, on
-	// a tailnet node with the recorders' tag (its own start-up, tsnode's,
-	// is proven by proxy/recorder's TestRecorderOnTheTailnet).
+	// The recorder the manager runs from a Recorder, its recordings on a
+	// local PersistentVolume on one node (static provisioning, as a
+	// cluster without a provisioner has it). Its claim outlives the
+	// Recorder; the volume is removed last.
 	casts := t.TempDir()
-	// A tag of this run's own: the rig's control server keeps closed
-	// nodes and calls every peer online, so an earlier run's recorder,
-	// taken down, would be dialled first (5 s a try) by these sessions.
-	recTag := fmt.Sprintf("tag:recorder-%x", time.Now().UnixNano())
-	rn, err := env.tn.NewNode(ctx, "e2e-recorder", tailnet.NodeOptions{Tags: []string{recTag}})
+	node := env.cluster.Nodes[0].Name
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		for _, obj := range [][]string{{"-n", system, "pvc", recorderClaim}, {"pv", "e2e-recordings"}, {"storageclass", "e2e-recordings"}} {
+			if out, err := kubectl(ctx, append([]string{"delete", "--ignore-not-found", "--wait=true", "--timeout=2m"}, obj...)...); err != nil {
+				t.Errorf("deleting %v: %v: %s", obj, err, out)
+			}
+		}
+	})
+	apply(t, "default", fmt.Sprintf(`apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: e2e-recordings}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: e2e-recordings}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: e2e-recordings
+  local: {path: %s}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: [%s]}
+---
+apiVersion: tsinject.dev/v1alpha1
+kind: Recorder
+metadata: {name: e2e}
+spec:
+  uploaderTags: [tag:k8s-operator]
+  storage: {size: 1Gi, storageClassName: e2e-recordings}
+  retention: 720h
+`, casts, node))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		if out, err := kubectl(ctx, "delete", "recorder", "e2e", "--ignore-not-found", "--wait=true", "--timeout=2m"); err != nil {
+			t.Errorf("deleting the Recorder: %v: %s", err, out)
+		}
+	})
+
+	// The recorder for the death step: tsinject-proxy recorder's handler,
+	// in this process, on a tailnet node that the test can take off the
+	// tailnet without a word (a node lost). A tag of this run's own: the
+	// rig's control server keeps closed nodes and calls every peer online,
+	// so an earlier run's recorder, taken down, would be dialled first (5 s
+	// a try) by these sessions.
+	dying := t.TempDir()
+	deathTag := fmt.Sprintf("tag:recorder-%x", time.Now().UnixNano())
+	rn, err := env.tn.NewNode(ctx, "e2e-recorder", tailnet.NodeOptions{Tags: []string{deathTag}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,17 +111,25 @@ func TestAPIServerProxyRecordsSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: recorder.Handler(&recorder.Store{Dir: casts, Logf: t.Logf}, lc), Protocols: recorder.Protocols(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: recorder.Handler(&recorder.Store{Dir: dying, Logf: t.Logf}, lc), Protocols: recorder.Protocols(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			srv.Close()
-			rn.Close()
+	t.Cleanup(func() {
+		srv.Close()
+		rn.Close()
+	})
+
+	var page string
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		out, err := kubectl(ctx, "get", "recorder", "e2e", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.url}`)
+		ready, url, _ := strings.Cut(strings.TrimSpace(out), " ")
+		if err != nil || ready != "True" || url == "" {
+			return fmt.Errorf("Recorder not Ready (%v): %s", err, out)
 		}
+		page = url
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(stop)
 
 	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
 kind: APIServerProxy
@@ -108,10 +168,13 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 	ns := namespace(t, "recorded")
 	apply(t, ns, uninjected(sleeper("shell", nil)))
 	waitPod(t, ns, "shell", "Ready", ready)
-	env.tn.Grant(tailcfg.PeerCapMap{
-		apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["system:masters"]},"recorder":["` + recTag + `"],"enforceRecorder":true}`)},
-		recorder.CapRecordings: {tailcfg.RawMessage(`{"namespaces":["` + ns + `"]}`)},
-	})
+	grant := func(recorderTag string) {
+		env.tn.Grant(tailcfg.PeerCapMap{
+			apiproxy.CapKubernetes: {tailcfg.RawMessage(`{"impersonate":{"groups":["system:masters"]},"recorder":["` + recorderTag + `"],"enforceRecorder":true}`)},
+			recorder.CapRecordings: {tailcfg.RawMessage(`{"namespaces":["` + ns + `"]}`)},
+		})
+	}
+	grant("tag:k8s-recorder")
 	t.Cleanup(func() { env.tn.Grant(nil) })
 
 	// SPDY cannot be recorded safely (tailscale.com's parser can be made
@@ -186,20 +249,31 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 	}); err != nil {
 		t.Fatal(err)
 	}
-	playsBack(t, ctx, rn, ns, interactive, typed)
+	playsBack(t, ctx, page, ns, interactive, typed)
 
 	// The recorder dies mid-session (it answers nothing more, as a killed
 	// pod or a lost node does): the session ends within 5 s, not after
 	// the upload's 30 s without acknowledgements.
+	grant(deathTag)
 	sessionEndsWithRecorder(t, ctx, rn, func() *exec.Cmd {
 		cmd := exec.CommandContext(ctx, env.kubectl, "--kubeconfig", kubeconfig, "-n", ns, "exec", "-i", "shell", "--", "/bin/busybox", "sh", "-c", "while read l; do echo got-$l; done")
 		cmd.Env = append(os.Environ(), "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true")
 		return cmd
 	}())
 
-	// The recorder goes: a session the grant requires recorded is refused,
-	// and its command never runs (it would write to the container's log).
-	stop()
+	// The Recorder is deleted: a session the grant requires recorded is
+	// refused, and its command never runs (it would write to the
+	// container's log). Its claim, and the recordings, stay.
+	grant("tag:k8s-recorder")
+	if out, err := kubectl(ctx, "delete", "recorder", "e2e", "--wait=true", "--timeout=2m"); err != nil {
+		t.Fatalf("deleting the Recorder: %v: %s", err, out)
+	}
+	if out, err := kubectl(ctx, "-n", system, "get", "pvc", recorderClaim); err != nil {
+		t.Errorf("the recordings' claim went with the Recorder: %v: %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(casts, interactive)); err != nil {
+		t.Errorf("a recording went with the Recorder: %v", err)
+	}
 	mark := "unrecorded-" + fmt.Sprint(time.Now().UnixNano())
 	if err := waitFor(ctx, func(context.Context) error {
 		out, err := run(false, "-n", ns, "exec", "shell", "--", "/bin/busybox", "sh", "-c", "echo "+mark+" > /proc/1/fd/1")
@@ -279,10 +353,13 @@ func sessionEndsWithRecorder(t *testing.T, ctx context.Context, rn *tailnet.Node
 	}
 }
 
-// playsBack opens the recorder rn's page in chromium on a user's tailnet
+// recorderClaim is the claim the Recorder e2e's StatefulSet makes.
+const recorderClaim = "recordings-ts-recorder-e2e-0"
+
+// playsBack opens the recorder's page in chromium on a user's tailnet
 // device, finds the session cast among ns's, plays it and waits for the
 // player to show want.
-func playsBack(t *testing.T, ctx context.Context, rn *tailnet.Node, ns, cast, want string) {
+func playsBack(t *testing.T, ctx context.Context, page, ns, cast, want string) {
 	t.Helper()
 	viewer, err := env.tn.NewNode(ctx, "e2e-viewer", tailnet.NodeOptions{})
 	if err != nil {
@@ -296,7 +373,6 @@ func playsBack(t *testing.T, ctx context.Context, rn *tailnet.Node, ns, cast, wa
 		t.Fatal(err)
 	}
 	b := browser.Start(t, ctx, socks)
-	page := "http://" + rn.FQDN + "/"
 	if err := waitFor(ctx, func(context.Context) error {
 		if err := chromedp.Do(b.Ctx, chromedp.Navigate(page+"?q="+ns)); err != nil {
 			return err
