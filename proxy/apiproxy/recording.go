@@ -3,6 +3,7 @@ package apiproxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -218,16 +219,9 @@ func (s *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	s.logf("recording: %s session by %s to %s/%s is recorded", s.header.Kubernetes.SessionType, s.who, s.header.Kubernetes.Namespace, s.header.Kubernetes.PodName)
 	go func() {
 		defer s.cancel()
-		var err error
-		select {
-		case <-s.ctx.Done():
+		err := s.recorderFailure()
+		if err == nil {
 			return
-		case <-s.recorderDead:
-			err = fmt.Errorf("the recorder has not answered a ping for %v", RecorderDeadAfter)
-		case err = <-s.errc:
-			if err == nil {
-				return
-			}
 		}
 		if s.failOpen {
 			s.logf("recording: the recorder failed (%v); the session goes on unrecorded, as the grant allows", err)
@@ -246,6 +240,27 @@ func (s *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		lc.Close()
 	}()
 	return lc, brw, nil
+}
+
+// recorderFailure waits for the session to end (nil) or its recording to
+// fail: the recorder stops answering pings, reports an error, or ends
+// the upload as if whole while the session goes on.
+func (s *sessionWriter) recorderFailure() error {
+	select {
+	case <-s.ctx.Done():
+		return nil
+	case <-s.recorderDead:
+		return fmt.Errorf("the recorder has not answered a ping for %v", RecorderDeadAfter)
+	case err := <-s.errc:
+		if err == nil && s.upload.closing() {
+			return nil // the session ended, and its recording with it
+		}
+		if err == nil {
+			// What follows would go unrecorded.
+			err = errors.New("the recorder ended the upload before the session ended")
+		}
+		return err
+	}
 }
 
 // finish ends the upload of a session that never switched protocols (the

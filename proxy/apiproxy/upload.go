@@ -113,6 +113,13 @@ func (u *asyncUpload) run() {
 // Close ends the upload once the recorder has taken what is pending, or
 // after uploadDrain (a recorder that takes nothing more: the pending rest
 // is lost with it).
+// closing says whether the session has closed the upload (its end).
+func (u *asyncUpload) closing() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.closed
+}
+
 func (u *asyncUpload) Close() error {
 	u.mu.Lock()
 	if u.closed {

@@ -153,3 +153,31 @@ func TestAsyncUpload(t *testing.T) {
 		}
 	})
 }
+
+// An upload the recorder ends as if whole (its response over, no error)
+// while the session goes on fails the recording, so that an enforced
+// session ends rather than go on unrecorded; the same end after the
+// session closed its upload is the recording's normal end.
+func TestRecorderEndsUploadEarly(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		sessionDone bool
+		says        string
+	}{
+		{"the session ended first", true, ""},
+		{"the recorder ended it mid-session", false, "the recorder ended the upload before the session ended"},
+	} {
+		up := newAsyncUpload(&slowUpload{let: make(chan struct{}), closed: make(chan struct{})}, 1<<10, t.Logf)
+		errc := make(chan error)
+		s := &sessionWriter{ctx: t.Context(), upload: up, errc: errc}
+		if tc.sessionDone {
+			up.Close()
+		}
+		close(errc)
+		err := s.recorderFailure()
+		if (err == nil) != (tc.says == "") || (err != nil && err.Error() != tc.says) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.says)
+		}
+		up.Abort(errors.New("test over"))
+	}
+}
