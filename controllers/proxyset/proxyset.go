@@ -445,10 +445,10 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 	sts.Spec = appsv1.StatefulSetSpec{
 		VolumeClaimTemplates:                 claims,
 		PersistentVolumeClaimRetentionPolicy: keep,
-		Replicas:            &replicas,
-		ServiceName:         name,
-		PodManagementPolicy: appsv1.ParallelPodManagement,
-		Selector:            &metav1.LabelSelector{MatchLabels: selector},
+		Replicas:                             &replicas,
+		ServiceName:                          name,
+		PodManagementPolicy:                  appsv1.ParallelPodManagement,
+		Selector:                             &metav1.LabelSelector{MatchLabels: selector},
 		Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
 			Spec: corev1.PodSpec{

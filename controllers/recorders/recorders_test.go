@@ -93,7 +93,9 @@ func TestRecorderSteps(t *testing.T) {
 		!slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}) || !*sts.Spec.Template.Spec.SecurityContext.RunAsNonRoot {
 		t.Errorf("the recorder container is not unprivileged: %+v", c)
 	}
-	if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "recordings" && m.MountPath == contract.RecordingsDir }) {
+	if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.Name == "recordings" && m.MountPath == contract.RecordingsDir
+	}) {
 		t.Errorf("mounts %v", c.VolumeMounts)
 	}
 	if v := sts.Spec.VolumeClaimTemplates; len(v) != 1 || v[0].Name != "recordings" || *v[0].Spec.StorageClassName != "local" ||

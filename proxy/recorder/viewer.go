@@ -58,10 +58,10 @@ func ViewScope(rules []tailcfg.RawMessage) (Scope, error) {
 			return Scope{}, fmt.Errorf("a %s rule has no namespaces: allowed: {\"namespaces\": [\"NAMESPACE\", or \"*\" for all]}", CapRecordings)
 		}
 		for _, ns := range r.Namespaces {
-			switch {
-			case ns == "*":
+			switch ns {
+			case "*":
 				sc.all = true
-			case ns == "":
+			case "":
 				return Scope{}, errors.New("a " + string(CapRecordings) + " rule names an empty namespace: allowed: a namespace's name, or \"*\" for all")
 			default:
 				sc.namespaces = append(sc.namespaces, ns)
