@@ -317,6 +317,29 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"mount another Secret", "the credential's Secrets", set(func(s *proxySet) {
 			s.volume("files")["secret"] = map[string]any{"secretName": "tsinject-webhook-tls"}
 		})},
+		// A claim is a recorder's only, new and empty: never an existing
+		// volume (another tenant's data), a copy of one, or a second one.
+		{"give an API proxy a volume claim", "only a recorder's proxy set has a volume claim", set(func(s *proxySet) {
+			s.obj["spec"].(map[string]any)["volumeClaimTemplates"] = []any{recordingsClaim(nil)}
+		})},
+		{"claim an existing volume by name", "only a recorder's proxy set has a volume claim", func() error {
+			return create(recorderSet(func(spec map[string]any) { spec["volumeName"] = "shop-database" }).json(t))
+		}},
+		{"claim a volume by its labels", "only a recorder's proxy set has a volume claim", func() error {
+			return create(recorderSet(func(spec map[string]any) {
+				spec["selector"] = map[string]any{"matchLabels": map[string]any{"app": "shop-database"}}
+			}).json(t))
+		}},
+		{"clone another claim into the recorder", "only a recorder's proxy set has a volume claim", func() error {
+			return create(recorderSet(func(spec map[string]any) {
+				spec["dataSource"] = map[string]any{"kind": "PersistentVolumeClaim", "name": "data-ts-connector-edge-0"}
+			}).json(t))
+		}},
+		{"mount the recordings where the proxy reads its auth key", "only a recorder's proxy set has a volume claim", func() error {
+			sts := recorderSet(nil)
+			sts.mount("recordings")["mountPath"] = "/var/run/tsinject/auth"
+			return create(sts.json(t))
+		}},
 		{"run on the node's network", "share nothing of the node", set(func(s *proxySet) { s.pod["hostNetwork"] = true })},
 		{"run a proxy set as another set's account", "running as its own ServiceAccount", set(func(s *proxySet) { s.pod["serviceAccountName"] = "ts-connector-edge" })},
 		{"run a proxy set as itself", "running as its own ServiceAccount", set(func(s *proxySet) { s.pod["serviceAccountName"] = "tsinject-manager" })},
@@ -488,6 +511,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 			sts.volume("files")["secret"] = map[string]any{"secretName": "ts-connector-edge-files"}
 			return create(sts.json(t))
 		}},
+		{"run a Recorder's recorder with its claim", func() error {
+			return create(recorderSet(nil).json(t))
+		}},
 		{"run an Ingress's web proxy with its certificate", func() error {
 			sts := newProxySet("ts-web-grafana-1234abcd", proxyImage)
 			sts.container()["args"] = []string{"web"}
@@ -595,6 +621,27 @@ func newProxySet(name, image string) *proxySet {
 			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"a": "b", "app.kubernetes.io/component": "apiserver-proxy"}}, "spec": pod},
 		},
 	}}
+}
+
+// recordingsClaim is a recorder's claim template; change edits its spec.
+func recordingsClaim(change func(spec map[string]any)) map[string]any {
+	spec := map[string]any{"accessModes": []string{"ReadWriteOnce"}, "resources": map[string]any{"requests": map[string]any{"storage": "1Gi"}}}
+	if change != nil {
+		change(spec)
+	}
+	return map[string]any{"metadata": map[string]any{"name": "recordings"}, "spec": spec}
+}
+
+// recorderSet is a StatefulSet as the manager writes one for a Recorder.
+func recorderSet(change func(spec map[string]any)) *proxySet {
+	sts := newProxySet("ts-recorder-audit", "ghcr.io/tsinject/tsinject-proxy:v1.2.3")
+	sts.container()["args"] = []string{"recorder"}
+	sts.labels()["app.kubernetes.io/component"] = "recorder"
+	sts.pod["serviceAccountName"] = "ts-recorder-audit"
+	sts.volume("files")["secret"] = map[string]any{"secretName": "ts-recorder-audit-files"}
+	sts.container()["volumeMounts"] = append(sts.container()["volumeMounts"].([]any), map[string]any{"name": "recordings", "mountPath": "/var/lib/tsinject-recordings"})
+	sts.obj["spec"].(map[string]any)["volumeClaimTemplates"] = []any{recordingsClaim(change)}
+	return sts
 }
 
 func (s *proxySet) container() map[string]any { return s.pod["containers"].([]any)[0].(map[string]any) }
