@@ -157,6 +157,9 @@ func Run(ctx context.Context, cfg Config, logf logger.Logf) error {
 		defer cancel()
 		n.Close(closeCtx, logf)
 	}()
+	// The Recorder's status (its page's URL) comes from what the node
+	// reports into its state Secret.
+	go n.ReportLoop(ctx, nil, logf)
 	ln, err := n.Server.Listen("tcp", ":"+strconv.Itoa(Port))
 	if err != nil {
 		return err
