@@ -223,7 +223,9 @@ spec: {mode: auth, tls: http, hostname: k8s-recorded}
 	typed := fmt.Sprintf("typed-%d", 6*7)
 	var interactive string
 	if err := waitFor(ctx, func(context.Context) error {
-		cmd := exec.CommandContext(ctx, "script", "-qec", env.kubectl+" --kubeconfig "+kubeconfig+" -n "+ns+" exec -it shell -- /bin/busybox sh", "/dev/null")
+		// script's terminal takes its size from script's own input, here
+		// not a terminal: give it one, as a terminal window has.
+		cmd := exec.CommandContext(ctx, "script", "-qec", "stty rows 24 cols 80; "+env.kubectl+" --kubeconfig "+kubeconfig+" -n "+ns+" exec -it shell -- /bin/busybox sh", "/dev/null")
 		cmd.Env = append(os.Environ(), "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true", "TERM=xterm")
 		cmd.Stdin = strings.NewReader("echo typed-$((6*7))\nexit\n")
 		b, err := cmd.CombinedOutput()
