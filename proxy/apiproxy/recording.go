@@ -159,7 +159,7 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 	upload := newAsyncUpload(wc, uploadBuffer, rc.Logf)
 	qp := r.URL.Query()
 	ch := sessionrecording.CastHeader{
-		Version: 2, Timestamp: time.Now().Unix(), Command: strings.Join(qp["command"], " "),
+		Version: 2, Timestamp: time.Now().Unix(), Command: headerCommand(qp["command"]),
 		SrcNode: strings.TrimSuffix(id.res.Node.Name, "."), SrcNodeID: id.res.Node.StableID,
 		Kubernetes: &sessionrecording.Kubernetes{PodName: pod, Namespace: ns, Container: qp.Get("container"), SessionType: string(kind)},
 	}
@@ -177,6 +177,20 @@ func (rc *Recording) recordWriter(ctx context.Context, w http.ResponseWriter, r 
 		context.AfterFunc(rctx, release)
 	}
 	return sw, ""
+}
+
+// maxHeaderCommand bounds the command a cast's header names: the caller
+// chooses it, and every recorder's index keeps each session's header.
+const maxHeaderCommand = 4 << 10
+
+// headerCommand is the session's command for its cast's header, cut to
+// maxHeaderCommand and saying so (the session still runs all of it).
+func headerCommand(args []string) string {
+	c := strings.Join(args, " ")
+	if len(c) <= maxHeaderCommand {
+		return c
+	}
+	return strings.ToValidUTF8(c[:maxHeaderCommand], "") + " … (cut: the command was " + strconv.Itoa(len(c)) + " bytes)"
 }
 
 // sessionWriter is a session's ResponseWriter while it is recorded: on

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // slowUpload takes writes only when let.
@@ -179,5 +181,16 @@ func TestRecorderEndsUploadEarly(t *testing.T) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.says)
 		}
 		up.Abort(errors.New("test over"))
+	}
+}
+
+// A caller's command reaches the cast's header cut to a bound, saying so.
+func TestHeaderCommand(t *testing.T) {
+	if got := headerCommand([]string{"sh", "-c", "echo hi"}); got != "sh -c echo hi" {
+		t.Errorf("a short command: %q", got)
+	}
+	got := headerCommand([]string{"sh", "-c", strings.Repeat("é", 60<<10)})
+	if len(got) > maxHeaderCommand+64 || !strings.HasSuffix(got, "(cut: the command was 122886 bytes)") || !utf8.ValidString(got) {
+		t.Errorf("a 120 KiB command: %d bytes, ends %q", len(got), got[len(got)-48:])
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"tailscale.com/types/logger"
@@ -39,6 +40,9 @@ type Store struct {
 	// MaxBytes ends an upload that grows past it with an error (0: no
 	// limit).
 	MaxBytes int64
+	// MinFree is the room the directory's volume must have for a new
+	// upload to be taken (default DefaultMinFree; negative: none).
+	MinFree int64
 	// MaxActive refuses an upload past this many at once (0: no limit).
 	MaxActive int64
 	// Uploader says why the request's peer may not upload (nil: anyone
@@ -60,6 +64,9 @@ type ackFrame struct {
 	Ack   int64  `json:"ack,omitempty"`
 	Error string `json:"error,omitempty"`
 }
+
+// DefaultMinFree is the room a new recording needs on the volume.
+const DefaultMinFree = 64 << 20
 
 // ErrTooLarge ends an upload past MaxBytes.
 var ErrTooLarge = errors.New("the recording is larger than the recorder accepts")
@@ -115,7 +122,25 @@ func (s *Store) writable() error {
 		return err
 	}
 	f.Close()
-	return os.Remove(f.Name())
+	if err := os.Remove(f.Name()); err != nil {
+		return err
+	}
+	// A volume about to fill takes no new session: one that started
+	// would end when the volume is full (an enforced one with it), and
+	// the recorder would take none after. Not ready, the proxies send
+	// sessions to other recorders, or refuse those that must be recorded.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.Dir, &st); err != nil {
+		return err
+	}
+	floor := s.MinFree
+	if floor == 0 {
+		floor = DefaultMinFree
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free < floor {
+		return fmt.Errorf("%s has %d MiB free, under the %d MiB a new recording needs: remove recordings, set a retention, or give the volume more room", s.Dir, free>>20, floor>>20)
+	}
+	return nil
 }
 
 // receive copies body into f, counting into n, until EOF or MaxBytes;

@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"bytes"
 	"embed"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -33,6 +33,30 @@ const (
 
 //go:embed ui/*.html ui/static
 var uiFiles embed.FS
+
+// staticFiles are the files under /static/.
+var staticFiles = func() fs.FS {
+	sub, err := fs.Sub(uiFiles, "ui/static")
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}()
+
+// crossSite refuses what another site's page makes a viewer's browser
+// ask (the viewer's tailnet identity goes with it): reads whose timing
+// could tell what a filter matches, loads of a recording. A link
+// followed to the page itself (a navigation) is let through.
+func crossSite(r *http.Request) error {
+	site := r.Header.Get("Sec-Fetch-Site")
+	if site == "" || site == "same-origin" || site == "none" {
+		return nil // not a browser, or the page's own
+	}
+	if r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.Header.Get("Sec-Fetch-Dest") == "document" {
+		return nil
+	}
+	return fmt.Errorf("the recorder's page answers no %s request from another site's page", site)
+}
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"since": func(d time.Duration) string {
@@ -88,12 +112,24 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusMisdirectedRequest)
 		return
 	}
-	if strings.HasPrefix(r.URL.Path, "/static/") {
+	if err := crossSite(r); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	if name, ok := strings.CutPrefix(r.URL.Path, "/static/"); ok {
 		// The player and the style sheet: public files, shown to a
-		// caller refused too.
-		sub, _ := fs.Sub(uiFiles, "ui")
+		// caller refused too. Files only: no listing, nothing above.
+		if !fs.ValidPath(name) || strings.Contains(name, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		b, err := fs.ReadFile(staticFiles, name)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
 		h.Set("Cache-Control", "private, max-age=3600")
-		http.FileServerFS(sub).ServeHTTP(w, r)
+		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
 		return
 	}
 	scope, err := u.Viewer(r)
@@ -118,6 +154,7 @@ func (u *UI) hostAllowed(r *http.Request) error {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]") // IPv6 without a port
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	hosts, err := u.Hosts(r)
 	if err != nil {
@@ -159,15 +196,8 @@ func (u *UI) visible(scope Scope) ([]Session, error) {
 // matches says whether s has every word of the filter in one of its
 // fields.
 func matches(s *Session, words []string) bool {
-	k := s.Header.Kubernetes
-	var fields []string
-	fields = append(fields, s.Who(), s.Header.SrcNode, s.Header.Command, strings.Join(s.Header.SrcNodeTags, " "))
-	if k != nil {
-		fields = append(fields, k.Namespace, k.PodName, k.Container, k.SessionType)
-	}
-	hay := strings.ToLower(strings.Join(fields, "\x00"))
 	for _, w := range words {
-		if !strings.Contains(hay, w) {
+		if !strings.Contains(s.search, w) {
 			return false
 		}
 	}
@@ -236,11 +266,10 @@ func (u *UI) session(scope Scope, name string) (*Session, bool) {
 	if !castName.MatchString(name) {
 		return nil, false
 	}
-	info, err := os.Stat(filepath.Join(u.Dir, name))
-	if err != nil || !info.Mode().IsRegular() {
+	s, ok := readSession(filepath.Join(u.Dir, name), name)
+	if !ok {
 		return nil, false
 	}
-	s := readSession(filepath.Join(u.Dir, name), name, info)
 	if !scope.Allows(&s) {
 		// As if it were not there: the name must not tell whose it is.
 		return nil, false
@@ -264,7 +293,7 @@ func (u *UI) cast(w http.ResponseWriter, r *http.Request, scope Scope, name stri
 		http.NotFound(w, r)
 		return
 	}
-	f, err := os.Open(filepath.Join(u.Dir, s.Name))
+	f, _, err := openCast(filepath.Join(u.Dir, s.Name))
 	if err != nil {
 		http.NotFound(w, r)
 		return

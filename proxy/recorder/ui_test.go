@@ -183,3 +183,67 @@ func TestVendoredPlayer(t *testing.T) {
 		}
 	}
 }
+
+// What the review of the page found, each refused: a link planted under
+// a recording's name, a header long enough to hide its namespace (a
+// caller's command), files outside /static/, another site's page reading
+// through its visitor's browser.
+func TestUIHostileInput(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("the recorder's own secret"), 0o600)
+	link := fmt.Sprintf("%s-%012x.cast", time.Now().UTC().Format("20060102T150405.000000000Z"), 1)
+	if err := os.Symlink(secret, filepath.Join(dir, link)); err != nil {
+		t.Fatal(err)
+	}
+	long := writeCast(t, dir, time.Now().Add(-time.Minute), "team-a", "web-0", "alice@example.com", "x")
+	b, _ := os.ReadFile(filepath.Join(dir, long))
+	os.WriteFile(filepath.Join(dir, long), []byte(strings.Replace(string(b), `"command":"sh"`, `"command":"`+strings.Repeat("A", 100<<10)+`"`, 1)), 0o600)
+
+	all, teamA := testUI(dir, `{"namespaces":["*"]}`), testUI(dir, `{"namespaces":["team-a"]}`)
+	for _, p := range []string{"/casts/" + link, "/sessions/" + link} {
+		if code, body, _ := get(t, all, "GET", "recorder", p); code != 404 || strings.Contains(body, "secret") {
+			t.Errorf("%s, a link: %d %q", p, code, body)
+		}
+	}
+	code, body, _ := get(t, teamA, "GET", "recorder", "/")
+	if code != 200 || !strings.Contains(body, "web-0") || !strings.Contains(body, "1 sessions") || len(body) > 16<<10 {
+		t.Errorf("a session with a 100 KiB command, to its namespace's viewer: %d, %d bytes", code, len(body))
+	}
+	if code, _, _ := get(t, teamA, "GET", "recorder", "/casts/"+long); code != 200 {
+		t.Errorf("its cast: %d", code)
+	}
+	for _, p := range []string{"/static/../list.html", "/static/", "/static/..%2flist.html", "/static/x/../../list.html"} {
+		if code, body, _ := get(t, all, "GET", "recorder", p); code == 200 || strings.Contains(body, "{{") {
+			t.Errorf("%s: %d %.80q", p, code, body)
+		}
+	}
+	if code, _, hdr := get(t, all, "GET", "recorder", "/static/asciinema-player.min.js"); code != 200 || !strings.Contains(hdr.Get("Content-Type"), "javascript") {
+		t.Errorf("the player: %d %s", code, hdr.Get("Content-Type"))
+	}
+	ui := testUI(dir, `{"namespaces":["*"]}`)
+	ui.Hosts = func(*http.Request) ([]string, error) { return []string{"fd7a:115c:a1e0::9"}, nil }
+	if code, _, _ := get(t, ui, "GET", "[fd7a:115c:a1e0::9]", "/"); code != 200 {
+		t.Errorf("by its IPv6 address: %d", code)
+	}
+	for _, tc := range []struct {
+		site, mode, dest string
+		code             int
+	}{
+		{"cross-site", "no-cors", "empty", 403},     // a timed fetch of /?q=...
+		{"same-site", "no-cors", "image", 403},      // another tailnet page
+		{"cross-site", "navigate", "document", 200}, // a link followed
+		{"same-origin", "cors", "empty", 200},       // the player's fetch
+		{"none", "navigate", "document", 200},       // typed in the address bar
+	} {
+		r := httptest.NewRequest("GET", "http://recorder/?q=web", nil)
+		r.Header.Set("Sec-Fetch-Site", tc.site)
+		r.Header.Set("Sec-Fetch-Mode", tc.mode)
+		r.Header.Set("Sec-Fetch-Dest", tc.dest)
+		w := httptest.NewRecorder()
+		all.ServeHTTP(w, r)
+		if w.Code != tc.code {
+			t.Errorf("%s %s %s: %d, want %d", tc.site, tc.mode, tc.dest, w.Code, tc.code)
+		}
+	}
+}
