@@ -78,6 +78,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 		kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"`+name+`","namespace":"shop"},
 			"spec":{"parentRefs":[{"name":"portal"},{"name":"edge"}],"rules":[{"backendRefs":[{"name":"web","port":80}]}]}}`), "create", "-f", "-")
 	}
+	// The admins' resources, whose spec is theirs alone.
+	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"tsinject.dev/v1alpha1","kind":"Recorder","metadata":{"name":"audit"},"spec":{"uploaderTags":["tag:k8s-operator"],"retention":"2160h"}}`), "create", "-f", "-")
+	kubectl(t, c.Kubeconfig, []byte(`{"apiVersion":"tsinject.dev/v1alpha1","kind":"APIServerProxy","metadata":{"name":"k8s"},"spec":{"mode":"auth"}}`), "create", "-f", "-")
 	asManager := func(stdin string, args ...string) error {
 		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.Kubeconfig, "--as=system:serviceaccount:tsinject-system:tsinject-manager"}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
@@ -335,6 +338,28 @@ func TestManagerCannotEscalate(t *testing.T) {
 				spec["dataSource"] = map[string]any{"kind": "PersistentVolumeClaim", "name": "data-ts-connector-edge-0"}
 			}).json(t))
 		}},
+		{"have a provisioner read a path from the claim's annotations", "only a recorder's proxy set has a volume claim", func() error {
+			sts := recorderSet(nil)
+			sts.obj["spec"].(map[string]any)["volumeClaimTemplates"].([]any)[0].(map[string]any)["metadata"].(map[string]any)["annotations"] = map[string]any{"nfs.io/storage-path": "../shop/db"}
+			return create(sts.json(t))
+		}},
+		{"bind any class-less volume", "only a recorder's proxy set has a volume claim", func() error {
+			return create(recorderSet(func(spec map[string]any) { spec["storageClassName"] = "" }).json(t))
+		}},
+		{"take the claim as a block device", "only a recorder's proxy set has a volume claim", func() error {
+			return create(recorderSet(func(spec map[string]any) { spec["volumeMode"] = "Block" }).json(t))
+		}},
+		{"write the recordings where they are lost", "only a recorder's proxy set has a volume claim", func() error {
+			sts := recorderSet(nil)
+			find(sts.container()["env"], "TSINJECT_RECORDINGS_DIR")["value"] = "/var/lib/tsinject"
+			return create(sts.json(t))
+		}},
+		{"widen who may upload recordings", "never their spec", func() error {
+			return asManager("", "patch", "recorder", "audit", "--dry-run=server", "--type=merge", "-p", `{"spec":{"uploaderTags":["tag:anything"],"retention":"1h"}}`)
+		}},
+		{"turn an API server proxy's impersonation off", "never their spec", func() error {
+			return asManager("", "patch", "apiserverproxy", "k8s", "--dry-run=server", "--type=merge", "-p", `{"spec":{"mode":"noauth"}}`)
+		}},
 		{"mount the recordings where the proxy reads its auth key", "only a recorder's proxy set has a volume claim", func() error {
 			sts := recorderSet(nil)
 			sts.mount("recordings")["mountPath"] = "/var/run/tsinject/auth"
@@ -511,6 +536,9 @@ func TestManagerCannotEscalate(t *testing.T) {
 			sts.volume("files")["secret"] = map[string]any{"secretName": "ts-connector-edge-files"}
 			return create(sts.json(t))
 		}},
+		{"add its finalizer to a Recorder", func() error {
+			return asManager("", "patch", "recorder", "audit", "--dry-run=server", "--type=merge", "-p", `{"metadata":{"finalizers":["tsinject.dev/recorder"]}}`)
+		}},
 		{"run a Recorder's recorder with its claim", func() error {
 			return create(recorderSet(nil).json(t))
 		}},
@@ -640,6 +668,7 @@ func recorderSet(change func(spec map[string]any)) *proxySet {
 	sts.pod["serviceAccountName"] = "ts-recorder-audit"
 	sts.volume("files")["secret"] = map[string]any{"secretName": "ts-recorder-audit-files"}
 	sts.container()["volumeMounts"] = append(sts.container()["volumeMounts"].([]any), map[string]any{"name": "recordings", "mountPath": "/var/lib/tsinject-recordings"})
+	sts.env("TSINJECT_RECORDINGS_DIR", "/var/lib/tsinject-recordings")
 	sts.obj["spec"].(map[string]any)["volumeClaimTemplates"] = []any{recordingsClaim(change)}
 	return sts
 }

@@ -431,7 +431,7 @@ func (s *Set) statefulSet(sts *appsv1.StatefulSet) {
 	if c := s.Claim; c != nil {
 		mounts = append(mounts, corev1.VolumeMount{Name: c.Name, MountPath: c.MountPath})
 		claims = []corev1.PersistentVolumeClaim{{
-			ObjectMeta: metav1.ObjectMeta{Name: c.Name, Labels: selector},
+			ObjectMeta: metav1.ObjectMeta{Name: c.Name},
 			Spec: corev1.PersistentVolumeClaimSpec{
 				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 				StorageClassName: c.StorageClassName,

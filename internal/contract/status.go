@@ -66,7 +66,7 @@ const (
 // same name).
 var AdmissionPolicies = []string{"tsinject-manager-webhook", "tsinject-manager-bindings", "tsinject-manager-secrets",
 	"tsinject-manager-workloads", "tsinject-manager-services", "tsinject-manager-configmaps", "tsinject-manager-ingresses",
-	"tsinject-manager-gateways"}
+	"tsinject-manager-gateways", "tsinject-manager-resources"}
 
 // ImageAllowed reports whether image is one of patterns (comma-separated;
 // a trailing * matches a prefix), as the admission policy reads them.

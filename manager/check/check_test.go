@@ -145,7 +145,7 @@ func TestChecks(t *testing.T) {
 			gatewaySet("portal", &contract.CertificateState{NotBefore: now.Add(-91 * 24 * time.Hour), NotAfter: now.Add(-time.Hour)})...), false, false, "Gateway shop/portal: expired 2026-12-31T23:00:00Z; 1 of 2 valid"},
 		{"pool ready", poolsCheck, []client.Object{pool("shared", metav1.ConditionTrue, "2 replicas on the tailnet, serving 50 Services")}, true, false, "shared: 2 replicas on the tailnet, serving 50 Services"},
 		{"pool not ready", poolsCheck, []client.Object{pool("shared", metav1.ConditionTrue, "2 replicas on the tailnet, serving 50 Services"), pool("other", metav1.ConditionFalse, "0 of 2 replicas on the tailnet")}, false, false, "other: 0 of 2 replicas on the tailnet; shared: 2 replicas"},
-		{"guardrails", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), true, false, "8 admission policies hold the manager"},
+		{"guardrails", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil), true, false, "9 admission policies hold the manager"},
 		{"guardrails, namespace not restricted", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", map[string]string{"pod-security.kubernetes.io/enforce": "baseline"}), false, false, "does not enforce the restricted Pod Security Standard"},
 		{"guardrails, a policy missing", guardrailsCheck, guardrailObjects("ghcr.io/tsinject/tsinject-proxy:*", "", nil)[1:], false, false, "missing: ValidatingAdmissionPolicy tsinject-manager-webhook"},
 		{"guardrails, the proxy image not allowed", guardrailsCheck, guardrailObjects("registry.example/other:*", "", nil), false, false, "does not allow the manager's --proxy-image ghcr.io/tsinject/tsinject-proxy:v1"},

@@ -173,3 +173,15 @@ func TestTailscaleClientRecords(t *testing.T) {
 		}
 	})
 }
+
+// A volume without room for a new recording takes none, saying why.
+func TestWritableNeedsRoom(t *testing.T) {
+	s := &Store{Dir: t.TempDir(), MinFree: 1 << 62}
+	if err := s.writable(); err == nil || !strings.Contains(err.Error(), "MiB free, under the") {
+		t.Errorf("writable with no room: %v", err)
+	}
+	s.MinFree = 1
+	if err := s.writable(); err != nil {
+		t.Errorf("writable with room: %v", err)
+	}
+}
