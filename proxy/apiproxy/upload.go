@@ -110,9 +110,6 @@ func (u *asyncUpload) run() {
 	}
 }
 
-// Close ends the upload once the recorder has taken what is pending, or
-// after uploadDrain (a recorder that takes nothing more: the pending rest
-// is lost with it).
 // closing says whether the session has closed the upload (its end).
 func (u *asyncUpload) closing() bool {
 	u.mu.Lock()
@@ -120,6 +117,9 @@ func (u *asyncUpload) closing() bool {
 	return u.closed
 }
 
+// Close ends the upload once the recorder has taken what is pending, or
+// after uploadDrain (a recorder that takes nothing more: the pending rest
+// is lost with it).
 func (u *asyncUpload) Close() error {
 	u.mu.Lock()
 	if u.closed {
