@@ -11,6 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tsinject/tsinject/api/v1alpha1"
+	"github.com/tsinject/tsinject/controllers/proxyset"
+	"github.com/tsinject/tsinject/manager"
 	"github.com/tsinject/tsinject/test/cluster"
 	"github.com/tsinject/tsinject/test/cluster/clustertest"
 	"github.com/tsinject/tsinject/test/poll"
@@ -538,6 +544,27 @@ func TestManagerCannotEscalate(t *testing.T) {
 		}},
 		{"add its finalizer to a Recorder", func() error {
 			return asManager("", "patch", "recorder", "audit", "--dry-run=server", "--type=merge", "-p", `{"metadata":{"finalizers":["tsinject.dev/recorder"]}}`)
+		}},
+		// Its typed client writes a duration back as "2160h0m0s": an
+		// update of the whole Recorder would change the admins' spec.
+		{"add its finalizer to a Recorder as its controllers do", func() error {
+			cfg := rest.CopyConfig(c.Config)
+			cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:tsinject-system:tsinject-manager"}
+			cl, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+			if err != nil {
+				return err
+			}
+			var rec v1alpha1.Recorder
+			if err := cl.Get(context.Background(), client.ObjectKey{Name: "audit"}, &rec); err != nil {
+				return err
+			}
+			whole := rec.DeepCopy()
+			whole.Finalizers = []string{"tsinject.dev/recorder"}
+			if err := cl.Update(context.Background(), whole, client.DryRunAll); err == nil || !strings.Contains(err.Error(), "never their spec") {
+				return fmt.Errorf("an update of the whole Recorder: %v, want it refused as a change of its spec", err)
+			}
+			_, err = proxyset.Finalize(context.Background(), cl, &rec, "tsinject.dev/recorder", true)
+			return err
 		}},
 		{"run a Recorder's recorder with its claim", func() error {
 			return create(recorderSet(nil).json(t))

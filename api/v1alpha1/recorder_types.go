@@ -29,7 +29,7 @@ type RecorderSpec struct {
 	UploaderTags []Tag `json:"uploaderTags"`
 	// Storage is the PersistentVolumeClaim the recordings are kept on.
 	// +optional
-	Storage RecorderStorage `json:"storage,omitempty"`
+	Storage *RecorderStorage `json:"storage,omitempty"`
 	// Retention removes recordings last written longer ago than this
 	// (at least 1h; default: kept until removed by hand).
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="retention: allowed: a duration of an hour or more, such as 2160h for 90 days"

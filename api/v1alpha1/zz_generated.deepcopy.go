@@ -541,7 +541,11 @@ func (in *RecorderSpec) DeepCopyInto(out *RecorderSpec) {
 		*out = make([]Tag, len(*in))
 		copy(*out, *in)
 	}
-	in.Storage.DeepCopyInto(&out.Storage)
+	if in.Storage != nil {
+		in, out := &in.Storage, &out.Storage
+		*out = new(RecorderStorage)
+		(*in).DeepCopyInto(*out)
+	}
 	if in.Retention != nil {
 		in, out := &in.Retention, &out.Retention
 		*out = new(v1.Duration)

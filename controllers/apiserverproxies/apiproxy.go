@@ -166,13 +166,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if err := r.clusterRBAC(ctx, s, false); err != nil {
 			return reconcile.Result{}, err
 		}
-		controllerutil.RemoveFinalizer(&p, Finalizer)
-		return reconcile.Result{}, r.Client.Update(ctx, &p)
+		_, err = proxyset.Finalize(ctx, r.Client, &p, Finalizer, false)
+		return reconcile.Result{}, err
 	}
-	if controllerutil.AddFinalizer(&p, Finalizer) {
-		if err := r.Client.Update(ctx, &p); err != nil {
-			return reconcile.Result{}, err
-		}
+	if added, err := proxyset.Finalize(ctx, r.Client, &p, Finalizer, true); err != nil {
+		return reconcile.Result{}, err
+	} else if added {
 		s = r.set(&p, proxy)
 	}
 	if err := proxyset.Apply(ctx, r.Client, s); err != nil {

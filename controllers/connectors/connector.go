@@ -209,10 +209,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if !cn.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &cn, s)
 	}
-	if controllerutil.AddFinalizer(&cn, Finalizer) {
-		if err := r.Client.Update(ctx, &cn); err != nil {
-			return reconcile.Result{}, err
-		}
+	if added, err := proxyset.Finalize(ctx, r.Client, &cn, Finalizer, true); err != nil {
+		return reconcile.Result{}, err
+	} else if added {
 		s = r.set(&cn, cidrs, addrs, proxy)
 	}
 	if err := proxyset.Apply(ctx, r.Client, s); err != nil {
@@ -237,8 +236,8 @@ func (r *Reconciler) finalize(ctx context.Context, cn *v1alpha1.Connector, s *pr
 	if !done {
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
-	controllerutil.RemoveFinalizer(cn, Finalizer)
-	return reconcile.Result{}, r.Client.Update(ctx, cn)
+	_, err = proxyset.Finalize(ctx, r.Client, cn, Finalizer, false)
+	return reconcile.Result{}, err
 }
 
 // updateStatus reports devices and the Ready condition.

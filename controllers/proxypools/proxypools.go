@@ -238,10 +238,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if !pool.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &pool, s)
 	}
-	if controllerutil.AddFinalizer(&pool, Finalizer) {
-		if err := r.Client.Update(ctx, &pool); err != nil {
-			return reconcile.Result{}, err
-		}
+	if added, err := proxyset.Finalize(ctx, r.Client, &pool, Finalizer, true); err != nil {
+		return reconcile.Result{}, err
+	} else if added {
 		s = r.set(&pool, proxy, list, allow)
 	}
 	if err := proxyset.Apply(ctx, r.Client, s); err != nil {
@@ -296,9 +295,9 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.ProxyPool, s *
 	if !done {
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
-	controllerutil.RemoveFinalizer(pool, Finalizer)
 	// Not found: a reconcile from a cache behind our last write.
-	return reconcile.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, pool))
+	_, err = proxyset.Finalize(ctx, r.Client, pool, Finalizer, false)
+	return reconcile.Result{}, client.IgnoreNotFound(err)
 }
 
 // updateStatus reports devices, the Services served and the Ready

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -687,4 +688,24 @@ func DefaultResources() corev1.ResourceRequirements {
 		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
 		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
 	}
+}
+
+// Finalize adds (present) or removes the finalizer on obj, owned by its
+// controller, with a patch of the finalizers alone. An update of the
+// whole object would write its spec back as the typed client encodes it
+// (a duration "720h" as "720h0m0s", a quantity "0.5" as "500m"): a change
+// of the admins' spec, which the admission policy
+// tsinject-manager-resources refuses. It reports whether it wrote.
+func Finalize(ctx context.Context, c client.Client, obj client.Object, finalizer string, present bool) (bool, error) {
+	orig := obj.DeepCopyObject().(client.Object)
+	var changed bool
+	if present {
+		changed = controllerutil.AddFinalizer(obj, finalizer)
+	} else {
+		changed = controllerutil.RemoveFinalizer(obj, finalizer)
+	}
+	if !changed {
+		return false, nil
+	}
+	return true, c.Patch(ctx, obj, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }

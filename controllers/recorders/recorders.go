@@ -108,8 +108,12 @@ func (r *Reconciler) set(rec *v1alpha1.Recorder, proxy *v1alpha1.ProxyConfig) *p
 		env = append(env, corev1.EnvVar{Name: contract.EnvControlURL, Value: r.ControlURL})
 	}
 	size := DefaultSize
-	if q := rec.Spec.Storage.Size; q != nil {
-		size = *q
+	var class *string
+	if st := rec.Spec.Storage; st != nil {
+		if st.Size != nil {
+			size = *st.Size
+		}
+		class = st.StorageClassName
 	}
 	rec.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("Recorder"))
 	return &proxyset.Set{
@@ -119,7 +123,7 @@ func (r *Reconciler) set(rec *v1alpha1.Recorder, proxy *v1alpha1.ProxyConfig) *p
 		// Only the tailnet reaches a recorder: in the cluster, the health
 		// port alone.
 		Isolated: true,
-		Claim:    &proxyset.Claim{Name: "recordings", MountPath: contract.RecordingsDir, Size: size, StorageClassName: rec.Spec.Storage.StorageClassName},
+		Claim:    &proxyset.Claim{Name: "recordings", MountPath: contract.RecordingsDir, Size: size, StorageClassName: class},
 	}
 }
 
@@ -144,13 +148,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if err != nil || !done {
 			return reconcile.Result{RequeueAfter: 2 * time.Second}, err
 		}
-		controllerutil.RemoveFinalizer(&rec, Finalizer)
-		return reconcile.Result{}, r.Client.Update(ctx, &rec)
+		_, err = proxyset.Finalize(ctx, r.Client, &rec, Finalizer, false)
+		return reconcile.Result{}, err
 	}
-	if controllerutil.AddFinalizer(&rec, Finalizer) {
-		if err := r.Client.Update(ctx, &rec); err != nil {
-			return reconcile.Result{}, err
-		}
+	if added, err := proxyset.Finalize(ctx, r.Client, &rec, Finalizer, true); err != nil {
+		return reconcile.Result{}, err
+	} else if added {
 		s = r.set(&rec, proxy)
 	}
 	if err := proxyset.Apply(ctx, r.Client, s); err != nil {

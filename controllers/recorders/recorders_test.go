@@ -42,7 +42,7 @@ func TestRecorderSteps(t *testing.T) {
 	rec := &v1alpha1.Recorder{ObjectMeta: metav1.ObjectMeta{Name: "audit", Generation: 1}, Spec: v1alpha1.RecorderSpec{
 		UploaderTags: []v1alpha1.Tag{"tag:k8s-apiproxy", "tag:ci"}, Retention: &metav1.Duration{Duration: 2160 * time.Hour},
 		MaxSessions: ptr(int32(64)), MaxSessionBytes: &maxBytes,
-		Storage: v1alpha1.RecorderStorage{Size: &size, StorageClassName: &class}}}
+		Storage: &v1alpha1.RecorderStorage{Size: &size, StorageClassName: &class}}}
 	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(rec).WithStatusSubresource(rec, &appsv1.StatefulSet{}).
 		WithTypeConverters(managedfields.NewDeducedTypeConverter()).Build()
 	var loggedOut []string
