@@ -1,10 +1,7 @@
 package apiproxy
 
 import (
-	"net"
 	"net/http"
-	"net/netip"
-	"slices"
 	"strings"
 )
 
@@ -23,29 +20,4 @@ func browserHeader(h http.Header) string {
 		}
 	}
 	return ""
-}
-
-// hostAllowed reports whether the request's Host names this proxy: one
-// of names (its MagicDNS name, short or full, compared without case or a
-// trailing dot) or addrs, with any port. A page served from another name
-// that resolves to the proxy (DNS rebinding) sends that other name.
-func hostAllowed(host string, names []string, addrs []netip.Addr) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
-	if a, err := netip.ParseAddr(host); err == nil {
-		return slices.Contains(addrs, a.Unmap())
-	}
-	return host != "" && slices.Contains(names, host)
-}
-
-// hostNames are the names a proxy answers to for its MagicDNS name fqdn.
-func hostNames(fqdn string) []string {
-	fqdn = strings.TrimSuffix(strings.ToLower(fqdn), ".")
-	short, _, _ := strings.Cut(fqdn, ".")
-	if short == fqdn {
-		return []string{fqdn}
-	}
-	return []string{fqdn, short}
 }

@@ -221,7 +221,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(rec, http.StatusForbidden, "Forbidden", "tsinject: the API proxy refuses requests from web browsers (the request carries "+hdr+"); use kubectl or another API client")
 		return
 	}
-	if (len(h.Names) > 0 || len(h.Addrs) > 0) && !hostAllowed(r.Host, h.Names, h.Addrs) {
+	if (len(h.Names) > 0 || len(h.Addrs) > 0) && !tsnode.HostAllowed(r.Host, h.Names, h.Addrs) {
 		who = r.RemoteAddr
 		writeStatus(rec, http.StatusForbidden, "Forbidden", fmt.Sprintf("tsinject: Host %q does not name this API proxy (allowed: %s)", r.Host, strings.Join(h.allowedHosts(), ", ")))
 		return
@@ -484,7 +484,7 @@ func serveNode(ctx context.Context, cfg Config, h *Handler, reg *prometheus.Regi
 		return err
 	}
 	fqdn := strings.TrimSuffix(st.Self.DNSName, ".")
-	h.Names, h.Addrs = hostNames(fqdn), st.Self.TailscaleIPs
+	h.Names, h.Addrs = tsnode.HostNames(fqdn), st.Self.TailscaleIPs
 	h.WhoIs = func(ctx context.Context, addr string) (*apitype.WhoIsResponse, error) { return n.LC.WhoIs(ctx, addr) }
 
 	var ln net.Listener

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,8 @@ import (
 
 	"tailscale.com/client/local"
 	"tailscale.com/types/logger"
+
+	"github.com/tsinject/tsinject/internal/tsnode"
 )
 
 // The asciinema web player, vendored from its npm package (make
@@ -90,7 +93,7 @@ type UI struct {
 	// tailnet names and addresses). A request for any other host is
 	// refused: a web page that rebinds its own name to the recorder's
 	// address would otherwise read recordings with its visitor's grants.
-	Hosts func(r *http.Request) ([]string, error)
+	Hosts func(r *http.Request) (names []string, addrs []netip.Addr, err error)
 	Logf  logger.Logf
 
 	ix index
@@ -150,20 +153,16 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UI) hostAllowed(r *http.Request) error {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]") // IPv6 without a port
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	hosts, err := u.Hosts(r)
+	names, addrs, err := u.Hosts(r)
 	if err != nil {
 		return fmt.Errorf("the recorder cannot tell its own names: %v", err)
 	}
-	for _, h := range hosts {
-		if strings.EqualFold(strings.TrimSuffix(h, "."), host) {
-			return nil
-		}
+	if tsnode.HostAllowed(r.Host, names, addrs) {
+		return nil
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
 	}
 	// Not which names: a rebinding page reads this answer.
 	return fmt.Errorf("this recorder is not %q: open it by its tailnet name", host)
@@ -330,22 +329,15 @@ func Handler(st *Store, lc *local.Client) http.Handler {
 			}
 			return sc, err
 		},
-		Hosts: func(r *http.Request) ([]string, error) {
+		Hosts: func(r *http.Request) ([]string, []netip.Addr, error) {
 			self, err := lc.StatusWithoutPeers(r.Context())
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if self.Self == nil {
-				return nil, errors.New("not on the tailnet")
+				return nil, nil, errors.New("not on the tailnet")
 			}
-			var hosts []string
-			if fqdn := strings.TrimSuffix(self.Self.DNSName, "."); fqdn != "" {
-				hosts = append(hosts, fqdn, strings.Split(fqdn, ".")[0])
-			}
-			for _, ip := range self.Self.TailscaleIPs {
-				hosts = append(hosts, ip.String())
-			}
-			return hosts, nil
+			return tsnode.HostNames(self.Self.DNSName), self.Self.TailscaleIPs, nil
 		}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/record" || r.URL.Path == "/v2/record" {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,8 +40,8 @@ func testUI(dir string, rules ...string) *UI {
 			}
 			return ViewScope(raw)
 		},
-		Hosts: func(*http.Request) ([]string, error) {
-			return []string{"recorder.tail.ts.net", "recorder", "100.64.0.9"}, nil
+		Hosts: func(*http.Request) ([]string, []netip.Addr, error) {
+			return []string{"recorder.tail.ts.net", "recorder"}, []netip.Addr{netip.MustParseAddr("100.64.0.9")}, nil
 		}}
 }
 
@@ -222,7 +223,9 @@ func TestUIHostileInput(t *testing.T) {
 		t.Errorf("the player: %d %s", code, hdr.Get("Content-Type"))
 	}
 	ui := testUI(dir, `{"namespaces":["*"]}`)
-	ui.Hosts = func(*http.Request) ([]string, error) { return []string{"fd7a:115c:a1e0::9"}, nil }
+	ui.Hosts = func(*http.Request) ([]string, []netip.Addr, error) {
+		return nil, []netip.Addr{netip.MustParseAddr("fd7a:115c:a1e0::9")}, nil
+	}
 	if code, _, _ := get(t, ui, "GET", "[fd7a:115c:a1e0::9]", "/"); code != 200 {
 		t.Errorf("by its IPv6 address: %d", code)
 	}

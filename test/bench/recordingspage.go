@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,13 +59,13 @@ func RecordingsPage(ctx context.Context, n, repeats int) (*RecordingsPageResult,
 	var ui *recorder.UI
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ui.ServeHTTP(w, r) }))
 	defer srv.Close()
-	host, _, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	addr := netip.MustParseAddrPort(srv.Listener.Addr().String()).Addr()
 	newUI := func() *recorder.UI {
 		return &recorder.UI{Dir: dir, Open: func(string) bool { return false }, Logf: func(string, ...any) {},
 			Viewer: func(*http.Request) (recorder.Scope, error) {
 				return recorder.ViewScope([]tailcfg.RawMessage{`{"namespaces":["*"]}`})
 			},
-			Hosts: func(*http.Request) ([]string, error) { return []string{host}, nil }}
+			Hosts: func(*http.Request) ([]string, []netip.Addr, error) { return nil, []netip.Addr{addr}, nil }}
 	}
 	get := func(path, want string) (float64, error) {
 		t0 := time.Now()
