@@ -210,7 +210,8 @@ spec:
 // real writes: it cannot bind cluster-admin or the impersonation role to
 // itself, rewrite its webhook, make a token Secret, run a shell as an API
 // proxy's account, run the proxy image so as to send that account's token
-// elsewhere or join it to another tailnet, or repoint a tenant's Service;
+// elsewhere or join it to another tailnet, give a proxy another volume's
+// data, change an admin's Recorder, or repoint a tenant's Service;
 // afterwards nothing of it exists.
 func TestManagerCannotEscalate(t *testing.T) {
 	ns := namespace(t, "manager-attack")
@@ -222,6 +223,26 @@ func TestManagerCannotEscalate(t *testing.T) {
 	proxySet := func(env string) string {
 		return `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"ts-apiserver-proxy-attack","namespace":"` + system + `"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b","app.kubernetes.io/component":"apiserver-proxy"}},"spec":{"serviceAccountName":"ts-apiserver-proxy-attack","enableServiceLinks":false,"containers":[{"name":"apiserver","image":"` + proxyImage + `","args":["apiserver"],"env":[` + env + `]}]}}}}`
 	}
+	// An admins' Recorder (its claim's class does not exist: the recorder
+	// stays Pending, storing nothing), whose spec the manager must not
+	// change.
+	apply(t, "default", `apiVersion: tsinject.dev/v1alpha1
+kind: Recorder
+metadata: {name: attack-target}
+spec:
+  uploaderTags: [tag:k8s-operator]
+  retention: 2160h
+  storage: {storageClassName: e2e-none}
+`)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stepDeadline)
+		defer cancel()
+		for _, obj := range [][]string{{"recorder", "attack-target"}, {"-n", system, "pvc", "recordings-ts-recorder-attack-target-0"}} {
+			if out, err := kubectl(ctx, append([]string{"delete", "--ignore-not-found", "--wait=true", "--timeout=2m"}, obj...)...); err != nil {
+				t.Errorf("deleting %v: %v: %s", obj, err, out)
+			}
+		}
+	})
 	before, err := env.cluster.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "tsinject", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -237,6 +258,8 @@ func TestManagerCannotEscalate(t *testing.T) {
 		{"run a shell as an API proxy's account", `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"ts-apiserver-proxy-attack","namespace":"` + system + `"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"serviceAccountName":"ts-apiserver-proxy-attack","containers":[{"name":"sh","image":"` + appImage + `"}]}}}}`, "only the images", []string{"create", "-f", "-"}},
 		{"send an API proxy's token to its own API server", proxySet(`{"name":"KUBERNETES_SERVICE_HOST","value":"198.18.0.66"}`), "only tsinject's own variables", []string{"create", "-f", "-"}},
 		{"join an API proxy to its own tailnet", proxySet(`{"name":"TSINJECT_CLIENT_ID","value":"attacker-client"}`), "only with the credential", []string{"create", "-f", "-"}},
+		{"give an API proxy another volume's data", `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"ts-apiserver-proxy-attack","namespace":"` + system + `"},"spec":{"selector":{"matchLabels":{"a":"b"}},"volumeClaimTemplates":[{"metadata":{"name":"recordings"},"spec":{"volumeName":"shop-data","accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}}],"template":{"metadata":{"labels":{"a":"b","app.kubernetes.io/component":"apiserver-proxy"}},"spec":{"serviceAccountName":"ts-apiserver-proxy-attack","enableServiceLinks":false,"containers":[{"name":"apiserver","image":"` + proxyImage + `","args":["apiserver"]}]}}}}`, "only a recorder's proxy set has a volume claim", []string{"create", "-f", "-"}},
+		{"widen who may upload recordings and keep them an hour", "", "never their spec", []string{"patch", "recorder", "attack-target", "--type=merge", "-p", `{"spec":{"uploaderTags":["tag:anything"],"retention":"1h"}}`}},
 		{"repoint a tenant's Service", "", "only an egress Service's externalName", []string{"-n", ns, "patch", "service", "web", "-p", `{"spec":{"selector":{"app":"attacker"}}}`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -274,7 +297,10 @@ func TestManagerCannotEscalate(t *testing.T) {
 	if out, _ := kubectl(ctx, "auth", "can-i", "--as="+manager, "bind", "clusterroles/cluster-admin"); !strings.HasSuffix(strings.TrimSpace(out), "\nno") && strings.TrimSpace(out) != "no" {
 		t.Errorf("kubectl auth can-i --as %s bind clusterroles/cluster-admin: %s", manager, out)
 	}
-	figure(t, "as the manager's account: 8 escalations refused by RBAC or tsinject's admission policies; nothing bound, no token Secret or proxy set, the webhook and the tenant's Service as they were")
+	if out, err := kubectl(ctx, "get", "recorder", "attack-target", "-o", "jsonpath={.spec.uploaderTags} {.spec.retention}"); err != nil || strings.TrimSpace(out) != `["tag:k8s-operator"] 2160h` {
+		t.Errorf("the admins' Recorder: %v: %s", err, out)
+	}
+	figure(t, "as the manager's account: 10 escalations refused by RBAC or tsinject's admission policies; nothing bound, no token Secret or proxy set, the webhook and the tenant's Service as they were")
 }
 
 func firstLine(s string) string {
